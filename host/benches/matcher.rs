@@ -1,0 +1,111 @@
+//! Matcher throughput at the per-connection limits: 400 track phrases, 5,000
+//! follow ids, 25 location boxes, over synthetic posts.
+//!
+//! `cargo bench -p traptor-host --bench matcher`
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use traptor_host::matcher::{Matcher, Scratch};
+use traptor_host::post::{Message, PostView, v1};
+use traptor_host::rules::{Rule, RuleType};
+use traptor_host::sources::synthetic::{Generator, Rng, USERS, user_id};
+
+fn rule(id: usize, t: &str, value: String) -> Rule {
+    let fields = vec![
+        ("rule_id".to_string(), id.to_string()),
+        ("value".to_string(), value),
+        ("rule_type".to_string(), t.to_string()),
+    ];
+    Rule::from_fields(fields, RuleType::Track).expect("valid")
+}
+
+const TERMS: &[&str] = &[
+    "love", "happy", "coffee", "music", "game", "rain", "city", "news", "election", "market", "crypto", "rust",
+    "python", "storm", "concert", "pizza", "movie", "launch", "deploy", "climate", "solar", "health", "café",
+    "東京", "weekend", "birthday", "summer", "football", "example", "github", "tbt", "ai", "ramen", "vote",
+];
+
+fn track_rules(n: usize) -> Vec<Rule> {
+    let mut r = Rng::new(42);
+    (0..n)
+        .map(|i| {
+            let words = 1 + r.below(3);
+            let v: Vec<String> = (0..words)
+                .map(|_| format!("{}{}", r.pick(TERMS), if r.chance(0.5) { String::new() } else { r.below(50).to_string() }))
+                .collect();
+            rule(i, "track", v.join(" "))
+        })
+        .collect()
+}
+
+fn follow_rules(n: usize) -> Vec<Rule> {
+    // Half the pool is followed, plus ids that never post.
+    (0..n).map(|i| rule(i, "follow", if i % 2 == 0 { user_id(i % USERS) } else { 9_000_000_000 + i as u64 }.to_string())).collect()
+}
+
+fn location_rules(n: usize) -> Vec<Rule> {
+    (0..n)
+        .map(|i| {
+            let w = -170.0 + (i as f64) * 13.0;
+            rule(i, "locations", format!("{w},{},{},{}", -60.0 + i as f64, w + 10.0, -50.0 + i as f64 * 4.0))
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = Generator::new(1);
+    let raws: Vec<Vec<u8>> = (0..2000).map(|_| g.next_post()).collect();
+    let posts: Vec<PostView<'_>> = raws
+        .iter()
+        .map(|r| match v1::decode(r) {
+            Ok(Message::Post(p)) => *p,
+            _ => panic!("synthetic post does not decode"),
+        })
+        .collect();
+    let mut group = c.benchmark_group("match_post");
+    group.throughput(Throughput::Elements(posts.len() as u64));
+    for (name, rules) in [
+        ("track_400", track_rules(400)),
+        ("follow_5000", follow_rules(5000)),
+        ("locations_25", location_rules(25)),
+        ("all_three", {
+            let mut all = track_rules(400);
+            all.extend(follow_rules(5000));
+            all.extend(location_rules(25));
+            all
+        }),
+    ] {
+        let m = Matcher::new(rules);
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut hits = 0;
+                for p in &posts {
+                    m.match_post(black_box(p), &mut scratch, &mut out);
+                    hits += out.len();
+                }
+                hits
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(raws.len() as u64));
+    group.bench_function("v1_decode", |b| {
+        b.iter(|| raws.iter().filter(|r| matches!(v1::decode(black_box(r)), Ok(Message::Post(_)))).count())
+    });
+    group.finish();
+
+    c.bench_function("compile_400_5000_25", |b| {
+        let mut all = track_rules(400);
+        all.extend(follow_rules(5000));
+        all.extend(location_rules(25));
+        b.iter(|| Matcher::new(black_box(all.clone())))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,337 @@
+//! Wiring: builds the pipeline from a [`LoadedConfig`], supervises it, reloads
+//! rules, and shuts it down cleanly.
+//!
+//! Task tree (all bounded channels):
+//!
+//! ```text
+//! rules watcher ──snapshot──▶ compiler ──ArcSwap<Compiled>──┐
+//! source (blocking thread) ──RawBatch──▶ workers × N (blocking) ──OutBatch──▶ sink (blocking)
+//! throughput reporter, signal handler
+//! ```
+//!
+//! Shutdown order: a signal (or the end of the input) stops the source; the
+//! workers drain the raw channel and exit; the sink writes what it received,
+//! flushes and returns; then the background tasks are stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig, RulesConfig};
+use crate::envelope::Identity;
+use crate::pipeline::{Compiled, OutBatch, WorkerContext, process_batch, worker::WorkerScratch};
+use crate::rules::{self, RuleSnapshot, RulesError};
+use crate::sinks::{Sink, SinkError, SinkSummary};
+use crate::sources::{Batching, Source, SourceError, SourceSummary};
+use crate::telemetry::{self, Metrics, Snapshot};
+
+/// Options from the command line that override the file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// `--test`: write to standard output whatever sink is configured.
+    pub test_mode: bool,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub metrics: Snapshot,
+    pub source: SourceSummary,
+    pub sink: SinkSummary,
+    pub elapsed: Duration,
+}
+
+/// Why a run failed; each knows its exit code (STYLE 2).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl AppError {
+    /// 78 for what the user must fix in the configuration, 2 for runtime failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Config(_) | AppError::Rules(_) | AppError::Unsupported(_) => EXIT_CONFIG,
+            AppError::Source(e) if e.is_user_error() => EXIT_CONFIG,
+            AppError::Sink(SinkError::Open { .. }) => EXIT_CONFIG,
+            AppError::Source(_) | AppError::Sink(_) => 2,
+        }
+    }
+}
+
+fn load_rules(cfg: &LoadedConfig) -> Result<RuleSnapshot, RulesError> {
+    let t = cfg.config.traptor.traptor_type;
+    match &cfg.config.rules {
+        RulesConfig::File { path, .. } => rules::file::load(path, t),
+    }
+}
+
+fn rules_name(cfg: &LoadedConfig) -> String {
+    match &cfg.config.rules {
+        RulesConfig::File { path, .. } => path.display().to_string(),
+    }
+}
+
+/// Cancel `token` on SIGINT or SIGTERM; a second signal exits at once.
+pub fn install_signal_handlers(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                tracing::info!("shutdown requested; draining in-flight posts (signal again to exit now)");
+                token.cancel();
+            } else {
+                tracing::warn!("second signal: exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run a pipeline until its input ends or `shutdown` is cancelled.
+pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToken) -> Result<RunReport, AppError> {
+    let started = Instant::now();
+    let c = &cfg.config;
+    if !c.stages.is_empty() {
+        return Err(AppError::Unsupported(format!(
+            "{}: [[stages]] are declared, but this build has no WebAssembly plugin runtime yet; remove the stages to run",
+            cfg.path.display()
+        )));
+    }
+    let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
+    let metrics = Arc::new(Metrics::default());
+    let background = CancellationToken::new();
+
+    // Rules: load once (a store that cannot load at all is a configuration
+    // error), then keep watching.
+    let snapshot = load_rules(&cfg)?;
+    let rules_origin = rules_name(&cfg);
+    snapshot.report(&rules_origin);
+    tracing::info!(rules = snapshot.rules.len(), invalid = snapshot.problems.len(), from = %rules_origin, "rules loaded");
+    let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
+    let (snap_tx, mut snap_rx) = watch::channel(Arc::new(snapshot));
+    match &c.rules {
+        RulesConfig::File { path, poll_interval_ms, debounce_ms } => {
+            let opts = rules::file::WatchOptions {
+                poll: Duration::from_millis(*poll_interval_ms),
+                debounce: Duration::from_millis(*debounce_ms),
+            };
+            tokio::spawn(rules::file::watch_file(path.clone(), identity.traptor_type, opts, snap_tx, background.clone()));
+        }
+    }
+    {
+        let compiled = compiled.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            while snap_rx.changed().await.is_ok() {
+                let snap = snap_rx.borrow_and_update().clone();
+                let built = tokio::task::spawn_blocking(move || Compiled::new(&snap)).await;
+                if let Ok(built) = built {
+                    let n = built.matcher.rules().len();
+                    compiled.store(Arc::new(built));
+                    Metrics::add(&metrics.rule_reloads, 1);
+                    tracing::info!(rules = n, "matcher swapped");
+                }
+            }
+        });
+    }
+
+    let tuning = &c.pipeline;
+    let batching =
+        Batching { max_records: tuning.batch_size, max_wait: Duration::from_millis(tuning.batch_timeout_ms) };
+    let source = Source::build(&c.source, batching);
+    source.check()?;
+    let sink_cfg = if opts.test_mode { crate::config::SinkConfig::Stdout {} } else { c.sink.clone() };
+    let sink = Sink::build(&sink_cfg);
+    sink.check()?;
+    let workers = tuning.workers();
+    tracing::info!(source = %source.name(), sink = %sink.name(), workers, "pipeline starting");
+
+    let (raw_tx, raw_rx) = async_channel::bounded(tuning.channel_batches);
+    let (out_tx, out_rx) = async_channel::bounded::<OutBatch>(tuning.channel_batches);
+    let ctx = WorkerContext {
+        identity,
+        forward_control: c.traptor.forward_control,
+        metrics: metrics.clone(),
+        source_name: source.name().into(),
+    };
+    let mut worker_handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (rx, tx, ctx, compiled) = (raw_rx.clone(), out_tx.clone(), ctx.clone(), compiled.clone());
+        worker_handles.push(tokio::task::spawn_blocking(move || worker_loop(&rx, &tx, &ctx, &compiled)));
+    }
+    drop((raw_rx, out_tx));
+
+    tokio::spawn(telemetry::report_periodically(
+        metrics.clone(),
+        Duration::from_secs(c.traptor.stats_interval_secs),
+        background.clone(),
+    ));
+    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone()));
+    let source_result = source.run(raw_tx, shutdown.clone()).await;
+    for h in worker_handles {
+        let _ = h.await;
+    }
+    let sink_result = sink_task.await.map_err(|e| SinkError::Task(e.to_string()))?;
+    background.cancel();
+
+    let sink_summary = sink_result?;
+    let source_summary = source_result?;
+    let report = RunReport {
+        metrics: metrics.snapshot(),
+        source: source_summary,
+        sink: sink_summary,
+        elapsed: started.elapsed(),
+    };
+    let m = &report.metrics;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        records = m.records_in,
+        posts = m.posts,
+        matched = m.posts_matched,
+        unmatched = m.posts_unmatched,
+        control = m.control.values().sum::<u64>(),
+        malformed = m.malformed,
+        written = m.records_out,
+        seconds = format!("{secs:.2}"),
+        posts_per_sec = (m.posts as f64 / secs).round() as u64,
+        "pipeline finished"
+    );
+    Ok(report)
+}
+
+/// One CPU worker: take a batch, process it with the current rules, pass it on.
+/// A panic while processing a batch is contained: the batch's records are
+/// counted as lost, logged, and the worker continues with fresh buffers.
+fn worker_loop(
+    rx: &async_channel::Receiver<crate::pipeline::RawBatch>,
+    tx: &async_channel::Sender<OutBatch>,
+    ctx: &WorkerContext,
+    compiled: &ArcSwap<Compiled>,
+) {
+    let mut scratch = WorkerScratch::default();
+    while let Ok(batch) = rx.recv_blocking() {
+        let current = compiled.load_full();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            process_batch(ctx, &current, &batch, &mut scratch)
+        }));
+        let out = match result {
+            Ok(out) => out,
+            Err(_) => {
+                Metrics::add(&ctx.metrics.worker_panics, 1);
+                tracing::error!(batch = batch.seq, records = batch.len(), "internal error while processing a batch; its records were not written");
+                scratch = WorkerScratch::default();
+                OutBatch::with_seq(batch.seq)
+            }
+        };
+        if tx.send_blocking(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// The outcome of `validate`.
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Validation {
+    pub fn exit_code(&self) -> i32 {
+        if self.errors.is_empty() { 0 } else { EXIT_CONFIG }
+    }
+}
+
+/// Check a pipeline file and everything it names, without running it.
+pub fn validate(path: &Path) -> Validation {
+    let mut v = Validation::default();
+    let cfg = match LoadedConfig::load(path) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid { path, problems }) => {
+            v.errors.extend(problems.iter().map(|p| format!("{}: {p}", path.display())));
+            return v;
+        }
+        Err(e) => {
+            v.errors.push(e.to_string());
+            return v;
+        }
+    };
+    let c = &cfg.config;
+    v.notes.push(format!("pipeline {}: traptor {}:{}", path.display(), c.traptor.traptor_type, c.traptor.id));
+    let batching = Batching { max_records: 1, max_wait: Duration::from_millis(1) };
+    let source = Source::build(&c.source, batching);
+    match source.check() {
+        Ok(()) => v.notes.push(format!("source: {}", source.name())),
+        Err(e) => v.errors.push(format!("source.path: {e}")),
+    }
+    match load_rules(&cfg) {
+        Ok(snap) => {
+            let origin = rules_name(&cfg);
+            v.notes.push(format!("rules: {} valid in {origin}", snap.rules.len()));
+            for p in &snap.problems {
+                v.errors.push(format!("invalid rule at {p}"));
+            }
+            for l in snap.limit_violations() {
+                v.errors.push(format!("{origin}: {l}"));
+            }
+            if snap.rules.is_empty() {
+                v.warnings.push(format!("{origin} holds no valid rule: every post will be \"Not Found\""));
+            }
+        }
+        Err(e) => v.errors.push(format!("rules.path: {e}")),
+    }
+    let sink = Sink::build(&c.sink);
+    match sink.check() {
+        Ok(()) => v.notes.push(format!("sink: {}", sink.name())),
+        Err(e) => v.errors.push(format!("sink.path: {e}")),
+    }
+    for (i, s) in c.stages.iter().enumerate() {
+        if !s.plugin.is_file() {
+            v.errors.push(format!("stages[{i}].plugin: stage {:?}: no such file {}", s.name, s.plugin.display()));
+        }
+        v.errors.push(format!(
+            "stages[{i}]: stage {:?} cannot run: this build has no WebAssembly plugin runtime yet",
+            s.name
+        ));
+    }
+    v
+}

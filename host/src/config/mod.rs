@@ -1,0 +1,449 @@
+//! The pipeline file (DESIGN §7): one TOML document naming a source, a rule
+//! store, ordered stages and a sink.
+//!
+//! Every table denies unknown keys, so a typo is an error that names the key and
+//! its line, never a silently ignored setting. Checking happens in two phases
+//! (as in Vector): [`PipelineConfig::check`] is pure and runs on every load;
+//! `app::validate` adds what needs the environment (files, rules, plugins).
+//!
+//! Relative paths in the file are resolved against the file's own directory, so
+//! a pipeline runs the same from any working directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::rules::RuleType;
+
+/// Exit code for an invalid configuration (sysexits `EX_CONFIG`).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Who this collector is.
+    pub traptor: TraptorConfig,
+    /// Where posts come from.
+    pub source: SourceConfig,
+    /// Where rules come from.
+    pub rules: RulesConfig,
+    /// WebAssembly stages, run in order between matching and the sink.
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+    /// Where enriched posts go.
+    pub sink: SinkConfig,
+    /// Tuning of the in-process pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineTuning,
+}
+
+/// `[traptor]`: the collector's identity, as the original's `TRAPTOR_TYPE`/`TRAPTOR_ID`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraptorConfig {
+    /// `track`, `follow` or `locations`.
+    #[serde(rename = "type")]
+    pub traptor_type: RuleType,
+    /// Collector number; with the type it names the Redis keys (`traptor-<type>:<id>`).
+    #[serde(default)]
+    pub id: u32,
+    /// Forward non-post stream messages (limit, delete, …) to the sink unchanged.
+    #[serde(default = "yes")]
+    pub forward_control: bool,
+    /// Period of the throughput line in the log; 0 turns it off.
+    #[serde(default = "default_stats_secs")]
+    pub stats_interval_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_stats_secs() -> u64 {
+    10
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Replay a JSON-lines file (`.gz` too), one message per line.
+    Replay {
+        /// The file to read.
+        path: PathBuf,
+        /// Posts per second; 0 (the default) reads as fast as the pipeline takes them.
+        #[serde(default)]
+        rate: f64,
+        /// Keep reading as the file grows (like `tail -f`) instead of ending at its end.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Generate realistic v1.1-shaped posts.
+    Synthetic {
+        /// How many posts; absent means without end.
+        #[serde(default)]
+        count: Option<u64>,
+        /// Posts per second; 0 (the default) generates as fast as possible.
+        #[serde(default)]
+        rate: f64,
+        /// Seed of the generator: the same seed gives the same posts.
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RulesConfig {
+    /// JSON lines, one rule per line; reloaded when the file changes.
+    File {
+        /// The rules file.
+        path: PathBuf,
+        /// How often to look for changes.
+        #[serde(default = "default_poll_ms")]
+        poll_interval_ms: u64,
+        /// How long the file must stay unchanged before it is reloaded.
+        #[serde(default = "default_debounce_ms")]
+        debounce_ms: u64,
+    },
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_debounce_ms() -> u64 {
+    250
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout {},
+    /// JSON lines in a file.
+    File {
+        /// The file to append to.
+        path: PathBuf,
+        /// Rotate when the file would grow past this many bytes (absent: never).
+        #[serde(default)]
+        rotate_bytes: Option<u64>,
+    },
+}
+
+/// What happens to a post when its stage fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The post continues without this stage's fields.
+    #[default]
+    Skip,
+    /// The post is dropped (counted).
+    Drop,
+    /// The post goes to the dead-letter destination with the error attached.
+    DeadLetter,
+    /// The pipeline stops.
+    Fail,
+}
+
+/// `[[stages]]`: one WebAssembly plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Unique name; the plugin's fields land under `traptor.enrichments.<name>`.
+    pub name: String,
+    /// Path of the component (`.wasm`).
+    pub plugin: PathBuf,
+    /// What to do with a post whose stage fails.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Handed to the plugin's initialiser as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Memory limit of one instance.
+    #[serde(default = "default_memory_mib")]
+    pub memory_limit_mib: u64,
+    /// Time limit of one batch call.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_timeout_ms() -> u64 {
+    50
+}
+
+/// `[pipeline]`: batching, parallelism and buffering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTuning {
+    /// CPU workers (decode, match, stages, envelope); default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Records per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is sent after this long (slow sources).
+    #[serde(default = "default_batch_timeout_ms")]
+    pub batch_timeout_ms: u64,
+    /// Batches that may wait in each channel.
+    #[serde(default = "default_channel_batches")]
+    pub channel_batches: usize,
+}
+
+fn default_batch_size() -> usize {
+    256
+}
+fn default_batch_timeout_ms() -> u64 {
+    50
+}
+fn default_channel_batches() -> usize {
+    8
+}
+
+impl Default for PipelineTuning {
+    fn default() -> Self {
+        PipelineTuning {
+            workers: None,
+            batch_size: default_batch_size(),
+            batch_timeout_ms: default_batch_timeout_ms(),
+            channel_batches: default_channel_batches(),
+        }
+    }
+}
+
+impl PipelineTuning {
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+/// One thing wrong with a pipeline file, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `stages[1].name` or `rules.path`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a pipeline file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid pipeline file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid pipeline file {path}:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+/// A parsed pipeline file and where it lives.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: PipelineConfig,
+}
+
+impl LoadedConfig {
+    /// Read, parse and check (pure checks only) a pipeline file.
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = PipelineConfig::parse(&text)
+            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let problems = config.check();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
+        }
+        Ok(LoadedConfig { path: path.to_owned(), config }.resolved())
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    fn resolved(mut self) -> LoadedConfig {
+        let base = self.base_dir();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.config.source {
+            SourceConfig::Replay { path, .. } => fix(path),
+            SourceConfig::Synthetic { .. } => {}
+        }
+        match &mut self.config.rules {
+            RulesConfig::File { path, .. } => fix(path),
+        }
+        match &mut self.config.sink {
+            SinkConfig::File { path, .. } => fix(path),
+            SinkConfig::Stdout {} => {}
+        }
+        for s in &mut self.config.stages {
+            fix(&mut s.plugin);
+        }
+        self
+    }
+}
+
+impl PipelineConfig {
+    /// Parse TOML text. The message names the line, column and key at fault.
+    pub fn parse(text: &str) -> Result<PipelineConfig, String> {
+        toml::from_str(text).map_err(|e| render_toml_error(text, &e))
+    }
+
+    /// Pure checks of values that parse but make no sense.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| out.push(Problem { key: key.to_owned(), message });
+        match &self.source {
+            SourceConfig::Replay { rate, path, .. } => {
+                if !(rate.is_finite() && *rate >= 0.0) {
+                    bad("source.rate", format!("must be a number ≥ 0, got {rate}"));
+                }
+                if path.as_os_str().is_empty() {
+                    bad("source.path", "must not be empty".into());
+                }
+            }
+            SourceConfig::Synthetic { rate, count, .. } => {
+                if !(rate.is_finite() && *rate >= 0.0) {
+                    bad("source.rate", format!("must be a number ≥ 0, got {rate}"));
+                }
+                if *count == Some(0) {
+                    bad("source.count", "must be ≥ 1 (leave it out for no end)".into());
+                }
+            }
+        }
+        match &self.rules {
+            RulesConfig::File { poll_interval_ms, .. } => {
+                if *poll_interval_ms == 0 {
+                    bad("rules.poll_interval_ms", "must be ≥ 1".into());
+                }
+            }
+        }
+        if let SinkConfig::File { rotate_bytes: Some(0), .. } = &self.sink {
+            bad("sink.rotate_bytes", "must be ≥ 1 (leave it out for no rotation)".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            let valid = !s.name.is_empty()
+                && s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                bad(&format!("stages[{i}].name"), format!("{:?} must be non-empty ASCII letters, digits, '_' or '-'", s.name));
+            }
+            if !names.insert(s.name.clone()) {
+                bad(&format!("stages[{i}].name"), format!("{:?} is used by an earlier stage", s.name));
+            }
+            if s.memory_limit_mib == 0 {
+                bad(&format!("stages[{i}].memory_limit_mib"), "must be ≥ 1".into());
+            }
+            if s.timeout_ms == 0 {
+                bad(&format!("stages[{i}].timeout_ms"), "must be ≥ 1".into());
+            }
+        }
+        let p = &self.pipeline;
+        if p.workers == Some(0) {
+            bad("pipeline.workers", "must be ≥ 1".into());
+        }
+        if p.batch_size == 0 {
+            bad("pipeline.batch_size", "must be ≥ 1".into());
+        }
+        if p.channel_batches == 0 {
+            bad("pipeline.channel_batches", "must be ≥ 1".into());
+        }
+        out
+    }
+}
+
+/// `toml`'s message with the 1-based line and column of its span.
+fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {col}: {msg} (at `{snippet}`)")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[traptor]
+type = "track"
+id = 3
+
+[source]
+type = "replay"
+path = "posts.jsonl"
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[[stages]]
+name = "sentiment"
+plugin = "sentiment.wasm"
+on_error = "dead_letter"
+config = { lexicon = "en" }
+
+[sink]
+type = "stdout"
+"#;
+
+    #[test]
+    fn good_file_parses() {
+        let c = PipelineConfig::parse(GOOD).expect("parses");
+        assert_eq!(c.traptor.id, 3);
+        assert_eq!(c.stages[0].on_error, OnError::DeadLetter);
+        assert!(c.check().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line() {
+        let text = GOOD.replace("path = \"rules.jsonl\"", "pathh = \"rules.jsonl\"");
+        let e = PipelineConfig::parse(&text).expect_err("unknown key");
+        assert!(e.contains("pathh"), "{e}");
+        assert!(e.contains("line "), "{e}");
+        let text = GOOD.replace("id = 3", "id = 3\ncolour = \"red\"");
+        let e = PipelineConfig::parse(&text).expect_err("unknown key");
+        assert!(e.contains("colour") && e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn unknown_types_are_errors() {
+        let e = PipelineConfig::parse(&GOOD.replace("type = \"replay\"", "type = \"carrier_pigeon\"")).expect_err("bad");
+        assert!(e.contains("carrier_pigeon"), "{e}");
+        let e = PipelineConfig::parse(&GOOD.replace("type = \"track\"", "type = \"trak\"")).expect_err("bad");
+        assert!(e.contains("trak") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn checks_name_the_key() {
+        let text = GOOD.replace("name = \"sentiment\"", "name = \"senti ment\"");
+        let c = PipelineConfig::parse(&text).expect("parses");
+        let p = c.check();
+        assert_eq!(p[0].key, "stages[0].name");
+    }
+}

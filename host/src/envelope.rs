@@ -1,0 +1,280 @@
+//! The output envelope of DESIGN §5, compatible with the original traptor 4.x.
+//!
+//! A post leaves as its original bytes with a top-level `traptor` object spliced
+//! in before the closing brace: the post is never parsed into a tree and
+//! re-serialised, so numbers, key order and escapes stay exactly as the source
+//! sent them. Two exceptions, both rare: a document spread over several lines
+//! is minified (white space outside strings removed) so it stays one JSON line,
+//! and a post that already carries a top-level `traptor` key (re-processing a
+//! collector's output) has that key replaced through a parsed tree.
+//!
+//! Each rule's `collection_rules` entry is serialised once per rule-set change
+//! ([`RuleJson`]) and copied per match.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use crate::post::PostView;
+use crate::rules::{Rule, RuleType};
+
+/// The collector identity written into every envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub traptor_type: RuleType,
+    pub traptor_id: u32,
+}
+
+/// Pre-serialised `collection_rules` entries, one per rule.
+#[derive(Debug, Default)]
+pub struct RuleJson {
+    entries: Vec<String>,
+}
+
+impl RuleJson {
+    pub fn new(rules: &[Rule]) -> RuleJson {
+        let entries = rules
+            .iter()
+            .map(|r| {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in r.fields() {
+                    obj.insert(k.clone(), serde_json::Value::String(v.clone()));
+                }
+                obj.insert(
+                    "rule_tag".into(),
+                    r.tag().map_or(serde_json::Value::Null, |t| serde_json::Value::String(t.to_owned())),
+                );
+                obj.insert("rule_value".into(), serde_json::Value::String(r.value().to_owned()));
+                serde_json::Value::Object(obj).to_string()
+            })
+            .collect();
+        RuleJson { entries }
+    }
+
+    pub fn get(&self, idx: u32) -> &str {
+        &self.entries[idx as usize]
+    }
+}
+
+/// Why a post could not be wrapped. The record is reported and skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("post is not a JSON object (does not end with `}}`)")]
+    NotAnObject,
+    #[error("post carries a `traptor` key and could not be rewritten: {0}")]
+    Rewrite(#[source] serde_json::Error),
+}
+
+/// v1.1 (`Mon Feb 22 01:34:53 +0000 2016`) or RFC 3339 timestamps, as RFC 3339
+/// in UTC with a `+00:00` offset (what the original's `isoformat()` wrote).
+pub fn created_at_iso(created_at: &str) -> Option<String> {
+    let dt = DateTime::parse_from_str(created_at, "%a %b %d %H:%M:%S %z %Y")
+        .or_else(|_| DateTime::parse_from_rfc3339(created_at))
+        .ok()?;
+    Some(dt.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%S%:z").to_string())
+}
+
+/// Write the envelope of one post into `out` (cleared first).
+///
+/// `matched` are rule indices into `rules`; `enrichments` is the already
+/// serialised `{"stage": {...}, ...}` object, if any stage added fields.
+pub fn write_post(
+    raw: &[u8],
+    post: &PostView<'_>,
+    id: Identity,
+    matched: &[u32],
+    rules: &RuleJson,
+    enrichments: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    out.clear();
+    let mut t = String::with_capacity(128 + 256 * matched.len());
+    let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.traptor_id, id.traptor_type);
+    if let Some(iso) = post.created_at.as_deref().and_then(created_at_iso) {
+        let _ = write!(t, ",\"created_at_iso\":\"{iso}\"");
+    }
+    if matched.is_empty() {
+        let _ = write!(
+            t,
+            ",\"rule_type\":\"{}\",\"id\":{},\"rule_tag\":\"Not Found\",\"rule_value\":\"Not Found\"",
+            id.traptor_type, id.traptor_id
+        );
+    } else {
+        t.push_str(",\"collection_rules\":[");
+        for (i, &r) in matched.iter().enumerate() {
+            if i > 0 {
+                t.push(',');
+            }
+            t.push_str(rules.get(r));
+        }
+        t.push(']');
+    }
+    if let Some(e) = enrichments {
+        t.push_str(",\"enrichments\":");
+        t.push_str(e);
+    }
+    t.push('}');
+    splice(raw, "traptor", &t, out)
+}
+
+/// Copy a non-post message for output: unchanged, on one line.
+pub fn write_control(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if raw.contains(&b'\n') || raw.contains(&b'\r') {
+        minify_into(raw, out);
+    } else {
+        out.extend_from_slice(trim(raw));
+    }
+}
+
+/// Insert `"key": value_json` as the last member of the JSON object `raw`.
+pub fn splice(raw: &[u8], key: &str, value_json: &str, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
+    out.clear();
+    if memchr::memmem::find(raw, format!("\"{key}\"").as_bytes()).is_some() && has_top_level_key(raw, key) {
+        return rewrite(raw, key, value_json, out);
+    }
+    if raw.contains(&b'\n') || raw.contains(&b'\r') {
+        minify_into(raw, out);
+    } else {
+        out.extend_from_slice(trim(raw));
+    }
+    if out.last() != Some(&b'}') || out.first() != Some(&b'{') {
+        return Err(EnvelopeError::NotAnObject);
+    }
+    out.pop();
+    let empty = out.iter().skip(1).all(|b| b.is_ascii_whitespace());
+    if !empty {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value_json.as_bytes());
+    out.push(b'}');
+    Ok(())
+}
+
+fn has_top_level_key(raw: &[u8], key: &str) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw).is_ok_and(|m| m.contains_key(key))
+}
+
+fn rewrite(raw: &[u8], key: &str, value_json: &str, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
+    let mut obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).map_err(EnvelopeError::Rewrite)?;
+    let value: serde_json::Value = serde_json::from_str(value_json).map_err(EnvelopeError::Rewrite)?;
+    obj.shift_remove(key);
+    obj.insert(key.to_owned(), value);
+    serde_json::to_writer(&mut *out, &obj).map_err(EnvelopeError::Rewrite)
+}
+
+fn trim(raw: &[u8]) -> &[u8] {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &raw[start..end]
+}
+
+/// Remove white space outside strings (JSON text stays byte-identical otherwise).
+fn minify_into(raw: &[u8], out: &mut Vec<u8>) {
+    let (mut in_str, mut esc) = (false, false);
+    for &b in raw {
+        if in_str {
+            out.push(b);
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_str = true;
+            }
+            out.push(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::post::{Message, v1};
+
+    fn id() -> Identity {
+        Identity { traptor_type: RuleType::Track, traptor_id: 0 }
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(created_at_iso("Mon Feb 22 01:34:53 +0000 2016").as_deref(), Some("2016-02-22T01:34:53+00:00"));
+        assert_eq!(created_at_iso("2022-03-01T10:00:00.000Z").as_deref(), Some("2022-03-01T10:00:00+00:00"));
+        assert_eq!(created_at_iso("yesterday"), None);
+    }
+
+    #[test]
+    fn not_found_form_and_original_bytes_kept() {
+        let raw = br#"{"id_str":"1","text":"x","n":1.50,"created_at":"Mon Feb 22 01:34:53 +0000 2016"}"#;
+        let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
+        let mut out = Vec::new();
+        write_post(raw, &p, id(), &[], &RuleJson::default(), None, &mut out).expect("wrap");
+        let s = String::from_utf8(out).expect("utf8");
+        assert!(s.starts_with(r#"{"id_str":"1","text":"x","n":1.50,"#), "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
+        assert_eq!(v["traptor"]["rule_tag"], "Not Found");
+        assert_eq!(v["traptor"]["rule_value"], "Not Found");
+        assert_eq!(v["traptor"]["rule_type"], "track");
+        assert_eq!(v["traptor"]["id"], 0);
+        assert_eq!(v["traptor"]["id_str"], 0);
+        assert_eq!(v["traptor"]["created_at_iso"], "2016-02-22T01:34:53+00:00");
+    }
+
+    #[test]
+    fn matched_rules_carry_all_fields() {
+        let rule = Rule::from_fields(
+            vec![
+                ("rule_id".into(), "12347".into()),
+                ("value".into(), "happy".into()),
+                ("tag".into(), "test".into()),
+                ("appid".into(), "a".into()),
+            ],
+            RuleType::Track,
+        )
+        .expect("rule");
+        let rj = RuleJson::new(&[rule]);
+        let raw = b"{\n  \"id_str\": \"1\",\n  \"text\": \"a  b\"\n}\n";
+        let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
+        let mut out = Vec::new();
+        write_post(raw, &p, id(), &[0], &rj, Some(r#"{"s":{"k":1}}"#), &mut out).expect("wrap");
+        let s = String::from_utf8(out).expect("utf8");
+        assert!(!s.contains('\n'));
+        assert!(s.contains(r#""text":"a  b""#), "string content untouched: {s}");
+        let v: serde_json::Value = serde_json::from_str(&s).expect("json");
+        let r = &v["traptor"]["collection_rules"][0];
+        assert_eq!(r["rule_id"], "12347");
+        assert_eq!(r["rule_tag"], "test");
+        assert_eq!(r["rule_value"], "happy");
+        assert_eq!(r["appid"], "a");
+        assert_eq!(v["traptor"]["enrichments"]["s"]["k"], 1);
+    }
+
+    #[test]
+    fn existing_traptor_key_is_replaced() {
+        let raw = br#"{"id_str":"1","text":"x","traptor":{"old":true}}"#;
+        let mut out = Vec::new();
+        splice(raw, "traptor", r#"{"new":true}"#, &mut out).expect("splice");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["traptor"], serde_json::json!({"new": true}));
+        // "traptor" only inside a string: plain splice.
+        let raw = br#"{"id_str":"1","text":"\"traptor\""}"#;
+        splice(raw, "traptor", "{}", &mut out).expect("splice");
+        assert!(out.starts_with(br#"{"id_str":"1","text":"\"traptor\"","traptor":{}}"#));
+    }
+
+    #[test]
+    fn control_messages_unchanged_on_one_line() {
+        let raw = b"{\n  \"limit\":{\n    \"track\":1234\n  }\n}\n";
+        let mut out = Vec::new();
+        write_control(raw, &mut out);
+        assert_eq!(out, br#"{"limit":{"track":1234}}"#);
+    }
+}

@@ -1,0 +1,26 @@
+//! traptor-host: a real-time collector of social-media posts.
+//!
+//! Posts flow `source → decode → classify → match → (stages) → envelope → sink`
+//! in batches over bounded channels (see `docs/ARCHITECTURE.md`). Modules, with
+//! dependencies pointing one way (DESIGN §1):
+//!
+//! * [`config`] — the pipeline file.
+//! * [`rules`] — the rule model (pure) and the rule stores.
+//! * [`post`] — the normalised post view and source decoders (pure).
+//! * [`matcher`] — attribution of posts to rules (pure, no I/O).
+//! * [`envelope`] — the output `traptor` object spliced onto original bytes.
+//! * [`pipeline`] — batches, workers, ordering.
+//! * [`sources`], [`sinks`] — the edges.
+//! * [`telemetry`] — logs and counters.
+//! * [`app`] — wiring, supervision, reload, shutdown.
+
+pub mod app;
+pub mod config;
+pub mod envelope;
+pub mod matcher;
+pub mod pipeline;
+pub mod post;
+pub mod rules;
+pub mod sinks;
+pub mod sources;
+pub mod telemetry;

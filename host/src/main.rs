@@ -1,0 +1,167 @@
+//! The `traptor-host` binary: parses the command line, starts logging,
+//! dispatches, and maps errors to exit codes (0 ok, 1 failure found, 2 runtime
+//! error, 78 invalid configuration). Everything else lives in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use traptor_host::app::{self, RunOptions};
+use traptor_host::config::{EXIT_CONFIG, LoadedConfig};
+use traptor_host::sources::synthetic::Generator;
+use traptor_host::telemetry::{LogFormat, init_logging};
+
+/// Real-time collector of social-media posts: matches posts to rules, enriches
+/// them with WebAssembly plugins, delivers them as JSON lines.
+///
+/// Run a pipeline:     traptor-host --pipeline examples/demo.toml
+/// Check one:          traptor-host validate --pipeline examples/demo.toml
+/// Make a test corpus: traptor-host generate --count 100000 --output corpus.jsonl
+#[derive(Debug, Parser)]
+#[command(name = "traptor-host", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Pipeline file (TOML) to run.
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Test mode: write posts to standard output whatever sink is configured.
+    #[arg(long)]
+    test: bool,
+    /// Log format (logs always go to standard error).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline (same as the top-level --pipeline).
+    Run {
+        /// Pipeline file (TOML).
+        #[arg(long, value_name = "FILE")]
+        pipeline: PathBuf,
+        /// Test mode: write posts to standard output whatever sink is configured.
+        #[arg(long)]
+        test: bool,
+    },
+    /// Check a pipeline file, its rules, limits, source and sink without running
+    /// it. Exits 78 if anything is invalid, naming the key or line at fault.
+    Validate {
+        /// Pipeline file (TOML).
+        #[arg(long, value_name = "FILE")]
+        pipeline: PathBuf,
+    },
+    /// Write synthetic v1.1 posts as JSON lines (the benchmark corpus).
+    Generate {
+        /// How many posts.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Seed; the same seed gives the same posts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file (default: standard output). A name ending in .gz is gzipped.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let code = match cli.command {
+        Some(Command::Run { pipeline, test }) => run(pipeline, test),
+        Some(Command::Validate { pipeline }) => validate(&pipeline),
+        Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
+        None => match cli.pipeline {
+            Some(p) => run(p, cli.test),
+            None => {
+                eprintln!("traptor-host: nothing to do; pass --pipeline FILE or a command (see --help)");
+                2
+            }
+        },
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn run(pipeline: PathBuf, test: bool) -> i32 {
+    let cfg = match LoadedConfig::load(&pipeline) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        app::install_signal_handlers(shutdown.clone());
+        match app::run(cfg, RunOptions { test_mode: test }, shutdown).await {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                e.exit_code()
+            }
+        }
+    })
+}
+
+fn validate(pipeline: &std::path::Path) -> i32 {
+    let v = app::validate(pipeline);
+    for n in &v.notes {
+        println!("ok: {n}");
+    }
+    for w in &v.warnings {
+        println!("warning: {w}");
+    }
+    for e in &v.errors {
+        println!("error: {e}");
+    }
+    if v.errors.is_empty() {
+        println!("valid: {}", pipeline.display());
+    } else {
+        println!("invalid: {} ({} error(s))", pipeline.display(), v.errors.len());
+    }
+    v.exit_code()
+}
+
+fn generate(count: u64, seed: u64, output: Option<PathBuf>) -> i32 {
+    let result = (|| -> anyhow::Result<()> {
+        let mut out: Box<dyn Write> = match &output {
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            Some(p) => {
+                let f = std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+                if p.extension().is_some_and(|e| e == "gz") {
+                    Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast()))
+                } else {
+                    Box::new(std::io::BufWriter::with_capacity(1 << 16, f))
+                }
+            }
+        };
+        let mut g = Generator::new(seed);
+        for _ in 0..count {
+            out.write_all(&g.next_post())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            2
+        }
+    }
+}

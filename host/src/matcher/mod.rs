@@ -1,0 +1,231 @@
+//! Attribution of posts to rules, exactly as DESIGN §4 (Twitter v1.1
+//! statuses/filter semantics). Pure: takes a [`PostView`] and returns rule
+//! indices; no I/O, no runtime.
+//!
+//! A [`Matcher`] is compiled once per rule-set change and shared read-only by
+//! every worker (the pipeline swaps an `Arc<Matcher>` atomically). Per-post
+//! working memory lives in a [`Scratch`] owned by each worker, so matching
+//! allocates nothing in the steady state.
+//!
+//! * track: one Aho-Corasick automaton over every distinct lower-cased term;
+//!   each hit is kept only if it is a whole token of its segment
+//!   ([`tokens::is_token`]); a phrase matches when all its terms were hit. Rules
+//!   are indexed by their first term, so only plausible phrases are checked.
+//! * follow: a hash map from user id to rules, probed with the author, the
+//!   retweeted author and the replied-to user (never mentions).
+//! * locations: boxes tested against the point, else the place's box; native
+//!   retweets never match by location.
+
+pub mod tokens;
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::post::{BBox, PostView};
+use crate::rules::{Criterion, Rule};
+use tokens::{Haystack, SegKind, is_punct, is_token};
+
+/// Index of a rule in [`Matcher::rules`].
+pub type RuleIdx = u32;
+
+/// Compiled rules. Cheap to share (`Arc`), immutable.
+#[derive(Debug)]
+pub struct Matcher {
+    rules: Vec<Rule>,
+    track: TrackIndex,
+    follow: HashMap<u64, Vec<RuleIdx>>,
+    boxes: Vec<(BBox, RuleIdx)>,
+}
+
+#[derive(Debug)]
+struct TrackIndex {
+    ac: Option<AhoCorasick>,
+    /// Per pattern: (contains punctuation, starts or ends with punctuation).
+    pattern_punct: Vec<(bool, bool)>,
+    /// Per pattern: term id for any-token use and for hashtag-only use.
+    pattern_terms: Vec<[Option<u32>; 2]>,
+    n_terms: usize,
+    /// Track rules: rule index and its term ids.
+    phrases: Vec<(RuleIdx, Vec<u32>)>,
+    /// For each term, the phrases whose first term it is.
+    by_first_term: Vec<Vec<u32>>,
+}
+
+/// Per-worker working memory for [`Matcher::match_post`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    hay: Haystack,
+    hit: Vec<u64>,
+    hit_list: Vec<u32>,
+}
+
+impl Scratch {
+    fn mark(&mut self, term: u32) {
+        let (w, b) = ((term / 64) as usize, term % 64);
+        if self.hit[w] & (1 << b) == 0 {
+            self.hit[w] |= 1 << b;
+            self.hit_list.push(term);
+        }
+    }
+    fn is_hit(&self, term: u32) -> bool {
+        self.hit[(term / 64) as usize] & (1 << (term % 64)) != 0
+    }
+}
+
+impl Matcher {
+    /// Compile a rule set.
+    pub fn new(rules: Vec<Rule>) -> Matcher {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_of: HashMap<String, usize> = HashMap::new();
+        let mut pattern_terms: Vec<[Option<u32>; 2]> = Vec::new();
+        let mut n_terms = 0u32;
+        let mut phrases = Vec::new();
+        let mut follow: HashMap<u64, Vec<RuleIdx>> = HashMap::new();
+        let mut boxes = Vec::new();
+
+        for (i, rule) in rules.iter().enumerate() {
+            let idx = i as RuleIdx;
+            match rule.criterion() {
+                Criterion::Track { terms, hashtag_only } => {
+                    let slot = usize::from(*hashtag_only);
+                    let ids: Vec<u32> = terms
+                        .iter()
+                        .map(|t| {
+                            let p = *pattern_of.entry(t.clone()).or_insert_with(|| {
+                                patterns.push(t.clone());
+                                pattern_terms.push([None, None]);
+                                patterns.len() - 1
+                            });
+                            *pattern_terms[p][slot].get_or_insert_with(|| {
+                                n_terms += 1;
+                                n_terms - 1
+                            })
+                        })
+                        .collect();
+                    phrases.push((idx, ids));
+                }
+                Criterion::Follow { user_id } => follow.entry(*user_id).or_default().push(idx),
+                Criterion::Locations { boxes: bs } => boxes.extend(bs.iter().map(|b| (*b, idx))),
+            }
+        }
+        let mut by_first_term = vec![Vec::new(); n_terms as usize];
+        for (p, (_, ids)) in phrases.iter().enumerate() {
+            if let Some(&first) = ids.first() {
+                by_first_term[first as usize].push(p as u32);
+            }
+        }
+        let pattern_punct = patterns
+            .iter()
+            .map(|p| {
+                let has = p.chars().any(is_punct);
+                let edges = p.chars().next().is_some_and(is_punct) || p.chars().next_back().is_some_and(is_punct);
+                (has, edges)
+            })
+            .collect();
+        let ac = if patterns.is_empty() {
+            None
+        } else {
+            // Standard semantics: required for overlapping search, which finds
+            // every term ("new" and "newyork" both) at every position.
+            AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).ok()
+        };
+        Matcher {
+            rules,
+            track: TrackIndex {
+                ac,
+                pattern_punct,
+                pattern_terms,
+                n_terms: n_terms as usize,
+                phrases,
+                by_first_term,
+            },
+            follow,
+            boxes,
+        }
+    }
+
+    /// The rules, indexed by [`RuleIdx`].
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, idx: RuleIdx) -> &Rule {
+        &self.rules[idx as usize]
+    }
+
+    /// Every rule the post matches, in rule order, into `out` (cleared first).
+    pub fn match_post(&self, post: &PostView<'_>, scratch: &mut Scratch, out: &mut Vec<RuleIdx>) {
+        out.clear();
+        self.match_track(post, scratch, out);
+        self.match_follow(post, out);
+        self.match_locations(post, out);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    fn match_track(&self, post: &PostView<'_>, s: &mut Scratch, out: &mut Vec<RuleIdx>) {
+        let t = &self.track;
+        let Some(ac) = &t.ac else { return };
+        s.hay.fill(post);
+        s.hit.clear();
+        s.hit.resize(t.n_terms.div_ceil(64), 0);
+        s.hit_list.clear();
+        let hay = std::mem::take(&mut s.hay);
+        for m in ac.find_overlapping_iter(hay.text.as_str()) {
+            let p = m.pattern().as_usize();
+            let Some(seg) = hay.segment_at(m.start()) else { continue };
+            let (has_punct, edges) = t.pattern_punct[p];
+            if !is_token(&hay.text, seg, m.range(), has_punct, edges) {
+                continue;
+            }
+            let [any, hashtag] = t.pattern_terms[p];
+            if let Some(id) = any {
+                s.mark(id);
+            }
+            if let (Some(id), SegKind::Whole { hashtag: true }) = (hashtag, seg.kind) {
+                s.mark(id);
+            }
+        }
+        s.hay = hay;
+        for i in 0..s.hit_list.len() {
+            let term = s.hit_list[i];
+            for &p in &t.by_first_term[term as usize] {
+                let (rule, terms) = &t.phrases[p as usize];
+                if terms.iter().all(|&id| s.is_hit(id)) {
+                    out.push(*rule);
+                }
+            }
+        }
+    }
+
+    fn match_follow(&self, post: &PostView<'_>, out: &mut Vec<RuleIdx>) {
+        if self.follow.is_empty() {
+            return;
+        }
+        let ids = [
+            post.author.id.as_deref(),
+            post.retweeted.as_ref().and_then(|r| r.author.id.as_deref()),
+            post.in_reply_to_user_id.as_deref(),
+        ];
+        for id in ids.into_iter().flatten() {
+            if let Some(rules) = id.parse::<u64>().ok().and_then(|id| self.follow.get(&id)) {
+                out.extend_from_slice(rules);
+            }
+        }
+    }
+
+    fn match_locations(&self, post: &PostView<'_>, out: &mut Vec<RuleIdx>) {
+        if self.boxes.is_empty() || post.is_retweet() {
+            return;
+        }
+        if let Some(p) = post.coordinates {
+            out.extend(self.boxes.iter().filter(|(b, _)| b.contains(p)).map(|(_, r)| *r));
+        } else if let Some(place) = post.place_bbox {
+            out.extend(self.boxes.iter().filter(|(b, _)| b.overlaps(&place)).map(|(_, r)| *r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

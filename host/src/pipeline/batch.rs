@@ -1,0 +1,138 @@
+//! Batch types: one contiguous buffer with record boundaries.
+
+use std::ops::Range;
+
+/// Records read by a source, in order.
+#[derive(Debug, Default, Clone)]
+pub struct RawBatch {
+    /// Position of this batch in the source's output (0, 1, 2 …).
+    pub seq: u64,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// Where each record came from (the line number for files), for error reports.
+    origins: Vec<u64>,
+}
+
+impl RawBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+    pub fn push(&mut self, record: &[u8], origin: u64) {
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
+        self.origins.push(origin);
+    }
+    /// Records with their origins.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        let mut start = 0;
+        self.ends.iter().zip(&self.origins).map(move |(&end, &origin)| {
+            let r = &self.data[start..end];
+            start = end;
+            (r, origin)
+        })
+    }
+}
+
+/// Collects records into batches of at most `max` records.
+#[derive(Debug)]
+pub struct Batcher {
+    max: usize,
+    next_seq: u64,
+    current: RawBatch,
+}
+
+impl Batcher {
+    pub fn new(max: usize) -> Batcher {
+        Batcher { max: max.max(1), next_seq: 0, current: RawBatch::default() }
+    }
+
+    /// Add a record; returns a full batch when one is complete.
+    pub fn push(&mut self, record: &[u8], origin: u64) -> Option<RawBatch> {
+        self.current.push(record, origin);
+        (self.current.len() >= self.max).then(|| self.take())
+    }
+
+    /// The partial batch, if it holds anything.
+    pub fn flush(&mut self) -> Option<RawBatch> {
+        (!self.current.is_empty()).then(|| self.take())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.current.len()
+    }
+
+    fn take(&mut self) -> RawBatch {
+        let mut b = std::mem::take(&mut self.current);
+        b.seq = self.next_seq;
+        self.next_seq += 1;
+        self.current.data.reserve(b.data.len());
+        b
+    }
+}
+
+/// Records ready for a sink, in order: one line each (no trailing newline in
+/// `data`; sinks add their own framing).
+#[derive(Debug, Default, Clone)]
+pub struct OutBatch {
+    pub seq: u64,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// Kafka message key per record (the post id; empty for control messages).
+    keys: Vec<Range<usize>>,
+    key_data: String,
+}
+
+impl OutBatch {
+    pub fn with_seq(seq: u64) -> OutBatch {
+        OutBatch { seq, ..OutBatch::default() }
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+    pub fn push(&mut self, record: &[u8], key: &str) {
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
+        let k = self.key_data.len();
+        self.key_data.push_str(key);
+        self.keys.push(k..self.key_data.len());
+    }
+    /// `(record, key)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &str)> {
+        let mut start = 0;
+        self.ends.iter().zip(&self.keys).map(move |(&end, k)| {
+            let r = &self.data[start..end];
+            start = end;
+            (r, &self.key_data[k.clone()])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batcher_numbers_and_splits() {
+        let mut b = Batcher::new(2);
+        assert!(b.push(b"a", 1).is_none());
+        let first = b.push(b"bb", 2).expect("full");
+        assert_eq!(first.seq, 0);
+        assert_eq!(first.iter().collect::<Vec<_>>(), vec![(&b"a"[..], 1), (&b"bb"[..], 2)]);
+        assert!(b.push(b"c", 3).is_none());
+        let last = b.flush().expect("partial");
+        assert_eq!(last.seq, 1);
+        assert!(b.flush().is_none());
+    }
+}

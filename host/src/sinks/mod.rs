@@ -1,0 +1,160 @@
+//! Sinks: where enriched posts go.
+//!
+//! A closed enum (STYLE 4). A sink receives processed batches from the workers,
+//! restores source order ([`Reorder`]), writes, and flushes when its input
+//! closes. `stdout` and `file` are blocking writers on their own thread.
+
+pub mod file;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::config::SinkConfig;
+use crate::pipeline::{OutBatch, Reorder};
+use crate::telemetry::Metrics;
+
+/// Receiver side of the workers → sink channel.
+pub type BatchRx = async_channel::Receiver<OutBatch>;
+
+/// Why a sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open output file {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write to {target}: {source}")]
+    Write {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink task failed: {0}")]
+    Task(String),
+}
+
+/// How a sink ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSummary {
+    pub records: u64,
+    pub bytes: u64,
+    /// Standard output was closed by the reader (e.g. `| head`); the run stopped.
+    pub closed_by_reader: bool,
+}
+
+/// A built sink.
+#[derive(Debug)]
+pub enum Sink {
+    Stdout,
+    File(file::FileSink),
+}
+
+impl Sink {
+    pub fn build(cfg: &SinkConfig) -> Sink {
+        match cfg {
+            SinkConfig::Stdout {} => Sink::Stdout,
+            SinkConfig::File { path, rotate_bytes } => Sink::File(file::FileSink::new(path.clone(), *rotate_bytes)),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Sink::Stdout => "stdout".into(),
+            Sink::File(f) => f.path().display().to_string(),
+        }
+    }
+
+    /// Check what needs the environment (the output directory is writable).
+    pub fn check(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Stdout => Ok(()),
+            Sink::File(f) => f.check(),
+        }
+    }
+
+    /// Write every batch until the channel closes, then flush.
+    pub async fn run(self, input: BatchRx, metrics: Arc<Metrics>) -> Result<SinkSummary, SinkError> {
+        tokio::task::spawn_blocking(move || match self {
+            Sink::Stdout => {
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+                let r = write_all_batches(&input, &metrics, &mut LineWriter::plain(&mut w, "stdout"));
+                match r {
+                    Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                        input.close();
+                        Ok(SinkSummary { closed_by_reader: true, ..SinkSummary::default() })
+                    }
+                    other => other,
+                }
+            }
+            Sink::File(mut f) => {
+                let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f));
+                f.finish().and(r)
+            }
+        })
+        .await
+        .map_err(|e| SinkError::Task(e.to_string()))?
+    }
+}
+
+/// Something that takes one JSON line at a time.
+pub trait LineSink {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError>;
+    /// Called when no more batches are waiting (a good moment to flush).
+    fn idle(&mut self) -> Result<(), SinkError>;
+}
+
+/// A `Write` with newline framing.
+#[derive(Debug)]
+pub struct LineWriter<'w, W: Write> {
+    w: &'w mut W,
+    target: &'static str,
+}
+
+impl<'w, W: Write> LineWriter<'w, W> {
+    pub fn plain(w: &'w mut W, target: &'static str) -> Self {
+        LineWriter { w, target }
+    }
+}
+
+impl<W: Write> LineSink for LineWriter<'_, W> {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        let err = |source| SinkError::Write { target: self.target.into(), source };
+        self.w.write_all(line).map_err(err)?;
+        self.w.write_all(b"\n").map_err(err)
+    }
+    fn idle(&mut self) -> Result<(), SinkError> {
+        self.w.flush().map_err(|source| SinkError::Write { target: self.target.into(), source })
+    }
+}
+
+/// The shared receive → reorder → write loop of the blocking sinks.
+fn write_all_batches(input: &BatchRx, metrics: &Metrics, out: &mut dyn LineSink) -> Result<SinkSummary, SinkError> {
+    let mut reorder = Reorder::default();
+    let mut summary = SinkSummary::default();
+    let write = |out: &mut dyn LineSink, b: OutBatch, summary: &mut SinkSummary| -> Result<(), SinkError> {
+        for (line, _key) in b.iter() {
+            out.write_line(line)?;
+        }
+        summary.records += b.len() as u64;
+        summary.bytes += b.bytes() as u64 + b.len() as u64;
+        Metrics::add(&metrics.records_out, b.len() as u64);
+        Metrics::add(&metrics.bytes_out, b.bytes() as u64 + b.len() as u64);
+        Ok(())
+    };
+    while let Ok(batch) = input.recv_blocking() {
+        for b in reorder.push(batch) {
+            write(out, b, &mut summary)?;
+        }
+        if input.is_empty() {
+            out.idle()?;
+        }
+    }
+    for b in reorder.drain() {
+        write(out, b, &mut summary)?;
+    }
+    out.idle()?;
+    Ok(summary)
+}

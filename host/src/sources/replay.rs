@@ -1,0 +1,214 @@
+//! The `replay` source: a JSON-lines file, one message per line, gzip or plain.
+//!
+//! * Gzip is recognised by its magic bytes, not the file name.
+//! * Blank lines are skipped; every other line is one record, even if it is not
+//!   JSON (the workers report it with its line number).
+//! * `rate` paces records per second; partial batches are sent while waiting so
+//!   a slow replay still shows output promptly.
+//! * `follow = true` tails the file: at its end, it waits for more; a line is
+//!   only taken once its newline has been written, so a writer caught mid-line
+//!   never produces a torn record. Without `follow`, the run ends at the end of
+//!   the file (a last line without newline is taken).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{BatchTx, Batching, Pacer, SourceError, SourceSummary, sleep_unless_cancelled};
+use crate::pipeline::Batcher;
+
+/// How often a followed file is polled at its end.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// The running `replay` source.
+#[derive(Debug)]
+pub struct Replay {
+    pub path: PathBuf,
+    rate: f64,
+    follow: bool,
+    batching: Batching,
+}
+
+impl Replay {
+    pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching) -> Replay {
+        Replay { path, rate, follow, batching }
+    }
+
+    fn open(&self) -> Result<Box<dyn BufRead + Send>, SourceError> {
+        let open_err = |source| SourceError::Open { path: self.path.display().to_string(), source };
+        let mut f = File::open(&self.path).map_err(open_err)?;
+        let mut magic = [0u8; 2];
+        let n = f.read(&mut magic).map_err(open_err)?;
+        let f = File::open(&self.path).map_err(open_err)?;
+        if n == 2 && magic == [0x1f, 0x8b] {
+            if self.follow {
+                return Err(open_err(std::io::Error::other("follow = true cannot tail a gzip file")));
+            }
+            Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(f))))
+        } else {
+            Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+        }
+    }
+
+    pub fn check(&self) -> Result<(), SourceError> {
+        self.open().map(drop)
+    }
+
+    pub(super) fn run_blocking(self, out: &BatchTx, shutdown: &CancellationToken) -> Result<SourceSummary, SourceError> {
+        let path = self.path.display().to_string();
+        let mut reader = self.open()?;
+        let mut batcher = Batcher::new(self.batching.max_records);
+        let mut pacer = Pacer::new(self.rate);
+        let mut summary = SourceSummary::default();
+        let mut line_no = 0u64;
+        let mut buf = Vec::with_capacity(8192);
+        let mut last_send = Instant::now();
+        // Sends a batch; false when the pipeline has gone away.
+        let send = |b, last_send: &mut Instant| {
+            *last_send = Instant::now();
+            out.send_blocking(b).is_ok()
+        };
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| SourceError::Read { path: path.clone(), line: line_no, source })?;
+            let complete = buf.last() == Some(&b'\n');
+            if n == 0 || (self.follow && !complete) {
+                if !self.follow {
+                    break;
+                }
+                // At the end of a followed file: hand over what we have, wait.
+                if let Some(b) = batcher.flush()
+                    && !send(b, &mut last_send)
+                {
+                    return Ok(summary);
+                }
+                if !sleep_unless_cancelled(FOLLOW_POLL, shutdown) {
+                    break;
+                }
+                continue; // `buf` keeps a partial line; the next read appends.
+            }
+            line_no += 1;
+            let line = trim_line(&buf);
+            if !line.is_empty() {
+                if let Some(wait) = pacer.wait() {
+                    if (wait >= self.batching.max_wait || last_send.elapsed() >= self.batching.max_wait)
+                        && let Some(b) = batcher.flush()
+                        && !send(b, &mut last_send)
+                    {
+                        return Ok(summary);
+                    }
+                    if !sleep_unless_cancelled(wait, shutdown) {
+                        break;
+                    }
+                }
+                summary.records += 1;
+                summary.bytes += line.len() as u64;
+                if let Some(b) = batcher.push(line, line_no)
+                    && !send(b, &mut last_send)
+                {
+                    return Ok(summary);
+                }
+            }
+            buf.clear();
+        }
+        if let Some(b) = batcher.flush() {
+            let _ = out.send_blocking(b);
+        }
+        Ok(summary)
+    }
+}
+
+fn trim_line(buf: &[u8]) -> &[u8] {
+    let mut l = buf;
+    while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = l {
+        l = rest;
+    }
+    while let [b' ' | b'\t', rest @ ..] = l {
+        l = rest;
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(src: Replay) -> (Vec<(String, u64)>, SourceSummary) {
+        let (tx, rx) = async_channel::bounded(1000);
+        let summary = src.run_blocking(&tx, &CancellationToken::new()).expect("runs");
+        drop(tx);
+        let mut lines = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            lines.extend(b.iter().map(|(r, o)| (String::from_utf8_lossy(r).into_owned(), o)));
+        }
+        (lines, summary)
+    }
+
+    fn batching() -> Batching {
+        Batching { max_records: 2, max_wait: Duration::from_millis(10) }
+    }
+
+    #[test]
+    fn lines_blank_skipped_numbers_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n\n  \r\n{\"b\":2}\r\nnot json\n{\"c\":3}").expect("write");
+        let (lines, summary) = collect(Replay::new(p, 0.0, false, batching()));
+        assert_eq!(
+            lines,
+            vec![
+                ("{\"a\":1}".into(), 1),
+                ("{\"b\":2}".into(), 4),
+                ("not json".into(), 5),
+                ("{\"c\":3}".into(), 6)
+            ]
+        );
+        assert_eq!(summary.records, 4);
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("in.data");
+        let mut gz = flate2::write::GzEncoder::new(File::create(&p).expect("create"), flate2::Compression::fast());
+        gz.write_all(b"{\"a\":1}\n{\"b\":2}\n").expect("write");
+        gz.finish().expect("finish");
+        let (lines, _) = collect(Replay::new(p, 0.0, false, batching()));
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let r = Replay::new(PathBuf::from("/no/such/posts.jsonl"), 0.0, false, batching());
+        let e = r.check().expect_err("missing");
+        assert!(e.to_string().contains("/no/such/posts.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn follow_waits_for_complete_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":").expect("write");
+        let (tx, rx) = async_channel::bounded(1000);
+        let stop = CancellationToken::new();
+        let src = Replay::new(p.clone(), 0.0, true, batching());
+        let stop2 = stop.clone();
+        let h = std::thread::spawn(move || src.run_blocking(&tx, &stop2));
+        let first = rx.recv_blocking().expect("first batch");
+        assert_eq!(first.iter().map(|(r, _)| r.to_vec()).collect::<Vec<_>>(), vec![b"{\"a\":1}".to_vec()]);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        f.write_all(b"2}\n").expect("append");
+        let second = rx.recv_blocking().expect("second batch");
+        assert_eq!(second.iter().map(|(r, o)| (r.to_vec(), o)).collect::<Vec<_>>(), vec![(b"{\"b\":2}".to_vec(), 2)]);
+        stop.cancel();
+        h.join().expect("join").expect("ok");
+    }
+}

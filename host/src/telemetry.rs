@@ -1,0 +1,141 @@
+//! Logs and counters.
+//!
+//! Logs go to standard error only (standard output may carry the posts), as text
+//! or JSON lines. Counters are plain atomics shared by every task; a reporter
+//! logs one throughput line at INFO per period, and a summary at the end.
+//! Nothing is logged per record above DEBUG, except the first few bad records,
+//! which are logged at WARN with their location so a user can find them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::post::ControlKind;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Install the global subscriber: stderr, `RUST_LOG` or `default_level`.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = result;
+}
+
+/// How many bad records are logged one by one before only the count grows.
+pub const BAD_RECORDS_LOGGED: u64 = 20;
+
+/// Pipeline counters. Names match the metric names of the admin endpoint.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub posts: AtomicU64,
+    pub posts_matched: AtomicU64,
+    pub posts_unmatched: AtomicU64,
+    pub rule_matches: AtomicU64,
+    pub control: [AtomicU64; ControlKind::ALL.len()],
+    /// Twitter's cumulative count of posts it could not deliver (latest `limit`).
+    pub limit_undelivered: AtomicU64,
+    pub malformed: AtomicU64,
+    pub envelope_errors: AtomicU64,
+    pub control_dropped: AtomicU64,
+    pub records_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub rule_reloads: AtomicU64,
+    pub worker_panics: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub posts: u64,
+    pub posts_matched: u64,
+    pub posts_unmatched: u64,
+    pub rule_matches: u64,
+    pub control: std::collections::BTreeMap<&'static str, u64>,
+    pub limit_undelivered: u64,
+    pub malformed: u64,
+    pub envelope_errors: u64,
+    pub control_dropped: u64,
+    pub records_out: u64,
+    pub bytes_out: u64,
+    pub rule_reloads: u64,
+    pub worker_panics: u64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn control(&self, kind: ControlKind) {
+        self.control[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records_in: self.records_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            posts: self.posts.load(Relaxed),
+            posts_matched: self.posts_matched.load(Relaxed),
+            posts_unmatched: self.posts_unmatched.load(Relaxed),
+            rule_matches: self.rule_matches.load(Relaxed),
+            control: ControlKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), self.control[k.index()].load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            limit_undelivered: self.limit_undelivered.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            envelope_errors: self.envelope_errors.load(Relaxed),
+            control_dropped: self.control_dropped.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            rule_reloads: self.rule_reloads.load(Relaxed),
+            worker_panics: self.worker_panics.load(Relaxed),
+        }
+    }
+}
+
+/// Log a throughput line every `period` until cancelled.
+pub async fn report_periodically(metrics: std::sync::Arc<Metrics>, period: Duration, stop: CancellationToken) {
+    if period.is_zero() {
+        return;
+    }
+    let mut last = metrics.snapshot();
+    let mut last_at = Instant::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = metrics.snapshot();
+        let secs = last_at.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(
+            posts = now.posts,
+            posts_per_sec = ((now.posts - last.posts) as f64 / secs).round() as u64,
+            out_mib_per_sec = format!("{:.2}", (now.bytes_out - last.bytes_out) as f64 / secs / 1048576.0),
+            matched = now.posts_matched,
+            unmatched = now.posts_unmatched,
+            malformed = now.malformed,
+            "throughput"
+        );
+        last = now;
+        last_at = Instant::now();
+    }
+}
