@@ -370,12 +370,33 @@ impl PipelineConfig {
     }
 }
 
+fn unknown_key_offset(text: &str, span: std::ops::Range<usize>, msg: &str) -> Option<usize> {
+    let key = msg.strip_prefix("unknown field `")?.split('`').next()?;
+    // The span may cover only the table's header: search to the next header.
+    let region = text.get(span.start..)?;
+    let mut offset = span.start;
+    for (i, line) in region.split_inclusive('\n').enumerate() {
+        if i > 0 && line.trim_start().starts_with('[') {
+            break;
+        }
+        let t = line.trim_start();
+        if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(offset + (line.len() - t.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// `toml`'s message with the 1-based line and column of its span.
 fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_owned();
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            // Tagged tables (`type = ...`) are buffered by serde, so toml's span
+            // for an unknown key covers the whole table: find the key's own line.
+            let start = unknown_key_offset(text, span.clone(), &msg).unwrap_or(span.start);
+            let before = &text[..start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             let snippet = text.lines().nth(line - 1).unwrap_or("").trim();

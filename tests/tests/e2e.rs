@@ -1,0 +1,330 @@
+//! End-to-end: the real `traptor-host` binary on real files.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use traptor_tests::{json_lines, repo_root, rule_ids, run_host, shared_data, traptor_host};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write file");
+}
+
+fn pipeline(dir: &Path, source: &str, rules: &Path, sink: &str) -> std::path::PathBuf {
+    let p = dir.join("pipeline.toml");
+    write(
+        &p,
+        &format!(
+            "[traptor]\ntype = \"track\"\nid = 7\nstats_interval_secs = 0\n\n[source]\n{source}\n\n[rules]\ntype = \"file\"\npath = {:?}\npoll_interval_ms = 50\ndebounce_ms = 50\n\n[sink]\n{sink}\n",
+            rules.display()
+        ),
+    );
+    p
+}
+
+fn compact(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    v.to_string()
+}
+
+#[test]
+fn upstream_fixtures_through_a_replay_pipeline() {
+    let root = repo_root();
+    let out = run_host(
+        &["--pipeline", root.join("examples/replay.toml").to_str().expect("utf8"), "--test"],
+        LIMIT,
+    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 14, "every message is forwarded");
+    let ids: Vec<Vec<String>> = lines.iter().map(rule_ids).collect();
+    // track_tweet: "happy"; follow_tweet: author 17919972 (and says "happy");
+    // locations_tweet: Sunnyvale place overlaps the SF box.
+    assert_eq!(ids[0], vec!["12347"]);
+    assert_eq!(ids[1], vec!["12347", "12345"]);
+    assert_eq!(ids[3], vec!["12346"]);
+    assert_eq!(ids[5], vec!["Not Found"], "no_match_tweet");
+    for i in [5, 7, 8, 9] {
+        let t = &lines[i]["traptor"];
+        assert_eq!(t["rule_value"], "Not Found");
+        assert_eq!(t["rule_type"], "track");
+        assert_eq!(t["id"], 0);
+    }
+    assert_eq!(lines[0]["traptor"]["created_at_iso"], "2016-02-22T01:34:53+00:00");
+    assert_eq!(lines[1]["traptor"]["created_at_iso"], "2016-02-20T03:52:59+00:00");
+    assert_eq!(lines[3]["traptor"]["created_at_iso"], "2016-02-23T02:02:54+00:00");
+    let rule = &lines[0]["traptor"]["collection_rules"][0];
+    assert_eq!(rule["rule_tag"], "test");
+    assert_eq!(rule["rule_value"], "happy");
+    assert_eq!(rule["appid"], "test-appid");
+    // Control messages are forwarded unchanged.
+    let data = shared_data("upstream-traptor");
+    for (i, f) in [
+        (2, "limit_message.json"),
+        (4, "delete_message.json"),
+        (6, "scrub_geo_message.json"),
+        (10, "status_withheld_message.json"),
+        (11, "user_withheld_message.json"),
+        (12, "warning_message.json"),
+        (13, "disconnect_message.json"),
+    ] {
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join(f)).expect("read")).expect("json");
+        assert_eq!(lines[i], expected, "{f}");
+    }
+}
+
+#[test]
+fn original_bytes_are_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = r#"{"id_str":"9","text":"happy","n":1.50,"big":123456789012345678901234567890,"esc":"\u00e9"}"#;
+    write(&dir.path().join("in.jsonl"), &format!("{raw}\n"));
+    write(&dir.path().join("rules.jsonl"), "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"in.jsonl\"",
+        &dir.path().join("rules.jsonl"),
+        "type = \"stdout\"",
+    );
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).expect("utf8");
+    let prefix = &raw[..raw.len() - 1];
+    assert!(line.starts_with(prefix), "original bytes must lead the output: {line}");
+    assert!(line.contains(r#","traptor":{"id_str":7,"type":"track""#), "{line}");
+}
+
+#[test]
+fn bad_input_is_reported_with_its_line_and_loses_nothing_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let upstream = shared_data("upstream-traptor");
+    let track = compact(&upstream.join("track_tweet.json"));
+    let follow = compact(&upstream.join("follow_tweet.json"));
+    write(
+        &dir.path().join("in.jsonl"),
+        &format!("{track}\n{{\"id_str\": \"1\", \"text\n[1,2,3]\n\n{follow}\n{{\"id_str\":\"5\",\"text\":7}}\n"),
+    );
+    write(
+        &dir.path().join("rules.jsonl"),
+        concat!(
+            "{\"rule_id\":\"1\",\"value\":\"happy\",\"rule_type\":\"track\"}\n",
+            "{\"rule_id\":\"2\",\"value\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"rule_type\":\"track\"}\n",
+            "{\"rule_id\":\"3\",\"value\":\"not-a-number\",\"rule_type\":\"follow\"}\n",
+            "this is not json\n",
+            "{\"rule_id\":\"4\",\"value\":\"17919972\",\"rule_type\":\"follow\"}\n",
+        ),
+    );
+    let rules = dir.path().join("rules.jsonl");
+    let p = pipeline(dir.path(), "type = \"replay\"\npath = \"in.jsonl\"", &rules, "type = \"stdout\"");
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rules_name = rules.display().to_string();
+    assert!(stderr.contains(&format!("{rules_name}:2")) && stderr.contains("70 bytes"), "{stderr}");
+    assert!(stderr.contains(&format!("{rules_name}:3")) && stderr.contains("not a numeric user id"), "{stderr}");
+    assert!(stderr.contains(&format!("{rules_name}:4")) && stderr.contains("not valid JSON"), "{stderr}");
+    for line in ["line=2", "line=3", "line=6"] {
+        assert!(stderr.contains(line), "malformed record at {line} reported: {stderr}");
+    }
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 2, "the two good posts pass");
+    assert_eq!(rule_ids(&lines[0]), vec!["1"]);
+    assert_eq!(rule_ids(&lines[1]), vec!["1", "4"]);
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    for ex in ["examples/demo.toml", "examples/replay.toml"] {
+        let out = run_host(&["validate", "--pipeline", repo_root().join(ex).to_str().expect("utf8")], LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{ex}: {stdout}");
+        assert!(stdout.contains("valid:"), "{stdout}");
+    }
+}
+
+#[test]
+fn validate_rejects_broken_files_with_78_and_names_the_fault() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let good = pipeline(dir.path(), "type = \"synthetic\"\ncount = 1", &rules, "type = \"stdout\"");
+    let text = std::fs::read_to_string(&good).expect("read");
+
+    // An unknown key: named, with its line.
+    let bad = dir.path().join("typo.toml");
+    write(&bad, &text.replace("count = 1", "count = 1\nsede = 4"));
+    let out = run_host(&["validate", "--pipeline", bad.to_str().expect("utf8")], LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("sede") && stdout.contains("line 9"), "{stdout}");
+
+    // A bad rule: named with file and line.
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"x\",\"rule_type\":\"follow\"}\n");
+    let out = run_host(&["validate", "--pipeline", good.to_str().expect("utf8")], LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains(&format!("{}:2", rules.display())), "{stdout}");
+
+    // Too many rules for one connection.
+    let many: String = (0..401).map(|i| format!("{{\"rule_id\":\"{i}\",\"value\":\"w{i}\"}}\n")).collect();
+    write(&rules, &many);
+    let out = run_host(&["validate", "--pipeline", good.to_str().expect("utf8")], LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("one connection carries 400"), "{stdout}");
+
+    // A missing rules file, and running a broken file, also exit 78.
+    std::fs::remove_file(&rules).expect("rm");
+    let out = run_host(&["validate", "--pipeline", good.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rules.jsonl"));
+    let out = run_host(&["--pipeline", good.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read rules file"));
+    let out = run_host(&["--pipeline", bad.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+}
+
+#[test]
+fn test_mode_forces_stdout_and_file_sink_writes_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"coffee\"}\n");
+    let p = pipeline(
+        dir.path(),
+        "type = \"synthetic\"\ncount = 3000\nseed = 5",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"\nrotate_bytes = 1000000",
+    );
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8"), "--test"], LIMIT);
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out.stdout).len(), 3000);
+    assert!(!dir.path().join("out.jsonl").exists(), "--test writes nothing to the file sink");
+
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("out.jsonl")))
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "rotated: {files:?}");
+    let mut ids = Vec::new();
+    for f in &files {
+        assert!(std::fs::metadata(f).expect("meta").len() <= 1_000_000);
+    }
+    // Rotated files in order (.1, .2, … then the live file) hold the posts in source order.
+    let mut ordered: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e != "jsonl")).cloned().collect();
+    ordered.sort_by_key(|f| f.extension().and_then(|e| e.to_str()).and_then(|e| e.parse::<u32>().ok()));
+    ordered.push(dir.path().join("out.jsonl"));
+    for f in ordered {
+        for v in json_lines(&std::fs::read(f).expect("read")) {
+            ids.push(v["id_str"].as_str().expect("id").to_owned());
+        }
+    }
+    assert_eq!(ids.len(), 3000);
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|s| s.parse::<u64>().expect("num"));
+    assert_eq!(ids, sorted, "output order equals source order");
+}
+
+#[test]
+fn sigterm_drains_in_flight_posts_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"coffee\"}\n");
+    let p = pipeline(dir.path(), "type = \"synthetic\"\nrate = 2000", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let mut child = Command::new(traptor_host())
+        .args(["--pipeline", p.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = dir.path().join("out.jsonl");
+    let start = Instant::now();
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 100_000 {
+        assert!(start.elapsed() < LIMIT, "no output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("shutdown requested"), "{stderr}");
+    let finished = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary line");
+    let records: u64 = finished
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("records="))
+        .and_then(|n| n.parse().ok())
+        .expect("records=");
+    let text = std::fs::read(&out).expect("out");
+    assert!(text.ends_with(b"\n"), "last record complete");
+    let lines = json_lines(&text);
+    assert_eq!(lines.len() as u64, records, "every record read was written");
+}
+
+#[test]
+fn rules_file_changes_apply_without_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"old\",\"value\":\"happy\"}\n");
+    let input = dir.path().join("in.jsonl");
+    let tweet = compact(&shared_data("upstream-traptor/track_tweet.json"));
+    write(&input, &format!("{tweet}\n"));
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"in.jsonl\"\nfollow = true",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
+    let mut child = Command::new(traptor_host())
+        .args(["--pipeline", p.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = dir.path().join("out.jsonl");
+    let wait_lines = |n: usize| -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read(&out).unwrap_or_default();
+            if text.iter().filter(|&&b| b == b'\n').count() >= n {
+                return json_lines(&text);
+            }
+            assert!(start.elapsed() < LIMIT, "waiting for {n} lines");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(rule_ids(&wait_lines(1)[0]), vec!["old"]);
+    write(&rules, "{\"rule_id\":\"new\",\"value\":\"birthday\"}\n");
+    // Wait until the reload is logged, then append the same post again.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut seen = String::new();
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("matcher swapped") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(LIMIT).expect("rules reloaded");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).expect("open");
+    writeln!(f, "{tweet}").expect("append");
+    assert_eq!(rule_ids(&wait_lines(2)[1]), vec!["new"]);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().expect("wait").success());
+}
