@@ -22,8 +22,8 @@ fn rule(id: usize, t: &str, value: String) -> Rule {
 
 const TERMS: &[&str] = &[
     "love", "happy", "coffee", "music", "game", "rain", "city", "news", "election", "market", "crypto", "rust",
-    "python", "storm", "concert", "pizza", "movie", "launch", "deploy", "climate", "solar", "health", "café",
-    "東京", "weekend", "birthday", "summer", "football", "example", "github", "tbt", "ai", "ramen", "vote",
+    "python", "storm", "concert", "pizza", "movie", "launch", "deploy", "climate", "solar", "health", "café", "東京",
+    "weekend", "birthday", "summer", "football", "example", "github", "tbt", "ai", "ramen", "vote",
 ];
 
 fn track_rules(n: usize) -> Vec<Rule> {
@@ -32,7 +32,9 @@ fn track_rules(n: usize) -> Vec<Rule> {
         .map(|i| {
             let words = 1 + r.below(3);
             let v: Vec<String> = (0..words)
-                .map(|_| format!("{}{}", r.pick(TERMS), if r.chance(0.5) { String::new() } else { r.below(50).to_string() }))
+                .map(|_| {
+                    format!("{}{}", r.pick(TERMS), if r.chance(0.5) { String::new() } else { r.below(50).to_string() })
+                })
                 .collect();
             rule(i, "track", v.join(" "))
         })
@@ -41,7 +43,9 @@ fn track_rules(n: usize) -> Vec<Rule> {
 
 fn follow_rules(n: usize) -> Vec<Rule> {
     // Half the pool is followed, plus ids that never post.
-    (0..n).map(|i| rule(i, "follow", if i % 2 == 0 { user_id(i % USERS) } else { 9_000_000_000 + i as u64 }.to_string())).collect()
+    (0..n)
+        .map(|i| rule(i, "follow", if i % 2 == 0 { user_id(i % USERS) } else { 9_000_000_000 + i as u64 }.to_string()))
+        .collect()
 }
 
 fn location_rules(n: usize) -> Vec<Rule> {

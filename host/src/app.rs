@@ -153,7 +153,13 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
                 poll: Duration::from_millis(*poll_interval_ms),
                 debounce: Duration::from_millis(*debounce_ms),
             };
-            tokio::spawn(rules::file::watch_file(path.clone(), identity.traptor_type, opts, snap_tx, background.clone()));
+            tokio::spawn(rules::file::watch_file(
+                path.clone(),
+                identity.traptor_type,
+                opts,
+                snap_tx,
+                background.clone(),
+            ));
         }
     }
     {
@@ -256,7 +262,11 @@ fn worker_loop(
             Ok(out) => out,
             Err(_) => {
                 Metrics::add(&ctx.metrics.worker_panics, 1);
-                tracing::error!(batch = batch.seq, records = batch.len(), "internal error while processing a batch; its records were not written");
+                tracing::error!(
+                    batch = batch.seq,
+                    records = batch.len(),
+                    "internal error while processing a batch; its records were not written"
+                );
                 scratch = WorkerScratch::default();
                 OutBatch::with_seq(batch.seq)
             }

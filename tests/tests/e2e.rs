@@ -33,10 +33,7 @@ fn compact(path: &Path) -> String {
 #[test]
 fn upstream_fixtures_through_a_replay_pipeline() {
     let root = repo_root();
-    let out = run_host(
-        &["--pipeline", root.join("examples/replay.toml").to_str().expect("utf8"), "--test"],
-        LIMIT,
-    );
+    let out = run_host(&["--pipeline", root.join("examples/replay.toml").to_str().expect("utf8"), "--test"], LIMIT);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 14, "every message is forwarded");
@@ -163,7 +160,10 @@ fn validate_rejects_broken_files_with_78_and_names_the_fault() {
     assert!(stdout.contains("sede") && stdout.contains("line 9"), "{stdout}");
 
     // A bad rule: named with file and line.
-    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"x\",\"rule_type\":\"follow\"}\n");
+    write(
+        &rules,
+        "{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"x\",\"rule_type\":\"follow\"}\n",
+    );
     let out = run_host(&["validate", "--pipeline", good.to_str().expect("utf8")], LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(78), "{stdout}");

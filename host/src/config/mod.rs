@@ -261,9 +261,10 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Read, parse and check (pure checks only) a pipeline file.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config = PipelineConfig::parse(&text)
-            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config =
+            PipelineConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
         let problems = config.check();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
@@ -341,10 +342,12 @@ impl PipelineConfig {
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.stages.iter().enumerate() {
-            let valid = !s.name.is_empty()
-                && s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let valid = !s.name.is_empty() && s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !valid {
-                bad(&format!("stages[{i}].name"), format!("{:?} must be non-empty ASCII letters, digits, '_' or '-'", s.name));
+                bad(
+                    &format!("stages[{i}].name"),
+                    format!("{:?} must be non-empty ASCII letters, digits, '_' or '-'", s.name),
+                );
             }
             if !names.insert(s.name.clone()) {
                 bad(&format!("stages[{i}].name"), format!("{:?} is used by an earlier stage", s.name));
@@ -454,7 +457,8 @@ type = "stdout"
 
     #[test]
     fn unknown_types_are_errors() {
-        let e = PipelineConfig::parse(&GOOD.replace("type = \"replay\"", "type = \"carrier_pigeon\"")).expect_err("bad");
+        let e =
+            PipelineConfig::parse(&GOOD.replace("type = \"replay\"", "type = \"carrier_pigeon\"")).expect_err("bad");
         assert!(e.contains("carrier_pigeon"), "{e}");
         let e = PipelineConfig::parse(&GOOD.replace("type = \"track\"", "type = \"trak\"")).expect_err("bad");
         assert!(e.contains("trak") && e.contains("line 3"), "{e}");

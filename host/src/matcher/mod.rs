@@ -132,14 +132,7 @@ impl Matcher {
         };
         Matcher {
             rules,
-            track: TrackIndex {
-                ac,
-                pattern_punct,
-                pattern_terms,
-                n_terms: n_terms as usize,
-                phrases,
-                by_first_term,
-            },
+            track: TrackIndex { ac, pattern_punct, pattern_terms, n_terms: n_terms as usize, phrases, by_first_term },
             follow,
             boxes,
         }

@@ -162,7 +162,8 @@ fn quoted_and_retweeted_text_count() {
     let m = track(&["quoted", "original"]);
     let json = r#"{"id_str":"1","text":"mine","quoted_status":{"id_str":"2","text":"the quoted words"}}"#;
     assert_eq!(matched_ids(&m, json), vec!["0"]);
-    let json = r#"{"id_str":"1","text":"RT @a: the orig…","retweeted_status":{"id_str":"2","text":"the original words"}}"#;
+    let json =
+        r#"{"id_str":"1","text":"RT @a: the orig…","retweeted_status":{"id_str":"2","text":"the original words"}}"#;
     assert_eq!(matched_ids(&m, json), vec!["1"]);
 }
 
@@ -201,7 +202,10 @@ fn follow_matches_author_retweets_and_replies_not_mentions() {
     // retweet by the user (the user is the retweet's author) — covered above;
     // retweet of the user's post:
     assert_eq!(
-        matched_ids(&m, r#"{"id_str":"1","text":"RT","user":{"id_str":"7"},"retweeted_status":{"id_str":"2","text":"x","user":{"id_str":"42"}}}"#),
+        matched_ids(
+            &m,
+            r#"{"id_str":"1","text":"RT","user":{"id_str":"7"},"retweeted_status":{"id_str":"2","text":"x","user":{"id_str":"42"}}}"#
+        ),
         vec!["f"]
     );
     // reply to the user:
@@ -275,10 +279,8 @@ fn naive(rules: &[Rule], post: &PostView<'_>) -> Vec<RuleIdx> {
 }
 
 fn piece() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![
-        "a", "b", "ab", "ba", "é", "É", "x1", "'", ".", "/", "_", "#", "-", "…", "😀", "\u{301}",
-    ])
-    .prop_map(str::to_owned)
+    prop::sample::select(vec!["a", "b", "ab", "ba", "é", "É", "x1", "'", ".", "/", "_", "#", "-", "…", "😀", "\u{301}"])
+        .prop_map(str::to_owned)
 }
 
 fn word() -> impl Strategy<Value = String> {

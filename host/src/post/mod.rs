@@ -44,10 +44,7 @@ impl BBox {
 
     /// True when the two boxes share at least one point.
     pub fn overlaps(&self, other: &BBox) -> bool {
-        self.west <= other.east
-            && other.west <= self.east
-            && self.south <= other.north
-            && other.south <= self.north
+        self.west <= other.east && other.west <= self.east && self.south <= other.north && other.south <= self.north
     }
 
     /// The smallest box holding every point, or `None` for no (finite) points.

@@ -18,8 +18,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView,
-    TextView, UserRef,
+    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, TextView, UserRef,
 };
 
 /// Decode one v1.1 stream message (one JSON document).
@@ -28,8 +27,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         Ok(m) => m,
         Err(e) => return Err(classify_error(bytes, e)),
     };
-    if (msg.id_str.is_some() || msg.id.is_some()) && (msg.text.is_some() || msg.full_text.is_some())
-    {
+    if (msg.id_str.is_some() || msg.id.is_some()) && (msg.text.is_some() || msg.full_text.is_some()) {
         return Ok(Message::Post(Box::new(msg.into_view())));
     }
     let kind = if msg.limit.is_some() {
@@ -246,24 +244,17 @@ impl<'a> V1Status<'a> {
                 .and_then(|c| c.coordinates)
                 .map(|[lng, lat]| Point { lng, lat })
                 .filter(|p| p.lng.is_finite() && p.lat.is_finite()),
-            place_bbox: place.and_then(|p| p.bounding_box).and_then(|b| b.coordinates).and_then(
-                |rings| {
-                    BBox::around(rings.into_iter().flatten().map(|[lng, lat]| Point { lng, lat }))
-                },
-            ),
+            place_bbox: place
+                .and_then(|p| p.bounding_box)
+                .and_then(|b| b.coordinates)
+                .and_then(|rings| BBox::around(rings.into_iter().flatten().map(|[lng, lat]| Point { lng, lat }))),
         }
     }
 
     fn into_embedded(self) -> EmbeddedPost<'a> {
         let id = id_of(self.id_str, self.id);
         let author = self.user.map(V1User::into_ref).unwrap_or_default();
-        let text = text_view(
-            self.text,
-            self.full_text,
-            self.entities,
-            self.extended_entities,
-            self.extended_tweet,
-        );
+        let text = text_view(self.text, self.full_text, self.entities, self.extended_entities, self.extended_tweet);
         EmbeddedPost { id, author, text }
     }
 }
@@ -307,19 +298,14 @@ fn text_view<'a>(
         let media = e.media.into_iter().flatten();
         // extended_entities.media repeats entities.media with more items (all
         // photos of a post); take whichever has more, never both.
-        let ext_media: Vec<V1Url<'a>> =
-            media_from.and_then(|x| x.media).unwrap_or_default();
+        let ext_media: Vec<V1Url<'a>> = media_from.and_then(|x| x.media).unwrap_or_default();
         let media: Vec<V1Url<'a>> = media.collect();
         let media = if ext_media.len() > media.len() { ext_media } else { media };
         for u in e.urls.unwrap_or_default().into_iter().chain(media) {
             if let Some(url) = u.url.as_deref() {
                 found.extend(locator.locate(u.indices, &[], url));
             }
-            view.links.push(Link {
-                url: u.url,
-                expanded_url: u.expanded_url,
-                display_url: u.display_url,
-            });
+            view.links.push(Link { url: u.url, expanded_url: u.expanded_url, display_url: u.display_url });
         }
     }
     found.sort_by_key(|r| r.start);
@@ -355,9 +341,8 @@ impl<'t> Locator<'t> {
     fn by_indices(&mut self, indices: Option<[u32; 2]>, sigils: &[char], body: &str) -> Option<Range<usize>> {
         let [a, b] = indices?;
         let text = self.text;
-        let offsets = self
-            .offsets
-            .get_or_insert_with(|| text.char_indices().map(|(i, _)| i).chain([text.len()]).collect());
+        let offsets =
+            self.offsets.get_or_insert_with(|| text.char_indices().map(|(i, _)| i).chain([text.len()]).collect());
         let (a, b) = (a as usize, b as usize);
         if a >= b || b >= offsets.len() {
             return None;
@@ -385,11 +370,7 @@ impl<'t> Locator<'t> {
             let r = if sigils.is_empty() {
                 Some(start..end)
             } else {
-                text[..start]
-                    .chars()
-                    .next_back()
-                    .filter(|c| sigils.contains(c))
-                    .map(|c| start - c.len_utf8()..end)
+                text[..start].chars().next_back().filter(|c| sigils.contains(c)).map(|c| start - c.len_utf8()..end)
             };
             if let Some(r) = r
                 && self.free(&r)
@@ -416,9 +397,7 @@ fn find_caseless(hay: &str, needle: &str) -> Option<usize> {
     if n.len() > h.len() {
         return None;
     }
-    (0..=h.len() - n.len())
-        .filter(|&i| hay.is_char_boundary(i))
-        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+    (0..=h.len() - n.len()).filter(|&i| hay.is_char_boundary(i)).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// Undo `&amp;`, `&lt;`, `&gt;` and move the spans with the text.

@@ -46,10 +46,8 @@ pub fn parse(text: &str, origin: &str, default_type: RuleType) -> RuleSnapshot {
         match Rule::from_json(&obj, default_type) {
             Ok(rule) => {
                 if !seen.insert(rule.rule_id().to_owned()) {
-                    snap.problems.push(problem(format!(
-                        "duplicate rule_id {:?}; the first definition is kept",
-                        rule.rule_id()
-                    )));
+                    snap.problems
+                        .push(problem(format!("duplicate rule_id {:?}; the first definition is kept", rule.rule_id())));
                     continue;
                 }
                 snap.rules.push(rule);

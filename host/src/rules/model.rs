@@ -98,10 +98,7 @@ pub enum RuleError {
     EmptyValue,
     #[error("field `rule_type` is {0:?}; expected track, follow or locations")]
     UnknownType(String),
-    #[error(
-        "track value is {bytes} bytes; the API allows at most {} bytes per phrase",
-        limits::TRACK_PHRASE_BYTES
-    )]
+    #[error("track value is {bytes} bytes; the API allows at most {} bytes per phrase", limits::TRACK_PHRASE_BYTES)]
     TrackTooLong { bytes: usize },
     #[error("track value contains a comma, which separates phrases in the API; write one rule per phrase")]
     TrackComma,
@@ -135,7 +132,10 @@ impl Rule {
 
     /// Build a rule from a JSON object (one line of a rules file). Numbers and
     /// booleans become their text, as Redis would store them.
-    pub fn from_json(obj: &serde_json::Map<String, serde_json::Value>, default_type: RuleType) -> Result<Rule, RuleError> {
+    pub fn from_json(
+        obj: &serde_json::Map<String, serde_json::Value>,
+        default_type: RuleType,
+    ) -> Result<Rule, RuleError> {
         let mut fields = Vec::with_capacity(obj.len());
         for (k, v) in obj {
             let s = match v {
@@ -219,11 +219,8 @@ pub fn parse_boxes(value: &str) -> Result<Vec<BBox>, RuleError> {
         .split(',')
         .map(|s| s.trim().parse::<f64>().map_err(|_| bad(format!("{:?} is not a number", s.trim()))))
         .collect::<Result<_, _>>()?;
-    if nums.is_empty() || nums.len() % 4 != 0 {
-        return Err(bad(format!(
-            "expected 4 numbers per box (sw_lng,sw_lat,ne_lng,ne_lat), got {}",
-            nums.len()
-        )));
+    if nums.is_empty() || !nums.len().is_multiple_of(4) {
+        return Err(bad(format!("expected 4 numbers per box (sw_lng,sw_lat,ne_lng,ne_lat), got {}", nums.len())));
     }
     nums.chunks(4)
         .map(|c| {
@@ -344,9 +341,8 @@ mod tests {
 
     #[test]
     fn limits_report_rules_beyond() {
-        let rules: Vec<Rule> = (0..402)
-            .map(|i| rule(&[("rule_id", &i.to_string()), ("value", "x")]).expect("valid"))
-            .collect();
+        let rules: Vec<Rule> =
+            (0..402).map(|i| rule(&[("rule_id", &i.to_string()), ("value", "x")]).expect("valid")).collect();
         let v = check_limits(&rules);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].beyond, vec!["400".to_string(), "401".to_string()]);

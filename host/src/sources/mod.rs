@@ -158,7 +158,11 @@ mod synthetic_source {
     }
 
     impl Synthetic {
-        pub(super) fn run_blocking(self, out: &BatchTx, shutdown: &CancellationToken) -> Result<SourceSummary, SourceError> {
+        pub(super) fn run_blocking(
+            self,
+            out: &BatchTx,
+            shutdown: &CancellationToken,
+        ) -> Result<SourceSummary, SourceError> {
             let mut generator = synthetic::Generator::new(self.seed);
             let mut batcher = Batcher::new(self.batching.max_records);
             let mut pacer = Pacer::new(self.rate);
@@ -168,10 +172,10 @@ mod synthetic_source {
                 if let Some(wait) = pacer.wait() {
                     // Paced: don't hold records back while waiting.
                     if last_flush.elapsed() >= self.batching.max_wait || wait >= self.batching.max_wait {
-                        if let Some(b) = batcher.flush() {
-                            if out.send_blocking(b).is_err() {
-                                return Ok(summary);
-                            }
+                        if let Some(b) = batcher.flush()
+                            && out.send_blocking(b).is_err()
+                        {
+                            return Ok(summary);
                         }
                         last_flush = std::time::Instant::now();
                     }

@@ -57,7 +57,11 @@ impl Replay {
         self.open().map(drop)
     }
 
-    pub(super) fn run_blocking(self, out: &BatchTx, shutdown: &CancellationToken) -> Result<SourceSummary, SourceError> {
+    pub(super) fn run_blocking(
+        self,
+        out: &BatchTx,
+        shutdown: &CancellationToken,
+    ) -> Result<SourceSummary, SourceError> {
         let path = self.path.display().to_string();
         let mut reader = self.open()?;
         let mut batcher = Batcher::new(self.batching.max_records);
@@ -75,9 +79,11 @@ impl Replay {
             if shutdown.is_cancelled() {
                 break;
             }
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| SourceError::Read { path: path.clone(), line: line_no, source })?;
+            let n = reader.read_until(b'\n', &mut buf).map_err(|source| SourceError::Read {
+                path: path.clone(),
+                line: line_no,
+                source,
+            })?;
             let complete = buf.last() == Some(&b'\n');
             if n == 0 || (self.follow && !complete) {
                 if !self.follow {
@@ -164,12 +170,7 @@ mod tests {
         let (lines, summary) = collect(Replay::new(p, 0.0, false, batching()));
         assert_eq!(
             lines,
-            vec![
-                ("{\"a\":1}".into(), 1),
-                ("{\"b\":2}".into(), 4),
-                ("not json".into(), 5),
-                ("{\"c\":3}".into(), 6)
-            ]
+            vec![("{\"a\":1}".into(), 1), ("{\"b\":2}".into(), 4), ("not json".into(), 5), ("{\"c\":3}".into(), 6)]
         );
         assert_eq!(summary.records, 4);
     }
