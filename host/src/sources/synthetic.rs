@@ -268,7 +268,7 @@ fn screen_name(i: usize) -> String {
     let mut r = Rng::new(i as u64 * 31 + 7);
     let mut s = String::new();
     for _ in 0..2 + r.below(2) {
-        let syllable: &str = r.pick(SYLLABLES);
+        let syllable: &&str = r.pick(SYLLABLES);
         s.push_str(syllable);
     }
     if r.chance(0.5) {
