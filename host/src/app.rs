@@ -238,6 +238,8 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         written = m.records_out,
         seconds = format!("{secs:.2}"),
         posts_per_sec = (m.posts as f64 / secs).round() as u64,
+        in_mib_per_sec = format!("{:.1}", m.bytes_in as f64 / secs / 1_048_576.0),
+        out_mib_per_sec = format!("{:.1}", m.bytes_out as f64 / secs / 1_048_576.0),
         "pipeline finished"
     );
     Ok(report)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# End-to-end throughput: replay a synthetic corpus into a file sink and print
+# posts/s and MB/s (input and output). Usage:
+#
+#   scripts/bench-e2e.sh [POSTS (default 200000)] [WORKERS (default: cores)]
+#
+# The corpus is generated once per size and kept in target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+posts=${1:-200000}
+workers=${2:-$(nproc)}
+cargo build --release -q -p traptor-host
+bin=target/release/traptor-host
+dir=target/bench
+mkdir -p "$dir"
+corpus="$dir/corpus-$posts.jsonl"
+[ -s "$corpus" ] || "$bin" generate --count "$posts" --seed 1 --output "$corpus"
+out="$dir/out.jsonl"
+rm -f "$out"*
+cat > "$dir/bench.toml" <<TOML
+[traptor]
+type = "track"
+id = 0
+stats_interval_secs = 0
+
+[source]
+type = "replay"
+path = "corpus-$posts.jsonl"
+
+[rules]
+type = "file"
+path = "$(pwd)/examples/rules.jsonl"
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[pipeline]
+workers = $workers
+batch_size = 512
+TOML
+echo "corpus: $corpus ($(du -m "$corpus" | cut -f1) MB, $posts posts), workers: $workers, $(nproc) cores" >&2
+start=$(date +%s.%N)
+"$bin" --pipeline "$dir/bench.toml" --log-format json 2> "$dir/log.jsonl"
+end=$(date +%s.%N)
+python3 - "$dir/log.jsonl" "$start" "$end" "$corpus" "$out" <<'PY'
+import json, os, sys
+log, start, end, corpus, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+fin = [json.loads(l) for l in open(log) if '"pipeline finished"' in l][-1]
+wall = end - start
+posts = int(fin["posts"])
+print(f"pipeline: {fin['posts_per_sec']} posts/s, in {fin['in_mib_per_sec']} MiB/s, out {fin['out_mib_per_sec']} MiB/s "
+      f"({posts} posts, {fin['matched']} matched, {fin['seconds']} s inside the pipeline)")
+print(f"process wall clock: {wall:.2f} s = {posts / wall:.0f} posts/s, "
+      f"{os.path.getsize(corpus) / wall / 1048576:.1f} MiB/s in, {os.path.getsize(out) / wall / 1048576:.1f} MiB/s out")
+PY

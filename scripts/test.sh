@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# README command 2: install what the test suite needs (idempotent, fast when warm),
+# then run every test. CI runs this through .ci/run on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "toolchain (rust-toolchain.toml: 1.95.0 + wasm32-wasip2)"
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install 1.95.0 --profile minimal
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+step "build (one target directory for everything)"
+cargo build --workspace --all-targets --locked
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  echo "cargo-nextest not found; falling back to cargo test" >&2
+  cargo test --workspace --locked --no-fail-fast --lib --bins --tests
+fi
+cargo test --workspace --locked --doc
+
+step "all tests passed"
