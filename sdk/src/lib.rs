@@ -1,4 +1,196 @@
-//! traptor-sdk: the Rust plugin author's crate.
+//! # traptor-sdk: write a traptor stage in Rust
 //!
-//! Empty on purpose until the plugin ABI (`wit/`, issue "WASM plugin system")
-//! lands: it exports nothing yet, so nothing can pretend to work.
+//! A stage is a WebAssembly component that receives batches of posts and
+//! answers, for each post, with an [`Outcome`]: keep it, add fields to it
+//! (they land under `traptor.enrichments.<stage name>`), drop it, or report an
+//! error. The ABI is the WIT package `traptor:plugin@0.1.0` (`wit/` in the
+//! traptor repository); this crate hides it behind one trait and one macro.
+//!
+//! ## A complete plugin
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "shouting"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! traptor-sdk = { path = "../../sdk" }
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```
+//! use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+//!
+//! /// Flags posts written in capitals.
+//! pub struct Shouting {
+//!     min_letters: usize,
+//! }
+//!
+//! impl Stage for Shouting {
+//!     fn describe() -> Description {
+//!         Description::new("shouting", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
+//!             .summary("Flags posts written in capital letters")
+//!             .config_schema(r#"{"type":"object","properties":{"min_letters":{"type":"integer"}}}"#)
+//!     }
+//!
+//!     fn init(config: traptor_sdk::Config) -> Result<Self, String> {
+//!         Ok(Shouting { min_letters: config.get_or("min_letters", 5)? })
+//!     }
+//!
+//!     fn process(&mut self, post: &Post) -> Outcome {
+//!         let letters: Vec<char> = post.text.chars().filter(|c| c.is_alphabetic()).collect();
+//!         let upper = letters.iter().filter(|c| c.is_uppercase()).count();
+//!         let shouting = letters.len() >= self.min_letters && upper == letters.len();
+//!         Enrichment::new().field("shouting", shouting).into()
+//!     }
+//! }
+//!
+//! export_stage!(Shouting);
+//!
+//! // The plugin's own tests run natively with `cargo test`:
+//! use traptor_sdk::testing::{PostBuilder, run};
+//! let out = run::<Shouting>(r#"{"min_letters": 3}"#, &[PostBuilder::new("1", "HELLO WORLD").build()]).unwrap();
+//! assert_eq!(out[0], Enrichment::new().field("shouting", true).into());
+//! ```
+//!
+//! Build the component with `cargo build --release --target wasm32-wasip2`; the
+//! `.wasm` in `target/wasm32-wasip2/release/` is what a pipeline's `[[stages]]`
+//! names. `traptor-host plugin inspect` and `traptor-host plugin run` try it out
+//! without a pipeline.
+//!
+//! ## Rules of the road
+//!
+//! * `process` sees one post at a time; the SDK batches for you. Override
+//!   [`Stage::process_batch`] if a whole batch at once is cheaper.
+//! * Return [`Outcome::Error`] for a post you cannot handle: the instance stays
+//!   usable and the stage's `on_error` policy decides. A panic traps the
+//!   instance: the host throws it away, builds a new one, and the whole batch
+//!   follows `on_error`.
+//! * A plugin gets no file system, network, environment or clock unless the
+//!   pipeline grants them. Log with [`log`] and count with [`counter`].
+
+// The generated bindings name this crate by its external name.
+extern crate self as traptor_sdk;
+
+#[doc(hidden)]
+#[allow(unsafe_code, missing_debug_implementations, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__traptor_export_plugin",
+        default_bindings_module: "traptor_sdk::bindings",
+        runtime_path: "traptor_sdk::__wit_bindgen::rt",
+        additional_derives: [PartialEq],
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub use bindings::traptor::plugin::host::Level;
+pub use bindings::traptor::plugin::types::{
+    Description, Field, MatchedRule, Outcome, Point, Post, StageKind,
+};
+pub use serde_json;
+
+mod config;
+mod outcome;
+#[doc(hidden)]
+pub mod runtime;
+pub mod testing;
+
+pub use config::Config;
+pub use outcome::Enrichment;
+
+/// The ABI version this SDK implements (the WIT package version).
+pub const ABI_VERSION: &str = "0.1.0";
+
+/// What a plugin author implements.
+pub trait Stage: Sized + 'static {
+    /// Name, version, kind, summary and configuration schema.
+    fn describe() -> Description;
+
+    /// Build the stage from its configuration (the pipeline's `config` table).
+    /// An `Err` refuses the configuration; say which key is wrong and why.
+    fn init(config: Config) -> Result<Self, String>;
+
+    /// Decide the outcome of one post.
+    fn process(&mut self, post: &Post) -> Outcome;
+
+    /// Decide the outcomes of a batch (one per post, in order). The default
+    /// calls [`Stage::process`] for each post.
+    fn process_batch(&mut self, batch: &[Post]) -> Vec<Outcome> {
+        batch.iter().map(|p| self.process(p)).collect()
+    }
+}
+
+impl Description {
+    /// A description with an empty summary, a permissive schema and no raw JSON.
+    pub fn new(name: &str, version: &str, kind: StageKind) -> Description {
+        Description {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            kind,
+            summary: String::new(),
+            config_schema: r#"{"type":"object"}"#.to_owned(),
+            wants_raw: false,
+        }
+    }
+    pub fn summary(mut self, s: &str) -> Description {
+        self.summary = s.to_owned();
+        self
+    }
+    /// The JSON Schema of the configuration.
+    pub fn config_schema(mut self, schema: &str) -> Description {
+        self.config_schema = schema.to_owned();
+        self
+    }
+    /// Ask for each post's original JSON in [`Post::raw`].
+    pub fn wants_raw(mut self, yes: bool) -> Description {
+        self.wants_raw = yes;
+        self
+    }
+}
+
+/// Log through the host, attributed to this stage.
+pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    runtime::host_log(level, message, &fields);
+}
+
+/// Add `delta` to the stage's counter `name`.
+pub fn counter(name: &str, delta: u64) {
+    runtime::host_counter(name, delta);
+}
+
+/// Export a [`Stage`] implementation as the component's `stage` interface.
+/// Invoke once, at the crate root.
+#[macro_export]
+macro_rules! export_stage {
+    ($t:ty) => {
+        #[doc(hidden)]
+        pub struct __TraptorStageExport;
+
+        impl $crate::bindings::exports::traptor::plugin::stage::Guest for __TraptorStageExport {
+            fn describe() -> $crate::Description {
+                <$t as $crate::Stage>::describe()
+            }
+            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::runtime::init::<$t>(&config)
+            }
+            fn process(batch: ::std::vec::Vec<$crate::Post>) -> ::std::vec::Vec<$crate::Outcome> {
+                $crate::runtime::process::<$t>(batch)
+            }
+        }
+
+        $crate::bindings::__traptor_export_plugin!(__TraptorStageExport with_types_in $crate::bindings);
+    };
+}
