@@ -1,0 +1,90 @@
+//! `chaos`: a test stage for the host's fault handling, and the no-op stage of
+//! the benchmarks. Not for production pipelines.
+//!
+//! Configuration: `mode` = `"noop"` (keep every post; default) or `"chaos"`.
+//! In `chaos` mode, a post whose text contains one of these words makes the
+//! stage misbehave for the whole batch:
+//! * `#loop` — loops forever (the host's deadline must stop it);
+//! * `#panic` — panics (a trap);
+//! * `#oom` — allocates without bound (the host's memory limit must stop it);
+//! * `#error` — returns an error outcome for that post only;
+//! * `#drop` — drops that post.
+//!
+//! Every other post gets `{"length": <chars of text>}`.
+
+use traptor_sdk::{Config, Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage, log, Level};
+
+pub struct Chaos {
+    chaos: bool,
+}
+
+impl Stage for Chaos {
+    fn describe() -> Description {
+        Description::new("chaos", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
+            .summary("Test stage: loops, panics or allocates on demand; no-op by default")
+            .config_schema(r#"{"type":"object","properties":{"mode":{"enum":["noop","chaos"]}}}"#)
+    }
+
+    fn init(config: Config) -> Result<Self, String> {
+        config.deny_unknown(&["mode"])?;
+        match config.get_or::<String>("mode", "noop".into())?.as_str() {
+            "noop" => Ok(Chaos { chaos: false }),
+            "chaos" => Ok(Chaos { chaos: true }),
+            other => Err(format!("config key `mode`: unknown mode {other:?} (noop, chaos)")),
+        }
+    }
+
+    fn process(&mut self, post: &Post) -> Outcome {
+        if !self.chaos {
+            return Outcome::Keep;
+        }
+        let t = post.text.as_str();
+        if t.contains("#loop") {
+            log(Level::Warn, "looping forever", &[("post", &post.id)]);
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if t.contains("#panic") {
+            panic!("asked to panic by post {}", post.id);
+        }
+        if t.contains("#oom") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        if t.contains("#error") {
+            return Outcome::Error(format!("cannot process post {}", post.id));
+        }
+        if t.contains("#drop") {
+            return Outcome::Drop("asked to drop".into());
+        }
+        Enrichment::new().field("length", t.chars().count()).into()
+    }
+}
+
+export_stage!(Chaos);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traptor_sdk::testing::{PostBuilder, run};
+
+    #[test]
+    fn noop_keeps_everything() {
+        let out = run::<Chaos>("{}", &[PostBuilder::new("1", "#panic").build()]).expect("init");
+        assert_eq!(out, vec![Outcome::Keep]);
+    }
+
+    #[test]
+    fn chaos_mode_answers_per_post() {
+        let posts = [PostBuilder::new("1", "héllo").build(), PostBuilder::new("2", "#error").build(), PostBuilder::new("3", "#drop").build()];
+        let out = run::<Chaos>(r#"{"mode":"chaos"}"#, &posts).expect("init");
+        assert_eq!(out[0], Enrichment::new().field("length", 5).into());
+        assert!(matches!(out[1], Outcome::Error(_)));
+        assert!(matches!(out[2], Outcome::Drop(_)));
+    }
+}
