@@ -21,9 +21,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig, RulesConfig};
+use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig, RulesConfig, StageConfig};
 use crate::envelope::Identity;
-use crate::pipeline::{Compiled, OutBatch, WorkerContext, process_batch, worker::WorkerScratch};
+use crate::pipeline::{Compiled, Fatal, OutBatch, WorkerContext, WorkerScratch, process_batch};
+use crate::plugins::{PluginError, Runtime, Stage, StageSnapshot, StageSpec};
 use crate::rules::{self, RuleSnapshot, RulesError};
 use crate::sinks::{Sink, SinkError, SinkSummary};
 use crate::sources::{Batching, Source, SourceError, SourceSummary};
@@ -40,6 +41,8 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub metrics: Snapshot,
+    /// Counters of each stage, in pipeline order: (name, counters).
+    pub stages: Vec<(String, StageSnapshot)>,
     pub source: SourceSummary,
     pub sink: SinkSummary,
     pub elapsed: Duration,
@@ -54,6 +57,15 @@ pub enum AppError {
     Rules(#[from] RulesError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("stages[{index}] ({name:?}): {source}")]
+    Plugin {
+        index: usize,
+        name: String,
+        #[source]
+        source: PluginError,
+    },
+    #[error("{0}")]
+    StageFailed(String),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -64,7 +76,10 @@ impl AppError {
     /// 78 for what the user must fix in the configuration, 2 for runtime failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Config(_) | AppError::Rules(_) | AppError::Unsupported(_) => EXIT_CONFIG,
+            AppError::Config(_) | AppError::Rules(_) | AppError::Unsupported(_) | AppError::Plugin { .. } => {
+                EXIT_CONFIG
+            }
+            AppError::StageFailed(_) => 2,
             AppError::Source(e) if e.is_user_error() => EXIT_CONFIG,
             AppError::Sink(SinkError::Open { .. }) => EXIT_CONFIG,
             AppError::Source(_) | AppError::Sink(_) => 2,
@@ -129,12 +144,13 @@ async fn wait_for_signal() {
 pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToken) -> Result<RunReport, AppError> {
     let started = Instant::now();
     let c = &cfg.config;
-    if !c.stages.is_empty() {
-        return Err(AppError::Unsupported(format!(
-            "{}: [[stages]] are declared, but this build has no WebAssembly plugin runtime yet; remove the stages to run",
-            cfg.path.display()
-        )));
-    }
+    let stages: Arc<[Arc<Stage>]> = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || load_stages(&cfg))
+            .await
+            .map_err(|e| AppError::Unsupported(format!("stage loading task failed: {e}")))??
+            .into()
+    };
     let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
     let metrics = Arc::new(Metrics::default());
     let background = CancellationToken::new();
@@ -187,6 +203,11 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let sink_cfg = if opts.test_mode { crate::config::SinkConfig::Stdout {} } else { c.sink.clone() };
     let sink = Sink::build(&sink_cfg);
     sink.check()?;
+    let dead_letter = c.dead_letter.as_ref().map(Sink::build);
+    if let Some(d) = &dead_letter {
+        d.check()?;
+    }
+    let fatal = Arc::new(Fatal::new(shutdown.clone()));
     let workers = tuning.workers();
     tracing::info!(source = %source.name(), sink = %sink.name(), workers, "pipeline starting");
 
@@ -197,6 +218,8 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         forward_control: c.traptor.forward_control,
         metrics: metrics.clone(),
         source_name: source.name().into(),
+        stages: stages.clone(),
+        fatal: fatal.clone(),
     };
     let mut worker_handles = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -210,7 +233,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         Duration::from_secs(c.traptor.stats_interval_secs),
         background.clone(),
     ));
-    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone()));
+    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone(), dead_letter));
     let source_result = source.run(raw_tx, shutdown.clone()).await;
     for h in worker_handles {
         let _ = h.await;
@@ -220,7 +243,31 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
 
     let sink_summary = sink_result?;
     let source_summary = source_result?;
+    let stage_report: Vec<(String, StageSnapshot)> =
+        stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
+    for (name, s) in &stage_report {
+        tracing::info!(
+            stage = %name,
+            posts = s.posts_in,
+            enriched = s.enriched,
+            kept = s.kept,
+            dropped = s.dropped,
+            errors = s.post_errors,
+            traps = s.traps,
+            timeouts = s.timeouts,
+            out_of_memory = s.out_of_memory,
+            skipped = s.skipped,
+            dead_lettered = s.dead_lettered,
+            circuit_opened = s.circuit_opened,
+            mean_batch_us = s.latency_sum_us.checked_div(s.batches).unwrap_or(0),
+            "stage finished"
+        );
+    }
+    if let Some(e) = fatal.error() {
+        return Err(AppError::StageFailed(e));
+    }
     let report = RunReport {
+        stages: stage_report,
         metrics: metrics.snapshot(),
         source: source_summary,
         sink: sink_summary,
@@ -256,12 +303,19 @@ fn worker_loop(
 ) {
     let mut scratch = WorkerScratch::default();
     while let Ok(batch) = rx.recv_blocking() {
+        if ctx.fatal.is_raised() {
+            return;
+        }
         let current = compiled.load_full();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             process_batch(ctx, &current, &batch, &mut scratch)
         }));
         let out = match result {
-            Ok(out) => out,
+            Ok(Ok(out)) => out,
+            Ok(Err(fatal)) => {
+                ctx.fatal.raise(fatal.0);
+                return;
+            }
             Err(_) => {
                 Metrics::add(&ctx.metrics.worker_panics, 1);
                 tracing::error!(
@@ -277,6 +331,53 @@ fn worker_loop(
             return;
         }
     }
+}
+
+/// The spec of one configured stage (paths already resolved).
+pub fn stage_spec(s: &StageConfig) -> StageSpec {
+    StageSpec {
+        name: s.name.clone(),
+        plugin: s.plugin.clone(),
+        config_json: crate::plugins::config_json(&s.config),
+        on_error: s.on_error,
+        memory_limit_bytes: usize::try_from(s.memory_limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        timeout: Duration::from_millis(s.timeout_ms),
+        init_timeout: Duration::from_millis(s.init_timeout_ms),
+        grant_clock: s.grants.clock,
+        grant_env: s.grants.env.clone(),
+        grant_dirs: s.grants.dirs.clone(),
+        breaker_failures: s.circuit_breaker_failures,
+        breaker_cooldown: Duration::from_secs(s.circuit_breaker_cooldown_secs),
+    }
+}
+
+/// Load, describe and initialise every stage (compiling or using the cache).
+pub fn load_stages(cfg: &LoadedConfig) -> Result<Vec<Arc<Stage>>, AppError> {
+    let c = &cfg.config;
+    if c.stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cache = c.pipeline.plugin_cache_dir.clone().or_else(Runtime::default_cache_dir);
+    let runtime = Runtime::new(cache).map_err(|source| AppError::Plugin { index: 0, name: String::new(), source })?;
+    let mut out = Vec::with_capacity(c.stages.len());
+    for (index, s) in c.stages.iter().enumerate() {
+        let started = Instant::now();
+        let stage = Stage::load(&runtime, stage_spec(s)).map_err(|source| AppError::Plugin {
+            index,
+            name: s.name.clone(),
+            source,
+        })?;
+        tracing::info!(
+            stage = %s.name,
+            plugin = %stage.description.name,
+            version = %stage.description.version,
+            cached = stage.component().from_cache,
+            ms = started.elapsed().as_millis() as u64,
+            "stage loaded"
+        );
+        out.push(Arc::new(stage));
+    }
+    Ok(out)
 }
 
 /// The outcome of `validate`.
@@ -336,14 +437,32 @@ pub fn validate(path: &Path) -> Validation {
         Ok(()) => v.notes.push(format!("sink: {}", sink.name())),
         Err(e) => v.errors.push(format!("sink.path: {e}")),
     }
-    for (i, s) in c.stages.iter().enumerate() {
-        if !s.plugin.is_file() {
-            v.errors.push(format!("stages[{i}].plugin: stage {:?}: no such file {}", s.name, s.plugin.display()));
+    if !c.stages.is_empty() {
+        let cache = c.pipeline.plugin_cache_dir.clone().or_else(Runtime::default_cache_dir);
+        match Runtime::new(cache) {
+            Err(e) => v.errors.push(e.to_string()),
+            Ok(runtime) => {
+                for (i, s) in c.stages.iter().enumerate() {
+                    match Stage::load(&runtime, stage_spec(s)) {
+                        Ok(stage) => v.notes.push(format!(
+                            "stages[{i}] {:?}: {} {} ({:?}), ABI {}, config accepted",
+                            s.name,
+                            stage.description.name,
+                            stage.description.version,
+                            stage.description.kind,
+                            crate::plugins::ABI_VERSION
+                        )),
+                        Err(e) => v.errors.push(format!("stages[{i}] ({:?}): {e}", s.name)),
+                    }
+                }
+            }
         }
-        v.errors.push(format!(
-            "stages[{i}]: stage {:?} cannot run: this build has no WebAssembly plugin runtime yet",
-            s.name
-        ));
+    }
+    if let Some(d) = &c.dead_letter {
+        match Sink::build(d).check() {
+            Ok(()) => v.notes.push(format!("dead letters: {}", Sink::build(d).name())),
+            Err(e) => v.errors.push(format!("dead_letter.path: {e}")),
+        }
     }
     v
 }

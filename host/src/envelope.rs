@@ -56,6 +56,15 @@ impl RuleJson {
     }
 }
 
+/// Optional members of the `traptor` object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    /// The serialised `{"stage": {...}, ...}` object of what stages added.
+    pub enrichments: Option<&'a str>,
+    /// `(stage, error)` for a dead letter.
+    pub dead_letter: Option<(&'a str, &'a str)>,
+}
+
 /// Why a post could not be wrapped. The record is reported and skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -76,15 +85,15 @@ pub fn created_at_iso(created_at: &str) -> Option<String> {
 
 /// Write the envelope of one post into `out` (cleared first).
 ///
-/// `matched` are rule indices into `rules`; `enrichments` is the already
-/// serialised `{"stage": {...}, ...}` object, if any stage added fields.
+/// `matched` are rule indices into `rules`; `extra` holds further members of
+/// the `traptor` object, already serialised (see [`Extra`]).
 pub fn write_post(
     raw: &[u8],
     post: &PostView<'_>,
     id: Identity,
     matched: &[u32],
     rules: &RuleJson,
-    enrichments: Option<&str>,
+    extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
     out.clear();
@@ -109,9 +118,17 @@ pub fn write_post(
         }
         t.push(']');
     }
-    if let Some(e) = enrichments {
+    if let Some(e) = extra.enrichments {
         t.push_str(",\"enrichments\":");
         t.push_str(e);
+    }
+    if let Some((stage, error)) = extra.dead_letter {
+        let _ = write!(
+            t,
+            ",\"dead_letter\":{{\"stage\":{},\"error\":{}}}",
+            serde_json::Value::from(stage),
+            serde_json::Value::from(error)
+        );
     }
     t.push('}');
     splice(raw, "traptor", &t, out)
@@ -216,7 +233,7 @@ mod tests {
         let raw = br#"{"id_str":"1","text":"x","n":1.50,"created_at":"Mon Feb 22 01:34:53 +0000 2016"}"#;
         let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
-        write_post(raw, &p, id(), &[], &RuleJson::default(), None, &mut out).expect("wrap");
+        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
         let s = String::from_utf8(out).expect("utf8");
         assert!(s.starts_with(r#"{"id_str":"1","text":"x","n":1.50,"#), "{s}");
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
@@ -244,7 +261,8 @@ mod tests {
         let raw = b"{\n  \"id_str\": \"1\",\n  \"text\": \"a  b\"\n}\n";
         let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
-        write_post(raw, &p, id(), &[0], &rj, Some(r#"{"s":{"k":1}}"#), &mut out).expect("wrap");
+        let extra = Extra { enrichments: Some(r#"{"s":{"k":1}}"#), dead_letter: Some(("s", "boom \"x\"")) };
+        write_post(raw, &p, id(), &[0], &rj, extra, &mut out).expect("wrap");
         let s = String::from_utf8(out).expect("utf8");
         assert!(!s.contains('\n'));
         assert!(s.contains(r#""text":"a  b""#), "string content untouched: {s}");
@@ -255,6 +273,7 @@ mod tests {
         assert_eq!(r["rule_value"], "happy");
         assert_eq!(r["appid"], "a");
         assert_eq!(v["traptor"]["enrichments"]["s"]["k"], 1);
+        assert_eq!(v["traptor"]["dead_letter"]["error"], "boom \"x\"");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! * [`post`] — the normalised post view and source decoders (pure).
 //! * [`matcher`] — attribution of posts to rules (pure, no I/O).
 //! * [`envelope`] — the output `traptor` object spliced onto original bytes.
+//! * [`plugins`] — the WebAssembly stage runtime (wasmtime).
 //! * [`pipeline`] — batches, workers, ordering.
 //! * [`sources`], [`sinks`] — the edges.
 //! * [`telemetry`] — logs and counters.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod envelope;
 pub mod matcher;
 pub mod pipeline;
+pub mod plugins;
 pub mod post;
 pub mod rules;
 pub mod sinks;

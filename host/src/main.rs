@@ -19,6 +19,7 @@ use traptor_host::telemetry::{LogFormat, init_logging};
 /// Run a pipeline:     traptor-host --pipeline examples/demo.toml
 /// Check one:          traptor-host validate --pipeline examples/demo.toml
 /// Make a test corpus: traptor-host generate --count 100000 --output corpus.jsonl
+/// Try a plugin:       traptor-host plugin run my.wasm --config k=v --input posts.jsonl
 #[derive(Debug, Parser)]
 #[command(name = "traptor-host", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pipeline: PathBuf,
     },
+    /// Try a WebAssembly plugin without a pipeline.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Write synthetic v1.1 posts as JSON lines (the benchmark corpus).
     Generate {
         /// How many posts.
@@ -70,6 +74,35 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's description, ABI version, imports and config schema.
+    Inspect {
+        /// The component (.wasm).
+        plugin: PathBuf,
+        /// Configuration for its initialiser, KEY=VALUE (VALUE is JSON or a string).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// Run a plugin over posts (JSON lines) and print one outcome per post.
+    Run {
+        /// The component (.wasm).
+        plugin: PathBuf,
+        /// Configuration for its initialiser, KEY=VALUE (VALUE is JSON or a string).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Posts, one v1.1 JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Rules (JSON lines) to match first, so the plugin sees matched rules.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// Posts per call.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
@@ -77,6 +110,7 @@ fn main() -> ExitCode {
         Some(Command::Run { pipeline, test }) => run(pipeline, test),
         Some(Command::Validate { pipeline }) => validate(&pipeline),
         Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
+        Some(Command::Plugin(cmd)) => plugin(cmd),
         None => match cli.pipeline {
             Some(p) => run(p, cli.test),
             None => {
@@ -133,6 +167,59 @@ fn validate(pipeline: &std::path::Path) -> i32 {
         println!("invalid: {} ({} error(s))", pipeline.display(), v.errors.len());
     }
     v.exit_code()
+}
+
+fn plugin(cmd: PluginCommand) -> i32 {
+    use traptor_host::plugins::tool;
+    match cmd {
+        PluginCommand::Inspect { plugin, config } => {
+            let config = match tool::config_from_pairs(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            match tool::inspect(&plugin, &config, &mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    EXIT_CONFIG
+                }
+            }
+        }
+        PluginCommand::Run { plugin, config, input, rules, batch_size } => {
+            let result = tool::config_from_pairs(&config).and_then(|c| {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let r = tool::run(&plugin, c, &input, rules.as_deref(), batch_size, &mut out);
+                let _ = out.flush();
+                r
+            });
+            match result {
+                Ok(s) => {
+                    tracing::info!(
+                        posts = s.posts,
+                        keep = s.keep,
+                        enrich = s.enrich,
+                        drop = s.drop,
+                        error = s.error,
+                        failed = s.failed,
+                        not_posts = s.skipped_lines,
+                        "plugin run finished"
+                    );
+                    0
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    match e {
+                        tool::RunError::Write(_) => 2,
+                        _ => EXIT_CONFIG,
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn generate(count: u64, seed: u64, output: Option<PathBuf>) -> i32 {

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub control_dropped: AtomicU64,
     pub records_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub dead_letters_out: AtomicU64,
     pub rule_reloads: AtomicU64,
     pub worker_panics: AtomicU64,
 }
@@ -74,6 +75,7 @@ pub struct Snapshot {
     pub control_dropped: u64,
     pub records_out: u64,
     pub bytes_out: u64,
+    pub dead_letters_out: u64,
     pub rule_reloads: u64,
     pub worker_panics: u64,
 }
@@ -106,6 +108,7 @@ impl Metrics {
             control_dropped: self.control_dropped.load(Relaxed),
             records_out: self.records_out.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            dead_letters_out: self.dead_letters_out.load(Relaxed),
             rule_reloads: self.rule_reloads.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
         }

@@ -96,9 +96,7 @@ pub mod bindings {
 pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::traptor::plugin::host::Level;
-pub use bindings::traptor::plugin::types::{
-    Description, Field, MatchedRule, Outcome, Point, Post, StageKind,
-};
+pub use bindings::traptor::plugin::types::{Description, Field, MatchedRule, Outcome, Point, Post, StageKind};
 pub use serde_json;
 
 mod config;

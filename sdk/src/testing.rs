@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 
 use crate::{Level, MatchedRule, Outcome, Point, Post, Stage};
 
+/// One recorded log call: level, message, fields.
+pub type LogRecord = (Level, String, Vec<(String, String)>);
+
 thread_local! {
-    static LOGS: RefCell<Vec<(Level, String, Vec<(String, String)>)>> = const { RefCell::new(Vec::new()) };
+    static LOGS: RefCell<Vec<LogRecord>> = const { RefCell::new(Vec::new()) };
     static COUNTERS: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
@@ -21,7 +24,7 @@ pub(crate) fn record_counter(name: &str, delta: u64) {
 }
 
 /// Log records made on this thread so far: (level, message, fields).
-pub fn logs() -> Vec<(Level, String, Vec<(String, String)>)> {
+pub fn logs() -> Vec<LogRecord> {
     LOGS.with(|l| l.borrow().clone())
 }
 

@@ -34,6 +34,11 @@ pub struct PipelineConfig {
     pub stages: Vec<StageConfig>,
     /// Where enriched posts go.
     pub sink: SinkConfig,
+    /// Where posts go that a stage could not process (`on_error = "dead_letter"`):
+    /// the post with its `traptor` object and a `dead_letter` member naming the
+    /// stage and the error.
+    #[serde(default)]
+    pub dead_letter: Option<SinkConfig>,
     /// Tuning of the in-process pipeline.
     #[serde(default)]
     pub pipeline: PipelineTuning,
@@ -168,6 +173,44 @@ pub struct StageConfig {
     /// Time limit of one batch call.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Time limit of starting an instance and running `init`.
+    #[serde(default = "default_init_timeout_ms")]
+    pub init_timeout_ms: u64,
+    /// Consecutive failed batches after which the stage is bypassed for a
+    /// cool-down (its posts follow `on_error`); 0 never opens the circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit bypasses the stage before it is tried again.
+    #[serde(default = "default_breaker_cooldown_secs")]
+    pub circuit_breaker_cooldown_secs: u64,
+    /// What the plugin may use beyond the host's imports (nothing by default).
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+/// `[stages.grants]`: capabilities a plugin gets only when listed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Real wall and monotonic clocks (otherwise both read 0).
+    #[serde(default)]
+    pub clock: bool,
+    /// Names of environment variables passed through with their host values.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Directories opened read-only, at the same path inside the plugin.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+fn default_init_timeout_ms() -> u64 {
+    30_000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown_secs() -> u64 {
+    30
 }
 
 fn default_memory_mib() -> u64 {
@@ -193,6 +236,10 @@ pub struct PipelineTuning {
     /// Batches that may wait in each channel.
     #[serde(default = "default_channel_batches")]
     pub channel_batches: usize,
+    /// Where compiled plugins are cached (default `~/.cache/traptor/wasm`,
+    /// or `$TRAPTOR_CACHE_DIR/wasm`).
+    #[serde(default)]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 fn default_batch_size() -> usize {
@@ -212,6 +259,7 @@ impl Default for PipelineTuning {
             batch_size: default_batch_size(),
             batch_timeout_ms: default_batch_timeout_ms(),
             channel_batches: default_channel_batches(),
+            plugin_cache_dir: None,
         }
     }
 }
@@ -291,12 +339,20 @@ impl LoadedConfig {
         match &mut self.config.rules {
             RulesConfig::File { path, .. } => fix(path),
         }
-        match &mut self.config.sink {
-            SinkConfig::File { path, .. } => fix(path),
-            SinkConfig::Stdout {} => {}
+        for sink in std::iter::once(&mut self.config.sink).chain(self.config.dead_letter.as_mut()) {
+            match sink {
+                SinkConfig::File { path, .. } => fix(path),
+                SinkConfig::Stdout {} => {}
+            }
         }
         for s in &mut self.config.stages {
             fix(&mut s.plugin);
+            for d in &mut s.grants.dirs {
+                fix(d);
+            }
+        }
+        if let Some(d) = &mut self.config.pipeline.plugin_cache_dir {
+            fix(d);
         }
         self
     }
@@ -357,6 +413,15 @@ impl PipelineConfig {
             }
             if s.timeout_ms == 0 {
                 bad(&format!("stages[{i}].timeout_ms"), "must be ≥ 1".into());
+            }
+            if s.init_timeout_ms == 0 {
+                bad(&format!("stages[{i}].init_timeout_ms"), "must be ≥ 1".into());
+            }
+            if s.on_error == OnError::DeadLetter && self.dead_letter.is_none() {
+                bad(
+                    &format!("stages[{i}].on_error"),
+                    format!("stage {:?} sends failures to dead letters, but there is no [dead_letter] section", s.name),
+                );
             }
         }
         let p = &self.pipeline;
@@ -434,6 +499,10 @@ config = { lexicon = "en" }
 
 [sink]
 type = "stdout"
+
+[dead_letter]
+type = "file"
+path = "dead.jsonl"
 "#;
 
     #[test]

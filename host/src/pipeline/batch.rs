@@ -86,6 +86,9 @@ pub struct OutBatch {
     /// Kafka message key per record (the post id; empty for control messages).
     keys: Vec<Range<usize>>,
     key_data: String,
+    /// Records for the dead-letter destination, in order.
+    dead_data: Vec<u8>,
+    dead_ends: Vec<usize>,
 }
 
 impl OutBatch {
@@ -107,6 +110,23 @@ impl OutBatch {
         let k = self.key_data.len();
         self.key_data.push_str(key);
         self.keys.push(k..self.key_data.len());
+    }
+    /// Add a record for the dead-letter destination.
+    pub fn push_dead(&mut self, record: &[u8]) {
+        self.dead_data.extend_from_slice(record);
+        self.dead_ends.push(self.dead_data.len());
+    }
+    pub fn dead_len(&self) -> usize {
+        self.dead_ends.len()
+    }
+    /// Dead-letter records.
+    pub fn iter_dead(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.dead_ends.iter().map(move |&end| {
+            let r = &self.dead_data[start..end];
+            start = end;
+            r
+        })
     }
     /// `(record, key)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &str)> {

@@ -20,7 +20,7 @@ pub mod batch;
 pub mod worker;
 
 pub use batch::{Batcher, OutBatch, RawBatch};
-pub use worker::{Compiled, WorkerContext, process_batch};
+pub use worker::{Compiled, Fatal, FatalStageError, WorkerContext, WorkerScratch, process_batch};
 
 use std::collections::BTreeMap;
 

@@ -1,14 +1,22 @@
-//! What a CPU worker does to one batch: decode, classify, match, wrap.
+//! What a CPU worker does to one batch: decode, classify, match, run the
+//! stages, wrap.
 //!
-//! Pure with respect to I/O (it only counts and logs), so tests and benches call
-//! [`process_batch`] directly.
+//! Without stages each record is wrapped as soon as it is matched. With stages
+//! the batch's posts are decoded and matched first, then each stage sees the
+//! posts still alive as one call, then the survivors are wrapped in source
+//! order. Pure with respect to I/O (it only counts and logs), so tests and
+//! benches call [`process_batch`] directly.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
-use crate::envelope::{self, Identity, RuleJson};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OnError;
+use crate::envelope::{self, Extra, Identity, RuleJson};
 use crate::matcher::{Matcher, Scratch};
-use crate::post::{Message, v1};
+use crate::plugins::{Stage, StageInstance, to_wit_post, wit};
+use crate::post::{Message, PostView, v1};
 use crate::rules::RuleSnapshot;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
@@ -29,6 +37,35 @@ impl Compiled {
     }
 }
 
+/// Set once when a stage with `on_error = "fail"` fails: stops the pipeline.
+#[derive(Debug, Default)]
+pub struct Fatal {
+    error: Mutex<Option<String>>,
+    token: CancellationToken,
+}
+
+impl Fatal {
+    /// `token` is cancelled on the first fatal error (it stops the source).
+    pub fn new(token: CancellationToken) -> Fatal {
+        Fatal { error: Mutex::new(None), token }
+    }
+    pub fn raise(&self, msg: String) {
+        if let Ok(mut e) = self.error.lock()
+            && e.is_none()
+        {
+            tracing::error!(error = %msg, "stopping the pipeline");
+            *e = Some(msg);
+        }
+        self.token.cancel();
+    }
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+    pub fn is_raised(&self) -> bool {
+        self.error().is_some()
+    }
+}
+
 /// What every worker shares.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
@@ -37,14 +74,43 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// Names the input in error reports (a file path, "synthetic" …).
     pub source_name: Arc<str>,
+    /// Stages in pipeline order.
+    pub stages: Arc<[Arc<Stage>]>,
+    pub fatal: Arc<Fatal>,
 }
 
-/// Per-worker reusable buffers.
+/// Per-worker reusable buffers and the worker's stage instances (kept warm).
 #[derive(Debug, Default)]
 pub struct WorkerScratch {
     matcher: Scratch,
     matched: Vec<u32>,
     out: Vec<u8>,
+    instances: Vec<Option<StageInstance>>,
+}
+
+/// A stage with `on_error = "fail"` failed; the pipeline must stop.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FatalStageError(pub String);
+
+enum Fate {
+    Alive,
+    Removed,
+    DeadLetter { stage: Arc<str>, error: String },
+}
+
+struct PostItem<'a> {
+    raw: &'a [u8],
+    view: Box<PostView<'a>>,
+    matched: Vec<u32>,
+    /// `"stage":{...}` members, comma-separated.
+    enrichments: String,
+    fate: Fate,
+}
+
+enum Item<'a> {
+    Post(PostItem<'a>),
+    Control(&'a [u8]),
 }
 
 /// Turn one raw batch into sink-ready records. Bad records are counted and
@@ -54,11 +120,13 @@ pub fn process_batch(
     compiled: &Compiled,
     batch: &RawBatch,
     scratch: &mut WorkerScratch,
-) -> OutBatch {
+) -> Result<OutBatch, FatalStageError> {
     let m = &ctx.metrics;
     let mut out = OutBatch::with_seq(batch.seq);
     Metrics::add(&m.records_in, batch.len() as u64);
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
+    let staged = !ctx.stages.is_empty();
+    let mut items: Vec<Item<'_>> = Vec::new();
     let (mut posts, mut matched_posts, mut rule_matches) = (0u64, 0u64, 0u64);
     for (raw, origin) in batch.iter() {
         match v1::decode(raw) {
@@ -69,22 +137,17 @@ pub fn process_batch(
                     matched_posts += 1;
                     rule_matches += scratch.matched.len() as u64;
                 }
-                match envelope::write_post(
-                    raw,
-                    &post,
-                    ctx.identity,
-                    &scratch.matched,
-                    &compiled.rule_json,
-                    None,
-                    &mut scratch.out,
-                ) {
-                    Ok(()) => out.push(&scratch.out, &post.id),
-                    Err(e) => {
-                        let n = m.envelope_errors.fetch_add(1, Relaxed);
-                        if n < BAD_RECORDS_LOGGED {
-                            tracing::warn!(input = %ctx.source_name, line = origin, error = %e, "post skipped");
-                        }
-                    }
+                if staged {
+                    items.push(Item::Post(PostItem {
+                        raw,
+                        view: post,
+                        matched: scratch.matched.clone(),
+                        enrichments: String::new(),
+                        fate: Fate::Alive,
+                    }));
+                } else {
+                    wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin)
+                        .then(|| out.push(&scratch.out, &post.id));
                 }
             }
             Ok(Message::Control(c)) => {
@@ -92,11 +155,13 @@ pub fn process_batch(
                 if let Some(n) = c.undelivered {
                     m.limit_undelivered.fetch_max(n, Relaxed);
                 }
-                if ctx.forward_control {
+                if !ctx.forward_control {
+                    Metrics::add(&m.control_dropped, 1);
+                } else if staged {
+                    items.push(Item::Control(raw));
+                } else {
                     envelope::write_control(raw, &mut scratch.out);
                     out.push(&scratch.out, "");
-                } else {
-                    Metrics::add(&m.control_dropped, 1);
                 }
             }
             Err(e) => {
@@ -119,7 +184,190 @@ pub fn process_batch(
     Metrics::add(&m.posts_matched, matched_posts);
     Metrics::add(&m.posts_unmatched, posts - matched_posts);
     Metrics::add(&m.rule_matches, rule_matches);
-    out
+    if !staged {
+        return Ok(out);
+    }
+
+    scratch.instances.resize_with(ctx.stages.len(), || None);
+    for (s, stage) in ctx.stages.iter().enumerate() {
+        run_stage(stage, &mut scratch.instances[s], compiled, &mut items)?;
+    }
+
+    let mut enrich = String::new();
+    for item in &items {
+        match item {
+            Item::Control(raw) => {
+                envelope::write_control(raw, &mut scratch.out);
+                out.push(&scratch.out, "");
+            }
+            Item::Post(p) => {
+                enrich.clear();
+                if !p.enrichments.is_empty() {
+                    enrich.push('{');
+                    enrich.push_str(&p.enrichments);
+                    enrich.push('}');
+                }
+                let enrichments = (!enrich.is_empty()).then_some(enrich.as_str());
+                match &p.fate {
+                    Fate::Removed => {}
+                    Fate::Alive => {
+                        let extra = Extra { enrichments, dead_letter: None };
+                        if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
+                            out.push(&scratch.out, &p.view.id);
+                        }
+                    }
+                    Fate::DeadLetter { stage, error } => {
+                        let extra = Extra { enrichments, dead_letter: Some((stage, error)) };
+                        if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
+                            out.push_dead(&scratch.out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run one stage over the posts still alive and apply the outcomes.
+fn run_stage(
+    stage: &Stage,
+    slot: &mut Option<StageInstance>,
+    compiled: &Compiled,
+    items: &mut [Item<'_>],
+) -> Result<(), FatalStageError> {
+    let alive: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| matches!(it, Item::Post(p) if matches!(p.fate, Fate::Alive)))
+        .map(|(i, _)| i)
+        .collect();
+    if alive.is_empty() {
+        return Ok(());
+    }
+    let wants_raw = stage.wants_raw();
+    let batch: Vec<wit::Post> = alive
+        .iter()
+        .filter_map(|&i| match &items[i] {
+            Item::Post(p) => {
+                Some(to_wit_post(&p.view, p.raw, p.matched.iter().map(|&r| compiled.matcher.rule(r)), wants_raw))
+            }
+            Item::Control(_) => None,
+        })
+        .collect();
+    let m = &stage.metrics;
+    match stage.process(slot, &batch) {
+        Ok(outcomes) => {
+            for (&i, outcome) in alive.iter().zip(outcomes) {
+                let Item::Post(p) = &mut items[i] else { continue };
+                match outcome {
+                    wit::Outcome::Keep => {
+                        m.kept.fetch_add(1, Relaxed);
+                    }
+                    wit::Outcome::Enrich(fields) => match fields_json(&fields) {
+                        Ok(obj) => {
+                            m.enriched.fetch_add(1, Relaxed);
+                            if !p.enrichments.is_empty() {
+                                p.enrichments.push(',');
+                            }
+                            p.enrichments.push_str(&serde_json::Value::from(&*stage.name).to_string());
+                            p.enrichments.push(':');
+                            p.enrichments.push_str(&obj);
+                        }
+                        Err(e) => {
+                            m.protocol_errors.fetch_add(1, Relaxed);
+                            on_error(stage, p, e)?;
+                        }
+                    },
+                    wit::Outcome::Drop(reason) => {
+                        m.dropped.fetch_add(1, Relaxed);
+                        tracing::debug!(stage = &*stage.name, post = %p.view.id, reason, "post dropped by stage");
+                        p.fate = Fate::Removed;
+                    }
+                    wit::Outcome::Error(e) => {
+                        m.post_errors.fetch_add(1, Relaxed);
+                        on_error(stage, p, e)?;
+                    }
+                }
+            }
+        }
+        Err(failure) => {
+            let msg = failure.to_string();
+            for &i in &alive {
+                if let Item::Post(p) = &mut items[i] {
+                    on_error(stage, p, msg.clone())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Apply the stage's `on_error` policy to one post.
+fn on_error(stage: &Stage, p: &mut PostItem<'_>, error: String) -> Result<(), FatalStageError> {
+    let m = &stage.metrics;
+    match stage.spec.on_error {
+        OnError::Skip => {
+            m.skipped.fetch_add(1, Relaxed);
+        }
+        OnError::Drop => {
+            m.error_dropped.fetch_add(1, Relaxed);
+            p.fate = Fate::Removed;
+        }
+        OnError::DeadLetter => {
+            m.dead_lettered.fetch_add(1, Relaxed);
+            p.fate = Fate::DeadLetter { stage: stage.name.clone(), error };
+        }
+        OnError::Fail => {
+            return Err(FatalStageError(format!(
+                "stage {:?} failed on post {} and its on_error is \"fail\": {error}",
+                stage.name, p.view.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `{"name":value,...}` from a plugin's fields; every value must be JSON.
+fn fields_json(fields: &[wit::Field]) -> Result<String, String> {
+    let mut s = String::from("{");
+    for (i, f) in fields.iter().enumerate() {
+        if serde_json::from_str::<serde::de::IgnoredAny>(&f.value).is_err() {
+            return Err(format!("field {:?} is not valid JSON: {:.80}", f.name, f.value));
+        }
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&serde_json::Value::from(f.name.as_str()).to_string());
+        s.push(':');
+        s.push_str(f.value.trim());
+    }
+    s.push('}');
+    Ok(s)
+}
+
+/// Wrap one post; false (and counted, logged) if it cannot be wrapped.
+#[allow(clippy::too_many_arguments)]
+fn wrap(
+    ctx: &WorkerContext,
+    compiled: &Compiled,
+    raw: &[u8],
+    post: &PostView<'_>,
+    matched: &[u32],
+    extra: Extra<'_>,
+    out: &mut Vec<u8>,
+    origin: u64,
+) -> bool {
+    match envelope::write_post(raw, post, ctx.identity, matched, &compiled.rule_json, extra, out) {
+        Ok(()) => true,
+        Err(e) => {
+            let n = ctx.metrics.envelope_errors.fetch_add(1, Relaxed);
+            if n < BAD_RECORDS_LOGGED {
+                tracing::warn!(input = %ctx.source_name, line = origin, post = %post.id, error = %e, "post skipped");
+            }
+            false
+        }
+    }
 }
 
 /// The first 80 characters of a record, for a log line.

@@ -114,6 +114,8 @@ pub struct EmbeddedPost<'a> {
 /// One post, normalised. See the module docs for the invariants.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PostView<'a> {
+    /// The protocol the post came in (`twitter-v1`, `x-v2`, `bluesky`).
+    pub source: &'static str,
     pub id: Cow<'a, str>,
     /// The source's own timestamp text (v1.1: `Mon Feb 22 01:34:53 +0000 2016`).
     pub created_at: Option<Cow<'a, str>>,

@@ -21,6 +21,9 @@ use super::{
     BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, TextView, UserRef,
 };
 
+/// The `source` name of posts decoded here.
+pub const SOURCE: &str = "twitter-v1";
+
 /// Decode one v1.1 stream message (one JSON document).
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut msg: V1Status<'_> = match serde_json::from_slice(bytes) {
@@ -231,6 +234,7 @@ impl<'a> V1Status<'a> {
         // A retweet of a quote carries the quote inside the retweeted post only.
         let quoted = quoted_status.map(|s| Box::new(s.into_embedded()));
         PostView {
+            source: SOURCE,
             id: id_of(id_str, id).unwrap_or(Cow::Borrowed("")),
             created_at,
             author: user.map(V1User::into_ref).unwrap_or_default(),

@@ -74,28 +74,83 @@ impl Sink {
         }
     }
 
-    /// Write every batch until the channel closes, then flush.
-    pub async fn run(self, input: BatchRx, metrics: Arc<Metrics>) -> Result<SinkSummary, SinkError> {
-        tokio::task::spawn_blocking(move || match self {
-            Sink::Stdout => {
-                let stdout = std::io::stdout();
-                let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-                let r = write_all_batches(&input, &metrics, &mut LineWriter::plain(&mut w, "stdout"));
-                match r {
-                    Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-                        input.close();
-                        Ok(SinkSummary { closed_by_reader: true, ..SinkSummary::default() })
-                    }
-                    other => other,
+    /// Write every batch until the channel closes, then flush. Dead letters
+    /// carried by the batches go to `dead_letter`.
+    pub async fn run(
+        self,
+        input: BatchRx,
+        metrics: Arc<Metrics>,
+        dead_letter: Option<Sink>,
+    ) -> Result<SinkSummary, SinkError> {
+        tokio::task::spawn_blocking(move || {
+            let mut dead = match dead_letter {
+                None => DeadWriter::None,
+                Some(Sink::Stdout) => DeadWriter::Stdout(std::io::BufWriter::new(std::io::stdout())),
+                Some(Sink::File(mut f)) => {
+                    f.open()?;
+                    DeadWriter::File(f)
                 }
-            }
-            Sink::File(mut f) => {
-                let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f));
-                f.finish().and(r)
-            }
+            };
+            let result = match self {
+                Sink::Stdout => {
+                    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+                    let r = write_all_batches(&input, &metrics, &mut LineWriter::plain(&mut w, "stdout"), &mut dead);
+                    match r {
+                        Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                            input.close();
+                            Ok(SinkSummary { closed_by_reader: true, ..SinkSummary::default() })
+                        }
+                        other => other,
+                    }
+                }
+                Sink::File(mut f) => {
+                    let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f, &mut dead));
+                    f.finish().and(r)
+                }
+            };
+            dead.finish().and(result)
         })
         .await
         .map_err(|e| SinkError::Task(e.to_string()))?
+    }
+}
+
+/// Where dead letters are written, if anywhere.
+enum DeadWriter {
+    None,
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File(file::FileSink),
+}
+
+impl DeadWriter {
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self {
+            DeadWriter::None => Ok(()),
+            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").idle(),
+            DeadWriter::File(f) => f.finish(),
+        }
+    }
+}
+
+impl LineSink for DeadWriter {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        match self {
+            // Configuration checks make this unreachable: a dead-letter policy
+            // needs a [dead_letter] section.
+            DeadWriter::None => {
+                tracing::error!("dead letter with no [dead_letter] destination; record lost");
+                Ok(())
+            }
+            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").write_line(line),
+            DeadWriter::File(f) => f.write_line(line),
+        }
+    }
+    fn idle(&mut self) -> Result<(), SinkError> {
+        match self {
+            DeadWriter::None => Ok(()),
+            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").idle(),
+            DeadWriter::File(f) => f.idle(),
+        }
     }
 }
 
@@ -131,13 +186,26 @@ impl<W: Write> LineSink for LineWriter<'_, W> {
 }
 
 /// The shared receive → reorder → write loop of the blocking sinks.
-fn write_all_batches(input: &BatchRx, metrics: &Metrics, out: &mut dyn LineSink) -> Result<SinkSummary, SinkError> {
+fn write_all_batches(
+    input: &BatchRx,
+    metrics: &Metrics,
+    out: &mut dyn LineSink,
+    dead: &mut dyn LineSink,
+) -> Result<SinkSummary, SinkError> {
     let mut reorder = Reorder::default();
     let mut summary = SinkSummary::default();
-    let write = |out: &mut dyn LineSink, b: OutBatch, summary: &mut SinkSummary| -> Result<(), SinkError> {
+    let write = |out: &mut dyn LineSink,
+                 dead: &mut dyn LineSink,
+                 b: OutBatch,
+                 summary: &mut SinkSummary|
+     -> Result<(), SinkError> {
         for (line, _key) in b.iter() {
             out.write_line(line)?;
         }
+        for line in b.iter_dead() {
+            dead.write_line(line)?;
+        }
+        Metrics::add(&metrics.dead_letters_out, b.dead_len() as u64);
         summary.records += b.len() as u64;
         summary.bytes += b.bytes() as u64 + b.len() as u64;
         Metrics::add(&metrics.records_out, b.len() as u64);
@@ -146,15 +214,17 @@ fn write_all_batches(input: &BatchRx, metrics: &Metrics, out: &mut dyn LineSink)
     };
     while let Ok(batch) = input.recv_blocking() {
         for b in reorder.push(batch) {
-            write(out, b, &mut summary)?;
+            write(out, dead, b, &mut summary)?;
         }
         if input.is_empty() {
             out.idle()?;
+            dead.idle()?;
         }
     }
     for b in reorder.drain() {
-        write(out, b, &mut summary)?;
+        write(out, dead, b, &mut summary)?;
     }
     out.idle()?;
+    dead.idle()?;
     Ok(summary)
 }

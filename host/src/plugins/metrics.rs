@@ -1,0 +1,123 @@
+//! Per-stage counters and the batch-latency histogram.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds (the last is +inf).
+pub const LATENCY_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, u64::MAX];
+
+/// Counters of one stage, shared by every worker.
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    pub batches: AtomicU64,
+    pub posts_in: AtomicU64,
+    pub kept: AtomicU64,
+    pub enriched: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Posts the plugin answered with an error outcome.
+    pub post_errors: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    /// Batches the plugin answered with the wrong number of outcomes or bad JSON.
+    pub protocol_errors: AtomicU64,
+    pub instantiations: AtomicU64,
+    pub circuit_opened: AtomicU64,
+    /// Posts that went on without this stage (`on_error = "skip"`, open circuit).
+    pub skipped: AtomicU64,
+    /// Posts dropped by the `on_error = "drop"` policy.
+    pub error_dropped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    latency_sum_us: AtomicU64,
+    plugin: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A copy of a stage's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StageSnapshot {
+    pub batches: u64,
+    pub posts_in: u64,
+    pub kept: u64,
+    pub enriched: u64,
+    pub dropped: u64,
+    pub post_errors: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    pub out_of_memory: u64,
+    pub protocol_errors: u64,
+    pub instantiations: u64,
+    pub circuit_opened: u64,
+    pub skipped: u64,
+    pub error_dropped: u64,
+    pub dead_lettered: u64,
+    /// (upper bound µs, batches) for every non-empty bucket.
+    pub latency_us: Vec<(u64, u64)>,
+    pub latency_sum_us: u64,
+    /// Counters the plugin bumped through the `counter` import.
+    pub plugin: BTreeMap<String, u64>,
+}
+
+impl StageMetrics {
+    pub fn observe_latency(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        self.latency[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn plugin_counter(&self, name: &str, delta: u64) {
+        if let Ok(mut m) = self.plugin.lock() {
+            // Bounded: a plugin inventing names per post cannot grow this forever.
+            if m.len() < 64 || m.contains_key(name) {
+                *m.entry(name.to_owned()).or_default() += delta;
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> StageSnapshot {
+        StageSnapshot {
+            batches: self.batches.load(Relaxed),
+            posts_in: self.posts_in.load(Relaxed),
+            kept: self.kept.load(Relaxed),
+            enriched: self.enriched.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            post_errors: self.post_errors.load(Relaxed),
+            traps: self.traps.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            out_of_memory: self.out_of_memory.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            instantiations: self.instantiations.load(Relaxed),
+            circuit_opened: self.circuit_opened.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            error_dropped: self.error_dropped.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            latency_us: LATENCY_BUCKETS_US
+                .iter()
+                .zip(&self.latency)
+                .map(|(b, n)| (*b, n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            latency_sum_us: self.latency_sum_us.load(Relaxed),
+            plugin: self.plugin.lock().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_buckets() {
+        let m = StageMetrics::default();
+        m.observe_latency(Duration::from_micros(40));
+        m.observe_latency(Duration::from_micros(700));
+        m.observe_latency(Duration::from_secs(5));
+        let s = m.snapshot();
+        assert_eq!(s.latency_us, vec![(50, 1), (1_000, 1), (u64::MAX, 1)]);
+    }
+}

@@ -1,0 +1,199 @@
+//! `traptor-host plugin inspect|run`: try a plugin without a pipeline.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ABI_VERSION, PluginError, Runtime, STAGE_EXPORT, Stage, StageSpec, to_wit_post, wit};
+use crate::config::OnError;
+use crate::matcher::{Matcher, Scratch};
+use crate::post::{Message, v1};
+use crate::rules::RuleType;
+
+/// A spec for trying a plugin by hand: generous limits, no grants.
+pub fn adhoc_spec(plugin: &Path, config_json: String) -> StageSpec {
+    StageSpec {
+        name: plugin.file_stem().map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned()),
+        plugin: plugin.to_owned(),
+        config_json,
+        on_error: OnError::Skip,
+        memory_limit_bytes: 512 << 20,
+        timeout: Duration::from_secs(10),
+        init_timeout: Duration::from_secs(60),
+        grant_clock: false,
+        grant_env: Vec::new(),
+        grant_dirs: Vec::new(),
+        breaker_failures: 0,
+        breaker_cooldown: Duration::from_secs(1),
+    }
+}
+
+/// Print what a plugin says about itself.
+pub fn inspect(plugin: &Path, config_json: &str, out: &mut dyn Write) -> Result<(), PluginError> {
+    let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    let stage = Stage::load(&runtime, adhoc_spec(plugin, config_json.to_owned()))?;
+    let d = &stage.description;
+    let c = stage.component();
+    let schema = serde_json::from_str::<serde_json::Value>(&d.config_schema)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| d.config_schema.clone());
+    let kind = match d.kind {
+        wit::StageKind::Enricher => "enricher",
+        wit::StageKind::Filter => "filter",
+    };
+    let _ = writeln!(out, "plugin:      {} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256);
+    let _ = writeln!(out, "name:        {} {} ({kind})", d.name, d.version);
+    let _ = writeln!(out, "summary:     {}", d.summary);
+    let _ = writeln!(out, "abi:         {STAGE_EXPORT} (this host speaks ABI {ABI_VERSION}: compatible)");
+    let _ = writeln!(
+        out,
+        "wants raw:   {}",
+        if d.wants_raw { "yes (each post's original JSON is copied in)" } else { "no" }
+    );
+    let _ = writeln!(out, "imports:     {}", c.imports.join(", "));
+    let _ = writeln!(out, "exports:     {}", c.exports.join(", "));
+    let _ = writeln!(out, "config schema:");
+    for l in schema.lines() {
+        let _ = writeln!(out, "  {l}");
+    }
+    Ok(())
+}
+
+/// Errors of `plugin run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--config {0:?}: expected KEY=VALUE")]
+    BadConfig(String),
+    #[error("cannot write output: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// Turn `k=v` pairs into the JSON object `init` receives. A value that parses
+/// as JSON is taken as JSON (`n=3`, `langs=["en"]`), otherwise as a string.
+pub fn config_from_pairs(pairs: &[String]) -> Result<String, RunError> {
+    let mut obj = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| RunError::BadConfig(p.clone()))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+        obj.insert(k.trim().to_owned(), value);
+    }
+    Ok(serde_json::Value::Object(obj).to_string())
+}
+
+/// What `plugin run` saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub posts: u64,
+    pub keep: u64,
+    pub enrich: u64,
+    pub drop: u64,
+    pub error: u64,
+    pub failed: u64,
+    pub skipped_lines: u64,
+}
+
+/// Run a plugin over the posts of a JSON-lines file; print one outcome per post.
+pub fn run(
+    plugin: &Path,
+    config_json: String,
+    input: &Path,
+    rules: Option<&Path>,
+    batch_size: usize,
+    out: &mut dyn Write,
+) -> Result<RunSummary, RunError> {
+    let runtime: Arc<Runtime> = Runtime::new(Runtime::default_cache_dir())?;
+    let stage = Stage::load(&runtime, adhoc_spec(plugin, config_json))?;
+    let matcher = match rules {
+        Some(p) => {
+            let snap = crate::rules::file::load(p, RuleType::Track)
+                .map_err(|e| RunError::Read { path: p.to_owned(), source: std::io::Error::other(e.to_string()) })?;
+            snap.report(&p.display().to_string());
+            Matcher::new(snap.rules)
+        }
+        None => Matcher::new(Vec::new()),
+    };
+    let file = std::fs::File::open(input).map_err(|source| RunError::Read { path: input.to_owned(), source })?;
+    let lines: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| RunError::Read { path: input.to_owned(), source })?;
+    let mut summary = RunSummary::default();
+    let mut slot = None;
+    let mut scratch = Scratch::default();
+    let mut matched = Vec::new();
+    let wants_raw = stage.wants_raw();
+    let batch_size = batch_size.max(1);
+    let mut pending: Vec<(String, wit::Post)> = Vec::new();
+    let mut flush = |pending: &mut Vec<(String, wit::Post)>, summary: &mut RunSummary| -> Result<(), RunError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let posts: Vec<wit::Post> = pending.iter().map(|(_, p)| p.clone()).collect();
+        let result = stage.process(&mut slot, &posts);
+        for (i, (id, _)) in pending.iter().enumerate() {
+            let line = match &result {
+                Ok(outcomes) => match &outcomes[i] {
+                    wit::Outcome::Keep => {
+                        summary.keep += 1;
+                        serde_json::json!({"id": id, "outcome": "keep"})
+                    }
+                    wit::Outcome::Enrich(fields) => {
+                        summary.enrich += 1;
+                        let obj: serde_json::Map<String, serde_json::Value> = fields
+                            .iter()
+                            .map(|f| {
+                                let v = serde_json::from_str(&f.value)
+                                    .unwrap_or_else(|_| serde_json::json!({"invalid_json": f.value}));
+                                (f.name.clone(), v)
+                            })
+                            .collect();
+                        serde_json::json!({"id": id, "outcome": "enrich", "fields": obj})
+                    }
+                    wit::Outcome::Drop(reason) => {
+                        summary.drop += 1;
+                        serde_json::json!({"id": id, "outcome": "drop", "reason": reason})
+                    }
+                    wit::Outcome::Error(e) => {
+                        summary.error += 1;
+                        serde_json::json!({"id": id, "outcome": "error", "error": e})
+                    }
+                },
+                Err(e) => {
+                    summary.failed += 1;
+                    serde_json::json!({"id": id, "outcome": "failed", "error": e.to_string()})
+                }
+            };
+            writeln!(out, "{line}").map_err(RunError::Write)?;
+        }
+        pending.clear();
+        Ok(())
+    };
+    for line in &lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match v1::decode(line.as_bytes()) {
+            Ok(Message::Post(view)) => {
+                matcher.match_post(&view, &mut scratch, &mut matched);
+                let post = to_wit_post(&view, line.as_bytes(), matched.iter().map(|&i| matcher.rule(i)), wants_raw);
+                summary.posts += 1;
+                pending.push((view.id.to_string(), post));
+                if pending.len() >= batch_size {
+                    flush(&mut pending, &mut summary)?;
+                }
+            }
+            _ => summary.skipped_lines += 1,
+        }
+    }
+    flush(&mut pending, &mut summary)?;
+    Ok(summary)
+}
