@@ -80,7 +80,8 @@ enum PluginCommand {
     Inspect {
         /// The component (.wasm).
         plugin: PathBuf,
-        /// Configuration for its initialiser, KEY=VALUE (VALUE is JSON or a string).
+        /// Also check that its initialiser accepts this configuration, KEY=VALUE
+        /// (VALUE is JSON or a string).
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
@@ -173,14 +174,15 @@ fn plugin(cmd: PluginCommand) -> i32 {
     use traptor_host::plugins::tool;
     match cmd {
         PluginCommand::Inspect { plugin, config } => {
-            let config = match tool::config_from_pairs(&config) {
-                Ok(c) => c,
-                Err(e) => {
+            let config = match (config.is_empty(), tool::config_from_pairs(&config)) {
+                (true, _) => None,
+                (false, Ok(c)) => Some(c),
+                (false, Err(e)) => {
                     tracing::error!("{e}");
                     return EXIT_CONFIG;
                 }
             };
-            match tool::inspect(&plugin, &config, &mut std::io::stdout()) {
+            match tool::inspect(&plugin, config.as_deref(), &mut std::io::stdout()) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -15,10 +15,12 @@ thread_local! {
     static COUNTERS: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn record_log(level: Level, message: &str, fields: &[(String, String)]) {
     LOGS.with(|l| l.borrow_mut().push((level, message.to_owned(), fields.to_vec())));
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn record_counter(name: &str, delta: u64) {
     COUNTERS.with(|c| *c.borrow_mut().entry(name.to_owned()).or_default() += delta);
 }

@@ -37,11 +37,31 @@ pub fn traptor_host() -> PathBuf {
     .clone()
 }
 
+/// Path of an example plugin component, building the Rust plugins workspace
+/// once per test binary (`cargo build --release` in `plugins/`).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "--release"])
+            .current_dir(repo_root().join("plugins"))
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo build in plugins/");
+        assert!(status.success(), "building the example plugins failed (cargo build --release in plugins/)");
+    });
+    let p = repo_root().join("plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
 /// Run `traptor-host` with `args`, killing it after `limit`.
 pub fn run_host(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(traptor_host())
         .args(args)
         .env("RUST_LOG", "info")
+        .env("TRAPTOR_CACHE_DIR", repo_root().join("target/test-plugin-cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

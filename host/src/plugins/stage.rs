@@ -103,6 +103,21 @@ impl Stage {
         Ok(Stage { spec, name, description, metrics, component, runtime: runtime.clone(), breaker: Mutex::default() })
     }
 
+    /// Load and describe a plugin without configuring it (`plugin inspect`).
+    pub fn describe_only(
+        runtime: &Arc<Runtime>,
+        spec: &StageSpec,
+    ) -> Result<(LoadedComponent, wit::Description), PluginError> {
+        let component = runtime.load(&spec.plugin)?;
+        let name: Arc<str> = spec.name.as_str().into();
+        let metrics = Arc::new(StageMetrics::default());
+        let mut probe = StageInstance::new(runtime, &component, spec, &name, &metrics)?;
+        let d = probe
+            .describe()
+            .map_err(|e| PluginError::Describe { path: spec.plugin.clone(), message: e.to_string() })?;
+        Ok((component, d))
+    }
+
     pub fn component(&self) -> &LoadedComponent {
         &self.component
     }
@@ -299,10 +314,17 @@ impl StageInstance {
             return CallFailure::Timeout(timeout.as_millis() as u64);
         }
         let mut msg = first_line(&format!("{e:#}"));
+        // Rust guests print `thread '…' panicked at src/lib.rs:50:13:` and the
+        // message on the next line; keep both for the report.
         let out = self.guest_output();
-        if let Some(panic) = out.lines().find(|l| l.contains("panicked")) {
+        let mut lines = out.lines();
+        if let Some(panic) = lines.find(|l| l.contains("panicked")) {
             msg.push_str(" — ");
             msg.push_str(panic.trim());
+            if let Some(next) = lines.next().filter(|l| !l.starts_with("stack backtrace") && !l.starts_with("note:")) {
+                msg.push(' ');
+                msg.push_str(next.trim());
+            }
         }
         CallFailure::Trap(msg)
     }

@@ -29,12 +29,14 @@ pub fn adhoc_spec(plugin: &Path, config_json: String) -> StageSpec {
     }
 }
 
-/// Print what a plugin says about itself.
-pub fn inspect(plugin: &Path, config_json: &str, out: &mut dyn Write) -> Result<(), PluginError> {
+/// Print what a plugin says about itself; with a configuration (`Some`), also
+/// whether its initialiser accepts it.
+pub fn inspect(plugin: &Path, config_json: Option<&str>, out: &mut dyn Write) -> Result<(), PluginError> {
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
-    let stage = Stage::load(&runtime, adhoc_spec(plugin, config_json.to_owned()))?;
-    let d = &stage.description;
-    let c = stage.component();
+    let spec = adhoc_spec(plugin, config_json.unwrap_or("{}").to_owned());
+    let (c, d) = Stage::describe_only(&runtime, &spec)?;
+    let c = &c;
+    let d = &d;
     let schema = serde_json::from_str::<serde_json::Value>(&d.config_schema)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| d.config_schema.clone());
@@ -56,6 +58,14 @@ pub fn inspect(plugin: &Path, config_json: &str, out: &mut dyn Write) -> Result<
     let _ = writeln!(out, "config schema:");
     for l in schema.lines() {
         let _ = writeln!(out, "  {l}");
+    }
+    if let Some(cfg) = config_json {
+        match Stage::load(&runtime, spec) {
+            Ok(_) => {
+                let _ = writeln!(out, "config:      {cfg} accepted");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

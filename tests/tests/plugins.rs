@@ -1,0 +1,276 @@
+//! End-to-end: WebAssembly stages in the real host — faults, policies,
+//! circuit breaking, validation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use traptor_tests::{json_lines, plugin_wasm, run_host};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(posts: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lines: String = posts
+            .iter()
+            .map(|(id, text)| format!("{}\n", serde_json::json!({"id_str": id, "text": text, "lang": "en"})))
+            .collect();
+        std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
+        std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"r1\",\"value\":\"hello\"}\n").expect("write");
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A pipeline with one stage section (`stage` is the TOML body after `[[stages]]`).
+    fn pipeline(&self, stage: &str, batch_size: usize) -> PathBuf {
+        let p = self.path("pipeline.toml");
+        let text = format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "replay"
+path = "in.jsonl"
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[[stages]]
+{stage}
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[dead_letter]
+type = "file"
+path = "dead.jsonl"
+
+[pipeline]
+batch_size = {batch_size}
+workers = 2
+"#
+        );
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    fn out(&self, name: &str) -> Vec<serde_json::Value> {
+        json_lines(&std::fs::read(self.path(name)).unwrap_or_default())
+    }
+}
+
+fn chaos_stage(on_error: &str, extra: &str) -> String {
+    format!(
+        "name = \"chaos\"\nplugin = {:?}\non_error = \"{on_error}\"\ntimeout_ms = 300\nmemory_limit_mib = 32\nconfig = {{ mode = \"chaos\" }}\n{extra}",
+        plugin_wasm("chaos").display()
+    )
+}
+
+fn stage_line<'a>(stderr: &'a str, stage: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.contains("stage finished") && l.contains(&format!("stage={stage}")))
+        .unwrap_or_else(|| panic!("no 'stage finished' line for {stage}: {stderr}"))
+}
+
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+}
+
+fn ids(v: &[serde_json::Value]) -> Vec<String> {
+    v.iter().map(|p| p["id_str"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+fn run(p: &Path) -> (std::process::Output, String) {
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
+const FAULTY: [(&str, &str); 9] = [
+    ("1", "hello world"),
+    ("2", "a post that loops #loop"),
+    ("3", "hello again"),
+    ("4", "a post that panics #panic"),
+    ("5", "fine"),
+    ("6", "a post that eats memory #oom"),
+    ("7", "an #error for this one"),
+    ("8", "please #drop me"),
+    ("9", "the end"),
+];
+
+#[test]
+fn faulty_plugin_never_takes_the_host_down_and_dead_letters_keep_the_posts() {
+    let f = Fixture::new(&FAULTY);
+    let (out, stderr) = run(&f.pipeline(&chaos_stage("dead_letter", ""), 1));
+    assert!(out.status.success(), "{stderr}");
+    let good = f.out("out.jsonl");
+    assert_eq!(ids(&good), vec!["1", "3", "5", "9"], "{stderr}");
+    for p in &good {
+        let text = p["text"].as_str().expect("text");
+        assert_eq!(p["traptor"]["enrichments"]["chaos"]["length"], text.chars().count());
+    }
+    assert_eq!(good[0]["traptor"]["collection_rules"][0]["rule_id"], "r1");
+    let dead = f.out("dead.jsonl");
+    assert_eq!(ids(&dead), vec!["2", "4", "6", "7"]);
+    let err = |i: usize| dead[i]["traptor"]["dead_letter"]["error"].as_str().expect("error").to_owned();
+    assert!(err(0).contains("time limit of 300 ms"), "{}", err(0));
+    assert!(err(1).contains("trapped") && err(1).contains("asked to panic"), "{}", err(1));
+    assert!(err(2).contains("memory limit"), "{}", err(2));
+    assert!(err(3).contains("cannot process post 7"), "{}", err(3));
+    assert_eq!(dead[0]["traptor"]["dead_letter"]["stage"], "chaos");
+    let line = stage_line(&stderr, "chaos");
+    assert_eq!(field(line, "timeouts"), 1, "{line}");
+    assert_eq!(field(line, "traps"), 1, "{line}");
+    assert_eq!(field(line, "out_of_memory"), 1, "{line}");
+    assert_eq!(field(line, "errors"), 1, "{line}");
+    assert_eq!(field(line, "dropped"), 1, "{line}");
+    assert_eq!(field(line, "dead_lettered"), 4, "{line}");
+    assert_eq!(field(line, "enriched"), 4, "{line}");
+}
+
+#[test]
+fn skip_policy_passes_failed_posts_on_without_the_stage() {
+    let f = Fixture::new(&FAULTY);
+    let (out, stderr) = run(&f.pipeline(&chaos_stage("skip", ""), 1));
+    assert!(out.status.success(), "{stderr}");
+    let good = f.out("out.jsonl");
+    assert_eq!(ids(&good), vec!["1", "2", "3", "4", "5", "6", "7", "9"]);
+    assert!(good[1]["traptor"].get("enrichments").is_none(), "the failed stage added nothing");
+    assert_eq!(good[0]["traptor"]["enrichments"]["chaos"]["length"], 11);
+    assert!(f.out("dead.jsonl").is_empty());
+    assert_eq!(field(stage_line(&stderr, "chaos"), "skipped"), 4);
+}
+
+#[test]
+fn drop_policy_removes_failed_posts() {
+    let f = Fixture::new(&FAULTY);
+    let (out, stderr) = run(&f.pipeline(&chaos_stage("drop", ""), 1));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(ids(&f.out("out.jsonl")), vec!["1", "3", "5", "9"]);
+    assert!(f.out("dead.jsonl").is_empty());
+}
+
+#[test]
+fn fail_policy_stops_the_pipeline_with_exit_2() {
+    let f = Fixture::new(&[("1", "hello"), ("2", "#panic"), ("3", "more")]);
+    let (out, stderr) = run(&f.pipeline(&chaos_stage("fail", ""), 1));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stage \"chaos\" failed on post 2"), "{stderr}");
+}
+
+#[test]
+fn a_stage_that_keeps_trapping_is_circuit_broken() {
+    let posts: Vec<(String, String)> = (0..12).map(|i| (i.to_string(), format!("#panic number {i}"))).collect();
+    let posts: Vec<(&str, &str)> = posts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let f = Fixture::new(&posts);
+    let stage = chaos_stage("skip", "circuit_breaker_failures = 3\ncircuit_breaker_cooldown_secs = 600\n");
+    let p = f.pipeline(&stage, 1);
+    // One worker, so failures are strictly consecutive.
+    std::fs::write(&p, std::fs::read_to_string(&p).expect("read").replace("workers = 2", "workers = 1"))
+        .expect("write");
+    let (out, stderr) = run(&p);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(f.out("out.jsonl").len(), 12, "every post continues (skip)");
+    let line = stage_line(&stderr, "chaos");
+    assert_eq!(field(line, "circuit_opened"), 1, "{line}");
+    assert_eq!(field(line, "traps"), 3, "only three batches reached the plugin: {line}");
+    assert_eq!(field(line, "skipped"), 12, "{line}");
+    assert!(stderr.contains("circuit opened"), "{stderr}");
+}
+
+#[test]
+fn lang_filter_drops_other_languages() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let posts = [("1", "en"), ("2", "fr"), ("3", "en-GB"), ("4", "ja")];
+    let lines: String = posts
+        .iter()
+        .map(|(id, lang)| format!("{}\n", serde_json::json!({"id_str": id, "text": "x", "lang": lang})))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
+    std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
+    let f = Fixture { dir };
+    let stage = format!(
+        "name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\", \"ja\"] }}\n",
+        plugin_wasm("lang_filter").display()
+    );
+    let (out, stderr) = run(&f.pipeline(&stage, 2));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(ids(&f.out("out.jsonl")), vec!["1", "3", "4"]);
+    assert_eq!(field(stage_line(&stderr, "langs"), "dropped"), 1);
+}
+
+#[test]
+fn validate_loads_plugins_checks_the_abi_and_the_config() {
+    let f = Fixture::new(&[("1", "x")]);
+    let validate = |stage: &str| {
+        let p = f.pipeline(stage, 8);
+        let out = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, stdout) = validate(&format!(
+        "name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\"] }}\n",
+        plugin_wasm("lang_filter").display()
+    ));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("lang-filter") && stdout.contains("config accepted"), "{stdout}");
+
+    let (code, stdout) = validate(&format!(
+        "name = \"langs\"\nplugin = {:?}\nconfig = {{ langauges = [\"en\"] }}\n",
+        plugin_wasm("lang_filter").display()
+    ));
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("stage \"langs\" refused its configuration") && stdout.contains("langauges"), "{stdout}");
+
+    let (code, stdout) = validate(&format!("name = \"legacy\"\nplugin = {:?}\n", plugin_wasm("old_abi").display()));
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("\"legacy\"") && stdout.contains("built for ABI 0.0.9"), "{stdout}");
+
+    let (code, stdout) = validate("name = \"ghost\"\nplugin = \"nope.wasm\"\n");
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("\"ghost\"") && stdout.contains("nope.wasm"), "{stdout}");
+
+    // Running a pipeline whose stage refuses its config exits 78 too.
+    let p = f.pipeline(&format!("name = \"langs\"\nplugin = {:?}\n", plugin_wasm("lang_filter").display()), 8);
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`languages` is required"));
+}
+
+#[test]
+fn plugin_run_prints_one_outcome_per_post() {
+    let f = Fixture::new(&[("1", "hello"), ("2", "#error"), ("3", "#drop")]);
+    let out = run_host(
+        &[
+            "plugin",
+            "run",
+            plugin_wasm("chaos").to_str().expect("utf8"),
+            "--config",
+            "mode=chaos",
+            "--input",
+            f.path("in.jsonl").to_str().expect("utf8"),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines[0], serde_json::json!({"id": "1", "outcome": "enrich", "fields": {"length": 5}}));
+    assert_eq!(lines[1]["outcome"], "error");
+    assert_eq!(lines[2]["outcome"], "drop");
+    let out = run_host(&["plugin", "inspect", plugin_wasm("lang_filter").to_str().expect("utf8")], LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("lang-filter 0.1.0 (filter)") && stdout.contains("traptor:plugin/stage@0.1.0"), "{stdout}");
+}
