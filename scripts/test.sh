@@ -15,6 +15,14 @@ fi
 step "build (one target directory for everything)"
 cargo build --workspace --all-targets --locked
 
+step "example plugins: Rust, Python (componentize-py), JavaScript (componentize-js)"
+bash scripts/build-plugins.sh
+
+step "plugins' own unit tests (natively, as a plugin author runs them)"
+(cd plugins && cargo test-native --locked -q)
+for d in plugins/python/*/; do (cd "$d" && python3 -m unittest -q); done
+for d in plugins/js/*/; do (cd "$d" && node --test >/dev/null); done
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -37,23 +37,30 @@ pub fn traptor_host() -> PathBuf {
     .clone()
 }
 
-/// Path of an example plugin component, building the Rust plugins workspace
-/// once per test binary (`cargo build --release` in `plugins/`).
+/// Path of an example plugin component (Rust, Python or JavaScript), building
+/// them all once per test binary with `scripts/build-plugins.sh` (idempotent,
+/// installs componentize-py / componentize-js outside the clone if missing).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "--release"])
-            .current_dir(repo_root().join("plugins"))
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/build-plugins.sh"))
             .env_remove("CARGO_TARGET_DIR")
             .status()
-            .expect("run cargo build in plugins/");
-        assert!(status.success(), "building the example plugins failed (cargo build --release in plugins/)");
+            .expect("run scripts/build-plugins.sh");
+        assert!(status.success(), "building the example plugins failed (scripts/build-plugins.sh)");
     });
-    let p = repo_root().join("plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
-    assert!(p.is_file(), "{} is missing", p.display());
-    p
+    let target = repo_root().join("plugins/target");
+    let candidates = [
+        target.join("wasm32-wasip2/release").join(format!("{name}.wasm")),
+        target.join("python").join(format!("{name}.wasm")),
+        target.join("js").join(format!("{name}.wasm")),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("no plugin {name}.wasm under {}", target.display()))
 }
 
 /// Run `traptor-host` with `args`, killing it after `limit`.

@@ -274,3 +274,75 @@ fn plugin_run_prints_one_outcome_per_post() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("lang-filter 0.1.0 (filter)") && stdout.contains("traptor:plugin/stage@0.1.0"), "{stdout}");
 }
+
+#[test]
+fn python_and_javascript_plugins_run_in_the_real_host() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = Fixture { dir };
+    std::fs::write(f.path("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("write");
+    let p = f.path("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "synthetic"
+count = 600
+seed = 9
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[[stages]]
+name = "keywords"
+plugin = {:?}
+config = {{ top = 3 }}
+timeout_ms = 5000
+
+[[stages]]
+name = "emoji"
+plugin = {:?}
+config = {{ top = 2 }}
+timeout_ms = 5000
+
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+            plugin_wasm("keywords").display(),
+            plugin_wasm("emoji").display()
+        ),
+    )
+    .expect("write");
+    let (out, stderr) = run(&p);
+    assert!(out.status.success(), "{stderr}");
+    let posts = f.out("out.jsonl");
+    assert_eq!(posts.len(), 600);
+    let mut with_emoji = 0;
+    for post in &posts {
+        let e = &post["traptor"]["enrichments"];
+        let kw = e["keywords"]["keywords"].as_array().expect("keywords list");
+        assert!(kw.len() <= 3);
+        let text = post["extended_tweet"]["full_text"].as_str().or(post["text"].as_str()).expect("text");
+        for k in kw {
+            let k = k.as_str().expect("string");
+            assert!(text.to_lowercase().contains(k), "keyword {k:?} not in {text:?}");
+        }
+        assert!(e["keywords"]["word_count"].as_u64().is_some());
+        let n = e["emoji"]["emoji_count"].as_u64().expect("emoji_count");
+        if n > 0 {
+            with_emoji += 1;
+            assert!(!e["emoji"]["emoji"].as_array().expect("list").is_empty());
+        }
+    }
+    assert!(with_emoji > 30, "synthetic posts carry emoji: {with_emoji}");
+    for stage in ["keywords", "emoji"] {
+        let line = stage_line(&stderr, stage);
+        assert_eq!(field(line, "enriched"), 600, "{line}");
+        assert_eq!(field(line, "traps"), 0, "{line}");
+    }
+}

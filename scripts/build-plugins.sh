@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Build every example plugin from the same WIT (wit/):
+#   Rust       cargo (plugins/ workspace)  → plugins/target/wasm32-wasip2/release/<name>.wasm
+#   Python     componentize-py 0.25.1      → plugins/target/python/<name>.wasm
+#   JavaScript componentize-js 0.23.0      → plugins/target/js/<name>.wasm
+# The Python and JavaScript tool chains are installed once, from PyPI and npm,
+# into ${TRAPTOR_TOOLS_DIR:-~/.cache/traptor/tools}/<tool>-<version> (outside the
+# clone, keyed by version). A component is rebuilt only when its sources or the
+# WIT changed. Idempotent; quick when warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+tools=${TRAPTOR_TOOLS_DIR:-$HOME/.cache/traptor/tools}
+PY_VERSION=0.25.1
+JS_VERSION=0.23.0
+mkdir -p "$tools" plugins/target/python plugins/target/js
+# Tests may call this script from several processes at once: one at a time.
+exec 9>"$tools/.build-plugins.lock"
+flock 9
+
+log() { printf '  %s\n' "$*" >&2; }
+
+# $1 = output, rest = inputs: true when the output is missing or older than an input.
+stale() {
+  local out=$1; shift
+  [ -s "$out" ] || return 0
+  [ -n "$(find "$@" -newer "$out" -type f 2>/dev/null | head -n 1)" ]
+}
+
+log "rust plugins (cargo, wasm32-wasip2)"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+(cd plugins && cargo build --release --locked -q)
+
+py="$tools/componentize-py-$PY_VERSION"
+if [ ! -x "$py/bin/componentize-py" ]; then
+  log "installing componentize-py $PY_VERSION (PyPI) into $py"
+  rm -rf "$py"
+  python3 -m venv "$py"
+  "$py/bin/pip" install -q "componentize-py==$PY_VERSION"
+fi
+for dir in plugins/python/*/; do
+  name=$(basename "$dir")
+  out="plugins/target/python/$name.wasm"
+  if stale "$out" "$dir" wit; then
+    log "python plugin $name (componentize-py $PY_VERSION)"
+    (cd "$dir" && "$py/bin/componentize-py" -d "$root/wit" -w plugin componentize app -o "$root/$out.tmp" >/dev/null)
+    mv "$out.tmp" "$out"
+  fi
+done
+
+js="$tools/componentize-js-$JS_VERSION"
+if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+  log "installing componentize-js $JS_VERSION (npm) into $js"
+  rm -rf "$js"
+  mkdir -p "$js"
+  npm install --prefix "$js" --no-audit --no-fund --silent "@bytecodealliance/componentize-js@$JS_VERSION"
+fi
+for dir in plugins/js/*/; do
+  name=$(basename "$dir")
+  out="plugins/target/js/$name.wasm"
+  if stale "$out" "$dir" wit; then
+    log "javascript plugin $name (componentize-js $JS_VERSION)"
+    # componentize-js wants the WIT folder inside the project: build in a copy.
+    build="plugins/target/js/$name-build"
+    rm -rf "$build"
+    mkdir -p "$build"
+    cp -r wit "$build/wit"
+    find "$dir" -maxdepth 1 -name '*.js' ! -name '*.test.js' -exec cp {} "$build/" \;
+    cp "$dir/package.json" "$build/"
+    # -d http fetch-event: no wasi-http import (the host does not provide it).
+    (cd "$build" && "$js/node_modules/.bin/componentize-js" app.js --wit wit -n plugin -d http fetch-event -o "$root/$out.tmp" >/dev/null)
+    mv "$out.tmp" "$out"
+  fi
+done
+log "plugins built"
