@@ -346,3 +346,73 @@ path = "out.jsonl"
         assert_eq!(field(line, "traps"), 0, "{line}");
     }
 }
+
+#[test]
+fn rust_example_plugins_enrich_in_the_real_host() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = Fixture { dir };
+    std::fs::write(f.path("rules.jsonl"), "").expect("write");
+    let p = f.path("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "synthetic"
+count = 500
+seed = 4
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[[stages]]
+name = "entities"
+plugin = {:?}
+config = {{ only_if_missing = false }}
+
+[[stages]]
+name = "sentiment"
+plugin = {:?}
+
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+            plugin_wasm("entities").display(),
+            plugin_wasm("sentiment").display()
+        ),
+    )
+    .expect("write");
+    let (out, stderr) = run(&p);
+    assert!(out.status.success(), "{stderr}");
+    let posts = f.out("out.jsonl");
+    assert_eq!(posts.len(), 500);
+    let mut compared = 0;
+    for post in &posts {
+        let e = &post["traptor"]["enrichments"];
+        let s = &e["sentiment"];
+        let compound = s["compound"].as_f64().expect("compound");
+        assert!((-1.0..=1.0).contains(&compound));
+        assert!(["positive", "negative", "neutral"].contains(&s["label"].as_str().expect("label")));
+        if post.get("retweeted_status").is_some() {
+            continue; // a retweet's truncated text lists only the "RT @user" mention
+        }
+        // The extractor must find exactly the entities the generator placed.
+        let source = post["extended_tweet"]["entities"].as_object().or(post["entities"].as_object()).expect("entities");
+        let texts = |key: &str, field: &str| -> Vec<String> {
+            source[key].as_array().expect("list").iter().map(|x| x[field].as_str().expect("str").to_owned()).collect()
+        };
+        let got = |key: &str| -> Vec<String> {
+            e["entities"][key].as_array().expect("list").iter().map(|x| x.as_str().expect("str").to_owned()).collect()
+        };
+        assert_eq!(got("hashtags"), texts("hashtags", "text"), "{}", post["id_str"]);
+        assert_eq!(got("mentions"), texts("user_mentions", "screen_name"), "{}", post["id_str"]);
+        assert_eq!(got("cashtags"), texts("symbols", "text"), "{}", post["id_str"]);
+        compared += 1;
+    }
+    assert!(compared > 300, "{compared}");
+}

@@ -12,7 +12,7 @@
 //!
 //! Every other post gets `{"length": <chars of text>}`.
 
-use traptor_sdk::{Config, Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage, log, Level};
+use traptor_sdk::{Config, Description, Enrichment, Level, Outcome, Post, Stage, StageKind, export_stage, log};
 
 pub struct Chaos {
     chaos: bool,
@@ -81,7 +81,11 @@ mod tests {
 
     #[test]
     fn chaos_mode_answers_per_post() {
-        let posts = [PostBuilder::new("1", "héllo").build(), PostBuilder::new("2", "#error").build(), PostBuilder::new("3", "#drop").build()];
+        let posts = [
+            PostBuilder::new("1", "héllo").build(),
+            PostBuilder::new("2", "#error").build(),
+            PostBuilder::new("3", "#drop").build(),
+        ];
         let out = run::<Chaos>(r#"{"mode":"chaos"}"#, &posts).expect("init");
         assert_eq!(out[0], Enrichment::new().field("length", 5).into());
         assert!(matches!(out[1], Outcome::Error(_)));

@@ -39,7 +39,12 @@ function isPresentation(cp) {
   return (cp >= 0x1f000 && cp <= 0x1faff && !isModifier(cp)) || (cp >= 0x2648 && cp <= 0x2653) || BMP_EMOJI_PRESENTATION.has(cp);
 }
 
+// Any code unit that can start or be part of an emoji (surrogates included).
+const MAYBE = /[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2b00-\u2bff\u3030\u303d\u3297\u3299\ud800-\udbff]/;
+
 export function emojis(text) {
+  // Fast path: most posts have none (the engine here interprets, so this matters).
+  if (!MAYBE.test(text)) return [];
   const cps = Array.from(text, (c) => c.codePointAt(0));
   const out = [];
   let i = 0;

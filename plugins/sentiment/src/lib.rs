@@ -33,15 +33,61 @@ const EXCLAIM: f64 = 0.292;
 const ALPHA: f64 = 15.0;
 
 const BOOSTERS_UP: &[&str] = &[
-    "absolutely", "amazingly", "awfully", "completely", "considerably", "decidedly", "deeply", "enormously",
-    "entirely", "especially", "exceptionally", "extremely", "fabulously", "greatly", "hella", "highly", "hugely",
-    "incredibly", "intensely", "majorly", "more", "most", "particularly", "purely", "quite", "really", "remarkably",
-    "so", "substantially", "thoroughly", "totally", "tremendously", "uber", "unbelievably", "unusually", "utterly",
-    "very", "super",
+    "absolutely",
+    "amazingly",
+    "awfully",
+    "completely",
+    "considerably",
+    "decidedly",
+    "deeply",
+    "enormously",
+    "entirely",
+    "especially",
+    "exceptionally",
+    "extremely",
+    "fabulously",
+    "greatly",
+    "hella",
+    "highly",
+    "hugely",
+    "incredibly",
+    "intensely",
+    "majorly",
+    "more",
+    "most",
+    "particularly",
+    "purely",
+    "quite",
+    "really",
+    "remarkably",
+    "so",
+    "substantially",
+    "thoroughly",
+    "totally",
+    "tremendously",
+    "uber",
+    "unbelievably",
+    "unusually",
+    "utterly",
+    "very",
+    "super",
 ];
 const BOOSTERS_DOWN: &[&str] = &[
-    "almost", "barely", "hardly", "kinda", "kindof", "less", "little", "marginally", "occasionally", "partly",
-    "scarcely", "slightly", "somewhat", "sorta", "sortof",
+    "almost",
+    "barely",
+    "hardly",
+    "kinda",
+    "kindof",
+    "less",
+    "little",
+    "marginally",
+    "occasionally",
+    "partly",
+    "scarcely",
+    "slightly",
+    "somewhat",
+    "sorta",
+    "sortof",
 ];
 const NEGATIONS: &[&str] = &[
     "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "cannot", "without", "aint",
@@ -72,10 +118,13 @@ fn is_negation(w: &str) -> bool {
 }
 
 fn valence(lex: &HashMap<&str, f64>, word: &str) -> Option<f64> {
-    lex.get(word).or_else(|| lex.get(word.to_lowercase().as_str())).or_else(|| {
-        let s = strip(word);
-        (!s.is_empty()).then(|| lex.get(s.to_lowercase().as_str())).flatten()
-    }).copied()
+    lex.get(word)
+        .or_else(|| lex.get(word.to_lowercase().as_str()))
+        .or_else(|| {
+            let s = strip(word);
+            (!s.is_empty()).then(|| lex.get(s.to_lowercase().as_str())).flatten()
+        })
+        .copied()
 }
 
 /// The scores of one text.
@@ -90,10 +139,7 @@ pub struct Scores {
 /// Score a text (see the module docs).
 pub fn score(text: &str) -> Scores {
     let lex = lexicon();
-    let words: Vec<&str> = text
-        .split_whitespace()
-        .filter(|w| !w.starts_with('@') && !w.starts_with("http"))
-        .collect();
+    let words: Vec<&str> = text.split_whitespace().filter(|w| !w.starts_with('@') && !w.starts_with("http")).collect();
     let letters = text.chars().filter(|c| c.is_alphabetic());
     let (upper, total) = letters.fold((0, 0), |(u, t), c| (u + usize::from(c.is_uppercase()), t + 1));
     let shouting_text = total > 0 && upper == total;
@@ -129,7 +175,13 @@ pub fn score(text: &str) -> Scores {
             }
         }
         if let Some(b) = but_at {
-            v *= if i < b { 0.5 } else if i > b { 1.5 } else { 1.0 };
+            v *= if i < b {
+                0.5
+            } else if i > b {
+                1.5
+            } else {
+                1.0
+            };
         }
         sentiments.push(v);
     }
