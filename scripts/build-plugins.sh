@@ -24,7 +24,7 @@ log() { printf '  %s\n' "$*" >&2; }
 stale() {
   local out=$1; shift
   [ -s "$out" ] || return 0
-  [ -n "$(find "$@" -newer "$out" -type f 2>/dev/null | head -n 1)" ]
+  [ -n "$(find "$@" -newer "$out" -type f ! -path '*/__pycache__/*' ! -path '*/node_modules/*' 2>/dev/null | head -n 1)" ]
 }
 
 log "rust plugins (cargo, wasm32-wasip2)"

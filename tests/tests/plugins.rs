@@ -416,3 +416,25 @@ path = "out.jsonl"
     }
     assert!(compared > 300, "{compared}");
 }
+
+#[test]
+fn every_example_pipeline_validates() {
+    // Builds the plugins the examples name.
+    plugin_wasm("chaos");
+    let root = traptor_tests::repo_root();
+    let mut files = vec![root.join("examples/demo.toml"), root.join("examples/replay.toml"), root.join("examples/enrich.toml")];
+    for dir in ["plugins", "plugins/python", "plugins/js"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("ls").flatten() {
+            let p = entry.path().join("pipeline.toml");
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 9, "{files:?}");
+    for f in files {
+        let out = run_host(&["validate", "--pipeline", f.to_str().expect("utf8")], LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}", f.display());
+    }
+}
