@@ -21,7 +21,12 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig, RulesConfig, StageConfig};
+use redis::aio::ConnectionManager;
+
+use crate::config::{ConfigError, CoordinationConfig, EXIT_CONFIG, LoadedConfig, RulesConfig, StageConfig};
+use crate::coordination::keys::{self, KeySource};
+use crate::coordination::stats::{self, RuleHits, StatsKeys};
+use crate::coordination::{CoordinationError, DEFAULT_REDIS_URL, Health, RedisUrl, connect_with_retry, heartbeat};
 use crate::envelope::Identity;
 use crate::pipeline::{Compiled, Fatal, OutBatch, WorkerContext, WorkerScratch, process_batch};
 use crate::plugins::{PluginError, Runtime, Stage, StageSnapshot, StageSpec};
@@ -67,6 +72,8 @@ pub enum AppError {
     #[error("{0}")]
     StageFailed(String),
     #[error(transparent)]
+    Redis(CoordinationError),
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -80,6 +87,8 @@ impl AppError {
                 EXIT_CONFIG
             }
             AppError::StageFailed(_) => 2,
+            AppError::Redis(CoordinationError::Url { .. } | CoordinationError::Invalid(_)) => EXIT_CONFIG,
+            AppError::Redis(_) => 2,
             AppError::Source(e) if e.is_user_error() => EXIT_CONFIG,
             AppError::Sink(SinkError::Open { .. }) => EXIT_CONFIG,
             AppError::Source(_) | AppError::Sink(_) => 2,
@@ -87,16 +96,44 @@ impl AppError {
     }
 }
 
-fn load_rules(cfg: &LoadedConfig) -> Result<RuleSnapshot, RulesError> {
+/// Load the rules once. For Redis, `conn` is the connection to use.
+async fn load_rules(cfg: &LoadedConfig, conn: Option<&mut ConnectionManager>) -> Result<RuleSnapshot, AppError> {
     let t = cfg.config.traptor.traptor_type;
-    match &cfg.config.rules {
-        RulesConfig::File { path, .. } => rules::file::load(path, t),
+    match (&cfg.config.rules, conn) {
+        (RulesConfig::File { path, .. }, _) => Ok(rules::file::load(path, t)?),
+        (RulesConfig::Redis { .. }, Some(conn)) => {
+            Ok(rules::redis::load(conn, t, cfg.config.traptor.id).await.map_err(AppError::Redis)?)
+        }
+        (RulesConfig::Redis { .. }, None) => Err(AppError::Unsupported("internal: no Redis connection".into())),
     }
 }
 
 fn rules_name(cfg: &LoadedConfig) -> String {
     match &cfg.config.rules {
         RulesConfig::File { path, .. } => path.display().to_string(),
+        RulesConfig::Redis { url, .. } => format!(
+            "{} ({}:*)",
+            RedisUrl::new(url.clone()),
+            rules::redis::collector_prefix(cfg.config.traptor.traptor_type, cfg.config.traptor.id)
+        ),
+    }
+}
+
+/// The Redis server coordination talks to, if coordination is on: always
+/// when the rules are in Redis, else when `[coordination]` is present.
+fn coordination_url(cfg: &LoadedConfig) -> Option<(RedisUrl, CoordinationConfig)> {
+    let c = &cfg.config;
+    let rules_url = match &c.rules {
+        RulesConfig::Redis { url, .. } => Some(url.clone()),
+        RulesConfig::File { .. } => None,
+    };
+    match (&c.coordination, rules_url) {
+        (Some(co), r) => {
+            let url = co.url.clone().or(r).unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+            Some((RedisUrl::new(url), co.clone()))
+        }
+        (None, Some(r)) => Some((RedisUrl::new(r), CoordinationConfig::default())),
+        (None, None) => None,
     }
 }
 
@@ -155,16 +192,32 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let metrics = Arc::new(Metrics::default());
     let background = CancellationToken::new();
 
+    // Coordination: one Redis connection (reconnecting in the background),
+    // waited for with backoff at start.
+    let coordination = coordination_url(&cfg);
+    let mut redis_conn = match &coordination {
+        Some((url, _)) => match connect_with_retry(url, None, &shutdown).await.map_err(AppError::Redis)? {
+            Some(c) => {
+                tracing::info!(redis = %url, "connected to Redis");
+                Some(c)
+            }
+            None => return Err(AppError::Unsupported("shut down while waiting for Redis".into())),
+        },
+        None => None,
+    };
+    let health = Arc::new(Health::default());
+
     // Rules: load once (a store that cannot load at all is a configuration
     // error), then keep watching.
-    let snapshot = load_rules(&cfg)?;
+    let snapshot = load_rules(&cfg, redis_conn.as_mut()).await?;
     let rules_origin = rules_name(&cfg);
     snapshot.report(&rules_origin);
     tracing::info!(rules = snapshot.rules.len(), invalid = snapshot.problems.len(), from = %rules_origin, "rules loaded");
     let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
     let (snap_tx, mut snap_rx) = watch::channel(Arc::new(snapshot));
-    match &c.rules {
-        RulesConfig::File { path, poll_interval_ms, debounce_ms } => {
+    let mut wait_rx = snap_tx.subscribe();
+    match (&c.rules, &redis_conn) {
+        (RulesConfig::File { path, poll_interval_ms, debounce_ms }, _) => {
             let opts = rules::file::WatchOptions {
                 poll: Duration::from_millis(*poll_interval_ms),
                 debounce: Duration::from_millis(*debounce_ms),
@@ -177,6 +230,17 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
                 background.clone(),
             ));
         }
+        (RulesConfig::Redis { url, channel, rule_check_interval_secs }, Some(conn)) => {
+            let opts = rules::redis::WatchOptions {
+                url: RedisUrl::new(url.clone()),
+                channel: channel.clone(),
+                rule_type: identity.traptor_type,
+                id: identity.traptor_id,
+                check_every: Duration::from_secs(*rule_check_interval_secs),
+            };
+            tokio::spawn(rules::redis::watch(conn.clone(), opts, snap_tx, background.clone()));
+        }
+        (RulesConfig::Redis { .. }, None) => {}
     }
     {
         let compiled = compiled.clone();
@@ -193,6 +257,86 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
                 }
             }
         });
+    }
+
+    // Heartbeat, API-key lease, rule stats.
+    let mut lease = None;
+    let mut rule_hits = None;
+    if let (Some((_, co)), Some(conn)) = (&coordination, &redis_conn) {
+        let t = identity.traptor_type.as_str();
+        if let Some(k) = &co.api_keys {
+            let source = match (&k.hash, &k.file) {
+                (Some(h), _) => KeySource::RedisHash(h.clone()),
+                (None, Some(f)) => KeySource::File(f.clone()),
+                (None, None) => return Err(AppError::Unsupported("coordination.api_keys needs hash or file".into())),
+            };
+            let owner = format!("{t}:{}:{}", identity.traptor_id, std::process::id());
+            let ttl = Duration::from_secs(k.lease_secs);
+            let mut announced = false;
+            lease = loop {
+                match keys::claim(conn, &source, &owner, ttl).await {
+                    Ok(Some(l)) => {
+                        tracing::info!(api_key = %l.name(), "claimed an API key");
+                        break Some(l);
+                    }
+                    Ok(None) if !announced => {
+                        tracing::warn!("every API key is leased by another collector; waiting for one");
+                        announced = true;
+                    }
+                    Ok(None) => {}
+                    Err(e @ CoordinationError::Invalid(_)) => return Err(AppError::Redis(e)),
+                    Err(e) => tracing::warn!(error = %e, "cannot claim an API key yet"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break None,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            };
+        }
+        let interval = Duration::from_secs(co.heartbeat_interval_secs);
+        tokio::spawn(heartbeat::run(
+            conn.clone(),
+            heartbeat::key(t, identity.traptor_id),
+            interval,
+            health.clone(),
+            lease.clone(),
+            background.clone(),
+        ));
+        if co.stats {
+            let hits = Arc::new(RuleHits::default());
+            tokio::spawn(stats::run(
+                conn.clone(),
+                StatsKeys::new(t, identity.traptor_id),
+                hits.clone(),
+                Duration::from_secs(co.stats_window_secs),
+                Duration::from_millis(co.stats_flush_ms),
+                background.clone(),
+            ));
+            rule_hits = Some(hits);
+        }
+    }
+
+    // With rules in Redis and none assigned yet, idle until some appear.
+    if matches!(c.rules, RulesConfig::Redis { .. }) && wait_rx.borrow().rules.is_empty() {
+        tracing::info!(collector = %rules_name(&cfg), "waiting for rules");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = wait_rx.changed() => {
+                    if r.is_err() || !wait_rx.borrow_and_update().rules.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Let the compile task swap in the new matcher before posts flow.
+        for _ in 0..100 {
+            if !compiled.load().matcher.rules().is_empty() || shutdown.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("rules assigned; starting");
     }
 
     let tuning = &c.pipeline;
@@ -220,6 +364,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         source_name: source.name().into(),
         stages: stages.clone(),
         fatal: fatal.clone(),
+        rule_hits: rule_hits.clone(),
     };
     let mut worker_handles = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -240,6 +385,16 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     }
     let sink_result = sink_task.await.map_err(|e| SinkError::Task(e.to_string()))?;
     background.cancel();
+    if let Some(l) = &lease {
+        match l.release().await {
+            Ok(()) => tracing::info!(api_key = %l.name(), "API key released"),
+            Err(e) => tracing::warn!(error = %e, "cannot release the API key lease; it expires by itself"),
+        }
+    }
+    // Give the stats flusher its final write and the heartbeat its DEL.
+    if redis_conn.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let sink_summary = sink_result?;
     let source_summary = source_result?;
@@ -395,7 +550,7 @@ impl Validation {
 }
 
 /// Check a pipeline file and everything it names, without running it.
-pub fn validate(path: &Path) -> Validation {
+pub async fn validate(path: &Path) -> Validation {
     let mut v = Validation::default();
     let cfg = match LoadedConfig::load(path) {
         Ok(c) => c,
@@ -416,8 +571,23 @@ pub fn validate(path: &Path) -> Validation {
         Ok(()) => v.notes.push(format!("source: {}", source.name())),
         Err(e) => v.errors.push(format!("source.path: {e}")),
     }
-    match load_rules(&cfg) {
-        Ok(snap) => {
+    let mut conn = None;
+    if let Some((url, _)) = coordination_url(&cfg) {
+        match crate::coordination::connect(&url, None).await {
+            Ok(c) => {
+                v.notes.push(format!("redis: {url} reachable"));
+                conn = Some(c);
+            }
+            Err(e) => v.errors.push(format!("rules.url: {e}")),
+        }
+    }
+    let loaded = match (&c.rules, &mut conn) {
+        (RulesConfig::Redis { .. }, None) => None,
+        (_, conn) => Some(load_rules(&cfg, conn.as_mut()).await),
+    };
+    match loaded {
+        None => {}
+        Some(Ok(snap)) => {
             let origin = rules_name(&cfg);
             v.notes.push(format!("rules: {} valid in {origin}", snap.rules.len()));
             for p in &snap.problems {
@@ -430,7 +600,7 @@ pub fn validate(path: &Path) -> Validation {
                 v.warnings.push(format!("{origin} holds no valid rule: every post will be \"Not Found\""));
             }
         }
-        Err(e) => v.errors.push(format!("rules.path: {e}")),
+        Some(Err(e)) => v.errors.push(format!("rules: {e}")),
     }
     let sink = Sink::build(&c.sink);
     match sink.check() {

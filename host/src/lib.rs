@@ -12,11 +12,13 @@
 //! * [`plugins`] — the WebAssembly stage runtime (wasmtime).
 //! * [`pipeline`] — batches, workers, ordering.
 //! * [`sources`], [`sinks`] — the edges.
+//! * [`coordination`] — Redis: heartbeats, rule stats, API-key leases, the rule planner.
 //! * [`telemetry`] — logs and counters.
 //! * [`app`] — wiring, supervision, reload, shutdown.
 
 pub mod app;
 pub mod config;
+pub mod coordination;
 pub mod envelope;
 pub mod matcher;
 pub mod pipeline;

@@ -152,7 +152,14 @@ fn run(pipeline: PathBuf, test: bool) -> i32 {
 }
 
 fn validate(pipeline: &std::path::Path) -> i32 {
-    let v = app::validate(pipeline);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let v = rt.block_on(app::validate(pipeline));
     for n in &v.notes {
         println!("ok: {n}");
     }

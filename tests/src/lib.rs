@@ -17,7 +17,10 @@ pub fn shared_data(rel: &str) -> PathBuf {
 }
 
 /// Path of a freshly built `traptor-host` (debug profile). Builds it once per
-/// test binary, so the tests never run a stale binary.
+/// test process, so the tests never run a stale binary. The command is the
+/// one `scripts/test.sh` runs (`--workspace --all-targets`): the same feature
+/// resolution, so it is a no-op there instead of a second build of every
+/// dependency with other features.
 pub fn traptor_host() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -26,7 +29,7 @@ pub fn traptor_host() -> PathBuf {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "traptor-host", "--bin", "traptor-host"])
+            .args(["build", "-q", "--workspace", "--all-targets"])
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");

@@ -422,7 +422,8 @@ fn every_example_pipeline_validates() {
     // Builds the plugins the examples name.
     plugin_wasm("chaos");
     let root = traptor_tests::repo_root();
-    let mut files = vec![root.join("examples/demo.toml"), root.join("examples/replay.toml"), root.join("examples/enrich.toml")];
+    let mut files =
+        vec![root.join("examples/demo.toml"), root.join("examples/replay.toml"), root.join("examples/enrich.toml")];
     for dir in ["plugins", "plugins/python", "plugins/js"] {
         for entry in std::fs::read_dir(root.join(dir)).expect("ls").flatten() {
             let p = entry.path().join("pipeline.toml");

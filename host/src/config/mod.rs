@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::rules::RuleType;
 
+mod secret;
+pub use secret::{Secret, SecretRef};
+
 /// Exit code for an invalid configuration (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: i32 = 78;
 
@@ -42,6 +45,84 @@ pub struct PipelineConfig {
     /// Tuning of the in-process pipeline.
     #[serde(default)]
     pub pipeline: PipelineTuning,
+    /// Heartbeats, rule stats and API-key leases in Redis (on by default when
+    /// the rules are in Redis).
+    #[serde(default)]
+    pub coordination: Option<CoordinationConfig>,
+}
+
+/// `[coordination]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinationConfig {
+    /// Redis server (default: the rules' server, else `redis://127.0.0.1:6379`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Heartbeat period (at least 5); the key lives 1.5 × as long.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_interval_secs: u64,
+    /// Write per-rule match counts and limit notices.
+    #[serde(default = "yes")]
+    pub stats: bool,
+    /// Rolling window of the per-rule counters.
+    #[serde(default = "default_stats_window_secs")]
+    pub stats_window_secs: u64,
+    /// How often counts are written.
+    #[serde(default = "default_stats_flush_ms")]
+    pub stats_flush_ms: u64,
+    /// Claim one API key from a pool for this collector.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysConfig>,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            url: None,
+            heartbeat_interval_secs: default_heartbeat_secs(),
+            stats: true,
+            stats_window_secs: default_stats_window_secs(),
+            stats_flush_ms: default_stats_flush_ms(),
+            api_keys: None,
+        }
+    }
+}
+
+/// `[coordination.api_keys]`: exactly one of `hash` and `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Redis hash: field = key name, value = JSON object of credential fields.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// JSON-lines file of `{"name": …, credential fields …}`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Lease length; renewed with every heartbeat.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+fn default_stats_window_secs() -> u64 {
+    900
+}
+fn default_stats_flush_ms() -> u64 {
+    1000
+}
+fn default_lease_secs() -> u64 {
+    30
+}
+fn default_channel() -> String {
+    "traptor-notify".into()
+}
+fn default_redis_url() -> String {
+    crate::coordination::DEFAULT_REDIS_URL.into()
+}
+fn default_rule_check_secs() -> u64 {
+    60
 }
 
 /// `[traptor]`: the collector's identity, as the original's `TRAPTOR_TYPE`/`TRAPTOR_ID`.
@@ -112,6 +193,19 @@ pub enum RulesConfig {
         /// How long the file must stay unchanged before it is reloaded.
         #[serde(default = "default_debounce_ms")]
         debounce_ms: u64,
+    },
+    /// One HASH per rule at `traptor-<type>:<id>:<n>`; reloaded on a
+    /// `<type>:<id>` message on `channel` and every `rule_check_interval_secs`.
+    Redis {
+        /// Server URL (a password in it is never logged).
+        #[serde(default = "default_redis_url")]
+        url: String,
+        /// Pub/sub channel of reload notices.
+        #[serde(default = "default_channel")]
+        channel: String,
+        /// Safety-net reload period.
+        #[serde(default = "default_rule_check_secs")]
+        rule_check_interval_secs: u64,
     },
 }
 
@@ -338,6 +432,12 @@ impl LoadedConfig {
         }
         match &mut self.config.rules {
             RulesConfig::File { path, .. } => fix(path),
+            RulesConfig::Redis { .. } => {}
+        }
+        if let Some(ApiKeysConfig { file: Some(f), .. }) =
+            self.config.coordination.as_mut().and_then(|c| c.api_keys.as_mut())
+        {
+            fix(f);
         }
         for sink in std::iter::once(&mut self.config.sink).chain(self.config.dead_letter.as_mut()) {
             match sink {
@@ -390,6 +490,43 @@ impl PipelineConfig {
             RulesConfig::File { poll_interval_ms, .. } => {
                 if *poll_interval_ms == 0 {
                     bad("rules.poll_interval_ms", "must be ≥ 1".into());
+                }
+            }
+            RulesConfig::Redis { rule_check_interval_secs, channel, .. } => {
+                if *rule_check_interval_secs == 0 {
+                    bad("rules.rule_check_interval_secs", "must be ≥ 1".into());
+                }
+                if channel.is_empty() {
+                    bad("rules.channel", "must not be empty".into());
+                }
+            }
+        }
+        if let Some(c) = &self.coordination {
+            if c.heartbeat_interval_secs < crate::coordination::heartbeat::MIN_INTERVAL_SECS {
+                bad(
+                    "coordination.heartbeat_interval_secs",
+                    format!(
+                        "must be ≥ {} (got {})",
+                        crate::coordination::heartbeat::MIN_INTERVAL_SECS,
+                        c.heartbeat_interval_secs
+                    ),
+                );
+            }
+            if c.stats_window_secs == 0 {
+                bad("coordination.stats_window_secs", "must be ≥ 1".into());
+            }
+            if c.stats_flush_ms == 0 {
+                bad("coordination.stats_flush_ms", "must be ≥ 1".into());
+            }
+            if let Some(k) = &c.api_keys {
+                if k.hash.is_some() == k.file.is_some() {
+                    bad("coordination.api_keys", "give exactly one of `hash` and `file`".into());
+                }
+                if k.lease_secs <= c.heartbeat_interval_secs {
+                    bad(
+                        "coordination.api_keys.lease_secs",
+                        "must be longer than the heartbeat interval (the lease is renewed with each beat)".into(),
+                    );
                 }
             }
         }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OnError;
+use crate::coordination::stats::RuleHits;
 use crate::envelope::{self, Extra, Identity, RuleJson};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{Stage, StageInstance, to_wit_post, wit};
@@ -77,6 +78,8 @@ pub struct WorkerContext {
     /// Stages in pipeline order.
     pub stages: Arc<[Arc<Stage>]>,
     pub fatal: Arc<Fatal>,
+    /// Per-rule match counts for Redis stats, when enabled.
+    pub rule_hits: Option<Arc<RuleHits>>,
 }
 
 /// Per-worker reusable buffers and the worker's stage instances (kept warm).
@@ -86,6 +89,8 @@ pub struct WorkerScratch {
     matched: Vec<u32>,
     out: Vec<u8>,
     instances: Vec<Option<StageInstance>>,
+    /// Matches per rule index in the current batch (stats).
+    hits: Vec<u64>,
 }
 
 /// A stage with `on_error = "fail"` failed; the pipeline must stop.
@@ -136,6 +141,14 @@ pub fn process_batch(
                 if !scratch.matched.is_empty() {
                     matched_posts += 1;
                     rule_matches += scratch.matched.len() as u64;
+                    if ctx.rule_hits.is_some() {
+                        if scratch.hits.len() < compiled.matcher.rules().len() {
+                            scratch.hits.resize(compiled.matcher.rules().len(), 0);
+                        }
+                        for &r in &scratch.matched {
+                            scratch.hits[r as usize] += 1;
+                        }
+                    }
                 }
                 if staged {
                     items.push(Item::Post(PostItem {
@@ -154,6 +167,9 @@ pub fn process_batch(
                 m.control(c.kind);
                 if let Some(n) = c.undelivered {
                     m.limit_undelivered.fetch_max(n, Relaxed);
+                    if let Some(h) = &ctx.rule_hits {
+                        h.limit(n);
+                    }
                 }
                 if !ctx.forward_control {
                     Metrics::add(&m.control_dropped, 1);
@@ -184,6 +200,13 @@ pub fn process_batch(
     Metrics::add(&m.posts_matched, matched_posts);
     Metrics::add(&m.posts_unmatched, posts - matched_posts);
     Metrics::add(&m.rule_matches, rule_matches);
+    if let Some(h) = &ctx.rule_hits
+        && rule_matches > 0
+    {
+        let rules = compiled.matcher.rules();
+        h.add(scratch.hits.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (rules[i].rule_id(), *n)));
+        scratch.hits.iter_mut().for_each(|n| *n = 0);
+    }
     if !staged {
         return Ok(out);
     }

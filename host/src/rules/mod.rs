@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod model;
+pub mod redis;
 
 use std::fmt;
 use std::path::PathBuf;

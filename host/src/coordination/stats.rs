@@ -1,0 +1,178 @@
+//! Rule statistics, as the original kept them (scutils' rolling time windows):
+//!
+//! * `stats:<type>:<id>:<rule_id>` — a sorted set with one member per match,
+//!   scored by the match time; entries older than the window are trimmed at
+//!   every flush, so `ZCARD` is the number of matches in the last window.
+//! * `limit:<type>:<id>` — a sorted set whose members are times and scores
+//!   Twitter's cumulative count of undelivered posts from `limit` notices.
+//!
+//! Workers add counts in memory ([`RuleHits`]); a flusher writes them in one
+//! pipeline per period. When Redis is slow or away the counts stay as numbers
+//! per rule (bounded by the number of rules) and are written when it returns.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+/// Match counts waiting to be written.
+#[derive(Debug, Default)]
+pub struct RuleHits {
+    pending: Mutex<HashMap<String, u64>>,
+    /// Latest undelivered count from a `limit` notice, not yet written.
+    limit: Mutex<Option<u64>>,
+}
+
+impl RuleHits {
+    /// Add matches per rule id (one lock per batch).
+    pub fn add<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        if let Ok(mut p) = self.pending.lock() {
+            for (rule, n) in counts {
+                *p.entry(rule.to_owned()).or_default() += n;
+            }
+        }
+    }
+
+    /// Record a `limit` notice (cumulative count; the latest wins).
+    pub fn limit(&self, undelivered: u64) {
+        if let Ok(mut l) = self.limit.lock() {
+            *l = Some(l.map_or(undelivered, |x| x.max(undelivered)));
+        }
+    }
+
+    fn take(&self) -> (HashMap<String, u64>, Option<u64>) {
+        let p = self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        let l = self.limit.lock().map(|mut l| l.take()).unwrap_or_default();
+        (p, l)
+    }
+
+    fn put_back(&self, counts: HashMap<String, u64>, limit: Option<u64>) {
+        self.add(counts.iter().map(|(k, v)| (k.as_str(), *v)));
+        if let Some(l) = limit {
+            self.limit(l);
+        }
+    }
+}
+
+/// Key names of one collector.
+#[derive(Debug, Clone)]
+pub struct StatsKeys {
+    pub prefix: String,
+    pub limit: String,
+}
+
+impl StatsKeys {
+    pub fn new(traptor_type: &str, id: u32) -> StatsKeys {
+        StatsKeys { prefix: format!("stats:{traptor_type}:{id}:"), limit: format!("limit:{traptor_type}:{id}") }
+    }
+    pub fn rule(&self, rule_id: &str) -> String {
+        format!("{}{rule_id}", self.prefix)
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Members per ZADD command.
+const CHUNK: u64 = 1000;
+
+/// Write pending counts once. On failure the counts are kept for next time.
+pub async fn flush(conn: &mut ConnectionManager, keys: &StatsKeys, hits: &RuleHits, window: Duration) -> bool {
+    let (counts, limit) = hits.take();
+    if counts.is_empty() && limit.is_none() {
+        return true;
+    }
+    let now = now_secs();
+    let cutoff = now - window.as_secs_f64();
+    let mut pipe = redis::pipe();
+    for (rule, &n) in &counts {
+        let key = keys.rule(rule);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&key);
+            for _ in 0..k {
+                let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+                // Unique members: one per match, scored by time (ZCARD counts matches).
+                cmd.arg(now).arg(format!("{now:.6}:{seq}"));
+            }
+            pipe.add_command(cmd).ignore();
+            left -= k;
+        }
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(cutoff).ignore();
+        pipe.cmd("EXPIRE").arg(&key).arg(window.as_secs() + 60).ignore();
+    }
+    if let Some(l) = limit {
+        pipe.cmd("ZADD").arg(&keys.limit).arg(l).arg(format!("{now:.6}")).ignore();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&keys.limit).arg("-inf").arg(cutoff).ignore();
+    }
+    match pipe.query_async::<()>(conn).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "stats flush failed; counts kept for the next one");
+            hits.put_back(counts, limit);
+            false
+        }
+    }
+}
+
+/// Flush every `every` until `shutdown`, then once more.
+pub async fn run(
+    mut conn: ConnectionManager,
+    keys: StatsKeys,
+    hits: std::sync::Arc<RuleHits>,
+    window: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let stop = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(every) => false,
+        };
+        let ok = flush(&mut conn, &keys, &hits, window).await;
+        if ok && failing {
+            tracing::info!("rule stats written again");
+        } else if !ok && !failing {
+            tracing::warn!("cannot write rule stats to Redis; counting in memory until it returns");
+        }
+        failing = !ok;
+        if stop {
+            // One last try, bounded.
+            if !ok {
+                let _ = tokio::time::timeout(Duration::from_secs(2), flush(&mut conn, &keys, &hits, window)).await;
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_aggregate_and_survive_a_failed_flush() {
+        let h = RuleHits::default();
+        h.add([("a", 2), ("b", 1)]);
+        h.add([("a", 3)]);
+        h.limit(10);
+        h.limit(7);
+        let (c, l) = h.take();
+        assert_eq!(c.get("a"), Some(&5));
+        assert_eq!(l, Some(10));
+        h.put_back(c, l);
+        h.add([("a", 1)]);
+        let (c, l) = h.take();
+        assert_eq!(c.get("a"), Some(&6));
+        assert_eq!(l, Some(10));
+    }
+}

@@ -1,0 +1,213 @@
+//! The `redis` rule store, compatible with the original traptor: one HASH per
+//! rule at `traptor-<type>:<id>:<n>` (`<n>` informational), found with SCAN
+//! (never KEYS, which blocks the server) and read with pipelined HGETALL.
+//! Every field is kept and passed through to the envelope.
+//!
+//! Reload: a message `<type>:<id>` on the pub/sub channel (default
+//! `traptor-notify`) reloads at once; a periodic check is the safety net for a
+//! missed message. A failed reload keeps the last good rules.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Rule, RuleProblem, RuleSnapshot, RuleType};
+use crate::coordination::{CoordinationError, RedisUrl, connect_with_retry};
+
+/// `traptor-<type>:<id>`.
+pub fn collector_prefix(t: RuleType, id: u32) -> String {
+    format!("traptor-{t}:{id}")
+}
+
+/// The numeric `<n>` of a rule key, for ordering.
+fn key_number(key: &str) -> Option<u64> {
+    key.rsplit(':').next()?.parse().ok()
+}
+
+/// SCAN for keys matching `pattern` (all of them; COUNT 1000 per round trip).
+pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, CoordinationError> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort_by(|a, b| (key_number(a), a).cmp(&(key_number(b), b)));
+    keys.dedup();
+    Ok(keys)
+}
+
+/// HGETALL every key, pipelined in chunks. Keys that vanished come back empty.
+pub async fn hgetall_many(
+    conn: &mut ConnectionManager,
+    keys: &[String],
+) -> Result<Vec<Vec<(String, String)>>, CoordinationError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.hgetall(k);
+        }
+        let maps: Vec<Vec<(String, String)>> = pipe.query_async(conn).await?;
+        out.extend(maps);
+    }
+    Ok(out)
+}
+
+/// Load the rules of collector `<type>:<id>`.
+pub async fn load(conn: &mut ConnectionManager, t: RuleType, id: u32) -> Result<RuleSnapshot, CoordinationError> {
+    let keys = scan(conn, &format!("{}:*", collector_prefix(t, id))).await?;
+    let hashes = hgetall_many(conn, &keys).await?;
+    let mut snap = RuleSnapshot::default();
+    let mut seen = HashSet::new();
+    for (key, fields) in keys.into_iter().zip(hashes) {
+        if fields.is_empty() {
+            continue;
+        }
+        match Rule::from_fields(fields, t) {
+            Ok(rule) if !seen.insert(rule.rule_id().to_owned()) => snap.problems.push(RuleProblem {
+                location: key,
+                message: format!("duplicate rule_id {:?}; the first is kept", rule.rule_id()),
+            }),
+            Ok(rule) => snap.rules.push(rule),
+            Err(e) => snap.problems.push(RuleProblem { location: key, message: e.to_string() }),
+        }
+    }
+    Ok(snap)
+}
+
+/// Settings of the Redis watcher.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub url: RedisUrl,
+    pub channel: String,
+    pub rule_type: RuleType,
+    pub id: u32,
+    pub check_every: Duration,
+}
+
+/// Publish a new snapshot whenever the collector's rules change: at once on a
+/// `<type>:<id>` notice, and every `check_every` regardless.
+pub async fn watch(
+    mut conn: ConnectionManager,
+    opts: WatchOptions,
+    tx: watch::Sender<Arc<RuleSnapshot>>,
+    shutdown: CancellationToken,
+) {
+    let me = format!("{}:{}", opts.rule_type, opts.id);
+    let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sub = match connect_with_retry(&opts.url, Some(push_tx), &shutdown).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to rule notices; relying on the periodic check");
+            return periodic_only(conn, opts, tx, shutdown).await;
+        }
+    };
+    loop {
+        match sub.subscribe(&opts.channel).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %opts.channel, "subscribe failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(channel = %opts.channel, collector = %me, "listening for rule notices");
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + opts.check_every, opts.check_every);
+    loop {
+        let notified_at = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => None,
+            msg = push_rx.recv() => {
+                let Some(msg) = msg else { return };
+                if msg.kind != redis::PushKind::Message {
+                    continue;
+                }
+                let payload = msg.data.get(1).and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+                match payload {
+                    Some(p) if p == me => Some(Instant::now()),
+                    Some(p) if p.split_once(':').is_some_and(|(t, id)| RuleType::parse(t).is_some() && id.parse::<u32>().is_ok()) => continue,
+                    other => {
+                        tracing::warn!(channel = %opts.channel, message = ?other, "ignoring a malformed rule notice (expected <type>:<id>)");
+                        continue;
+                    }
+                }
+            }
+        };
+        reload(&mut conn, &opts, &tx, notified_at).await;
+    }
+}
+
+async fn periodic_only(
+    mut conn: ConnectionManager,
+    opts: WatchOptions,
+    tx: watch::Sender<Arc<RuleSnapshot>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(opts.check_every) => {}
+        }
+        reload(&mut conn, &opts, &tx, None).await;
+    }
+}
+
+async fn reload(
+    conn: &mut ConnectionManager,
+    opts: &WatchOptions,
+    tx: &watch::Sender<Arc<RuleSnapshot>>,
+    notified_at: Option<Instant>,
+) {
+    match load(conn, opts.rule_type, opts.id).await {
+        Ok(snap) => {
+            if **tx.borrow() == snap {
+                if notified_at.is_some() {
+                    tracing::info!("rule notice received; rules unchanged");
+                }
+                return;
+            }
+            snap.report("redis");
+            tracing::info!(
+                rules = snap.rules.len(),
+                invalid = snap.problems.len(),
+                cause = if notified_at.is_some() { "notice" } else { "periodic check" },
+                load_ms = notified_at.map(|t| t.elapsed().as_millis() as u64),
+                "rules changed in Redis; reloading"
+            );
+            tx.send_replace(Arc::new(snap));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot reload rules from Redis; keeping the last good rules"),
+    }
+}
+
+/// Write rules as HASHes (used by `rules import` and `plan --apply`).
+pub async fn write_rule(conn: &mut ConnectionManager, key: &str, rule: &Rule) -> Result<(), CoordinationError> {
+    let _: () = redis::pipe().del(key).ignore().hset_multiple(key, rule.fields()).ignore().query_async(conn).await?;
+    Ok(())
+}
+
+/// `traptor-<type>:<id>:<n>`.
+pub fn rule_key(t: RuleType, id: u32, n: u64) -> String {
+    format!("{}:{n}", collector_prefix(t, id))
+}
+
+/// Delete a key.
+pub async fn delete(conn: &mut ConnectionManager, key: &str) -> Result<(), CoordinationError> {
+    let _: () = conn.del(key).await?;
+    Ok(())
+}
