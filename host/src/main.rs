@@ -60,6 +60,17 @@ enum Command {
     /// Try a WebAssembly plugin without a pipeline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage rules in Redis: import, list, plan over connections, notify.
+    Rules {
+        /// Redis server.
+        #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = traptor_host::coordination::DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
+        redis: String,
+        /// Pub/sub channel for reload notices.
+        #[arg(long, default_value = "traptor-notify", global = true)]
+        channel: String,
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Write synthetic v1.1 posts as JSON lines (the benchmark corpus).
     Generate {
         /// How many posts.
@@ -71,6 +82,42 @@ enum Command {
         /// Output file (default: standard output). A name ending in .gz is gzipped.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Write a JSON-lines rules file into Redis (`traptor-<type>:<id>:<n>`):
+    /// existing rule ids are updated in place, new ones placed on collectors
+    /// with room; the collectors whose rules changed are notified.
+    Import {
+        /// Rules, one JSON object per line (the original traptor format).
+        file: PathBuf,
+        /// Rule type to import (rules of other types are reported and skipped).
+        #[arg(long = "type", value_name = "TYPE")]
+        rule_type: String,
+    },
+    /// Print stored rules as JSON lines.
+    List {
+        #[arg(long = "type", value_name = "TYPE")]
+        rule_type: Option<String>,
+        #[arg(long)]
+        id: Option<u32>,
+    },
+    /// How many connections the stored rules need under the API limits (track
+    /// 400, follow 5,000, locations 25) and which rules must move; `--apply`
+    /// moves them and notifies only the collectors that changed.
+    Plan {
+        /// One type; all three when left out.
+        #[arg(long = "type", value_name = "TYPE")]
+        rule_type: Option<String>,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Tell collector TYPE:ID to reload its rules.
+    Notify {
+        /// e.g. track:0
+        collector: String,
     },
 }
 
@@ -112,6 +159,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { pipeline }) => validate(&pipeline),
         Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
         Some(Command::Plugin(cmd)) => plugin(cmd),
+        Some(Command::Rules { redis, channel, command }) => rules_cmd(&redis, &channel, command),
         None => match cli.pipeline {
             Some(p) => run(p, cli.test),
             None => {
@@ -229,6 +277,115 @@ fn plugin(cmd: PluginCommand) -> i32 {
             }
         }
     }
+}
+
+fn rule_type(s: &str) -> Result<traptor_host::rules::RuleType, String> {
+    traptor_host::rules::RuleType::parse(s).ok_or_else(|| format!("--type {s:?}: expected track, follow or locations"))
+}
+
+fn rules_cmd(redis: &str, channel: &str, cmd: RulesCommand) -> i32 {
+    use traptor_host::coordination::{RedisUrl, cli};
+    use traptor_host::rules::RuleType;
+    let url = RedisUrl::new(redis);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let types = |t: &Option<String>| -> Result<Vec<RuleType>, String> {
+            match t {
+                Some(t) => Ok(vec![rule_type(t)?]),
+                None => Ok(RuleType::ALL.to_vec()),
+            }
+        };
+        // Check the arguments before connecting.
+        let checked: Result<(), String> = match &cmd {
+            RulesCommand::Import { rule_type: t, .. } => rule_type(t).map(|_| ()),
+            RulesCommand::List { rule_type: Some(t), .. } => rule_type(t).map(|_| ()),
+            RulesCommand::Plan { rule_type: t, .. } => types(t).map(|_| ()),
+            RulesCommand::Notify { collector } => match collector.split_once(':') {
+                Some((t, id)) if RuleType::parse(t).is_some() && id.parse::<u32>().is_ok() => Ok(()),
+                _ => Err(format!("{collector:?}: expected TYPE:ID, e.g. track:0")),
+            },
+            RulesCommand::List { .. } => Ok(()),
+        };
+        if let Err(e) = checked {
+            tracing::error!("{e}");
+            return EXIT_CONFIG;
+        }
+        let mut conn = match cli::connect_cli(&url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}");
+                return 2;
+            }
+        };
+        let mut problems = Vec::new();
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let result = match cmd {
+            RulesCommand::Import { file, rule_type: t } => {
+                let t = rule_type(&t).unwrap_or(RuleType::Track);
+                cli::import(&mut conn, &file, t, channel, &mut problems).await.map(|a| {
+                    let _ = writeln!(
+                        out,
+                        "imported {}: {} written, {} moved from old keys, {} unchanged; {t} collectors {:?}; notified {:?}",
+                        file.display(),
+                        a.written,
+                        a.deleted,
+                        a.unchanged,
+                        a.load,
+                        a.notified
+                    );
+                })
+            }
+            RulesCommand::List { rule_type: t, id } => {
+                let t = t.as_deref().and_then(RuleType::parse);
+                cli::list(&mut conn, t, id, &mut out).await.map(|n| tracing::info!(rules = n, "listed"))
+            }
+            RulesCommand::Plan { rule_type: t, apply } => {
+                let mut total = 0;
+                let mut r = Ok(());
+                for t in types(&t).unwrap_or_default() {
+                    match cli::plan_type(&mut conn, t, apply, channel, &mut out, &mut problems).await {
+                        Ok(p) => total += p.minimum_connections,
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                if r.is_ok() {
+                    let _ = writeln!(out, "total: {total} connection(s) needed");
+                }
+                r
+            }
+            RulesCommand::Notify { collector } => {
+                let (t, id) = collector.split_once(':').unwrap_or(("track", "0"));
+                let t = RuleType::parse(t).unwrap_or(RuleType::Track);
+                let id: u32 = id.parse().unwrap_or(0);
+                cli::notify(&mut conn, channel, t, id).await.map(|n| {
+                    let _ = writeln!(out, "notified {t}:{id} on {channel} ({n} subscriber(s) listening)");
+                })
+            }
+        };
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                match e {
+                    traptor_host::coordination::CoordinationError::Invalid(_) => EXIT_CONFIG,
+                    _ => 2,
+                }
+            }
+        }
+    })
 }
 
 fn generate(count: u64, seed: u64, output: Option<PathBuf>) -> i32 {

@@ -82,6 +82,9 @@ fn now_secs() -> f64 {
 /// Members per ZADD command.
 const CHUNK: u64 = 1000;
 
+/// `limit:` entries kept.
+const LIMIT_ENTRIES: usize = 1000;
+
 /// Write pending counts once. On failure the counts are kept for next time.
 pub async fn flush(conn: &mut ConnectionManager, keys: &StatsKeys, hits: &RuleHits, window: Duration) -> bool {
     let (counts, limit) = hits.take();
@@ -110,8 +113,12 @@ pub async fn flush(conn: &mut ConnectionManager, keys: &StatsKeys, hits: &RuleHi
         pipe.cmd("EXPIRE").arg(&key).arg(window.as_secs() + 60).ignore();
     }
     if let Some(l) = limit {
+        // Score = the cumulative count, member = the time (the original's
+        // layout). Counts only grow, so rank order is time order: keep the
+        // newest entries, and let the key expire with the window.
         pipe.cmd("ZADD").arg(&keys.limit).arg(l).arg(format!("{now:.6}")).ignore();
-        pipe.cmd("ZREMRANGEBYSCORE").arg(&keys.limit).arg("-inf").arg(cutoff).ignore();
+        pipe.cmd("ZREMRANGEBYRANK").arg(&keys.limit).arg(0).arg(-(LIMIT_ENTRIES as i64) - 1).ignore();
+        pipe.cmd("EXPIRE").arg(&keys.limit).arg(window.as_secs() + 60).ignore();
     }
     match pipe.query_async::<()>(conn).await {
         Ok(()) => true,
