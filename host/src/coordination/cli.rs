@@ -48,7 +48,12 @@ pub async fn load_type(
 }
 
 /// PUBLISH `<type>:<id>` on `channel`; returns how many subscribers got it.
-pub async fn notify(conn: &mut ConnectionManager, channel: &str, t: RuleType, id: u32) -> Result<u64, CoordinationError> {
+pub async fn notify(
+    conn: &mut ConnectionManager,
+    channel: &str,
+    t: RuleType,
+    id: u32,
+) -> Result<u64, CoordinationError> {
     Ok(conn.publish(channel, format!("{t}:{id}")).await?)
 }
 

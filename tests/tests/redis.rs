@@ -1,0 +1,303 @@
+//! End-to-end against a real redis-server started by each test: rule store,
+//! pub/sub reload, heartbeat, stats, planner, API-key leases, resilience.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use redis::Commands;
+use traptor_tests::{Host, RedisServer, json_lines, repo_root, rule_ids, run_host, shared_data, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn compact(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    v.to_string()
+}
+
+fn rules_cli(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
+    let url = redis.url();
+    let mut full = vec!["rules", "--redis", url.as_str()];
+    full.extend_from_slice(args);
+    let out = run_host(&full, LIMIT);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn pipeline(dir: &Path, redis: &RedisServer, source: &str, extra: &str) -> PathBuf {
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+id = 0
+stats_interval_secs = 0
+
+[source]
+{source}
+
+[rules]
+type = "redis"
+url = "{}"
+rule_check_interval_secs = 60
+
+[coordination]
+heartbeat_interval_secs = 5
+stats_flush_ms = 100
+{extra}
+
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+            redis.url()
+        ),
+    )
+    .expect("write pipeline");
+    p
+}
+
+fn out_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read(dir.join("out.jsonl")).unwrap_or_default();
+    // Only complete lines.
+    let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    json_lines(&text[..end])
+}
+
+#[test]
+fn rules_from_redis_reload_heartbeat_and_stats() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "").expect("write");
+    let p = pipeline(dir.path(), &redis, "type = \"replay\"\npath = \"in.jsonl\"\nfollow = true", "");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+
+    // No rules yet: the collector waits.
+    host.wait_log("waiting for rules", LIMIT);
+    let (code, stdout, stderr) = rules_cli(
+        &redis,
+        &["import", repo_root().join("examples/data/upstream-rules.jsonl").to_str().expect("utf8"), "--type", "track"],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("notified {0}"), "{stdout}");
+    host.wait_log("rules assigned; starting", LIMIT);
+
+    let track = compact(&shared_data("upstream-traptor/track_tweet.json"));
+    let limit = compact(&shared_data("upstream-traptor/limit_message.json"));
+    let append = |lines: &[&str]| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&input).expect("open");
+        for l in lines {
+            writeln!(f, "{l}").expect("append");
+        }
+    };
+    append(&[&track, &track, &limit, &track]);
+    let out = wait_for("4 output lines", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 4));
+    assert_eq!(rule_ids(&out[0]), vec!["12347"]);
+
+    // A rule added in Redis + PUBLISH changes attribution without a restart.
+    let rules_file = dir.path().join("more.jsonl");
+    std::fs::write(
+        &rules_file,
+        "{\"rule_id\":\"new-1\",\"value\":\"birthday\",\"rule_type\":\"track\",\"tag\":\"bday\"}\n",
+    )
+    .expect("write");
+    let (code, stdout, _) = rules_cli(&redis, &["import", rules_file.to_str().expect("utf8"), "--type", "track"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("notified {0}"), "{stdout}");
+    host.wait_log("matcher swapped rules=2", LIMIT);
+    append(&[&track]);
+    let out = wait_for("5 output lines", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 5));
+    assert_eq!(rule_ids(&out[4]), vec!["12347", "new-1"]);
+    assert_eq!(out[4]["traptor"]["collection_rules"][1]["rule_tag"], "bday");
+
+    // Heartbeat: exists, TTL 1.5 × 5 s, RFC 3339 UTC.
+    let mut c = redis.conn();
+    let ttl: i64 = c.ttl("track:0:heartbeat").expect("ttl");
+    assert!((1..=8).contains(&ttl), "ttl {ttl}");
+    let beat: String = c.get("track:0:heartbeat").expect("get");
+    assert!(chrono_like(&beat), "{beat}");
+
+    // Stats: four posts matched 12347, one matched new-1; the limit notice.
+    wait_for("stats written", LIMIT, || {
+        let n: u64 = c.zcard("stats:track:0:12347").ok()?;
+        (n == 4).then_some(())
+    });
+    let n: u64 = c.zcard("stats:track:0:new-1").expect("zcard");
+    assert_eq!(n, 1);
+    let limits: Vec<(String, f64)> = c.zrange_withscores("limit:track:0", 0, -1).expect("zrange");
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0].1, 1234.0);
+
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let exists: bool = c.exists("track:0:heartbeat").expect("exists");
+    assert!(!exists, "heartbeat removed on a clean shutdown");
+}
+
+fn chrono_like(s: &str) -> bool {
+    // 2026-11-22T05:17:39Z
+    s.len() == 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s[..4].parse::<u32>().is_ok()
+}
+
+#[test]
+fn invalid_rules_in_redis_are_reported_with_their_key() {
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-follow:0:0", &[("rule_id", "1"), ("value", "17919972")]).expect("hset");
+    let _: () = c.hset_multiple("traptor-follow:0:1", &[("rule_id", "2"), ("value", "@jack")]).expect("hset");
+    let _: () = c.hset_multiple("traptor-follow:0:2", &[("value", "12")]).expect("hset");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &redis, "type = \"synthetic\"\ncount = 1", "");
+    let text =
+        std::fs::read_to_string(&p).expect("read").replace("type = \"track\"\nid = 0", "type = \"follow\"\nid = 0");
+    std::fs::write(&p, text).expect("write");
+    let out = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("traptor-follow:0:1") && stdout.contains("not a numeric user id"), "{stdout}");
+    assert!(stdout.contains("traptor-follow:0:2") && stdout.contains("rule_id"), "{stdout}");
+    assert!(stdout.contains("rules: 1 valid"), "{stdout}");
+}
+
+#[test]
+fn planner_spreads_rules_over_connections_and_notifies_only_changes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let follow: String = (0..5500)
+        .map(|i| format!("{{\"rule_id\":\"f{i}\",\"value\":\"{}\",\"rule_type\":\"follow\"}}\n", 1000 + i))
+        .collect();
+    let track: String =
+        (0..352).map(|i| format!("{{\"rule_id\":\"t{i}\",\"value\":\"word{i}\",\"rule_type\":\"track\"}}\n")).collect();
+    std::fs::write(dir.path().join("follow.jsonl"), follow).expect("write");
+    std::fs::write(dir.path().join("track.jsonl"), track).expect("write");
+    for (f, t) in [("follow.jsonl", "follow"), ("track.jsonl", "track")] {
+        let (code, stdout, stderr) =
+            rules_cli(&redis, &["import", dir.path().join(f).to_str().expect("utf8"), "--type", t]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    }
+    let (code, stdout, _) = rules_cli(&redis, &["plan"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("total: 3 connection(s) needed"), "{stdout}");
+    assert!(stdout.contains("follow:0  5000 units") && stdout.contains("follow:1  500 units"), "{stdout}");
+
+    // Overload collector follow:1 by hand; --apply moves only the overflow and
+    // notifies only the collectors that changed.
+    let mut c = redis.conn();
+    for i in 0..4600 {
+        let _: () = c
+            .hset_multiple(
+                format!("traptor-follow:1:{}", 10_000 + i),
+                &[("rule_id", format!("x{i}")), ("value", (900_000 + i).to_string()), ("rule_type", "follow".into())],
+            )
+            .expect("hset");
+    }
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut sub_conn = client.get_connection().expect("conn");
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe("traptor-notify").expect("subscribe");
+    sub.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let (code, stdout, _) = rules_cli(&redis, &["plan", "--type", "follow", "--apply"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("follow:1  5000 units") && stdout.contains("follow:2  100 units"), "{stdout}");
+    let mut notices = Vec::new();
+    while let Ok(m) = sub.get_message() {
+        notices.push(m.get_payload::<String>().expect("payload"));
+    }
+    notices.sort();
+    assert_eq!(notices, vec!["follow:1", "follow:2"], "follow:0 did not change and is not notified");
+    let on_2: Vec<String> = c.keys("traptor-follow:2:*").expect("keys");
+    assert_eq!(on_2.len(), 100);
+    let (code, stdout, _) = rules_cli(&redis, &["plan", "--type", "follow"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("no rule needs to move"), "{stdout}");
+}
+
+#[test]
+fn api_keys_are_leased_to_one_collector_at_a_time_and_never_logged() {
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset("traptor-apikeys", "key-a", r#"{"bearer_token":"s3cr3t-token-value"}"#).expect("hset");
+    let make = |name: &str| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = pipeline(
+            dir.path(),
+            &redis,
+            "type = \"synthetic\"\nrate = 50",
+            "[coordination.api_keys]\nhash = \"traptor-apikeys\"\nlease_secs = 10",
+        );
+        let _ = name;
+        (dir, p)
+    };
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "1"), ("value", "coffee")]).expect("hset");
+    let (_d1, p1) = make("one");
+    let (_d2, p2) = make("two");
+    let first = Host::spawn(&["--pipeline", p1.to_str().expect("utf8")], &[]);
+    first.wait_log("claimed an API key", LIMIT);
+    let holder: String = c.get("traptor-apikey-lease:key-a").expect("lease");
+    assert!(holder.starts_with("track:0:"), "{holder}");
+    let pttl: i64 = c.pttl("traptor-apikey-lease:key-a").expect("pttl");
+    assert!(pttl > 0 && pttl <= 10_000, "{pttl}");
+    let second = Host::spawn(&["--pipeline", p2.to_str().expect("utf8")], &[]);
+    second.wait_log("every API key is leased", LIMIT);
+    let (status, log1) = first.stop();
+    assert!(status.success(), "{log1}");
+    assert!(log1.contains("API key released"), "{log1}");
+    second.wait_log("claimed an API key", LIMIT);
+    let (status, log2) = second.stop();
+    assert!(status.success());
+    for log in [&log1, &log2] {
+        assert!(!log.contains("s3cr3t-token-value"), "secret leaked: {log}");
+    }
+    let exists: bool = c.exists("traptor-apikey-lease:key-a").expect("exists");
+    assert!(!exists);
+}
+
+#[test]
+fn redis_outages_never_stop_collection() {
+    let mut redis = RedisServer::with_persistence();
+    let port = redis.port;
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "c"), ("value", "coffee")]).expect("hset");
+    drop(c);
+    // Down at start: the collector waits with backoff, then proceeds.
+    redis.kill();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &redis, "type = \"synthetic\"\nrate = 300", "");
+    let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("Redis unavailable; retrying", LIMIT);
+    redis.restart();
+    assert_eq!(redis.port, port);
+    host.wait_log("pipeline starting", LIMIT);
+    let mut c = redis.conn();
+    wait_for("heartbeat", LIMIT, || c.exists::<_, bool>("track:0:heartbeat").ok().filter(|e| *e));
+    wait_for("stats", LIMIT, || c.zcard::<_, u64>("stats:track:0:c").ok().filter(|n| *n > 0));
+
+    // Lost while running: collection goes on with the last good rules.
+    redis.kill();
+    let before = out_lines(dir.path()).len();
+    wait_for("output while Redis is down", LIMIT, || (out_lines(dir.path()).len() > before + 300).then_some(()));
+    assert!(host.is_running());
+    let during = out_lines(dir.path());
+    let coffee = during[before..].iter().filter(|v| rule_ids(v) == vec!["c".to_string()]).count();
+    assert!(coffee > 0, "rules still apply while Redis is down");
+
+    // Back: heartbeats and stats resume, counts kept meanwhile are written.
+    redis.restart();
+    let mut c = redis.conn();
+    let _: () = c.del("track:0:heartbeat").unwrap_or(());
+    wait_for("heartbeat resumed", Duration::from_secs(30), || {
+        c.exists::<_, bool>("track:0:heartbeat").ok().filter(|e| *e)
+    });
+    wait_for("stats resumed", Duration::from_secs(30), || {
+        let n: u64 = c.zcard("stats:track:0:c").ok()?;
+        (n as usize >= coffee).then_some(())
+    });
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
