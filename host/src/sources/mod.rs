@@ -6,6 +6,7 @@
 //! `run` returns when the input ends or `shutdown` is cancelled; dropping the
 //! sender is what tells the workers that no more input will come.
 
+pub mod backoff;
 pub mod replay;
 pub mod synthetic;
 
