@@ -365,6 +365,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         stages: stages.clone(),
         fatal: fatal.clone(),
         rule_hits: rule_hits.clone(),
+        format: source.format(),
     };
     let mut worker_handles = Vec::with_capacity(workers);
     for _ in 0..workers {

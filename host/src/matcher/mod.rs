@@ -33,8 +33,9 @@ pub type RuleIdx = u32;
 #[derive(Debug)]
 pub struct Matcher {
     rules: Vec<Rule>,
+    by_id: HashMap<String, RuleIdx>,
     track: TrackIndex,
-    follow: HashMap<u64, Vec<RuleIdx>>,
+    follow: HashMap<String, Vec<RuleIdx>>,
     boxes: Vec<(BBox, RuleIdx)>,
 }
 
@@ -81,7 +82,7 @@ impl Matcher {
         let mut pattern_terms: Vec<[Option<u32>; 2]> = Vec::new();
         let mut n_terms = 0u32;
         let mut phrases = Vec::new();
-        let mut follow: HashMap<u64, Vec<RuleIdx>> = HashMap::new();
+        let mut follow: HashMap<String, Vec<RuleIdx>> = HashMap::new();
         let mut boxes = Vec::new();
 
         for (i, rule) in rules.iter().enumerate() {
@@ -105,8 +106,10 @@ impl Matcher {
                         .collect();
                     phrases.push((idx, ids));
                 }
-                Criterion::Follow { user_id } => follow.entry(*user_id).or_default().push(idx),
+                Criterion::Follow { user_id } => follow.entry(user_id.clone()).or_default().push(idx),
                 Criterion::Locations { boxes: bs } => boxes.extend(bs.iter().map(|b| (*b, idx))),
+                // Attributed by the source (X v2 `matching_rules`), never locally.
+                Criterion::Verbatim => {}
             }
         }
         let mut by_first_term = vec![Vec::new(); n_terms as usize];
@@ -130,8 +133,10 @@ impl Matcher {
             // every term ("new" and "newyork" both) at every position.
             AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).ok()
         };
+        let by_id = rules.iter().enumerate().map(|(i, r)| (r.rule_id().to_owned(), i as RuleIdx)).collect();
         Matcher {
             rules,
+            by_id,
             track: TrackIndex { ac, pattern_punct, pattern_terms, n_terms: n_terms as usize, phrases, by_first_term },
             follow,
             boxes,
@@ -145,6 +150,11 @@ impl Matcher {
 
     pub fn rule(&self, idx: RuleIdx) -> &Rule {
         &self.rules[idx as usize]
+    }
+
+    /// The index of the rule with this `rule_id`.
+    pub fn index_of(&self, rule_id: &str) -> Option<RuleIdx> {
+        self.by_id.get(rule_id).copied()
     }
 
     /// Every rule the post matches, in rule order, into `out` (cleared first).
@@ -202,7 +212,7 @@ impl Matcher {
             post.in_reply_to_user_id.as_deref(),
         ];
         for id in ids.into_iter().flatten() {
-            if let Some(rules) = id.parse::<u64>().ok().and_then(|id| self.follow.get(&id)) {
+            if let Some(rules) = self.follow.get(id) {
                 out.extend_from_slice(rules);
             }
         }

@@ -17,7 +17,7 @@ use crate::coordination::stats::RuleHits;
 use crate::envelope::{self, Extra, Identity, RuleJson};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{Stage, StageInstance, to_wit_post, wit};
-use crate::post::{Message, PostView, v1};
+use crate::post::{self, Format, Message, PostView};
 use crate::rules::RuleSnapshot;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
@@ -80,6 +80,8 @@ pub struct WorkerContext {
     pub fatal: Arc<Fatal>,
     /// Per-rule match counts for Redis stats, when enabled.
     pub rule_hits: Option<Arc<RuleHits>>,
+    /// The wire format of the source's messages.
+    pub format: Format,
 }
 
 /// Per-worker reusable buffers and the worker's stage instances (kept warm).
@@ -134,10 +136,19 @@ pub fn process_batch(
     let mut items: Vec<Item<'_>> = Vec::new();
     let (mut posts, mut matched_posts, mut rule_matches) = (0u64, 0u64, 0u64);
     for (raw, origin) in batch.iter() {
-        match v1::decode(raw) {
+        match post::decode(ctx.format, raw) {
             Ok(Message::Post(post)) => {
                 posts += 1;
-                compiled.matcher.match_post(&post, &mut scratch.matcher, &mut scratch.matched);
+                match &post.source_rules {
+                    // The source attributed the post (X v2 matching_rules).
+                    Some(tags) => {
+                        scratch.matched.clear();
+                        scratch.matched.extend(tags.iter().filter_map(|t| compiled.matcher.index_of(t)));
+                        scratch.matched.sort_unstable();
+                        scratch.matched.dedup();
+                    }
+                    None => compiled.matcher.match_post(&post, &mut scratch.matcher, &mut scratch.matched),
+                }
                 if !scratch.matched.is_empty() {
                     matched_posts += 1;
                     rule_matches += scratch.matched.len() as u64;

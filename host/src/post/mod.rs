@@ -15,7 +15,9 @@
 //!
 //! This module is pure: no I/O, no runtime.
 
+pub mod jetstream;
 pub mod v1;
+pub mod v2;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -131,6 +133,9 @@ pub struct PostView<'a> {
     pub coordinates: Option<Point>,
     /// Bounding box of the tagged place, if any.
     pub place_bbox: Option<BBox>,
+    /// Rule ids the source itself attributed the post to (X v2
+    /// `matching_rules` tags). When set, they replace local matching.
+    pub source_rules: Option<Vec<Cow<'a, str>>>,
 }
 
 impl PostView<'_> {
@@ -155,12 +160,16 @@ pub enum ControlKind {
     UserWithheld,
     Warning,
     Disconnect,
+    /// Bluesky identity (handle) change.
+    Identity,
+    /// Bluesky account status change.
+    Account,
     /// Valid JSON object that is neither a post nor a known notice.
     Unknown,
 }
 
 impl ControlKind {
-    pub const ALL: [ControlKind; 8] = [
+    pub const ALL: [ControlKind; 10] = [
         ControlKind::Limit,
         ControlKind::Delete,
         ControlKind::ScrubGeo,
@@ -168,6 +177,8 @@ impl ControlKind {
         ControlKind::UserWithheld,
         ControlKind::Warning,
         ControlKind::Disconnect,
+        ControlKind::Identity,
+        ControlKind::Account,
         ControlKind::Unknown,
     ];
 
@@ -181,6 +192,8 @@ impl ControlKind {
             ControlKind::UserWithheld => "user_withheld",
             ControlKind::Warning => "warning",
             ControlKind::Disconnect => "disconnect",
+            ControlKind::Identity => "identity",
+            ControlKind::Account => "account",
             ControlKind::Unknown => "unknown",
         }
     }
@@ -215,6 +228,26 @@ pub enum DecodeError {
     NotAnObject,
     #[error("post has a field of an unexpected type: {0}")]
     Shape(#[source] serde_json::Error),
+}
+
+/// The wire format of a source's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Twitter API v1.1 statuses (and the original traptor's fixtures).
+    TwitterV1,
+    /// X API v2 filtered-stream messages.
+    XV2,
+    /// Bluesky Jetstream events.
+    Jetstream,
+}
+
+/// Decode one message of `format`.
+pub fn decode(format: Format, bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    match format {
+        Format::TwitterV1 => v1::decode(bytes),
+        Format::XV2 => v2::decode(bytes),
+        Format::Jetstream => jetstream::decode(bytes),
+    }
 }
 
 /// Undo the three HTML escapes Twitter applies to post text.

@@ -252,6 +252,7 @@ impl<'a> V1Status<'a> {
                 .and_then(|p| p.bounding_box)
                 .and_then(|b| b.coordinates)
                 .and_then(|rings| BBox::around(rings.into_iter().flatten().map(|[lng, lat]| Point { lng, lat }))),
+            source_rules: None,
         }
     }
 
@@ -320,7 +321,7 @@ fn text_view<'a>(
 }
 
 /// Finds the byte range of an entity in a text (see the module docs).
-struct Locator<'t> {
+pub(crate) struct Locator<'t> {
     text: &'t str,
     /// Byte offset of every char, plus the end; built on first use.
     offsets: Option<Vec<usize>>,
@@ -328,11 +329,11 @@ struct Locator<'t> {
 }
 
 impl<'t> Locator<'t> {
-    fn new(text: &'t str) -> Self {
+    pub(crate) fn new(text: &'t str) -> Self {
         Locator { text, offsets: None, taken: Vec::new() }
     }
 
-    fn locate(&mut self, indices: Option<[u32; 2]>, sigils: &[char], body: &str) -> Option<Range<usize>> {
+    pub(crate) fn locate(&mut self, indices: Option<[u32; 2]>, sigils: &[char], body: &str) -> Option<Range<usize>> {
         let r = self.by_indices(indices, sigils, body).or_else(|| self.by_search(sigils, body))?;
         self.taken.push(r.clone());
         Some(r)
@@ -371,7 +372,13 @@ impl<'t> Locator<'t> {
         while let Some(pos) = find_caseless(&text[from..], body) {
             let start = from + pos;
             let end = start + body.len();
-            let r = if sigils.is_empty() {
+            // A tag or handle must end where the word ends (`#Brexit` is not
+            // the start of `#BrexitSucks`).
+            let whole =
+                sigils.is_empty() || text[end..].chars().next().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            let r = if !whole {
+                None
+            } else if sigils.is_empty() {
                 Some(start..end)
             } else {
                 text[..start].chars().next_back().filter(|c| sigils.contains(c)).map(|c| start - c.len_utf8()..end)
@@ -405,7 +412,10 @@ fn find_caseless(hay: &str, needle: &str) -> Option<usize> {
 }
 
 /// Undo `&amp;`, `&lt;`, `&gt;` and move the spans with the text.
-fn unescape_with_spans(raw: Cow<'_, str>, mut spans: Vec<Range<usize>>) -> (Cow<'_, str>, Vec<Range<usize>>) {
+pub(crate) fn unescape_with_spans(
+    raw: Cow<'_, str>,
+    mut spans: Vec<Range<usize>>,
+) -> (Cow<'_, str>, Vec<Range<usize>>) {
     if !raw.contains('&') {
         return (raw, spans);
     }

@@ -19,6 +19,9 @@ pub mod limits {
     pub const FOLLOW_IDS: usize = 5000;
     /// `locations`: at most 25 boxes.
     pub const LOCATION_BOXES: usize = 25;
+    /// X API v2 filtered stream: rules per app (Pro tier; lower tiers fewer,
+    /// configured on the source).
+    pub const X_V2_RULES: usize = 1000;
 }
 
 /// The three kinds of v1.1 filter parameter a rule can feed.
@@ -28,9 +31,14 @@ pub enum RuleType {
     Track,
     Follow,
     Locations,
+    /// An X API v2 filtered-stream rule, sent as written (`x_v2`). Not matched
+    /// locally: the stream's `matching_rules` attribute posts to it.
+    #[serde(rename = "x_v2")]
+    XV2,
 }
 
 impl RuleType {
+    /// The three v1.1 filter parameters (what collectors are typed by).
     pub const ALL: [RuleType; 3] = [RuleType::Track, RuleType::Follow, RuleType::Locations];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +46,7 @@ impl RuleType {
             RuleType::Track => "track",
             RuleType::Follow => "follow",
             RuleType::Locations => "locations",
+            RuleType::XV2 => "x_v2",
         }
     }
 
@@ -46,6 +55,7 @@ impl RuleType {
             "track" => Some(RuleType::Track),
             "follow" => Some(RuleType::Follow),
             "locations" => Some(RuleType::Locations),
+            "x_v2" => Some(RuleType::XV2),
             _ => None,
         }
     }
@@ -56,6 +66,7 @@ impl RuleType {
             RuleType::Track => limits::TRACK_PHRASES,
             RuleType::Follow => limits::FOLLOW_IDS,
             RuleType::Locations => limits::LOCATION_BOXES,
+            RuleType::XV2 => limits::X_V2_RULES,
         }
     }
 }
@@ -72,10 +83,12 @@ pub enum Criterion {
     /// Terms of a phrase, lower-cased; all must match. `hashtag_only` for
     /// `orig_type = hashtag` rules, whose terms lose their leading `#`.
     Track { terms: Vec<String>, hashtag_only: bool },
-    /// A numeric user id.
-    Follow { user_id: u64 },
+    /// A numeric Twitter user id, or a Bluesky DID (`did:…`).
+    Follow { user_id: String },
     /// One or more boxes (`sw_lng,sw_lat,ne_lng,ne_lat`, repeated).
     Locations { boxes: Vec<BBox> },
+    /// An X v2 rule, opaque here.
+    Verbatim,
 }
 
 /// One rule: its fields as stored, plus what they mean.
@@ -96,13 +109,13 @@ pub enum RuleError {
     Missing(&'static str),
     #[error("field `value` is empty")]
     EmptyValue,
-    #[error("field `rule_type` is {0:?}; expected track, follow or locations")]
+    #[error("field `rule_type` is {0:?}; expected track, follow, locations or x_v2")]
     UnknownType(String),
     #[error("track value is {bytes} bytes; the API allows at most {} bytes per phrase", limits::TRACK_PHRASE_BYTES)]
     TrackTooLong { bytes: usize },
     #[error("track value contains a comma, which separates phrases in the API; write one rule per phrase")]
     TrackComma,
-    #[error("follow value {0:?} is not a numeric user id")]
+    #[error("follow value {0:?} is not a numeric user id (or a Bluesky DID)")]
     FollowNotNumeric(String),
     #[error("locations value {value:?}: {reason}")]
     BadBox { value: String, reason: String },
@@ -203,12 +216,15 @@ fn parse_criterion(rule_type: RuleType, value: &str, hashtag_only: bool) -> Resu
         }
         RuleType::Follow => {
             let v = value.trim();
+            let did = v.starts_with("did:") && v.len() > 4 && !v.contains(char::is_whitespace);
             match v.parse::<u64>() {
-                Ok(user_id) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(Criterion::Follow { user_id }),
+                Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(Criterion::Follow { user_id: n.to_string() }),
+                _ if did => Ok(Criterion::Follow { user_id: v.to_owned() }),
                 _ => Err(RuleError::FollowNotNumeric(value.to_owned())),
             }
         }
         RuleType::Locations => parse_boxes(value).map(|boxes| Criterion::Locations { boxes }),
+        RuleType::XV2 => Ok(Criterion::Verbatim),
     }
 }
 
@@ -326,7 +342,9 @@ mod tests {
         let r = rule(&[("rule_id", "1"), ("value", "-5"), ("rule_type", "follow")]);
         assert!(r.is_err());
         let r = rule(&[("rule_id", "1"), ("value", "17919972"), ("rule_type", "follow")]).expect("valid");
-        assert_eq!(r.criterion(), &Criterion::Follow { user_id: 17919972 });
+        assert_eq!(r.criterion(), &Criterion::Follow { user_id: "17919972".into() });
+        let r = rule(&[("rule_id", "1"), ("value", "did:plc:abc"), ("rule_type", "follow")]).expect("a DID");
+        assert_eq!(r.criterion(), &Criterion::Follow { user_id: "did:plc:abc".into() });
     }
 
     #[test]

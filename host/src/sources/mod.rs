@@ -81,6 +81,13 @@ impl Source {
         }
     }
 
+    /// The wire format of what this source emits.
+    pub fn format(&self) -> crate::post::Format {
+        match self {
+            Source::Replay(_) | Source::Synthetic(_) => crate::post::Format::TwitterV1,
+        }
+    }
+
     /// A short name for logs and error reports.
     pub fn name(&self) -> String {
         match self {

@@ -1,0 +1,338 @@
+//! Decoding of Bluesky Jetstream (v1) events into [`Message`].
+//!
+//! * `commit` + `create` of `app.bsky.feed.post`: a post. Its id is the record's
+//!   AT URI (`at://<did>/app.bsky.feed.post/<rkey>`), its author the DID (so a
+//!   follow rule's value is a DID), its text the record's, its language the
+//!   first of `langs`. Facets give hashtags (`#tag`), mentions (`#mention`,
+//!   by DID) and links (`#link`); their `byteStart..byteEnd` (UTF-8 bytes) are
+//!   the entity spans. A reply names the parent's author (from the parent's
+//!   URI); an embedded record is the quoted post.
+//! * `commit` + `create` of `app.bsky.feed.repost`: a repost, i.e. a retweet
+//!   of the subject (author from its URI), with no text of its own.
+//! * Everything else (likes, follows, deletes, profile updates, `identity`,
+//!   `account`) is a control message, forwarded and counted.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::{Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, PostView, TextView, UserRef};
+
+/// The `source` name of posts decoded here.
+pub const SOURCE: &str = "bluesky";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Event<'a> {
+    #[serde(borrow)]
+    did: Cow<'a, str>,
+    time_us: Option<u64>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    commit: Option<Commit<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Commit<'a> {
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(borrow)]
+    collection: Cow<'a, str>,
+    #[serde(borrow)]
+    rkey: Cow<'a, str>,
+    /// Parsed by collection (a like's or follow's record has other shapes).
+    #[serde(borrow)]
+    record: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Record<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(borrow, rename = "createdAt")]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    langs: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    facets: Vec<Facet<'a>>,
+    #[serde(borrow)]
+    reply: Option<Reply<'a>>,
+    #[serde(borrow)]
+    embed: Option<Embed<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RepostRecord<'a> {
+    #[serde(borrow, rename = "createdAt")]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subject: Option<StrongRef<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Facet<'a> {
+    index: Option<ByteSlice>,
+    #[serde(borrow)]
+    features: Vec<Feature<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ByteSlice {
+    #[serde(rename = "byteStart")]
+    byte_start: usize,
+    #[serde(rename = "byteEnd")]
+    byte_end: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Feature<'a> {
+    #[serde(borrow, rename = "$type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    tag: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    did: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    parent: Option<StrongRef<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StrongRef<'a> {
+    #[serde(borrow)]
+    uri: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Embed<'a> {
+    #[serde(borrow, rename = "$type")]
+    kind: Cow<'a, str>,
+    /// `app.bsky.embed.record`: `{record: {uri}}`;
+    /// `app.bsky.embed.recordWithMedia`: `{record: {record: {uri}}}`.
+    #[serde(borrow)]
+    record: Option<EmbedRecord<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EmbedRecord<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    record: Option<StrongRef<'a>>,
+}
+
+/// The DID in an AT URI (`at://did:plc:x/collection/rkey` → `did:plc:x`).
+fn did_of(uri: &str) -> Option<Cow<'_, str>> {
+    let rest = uri.strip_prefix("at://")?;
+    Some(Cow::Borrowed(rest.split('/').next().filter(|d| d.starts_with("did:"))?))
+}
+
+fn owned_did(uri: &Cow<'_, str>) -> Option<String> {
+    did_of(uri).map(|d| d.into_owned())
+}
+
+/// The event's `time_us` (the cursor), if it has one — read without decoding
+/// the rest.
+pub fn time_us(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct T {
+        time_us: Option<u64>,
+    }
+    serde_json::from_slice::<T>(bytes).ok()?.time_us
+}
+
+/// Decode one Jetstream event.
+pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let ev: Event<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if serde_json::from_slice::<IgnoredAny>(bytes).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
+    })?;
+    let _ = ev.time_us;
+    let control = |kind| Ok(Message::Control(Control { kind, undelivered: None }));
+    match ev.kind.as_ref() {
+        "commit" => {}
+        "identity" => return control(ControlKind::Identity),
+        "account" => return control(ControlKind::Account),
+        _ => return control(ControlKind::Unknown),
+    }
+    let Some(commit) = ev.commit else { return control(ControlKind::Unknown) };
+    if commit.operation == "delete" {
+        return control(ControlKind::Delete);
+    }
+    let is_post = commit.collection == "app.bsky.feed.post";
+    let is_repost = commit.collection == "app.bsky.feed.repost";
+    if commit.operation != "create" || !(is_post || is_repost) {
+        return control(ControlKind::Unknown);
+    }
+    let raw = commit.record.map_or("{}", |r| r.get());
+    let id = Cow::Owned(format!("at://{}/{}/{}", ev.did, commit.collection, commit.rkey));
+    let author = UserRef { id: Some(ev.did.clone()), handle: None };
+    if is_repost {
+        let record: RepostRecord<'_> = serde_json::from_str(raw).map_err(DecodeError::Shape)?;
+        let subject = record.subject.unwrap_or_default();
+        let retweeted = EmbeddedPost {
+            author: UserRef { id: owned_did(&subject.uri).map(Cow::Owned), handle: None },
+            id: Some(subject.uri),
+            text: TextView::default(),
+        };
+        return Ok(Message::Post(Box::new(PostView {
+            source: SOURCE,
+            id,
+            created_at: record.created_at,
+            author,
+            retweeted: Some(Box::new(retweeted)),
+            ..PostView::default()
+        })));
+    }
+    let record: Record<'_> = serde_json::from_str(raw).map_err(DecodeError::Shape)?;
+    let parent = record.reply.and_then(|r| r.parent);
+    let quoted_uri = record.embed.and_then(|e| {
+        let r = e.record?;
+        match e.kind.as_ref() {
+            "app.bsky.embed.recordWithMedia" => r.record.map(|s| s.uri),
+            _ => r.uri,
+        }
+    });
+    let quoted = quoted_uri.map(|uri| {
+        Box::new(EmbeddedPost {
+            author: UserRef { id: owned_did(&uri).map(Cow::Owned), handle: None },
+            id: Some(uri),
+            text: TextView::default(),
+        })
+    });
+    let text = text_view(record.text, record.facets);
+    Ok(Message::Post(Box::new(PostView {
+        source: SOURCE,
+        id,
+        created_at: record.created_at,
+        author,
+        lang: record.langs.into_iter().next(),
+        text,
+        in_reply_to_user_id: parent.as_ref().and_then(|p| owned_did(&p.uri)).map(Cow::Owned),
+        in_reply_to_post_id: parent.map(|p| p.uri),
+        retweeted: None,
+        quoted,
+        coordinates: None,
+        place_bbox: None,
+        source_rules: None,
+    })))
+}
+
+fn text_view<'a>(text: Cow<'a, str>, facets: Vec<Facet<'a>>) -> TextView<'a> {
+    let mut view = TextView::default();
+    let mut spans = Vec::new();
+    for f in facets {
+        let span = f.index.as_ref().map(|i| i.byte_start..i.byte_end).filter(|r| {
+            r.start < r.end && r.end <= text.len() && text.is_char_boundary(r.start) && text.is_char_boundary(r.end)
+        });
+        for feat in f.features {
+            match feat.kind.as_ref() {
+                "app.bsky.richtext.facet#tag" => {
+                    if let Some(tag) = feat.tag {
+                        view.hashtags.push(tag);
+                    }
+                }
+                "app.bsky.richtext.facet#mention" => {
+                    if let Some(did) = feat.did {
+                        // The text shows @handle; the facet gives the DID.
+                        let shown = span
+                            .as_ref()
+                            .map(|r| text[r.clone()].trim_start_matches('@').to_owned())
+                            .unwrap_or_else(|| did.to_string());
+                        view.mentions.push(Mention { handle: Cow::Owned(shown), id: Some(did) });
+                    }
+                }
+                "app.bsky.richtext.facet#link" => {
+                    let display = span.as_ref().map(|r| Cow::Owned(text[r.clone()].to_owned()));
+                    view.links.push(Link { url: None, expanded_url: feat.uri, display_url: display });
+                }
+                _ => continue,
+            }
+            if let Some(r) = &span {
+                spans.push(r.clone());
+            }
+        }
+    }
+    spans.sort_by_key(|r| r.start);
+    spans.dedup();
+    view.text = text;
+    view.entity_spans = spans;
+    view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events() -> Vec<String> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/jetstream/expected_v1.jsonl");
+        std::fs::read_to_string(p).expect("read").lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn recorded_events_classify() {
+        let (mut posts, mut reposts, mut deletes, mut identity, mut account, mut other) = (0, 0, 0, 0, 0, 0);
+        for e in events() {
+            match decode(e.as_bytes()).expect("decodes") {
+                Message::Post(p) if p.is_retweet() => {
+                    reposts += 1;
+                    assert!(
+                        p.retweeted
+                            .as_ref()
+                            .and_then(|r| r.author.id.as_deref())
+                            .is_some_and(|d| d.starts_with("did:"))
+                    );
+                }
+                Message::Post(p) => {
+                    posts += 1;
+                    assert!(
+                        p.id.starts_with("at://did:") && p.author.id.as_deref().is_some_and(|d| d.starts_with("did:"))
+                    );
+                    for s in &p.text.entity_spans {
+                        assert!(p.text.text.get(s.clone()).is_some());
+                    }
+                }
+                Message::Control(c) => match c.kind {
+                    ControlKind::Delete => deletes += 1,
+                    ControlKind::Identity => identity += 1,
+                    ControlKind::Account => account += 1,
+                    _ => other += 1,
+                },
+            }
+        }
+        // corpus_manifest.json: 17 post creates, 15 reposts, 4 deletes, 1 identity, 1 account.
+        assert_eq!((posts, reposts, deletes, identity, account), (17, 15, 4, 1, 1));
+        assert_eq!(other, 152 - 17 - 15 - 4 - 2);
+    }
+
+    #[test]
+    fn facets_become_entities() {
+        let ev = r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":"hé #rust @bob.test see x.com","langs":["fr"],"facets":[{"index":{"byteStart":4,"byteEnd":9},"features":[{"$type":"app.bsky.richtext.facet#tag","tag":"rust"}]},{"index":{"byteStart":10,"byteEnd":19},"features":[{"$type":"app.bsky.richtext.facet#mention","did":"did:plc:bob"}]},{"index":{"byteStart":24,"byteEnd":29},"features":[{"$type":"app.bsky.richtext.facet#link","uri":"https://x.com/"}]}],"reply":{"parent":{"uri":"at://did:plc:parent/app.bsky.feed.post/1"},"root":{"uri":"at://did:plc:parent/app.bsky.feed.post/1"}}}}}"#;
+        let Message::Post(p) = decode(ev.as_bytes()).expect("decode") else { panic!() };
+        assert_eq!(p.text.hashtags, vec!["rust"]);
+        assert_eq!(p.text.mentions[0].handle, "bob.test");
+        assert_eq!(p.text.mentions[0].id.as_deref(), Some("did:plc:bob"));
+        assert_eq!(p.text.links[0].expanded_url.as_deref(), Some("https://x.com/"));
+        assert_eq!(p.lang.as_deref(), Some("fr"));
+        assert_eq!(p.in_reply_to_user_id.as_deref(), Some("did:plc:parent"));
+        let covered: Vec<&str> = p.text.entity_spans.iter().map(|s| &p.text.text[s.clone()]).collect();
+        assert_eq!(covered, vec!["#rust", "@bob.test", "x.com"]);
+        assert_eq!(time_us(ev.as_bytes()), Some(1));
+    }
+}
