@@ -32,7 +32,7 @@ use crate::pipeline::{Compiled, Fatal, OutBatch, WorkerContext, WorkerScratch, p
 use crate::plugins::{PluginError, Runtime, Stage, StageSnapshot, StageSpec};
 use crate::rules::{self, RuleSnapshot, RulesError};
 use crate::sinks::{Sink, SinkError, SinkSummary};
-use crate::sources::{Batching, Source, SourceError, SourceSummary};
+use crate::sources::{Batching, Source, SourceContext, SourceError, SourceSummary};
 use crate::telemetry::{self, Metrics, Snapshot};
 
 /// Options from the command line that override the file.
@@ -216,6 +216,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
     let (snap_tx, mut snap_rx) = watch::channel(Arc::new(snapshot));
     let mut wait_rx = snap_tx.subscribe();
+    let snap_rx_for_source = snap_tx.subscribe();
     match (&c.rules, &redis_conn) {
         (RulesConfig::File { path, poll_interval_ms, debounce_ms }, _) => {
             let opts = rules::file::WatchOptions {
@@ -342,7 +343,8 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let tuning = &c.pipeline;
     let batching =
         Batching { max_records: tuning.batch_size, max_wait: Duration::from_millis(tuning.batch_timeout_ms) };
-    let source = Source::build(&c.source, batching);
+    let source_ctx = SourceContext { rules: snap_rx_for_source.clone(), health: health.clone() };
+    let source = Source::build(&c.source, batching, &source_ctx)?;
     source.check()?;
     let sink_cfg = if opts.test_mode { crate::config::SinkConfig::Stdout {} } else { c.sink.clone() };
     let sink = Sink::build(&sink_cfg);
@@ -567,10 +569,12 @@ pub async fn validate(path: &Path) -> Validation {
     let c = &cfg.config;
     v.notes.push(format!("pipeline {}: traptor {}:{}", path.display(), c.traptor.traptor_type, c.traptor.id));
     let batching = Batching { max_records: 1, max_wait: Duration::from_millis(1) };
-    let source = Source::build(&c.source, batching);
-    match source.check() {
-        Ok(()) => v.notes.push(format!("source: {}", source.name())),
-        Err(e) => v.errors.push(format!("source.path: {e}")),
+    match Source::build(&c.source, batching, &SourceContext::detached()) {
+        Ok(source) => match source.check() {
+            Ok(()) => v.notes.push(format!("source: {}", source.name())),
+            Err(e) => v.errors.push(format!("source.path: {e}")),
+        },
+        Err(e) => v.errors.push(e.to_string()),
     }
     let mut conn = None;
     if let Some((url, _)) = coordination_url(&cfg) {

@@ -164,6 +164,35 @@ pub enum SourceConfig {
         /// Keep reading as the file grows (like `tail -f`) instead of ending at its end.
         #[serde(default)]
         follow: bool,
+        /// What the lines are: `twitter_v1` (default), `x_v2` or `jetstream`.
+        #[serde(default = "default_format")]
+        format: crate::post::Format,
+    },
+    /// X API v2 filtered stream, with rule sync.
+    XFilteredStream {
+        /// API root (tests and enterprise endpoints point elsewhere).
+        #[serde(default = "default_x_base")]
+        base_url: String,
+        /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`.
+        bearer_token: SecretRef,
+        /// No data and no keep-alive for this long: reconnect.
+        #[serde(default = "default_stall_secs")]
+        stall_timeout_secs: u64,
+        /// Make the app's stream rules equal to the local rules.
+        #[serde(default = "yes")]
+        sync_rules: bool,
+        /// The tier's rule count.
+        #[serde(default = "default_x_max_rules")]
+        max_rules: usize,
+        /// The tier's rule length (characters).
+        #[serde(default = "default_x_max_rule_length")]
+        max_rule_length: usize,
+        /// Post ids remembered to drop redeliveries after a reconnect.
+        #[serde(default = "default_dedup_window")]
+        dedup_window: usize,
+        /// Multiplies every reconnect wait (tests only; keep 1).
+        #[serde(default = "default_scale")]
+        backoff_scale: f64,
     },
     /// Generate realistic v1.1-shaped posts.
     Synthetic {
@@ -207,6 +236,28 @@ pub enum RulesConfig {
         #[serde(default = "default_rule_check_secs")]
         rule_check_interval_secs: u64,
     },
+}
+
+fn default_format() -> crate::post::Format {
+    crate::post::Format::TwitterV1
+}
+fn default_x_base() -> String {
+    "https://api.x.com".into()
+}
+fn default_stall_secs() -> u64 {
+    20
+}
+fn default_x_max_rules() -> usize {
+    1000
+}
+fn default_x_max_rule_length() -> usize {
+    1024
+}
+fn default_dedup_window() -> usize {
+    100_000
+}
+fn default_scale() -> f64 {
+    1.0
 }
 
 fn default_poll_ms() -> u64 {
@@ -429,6 +480,11 @@ impl LoadedConfig {
         match &mut self.config.source {
             SourceConfig::Replay { path, .. } => fix(path),
             SourceConfig::Synthetic { .. } => {}
+            SourceConfig::XFilteredStream { bearer_token, .. } => {
+                if let SecretRef::File { file } = bearer_token {
+                    fix(file);
+                }
+            }
         }
         match &mut self.config.rules {
             RulesConfig::File { path, .. } => fix(path),
@@ -475,6 +531,17 @@ impl PipelineConfig {
                 }
                 if path.as_os_str().is_empty() {
                     bad("source.path", "must not be empty".into());
+                }
+            }
+            SourceConfig::XFilteredStream { stall_timeout_secs, base_url, backoff_scale, .. } => {
+                if *stall_timeout_secs == 0 {
+                    bad("source.stall_timeout_secs", "must be ≥ 1".into());
+                }
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    bad("source.base_url", format!("{base_url:?} must start with http:// or https://"));
+                }
+                if !(0.0..=1.0).contains(backoff_scale) {
+                    bad("source.backoff_scale", "must be between 0 and 1".into());
                 }
             }
             SourceConfig::Synthetic { rate, count, .. } => {

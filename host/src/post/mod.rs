@@ -231,11 +231,14 @@ pub enum DecodeError {
 }
 
 /// The wire format of a source's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Twitter API v1.1 statuses (and the original traptor's fixtures).
+    #[serde(rename = "twitter_v1")]
     TwitterV1,
     /// X API v2 filtered-stream messages.
+    #[serde(rename = "x_v2")]
     XV2,
     /// Bluesky Jetstream events.
     Jetstream,

@@ -153,6 +153,7 @@ pub async fn reconnect_loop<F, Fut>(
     name: &str,
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
+    scale: f64,
     mut attempt: F,
 ) -> Option<Failure>
 where
@@ -190,6 +191,7 @@ where
                 return Some(failure);
             }
             Decision::RetryAfter(wait) => {
+                let wait = wait.mul_f64(scale.clamp(0.0, 1.0));
                 tracing::warn!(
                     source = name,
                     class = failure.class(),
@@ -300,7 +302,7 @@ mod tests {
         let times = std::sync::Mutex::new(Vec::new());
         let stats = Arc::new(ConnectionStats::default());
         let start = Instant::now();
-        let stopped = reconnect_loop("test", stats.clone(), CancellationToken::new(), |_up| {
+        let stopped = reconnect_loop("test", stats.clone(), CancellationToken::new(), 1.0, |_up| {
             times.lock().expect("lock").push(start.elapsed());
             let next = script.lock().expect("lock").pop().unwrap_or(Ok(Ended::Shutdown));
             async move { next }

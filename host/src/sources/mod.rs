@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod replay;
 pub mod synthetic;
+pub mod x_stream;
 
 use std::time::Duration;
 
@@ -38,12 +39,16 @@ pub enum SourceError {
     },
     #[error("source task failed: {0}")]
     Task(String),
+    #[error("source configuration: {0}")]
+    Config(String),
+    #[error("credentials refused: {0}")]
+    Unauthorized(String),
 }
 
 impl SourceError {
     /// Errors a user can fix (a wrong path) versus everything else.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, SourceError::Open { .. })
+        matches!(self, SourceError::Open { .. } | SourceError::Config(_))
     }
 }
 
@@ -61,30 +66,80 @@ pub struct Batching {
     pub max_wait: Duration,
 }
 
+/// What a source may need from the rest of the collector.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The current rules (sources that sync rules with an API watch them).
+    pub rules: tokio::sync::watch::Receiver<std::sync::Arc<crate::rules::RuleSnapshot>>,
+    /// Marked unhealthy when the source cannot collect (heartbeat withheld).
+    pub health: std::sync::Arc<crate::coordination::Health>,
+}
+
+impl SourceContext {
+    /// A context with no rules (validation, tools).
+    pub fn detached() -> SourceContext {
+        let (_tx, rules) = tokio::sync::watch::channel(std::sync::Arc::new(crate::rules::RuleSnapshot::default()));
+        SourceContext { rules, health: std::sync::Arc::default() }
+    }
+}
+
 /// A built source, ready to run.
 #[derive(Debug)]
 pub enum Source {
     Replay(replay::Replay),
     Synthetic(synthetic_source::Synthetic),
+    XFilteredStream(Box<x_stream::XStream>),
 }
 
 impl Source {
-    /// Build from configuration (paths already resolved).
-    pub fn build(cfg: &SourceConfig, batching: Batching) -> Source {
-        match cfg {
-            SourceConfig::Replay { path, rate, follow } => {
-                Source::Replay(replay::Replay::new(path.clone(), *rate, *follow, batching))
+    /// Build from configuration (paths already resolved). Secrets are read
+    /// here; a missing one is a configuration error naming where it was sought.
+    pub fn build(cfg: &SourceConfig, batching: Batching, ctx: &SourceContext) -> Result<Source, SourceError> {
+        Ok(match cfg {
+            SourceConfig::Replay { path, rate, follow, format } => {
+                Source::Replay(replay::Replay::new(path.clone(), *rate, *follow, batching, *format))
             }
             SourceConfig::Synthetic { count, rate, seed } => {
                 Source::Synthetic(synthetic_source::Synthetic { count: *count, rate: *rate, seed: *seed, batching })
             }
-        }
+            SourceConfig::XFilteredStream {
+                base_url,
+                bearer_token,
+                stall_timeout_secs,
+                sync_rules,
+                max_rules,
+                max_rule_length,
+                dedup_window,
+                backoff_scale,
+            } => {
+                let token =
+                    bearer_token.resolve().map_err(|e| SourceError::Config(format!("source.bearer_token: {e}")))?;
+                Source::XFilteredStream(Box::new(x_stream::XStream {
+                    opts: x_stream::XStreamOptions {
+                        base_url: base_url.clone(),
+                        token,
+                        stall_timeout: Duration::from_secs(*stall_timeout_secs),
+                        sync_rules: *sync_rules,
+                        max_rules: *max_rules,
+                        max_rule_length: *max_rule_length,
+                        dedup_window: *dedup_window,
+                    },
+                    batching,
+                    rules: ctx.rules.clone(),
+                    health: ctx.health.clone(),
+                    stats: std::sync::Arc::default(),
+                    backoff_scale: *backoff_scale,
+                }))
+            }
+        })
     }
 
     /// The wire format of what this source emits.
     pub fn format(&self) -> crate::post::Format {
         match self {
-            Source::Replay(_) | Source::Synthetic(_) => crate::post::Format::TwitterV1,
+            Source::Replay(r) => r.format(),
+            Source::Synthetic(_) => crate::post::Format::TwitterV1,
+            Source::XFilteredStream(_) => crate::post::Format::XV2,
         }
     }
 
@@ -93,6 +148,7 @@ impl Source {
         match self {
             Source::Replay(r) => r.path.display().to_string(),
             Source::Synthetic(_) => "synthetic".into(),
+            Source::XFilteredStream(x) => format!("x_filtered_stream {}", x.opts.base_url),
         }
     }
 
@@ -100,7 +156,7 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Replay(r) => r.check(),
-            Source::Synthetic(_) => Ok(()),
+            Source::Synthetic(_) | Source::XFilteredStream(_) => Ok(()),
         }
     }
 
@@ -108,6 +164,7 @@ impl Source {
         let task = match self {
             Source::Replay(r) => tokio::task::spawn_blocking(move || r.run_blocking(&out, &shutdown)),
             Source::Synthetic(s) => tokio::task::spawn_blocking(move || s.run_blocking(&out, &shutdown)),
+            Source::XFilteredStream(x) => return x.run(out, shutdown).await,
         };
         task.await.map_err(|e| SourceError::Task(e.to_string()))?
     }

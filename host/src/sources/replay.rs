@@ -30,11 +30,17 @@ pub struct Replay {
     rate: f64,
     follow: bool,
     batching: Batching,
+    format: crate::post::Format,
 }
 
 impl Replay {
-    pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching) -> Replay {
-        Replay { path, rate, follow, batching }
+    pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching, format: crate::post::Format) -> Replay {
+        Replay { path, rate, follow, batching, format }
+    }
+
+    /// The format of the file's lines.
+    pub fn format(&self) -> crate::post::Format {
+        self.format
     }
 
     fn open(&self) -> Result<Box<dyn BufRead + Send>, SourceError> {
@@ -167,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("in.jsonl");
         std::fs::write(&p, "{\"a\":1}\n\n  \r\n{\"b\":2}\r\nnot json\n{\"c\":3}").expect("write");
-        let (lines, summary) = collect(Replay::new(p, 0.0, false, batching()));
+        let (lines, summary) = collect(Replay::new(p, 0.0, false, batching(), crate::post::Format::TwitterV1));
         assert_eq!(
             lines,
             vec![("{\"a\":1}".into(), 1), ("{\"b\":2}".into(), 4), ("not json".into(), 5), ("{\"c\":3}".into(), 6)]
@@ -182,13 +188,14 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(File::create(&p).expect("create"), flate2::Compression::fast());
         gz.write_all(b"{\"a\":1}\n{\"b\":2}\n").expect("write");
         gz.finish().expect("finish");
-        let (lines, _) = collect(Replay::new(p, 0.0, false, batching()));
+        let (lines, _) = collect(Replay::new(p, 0.0, false, batching(), crate::post::Format::TwitterV1));
         assert_eq!(lines.len(), 2);
     }
 
     #[test]
     fn missing_file_names_the_path() {
-        let r = Replay::new(PathBuf::from("/no/such/posts.jsonl"), 0.0, false, batching());
+        let r =
+            Replay::new(PathBuf::from("/no/such/posts.jsonl"), 0.0, false, batching(), crate::post::Format::TwitterV1);
         let e = r.check().expect_err("missing");
         assert!(e.to_string().contains("/no/such/posts.jsonl"), "{e}");
     }
@@ -200,7 +207,7 @@ mod tests {
         std::fs::write(&p, "{\"a\":1}\n{\"b\":").expect("write");
         let (tx, rx) = async_channel::bounded(1000);
         let stop = CancellationToken::new();
-        let src = Replay::new(p.clone(), 0.0, true, batching());
+        let src = Replay::new(p.clone(), 0.0, true, batching(), crate::post::Format::TwitterV1);
         let stop2 = stop.clone();
         let h = std::thread::spawn(move || src.run_blocking(&tx, &stop2));
         let first = rx.recv_blocking().expect("first batch");
