@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: locate (and build) the `traptor-host`
 //! binary, write pipeline files, run the binary with a deadline.
 
+pub mod fake_x;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -123,6 +125,7 @@ pub fn rule_ids(v: &serde_json::Value) -> Vec<String> {
 
 /// A real `redis-server` on a free loopback port, killed on drop. No
 /// persistence unless asked (`with_persistence`), its own temp directory.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
@@ -226,6 +229,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 }
 
 /// A running `traptor-host` whose stderr is collected in the background.
+#[derive(Debug)]
 pub struct Host {
     child: std::process::Child,
     log: std::sync::Arc<std::sync::Mutex<String>>,

@@ -519,6 +519,9 @@ impl XStream {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut flush_at = tokio::time::Instant::now() + self.batching.max_wait;
+        // Data or a keep-alive must arrive before this; the batch-flush timer
+        // must not restart it (each loop iteration would otherwise).
+        let mut stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
@@ -531,7 +534,7 @@ impl XStream {
                     flush_at = tokio::time::Instant::now() + self.batching.max_wait;
                     continue;
                 }
-                n = tokio::time::timeout(self.opts.stall_timeout, stream.next()) => n,
+                n = tokio::time::timeout_at(stall_at, stream.next()) => n,
             };
             let chunk = match next {
                 Err(_) => {
@@ -552,6 +555,7 @@ impl XStream {
                 Ok(Some(Err(e))) => return Err(Failure::Network(without_url(&e))),
                 Ok(Some(Ok(c))) => c,
             };
+            stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
             buf.extend_from_slice(&chunk);
             // Complete lines only; the rest waits for the next chunk.
             let mut start = 0;

@@ -1,0 +1,304 @@
+//! A fake X / Twitter streaming API for tests (axum): v2 rules endpoints,
+//! v2 filtered stream, v1.1 `statuses/filter`. Each stream connection plays
+//! the next scripted [`Session`]: an HTTP status, lines at a pace, keep-alives,
+//! a mid-message cut, a stall. Every request is recorded.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+/// What happens after a session's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Keep the connection open with keep-alives.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+    /// Keep it open and send nothing at all.
+    Stall,
+}
+
+/// One scripted stream connection.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub status: u16,
+    pub error_body: String,
+    pub lines: Vec<String>,
+    pub line_delay: Duration,
+    /// After sending this many lines, send half of the next and close.
+    pub cut_after: Option<usize>,
+    pub after: After,
+    pub keepalive: Duration,
+    /// v1.1 `delimited=length` framing.
+    pub length_delimited: bool,
+}
+
+impl Session {
+    pub fn ok(lines: Vec<String>) -> Session {
+        Session {
+            status: 200,
+            error_body: String::new(),
+            lines,
+            line_delay: Duration::from_millis(1),
+            cut_after: None,
+            after: After::KeepAlive,
+            keepalive: Duration::from_millis(200),
+            length_delimited: false,
+        }
+    }
+    pub fn status(status: u16, title: &str) -> Session {
+        let mut s = Session::ok(Vec::new());
+        s.status = status;
+        s.error_body =
+            format!(r#"{{"title":"{title}","detail":"{title} (fake)","type":"about:blank","status":{status}}}"#);
+        s
+    }
+}
+
+/// A recorded request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    pub authorization: Option<String>,
+    pub at: Instant,
+}
+
+/// A rule as the fake API stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeRule {
+    pub id: String,
+    pub value: String,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub rules: Vec<FakeRule>,
+    next_id: u64,
+    /// Rule values containing one of these are refused (dry run and real).
+    pub reject_containing: Vec<String>,
+    pub sessions: VecDeque<Session>,
+    pub requests: Vec<Recorded>,
+    /// Every request answers 401 (bad credentials).
+    pub unauthorized: bool,
+}
+
+impl FakeState {
+    pub fn stream_connects(&self) -> Vec<&Recorded> {
+        self.requests
+            .iter()
+            .filter(|r| r.path.ends_with("/search/stream") || r.path.ends_with("statuses/filter.json"))
+            .collect()
+    }
+    pub fn rule_requests(&self) -> Vec<&Recorded> {
+        self.requests.iter().filter(|r| r.path.ends_with("/stream/rules")).collect()
+    }
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+/// The running server.
+#[derive(Debug)]
+pub struct FakeX {
+    pub base: String,
+    pub state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeX {
+    pub fn start() -> FakeX {
+        let state: Shared = Arc::default();
+        let app = Router::new()
+            .route("/2/tweets/search/stream/rules", get(list_rules).post(change_rules))
+            .route("/2/tweets/search/stream", get(stream))
+            .route("/1.1/statuses/filter.json", post(stream))
+            .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        let addr = addr_rx.recv().expect("server address");
+        FakeX { base: format!("http://{addr}"), state, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+        let mut s = self.state.lock().expect("state");
+        f(&mut s)
+    }
+
+    pub fn push_session(&self, s: Session) {
+        self.with(|st| st.sessions.push_back(s));
+    }
+
+    pub fn add_rule(&self, value: &str, tag: &str) -> String {
+        self.with(|st| {
+            st.next_id += 1;
+            let id = format!("{}", 9000 + st.next_id);
+            st.rules.push(FakeRule { id: id.clone(), value: value.into(), tag: Some(tag.into()) });
+            id
+        })
+    }
+}
+
+impl Drop for FakeX {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn record(state: &Shared, method: &str, uri: &Uri, headers: &HeaderMap, body: &str) -> bool {
+    let mut s = state.lock().expect("state");
+    s.requests.push(Recorded {
+        method: method.into(),
+        path: uri.path().into(),
+        query: uri.query().unwrap_or("").into(),
+        body: body.into(),
+        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        at: Instant::now(),
+    });
+    s.unauthorized
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, r#"{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}"#)
+        .into_response()
+}
+
+async fn list_rules(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    if record(&state, "GET", &uri, &headers, "") {
+        return unauthorized();
+    }
+    let s = state.lock().expect("state");
+    let data: Vec<serde_json::Value> =
+        s.rules.iter().map(|r| serde_json::json!({"id": r.id, "value": r.value, "tag": r.tag})).collect();
+    axum::Json(serde_json::json!({"data": data, "meta": {"result_count": data.len()}})).into_response()
+}
+
+async fn change_rules(
+    AxState(state): AxState<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if record(&state, "POST", &uri, &headers, &body) {
+        return unauthorized();
+    }
+    let dry = q.get("dry_run").is_some_and(|v| v == "true");
+    let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut s = state.lock().expect("state");
+    let mut data = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(adds) = req["add"].as_array() {
+        for a in adds {
+            let value = a["value"].as_str().unwrap_or("").to_owned();
+            if s.reject_containing.iter().any(|r| value.contains(r.as_str())) {
+                errors.push(serde_json::json!({
+                    "value": value, "title": "UnprocessableEntity",
+                    "details": ["There were errors processing your request: Reference to invalid operator (at position 1)"],
+                    "type": "https://api.twitter.com/2/problems/invalid-rules"
+                }));
+                continue;
+            }
+            s.next_id += 1;
+            let id = format!("{}", 1000 + s.next_id);
+            let tag = a["tag"].as_str().map(str::to_owned);
+            data.push(serde_json::json!({"id": id, "value": value, "tag": tag}));
+            if !dry {
+                s.rules.push(FakeRule { id, value, tag });
+            }
+        }
+    }
+    if let Some(ids) = req["delete"]["ids"].as_array() {
+        let ids: Vec<&str> = ids.iter().filter_map(|v| v.as_str()).collect();
+        if !dry {
+            s.rules.retain(|r| !ids.contains(&r.id.as_str()));
+        }
+    }
+    let mut out = serde_json::json!({"data": data, "meta": {"sent": "now"}});
+    if !errors.is_empty() {
+        out["errors"] = serde_json::Value::Array(errors);
+    }
+    axum::Json(out).into_response()
+}
+
+async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, body: String) -> Response {
+    let method = if uri.path().ends_with("filter.json") { "POST" } else { "GET" };
+    if record(&state, method, &uri, &headers, &body) {
+        return unauthorized();
+    }
+    let session = state.lock().expect("state").sessions.pop_front().unwrap_or_else(|| Session::ok(Vec::new()));
+    if session.status != 200 {
+        let code = StatusCode::from_u16(session.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, session.error_body).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let frame = |line: &str| -> Vec<u8> {
+            if session.length_delimited {
+                format!("{}\r\n{line}\r\n", line.len() + 2).into_bytes()
+            } else {
+                format!("{line}\r\n").into_bytes()
+            }
+        };
+        for (i, line) in session.lines.iter().enumerate() {
+            if session.cut_after == Some(i) {
+                let f = frame(line);
+                let _ = tx.send(Ok(bytes::Bytes::from(f[..f.len() / 2].to_vec()))).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return; // dropping tx closes the connection mid-message
+            }
+            if tx.send(Ok(bytes::Bytes::from(frame(line)))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(session.line_delay).await;
+        }
+        match session.after {
+            After::Close => {}
+            After::Stall => {
+                // Hold the connection without sending anything.
+                tx.closed().await;
+            }
+            After::KeepAlive => loop {
+                tokio::time::sleep(session.keepalive).await;
+                if tx.send(Ok(bytes::Bytes::from_static(b"\r\n"))).await.is_err() {
+                    return;
+                }
+            },
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,287 @@
+//! Live sources against local fake servers: X API v2 filtered stream (rule
+//! sync, recorded session, cuts, stalls, errors, 401), Twitter v1.1 filter,
+//! Bluesky Jetstream.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use traptor_tests::fake_x::{After, FakeX, Session};
+use traptor_tests::{Host, json_lines, rule_ids, shared_data, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The recorded v2 search page (`brexit.jsonl`, 100 posts) reshaped into
+/// stream messages, each matched by rule tag `tag`.
+fn brexit_stream(tag: &str) -> Vec<String> {
+    let page: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared_data("x-v2/brexit.jsonl")).expect("read")).expect("json");
+    let inc = &page["includes"];
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|t| {
+            // Only the includes this post refers to, as the stream sends them.
+            let mut users = vec![t["author_id"].clone()];
+            let refs: Vec<String> = t["referenced_tweets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let tweets: Vec<serde_json::Value> = inc["tweets"]
+                .as_array()
+                .map(|a| a.iter().filter(|x| refs.iter().any(|r| x["id"] == r.as_str())).cloned().collect())
+                .unwrap_or_default();
+            users.extend(tweets.iter().map(|x| x["author_id"].clone()));
+            let users: Vec<serde_json::Value> = inc["users"]
+                .as_array()
+                .map(|a| a.iter().filter(|u| users.contains(&u["id"])).cloned().collect())
+                .unwrap_or_default();
+            serde_json::json!({
+                "data": t,
+                "includes": {"users": users, "tweets": tweets},
+                "matching_rules": [{"id": "1664", "tag": tag}]
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+fn write_token(dir: &Path) -> PathBuf {
+    let p = dir.join("token");
+    std::fs::write(&p, "test-bearer-token-123\n").expect("write");
+    p
+}
+
+fn x_pipeline(dir: &Path, fake: &FakeX, rules: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), rules).expect("rules");
+    let token = write_token(dir);
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "x_filtered_stream"
+base_url = "{}"
+bearer_token = {{ file = {:?} }}
+backoff_scale = 0.01
+{extra}
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+poll_interval_ms = 50
+debounce_ms = 50
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[pipeline]
+batch_timeout_ms = 20
+"#,
+            fake.base,
+            token.display()
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
+fn out_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read(dir.join("out.jsonl")).unwrap_or_default();
+    let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    json_lines(&text[..end])
+}
+
+#[test]
+fn x_rule_sync_sends_exactly_the_needed_calls() {
+    let fake = FakeX::start();
+    // Already there and right; stale; someone else's.
+    fake.add_rule("happy birthday", "t1");
+    let stale = fake.add_rule("old stuff", "gone");
+    let foreign = fake.add_rule("cats", "not-ours");
+    fake.with(|s| s.reject_containing.push("nonsense:".into()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = concat!(
+        "{\"rule_id\":\"t1\",\"value\":\"happy birthday\",\"rule_type\":\"track\"}\n",
+        "{\"rule_id\":\"f1\",\"value\":\"17919972\",\"rule_type\":\"follow\"}\n",
+        "{\"rule_id\":\"big\",\"value\":\"-122.75,36.8,-121.75,37.8\",\"rule_type\":\"locations\"}\n",
+        "{\"rule_id\":\"bad\",\"value\":\"nonsense:operator\",\"rule_type\":\"x_v2\"}\n",
+        "{\"rule_id\":\"v1\",\"value\":\"cats has:media -is:retweet\",\"rule_type\":\"x_v2\"}\n",
+    );
+    let p = x_pipeline(dir.path(), &fake, rules, "");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("X rules synced", LIMIT);
+    let calls: Vec<(String, String, String)> =
+        fake.with(|s| s.rule_requests().iter().map(|r| (r.method.clone(), r.query.clone(), r.body.clone())).collect());
+    assert_eq!(calls.len(), 4, "{calls:#?}");
+    assert_eq!(calls[0].0, "GET");
+    // Dry run of the two additions the API does not have yet.
+    assert_eq!(calls[1].1, "dry_run=true");
+    let dry: serde_json::Value = serde_json::from_str(&calls[1].2).expect("json");
+    let values: Vec<&str> = dry["add"].as_array().expect("add").iter().filter_map(|a| a["value"].as_str()).collect();
+    assert_eq!(
+        values,
+        vec!["from:17919972 OR retweets_of:17919972 OR to:17919972", "nonsense:operator", "cats has:media -is:retweet"]
+    );
+    // Delete the stale and the foreign rule, then add what passed the dry run.
+    let del: serde_json::Value = serde_json::from_str(&calls[2].2).expect("json");
+    assert_eq!(del["delete"]["ids"], serde_json::json!([stale, foreign]));
+    let add: serde_json::Value = serde_json::from_str(&calls[3].2).expect("json");
+    let tags: Vec<&str> = add["add"].as_array().expect("add").iter().filter_map(|a| a["tag"].as_str()).collect();
+    assert_eq!(tags, vec!["f1", "v1"]);
+    let now: Vec<(String, Option<String>)> =
+        fake.with(|s| s.rules.iter().map(|r| (r.value.clone(), r.tag.clone())).collect());
+    assert_eq!(now.len(), 3);
+    // Rejections are reported with the reason.
+    let log = host.log();
+    assert!(log.contains("rule_id=bad") && log.contains("invalid operator"), "{log}");
+    assert!(log.contains("rule_id=big") && log.contains("25 miles"), "{log}");
+    // The bearer token was sent, and never logged.
+    let auth = fake.with(|s| s.requests[0].authorization.clone());
+    assert_eq!(auth.as_deref(), Some("Bearer test-bearer-token-123"));
+    assert!(!log.contains("test-bearer-token-123"));
+
+    // A rule change syncs only the difference.
+    let before = fake.with(|s| s.rule_requests().len());
+    std::fs::write(
+        dir.path().join("rules.jsonl"),
+        format!("{rules}{{\"rule_id\":\"t2\",\"value\":\"storm\",\"rule_type\":\"track\"}}\n"),
+    )
+    .expect("write");
+    wait_for("second sync", LIMIT, || fake.with(|s| (s.rule_requests().len() >= before + 3).then_some(())));
+    std::thread::sleep(Duration::from_millis(300));
+    let calls: Vec<(String, String, String)> = fake.with(|s| {
+        s.rule_requests()[before..].iter().map(|r| (r.method.clone(), r.query.clone(), r.body.clone())).collect()
+    });
+    assert_eq!(calls.len(), 3, "list, dry run, add: {calls:#?}");
+    assert!(calls[2].2.contains("\"storm\"") && !calls[2].2.contains("17919972"), "{calls:#?}");
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn recorded_v2_session_attributes_by_matching_rules_without_loss_or_duplicates() {
+    let fake = FakeX::start();
+    let lines = brexit_stream("brexit-rule");
+    // First connection: 60 posts, then the connection drops mid-message.
+    let mut first = Session::ok(lines.clone());
+    first.cut_after = Some(60);
+    fake.push_session(first);
+    // Second connection: the server redelivers from post 55 (6 duplicates).
+    fake.push_session(Session::ok(lines[55..].to_vec()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(
+        dir.path(),
+        &fake,
+        "{\"rule_id\":\"brexit-rule\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"uk\"}\n",
+        "",
+    );
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = wait_for("100 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 100));
+    std::thread::sleep(Duration::from_millis(300));
+    let out_again = out_lines(dir.path());
+    assert_eq!(out_again.len(), 100, "no duplicates after the redelivery");
+    let ids: Vec<&str> = out.iter().map(|v| v["data"]["id"].as_str().expect("id")).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 100);
+    for v in &out {
+        assert_eq!(rule_ids(v), vec!["brexit-rule"], "attribution from matching_rules");
+        assert_eq!(v["traptor"]["collection_rules"][0]["rule_tag"], "uk");
+        assert!(v["traptor"]["created_at_iso"].as_str().is_some_and(|s| s.ends_with("+00:00")));
+    }
+    assert_eq!(fake.with(|s| s.stream_connects().len()), 2);
+    let log = host.log();
+    assert!(log.contains("mid-message"), "{log}");
+    // The stream asked for the expansions the post view needs.
+    let q = fake.with(|s| s.stream_connects()[0].query.clone());
+    assert!(
+        q.contains("referenced_tweets.id.author_id") && q.contains("geo.place_id") && q.contains("note_tweet"),
+        "{q}"
+    );
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_stall_reconnects_within_the_timeout() {
+    let fake = FakeX::start();
+    let lines = brexit_stream("r");
+    let mut first = Session::ok(lines[..3].to_vec());
+    first.after = After::Stall;
+    fake.push_session(first);
+    fake.push_session(Session::ok(lines[3..10].to_vec()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, "{\"rule_id\":\"r\",\"value\":\"brexit\"}\n", "stall_timeout_secs = 1");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("10 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 10));
+    let times: Vec<std::time::Instant> = fake.with(|s| s.stream_connects().iter().map(|r| r.at).collect());
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_millis(900), "reconnected only after the stall timeout: {gap:?}");
+    assert!(host.log().contains("stalled"), "{}", host.log());
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn error_classes_follow_the_backoff_table_and_operational_disconnects_reconnect() {
+    let fake = FakeX::start();
+    fake.push_session(Session::status(503, "Service Unavailable"));
+    fake.push_session(Session::status(503, "Service Unavailable"));
+    fake.push_session(Session::status(429, "TooManyConnections"));
+    let mut op = Session::ok(vec![
+        r#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#.to_owned(),
+    ]);
+    op.after = After::KeepAlive;
+    fake.push_session(op);
+    fake.push_session(Session::ok(brexit_stream("r")[..5].to_vec()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, "{\"rule_id\":\"r\",\"value\":\"brexit\"}\n", "");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("5 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 6));
+    let log = host.log();
+    // backoff_scale = 0.01: HTTP 5 s → 50 ms, 10 s → 100 ms; 429 60 s → 600 ms;
+    // the operational disconnect is an HTTP-class error after a healthy stream.
+    let waits: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("retry_in_ms=").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(waits, vec!["50", "100", "600", "200"], "{log}");
+    assert!(log.contains("operational disconnect"), "{log}");
+    // The errors message itself was forwarded as a control message.
+    let out = out_lines(dir.path());
+    assert!(out.iter().any(|v| v.get("errors").is_some()));
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_credentials_stop_the_source_and_report() {
+    let fake = FakeX::start();
+    fake.with(|s| s.unauthorized = true);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, "{\"rule_id\":\"r\",\"value\":\"brexit\"}\n", "");
+    let out = traptor_tests::run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("credentials refused"), "{stderr}");
+    // One rules call, no stream hammering.
+    assert_eq!(fake.with(|s| s.requests.len()), 1);
+    assert!(!stderr.contains("test-bearer-token-123"));
+
+    // Refused on the stream itself (rules sync off): one attempt, then stop.
+    let fake = FakeX::start();
+    fake.push_session(Session::status(401, "Unauthorized"));
+    let p = x_pipeline(dir.path(), &fake, "{\"rule_id\":\"r\",\"value\":\"brexit\"}\n", "sync_rules = false");
+    let out = traptor_tests::run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(fake.with(|s| s.stream_connects().len()), 1);
+}
