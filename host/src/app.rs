@@ -343,7 +343,13 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let tuning = &c.pipeline;
     let batching =
         Batching { max_records: tuning.batch_size, max_wait: Duration::from_millis(tuning.batch_timeout_ms) };
-    let source_ctx = SourceContext { rules: snap_rx_for_source.clone(), health: health.clone() };
+    let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let source_ctx = SourceContext {
+        rules: snap_rx_for_source.clone(),
+        health: health.clone(),
+        confirmed: confirmed.clone(),
+        redis: redis_conn.clone(),
+    };
     let source = Source::build(&c.source, batching, &source_ctx)?;
     source.check()?;
     let sink_cfg = if opts.test_mode { crate::config::SinkConfig::Stdout {} } else { c.sink.clone() };
@@ -381,7 +387,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         Duration::from_secs(c.traptor.stats_interval_secs),
         background.clone(),
     ));
-    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone(), dead_letter));
+    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone(), dead_letter, confirmed.clone()));
     let source_result = source.run(raw_tx, shutdown.clone()).await;
     for h in worker_handles {
         let _ = h.await;

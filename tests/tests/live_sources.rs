@@ -285,3 +285,167 @@ fn bad_credentials_stop_the_source_and_report() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(fake.with(|s| s.stream_connects().len()), 1);
 }
+
+// ---- Bluesky Jetstream -----------------------------------------------------------
+
+use traptor_tests::fake_jetstream::FakeJetstream;
+
+/// The recorded Jetstream events, in time order (as Jetstream delivers them).
+fn jetstream_events() -> Vec<String> {
+    let text = std::fs::read_to_string(shared_data("jetstream/expected_v1.jsonl")).expect("read");
+    let mut ev: Vec<(u64, String)> = text
+        .lines()
+        .map(|l| {
+            let t = serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["time_us"].as_u64()).unwrap_or(0);
+            (t, l.to_owned())
+        })
+        .collect();
+    ev.sort_by_key(|(t, _)| *t);
+    ev.into_iter().map(|(_, l)| l).collect()
+}
+
+fn jet_pipeline(dir: &Path, url: &str, compress: bool, rules: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), rules).expect("rules");
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "jetstream"
+url = "{url}"
+wanted_collections = ["app.bsky.feed.post", "app.bsky.feed.repost"]
+compress = {compress}
+cursor_path = "cursor"
+cursor_rewind_secs = 1
+backoff_scale = 0.01
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[pipeline]
+batch_timeout_ms = 20
+"#
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
+/// A post author's DID and a word of one post's text, from the recording.
+fn jetstream_rule_material() -> (String, String) {
+    for l in jetstream_events() {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["commit"]["collection"] == "app.bsky.feed.post" && v["commit"]["operation"] == "create" {
+            let text = v["commit"]["record"]["text"].as_str().unwrap_or("");
+            if let Some(word) = text.split_whitespace().find(|w| w.len() > 4 && w.chars().all(char::is_alphabetic)) {
+                return (v["did"].as_str().expect("did").to_owned(), word.to_lowercase());
+            }
+        }
+    }
+    panic!("no suitable post in the recording");
+}
+
+fn event_keys(lines: &[serde_json::Value]) -> std::collections::BTreeSet<(String, u64)> {
+    lines.iter().map(|v| (v["did"].as_str().unwrap_or("").to_owned(), v["time_us"].as_u64().unwrap_or(0))).collect()
+}
+
+#[test]
+fn jetstream_events_flow_and_match_compressed_or_not() {
+    let (did, word) = jetstream_rule_material();
+    let rules = format!(
+        "{{\"rule_id\":\"who\",\"value\":\"{did}\",\"rule_type\":\"follow\"}}\n{{\"rule_id\":\"what\",\"value\":\"{word}\",\"rule_type\":\"track\"}}\n"
+    );
+    let events = jetstream_events();
+    let mut outputs = Vec::new();
+    for compress in [false, true] {
+        let fake = FakeJetstream::start(
+            events.clone(),
+            std::fs::read(shared_data("jetstream/legacy_subscribe.zdict")).expect("dict"),
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = jet_pipeline(dir.path(), &fake.url, compress, &rules);
+        let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+        let out = wait_for("all events", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= events.len()));
+        let (status, log) = host.stop();
+        assert!(status.success(), "{log}");
+        assert_eq!(out.len(), events.len(), "every event forwarded once");
+        let posts: Vec<&serde_json::Value> = out.iter().filter(|v| v.get("traptor").is_some()).collect();
+        assert_eq!(posts.len(), 17 + 15, "post and repost creates are posts");
+        let by_author: Vec<&&serde_json::Value> = posts.iter().filter(|v| v["did"] == did.as_str()).collect();
+        assert!(!by_author.is_empty());
+        for p in &by_author {
+            assert!(rule_ids(p).contains(&"who".to_string()), "follow by DID: {p}");
+        }
+        assert!(posts.iter().any(|p| rule_ids(p).contains(&"what".to_string())), "track on Bluesky text");
+        let sub = fake.with(|s| s.subscribes[0].clone());
+        assert!(
+            sub.contains("wantedCollections=app.bsky.feed.post")
+                && sub.contains("wantedCollections=app.bsky.feed.repost"),
+            "{sub}"
+        );
+        assert_eq!(sub.contains("compress=true"), compress, "{sub}");
+        outputs.push(out);
+    }
+    assert_eq!(outputs[0], outputs[1], "compressed frames decode to the same events");
+}
+
+#[test]
+fn jetstream_resumes_from_the_persisted_cursor_without_gap() {
+    let events = jetstream_events();
+    let all: std::collections::BTreeSet<(String, u64)> = events
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|v| (v["did"].as_str().unwrap_or("").to_owned(), v["time_us"].as_u64().unwrap_or(0)))
+        .collect();
+    let fake = FakeJetstream::start(events.clone(), Vec::new());
+    // First connection: 50 events then the server crashes; second: 100 more then silence.
+    fake.with(|s| {
+        s.crash_after.push(50);
+        s.crash_after.push(usize::MAX);
+        s.hold_after.push(usize::MAX);
+        s.hold_after.push(100);
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = jet_pipeline(dir.path(), &fake.url, false, "");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("second connection", LIMIT, || fake.with(|s| (s.subscribes.len() >= 2).then_some(())));
+    wait_for("events of the second connection", LIMIT, || (out_lines(dir.path()).len() >= 100).then_some(()));
+    std::thread::sleep(Duration::from_millis(1500)); // the cursor is saved every second
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let first_run = out_lines(dir.path());
+    let cursor: u64 =
+        std::fs::read_to_string(dir.path().join("cursor")).expect("cursor saved").trim().parse().expect("number");
+    let max_written = first_run.iter().filter_map(|v| v["time_us"].as_u64()).max().expect("events");
+    assert_eq!(cursor, max_written, "the cursor is what the sink wrote");
+    // The reconnect after the crash resumed from the confirmed cursor, rewound 1 s.
+    let resub = fake.with(|s| s.subscribes[1].clone());
+    assert!(resub.contains("cursor="), "{resub}");
+
+    // Restart: resumes from the saved cursor; together nothing is missing.
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("third subscribe", LIMIT, || fake.with(|s| (s.subscribes.len() >= 3).then_some(())));
+    let sub = fake.with(|s| s.subscribes[2].clone());
+    let asked: u64 = sub
+        .split("cursor=")
+        .nth(1)
+        .and_then(|c| c.split('&').next())
+        .and_then(|c| c.parse().ok())
+        .expect("cursor param");
+    assert_eq!(asked, cursor - 1_000_000, "saved cursor minus the 1 s rewind");
+    wait_for("the rest", LIMIT, || {
+        let seen = event_keys(&out_lines(dir.path()));
+        (seen == all).then_some(())
+    });
+    let (status, _) = host.stop();
+    assert!(status.success());
+}

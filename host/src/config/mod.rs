@@ -194,6 +194,37 @@ pub enum SourceConfig {
         #[serde(default = "default_scale")]
         backoff_scale: f64,
     },
+    /// Bluesky Jetstream over WebSocket.
+    Jetstream {
+        /// Subscribe endpoint.
+        #[serde(default = "default_jetstream_url")]
+        url: String,
+        /// Collections to receive (Jetstream filters server-side).
+        #[serde(default = "default_collections")]
+        wanted_collections: Vec<String>,
+        /// Only these repositories (DIDs); empty for all.
+        #[serde(default)]
+        wanted_dids: Vec<String>,
+        /// zstd-compressed frames (Jetstream's dictionary is built in).
+        #[serde(default)]
+        compress: bool,
+        /// File holding the confirmed cursor (time_us), to resume after a restart.
+        #[serde(default)]
+        cursor_path: Option<PathBuf>,
+        /// Or a Redis key for it (uses `[coordination]`'s server).
+        #[serde(default)]
+        cursor_redis_key: Option<String>,
+        /// Resume this much before the saved cursor (no gap at the cost of a
+        /// few repeats).
+        #[serde(default = "default_rewind_secs")]
+        cursor_rewind_secs: u64,
+        /// No event for this long: reconnect.
+        #[serde(default = "default_jetstream_stall_secs")]
+        stall_timeout_secs: u64,
+        /// Multiplies every reconnect wait (tests only; keep 1).
+        #[serde(default = "default_scale")]
+        backoff_scale: f64,
+    },
     /// Generate realistic v1.1-shaped posts.
     Synthetic {
         /// How many posts; absent means without end.
@@ -236,6 +267,19 @@ pub enum RulesConfig {
         #[serde(default = "default_rule_check_secs")]
         rule_check_interval_secs: u64,
     },
+}
+
+fn default_jetstream_url() -> String {
+    "wss://jetstream2.us-east.bsky.network/subscribe".into()
+}
+fn default_collections() -> Vec<String> {
+    vec!["app.bsky.feed.post".into()]
+}
+fn default_rewind_secs() -> u64 {
+    5
+}
+fn default_jetstream_stall_secs() -> u64 {
+    60
 }
 
 fn default_format() -> crate::post::Format {
@@ -485,6 +529,8 @@ impl LoadedConfig {
                     fix(file);
                 }
             }
+            SourceConfig::Jetstream { cursor_path: Some(p), .. } => fix(p),
+            SourceConfig::Jetstream { .. } => {}
         }
         match &mut self.config.rules {
             RulesConfig::File { path, .. } => fix(path),
@@ -542,6 +588,17 @@ impl PipelineConfig {
                 }
                 if !(0.0..=1.0).contains(backoff_scale) {
                     bad("source.backoff_scale", "must be between 0 and 1".into());
+                }
+            }
+            SourceConfig::Jetstream { url, cursor_path, cursor_redis_key, stall_timeout_secs, .. } => {
+                if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                    bad("source.url", format!("{url:?} must start with ws:// or wss://"));
+                }
+                if cursor_path.is_some() && cursor_redis_key.is_some() {
+                    bad("source.cursor_path", "give cursor_path or cursor_redis_key, not both".into());
+                }
+                if *stall_timeout_secs == 0 {
+                    bad("source.stall_timeout_secs", "must be ≥ 1".into());
                 }
             }
             SourceConfig::Synthetic { rate, count, .. } => {

@@ -11,6 +11,9 @@ pub struct RawBatch {
     ends: Vec<usize>,
     /// Where each record came from (the line number for files), for error reports.
     origins: Vec<u64>,
+    /// Source position reached by this batch (e.g. a Jetstream cursor), passed
+    /// through to the sink, which confirms it once the batch is written.
+    pub checkpoint: Option<u64>,
 }
 
 impl RawBatch {
@@ -67,6 +70,11 @@ impl Batcher {
         self.current.len()
     }
 
+    /// Record the source position reached by the records added so far.
+    pub fn checkpoint(&mut self, position: u64) {
+        self.current.checkpoint = Some(self.current.checkpoint.map_or(position, |c| c.max(position)));
+    }
+
     fn take(&mut self) -> RawBatch {
         let mut b = std::mem::take(&mut self.current);
         b.seq = self.next_seq;
@@ -89,6 +97,8 @@ pub struct OutBatch {
     /// Records for the dead-letter destination, in order.
     dead_data: Vec<u8>,
     dead_ends: Vec<usize>,
+    /// The source position of the raw batch this came from.
+    pub checkpoint: Option<u64>,
 }
 
 impl OutBatch {

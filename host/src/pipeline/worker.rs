@@ -130,6 +130,7 @@ pub fn process_batch(
 ) -> Result<OutBatch, FatalStageError> {
     let m = &ctx.metrics;
     let mut out = OutBatch::with_seq(batch.seq);
+    out.checkpoint = batch.checkpoint;
     Metrics::add(&m.records_in, batch.len() as u64);
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
     let staged = !ctx.stages.is_empty();

@@ -8,6 +8,7 @@ pub mod file;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::SinkConfig;
 use crate::pipeline::{OutBatch, Reorder};
@@ -81,6 +82,7 @@ impl Sink {
         input: BatchRx,
         metrics: Arc<Metrics>,
         dead_letter: Option<Sink>,
+        confirmed: Arc<AtomicU64>,
     ) -> Result<SinkSummary, SinkError> {
         tokio::task::spawn_blocking(move || {
             let mut dead = match dead_letter {
@@ -94,7 +96,13 @@ impl Sink {
             let result = match self {
                 Sink::Stdout => {
                     let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-                    let r = write_all_batches(&input, &metrics, &mut LineWriter::plain(&mut w, "stdout"), &mut dead);
+                    let r = write_all_batches(
+                        &input,
+                        &metrics,
+                        &mut LineWriter::plain(&mut w, "stdout"),
+                        &mut dead,
+                        &confirmed,
+                    );
                     match r {
                         Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
                             input.close();
@@ -104,7 +112,7 @@ impl Sink {
                     }
                 }
                 Sink::File(mut f) => {
-                    let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f, &mut dead));
+                    let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f, &mut dead, &confirmed));
                     f.finish().and(r)
                 }
             };
@@ -191,9 +199,12 @@ fn write_all_batches(
     metrics: &Metrics,
     out: &mut dyn LineSink,
     dead: &mut dyn LineSink,
+    confirmed: &AtomicU64,
 ) -> Result<SinkSummary, SinkError> {
     let mut reorder = Reorder::default();
     let mut summary = SinkSummary::default();
+    // Highest source checkpoint written; published once flushed.
+    let mut written: u64 = 0;
     let write = |out: &mut dyn LineSink,
                  dead: &mut dyn LineSink,
                  b: OutBatch,
@@ -214,17 +225,21 @@ fn write_all_batches(
     };
     while let Ok(batch) = input.recv_blocking() {
         for b in reorder.push(batch) {
+            written = written.max(b.checkpoint.unwrap_or(0));
             write(out, dead, b, &mut summary)?;
         }
         if input.is_empty() {
             out.idle()?;
             dead.idle()?;
+            confirmed.fetch_max(written, Ordering::Release);
         }
     }
     for b in reorder.drain() {
+        written = written.max(b.checkpoint.unwrap_or(0));
         write(out, dead, b, &mut summary)?;
     }
     out.idle()?;
     dead.idle()?;
+    confirmed.fetch_max(written, Ordering::Release);
     Ok(summary)
 }

@@ -7,6 +7,7 @@
 //! sender is what tells the workers that no more input will come.
 
 pub mod backoff;
+pub mod jetstream;
 pub mod replay;
 pub mod synthetic;
 pub mod x_stream;
@@ -73,13 +74,17 @@ pub struct SourceContext {
     pub rules: tokio::sync::watch::Receiver<std::sync::Arc<crate::rules::RuleSnapshot>>,
     /// Marked unhealthy when the source cannot collect (heartbeat withheld).
     pub health: std::sync::Arc<crate::coordination::Health>,
+    /// The highest batch checkpoint the sink has written.
+    pub confirmed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The coordination server, if any (cursors kept in Redis).
+    pub redis: Option<redis::aio::ConnectionManager>,
 }
 
 impl SourceContext {
     /// A context with no rules (validation, tools).
     pub fn detached() -> SourceContext {
         let (_tx, rules) = tokio::sync::watch::channel(std::sync::Arc::new(crate::rules::RuleSnapshot::default()));
-        SourceContext { rules, health: std::sync::Arc::default() }
+        SourceContext { rules, health: std::sync::Arc::default(), confirmed: std::sync::Arc::default(), redis: None }
     }
 }
 
@@ -89,6 +94,7 @@ pub enum Source {
     Replay(replay::Replay),
     Synthetic(synthetic_source::Synthetic),
     XFilteredStream(Box<x_stream::XStream>),
+    Jetstream(Box<jetstream::Jetstream>),
 }
 
 impl Source {
@@ -131,6 +137,43 @@ impl Source {
                     backoff_scale: *backoff_scale,
                 }))
             }
+            SourceConfig::Jetstream {
+                url,
+                wanted_collections,
+                wanted_dids,
+                compress,
+                cursor_path,
+                cursor_redis_key,
+                cursor_rewind_secs,
+                stall_timeout_secs,
+                backoff_scale,
+            } => {
+                let cursor = match (cursor_path, cursor_redis_key, &ctx.redis) {
+                    (Some(p), _, _) => jetstream::CursorStore::File(p.clone()),
+                    (None, Some(k), Some(conn)) => jetstream::CursorStore::Redis { conn: conn.clone(), key: k.clone() },
+                    (None, Some(_), None) => {
+                        return Err(SourceError::Config(
+                            "source.cursor_redis_key needs a Redis server ([coordination] or redis rules)".into(),
+                        ));
+                    }
+                    (None, None, _) => jetstream::CursorStore::None,
+                };
+                Source::Jetstream(Box::new(jetstream::Jetstream {
+                    opts: jetstream::JetstreamOptions {
+                        url: url.clone(),
+                        wanted_collections: wanted_collections.clone(),
+                        wanted_dids: wanted_dids.clone(),
+                        compress: *compress,
+                        rewind: Duration::from_secs(*cursor_rewind_secs),
+                        stall_timeout: Duration::from_secs(*stall_timeout_secs),
+                    },
+                    cursor,
+                    batching,
+                    confirmed: ctx.confirmed.clone(),
+                    stats: std::sync::Arc::default(),
+                    backoff_scale: *backoff_scale,
+                }))
+            }
         })
     }
 
@@ -140,6 +183,7 @@ impl Source {
             Source::Replay(r) => r.format(),
             Source::Synthetic(_) => crate::post::Format::TwitterV1,
             Source::XFilteredStream(_) => crate::post::Format::XV2,
+            Source::Jetstream(_) => crate::post::Format::Jetstream,
         }
     }
 
@@ -149,6 +193,7 @@ impl Source {
             Source::Replay(r) => r.path.display().to_string(),
             Source::Synthetic(_) => "synthetic".into(),
             Source::XFilteredStream(x) => format!("x_filtered_stream {}", x.opts.base_url),
+            Source::Jetstream(j) => format!("jetstream {}", j.opts.url),
         }
     }
 
@@ -156,7 +201,7 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Replay(r) => r.check(),
-            Source::Synthetic(_) | Source::XFilteredStream(_) => Ok(()),
+            Source::Synthetic(_) | Source::XFilteredStream(_) | Source::Jetstream(_) => Ok(()),
         }
     }
 
@@ -165,6 +210,7 @@ impl Source {
             Source::Replay(r) => tokio::task::spawn_blocking(move || r.run_blocking(&out, &shutdown)),
             Source::Synthetic(s) => tokio::task::spawn_blocking(move || s.run_blocking(&out, &shutdown)),
             Source::XFilteredStream(x) => return x.run(out, shutdown).await,
+            Source::Jetstream(j) => return j.run(out, shutdown).await,
         };
         task.await.map_err(|e| SourceError::Task(e.to_string()))?
     }
