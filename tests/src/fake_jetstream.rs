@@ -55,6 +55,7 @@ impl FakeJetstream {
                     tokio::spawn(async move {
                         let uri = Arc::new(Mutex::new(String::new()));
                         let u2 = uri.clone();
+                        #[allow(clippy::result_large_err)]
                         let cb = move |req: &Request, resp: Response| {
                             if let Ok(mut u) = u2.lock() {
                                 *u = req.uri().to_string();

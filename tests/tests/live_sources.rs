@@ -449,3 +449,115 @@ fn jetstream_resumes_from_the_persisted_cursor_without_gap() {
     let (status, _) = host.stop();
     assert!(status.success());
 }
+
+// ---- Twitter v1.1 statuses/filter ---------------------------------------------------
+
+fn compact(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    v.to_string()
+}
+
+fn v1_pipeline(dir: &Path, fake: &FakeX, rules: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), rules).expect("rules");
+    for (name, value) in
+        [("ck", "consumer-key-1"), ("cs", "consumer-secret-2"), ("at", "access-token-3"), ("as", "access-secret-4")]
+    {
+        std::fs::write(dir.join(name), value).expect("secret");
+    }
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "twitter_v1_filter"
+base_url = "{}"
+consumer_key = {{ file = "ck" }}
+consumer_secret = {{ file = "cs" }}
+access_token = {{ file = "at" }}
+access_token_secret = {{ env = "TEST_V1_ACCESS_SECRET" }}
+min_rule_reconnect_secs = 1
+backoff_scale = 0.01
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+poll_interval_ms = 50
+debounce_ms = 50
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[pipeline]
+batch_timeout_ms = 20
+"#,
+            fake.base
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
+#[test]
+fn v1_filter_signs_frames_reconnects_on_disconnect_and_on_rule_changes() {
+    let fake = FakeX::start();
+    let up = shared_data("upstream-traptor");
+    let track = compact(&up.join("track_tweet.json"));
+    let limit = compact(&up.join("limit_message.json"));
+    let warning = compact(&up.join("warning_message.json"));
+    let follow = compact(&up.join("follow_tweet.json"));
+    let disconnect = r#"{"disconnect":{"code":12,"stream_name":"test","reason":"shed load"}}"#.to_owned();
+    let mut s1 = Session::ok(vec![track.clone(), limit, warning, disconnect]);
+    s1.length_delimited = true;
+    fake.push_session(s1);
+    let mut s2 = Session::ok(vec![follow]);
+    s2.length_delimited = true;
+    fake.push_session(s2);
+    let mut s3 = Session::ok(vec![track]);
+    s3.length_delimited = true;
+    fake.push_session(s3);
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = "{\"rule_id\":\"12347\",\"value\":\"happy\",\"rule_type\":\"track\"}\n{\"rule_id\":\"12345\",\"value\":\"17919972\",\"rule_type\":\"follow\"}\n";
+    let p = v1_pipeline(dir.path(), &fake, rules);
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[("TEST_V1_ACCESS_SECRET", "access-secret-4")]);
+    // Session 1 (3 messages + the disconnect notice), then session 2.
+    wait_for("session 2 post", LIMIT, || (out_lines(dir.path()).len() >= 5).then_some(()));
+    let out = out_lines(dir.path());
+    assert_eq!(rule_ids(&out[0]), vec!["12347"]);
+    assert!(out[1].get("limit").is_some() && out[2].get("warning").is_some() && out[3].get("disconnect").is_some());
+    assert_eq!(rule_ids(&out[4]), vec!["12347", "12345"]);
+    let first = fake.with(|s| s.stream_connects()[0].clone());
+    assert_eq!(first.method, "POST");
+    assert!(first.body.contains("track=happy") && first.body.contains("follow=17919972"), "{}", first.body);
+    assert!(first.body.contains("delimited=length") && first.body.contains("stall_warnings=true"), "{}", first.body);
+    let auth = first.authorization.expect("authorization");
+    assert!(
+        auth.starts_with("OAuth ")
+            && auth.contains("oauth_consumer_key=\"consumer-key-1\"")
+            && auth.contains("oauth_token=\"access-token-3\""),
+        "{auth}"
+    );
+    assert!(auth.contains("oauth_signature_method=\"HMAC-SHA1\"") && auth.contains("oauth_signature="), "{auth}");
+    assert!(!auth.contains("consumer-secret-2") && !auth.contains("access-secret-4"));
+    assert!(host.log().contains("disconnect 12"), "{}", host.log());
+
+    // Two quick rule changes: one reconnect, with the latest parameters.
+    std::fs::write(dir.path().join("rules.jsonl"), format!("{rules}{{\"rule_id\":\"x\",\"value\":\"storm\"}}\n"))
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(150));
+    std::fs::write(dir.path().join("rules.jsonl"), format!("{rules}{{\"rule_id\":\"y\",\"value\":\"rain\"}}\n"))
+        .expect("write");
+    wait_for("reconnect", LIMIT, || fake.with(|s| (s.stream_connects().len() >= 3).then_some(())));
+    std::thread::sleep(Duration::from_millis(1500));
+    let connects: Vec<String> = fake.with(|s| s.stream_connects().iter().map(|r| r.body.clone()).collect());
+    assert_eq!(connects.len(), 3, "coalesced into one reconnect: {connects:#?}");
+    assert!(connects[2].contains("rain") && !connects[2].contains("storm"), "{}", connects[2]);
+    let log = host.log();
+    assert!(!log.contains("consumer-secret-2") && !log.contains("access-secret-4"));
+    let (status, _) = host.stop();
+    assert!(status.success());
+}

@@ -194,6 +194,29 @@ pub enum SourceConfig {
         #[serde(default = "default_scale")]
         backoff_scale: f64,
     },
+    /// Twitter API v1.1 `statuses/filter` (and endpoints that speak it).
+    TwitterV1Filter {
+        /// API root.
+        #[serde(default = "default_v1_base")]
+        base_url: String,
+        /// OAuth 1.0a credentials, each `{ env = "…" }` or `{ file = "…" }`.
+        consumer_key: SecretRef,
+        consumer_secret: SecretRef,
+        access_token: SecretRef,
+        access_token_secret: SecretRef,
+        /// No data and no keep-alive for this long: reconnect.
+        #[serde(default = "default_v1_stall_secs")]
+        stall_timeout_secs: u64,
+        /// `delimited=length` framing.
+        #[serde(default = "yes")]
+        delimited: bool,
+        /// A rule change reconnects at most this often (changes in between coalesce).
+        #[serde(default = "default_min_rule_reconnect_secs")]
+        min_rule_reconnect_secs: u64,
+        /// Multiplies every reconnect wait (tests only; keep 1).
+        #[serde(default = "default_scale")]
+        backoff_scale: f64,
+    },
     /// Bluesky Jetstream over WebSocket.
     Jetstream {
         /// Subscribe endpoint.
@@ -269,6 +292,15 @@ pub enum RulesConfig {
     },
 }
 
+fn default_v1_base() -> String {
+    "https://stream.twitter.com".into()
+}
+fn default_v1_stall_secs() -> u64 {
+    90
+}
+fn default_min_rule_reconnect_secs() -> u64 {
+    10
+}
 fn default_jetstream_url() -> String {
     "wss://jetstream2.us-east.bsky.network/subscribe".into()
 }
@@ -529,6 +561,15 @@ impl LoadedConfig {
                     fix(file);
                 }
             }
+            SourceConfig::TwitterV1Filter {
+                consumer_key, consumer_secret, access_token, access_token_secret, ..
+            } => {
+                for s in [consumer_key, consumer_secret, access_token, access_token_secret] {
+                    if let SecretRef::File { file } = s {
+                        fix(file);
+                    }
+                }
+            }
             SourceConfig::Jetstream { cursor_path: Some(p), .. } => fix(p),
             SourceConfig::Jetstream { .. } => {}
         }
@@ -588,6 +629,14 @@ impl PipelineConfig {
                 }
                 if !(0.0..=1.0).contains(backoff_scale) {
                     bad("source.backoff_scale", "must be between 0 and 1".into());
+                }
+            }
+            SourceConfig::TwitterV1Filter { base_url, stall_timeout_secs, .. } => {
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    bad("source.base_url", format!("{base_url:?} must start with http:// or https://"));
+                }
+                if *stall_timeout_secs == 0 {
+                    bad("source.stall_timeout_secs", "must be ≥ 1".into());
                 }
             }
             SourceConfig::Jetstream { url, cursor_path, cursor_redis_key, stall_timeout_secs, .. } => {

@@ -144,7 +144,7 @@ fn did_of(uri: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Borrowed(rest.split('/').next().filter(|d| d.starts_with("did:"))?))
 }
 
-fn owned_did(uri: &Cow<'_, str>) -> Option<String> {
+fn owned_did(uri: &str) -> Option<String> {
     did_of(uri).map(|d| d.into_owned())
 }
 

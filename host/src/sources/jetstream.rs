@@ -184,7 +184,7 @@ impl Jetstream {
             async move { this.stream_once(up, &out, &shutdown, state).await }
         })
         .await;
-        drop(state);
+        let _ = state.into_inner();
         if let Some(b) = batcher.flush() {
             let _ = out.send(b).await;
         }

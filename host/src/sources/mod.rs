@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod jetstream;
 pub mod replay;
 pub mod synthetic;
+pub mod v1_filter;
 pub mod x_stream;
 
 use std::time::Duration;
@@ -95,6 +96,7 @@ pub enum Source {
     Synthetic(synthetic_source::Synthetic),
     XFilteredStream(Box<x_stream::XStream>),
     Jetstream(Box<jetstream::Jetstream>),
+    TwitterV1Filter(Box<v1_filter::V1Filter>),
 }
 
 impl Source {
@@ -129,6 +131,41 @@ impl Source {
                         max_rules: *max_rules,
                         max_rule_length: *max_rule_length,
                         dedup_window: *dedup_window,
+                    },
+                    batching,
+                    rules: ctx.rules.clone(),
+                    health: ctx.health.clone(),
+                    stats: std::sync::Arc::default(),
+                    backoff_scale: *backoff_scale,
+                }))
+            }
+            SourceConfig::TwitterV1Filter {
+                base_url,
+                consumer_key,
+                consumer_secret,
+                access_token,
+                access_token_secret,
+                stall_timeout_secs,
+                delimited,
+                min_rule_reconnect_secs,
+                backoff_scale,
+            } => {
+                let read = |name: &str, s: &crate::config::SecretRef| {
+                    s.resolve().map_err(|e| SourceError::Config(format!("source.{name}: {e}")))
+                };
+                let keys = v1_filter::OAuthKeys {
+                    consumer_key: read("consumer_key", consumer_key)?,
+                    consumer_secret: read("consumer_secret", consumer_secret)?,
+                    access_token: read("access_token", access_token)?,
+                    access_token_secret: read("access_token_secret", access_token_secret)?,
+                };
+                Source::TwitterV1Filter(Box::new(v1_filter::V1Filter {
+                    opts: v1_filter::V1Options {
+                        base_url: base_url.clone(),
+                        keys,
+                        stall_timeout: Duration::from_secs(*stall_timeout_secs),
+                        delimited: *delimited,
+                        min_rule_reconnect: Duration::from_secs(*min_rule_reconnect_secs),
                     },
                     batching,
                     rules: ctx.rules.clone(),
@@ -184,6 +221,7 @@ impl Source {
             Source::Synthetic(_) => crate::post::Format::TwitterV1,
             Source::XFilteredStream(_) => crate::post::Format::XV2,
             Source::Jetstream(_) => crate::post::Format::Jetstream,
+            Source::TwitterV1Filter(_) => crate::post::Format::TwitterV1,
         }
     }
 
@@ -194,6 +232,7 @@ impl Source {
             Source::Synthetic(_) => "synthetic".into(),
             Source::XFilteredStream(x) => format!("x_filtered_stream {}", x.opts.base_url),
             Source::Jetstream(j) => format!("jetstream {}", j.opts.url),
+            Source::TwitterV1Filter(v) => format!("twitter_v1_filter {}", v.opts.base_url),
         }
     }
 
@@ -201,7 +240,9 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Replay(r) => r.check(),
-            Source::Synthetic(_) | Source::XFilteredStream(_) | Source::Jetstream(_) => Ok(()),
+            Source::Synthetic(_) | Source::XFilteredStream(_) | Source::Jetstream(_) | Source::TwitterV1Filter(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -211,6 +252,7 @@ impl Source {
             Source::Synthetic(s) => tokio::task::spawn_blocking(move || s.run_blocking(&out, &shutdown)),
             Source::XFilteredStream(x) => return x.run(out, shutdown).await,
             Source::Jetstream(j) => return j.run(out, shutdown).await,
+            Source::TwitterV1Filter(v) => return v.run(out, shutdown).await,
         };
         task.await.map_err(|e| SourceError::Task(e.to_string()))?
     }
