@@ -5,6 +5,7 @@
 //! closes. `stdout` and `file` are blocking writers on their own thread.
 
 pub mod file;
+pub mod spool;
 
 use std::io::Write;
 use std::sync::Arc;
