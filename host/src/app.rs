@@ -353,9 +353,9 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let source = Source::build(&c.source, batching, &source_ctx)?;
     source.check()?;
     let sink_cfg = if opts.test_mode { crate::config::SinkConfig::Stdout {} } else { c.sink.clone() };
-    let sink = Sink::build(&sink_cfg);
+    let sink = Sink::build(&sink_cfg, identity)?;
     sink.check()?;
-    let dead_letter = c.dead_letter.as_ref().map(Sink::build);
+    let dead_letter = c.dead_letter.as_ref().map(|d| Sink::build(d, identity)).transpose()?;
     if let Some(d) = &dead_letter {
         d.check()?;
     }
@@ -613,10 +613,10 @@ pub async fn validate(path: &Path) -> Validation {
         }
         Some(Err(e)) => v.errors.push(format!("rules: {e}")),
     }
-    let sink = Sink::build(&c.sink);
-    match sink.check() {
-        Ok(()) => v.notes.push(format!("sink: {}", sink.name())),
-        Err(e) => v.errors.push(format!("sink.path: {e}")),
+    let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
+    match Sink::build(&c.sink, identity).and_then(|s| s.check().map(|()| s)) {
+        Ok(sink) => v.notes.push(format!("sink: {}", sink.name())),
+        Err(e) => v.errors.push(format!("sink: {e}")),
     }
     if !c.stages.is_empty() {
         let cache = c.pipeline.plugin_cache_dir.clone().or_else(Runtime::default_cache_dir);
@@ -640,8 +640,8 @@ pub async fn validate(path: &Path) -> Validation {
         }
     }
     if let Some(d) = &c.dead_letter {
-        match Sink::build(d).check() {
-            Ok(()) => v.notes.push(format!("dead letters: {}", Sink::build(d).name())),
+        match Sink::build(d, identity).and_then(|s| s.check().map(|()| s)) {
+            Ok(s) => v.notes.push(format!("dead letters: {}", s.name())),
             Err(e) => v.errors.push(format!("dead_letter.path: {e}")),
         }
     }

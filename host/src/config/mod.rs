@@ -349,6 +349,31 @@ fn default_debounce_ms() -> u64 {
 pub enum SinkConfig {
     /// JSON lines on standard output.
     Stdout {},
+    /// Kafka (librdkafka): lossless, with an on-disk spool.
+    Kafka {
+        /// `host:port,host:port`.
+        brokers: String,
+        #[serde(default = "default_topic")]
+        topic: String,
+        /// none, gzip, snappy, lz4 (default), zstd.
+        #[serde(default = "default_compression")]
+        compression: String,
+        /// Bytes waiting for delivery reports before the sink stops taking input.
+        #[serde(default = "default_inflight")]
+        max_inflight_bytes: u64,
+        /// librdkafka's retry window per record before it counts as failed.
+        #[serde(default = "default_delivery_timeout_ms")]
+        delivery_timeout_ms: u64,
+        /// Any librdkafka property, e.g. `"security.protocol" = "SASL_SSL"`.
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, String>,
+        /// Properties whose values are secrets: `"sasl.password" = { env = "…" }`.
+        #[serde(default)]
+        secret_properties: std::collections::BTreeMap<String, SecretRef>,
+        /// Where records wait when the broker is slow or down.
+        #[serde(default)]
+        spool: Option<SpoolConfig>,
+    },
     /// JSON lines in a file.
     File {
         /// The file to append to.
@@ -357,6 +382,44 @@ pub enum SinkConfig {
         #[serde(default)]
         rotate_bytes: Option<u64>,
     },
+}
+
+/// `[sink.spool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of segment files.
+    pub dir: PathBuf,
+    /// Size cap of the whole spool.
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+    #[serde(default = "default_segment")]
+    pub segment_bytes: u64,
+    /// `batch` (default), `always` or `never`.
+    #[serde(default)]
+    pub fsync: crate::sinks::spool::Fsync,
+    /// What a full spool does: `drop_newest` (counted and logged).
+    #[serde(default)]
+    pub overflow: crate::sinks::spool::Overflow,
+}
+
+fn default_topic() -> String {
+    "traptor".into()
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_inflight() -> u64 {
+    64 << 20
+}
+fn default_delivery_timeout_ms() -> u64 {
+    30_000
+}
+fn default_spool_max() -> u64 {
+    10 << 30
+}
+fn default_segment() -> u64 {
+    64 << 20
 }
 
 /// What happens to a post when its stage fails.
@@ -586,6 +649,16 @@ impl LoadedConfig {
             match sink {
                 SinkConfig::File { path, .. } => fix(path),
                 SinkConfig::Stdout {} => {}
+                SinkConfig::Kafka { spool, secret_properties, .. } => {
+                    if let Some(s) = spool {
+                        fix(&mut s.dir);
+                    }
+                    for s in secret_properties.values_mut() {
+                        if let SecretRef::File { file } = s {
+                            fix(file);
+                        }
+                    }
+                }
             }
         }
         for s in &mut self.config.stages {
@@ -705,6 +778,28 @@ impl PipelineConfig {
         }
         if let SinkConfig::File { rotate_bytes: Some(0), .. } = &self.sink {
             bad("sink.rotate_bytes", "must be ≥ 1 (leave it out for no rotation)".into());
+        }
+        if let SinkConfig::Kafka { compression, brokers, max_inflight_bytes, .. } = &self.sink {
+            if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+                bad("sink.compression", format!("{compression:?}: expected none, gzip, snappy, lz4 or zstd"));
+            }
+            if brokers.trim().is_empty() {
+                bad("sink.brokers", "must name at least one broker".into());
+            }
+            if *max_inflight_bytes == 0 {
+                bad("sink.max_inflight_bytes", "must be ≥ 1".into());
+            }
+        }
+        if let Some(SinkConfig::Kafka { .. } | SinkConfig::Stdout {}) = &self.dead_letter
+            && matches!(self.sink, SinkConfig::Kafka { .. })
+        {
+            bad(
+                "dead_letter.type",
+                "with a kafka sink, dead letters go to a file ([dead_letter] type = \"file\")".into(),
+            );
+        }
+        if let Some(SinkConfig::Kafka { .. }) = &self.dead_letter {
+            bad("dead_letter.type", "a kafka dead-letter topic is not supported yet; use a file".into());
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.stages.iter().enumerate() {

@@ -94,6 +94,9 @@ pub struct OutBatch {
     /// Kafka message key per record (the post id; empty for control messages).
     keys: Vec<Range<usize>>,
     key_data: String,
+    /// Matched rule ids per record, comma-separated (Kafka header).
+    rules: Vec<Range<usize>>,
+    rule_data: String,
     /// Records for the dead-letter destination, in order.
     dead_data: Vec<u8>,
     dead_ends: Vec<usize>,
@@ -115,11 +118,29 @@ impl OutBatch {
         self.data.len()
     }
     pub fn push(&mut self, record: &[u8], key: &str) {
+        self.push_with_rules(record, key, std::iter::empty());
+    }
+
+    /// A record with the ids of the rules it matched.
+    pub fn push_with_rules<'r>(&mut self, record: &[u8], key: &str, rules: impl Iterator<Item = &'r str>) {
         self.data.extend_from_slice(record);
         self.ends.push(self.data.len());
         let k = self.key_data.len();
         self.key_data.push_str(key);
         self.keys.push(k..self.key_data.len());
+        let r = self.rule_data.len();
+        for (i, id) in rules.enumerate() {
+            if i > 0 {
+                self.rule_data.push(',');
+            }
+            self.rule_data.push_str(id);
+        }
+        self.rules.push(r..self.rule_data.len());
+    }
+
+    /// `(record, key, rule ids)` triples.
+    pub fn iter_full(&self) -> impl Iterator<Item = (&[u8], &str, &str)> {
+        self.iter().zip(&self.rules).map(|((r, k), rr)| (r, k, &self.rule_data[rr.clone()]))
     }
     /// Add a record for the dead-letter destination.
     pub fn push_dead(&mut self, record: &[u8]) {

@@ -171,8 +171,10 @@ pub fn process_batch(
                         fate: Fate::Alive,
                     }));
                 } else {
-                    wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin)
-                        .then(|| out.push(&scratch.out, &post.id));
+                    if wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin) {
+                        let ids = scratch.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                        out.push_with_rules(&scratch.out, &post.id, ids);
+                    }
                 }
             }
             Ok(Message::Control(c)) => {
@@ -248,7 +250,8 @@ pub fn process_batch(
                     Fate::Alive => {
                         let extra = Extra { enrichments, dead_letter: None };
                         if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
-                            out.push(&scratch.out, &p.view.id);
+                            let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                            out.push_with_rules(&scratch.out, &p.view.id, ids);
                         }
                     }
                     Fate::DeadLetter { stage, error } => {

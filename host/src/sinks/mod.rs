@@ -5,6 +5,7 @@
 //! closes. `stdout` and `file` are blocking writers on their own thread.
 
 pub mod file;
+pub mod kafka;
 pub mod spool;
 
 use std::io::Write;
@@ -51,20 +52,59 @@ pub struct SinkSummary {
 pub enum Sink {
     Stdout,
     File(file::FileSink),
+    Kafka(Box<kafka::KafkaOptions>),
 }
 
 impl Sink {
-    pub fn build(cfg: &SinkConfig) -> Sink {
-        match cfg {
+    /// Build from configuration; `identity` names the collector in Kafka headers.
+    pub fn build(cfg: &SinkConfig, identity: crate::envelope::Identity) -> Result<Sink, SinkError> {
+        Ok(match cfg {
             SinkConfig::Stdout {} => Sink::Stdout,
             SinkConfig::File { path, rotate_bytes } => Sink::File(file::FileSink::new(path.clone(), *rotate_bytes)),
-        }
+            SinkConfig::Kafka {
+                brokers,
+                topic,
+                compression,
+                max_inflight_bytes,
+                delivery_timeout_ms,
+                properties,
+                secret_properties,
+                spool,
+            } => {
+                let mut props: Vec<(String, String)> = properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for (k, s) in secret_properties {
+                    let v = s.resolve().map_err(|e| SinkError::Open {
+                        path: format!("sink.secret_properties.{k}"),
+                        source: std::io::Error::other(e),
+                    })?;
+                    props.push((k.clone(), v.expose().to_owned()));
+                }
+                Sink::Kafka(Box::new(kafka::KafkaOptions {
+                    brokers: brokers.clone(),
+                    topic: topic.clone(),
+                    compression: compression.clone(),
+                    max_inflight_bytes: *max_inflight_bytes,
+                    delivery_timeout: std::time::Duration::from_millis(*delivery_timeout_ms),
+                    properties: props,
+                    spool: spool.as_ref().map(|s| kafka::SpoolOptions {
+                        dir: s.dir.clone(),
+                        max_bytes: s.max_bytes,
+                        segment_bytes: s.segment_bytes,
+                        fsync: s.fsync,
+                        overflow: s.overflow,
+                    }),
+                    traptor_type: identity.traptor_type.as_str().to_owned(),
+                    traptor_id: identity.traptor_id,
+                }))
+            }
+        })
     }
 
     pub fn name(&self) -> String {
         match self {
             Sink::Stdout => "stdout".into(),
             Sink::File(f) => f.path().display().to_string(),
+            Sink::Kafka(k) => format!("kafka {} topic {}", k.brokers, k.topic),
         }
     }
 
@@ -73,6 +113,7 @@ impl Sink {
         match self {
             Sink::Stdout => Ok(()),
             Sink::File(f) => f.check(),
+            Sink::Kafka(k) => kafka::producer(k).map(drop),
         }
     }
 
@@ -85,9 +126,28 @@ impl Sink {
         dead_letter: Option<Sink>,
         confirmed: Arc<AtomicU64>,
     ) -> Result<SinkSummary, SinkError> {
+        if let Sink::Kafka(o) = self {
+            let dead = match dead_letter {
+                Some(Sink::File(mut f)) => {
+                    f.open()?;
+                    Some(f)
+                }
+                _ => None,
+            };
+            let stats = Arc::new(kafka::KafkaStats::default());
+            let r = kafka::run(*o, input, metrics, confirmed, stats.clone(), dead).await;
+            tracing::info!(
+                delivered = stats.delivered.load(Ordering::Relaxed),
+                spooled = stats.spooled.load(Ordering::Relaxed),
+                replayed = stats.replayed.load(Ordering::Relaxed),
+                dropped_spool_full = stats.spool_overflow_dropped.load(Ordering::Relaxed),
+                "kafka sink finished"
+            );
+            return r;
+        }
         tokio::task::spawn_blocking(move || {
             let mut dead = match dead_letter {
-                None => DeadWriter::None,
+                None | Some(Sink::Kafka(_)) => DeadWriter::None,
                 Some(Sink::Stdout) => DeadWriter::Stdout(std::io::BufWriter::new(std::io::stdout())),
                 Some(Sink::File(mut f)) => {
                     f.open()?;
@@ -95,6 +155,7 @@ impl Sink {
                 }
             };
             let result = match self {
+                Sink::Kafka(_) => Ok(SinkSummary::default()),
                 Sink::Stdout => {
                     let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
                     let r = write_all_batches(

@@ -25,8 +25,6 @@ pub enum Overflow {
     /// Refuse new records (counted, logged): the newest are lost.
     #[default]
     DropNewest,
-    /// Stop accepting input until there is room (backpressure to the source).
-    Block,
 }
 
 /// When appends are synced to disk.

@@ -1,0 +1,450 @@
+//! The `kafka` sink: lossless delivery with librdkafka (`rdkafka`).
+//!
+//! * Idempotent producer, `acks=all`, key = post id, compression (lz4 by
+//!   default), headers `traptor-type`, `traptor-id`, `traptor-rules` (matched
+//!   rule ids); any librdkafka property passes through, secret ones from
+//!   env/file.
+//! * A record counts as delivered only on its delivery report. librdkafka
+//!   retries within `delivery_timeout_ms`; a record that still fails is not
+//!   dropped: it goes to the spool.
+//! * In-flight bytes are bounded (`max_inflight_bytes`): the sink stops taking
+//!   batches until reports free room (backpressure to the workers and source).
+//! * Spool: once one record fails (broker down, too slow), every following
+//!   record is appended to the on-disk spool too (so order holds) until the
+//!   spool has been replayed; replay starts when a probe send succeeds and runs
+//!   with the same in-flight bound. A full spool follows its overflow policy,
+//!   counted and logged. The spool survives a restart: it is replayed first.
+//! * Checkpoints (a Kafka source's offsets, a Jetstream cursor) are confirmed
+//!   only when every record of a batch and of all earlier batches is delivered
+//!   or safely spooled.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::spool::{Fsync, Overflow, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
+use super::{BatchRx, SinkError, SinkSummary};
+use crate::pipeline::{OutBatch, Reorder};
+use crate::telemetry::Metrics;
+
+/// How long the sink keeps trying to empty its spool after the input ended.
+const DRAIN_ON_EXIT: Duration = Duration::from_secs(10);
+
+/// Settings of the sink.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    pub topic: String,
+    pub compression: String,
+    pub max_inflight_bytes: u64,
+    pub delivery_timeout: Duration,
+    /// librdkafka properties, secrets already resolved (never logged).
+    pub properties: Vec<(String, String)>,
+    pub spool: Option<SpoolOptions>,
+    /// `traptor-type` / `traptor-id` headers.
+    pub traptor_type: String,
+    pub traptor_id: u32,
+}
+
+/// `[sink.spool]`.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: Fsync,
+    pub overflow: Overflow,
+}
+
+/// Counters of the Kafka sink.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    pub delivered: AtomicU64,
+    pub failed_then_spooled: AtomicU64,
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub spool_overflow_dropped: AtomicU64,
+}
+
+/// librdkafka's own log and error callbacks, made quiet: an outage produces
+/// one warning per kind of error every 30 s instead of several lines a second.
+#[derive(Debug, Default)]
+pub struct QuietContext {
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl QuietContext {
+    fn first_in_a_while(&self, key: &str) -> bool {
+        let Ok(mut m) = self.last.lock() else { return true };
+        let now = std::time::Instant::now();
+        match m.get(key) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(30) => false,
+            _ => {
+                m.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+impl rdkafka::ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                if self.first_in_a_while(fac) {
+                    tracing::warn!(facility = fac, "librdkafka: {message}");
+                }
+            }
+            _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if self.first_in_a_while(&format!("{error:?}")) {
+            tracing::warn!(error = %error, "kafka client: {reason} (repeats are suppressed for 30 s)");
+        }
+    }
+}
+
+/// A producer with the quiet context.
+pub type Producer = FutureProducer<QuietContext>;
+
+/// Build the producer (also used by `validate`).
+pub fn producer(o: &KafkaOptions) -> Result<Producer, SinkError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &o.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &o.compression)
+        .set("message.timeout.ms", o.delivery_timeout.as_millis().to_string())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", (o.max_inflight_bytes / 1024 * 2).max(1024).to_string());
+    for (k, v) in &o.properties {
+        c.set(k, v);
+    }
+    c.create_with_context(QuietContext::default()).map_err(|e| SinkError::Open {
+        path: format!("kafka {}", o.brokers),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+fn headers(o: &KafkaOptions, rules: &str) -> Vec<(String, Vec<u8>)> {
+    let mut h = vec![
+        ("traptor-type".to_owned(), o.traptor_type.as_bytes().to_vec()),
+        ("traptor-id".to_owned(), o.traptor_id.to_string().into_bytes()),
+    ];
+    if !rules.is_empty() {
+        h.push(("traptor-rules".to_owned(), rules.as_bytes().to_vec()));
+    }
+    h
+}
+
+fn owned_headers(h: &[(String, Vec<u8>)]) -> OwnedHeaders {
+    h.iter().fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| acc.insert(Header { key: k, value: Some(v) }))
+}
+
+type Delivery = Result<(), String>;
+type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, u64, SpoolRecord)> + Send>>;
+type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64)> + Send>>;
+
+/// Send one record; resolves with its delivery report.
+fn send(
+    producer: &Producer,
+    topic: &str,
+    rec: &SpoolRecord,
+) -> impl std::future::Future<Output = Delivery> + Send + use<> {
+    let mut r: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(topic).payload(&rec.value[..]).headers(owned_headers(&rec.headers));
+    if !rec.key.is_empty() {
+        r = r.key(&rec.key[..]);
+    }
+    let f = producer.send_result(r).map_err(|(e, _)| e.to_string());
+    async move {
+        match f {
+            Ok(d) => match d.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("producer shut down".into()),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The sink's state between select rounds.
+struct State<'a> {
+    o: &'a KafkaOptions,
+    producer: Producer,
+    spool: Option<Spool>,
+    direct: FuturesUnordered<DirectFuture>,
+    replay: FuturesOrdered<ReplayFuture>,
+    inflight_bytes: u64,
+    /// Per batch: records not yet delivered or safely spooled, and its checkpoint.
+    open: BTreeMap<u64, (usize, Option<u64>)>,
+    stats: Arc<KafkaStats>,
+    metrics: Arc<Metrics>,
+    confirmed: Arc<AtomicU64>,
+    /// The last replay attempt failed: probe with one record, after a pause.
+    replay_failing: bool,
+    next_replay: tokio::time::Instant,
+    /// Dead letters (a file; small and rare, written inline).
+    dead: Option<super::file::FileSink>,
+}
+
+impl State<'_> {
+    fn spool_err(e: SpoolError) -> SinkError {
+        SinkError::Write { target: "spool".into(), source: std::io::Error::other(e.to_string()) }
+    }
+
+    fn spooling(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    fn delivered(&self, bytes: u64) {
+        Metrics::add(&self.metrics.records_out, 1);
+        Metrics::add(&self.metrics.bytes_out, bytes);
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keep a record that could not go out now. Never silently dropped: spooled,
+    /// or counted and logged by the overflow policy; without a spool, an error.
+    fn keep(&mut self, rec: SpoolRecord, why: &str) -> Result<(), SinkError> {
+        let Some(s) = self.spool.as_mut() else {
+            return Err(SinkError::Write {
+                target: format!("kafka topic {}", self.o.topic),
+                source: std::io::Error::other(format!("delivery failed and no [sink.spool] is configured: {why}")),
+            });
+        };
+        match s.append(std::slice::from_ref(&rec)) {
+            Ok(()) => {
+                self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(SpoolError::Full { max_bytes }) => {
+                let n = self.stats.spool_overflow_dropped.fetch_add(1, Ordering::Relaxed);
+                if n == 0 || (n + 1).is_power_of_two() {
+                    tracing::error!(
+                        max_bytes,
+                        dropped = n + 1,
+                        "spool full: records dropped (overflow policy drop_newest)"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(Self::spool_err(e)),
+        }
+    }
+
+    fn batch_done_one(&mut self, seq: u64) {
+        if let Some(e) = self.open.get_mut(&seq) {
+            e.0 = e.0.saturating_sub(1);
+        }
+        while let Some((_, &(left, cp))) = self.open.first_key_value() {
+            if left > 0 {
+                break;
+            }
+            if let Some(c) = cp {
+                self.confirmed.fetch_max(c, Ordering::Release);
+            }
+            self.open.pop_first();
+        }
+    }
+
+    /// Send (or spool, to keep order while the spool is not empty) a batch.
+    fn take(&mut self, b: OutBatch, summary: &mut SinkSummary) -> Result<(), SinkError> {
+        let seq = b.seq;
+        for line in b.iter_dead() {
+            match self.dead.as_mut() {
+                Some(d) => {
+                    super::LineSink::write_line(d, line)?;
+                    Metrics::add(&self.metrics.dead_letters_out, 1);
+                }
+                None => tracing::error!("dead letter with no [dead_letter] file; record lost"),
+            }
+        }
+        if b.dead_len() > 0
+            && let Some(d) = self.dead.as_mut()
+        {
+            super::LineSink::idle(d)?;
+        }
+        let spooling = self.spooling();
+        let mut outstanding = 0;
+        let mut spooled = Vec::new();
+        for (value, key, rules) in b.iter_full() {
+            let rec =
+                SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(self.o, rules) };
+            summary.records += 1;
+            summary.bytes += value.len() as u64;
+            if spooling {
+                spooled.push(rec);
+                continue;
+            }
+            let fut = send(&self.producer, &self.o.topic, &rec);
+            let bytes = rec.value.len() as u64;
+            self.inflight_bytes += bytes;
+            outstanding += 1;
+            self.direct.push(Box::pin(async move { (fut.await, seq, rec) }));
+        }
+        self.open.insert(seq, (outstanding, b.checkpoint));
+        for rec in spooled {
+            self.keep(rec, "spool not yet replayed")?;
+        }
+        self.batch_done_one(u64::MAX); // confirm batches that needed nothing
+        Ok(())
+    }
+
+    fn start_replay(&mut self) -> Result<(), SinkError> {
+        let n = if self.replay_failing { 1 } else { 500 };
+        let Some(s) = self.spool.as_mut() else { return Ok(()) };
+        for (pos, rec) in s.peek(n).map_err(Self::spool_err)? {
+            let size = spooled_size(&rec);
+            let bytes = rec.value.len() as u64;
+            self.inflight_bytes += bytes;
+            let fut = send(&self.producer, &self.o.topic, &rec);
+            self.replay.push_back(Box::pin(async move { (fut.await, pos, size, bytes) }));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the sink until its input closes and everything is delivered or spooled.
+pub async fn run(
+    o: KafkaOptions,
+    input: BatchRx,
+    metrics: Arc<Metrics>,
+    confirmed: Arc<AtomicU64>,
+    stats: Arc<KafkaStats>,
+    dead: Option<super::file::FileSink>,
+) -> Result<SinkSummary, SinkError> {
+    let producer = producer(&o)?;
+    let spool = match &o.spool {
+        Some(s) => Some(Spool::open(&s.dir, s.segment_bytes, s.max_bytes, s.fsync).map_err(State::spool_err)?),
+        None => None,
+    };
+    if let Some(s) = &spool
+        && !s.is_empty()
+    {
+        tracing::info!(
+            records = s.len(),
+            bytes = s.bytes(),
+            "the spool holds records from an earlier run; replaying them first"
+        );
+    }
+    let mut st = State {
+        o: &o,
+        producer,
+        spool,
+        direct: FuturesUnordered::new(),
+        replay: FuturesOrdered::new(),
+        inflight_bytes: 0,
+        open: BTreeMap::new(),
+        stats,
+        metrics,
+        confirmed,
+        replay_failing: false,
+        next_replay: tokio::time::Instant::now(),
+        dead,
+    };
+    let mut summary = SinkSummary::default();
+    let mut reorder = Reorder::default();
+    let mut input_open = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // When the input has ended with records still spooled, keep trying the
+    // broker for a while before leaving them for the next start.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let idle = !input_open && st.direct.is_empty() && st.replay.is_empty();
+        if idle && !st.spooling() {
+            break;
+        }
+        if idle && st.replay_failing {
+            let d = *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_ON_EXIT);
+            if tokio::time::Instant::now() >= d {
+                break;
+            }
+        }
+        let room = st.inflight_bytes < o.max_inflight_bytes;
+        tokio::select! {
+            batch = input.recv(), if input_open && room => {
+                match batch {
+                    Ok(batch) => {
+                        for b in reorder.push(batch) {
+                            st.take(b, &mut summary)?;
+                        }
+                    }
+                    Err(_) => {
+                        input_open = false;
+                        for b in reorder.drain() {
+                            st.take(b, &mut summary)?;
+                        }
+                    }
+                }
+            }
+            Some((result, seq, rec)) = st.direct.next(), if !st.direct.is_empty() => {
+                st.inflight_bytes = st.inflight_bytes.saturating_sub(rec.value.len() as u64);
+                match result {
+                    Ok(()) => st.delivered(rec.value.len() as u64),
+                    Err(e) => {
+                        if st.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
+                        }
+                        st.keep(rec, &e)?;
+                        st.replay_failing = true;
+                        st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
+                    }
+                }
+                st.batch_done_one(seq);
+            }
+            Some((result, pos, size, bytes)) = st.replay.next(), if !st.replay.is_empty() => {
+                st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
+                match result {
+                    Ok(()) => {
+                        st.delivered(bytes);
+                        st.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                        if let Some(s) = st.spool.as_mut() {
+                            s.ack(pos, 1, size).map_err(State::spool_err)?;
+                        }
+                        if st.replay_failing {
+                            tracing::info!("broker reachable again; replaying the spool");
+                        }
+                        st.replay_failing = false;
+                        if !st.spooling() {
+                            tracing::info!(replayed = st.stats.replayed.load(Ordering::Relaxed), "spool replayed; sending directly again");
+                        }
+                    }
+                    Err(_) => {
+                        // Stop this window; what follows stays in the spool.
+                        st.replay = FuturesOrdered::new();
+                        st.replay_failing = true;
+                        st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if st.spooling() && st.replay.is_empty() && st.direct.is_empty() && tokio::time::Instant::now() >= st.next_replay {
+                    st.start_replay()?;
+                }
+            }
+        }
+    }
+    if st.spooling() {
+        tracing::warn!(
+            records = st.spool.as_ref().map_or(0, Spool::len),
+            "stopping with records in the spool; they are sent on the next start"
+        );
+    }
+    if let Some(d) = st.dead.as_mut() {
+        d.finish()?;
+    }
+    Ok(summary)
+}
