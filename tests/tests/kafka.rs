@@ -176,3 +176,155 @@ fn the_spool_survives_a_restart() {
     assert_eq!(seen.len(), 510);
     assert!(seen.values().all(|(n, _, _)| *n == 1));
 }
+
+// ---- the kafka source: consumer groups, at-least-once ---------------------------
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Write `n` synthetic posts (seed) to topic `raw`; returns their ids.
+fn produce_raw(brokers: &str, n: usize, seed: u64) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let corpus = dir.path().join("posts.jsonl");
+    let out = run_host(
+        &[
+            "generate",
+            "--count",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--output",
+            corpus.to_str().expect("utf8"),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success());
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    let mut ids = Vec::new();
+    for line in std::fs::read_to_string(&corpus).expect("read").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let id = v["id_str"].as_str().expect("id").to_owned();
+        loop {
+            match producer.send(BaseRecord::to("raw").key(&id).payload(line)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        ids.push(id);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    ids
+}
+
+fn worker_pipeline(dir: &Path, brokers: &str, out: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
+    let p = dir.join(format!("{out}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["raw"]
+group_id = "enrichers"
+
+[source.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[sink]
+type = "file"
+path = "{out}.jsonl"
+
+[pipeline]
+batch_timeout_ms = 20
+batch_size = 64
+"#
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
+fn ids_in(path: &Path) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    traptor_tests::json_lines(&text[..end]).iter().filter_map(|v| v["id_str"].as_str().map(str::to_owned)).collect()
+}
+
+fn committed_total(brokers: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "enrichers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..8 {
+        tpl.add_partition("raw", p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    got.elements().iter().filter_map(|e| if let rdkafka::Offset::Offset(o) = e.offset() { Some(o) } else { None }).sum()
+}
+
+#[test]
+fn a_consumer_group_worker_commits_only_what_its_sink_wrote() {
+    let cluster = mock();
+    cluster.create_topic("raw", 8, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let ids = produce_raw(&brokers, 1500, 11);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = worker_pipeline(dir.path(), &brokers, "a");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("all posts", LIMIT, || (ids_in(&dir.path().join("a.jsonl")).len() >= 1500).then_some(()));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let mut got = ids_in(&dir.path().join("a.jsonl"));
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // The collectors' envelope was replaced, not duplicated, by this worker's.
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("a.jsonl")).expect("read").lines().next().expect("line"),
+    )
+    .expect("json");
+    assert!(first["traptor"].is_object());
+    assert_eq!(committed_total(&brokers), 1500, "offsets committed after the sink wrote them");
+}
+
+#[test]
+fn a_killed_worker_hands_its_partitions_over_and_no_post_is_skipped() {
+    let cluster = mock();
+    cluster.create_topic("raw", 8, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tmp");
+    let pa = worker_pipeline(dir.path(), &brokers, "a");
+    let pb = worker_pipeline(dir.path(), &brokers, "b");
+    let mut a = Host::spawn(&["--pipeline", pa.to_str().expect("utf8")], &[]);
+    let b = Host::spawn(&["--pipeline", pb.to_str().expect("utf8")], &[]);
+    a.wait_log("partitions assigned", LIMIT);
+    b.wait_log("partitions assigned", LIMIT);
+    let ids = produce_raw(&brokers, 3000, 12);
+    wait_for("worker a to have output", LIMIT, || (!ids_in(&dir.path().join("a.jsonl")).is_empty()).then_some(()));
+    // kill -9: no commit, no goodbye to the group.
+    let _ = std::process::Command::new("kill").args(["-KILL", &a.pid().to_string()]).status();
+    wait_for("a to die", LIMIT, || (!a.is_running()).then_some(()));
+    let want: std::collections::BTreeSet<String> = ids.into_iter().collect();
+    wait_for("every post written by a or b", LIMIT, || {
+        let mut seen: std::collections::BTreeSet<String> = ids_in(&dir.path().join("a.jsonl")).into_iter().collect();
+        seen.extend(ids_in(&dir.path().join("b.jsonl")));
+        (seen == want).then_some(())
+    });
+    let (status, log) = b.stop();
+    assert!(status.success(), "{log}");
+}

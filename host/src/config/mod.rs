@@ -217,6 +217,24 @@ pub enum SourceConfig {
         #[serde(default = "default_scale")]
         backoff_scale: f64,
     },
+    /// A Kafka consumer group (enrichment workers; at-least-once).
+    Kafka {
+        /// `host:port,host:port`.
+        brokers: String,
+        /// Topics to read.
+        topics: Vec<String>,
+        /// Workers with the same group share the partitions.
+        group_id: String,
+        /// What the messages are: `twitter_v1` (default: collectors' output), `x_v2`, `jetstream`.
+        #[serde(default = "default_format")]
+        format: crate::post::Format,
+        /// Any librdkafka consumer property.
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, String>,
+        /// Properties whose values are secrets.
+        #[serde(default)]
+        secret_properties: std::collections::BTreeMap<String, SecretRef>,
+    },
     /// Bluesky Jetstream over WebSocket.
     Jetstream {
         /// Subscribe endpoint.
@@ -633,6 +651,13 @@ impl LoadedConfig {
                     }
                 }
             }
+            SourceConfig::Kafka { secret_properties, .. } => {
+                for s in secret_properties.values_mut() {
+                    if let SecretRef::File { file } = s {
+                        fix(file);
+                    }
+                }
+            }
             SourceConfig::Jetstream { cursor_path: Some(p), .. } => fix(p),
             SourceConfig::Jetstream { .. } => {}
         }
@@ -702,6 +727,17 @@ impl PipelineConfig {
                 }
                 if !(0.0..=1.0).contains(backoff_scale) {
                     bad("source.backoff_scale", "must be between 0 and 1".into());
+                }
+            }
+            SourceConfig::Kafka { topics, group_id, brokers, .. } => {
+                if topics.is_empty() {
+                    bad("source.topics", "name at least one topic".into());
+                }
+                if group_id.is_empty() {
+                    bad("source.group_id", "must not be empty".into());
+                }
+                if brokers.trim().is_empty() {
+                    bad("source.brokers", "must name at least one broker".into());
                 }
             }
             SourceConfig::TwitterV1Filter { base_url, stall_timeout_secs, .. } => {

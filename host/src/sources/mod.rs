@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod jetstream;
+pub mod kafka;
 pub mod replay;
 pub mod synthetic;
 pub mod v1_filter;
@@ -97,6 +98,7 @@ pub enum Source {
     XFilteredStream(Box<x_stream::XStream>),
     Jetstream(Box<jetstream::Jetstream>),
     TwitterV1Filter(Box<v1_filter::V1Filter>),
+    Kafka(Box<kafka::KafkaSource>),
 }
 
 impl Source {
@@ -174,6 +176,25 @@ impl Source {
                     backoff_scale: *backoff_scale,
                 }))
             }
+            SourceConfig::Kafka { brokers, topics, group_id, format, properties, secret_properties } => {
+                let mut props: Vec<(String, String)> = properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for (k, s) in secret_properties {
+                    let v =
+                        s.resolve().map_err(|e| SourceError::Config(format!("source.secret_properties.{k}: {e}")))?;
+                    props.push((k.clone(), v.expose().to_owned()));
+                }
+                Source::Kafka(Box::new(kafka::KafkaSource {
+                    opts: kafka::KafkaSourceOptions {
+                        brokers: brokers.clone(),
+                        topics: topics.clone(),
+                        group_id: group_id.clone(),
+                        properties: props,
+                    },
+                    format: *format,
+                    batching,
+                    confirmed: ctx.confirmed.clone(),
+                }))
+            }
             SourceConfig::Jetstream {
                 url,
                 wanted_collections,
@@ -222,6 +243,7 @@ impl Source {
             Source::XFilteredStream(_) => crate::post::Format::XV2,
             Source::Jetstream(_) => crate::post::Format::Jetstream,
             Source::TwitterV1Filter(_) => crate::post::Format::TwitterV1,
+            Source::Kafka(k) => k.format,
         }
     }
 
@@ -233,6 +255,7 @@ impl Source {
             Source::XFilteredStream(x) => format!("x_filtered_stream {}", x.opts.base_url),
             Source::Jetstream(j) => format!("jetstream {}", j.opts.url),
             Source::TwitterV1Filter(v) => format!("twitter_v1_filter {}", v.opts.base_url),
+            Source::Kafka(k) => format!("kafka {} {:?} group {}", k.opts.brokers, k.opts.topics, k.opts.group_id),
         }
     }
 
@@ -240,9 +263,11 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Replay(r) => r.check(),
-            Source::Synthetic(_) | Source::XFilteredStream(_) | Source::Jetstream(_) | Source::TwitterV1Filter(_) => {
-                Ok(())
-            }
+            Source::Synthetic(_)
+            | Source::XFilteredStream(_)
+            | Source::Jetstream(_)
+            | Source::TwitterV1Filter(_)
+            | Source::Kafka(_) => Ok(()),
         }
     }
 
@@ -253,6 +278,7 @@ impl Source {
             Source::XFilteredStream(x) => return x.run(out, shutdown).await,
             Source::Jetstream(j) => return j.run(out, shutdown).await,
             Source::TwitterV1Filter(v) => return v.run(out, shutdown).await,
+            Source::Kafka(k) => return k.run(out, shutdown).await,
         };
         task.await.map_err(|e| SourceError::Task(e.to_string()))?
     }
