@@ -4,7 +4,7 @@
 //!
 //! At-least-once: offsets are committed only after the sink has confirmed the
 //! batches that carried them. Each batch's checkpoint is its sequence number
-//! + 1; the sink publishes the highest checkpoint below which every batch is
+//! plus one; the sink publishes the highest checkpoint below which every batch is
 //! written (or, for Kafka, delivered or spooled); a committer commits the
 //! offsets of those batches every second, on a rebalance (partitions being
 //! revoked) and at shutdown. A worker that dies uncommitted leaves its
