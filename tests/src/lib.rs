@@ -297,3 +297,60 @@ impl Drop for Host {
         let _ = self.child.kill();
     }
 }
+
+/// A real Kafka-protocol broker process (Tansu, memory storage) on a free
+/// port, started by `scripts/tansu.sh`; stopped on drop.
+#[derive(Debug)]
+pub struct TansuBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TansuBroker {
+    pub fn start() -> TansuBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir = tempfile::tempdir().expect("tmp");
+        let b = TansuBroker { port, dir };
+        b.script(&["start", b.dir.path().to_str().expect("utf8"), &port.to_string()]);
+        b
+    }
+
+    fn script(&self, args: &[&str]) {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/tansu.sh"))
+            .args(args)
+            .status()
+            .expect("run scripts/tansu.sh");
+        assert!(status.success(), "scripts/tansu.sh {args:?} failed");
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.script(&["topic", &self.port.to_string(), name, &partitions.to_string()]);
+    }
+
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("tansu.pid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// SIGSTOP / SIGCONT: a hung broker (memory storage keeps its data).
+    pub fn pause(&self) {
+        let _ = Command::new("kill").args(["-STOP", &self.pid().to_string()]).status();
+    }
+    pub fn resume(&self) {
+        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        self.resume();
+        self.script(&["stop", self.dir.path().to_str().unwrap_or("")]);
+    }
+}

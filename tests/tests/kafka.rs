@@ -37,8 +37,7 @@ path = "rules.jsonl"
 type = "kafka"
 brokers = "{brokers}"
 topic = "traptor"
-delivery_timeout_ms = 1500
-max_inflight_bytes = 4000000
+max_inflight_bytes = 2000000
 
 [sink.properties]
 "reconnect.backoff.max.ms" = "500"
@@ -137,7 +136,7 @@ fn a_broker_outage_is_absorbed_by_the_spool_and_nothing_is_lost_or_doubled() {
     let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     std::thread::sleep(Duration::from_millis(1200));
     cluster.broker_down(1).expect("down");
-    wait_for("spooling", LIMIT, || host.log().contains("spooling to disk").then_some(()));
+    wait_for("spilling", LIMIT, || host.log().contains("spilling to the disk spool").then_some(()));
     std::thread::sleep(Duration::from_secs(3));
     cluster.broker_up(1).expect("up");
     let (status, log) = {
@@ -160,6 +159,10 @@ fn the_spool_survives_a_restart() {
     cluster.broker_down(1).expect("down");
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\ncount = 500\nseed = 4");
+    let text = std::fs::read_to_string(&p)
+        .expect("read")
+        .replace("max_inflight_bytes = 2000000", "max_inflight_bytes = 2000000\ndrain_timeout_secs = 2");
+    std::fs::write(&p, text).expect("write");
     // The broker is down for the whole first run: everything ends in the spool.
     let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -382,6 +382,10 @@ pub enum SinkConfig {
         /// librdkafka's retry window per record before it counts as failed.
         #[serde(default = "default_delivery_timeout_ms")]
         delivery_timeout_ms: u64,
+        /// When the input ends with records still spooled (broker away), keep
+        /// trying this long before leaving them for the next start.
+        #[serde(default = "default_drain_secs")]
+        drain_timeout_secs: u64,
         /// Any librdkafka property, e.g. `"security.protocol" = "SASL_SSL"`.
         #[serde(default)]
         properties: std::collections::BTreeMap<String, String>,
@@ -431,7 +435,12 @@ fn default_inflight() -> u64 {
     64 << 20
 }
 fn default_delivery_timeout_ms() -> u64 {
-    30_000
+    // librdkafka keeps retrying (idempotently, no duplicates) this long;
+    // meanwhile new records spill to the spool.
+    300_000
+}
+fn default_drain_secs() -> u64 {
+    60
 }
 fn default_spool_max() -> u64 {
     10 << 30

@@ -35,9 +35,6 @@ use super::{BatchRx, SinkError, SinkSummary};
 use crate::pipeline::{OutBatch, Reorder};
 use crate::telemetry::Metrics;
 
-/// How long the sink keeps trying to empty its spool after the input ended.
-const DRAIN_ON_EXIT: Duration = Duration::from_secs(10);
-
 /// Settings of the sink.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -46,6 +43,8 @@ pub struct KafkaOptions {
     pub compression: String,
     pub max_inflight_bytes: u64,
     pub delivery_timeout: Duration,
+    /// How long to keep trying to empty the spool once the input has ended.
+    pub drain_timeout: Duration,
     /// librdkafka properties, secrets already resolved (never logged).
     pub properties: Vec<(String, String)>,
     pub spool: Option<SpoolOptions>,
@@ -72,6 +71,8 @@ pub struct KafkaStats {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub spool_overflow_dropped: AtomicU64,
+    pub replay_failures: AtomicU64,
+    pub spills: AtomicU64,
 }
 
 /// librdkafka's own log and error callbacks, made quiet: an outage produces
@@ -153,7 +154,37 @@ fn owned_headers(h: &[(String, Vec<u8>)]) -> OwnedHeaders {
     h.iter().fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| acc.insert(Header { key: k, value: Some(v) }))
 }
 
-type Delivery = Result<(), String>;
+/// A failed delivery: the message, and whether the producer itself is spent
+/// (fenced or out of sequence: only a new producer id can send again).
+#[derive(Debug, Clone)]
+struct Failed {
+    message: String,
+    producer_spent: bool,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn failed(e: &rdkafka::error::KafkaError) -> Failed {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let producer_spent = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::UnknownProducerId
+                | C::OutOfOrderSequenceNumber
+                | C::InvalidProducerIdMapping
+                | C::Fatal
+        )
+    );
+    Failed { message: e.to_string(), producer_spent }
+}
+
+type Delivery = Result<(), Failed>;
 type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, u64, SpoolRecord)> + Send>>;
 type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64)> + Send>>;
 
@@ -168,13 +199,13 @@ fn send(
     if !rec.key.is_empty() {
         r = r.key(&rec.key[..]);
     }
-    let f = producer.send_result(r).map_err(|(e, _)| e.to_string());
+    let f = producer.send_result(r).map_err(|(e, _)| failed(&e));
     async move {
         match f {
             Ok(d) => match d.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("producer shut down".into()),
+                Ok(Err((e, _))) => Err(failed(&e)),
+                Err(_) => Err(Failed { message: "producer shut down".into(), producer_spent: true }),
             },
             Err(e) => Err(e),
         }
@@ -208,6 +239,19 @@ impl State<'_> {
 
     fn spooling(&self) -> bool {
         self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// After a failure: an idempotent producer can end in a fatal state (e.g.
+    /// fenced after an epoch bump on a broker that came back); it never sends
+    /// again, so it is replaced by a fresh one (new producer id).
+    fn recover_if_fatal(&mut self, f: &Failed) -> Result<(), SinkError> {
+        use rdkafka::producer::Producer as _;
+        let fatal = self.producer.client().fatal_error();
+        if f.producer_spent || fatal.is_some() {
+            tracing::warn!(error = %f, ?fatal, "kafka producer can no longer send; creating a new one");
+            self.producer = producer(self.o)?;
+        }
+        Ok(())
     }
 
     fn delivered(&self, bytes: u64) {
@@ -277,7 +321,7 @@ impl State<'_> {
         {
             super::LineSink::idle(d)?;
         }
-        let spooling = self.spooling();
+        let mut spooling = self.spooling();
         let mut outstanding = 0;
         let mut spooled = Vec::new();
         for (value, key, rules) in b.iter_full() {
@@ -285,6 +329,18 @@ impl State<'_> {
                 SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(self.o, rules) };
             summary.records += 1;
             summary.bytes += value.len() as u64;
+            if !spooling && self.spool.is_some() && self.inflight_bytes >= self.o.max_inflight_bytes {
+                // The broker is slow or away: spill to disk instead of memory.
+                // These records were never handed to the producer, so
+                // replaying them later cannot duplicate anything.
+                spooling = true;
+                if self.stats.spills.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        inflight_bytes = self.inflight_bytes,
+                        "broker slow or away: spilling to the disk spool (replayed in order when it catches up)"
+                    );
+                }
+            }
             if spooling {
                 spooled.push(rec);
                 continue;
@@ -305,6 +361,9 @@ impl State<'_> {
 
     fn start_replay(&mut self) -> Result<(), SinkError> {
         let n = if self.replay_failing { 1 } else { 500 };
+        if !self.replay_failing && self.stats.replayed.load(Ordering::Relaxed) == 0 {
+            tracing::info!("broker caught up; replaying the spool");
+        }
         let Some(s) = self.spool.as_mut() else { return Ok(()) };
         for (pos, rec) in s.peek(n).map_err(Self::spool_err)? {
             let size = spooled_size(&rec);
@@ -362,18 +421,29 @@ pub async fn run(
     // When the input has ended with records still spooled, keep trying the
     // broker for a while before leaving them for the next start.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut purged = false;
     loop {
-        let idle = !input_open && st.direct.is_empty() && st.replay.is_empty();
-        if idle && !st.spooling() {
+        if !input_open && st.direct.is_empty() && st.replay.is_empty() && !st.spooling() {
             break;
         }
-        if idle && st.replay_failing {
-            let d = *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_ON_EXIT);
+        if !input_open {
+            let d = *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + st.o.drain_timeout);
             if tokio::time::Instant::now() >= d {
-                break;
+                if st.direct.is_empty() && st.replay.is_empty() {
+                    break;
+                }
+                if !purged {
+                    // Give up waiting: what the producer still holds comes
+                    // back as failures and goes to the spool for the next start.
+                    use rdkafka::producer::Producer as _;
+                    st.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                    purged = true;
+                }
             }
         }
-        let room = st.inflight_bytes < o.max_inflight_bytes;
+        // With a spool, input is always taken (excess spills to disk);
+        // without one, in-flight bytes bound it.
+        let room = st.spool.is_some() || st.inflight_bytes < o.max_inflight_bytes;
         tokio::select! {
             batch = input.recv(), if input_open && room => {
                 match batch {
@@ -398,7 +468,8 @@ pub async fn run(
                         if st.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
                             tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
                         }
-                        st.keep(rec, &e)?;
+                        st.keep(rec, &e.message)?;
+                        st.recover_if_fatal(&e)?;
                         st.replay_failing = true;
                         st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
                     }
@@ -422,7 +493,12 @@ pub async fn run(
                             tracing::info!(replayed = st.stats.replayed.load(Ordering::Relaxed), "spool replayed; sending directly again");
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "spool replay attempt failed");
+                        if !st.replay_failing || st.stats.replay_failures.fetch_add(1, Ordering::Relaxed) % 30 == 0 {
+                            tracing::warn!(error = %e, "broker still unavailable; the spool waits");
+                        }
+                        st.recover_if_fatal(&e)?;
                         // Stop this window; what follows stays in the spool.
                         st.replay = FuturesOrdered::new();
                         st.replay_failing = true;
@@ -431,7 +507,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                if st.spooling() && st.replay.is_empty() && st.direct.is_empty() && tokio::time::Instant::now() >= st.next_replay {
+                if st.spooling() && st.replay.is_empty() && st.inflight_bytes < o.max_inflight_bytes / 2 && !purged && tokio::time::Instant::now() >= st.next_replay {
                     st.start_replay()?;
                 }
             }

@@ -67,6 +67,7 @@ impl Sink {
                 compression,
                 max_inflight_bytes,
                 delivery_timeout_ms,
+                drain_timeout_secs,
                 properties,
                 secret_properties,
                 spool,
@@ -85,6 +86,7 @@ impl Sink {
                     compression: compression.clone(),
                     max_inflight_bytes: *max_inflight_bytes,
                     delivery_timeout: std::time::Duration::from_millis(*delivery_timeout_ms),
+                    drain_timeout: std::time::Duration::from_secs(*drain_timeout_secs),
                     properties: props,
                     spool: spool.as_ref().map(|s| kafka::SpoolOptions {
                         dir: s.dir.clone(),

@@ -1,0 +1,134 @@
+//! The Kafka sink against a real broker process (Tansu, started by the test):
+//! delivery, and a 30 s hang of the broker while 50,000 posts flow.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use traptor_tests::{Host, TansuBroker, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(180);
+const PARTITIONS: u32 = 4;
+
+fn pipeline(dir: &Path, brokers: &str, source: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+stats_interval_secs = 0
+
+[source]
+{source}
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+max_inflight_bytes = 8000000
+
+[sink.properties]
+"reconnect.backoff.max.ms" = "1000"
+
+[sink.spool]
+dir = "spool"
+"#
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
+/// Count messages per key by reading every partition from the start
+/// (assignment, not a group: Tansu's groups join slowly).
+fn read_all(brokers: &str, expect: usize) -> HashMap<String, usize> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS as i32 {
+        tpl.add_partition_offset("traptor", p, rdkafka::Offset::Beginning).expect("offset");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    let deadline = Instant::now() + LIMIT;
+    let mut quiet = Instant::now();
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                total += 1;
+                quiet = Instant::now();
+                let k = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                *seen.entry(k).or_default() += 1;
+            }
+            _ if total >= expect && quiet.elapsed() > Duration::from_secs(3) => break,
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[test]
+fn posts_reach_a_real_broker() {
+    let broker = TansuBroker::start();
+    broker.create_topic("traptor", PARTITIONS);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &broker.brokers(), "type = \"synthetic\"\ncount = 5000\nseed = 21");
+    let out = traptor_tests::run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = read_all(&broker.brokers(), 5000);
+    assert_eq!(seen.len(), 5000);
+    assert!(seen.values().all(|n| *n == 1));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory() {
+    let broker = TansuBroker::start();
+    broker.create_topic("traptor", PARTITIONS);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &broker.brokers(), "type = \"synthetic\"\ncount = 50000\nrate = 2500\nseed = 22");
+    let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.pause();
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(host.pid()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    broker.resume();
+    wait_for("the run to end", LIMIT, || {
+        peak = peak.max(rss_kib(host.pid()));
+        (!host.is_running()).then_some(())
+    });
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("spilling to the disk spool") && log.contains("spool replayed"), "{log}");
+    let seen = read_all(&broker.brokers(), 50_000);
+    let doubled = seen.values().filter(|n| **n > 1).count();
+    eprintln!("outage: peak RSS {} MiB, {} unique, {} doubled", peak / 1024, seen.len(), doubled);
+    assert_eq!(seen.len(), 50_000, "none lost");
+    assert_eq!(doubled, 0, "none doubled");
+    assert!(peak < 512 * 1024, "memory bounded while the broker was away: {} MiB", peak / 1024);
+}
