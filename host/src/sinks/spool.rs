@@ -81,7 +81,12 @@ pub struct Spool {
     /// Bytes between head and tail.
     bytes: u64,
     records: u64,
+    /// Records acknowledged since the head was last written to disk.
+    unpersisted: u64,
 }
+
+/// Acknowledged records after which the head is written to disk at the latest.
+const HEAD_EVERY: u64 = 1000;
 
 const MAGIC: u8 = 0xA5;
 
@@ -170,6 +175,7 @@ impl Spool {
             writer: None,
             bytes: 0,
             records: 0,
+            unpersisted: 0,
         };
         // Count what is left and cut a torn tail.
         for &n in segs.iter().filter(|&&n| n >= head.segment) {
@@ -257,8 +263,20 @@ impl Spool {
 
     /// Up to `max` records from the head, with the position after each.
     pub fn peek(&mut self, max: usize) -> Result<Vec<(Pos, SpoolRecord)>, SpoolError> {
+        self.peek_from(self.head, max)
+    }
+
+    /// The position of the oldest record not yet acknowledged.
+    pub fn head(&self) -> Pos {
+        self.head
+    }
+
+    /// Up to `max` records from `start` (a position returned by an earlier
+    /// peek, or the head), with the position after each: lets a reader keep
+    /// several windows in flight before the first is acknowledged.
+    pub fn peek_from(&mut self, start: Pos, max: usize) -> Result<Vec<(Pos, SpoolRecord)>, SpoolError> {
         let mut out = Vec::new();
-        let mut pos = self.head;
+        let mut pos = start.max(self.head);
         while out.len() < max && pos < self.tail {
             let path = seg_path(&self.dir, pos.segment);
             let io = |source| SpoolError::Io { path: path.clone(), source };
@@ -302,8 +320,12 @@ impl Spool {
     }
 
     /// Everything up to `pos` has been delivered: advance the head, delete
-    /// consumed segments, persist the head.
+    /// consumed segments. The head is persisted when a segment is finished,
+    /// when the spool empties, and at least every `HEAD_EVERY` records (and by
+    /// [`Spool::persist_head`]): a crash can replay at most that many records
+    /// that were already delivered (at-least-once), never lose one.
     pub fn ack(&mut self, pos: Pos, records: u64, bytes: u64) -> Result<(), SpoolError> {
+        let segment_done = pos.segment > self.head.segment;
         for n in self.head.segment..pos.segment {
             let _ = std::fs::remove_file(seg_path(&self.dir, n));
         }
@@ -318,10 +340,31 @@ impl Spool {
             self.tail = self.head;
             self.bytes = 0;
         }
+        self.unpersisted += records;
+        if segment_done || self.records == 0 || self.unpersisted >= HEAD_EVERY {
+            self.persist_head()?;
+        }
+        Ok(())
+    }
+
+    /// Write the head to disk now (atomically: temp file, then rename).
+    pub fn persist_head(&mut self) -> Result<(), SpoolError> {
+        if self.unpersisted == 0 {
+            return Ok(());
+        }
+        self.unpersisted = 0;
         let tmp = self.dir.join("head.tmp");
         std::fs::write(&tmp, format!("{} {}", self.head.segment, self.head.offset))
             .and_then(|()| std::fs::rename(&tmp, self.dir.join("head")))
             .map_err(|source| SpoolError::Io { path: self.dir.clone(), source })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_head() {
+            tracing::warn!(error = %e, "spool: could not save the head at exit; some delivered records may be sent again");
+        }
     }
 }
 
