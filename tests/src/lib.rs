@@ -271,7 +271,15 @@ impl Host {
 
     /// Wait for a line containing `needle` in the log.
     pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for(&format!("log line {needle:?}"), limit, || self.log().contains(needle).then_some(()));
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            if Instant::now() >= deadline {
+                let log = self.log();
+                let tail = &log[log.len().saturating_sub(4000)..];
+                panic!("timed out waiting for log line {needle:?}; log ends:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -353,4 +361,43 @@ impl Drop for TansuBroker {
         self.resume();
         self.script(&["stop", self.dir.path().to_str().unwrap_or("")]);
     }
+}
+
+/// Write `n` synthetic posts (`traptor-host generate`, seeded) to topic `raw`
+/// of `brokers`, keyed by id; returns their ids in order.
+pub fn produce_raw(brokers: &str, n: usize, seed: u64) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let corpus = dir.path().join("posts.jsonl");
+    let out = run_host(
+        &[
+            "generate",
+            "--count",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--output",
+            corpus.to_str().expect("utf8"),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success());
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    let mut ids = Vec::new();
+    for line in std::fs::read_to_string(&corpus).expect("read").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let id = v["id_str"].as_str().expect("id").to_owned();
+        loop {
+            match producer.send(BaseRecord::to("raw").key(&id).payload(line)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        ids.push(id);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    ids
 }

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use traptor_tests::{Host, run_host, wait_for};
+use traptor_tests::{Host, produce_raw, run_host, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -181,44 +181,6 @@ fn the_spool_survives_a_restart() {
 }
 
 // ---- the kafka source: consumer groups, at-least-once ---------------------------
-
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-/// Write `n` synthetic posts (seed) to topic `raw`; returns their ids.
-fn produce_raw(brokers: &str, n: usize, seed: u64) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tmp");
-    let corpus = dir.path().join("posts.jsonl");
-    let out = run_host(
-        &[
-            "generate",
-            "--count",
-            &n.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--output",
-            corpus.to_str().expect("utf8"),
-        ],
-        LIMIT,
-    );
-    assert!(out.status.success());
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
-    let mut ids = Vec::new();
-    for line in std::fs::read_to_string(&corpus).expect("read").lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let id = v["id_str"].as_str().expect("id").to_owned();
-        loop {
-            match producer.send(BaseRecord::to("raw").key(&id).payload(line)) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        ids.push(id);
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
-    ids
-}
 
 fn worker_pipeline(dir: &Path, brokers: &str, out: &str) -> PathBuf {
     std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
