@@ -9,11 +9,15 @@
 //!   dropped: it goes to the spool.
 //! * In-flight bytes are bounded (`max_inflight_bytes`): the sink stops taking
 //!   batches until reports free room (backpressure to the workers and source).
-//! * Spool: once one record fails (broker down, too slow), every following
-//!   record is appended to the on-disk spool too (so order holds) until the
-//!   spool has been replayed; replay starts when a probe send succeeds and runs
-//!   with the same in-flight bound. A full spool follows its overflow policy,
-//!   counted and logged. The spool survives a restart: it is replayed first.
+//! * Spool: when in-flight bytes are full and no delivery report has come for
+//!   `spill_after` (the broker hangs or is away), or a record fails, every
+//!   following record is appended to the on-disk spool (so order holds) until
+//!   the spool has been replayed; replay keeps a window of spooled records in
+//!   flight and probes once a second while the broker fails. A full spool
+//!   follows its overflow policy, counted and logged. The spool survives a
+//!   restart: it is replayed first.
+//! * Records sent directly are not copied: librdkafka holds the only copy
+//!   and hands it back with a failed delivery report, which is then spooled.
 //! * Checkpoints (a Kafka source's offsets, a Jetstream cursor) are confirmed
 //!   only when every record of a batch and of all earlier batches is delivered
 //!   or safely spooled.
@@ -27,7 +31,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::spool::{Fsync, Overflow, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
@@ -75,6 +79,9 @@ pub struct KafkaStats {
     pub spool_overflow_dropped: AtomicU64,
     pub replay_failures: AtomicU64,
     pub spills: AtomicU64,
+    /// Failed records the producer did not hand back (never expected: an
+    /// old producer is kept until its reports are in).
+    pub lost: AtomicU64,
 }
 
 /// librdkafka's own log and error callbacks, made quiet: an outage produces
@@ -141,6 +148,7 @@ pub fn producer(o: &KafkaOptions) -> Result<Producer, SinkError> {
     })
 }
 
+/// Headers of a record as the spool keeps them.
 fn headers(o: &KafkaOptions, rules: &str) -> Vec<(String, Vec<u8>)> {
     let mut h = vec![
         ("traptor-type".to_owned(), o.traptor_type.as_bytes().to_vec()),
@@ -150,6 +158,27 @@ fn headers(o: &KafkaOptions, rules: &str) -> Vec<(String, Vec<u8>)> {
         h.push(("traptor-rules".to_owned(), rules.as_bytes().to_vec()));
     }
     h
+}
+
+/// Headers of a record sent directly (no intermediate copies).
+fn direct_headers(o: &KafkaOptions, rules: &str) -> OwnedHeaders {
+    let id = o.traptor_id.to_string();
+    let h = OwnedHeaders::new_with_capacity(3)
+        .insert(Header { key: "traptor-type", value: Some(o.traptor_type.as_bytes()) })
+        .insert(Header { key: "traptor-id", value: Some(id.as_bytes()) });
+    if rules.is_empty() { h } else { h.insert(Header { key: "traptor-rules", value: Some(rules.as_bytes()) }) }
+}
+
+/// A record the producer handed back with its failed report, as the spool keeps it.
+fn returned(m: &OwnedMessage) -> SpoolRecord {
+    SpoolRecord {
+        key: m.key().unwrap_or_default().to_vec(),
+        value: m.payload().unwrap_or_default().to_vec(),
+        headers: m
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default(),
+    }
 }
 
 fn owned_headers(h: &[(String, Vec<u8>)]) -> OwnedHeaders {
@@ -187,7 +216,10 @@ fn failed(e: &rdkafka::error::KafkaError) -> Failed {
 }
 
 type Delivery = Result<(), Failed>;
-type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, u64, SpoolRecord)> + Send>>;
+/// A direct send's report: the failure comes with the record handed back.
+type DirectDelivery = Result<(), (Failed, Option<SpoolRecord>)>;
+/// A direct send's report, its batch and its value bytes.
+type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (DirectDelivery, u64, u64)> + Send>>;
 /// A replayed record's report: result, position after it, spooled size,
 /// value bytes, and whether it had already been delivered (skipped).
 type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64, bool)> + Send>>;
@@ -197,25 +229,41 @@ const REPLAY_WINDOW: usize = 20_000;
 /// Records read from the spool per step.
 const REPLAY_CHUNK: usize = 1_000;
 
-/// Send one record; resolves with its delivery report.
+/// Hand one record to the producer (which copies it); the future resolves
+/// with its delivery report, a failure with the record handed back. `Err`:
+/// refused at once (e.g. the producer's queue is full).
+fn send_parts(
+    producer: &Producer,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+    headers: OwnedHeaders,
+) -> Result<impl std::future::Future<Output = DirectDelivery> + Send + use<>, Failed> {
+    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value).headers(headers);
+    if !key.is_empty() {
+        r = r.key(key);
+    }
+    let d = producer.send_result(r).map_err(|(e, _)| failed(&e))?;
+    Ok(async move {
+        match d.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, m))) => Err((failed(&e), Some(returned(&m)))),
+            Err(_) => Err((Failed { message: "producer shut down".into(), producer_spent: true }, None)),
+        }
+    })
+}
+
+/// Send a spooled record; resolves with its delivery report (the record
+/// stays in the spool until acknowledged, so nothing comes back).
 fn send(
     producer: &Producer,
     topic: &str,
     rec: &SpoolRecord,
 ) -> impl std::future::Future<Output = Delivery> + Send + use<> {
-    let mut r: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(topic).payload(&rec.value[..]).headers(owned_headers(&rec.headers));
-    if !rec.key.is_empty() {
-        r = r.key(&rec.key[..]);
-    }
-    let f = producer.send_result(r).map_err(|(e, _)| failed(&e));
+    let sent = send_parts(producer, topic, &rec.key, &rec.value, owned_headers(&rec.headers));
     async move {
-        match f {
-            Ok(d) => match d.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(failed(&e)),
-                Err(_) => Err(Failed { message: "producer shut down".into(), producer_spent: true }),
-            },
+        match sent {
+            Ok(f) => f.await.map_err(|(e, _)| e),
             Err(e) => Err(e),
         }
     }
@@ -225,6 +273,9 @@ fn send(
 struct State<'a> {
     o: &'a KafkaOptions,
     producer: Producer,
+    /// Replaced producers, kept until their outstanding reports are in
+    /// (dropping one early would lose the records it holds).
+    retired: Vec<Producer>,
     spool: Option<Spool>,
     direct: FuturesUnordered<DirectFuture>,
     replay: FuturesOrdered<ReplayFuture>,
@@ -276,8 +327,30 @@ impl State<'_> {
         let fatal = self.producer.client().fatal_error();
         if f.producer_spent || fatal.is_some() {
             tracing::warn!(error = %f, ?fatal, "kafka producer can no longer send; creating a new one");
-            self.producer = producer(self.o)?;
+            let old = std::mem::replace(&mut self.producer, producer(self.o)?);
+            // What it still holds comes back as failed reports (and is spooled).
+            old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            self.retired.push(old);
         }
+        Ok(())
+    }
+
+    /// A direct send failed: keep the record the producer handed back.
+    fn direct_failed(&mut self, e: &Failed, rec: Option<SpoolRecord>) -> Result<(), SinkError> {
+        if self.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
+        }
+        match rec {
+            Some(rec) => self.keep(rec, &e.message)?,
+            None => {
+                if self.stats.lost.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(error = %e, "a failed record was not handed back by the producer; lost (counted)");
+                }
+            }
+        }
+        self.recover_if_fatal(e)?;
+        self.replay_failing = true;
+        self.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
         Ok(())
     }
 
@@ -372,9 +445,10 @@ impl State<'_> {
         let mut spooling = self.spooling();
         let mut outstanding = 0;
         let mut spooled = Vec::new();
+        let o = self.o;
         for (value, key, rules) in b.iter_full() {
-            let rec =
-                SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(self.o, rules) };
+            let spool_record =
+                || SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(o, rules) };
             summary.records += 1;
             summary.bytes += value.len() as u64;
             if !spooling && self.stalled() {
@@ -390,14 +464,23 @@ impl State<'_> {
                 }
             }
             if spooling {
-                spooled.push(rec);
+                spooled.push(spool_record());
                 continue;
             }
-            let fut = send(&self.producer, &self.o.topic, &rec);
-            let bytes = rec.value.len() as u64;
-            self.inflight_bytes += bytes;
-            outstanding += 1;
-            self.direct.push(Box::pin(async move { (fut.await, seq, rec) }));
+            match send_parts(&self.producer, &o.topic, key.as_bytes(), value, direct_headers(o, rules)) {
+                Ok(fut) => {
+                    let bytes = value.len() as u64;
+                    self.inflight_bytes += bytes;
+                    outstanding += 1;
+                    self.direct.push(Box::pin(async move { (fut.await, seq, bytes) }));
+                }
+                Err(e) => {
+                    // Refused at once: spooled, and the rest of the batch
+                    // follows it there (order).
+                    self.direct_failed(&e, Some(spool_record()))?;
+                    spooling = true;
+                }
+            }
         }
         self.open.insert(seq, (outstanding, b.checkpoint));
         self.keep_all(spooled)?;
@@ -477,6 +560,7 @@ pub async fn run(
     let mut st = State {
         o: &o,
         producer,
+        retired: Vec::new(),
         spool,
         direct: FuturesUnordered::new(),
         replay: FuturesOrdered::new(),
@@ -539,24 +623,19 @@ pub async fn run(
                     }
                 }
             }
-            Some((result, seq, rec)) = st.direct.next(), if !st.direct.is_empty() => {
-                st.inflight_bytes = st.inflight_bytes.saturating_sub(rec.value.len() as u64);
+            Some((result, seq, bytes)) = st.direct.next(), if !st.direct.is_empty() => {
+                st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
                 match result {
                     Ok(()) => {
                         st.last_progress = tokio::time::Instant::now();
-                        st.delivered(rec.value.len() as u64);
+                        st.delivered(bytes);
                     }
-                    Err(e) => {
-                        if st.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
-                            tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
-                        }
-                        st.keep(rec, &e.message)?;
-                        st.recover_if_fatal(&e)?;
-                        st.replay_failing = true;
-                        st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
-                    }
+                    Err((e, rec)) => st.direct_failed(&e, rec)?,
                 }
                 st.batch_done_one(seq);
+                if st.direct.is_empty() && st.replay.is_empty() {
+                    st.retired.clear();
+                }
             }
             Some((result, pos, size, bytes, already)) = st.replay.next(), if !st.replay.is_empty() => {
                 if !already {

@@ -145,6 +145,7 @@ impl Sink {
                 spooled = stats.spooled.load(Ordering::Relaxed),
                 replayed = stats.replayed.load(Ordering::Relaxed),
                 dropped_spool_full = stats.spool_overflow_dropped.load(Ordering::Relaxed),
+                lost = stats.lost.load(Ordering::Relaxed),
                 "kafka sink finished"
             );
             return r;
