@@ -90,7 +90,7 @@ impl AppError {
             AppError::Redis(CoordinationError::Url { .. } | CoordinationError::Invalid(_)) => EXIT_CONFIG,
             AppError::Redis(_) => 2,
             AppError::Source(e) if e.is_user_error() => EXIT_CONFIG,
-            AppError::Sink(SinkError::Open { .. }) => EXIT_CONFIG,
+            AppError::Sink(SinkError::Open { .. } | SinkError::Config { .. }) => EXIT_CONFIG,
             AppError::Source(_) | AppError::Sink(_) => 2,
         }
     }

@@ -71,10 +71,16 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
 
 /// Run `traptor-host` with `args`, killing it after `limit`.
 pub fn run_host(args: &[&str], limit: Duration) -> Output {
+    run_host_with(args, &[], limit)
+}
+
+/// [`run_host`] with extra environment variables.
+pub fn run_host_with(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Output {
     let mut child = Command::new(traptor_host())
         .args(args)
         .env("RUST_LOG", "info")
         .env("TRAPTOR_CACHE_DIR", repo_root().join("target/test-plugin-cache"))
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -293,3 +293,57 @@ fn a_killed_worker_hands_its_partitions_over_and_no_post_is_skipped() {
     let (status, log) = b.stop();
     assert!(status.success(), "{log}");
 }
+
+// ---- TLS/SASL settings and secrets -------------------------------------------
+
+/// A SASL_SSL sink whose password comes from the environment: `validate`
+/// checks the settings (librdkafka is built with TLS) and names a missing
+/// secret by its key; a run against an unreachable cluster, with debug logs,
+/// never shows the password.
+#[test]
+fn tls_sasl_settings_are_checked_and_the_password_never_shows() {
+    const PASSWORD: &str = "s3cret-Kafka-pa55word";
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), "127.0.0.1:1", "type = \"synthetic\"\ncount = 20\nseed = 6");
+    let text = std::fs::read_to_string(&p)
+        .expect("read")
+        .replace(
+            "max_inflight_bytes = 2000000",
+            "max_inflight_bytes = 2000000\ndelivery_timeout_ms = 1000\ndrain_timeout_secs = 1",
+        )
+        .replace(
+            "\"reconnect.backoff.max.ms\" = \"500\"\n",
+            "\"reconnect.backoff.max.ms\" = \"500\"\n\"security.protocol\" = \"SASL_SSL\"\n\
+             \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"collector\"\n\n\
+             [sink.secret_properties]\n\"sasl.password\" = { env = \"TRAPTOR_TEST_KAFKA_PASSWORD\" }\n",
+        );
+    std::fs::write(&p, &text).expect("write");
+    let path = p.to_str().expect("utf8");
+
+    let out = run_host(&["validate", "--pipeline", path], LIMIT);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(78), "{all}");
+    assert!(all.contains("sink.secret_properties.sasl.password"), "{all}");
+
+    let env = [("TRAPTOR_TEST_KAFKA_PASSWORD", PASSWORD), ("RUST_LOG", "debug")];
+    let out = traptor_tests::run_host_with(&["validate", "--pipeline", path], &env, LIMIT);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(PASSWORD));
+
+    let bad = text.replace("SCRAM-SHA-512", "SCRAM-SHA-999");
+    std::fs::write(&p, &bad).expect("write");
+    let out = traptor_tests::run_host_with(&["validate", "--pipeline", path], &env, LIMIT);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(78), "{all}");
+    assert!(all.contains("kafka producer") && all.contains("SCRAM-SHA-999"), "{all}");
+    std::fs::write(&p, &text).expect("write");
+
+    let mut run = Host::spawn(&["--pipeline", path], &env);
+    wait_for("the run to end", LIMIT, || (!run.is_running()).then_some(()));
+    let (status, log) = run.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("records in the spool"), "undelivered posts are kept: {log}");
+    assert!(log.contains("sasl_ssl://"), "the client really used SASL_SSL: {log}");
+    assert!(!log.contains(PASSWORD), "the password leaked into the log");
+}

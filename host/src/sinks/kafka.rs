@@ -142,10 +142,8 @@ pub fn producer(o: &KafkaOptions) -> Result<Producer, SinkError> {
     for (k, v) in &o.properties {
         c.set(k, v);
     }
-    c.create_with_context(QuietContext::default()).map_err(|e| SinkError::Open {
-        path: format!("kafka {}", o.brokers),
-        source: std::io::Error::other(e.to_string()),
-    })
+    c.create_with_context(QuietContext::default())
+        .map_err(|e| SinkError::Config { what: format!("kafka producer for {}", o.brokers), reason: e.to_string() })
 }
 
 /// Headers of a record as the spool keeps them.

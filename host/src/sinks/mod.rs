@@ -28,6 +28,9 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// The sink's settings are refused (by librdkafka, or a secret is missing).
+    #[error("{what}: {reason}")]
+    Config { what: String, reason: String },
     #[error("cannot write to {target}: {source}")]
     Write {
         target: String,
@@ -75,9 +78,9 @@ impl Sink {
             } => {
                 let mut props: Vec<(String, String)> = properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 for (k, s) in secret_properties {
-                    let v = s.resolve().map_err(|e| SinkError::Open {
-                        path: format!("sink.secret_properties.{k}"),
-                        source: std::io::Error::other(e),
+                    let v = s.resolve().map_err(|e| SinkError::Config {
+                        what: format!("sink.secret_properties.{k}"),
+                        reason: e.to_string(),
                     })?;
                     props.push((k.clone(), v.expose().to_owned()));
                 }
