@@ -407,3 +407,13 @@ pub fn produce_raw(brokers: &str, n: usize, seed: u64) -> Vec<String> {
     producer.flush(Duration::from_secs(30)).expect("flush");
     ids
 }
+
+/// Resident memory of a process in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

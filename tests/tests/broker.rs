@@ -93,15 +93,6 @@ fn posts_reach_a_real_broker() {
     assert!(seen.values().all(|n| *n == 1));
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory() {
     let broker = TansuBroker::start();
@@ -114,12 +105,12 @@ fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory()
     let mut peak = 0;
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
-        peak = peak.max(rss_kib(host.pid()));
+        peak = peak.max(traptor_tests::rss_kib(host.pid()));
         std::thread::sleep(Duration::from_millis(500));
     }
     broker.resume();
     wait_for("the run to end", LIMIT, || {
-        peak = peak.max(rss_kib(host.pid()));
+        peak = peak.max(traptor_tests::rss_kib(host.pid()));
         (!host.is_running()).then_some(())
     });
     let (status, log) = host.stop();
