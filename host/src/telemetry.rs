@@ -57,6 +57,8 @@ pub struct Metrics {
     pub dead_letters_out: AtomicU64,
     pub rule_reloads: AtomicU64,
     pub worker_panics: AtomicU64,
+    /// Gauge: records waiting in the Kafka sink's spool.
+    pub spool_backlog: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -78,6 +80,7 @@ pub struct Snapshot {
     pub dead_letters_out: u64,
     pub rule_reloads: u64,
     pub worker_panics: u64,
+    pub spool_backlog: u64,
 }
 
 impl Metrics {
@@ -111,6 +114,7 @@ impl Metrics {
             dead_letters_out: self.dead_letters_out.load(Relaxed),
             rule_reloads: self.rule_reloads.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
+            spool_backlog: self.spool_backlog.load(Relaxed),
         }
     }
 }
@@ -137,6 +141,7 @@ pub async fn report_periodically(metrics: std::sync::Arc<Metrics>, period: Durat
             matched = now.posts_matched,
             unmatched = now.posts_unmatched,
             malformed = now.malformed,
+            spool_backlog = now.spool_backlog,
             "throughput"
         );
         last = now;

@@ -99,6 +99,8 @@ fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory()
     broker.create_topic("traptor", PARTITIONS);
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), &broker.brokers(), "type = \"synthetic\"\ncount = 50000\nrate = 2500\nseed = 22");
+    let text = std::fs::read_to_string(&p).expect("read").replace("stats_interval_secs = 0", "stats_interval_secs = 2");
+    std::fs::write(&p, text).expect("write");
     let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     std::thread::sleep(Duration::from_secs(3));
     broker.pause();
@@ -116,6 +118,8 @@ fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory()
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("spilling to the disk spool") && log.contains("spool replayed"), "{log}");
+    let backlog = log.split("spool_backlog=").skip(1).filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+    assert!(backlog.max().unwrap_or(0) > 1000, "the throughput line shows the spool backlog: {log}");
     let seen = read_all(&broker.brokers(), 50_000);
     let doubled = seen.values().filter(|n| **n > 1).count();
     eprintln!("outage: peak RSS {} MiB, {} unique, {} doubled", peak / 1024, seen.len(), doubled);

@@ -690,10 +690,11 @@ pub async fn run(
                 if !purged {
                     st.fill_replay()?;
                 }
-                if st.replay.is_empty()
-                    && let Some(s) = st.spool.as_mut()
-                {
-                    s.persist_head().map_err(State::spool_err)?;
+                if let Some(s) = st.spool.as_mut() {
+                    st.metrics.spool_backlog.store(s.len() as u64, Ordering::Relaxed);
+                    if st.replay.is_empty() {
+                        s.persist_head().map_err(State::spool_err)?;
+                    }
                 }
             }
         }
