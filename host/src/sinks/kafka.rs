@@ -691,7 +691,7 @@ pub async fn run(
                     st.fill_replay()?;
                 }
                 if let Some(s) = st.spool.as_mut() {
-                    st.metrics.spool_backlog.store(s.len() as u64, Ordering::Relaxed);
+                    st.metrics.spool_backlog.store(s.len(), Ordering::Relaxed);
                     if st.replay.is_empty() {
                         s.persist_head().map_err(State::spool_err)?;
                     }
