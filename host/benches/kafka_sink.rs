@@ -42,11 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !batch.is_empty() {
         batches.push(batch);
     }
+    let inflight =
+        std::env::var("TRAPTOR_BENCH_INFLIGHT_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(64) << 20;
     let opts = KafkaOptions {
         brokers,
         topic,
         compression: "lz4".into(),
-        max_inflight_bytes: 64 << 20,
+        // The sink's default bound unless TRAPTOR_BENCH_INFLIGHT_MIB says otherwise.
+        max_inflight_bytes: inflight,
         delivery_timeout: Duration::from_secs(300),
         drain_timeout: Duration::from_secs(60),
         spill_after: Duration::from_secs(2),
@@ -75,11 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = started.elapsed().as_secs_f64();
     let delivered = stats.delivered.load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "kafka sink alone: {:.0} posts/s, {:.1} MiB/s ({posts} records, {:.2} s, delivered {delivered}, taken {})",
+        "kafka sink alone: {:.0} posts/s, {:.1} MiB/s ({posts} records, {:.2} s, delivered {delivered}, taken {}, in flight ≤ {} MiB)",
         posts as f64 / secs,
         bytes as f64 / secs / 1048576.0,
         secs,
-        summary.records
+        summary.records,
+        inflight >> 20
     );
     if delivered != posts {
         return Err(format!("only {delivered} of {posts} records delivered").into());
