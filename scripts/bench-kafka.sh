@@ -21,39 +21,15 @@ bash scripts/tansu.sh topic "$port" reference 4
 bash scripts/tansu.sh topic "$port" sink 4
 printf '{"rule_id":"c","value":"coffee"}\n' > "$dir/rules.jsonl"
 "$bin" generate --count "$posts" --seed 1 --output "$dir/corpus.jsonl"
-# The exact records the sink sends (envelopes), for the reference producer.
-cat > "$dir/file.toml" <<TOML
-[traptor]
-type = "track"
-stats_interval_secs = 0
-[source]
-type = "replay"
-path = "corpus.jsonl"
-[rules]
-type = "file"
-path = "rules.jsonl"
-[sink]
-type = "file"
-path = "records.jsonl"
-TOML
+# One pipeline, two sinks: a file (the exact records the Kafka sink sends, for the
+# reference producer and the sink-alone bench) and Kafka.
+pipeline() {
+  printf '[traptor]\ntype = "track"\nstats_interval_secs = 0\n[source]\ntype = "replay"\npath = "corpus.jsonl"\n'
+  printf '[rules]\ntype = "file"\npath = "rules.jsonl"\n[sink]\n%s\n' "$1"
+}
+pipeline $'type = "file"\npath = "records.jsonl"' > "$dir/file.toml"
 "$bin" --pipeline "$dir/file.toml" 2>/dev/null
-cat > "$dir/kafka.toml" <<TOML
-[traptor]
-type = "track"
-stats_interval_secs = 0
-[source]
-type = "replay"
-path = "corpus.jsonl"
-[rules]
-type = "file"
-path = "rules.jsonl"
-[sink]
-type = "kafka"
-brokers = "127.0.0.1:$port"
-compression = "lz4"
-[sink.spool]
-dir = "spool"
-TOML
+pipeline $'type = "kafka"\nbrokers = "127.0.0.1:'"$port"$'"\ncompression = "lz4"\n[sink.spool]\ndir = "spool"' > "$dir/kafka.toml"
 # The sink alone, on the same records as ready-made batches.
 TRAPTOR_BENCH_BROKERS="127.0.0.1:$port" TRAPTOR_BENCH_RECORDS="$dir/records.jsonl" \
   cargo bench -q -p traptor-host --bench kafka_sink -- sink | tee "$dir/sink.txt"

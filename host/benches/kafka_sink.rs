@@ -70,8 +70,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         });
-        let r =
-            kafka::run(opts, rx, Arc::new(Metrics::default()), Arc::new(AtomicU64::new(0)), stats.clone(), None).await;
+        let r = kafka::run(
+            opts,
+            rx,
+            Arc::new(Metrics::default()),
+            Arc::new(AtomicU64::new(0)),
+            stats.clone(),
+            None,
+            Default::default(),
+        )
+        .await;
         let _ = feed.await;
         r
     })?;

@@ -387,7 +387,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         Duration::from_secs(c.traptor.stats_interval_secs),
         background.clone(),
     ));
-    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone(), dead_letter, confirmed.clone()));
+    let sink_task = tokio::spawn(sink.run(out_rx, metrics.clone(), dead_letter, confirmed.clone(), shutdown.clone()));
     let source_result = source.run(raw_tx, shutdown.clone()).await;
     for h in worker_handles {
         let _ = h.await;

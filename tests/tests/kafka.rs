@@ -192,6 +192,34 @@ fn the_spool_survives_a_restart() {
     assert!(seen.values().all(|(n, _, _)| *n == 1));
 }
 
+/// `overflow = "block"`: a full spool pauses the input instead of dropping
+/// posts; when the broker returns, everything is delivered once.
+#[test]
+fn a_full_spool_with_policy_block_pauses_input_and_drops_nothing() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    cluster.broker_down(1).expect("down");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\ncount = 3000\nseed = 7");
+    let text = std::fs::read_to_string(&p)
+        .expect("read")
+        .replace("max_inflight_bytes = 2000000", "max_inflight_bytes = 1000000\nspill_after_ms = 300")
+        .replace("dir = \"spool\"", "dir = \"spool\"\nmax_bytes = 300000\noverflow = \"block\"");
+    std::fs::write(&p, text).expect("write");
+    let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("input paused", LIMIT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(host.is_running(), "waiting, not finished: {}", host.log());
+    cluster.broker_up(1).expect("up");
+    wait_for("the run to end", LIMIT, || (!host.is_running()).then_some(()));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("input resumed") && log.contains("dropped_spool_full=0"), "{log}");
+    let seen = consume(&brokers, 3000);
+    assert_eq!(seen.len(), 3000, "none lost");
+    assert!(seen.values().all(|(n, _, _)| *n == 1), "none doubled");
+}
+
 // ---- the kafka source: consumer groups, at-least-once ---------------------------
 
 fn worker_pipeline(dir: &Path, brokers: &str, out: &str) -> PathBuf {

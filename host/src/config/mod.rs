@@ -425,7 +425,8 @@ pub struct SpoolConfig {
     /// `batch` (default), `always` or `never`.
     #[serde(default)]
     pub fsync: crate::sinks::spool::Fsync,
-    /// What a full spool does: `drop_newest` (counted and logged).
+    /// What a full spool does: `drop_newest` (counted and logged) or `block`
+    /// (pause the input; nothing lost).
     #[serde(default)]
     pub overflow: crate::sinks::spool::Overflow,
 }

@@ -79,6 +79,8 @@ pub struct KafkaStats {
     pub spool_overflow_dropped: AtomicU64,
     pub replay_failures: AtomicU64,
     pub spills: AtomicU64,
+    /// Times input was paused by a full spool (policy `block`).
+    pub blocks: AtomicU64,
     /// Failed records the producer did not hand back (never expected: an
     /// old producer is kept until its reports are in).
     pub lost: AtomicU64,
@@ -296,6 +298,11 @@ struct State<'a> {
     delivered_ahead: std::collections::BTreeSet<Pos>,
     /// When the last delivery report arrived (stall detection).
     last_progress: tokio::time::Instant,
+    /// Input paused by a full spool (policy `block`) since.
+    blocked_since: Option<tokio::time::Instant>,
+    /// Once shutting down, a full spool (policy `block`) takes what the
+    /// pipeline still holds, past its cap, so the drain can finish.
+    shutdown: tokio_util::sync::CancellationToken,
     /// Dead letters (a file; small and rare, written inline).
     dead: Option<super::file::FileSink>,
 }
@@ -311,6 +318,13 @@ impl State<'_> {
 
     /// In-flight bytes are full and no report has come for `spill_after`:
     /// with a spool, input goes to disk rather than waiting in memory.
+    /// The spool is full and its policy is `block`: take no input.
+    fn blocked(&self) -> bool {
+        !self.shutdown.is_cancelled()
+            && self.o.spool.as_ref().is_some_and(|o| o.overflow == Overflow::Block)
+            && self.spool.as_ref().is_some_and(Spool::is_full)
+    }
+
     fn stalled(&self) -> bool {
         self.spool.is_some()
             && self.inflight_bytes >= self.o.max_inflight_bytes
@@ -367,7 +381,11 @@ impl State<'_> {
                 source: std::io::Error::other(format!("delivery failed and no [sink.spool] is configured: {why}")),
             });
         };
-        match s.append(std::slice::from_ref(&rec)) {
+        let appended = match self.o.spool.as_ref().map(|o| o.overflow) {
+            Some(Overflow::Block) => s.append_past_cap(std::slice::from_ref(&rec)),
+            _ => s.append(std::slice::from_ref(&rec)),
+        };
+        match appended {
             Ok(()) => {
                 self.stats.spooled.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -393,7 +411,11 @@ impl State<'_> {
             return Ok(());
         }
         if let Some(s) = self.spool.as_mut() {
-            match s.append(&recs) {
+            let appended = match self.o.spool.as_ref().map(|o| o.overflow) {
+                Some(Overflow::Block) => s.append_past_cap(&recs),
+                _ => s.append(&recs),
+            };
+            match appended {
                 Ok(()) => {
                     self.stats.spooled.fetch_add(recs.len() as u64, Ordering::Relaxed);
                     return Ok(());
@@ -540,6 +562,7 @@ pub async fn run(
     confirmed: Arc<AtomicU64>,
     stats: Arc<KafkaStats>,
     dead: Option<super::file::FileSink>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<SinkSummary, SinkError> {
     let producer = producer(&o)?;
     let spool = match &o.spool {
@@ -573,6 +596,8 @@ pub async fn run(
         replay_cursor: None,
         delivered_ahead: std::collections::BTreeSet::new(),
         last_progress: tokio::time::Instant::now(),
+        blocked_since: None,
+        shutdown,
         dead,
     };
     let mut summary = SinkSummary::default();
@@ -604,7 +629,23 @@ pub async fn run(
         }
         // In-flight bytes bound the input (backpressure), except that with a
         // spool, a stalled broker or a non-empty spool sends it to disk.
-        let room = st.inflight_bytes < o.max_inflight_bytes || st.spooling() || st.stalled();
+        let blocked = st.blocked();
+        match (blocked, st.blocked_since) {
+            (true, None) => {
+                st.blocked_since = Some(tokio::time::Instant::now());
+                st.stats.blocks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    spool_bytes = st.spool.as_ref().map_or(0, Spool::bytes),
+                    "spool full: input paused until the broker takes records again (overflow policy block)"
+                );
+            }
+            (false, Some(t)) => {
+                st.blocked_since = None;
+                tracing::info!(paused_secs = t.elapsed().as_secs(), "spool below its cap: input resumed");
+            }
+            _ => {}
+        }
+        let room = !blocked && (st.inflight_bytes < o.max_inflight_bytes || st.spooling() || st.stalled());
         tokio::select! {
             batch = input.recv(), if input_open && room => {
                 match batch {

@@ -132,6 +132,7 @@ impl Sink {
         metrics: Arc<Metrics>,
         dead_letter: Option<Sink>,
         confirmed: Arc<AtomicU64>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<SinkSummary, SinkError> {
         if let Sink::Kafka(o) = self {
             let dead = match dead_letter {
@@ -142,7 +143,7 @@ impl Sink {
                 _ => None,
             };
             let stats = Arc::new(kafka::KafkaStats::default());
-            let r = kafka::run(*o, input, metrics, confirmed, stats.clone(), dead).await;
+            let r = kafka::run(*o, input, metrics, confirmed, stats.clone(), dead, shutdown).await;
             tracing::info!(
                 delivered = stats.delivered.load(Ordering::Relaxed),
                 spooled = stats.spooled.load(Ordering::Relaxed),

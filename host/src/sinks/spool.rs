@@ -25,6 +25,10 @@ pub enum Overflow {
     /// Refuse new records (counted, logged): the newest are lost.
     #[default]
     DropNewest,
+    /// Stop taking input while the spool is full (backpressure up to the
+    /// source): nothing is lost; a batch already taken may pass the cap by
+    /// its own size. A live stream may disconnect a collector that stops reading.
+    Block,
 }
 
 /// When appends are synced to disk.
@@ -220,11 +224,25 @@ impl Spool {
         self.bytes
     }
 
+    /// The size cap is reached.
+    pub fn is_full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
     /// Append records; all or (when full) none.
     pub fn append(&mut self, records: &[SpoolRecord]) -> Result<(), SpoolError> {
+        self.append_frames(records, true)
+    }
+
+    /// Append records even past the size cap (overflow policy `block`).
+    pub fn append_past_cap(&mut self, records: &[SpoolRecord]) -> Result<(), SpoolError> {
+        self.append_frames(records, false)
+    }
+
+    fn append_frames(&mut self, records: &[SpoolRecord], capped: bool) -> Result<(), SpoolError> {
         let frames: Vec<Vec<u8>> = records.iter().map(encode).collect();
         let size: u64 = frames.iter().map(|f| f.len() as u64).sum();
-        if self.bytes + size > self.max_bytes {
+        if capped && self.bytes + size > self.max_bytes {
             return Err(SpoolError::Full { max_bytes: self.max_bytes });
         }
         for f in frames {
