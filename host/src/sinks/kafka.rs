@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use std::collections::VecDeque;
+
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 
 use super::spool::{Fsync, Overflow, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
 use super::{BatchRx, SinkError, SinkSummary};
@@ -127,11 +127,57 @@ impl rdkafka::ClientContext for QuietContext {
     }
 }
 
-/// A producer with the quiet context.
-pub type Producer = FutureProducer<QuietContext>;
+/// Delivery reports waiting for the sink's loop: (token, outcome). librdkafka's
+/// polling thread queues a whole poll's worth and wakes the loop once, rather
+/// than once per record.
+#[derive(Debug, Default)]
+pub struct Reports {
+    queue: std::sync::Mutex<Vec<(usize, DirectDelivery)>>,
+    notify: tokio::sync::Notify,
+}
 
-/// Build the producer (also used by `validate`).
-pub fn producer(o: &KafkaOptions) -> Result<Producer, SinkError> {
+impl Reports {
+    fn take(&self) -> Vec<(usize, DirectDelivery)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// The producer's context: quiet logs, and delivery reports into [`Reports`]
+/// (shared by a replaced producer and its successor).
+#[derive(Debug, Default)]
+pub struct SinkContext {
+    quiet: QuietContext,
+    reports: Arc<Reports>,
+}
+
+impl rdkafka::ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.quiet.log(level, fac, message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.quiet.error(error, reason);
+    }
+}
+
+impl ProducerContext for SinkContext {
+    /// Which record: a direct send or a replayed one (`REPLAY_TOKEN` set).
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, m)) => Err((failed(e), Some(returned(m)))),
+        };
+        self.reports.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((token, outcome));
+        self.reports.notify.notify_one();
+    }
+}
+
+/// The sink's producer: librdkafka polled on its own thread, reports queued.
+pub type Producer = ThreadedProducer<SinkContext>;
+
+/// Build the producer (also used by `validate`); its reports go to `reports`.
+pub fn producer(o: &KafkaOptions, reports: Arc<Reports>) -> Result<Producer, SinkError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &o.brokers)
         .set("enable.idempotence", "true")
@@ -144,7 +190,7 @@ pub fn producer(o: &KafkaOptions) -> Result<Producer, SinkError> {
     for (k, v) in &o.properties {
         c.set(k, v);
     }
-    c.create_with_context(QuietContext::default())
+    c.create_with_context(SinkContext { quiet: QuietContext::default(), reports })
         .map_err(|e| SinkError::Config { what: format!("kafka producer for {}", o.brokers), reason: e.to_string() })
 }
 
@@ -170,7 +216,7 @@ fn direct_headers(o: &KafkaOptions, rules: &str) -> OwnedHeaders {
 }
 
 /// A record the producer handed back with its failed report, as the spool keeps it.
-fn returned(m: &OwnedMessage) -> SpoolRecord {
+fn returned<M: Message>(m: &M) -> SpoolRecord {
     SpoolRecord {
         key: m.key().unwrap_or_default().to_vec(),
         value: m.payload().unwrap_or_default().to_vec(),
@@ -218,55 +264,45 @@ fn failed(e: &rdkafka::error::KafkaError) -> Failed {
 type Delivery = Result<(), Failed>;
 /// A direct send's report: the failure comes with the record handed back.
 type DirectDelivery = Result<(), (Failed, Option<SpoolRecord>)>;
-/// A direct send's report, its batch and its value bytes.
-type DirectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (DirectDelivery, u64, u64)> + Send>>;
-/// A replayed record's report: result, position after it, spooled size,
-/// value bytes, and whether it had already been delivered (skipped).
-type ReplayFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Delivery, Pos, u64, u64, bool)> + Send>>;
+
+/// A replayed record in flight, in spool order.
+#[derive(Debug)]
+struct ReplayEntry {
+    /// Position after it, spooled size, value bytes.
+    pos: Pos,
+    size: u64,
+    bytes: u64,
+    /// Delivered in an earlier window: acknowledged without sending.
+    already: bool,
+    /// Its report, once in.
+    result: Option<Delivery>,
+}
+
+/// Tokens of replayed records carry this bit; direct sends do not.
+const REPLAY_TOKEN: usize = 1 << (usize::BITS - 1);
 
 /// Replayed records in flight at most (also bounded by `max_inflight_bytes`).
 const REPLAY_WINDOW: usize = 20_000;
 /// Records read from the spool per step.
 const REPLAY_CHUNK: usize = 1_000;
 
-/// Hand one record to the producer (which copies it); the future resolves
-/// with its delivery report, a failure with the record handed back. `Err`:
-/// refused at once (e.g. the producer's queue is full).
-fn send_parts(
+/// Hand one record to the producer (which copies it); its report comes back
+/// through [`Reports`] under `token`. `Err`: refused at once (e.g. the
+/// producer's queue is full); no report follows.
+fn send_raw(
     producer: &Producer,
     topic: &str,
     key: &[u8],
     value: &[u8],
     headers: OwnedHeaders,
-) -> Result<impl std::future::Future<Output = DirectDelivery> + Send + use<>, Failed> {
-    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value).headers(headers);
+    token: usize,
+) -> Result<(), Failed> {
+    let mut r: BaseRecord<'_, [u8], [u8], usize> =
+        BaseRecord::with_opaque_to(topic, token).payload(value).headers(headers);
     if !key.is_empty() {
         r = r.key(key);
     }
-    let d = producer.send_result(r).map_err(|(e, _)| failed(&e))?;
-    Ok(async move {
-        match d.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, m))) => Err((failed(&e), Some(returned(&m)))),
-            Err(_) => Err((Failed { message: "producer shut down".into(), producer_spent: true }, None)),
-        }
-    })
-}
-
-/// Send a spooled record; resolves with its delivery report (the record
-/// stays in the spool until acknowledged, so nothing comes back).
-fn send(
-    producer: &Producer,
-    topic: &str,
-    rec: &SpoolRecord,
-) -> impl std::future::Future<Output = Delivery> + Send + use<> {
-    let sent = send_parts(producer, topic, &rec.key, &rec.value, owned_headers(&rec.headers));
-    async move {
-        match sent {
-            Ok(f) => f.await.map_err(|(e, _)| e),
-            Err(e) => Err(e),
-        }
-    }
+    producer.send(r).map_err(|(e, _)| failed(&e))
 }
 
 /// The sink's state between select rounds.
@@ -277,8 +313,16 @@ struct State<'a> {
     /// (dropping one early would lose the records it holds).
     retired: Vec<Producer>,
     spool: Option<Spool>,
-    direct: FuturesUnordered<DirectFuture>,
-    replay: FuturesOrdered<ReplayFuture>,
+    reports: Arc<Reports>,
+    /// Direct sends awaiting their report, by token − `direct_base`:
+    /// (batch seq, value bytes); `None` once reported (front trimmed).
+    direct: VecDeque<Option<(u64, u64)>>,
+    direct_base: usize,
+    /// Replayed records in flight, in spool order, by token − `replay_base`.
+    replay: VecDeque<ReplayEntry>,
+    replay_base: usize,
+    /// The input has ended and the drain gave up: no more replay.
+    purged: bool,
     inflight_bytes: u64,
     /// Per batch: records not yet delivered or safely spooled, and its checkpoint.
     open: BTreeMap<u64, (usize, Option<u64>)>,
@@ -339,7 +383,7 @@ impl State<'_> {
         let fatal = self.producer.client().fatal_error();
         if f.producer_spent || fatal.is_some() {
             tracing::warn!(error = %f, ?fatal, "kafka producer can no longer send; creating a new one");
-            let old = std::mem::replace(&mut self.producer, producer(self.o)?);
+            let old = std::mem::replace(&mut self.producer, producer(self.o, self.reports.clone())?);
             // What it still holds comes back as failed reports (and is spooled).
             old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             self.retired.push(old);
@@ -487,12 +531,13 @@ impl State<'_> {
                 spooled.push(spool_record());
                 continue;
             }
-            match send_parts(&self.producer, &o.topic, key.as_bytes(), value, direct_headers(o, rules)) {
-                Ok(fut) => {
+            let token = self.direct_base + self.direct.len();
+            match send_raw(&self.producer, &o.topic, key.as_bytes(), value, direct_headers(o, rules), token) {
+                Ok(()) => {
                     let bytes = value.len() as u64;
                     self.inflight_bytes += bytes;
                     outstanding += 1;
-                    self.direct.push(Box::pin(async move { (fut.await, seq, bytes) }));
+                    self.direct.push_back(Some((seq, bytes)));
                 }
                 Err(e) => {
                     // Refused at once: spooled, and the rest of the batch
@@ -543,14 +588,122 @@ impl State<'_> {
             let size = spooled_size(&rec);
             let bytes = rec.value.len() as u64;
             if self.delivered_ahead.remove(&pos) {
-                self.replay.push_back(Box::pin(async move { (Ok(()), pos, size, bytes, true) }));
+                self.replay.push_back(ReplayEntry { pos, size, bytes, already: true, result: Some(Ok(())) });
                 continue;
             }
             self.inflight_bytes += bytes;
-            let fut = send(&self.producer, &self.o.topic, &rec);
-            self.replay.push_back(Box::pin(async move { (fut.await, pos, size, bytes, false) }));
+            let token = REPLAY_TOKEN | (self.replay_base + self.replay.len());
+            let sent =
+                send_raw(&self.producer, &self.o.topic, &rec.key, &rec.value, owned_headers(&rec.headers), token);
+            // Refused at once: it resolves now, as a failure (no report follows).
+            let result = sent.err().map(Err);
+            self.replay.push_back(ReplayEntry { pos, size, bytes, already: false, result });
         }
         Ok(count)
+    }
+
+    /// Apply the delivery reports that have come in.
+    fn apply_reports(&mut self) -> Result<(), SinkError> {
+        for (token, outcome) in self.reports.take() {
+            if token & REPLAY_TOKEN != 0 {
+                let i = (token & !REPLAY_TOKEN).wrapping_sub(self.replay_base);
+                if let Some(e) = self.replay.get_mut(i) {
+                    e.result = Some(outcome.map_err(|(f, _)| f));
+                }
+                continue;
+            }
+            let i = token.wrapping_sub(self.direct_base);
+            let Some((seq, bytes)) = self.direct.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            while self.direct.front().is_some_and(Option::is_none) {
+                self.direct.pop_front();
+                self.direct_base += 1;
+            }
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
+            match outcome {
+                Ok(()) => {
+                    self.last_progress = tokio::time::Instant::now();
+                    self.delivered(bytes);
+                }
+                Err((e, rec)) => self.direct_failed(&e, rec)?,
+            }
+            self.batch_done_one(seq);
+        }
+        self.replay_reported()?;
+        if self.direct.is_empty() && self.replay.is_empty() {
+            self.retired.clear();
+        }
+        Ok(())
+    }
+
+    /// Acknowledge replayed records whose reports are in, in spool order.
+    fn replay_reported(&mut self) -> Result<(), SinkError> {
+        while self.replay.front().is_some_and(|e| e.result.is_some()) {
+            let Some(e) = self.replay.pop_front() else { break };
+            self.replay_base += 1;
+            self.replay_done(e)?;
+        }
+        Ok(())
+    }
+
+    /// One replayed record's report, in spool order.
+    fn replay_done(&mut self, e: ReplayEntry) -> Result<(), SinkError> {
+        let ReplayEntry { pos, size, bytes, already, result } = e;
+        if !already {
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
+        }
+        match result.unwrap_or(Ok(())) {
+            Ok(()) if self.replay_broken => {
+                // An earlier record of this window failed, so the head
+                // cannot move past it; remember this one as sent.
+                if !already {
+                    self.delivered(bytes);
+                    self.last_progress = tokio::time::Instant::now();
+                }
+                self.delivered_ahead.insert(pos);
+            }
+            Ok(()) => {
+                self.replay_failing = false;
+                if !already {
+                    self.delivered(bytes);
+                    self.last_progress = tokio::time::Instant::now();
+                }
+                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = self.spool.as_mut() {
+                    s.ack(pos, 1, size).map_err(State::spool_err)?;
+                }
+                if !self.spooling() {
+                    self.replay_cursor = None;
+                    self.delivered_ahead.clear();
+                    tracing::info!(
+                        replayed = self.stats.replayed.load(Ordering::Relaxed),
+                        "spool replayed; sending directly again"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spool replay attempt failed");
+                if !self.replay_failing || self.stats.replay_failures.fetch_add(1, Ordering::Relaxed).is_multiple_of(30)
+                {
+                    tracing::warn!(error = %e, "broker unavailable; the spool waits and is retried every second");
+                }
+                self.recover_if_fatal(&e)?;
+                // What follows in this window still reports; the next
+                // attempt starts again at the head.
+                self.replay_failing = true;
+                self.replay_broken = true;
+                self.replay_cursor = None;
+                self.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
+        }
+        if self.replay.is_empty() {
+            self.replay_broken = false;
+        }
+        if self.replay.len() < REPLAY_WINDOW / 2 && !self.purged {
+            self.fill_replay()?;
+        }
+        Ok(())
     }
 }
 
@@ -564,7 +717,8 @@ pub async fn run(
     dead: Option<super::file::FileSink>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<SinkSummary, SinkError> {
-    let producer = producer(&o)?;
+    let reports = Arc::new(Reports::default());
+    let producer = producer(&o, reports.clone())?;
     let spool = match &o.spool {
         Some(s) => Some(Spool::open(&s.dir, s.segment_bytes, s.max_bytes, s.fsync).map_err(State::spool_err)?),
         None => None,
@@ -583,8 +737,12 @@ pub async fn run(
         producer,
         retired: Vec::new(),
         spool,
-        direct: FuturesUnordered::new(),
-        replay: FuturesOrdered::new(),
+        reports: reports.clone(),
+        direct: VecDeque::new(),
+        direct_base: 0,
+        replay: VecDeque::new(),
+        replay_base: 0,
+        purged: false,
         inflight_bytes: 0,
         open: BTreeMap::new(),
         stats,
@@ -607,7 +765,6 @@ pub async fn run(
     // When the input has ended with records still spooled, keep trying the
     // broker for a while before leaving them for the next start.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
-    let mut purged = false;
     loop {
         if !input_open && st.direct.is_empty() && st.replay.is_empty() && !st.spooling() {
             break;
@@ -618,12 +775,12 @@ pub async fn run(
                 if st.direct.is_empty() && st.replay.is_empty() {
                     break;
                 }
-                if !purged {
+                if !st.purged {
                     // Give up waiting: what the producer still holds comes
                     // back as failures and goes to the spool for the next start.
                     use rdkafka::producer::Producer as _;
                     st.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                    purged = true;
+                    st.purged = true;
                 }
             }
         }
@@ -662,73 +819,12 @@ pub async fn run(
                     }
                 }
             }
-            Some((result, seq, bytes)) = st.direct.next(), if !st.direct.is_empty() => {
-                st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
-                match result {
-                    Ok(()) => {
-                        st.last_progress = tokio::time::Instant::now();
-                        st.delivered(bytes);
-                    }
-                    Err((e, rec)) => st.direct_failed(&e, rec)?,
-                }
-                st.batch_done_one(seq);
-                if st.direct.is_empty() && st.replay.is_empty() {
-                    st.retired.clear();
-                }
-            }
-            Some((result, pos, size, bytes, already)) = st.replay.next(), if !st.replay.is_empty() => {
-                if !already {
-                    st.inflight_bytes = st.inflight_bytes.saturating_sub(bytes);
-                }
-                match result {
-                    Ok(()) if st.replay_broken => {
-                        // An earlier record of this window failed, so the head
-                        // cannot move past it; remember this one as sent.
-                        if !already {
-                            st.delivered(bytes);
-                            st.last_progress = tokio::time::Instant::now();
-                        }
-                        st.delivered_ahead.insert(pos);
-                    }
-                    Ok(()) => {
-                        st.replay_failing = false;
-                        if !already {
-                            st.delivered(bytes);
-                            st.last_progress = tokio::time::Instant::now();
-                        }
-                        st.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                        if let Some(s) = st.spool.as_mut() {
-                            s.ack(pos, 1, size).map_err(State::spool_err)?;
-                        }
-                        if !st.spooling() {
-                            st.replay_cursor = None;
-                            st.delivered_ahead.clear();
-                            tracing::info!(replayed = st.stats.replayed.load(Ordering::Relaxed), "spool replayed; sending directly again");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "spool replay attempt failed");
-                        if !st.replay_failing || st.stats.replay_failures.fetch_add(1, Ordering::Relaxed).is_multiple_of(30) {
-                            tracing::warn!(error = %e, "broker unavailable; the spool waits and is retried every second");
-                        }
-                        st.recover_if_fatal(&e)?;
-                        // What follows in this window still reports; the next
-                        // attempt starts again at the head.
-                        st.replay_failing = true;
-                        st.replay_broken = true;
-                        st.replay_cursor = None;
-                        st.next_replay = tokio::time::Instant::now() + Duration::from_secs(1);
-                    }
-                }
-                if st.replay.is_empty() {
-                    st.replay_broken = false;
-                }
-                if st.replay.len() < REPLAY_WINDOW / 2 && !purged {
-                    st.fill_replay()?;
-                }
-            }
+            () = reports.notify.notified() => st.apply_reports()?,
             _ = tick.tick() => {
-                if !purged {
+                // Safety net for wake-ups, and replay sends refused at once
+                // (they resolve without a report).
+                st.apply_reports()?;
+                if !st.purged {
                     st.fill_replay()?;
                 }
                 if let Some(s) = st.spool.as_mut() {

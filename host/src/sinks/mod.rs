@@ -120,7 +120,7 @@ impl Sink {
         match self {
             Sink::Stdout => Ok(()),
             Sink::File(f) => f.check(),
-            Sink::Kafka(k) => kafka::producer(k).map(drop),
+            Sink::Kafka(k) => kafka::producer(k, Default::default()).map(drop),
         }
     }
 
