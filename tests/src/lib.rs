@@ -417,3 +417,43 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A pipeline file in `dir` for the Kafka tests: rule `c` = "coffee", the given
+/// `[source]` body, and a Kafka sink to `brokers` (topic `traptor`, spool in
+/// `dir/spool`) holding at most `max_inflight_bytes`, with librdkafka's
+/// reconnect backoff capped at `reconnect_ms`. Tests adjust it by replacing lines.
+pub fn kafka_pipeline(dir: &Path, brokers: &str, source: &str, max_inflight_bytes: u64, reconnect_ms: u64) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[traptor]
+type = "track"
+id = 4
+stats_interval_secs = 0
+
+[source]
+{source}
+
+[rules]
+type = "file"
+path = "rules.jsonl"
+
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+topic = "traptor"
+max_inflight_bytes = {max_inflight_bytes}
+
+[sink.properties]
+"reconnect.backoff.max.ms" = "{reconnect_ms}"
+
+[sink.spool]
+dir = "spool"
+"#
+        ),
+    )
+    .expect("pipeline");
+    p
+}

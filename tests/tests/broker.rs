@@ -15,37 +15,7 @@ const LIMIT: Duration = Duration::from_secs(180);
 const PARTITIONS: u32 = 4;
 
 fn pipeline(dir: &Path, brokers: &str, source: &str) -> PathBuf {
-    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-{source}
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[sink]
-type = "kafka"
-brokers = "{brokers}"
-max_inflight_bytes = 8000000
-
-[sink.properties]
-"reconnect.backoff.max.ms" = "1000"
-
-[sink.spool]
-dir = "spool"
-"#
-        ),
-    )
-    .expect("pipeline");
-    p
+    traptor_tests::kafka_pipeline(dir, brokers, source, 8_000_000, 1000)
 }
 
 /// Count messages per key by reading every partition from the start until

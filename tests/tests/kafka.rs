@@ -16,39 +16,7 @@ use traptor_tests::{Host, produce_raw, run_host, wait_for};
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn pipeline(dir: &Path, brokers: &str, source: &str) -> PathBuf {
-    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-id = 4
-stats_interval_secs = 0
-
-[source]
-{source}
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[sink]
-type = "kafka"
-brokers = "{brokers}"
-topic = "traptor"
-max_inflight_bytes = 2000000
-
-[sink.properties]
-"reconnect.backoff.max.ms" = "500"
-
-[sink.spool]
-dir = "spool"
-"#
-        ),
-    )
-    .expect("pipeline");
-    p
+    traptor_tests::kafka_pipeline(dir, brokers, source, 2_000_000, 500)
 }
 
 /// Every message of the topic: key → (count, rule header, value).
