@@ -304,6 +304,23 @@ impl Host {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_none()
     }
+
+    /// Peak resident memory (KiB) while an outage lasts `outage`, then, once
+    /// `end_outage` has run, until the process exits (within `limit`).
+    pub fn peak_rss_through(&mut self, outage: Duration, end_outage: impl FnOnce(), limit: Duration) -> u64 {
+        let mut peak = 0;
+        let until = Instant::now() + outage;
+        while Instant::now() < until {
+            peak = peak.max(rss_kib(self.pid()));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        end_outage();
+        wait_for("the run to end", limit, || {
+            peak = peak.max(rss_kib(self.pid()));
+            (!self.is_running()).then_some(())
+        });
+        peak
+    }
 }
 
 impl Drop for Host {
@@ -456,4 +473,21 @@ dir = "spool"
     )
     .expect("pipeline");
     p
+}
+
+/// Edit a test's file by replacing text; every `from` must be present (an
+/// edit never silently misses). Returns the new text.
+pub fn edit_file(path: &Path, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(path).expect("read file to edit");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in {}", path.display());
+        text = text.replace(from, to);
+    }
+    std::fs::write(path, &text).expect("write edited file");
+    text
+}
+
+/// A finished run's standard output and standard error, as text.
+pub fn all_output(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

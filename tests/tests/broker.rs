@@ -69,22 +69,11 @@ fn a_30_second_broker_outage_under_50k_posts_loses_nothing_with_bounded_memory()
     broker.create_topic("traptor", PARTITIONS);
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), &broker.brokers(), "type = \"synthetic\"\ncount = 50000\nrate = 2500\nseed = 22");
-    let text = std::fs::read_to_string(&p).expect("read").replace("stats_interval_secs = 0", "stats_interval_secs = 2");
-    std::fs::write(&p, text).expect("write");
+    traptor_tests::edit_file(&p, &[("stats_interval_secs = 0", "stats_interval_secs = 2")]);
     let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     std::thread::sleep(Duration::from_secs(3));
     broker.pause();
-    let mut peak = 0;
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        peak = peak.max(traptor_tests::rss_kib(host.pid()));
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    broker.resume();
-    wait_for("the run to end", LIMIT, || {
-        peak = peak.max(traptor_tests::rss_kib(host.pid()));
-        (!host.is_running()).then_some(())
-    });
+    let peak = host.peak_rss_through(Duration::from_secs(30), || broker.resume(), LIMIT);
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("spilling to the disk spool") && log.contains("spool replayed"), "{log}");
@@ -125,10 +114,10 @@ fn a_killed_collector_sends_its_spool_after_a_restart_and_loses_nothing() {
         source.bootstrap_servers()
     );
     let p = pipeline(dir.path(), &broker.brokers(), &src);
-    let text = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("max_inflight_bytes = 8000000", "max_inflight_bytes = 2000000\nspill_after_ms = 500");
-    std::fs::write(&p, text).expect("write");
+    traptor_tests::edit_file(
+        &p,
+        &[("max_inflight_bytes = 8000000", "max_inflight_bytes = 2000000\nspill_after_ms = 500")],
+    );
     let args = ["--pipeline", p.to_str().expect("utf8")];
 
     broker.pause();

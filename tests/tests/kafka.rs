@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use traptor_tests::{Host, produce_raw, run_host, wait_for};
+use traptor_tests::{Host, edit_file, produce_raw, run_host, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -110,17 +110,7 @@ fn a_30_second_broker_outage_is_absorbed_by_the_spool_and_nothing_is_lost_or_dou
     let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     std::thread::sleep(Duration::from_secs(3));
     cluster.broker_down(1).expect("down");
-    let mut peak = 0;
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        peak = peak.max(traptor_tests::rss_kib(host.pid()));
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    cluster.broker_up(1).expect("up");
-    wait_for("the run to end", LIMIT, || {
-        peak = peak.max(traptor_tests::rss_kib(host.pid()));
-        (!host.is_running()).then_some(())
-    });
+    let peak = host.peak_rss_through(Duration::from_secs(30), || cluster.broker_up(1).expect("up"), LIMIT);
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("spilling to the disk spool") && log.contains("spool replayed"), "{log}");
@@ -139,10 +129,7 @@ fn the_spool_survives_a_restart() {
     cluster.broker_down(1).expect("down");
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\ncount = 500\nseed = 4");
-    let text = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("max_inflight_bytes = 2000000", "max_inflight_bytes = 2000000\ndrain_timeout_secs = 2");
-    std::fs::write(&p, text).expect("write");
+    edit_file(&p, &[("max_inflight_bytes = 2000000", "max_inflight_bytes = 2000000\ndrain_timeout_secs = 2")]);
     // The broker is down for the whole first run: everything ends in the spool.
     let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -169,11 +156,13 @@ fn a_full_spool_with_policy_block_pauses_input_and_drops_nothing() {
     cluster.broker_down(1).expect("down");
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\ncount = 3000\nseed = 7");
-    let text = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("max_inflight_bytes = 2000000", "max_inflight_bytes = 1000000\nspill_after_ms = 300")
-        .replace("dir = \"spool\"", "dir = \"spool\"\nmax_bytes = 300000\noverflow = \"block\"");
-    std::fs::write(&p, text).expect("write");
+    edit_file(
+        &p,
+        &[
+            ("max_inflight_bytes = 2000000", "max_inflight_bytes = 1000000\nspill_after_ms = 300"),
+            ("dir = \"spool\"", "dir = \"spool\"\nmax_bytes = 300000\noverflow = \"block\""),
+        ],
+    );
     let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     host.wait_log("input paused", LIMIT);
     std::thread::sleep(Duration::from_secs(2));
@@ -313,39 +302,40 @@ fn tls_sasl_settings_are_checked_and_the_password_never_shows() {
     const PASSWORD: &str = "s3cret-Kafka-pa55word";
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(dir.path(), "127.0.0.1:1", "type = \"synthetic\"\ncount = 20\nseed = 6");
-    let text = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace(
-            "max_inflight_bytes = 2000000",
-            "max_inflight_bytes = 2000000\ndelivery_timeout_ms = 1000\ndrain_timeout_secs = 1",
-        )
-        .replace(
-            "\"reconnect.backoff.max.ms\" = \"500\"\n",
-            "\"reconnect.backoff.max.ms\" = \"500\"\n\"security.protocol\" = \"SASL_SSL\"\n\
-             \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"collector\"\n\n\
-             [sink.secret_properties]\n\"sasl.password\" = { env = \"TRAPTOR_TEST_KAFKA_PASSWORD\" }\n",
-        );
-    std::fs::write(&p, &text).expect("write");
+    edit_file(
+        &p,
+        &[
+            (
+                "max_inflight_bytes = 2000000",
+                "max_inflight_bytes = 2000000\ndelivery_timeout_ms = 1000\ndrain_timeout_secs = 1",
+            ),
+            (
+                "\"reconnect.backoff.max.ms\" = \"500\"\n",
+                "\"reconnect.backoff.max.ms\" = \"500\"\n\"security.protocol\" = \"SASL_SSL\"\n\
+                 \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"collector\"\n\n\
+                 [sink.secret_properties]\n\"sasl.password\" = { env = \"TRAPTOR_TEST_KAFKA_PASSWORD\" }\n",
+            ),
+        ],
+    );
     let path = p.to_str().expect("utf8");
 
     let out = run_host(&["validate", "--pipeline", path], LIMIT);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = traptor_tests::all_output(&out);
     assert_eq!(out.status.code(), Some(78), "{all}");
     assert!(all.contains("sink.secret_properties.sasl.password"), "{all}");
 
     let env = [("TRAPTOR_TEST_KAFKA_PASSWORD", PASSWORD), ("RUST_LOG", "debug")];
     let out = traptor_tests::run_host_with(&["validate", "--pipeline", path], &env, LIMIT);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = traptor_tests::all_output(&out);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains(PASSWORD));
 
-    let bad = text.replace("SCRAM-SHA-512", "SCRAM-SHA-999");
-    std::fs::write(&p, &bad).expect("write");
+    edit_file(&p, &[("SCRAM-SHA-512", "SCRAM-SHA-999")]);
     let out = traptor_tests::run_host_with(&["validate", "--pipeline", path], &env, LIMIT);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = traptor_tests::all_output(&out);
     assert_eq!(out.status.code(), Some(78), "{all}");
     assert!(all.contains("kafka producer") && all.contains("SCRAM-SHA-999"), "{all}");
-    std::fs::write(&p, &text).expect("write");
+    edit_file(&p, &[("SCRAM-SHA-999", "SCRAM-SHA-512")]);
 
     let mut run = Host::spawn(&["--pipeline", path], &env);
     wait_for("the run to end", LIMIT, || (!run.is_running()).then_some(()));
