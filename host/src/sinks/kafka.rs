@@ -207,8 +207,8 @@ fn headers(o: &KafkaOptions, rules: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Headers of a record sent directly (no intermediate copies).
-fn direct_headers(o: &KafkaOptions, rules: &str) -> OwnedHeaders {
-    let id = o.traptor_id.to_string();
+/// `id` is `o.traptor_id` as text, made once per batch rather than per record.
+fn direct_headers(o: &KafkaOptions, id: &str, rules: &str) -> OwnedHeaders {
     let h = OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: "traptor-type", value: Some(o.traptor_type.as_bytes()) })
         .insert(Header { key: "traptor-id", value: Some(id.as_bytes()) });
@@ -510,6 +510,7 @@ impl State<'_> {
         let mut outstanding = 0;
         let mut spooled = Vec::new();
         let o = self.o;
+        let id = o.traptor_id.to_string();
         for (value, key, rules) in b.iter_full() {
             let spool_record =
                 || SpoolRecord { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: headers(o, rules) };
@@ -532,7 +533,7 @@ impl State<'_> {
                 continue;
             }
             let token = self.direct_base + self.direct.len();
-            match send_raw(&self.producer, &o.topic, key.as_bytes(), value, direct_headers(o, rules), token) {
+            match send_raw(&self.producer, &o.topic, key.as_bytes(), value, direct_headers(o, &id, rules), token) {
                 Ok(()) => {
                     let bytes = value.len() as u64;
                     self.inflight_bytes += bytes;
