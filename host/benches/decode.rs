@@ -9,14 +9,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use traptor_host::post::{Format, Message, decode};
 use traptor_host::sources::synthetic::Generator;
 
-fn shared(rel: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
-    std::fs::read_to_string(p).expect("shared data")
+fn fixture(rel: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel);
+    std::fs::read_to_string(p).expect("fixture (tests/fixtures)")
 }
 
 /// The recorded v2 page as 100 stream messages.
 fn v2_lines() -> Vec<Vec<u8>> {
-    let page: serde_json::Value = serde_json::from_str(&shared("x-v2/brexit.jsonl")).expect("json");
+    let page: serde_json::Value = serde_json::from_str(&fixture("x-v2/brexit.jsonl")).expect("json");
     let inc = &page["includes"];
     let pick = |list: &serde_json::Value, ids: &[serde_json::Value]| -> Vec<serde_json::Value> {
         list.as_array().map(|a| a.iter().filter(|x| ids.contains(&x["id"])).cloned().collect()).unwrap_or_default()
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let mut g = Generator::new(1);
     let v1: Vec<Vec<u8>> = (0..1000).map(|_| g.next_post()).collect();
     let v2 = v2_lines();
-    let jet: Vec<Vec<u8>> = shared("jetstream/expected_v1.jsonl").lines().map(|l| l.as_bytes().to_vec()).collect();
+    let jet: Vec<Vec<u8>> = fixture("jetstream/expected_v1.jsonl").lines().map(|l| l.as_bytes().to_vec()).collect();
     let mut group = c.benchmark_group("decode");
     for (name, format, corpus) in [
         ("twitter_v1_synthetic", Format::TwitterV1, &v1),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use traptor_host::pipeline::OutBatch;
+use traptor_host::batch::OutBatch;
 use traptor_host::sinks::kafka::{self, KafkaOptions, KafkaStats};
 use traptor_host::telemetry::Metrics;
 
@@ -81,13 +81,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         });
-        let r = kafka::run(
+        let r = kafka::deliver(
             opts,
             rx,
             Arc::new(Metrics::default()),
             Arc::new(AtomicU64::new(0)),
             stats.clone(),
-            None,
+            traptor_host::sinks::DeadLetters::none(),
             Default::default(),
         )
         .await;

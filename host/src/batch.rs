@@ -1,5 +1,10 @@
 //! Batch types: one contiguous buffer with record boundaries.
+//!
+//! The bottom of the crate: sources fill [`RawBatch`]es (through a
+//! [`Batcher`]), workers turn them into [`OutBatch`]es, sinks restore their
+//! order ([`Reorder`]) and write them. Depends on nothing else in the crate.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Records read by a source, in order.
@@ -170,6 +175,31 @@ impl OutBatch {
     }
 }
 
+/// Restores source order of batches processed by several workers.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    next: u64,
+    waiting: BTreeMap<u64, OutBatch>,
+}
+
+impl Reorder {
+    /// Accept a batch; return those now in order.
+    pub fn push(&mut self, b: OutBatch) -> Vec<OutBatch> {
+        self.waiting.insert(b.seq, b);
+        let mut ready = Vec::new();
+        while let Some(b) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            ready.push(b);
+        }
+        ready
+    }
+
+    /// Whatever is still waiting (only after a gap, which workers never leave).
+    pub fn drain(&mut self) -> Vec<OutBatch> {
+        std::mem::take(&mut self.waiting).into_values().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +215,16 @@ mod tests {
         let last = b.flush().expect("partial");
         assert_eq!(last.seq, 1);
         assert!(b.flush().is_none());
+    }
+
+    #[test]
+    fn reorder_restores_sequence() {
+        let mut r = Reorder::default();
+        let b = OutBatch::with_seq;
+        assert!(r.push(b(1)).is_empty());
+        assert!(r.push(b(2)).is_empty());
+        let got: Vec<u64> = r.push(b(0)).iter().map(|b| b.seq).collect();
+        assert_eq!(got, vec![0, 1, 2]);
+        assert_eq!(r.push(b(3)).len(), 1);
     }
 }

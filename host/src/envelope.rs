@@ -102,6 +102,9 @@ pub fn write_post(
     if let Some(iso) = post.created_at.as_deref().and_then(created_at_iso) {
         let _ = write!(t, ",\"created_at_iso\":\"{iso}\"");
     }
+    if post.edited_at.is_some() {
+        t.push_str(",\"edit\":true");
+    }
     if matched.is_empty() {
         let _ = write!(
             t,
@@ -274,6 +277,20 @@ mod tests {
         assert_eq!(r["appid"], "a");
         assert_eq!(v["traptor"]["enrichments"]["s"]["k"], 1);
         assert_eq!(v["traptor"]["dead_letter"]["error"], "boom \"x\"");
+    }
+
+    #[test]
+    fn an_edit_is_marked_and_a_first_version_is_not() {
+        let raw = br#"{"id_str":"1","text":"x"}"#;
+        let Message::Post(mut p) = v1::decode(raw).expect("decode") else { panic!() };
+        let mut out = Vec::new();
+        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert!(v["traptor"].get("edit").is_none(), "{v}");
+        p.edited_at = Some("2026-11-29T10:00:00Z".into());
+        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["traptor"]["edit"], true);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! * [`app`] — wiring, supervision, reload, shutdown.
 
 pub mod app;
+pub mod batch;
+pub mod component;
 pub mod config;
 pub mod coordination;
 pub mod envelope;
@@ -24,7 +26,9 @@ pub mod matcher;
 pub mod pipeline;
 pub mod plugins;
 pub mod post;
+pub mod redis_conn;
 pub mod rules;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

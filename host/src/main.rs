@@ -63,7 +63,7 @@ enum Command {
     /// Manage rules in Redis: import, list, plan over connections, notify.
     Rules {
         /// Redis server.
-        #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = traptor_host::coordination::DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
+        #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = traptor_host::redis_conn::DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
         redis: String,
         /// Pub/sub channel for reload notices.
         #[arg(long, default_value = "traptor-notify", global = true)]
@@ -284,7 +284,8 @@ fn rule_type(s: &str) -> Result<traptor_host::rules::RuleType, String> {
 }
 
 fn rules_cmd(redis: &str, channel: &str, cmd: RulesCommand) -> i32 {
-    use traptor_host::coordination::{RedisUrl, cli};
+    use traptor_host::coordination::cli;
+    use traptor_host::redis_conn::RedisUrl;
     use traptor_host::rules::RuleType;
     let url = RedisUrl::new(redis);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -379,10 +380,7 @@ fn rules_cmd(redis: &str, channel: &str, cmd: RulesCommand) -> i32 {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
-                match e {
-                    traptor_host::coordination::CoordinationError::Invalid(_) => EXIT_CONFIG,
-                    _ => 2,
-                }
+                if e.is_config() { EXIT_CONFIG } else { 2 }
             }
         }
     })

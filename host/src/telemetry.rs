@@ -14,6 +14,30 @@ use tracing_subscriber::EnvFilter;
 
 use crate::post::ControlKind;
 
+/// Is the collector able to collect? Heartbeats are withheld while it is not
+/// (no API key, credentials refused …) so operators and planners notice.
+#[derive(Debug, Default)]
+pub struct Health {
+    unhealthy: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set_unhealthy(&self, reason: impl Into<String>) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            *u = Some(reason.into());
+        }
+    }
+    pub fn set_healthy(&self) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            *u = None;
+        }
+    }
+    /// `None` when healthy, else why not.
+    pub fn problem(&self) -> Option<String> {
+        self.unhealthy.lock().ok().and_then(|u| u.clone())
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -50,6 +74,8 @@ pub struct Metrics {
     /// Twitter's cumulative count of posts it could not deliver (latest `limit`).
     pub limit_undelivered: AtomicU64,
     pub malformed: AtomicU64,
+    /// Records a live source dropped as redeliveries of ones already read.
+    pub duplicates_dropped: AtomicU64,
     pub envelope_errors: AtomicU64,
     pub control_dropped: AtomicU64,
     pub records_out: AtomicU64,
@@ -73,6 +99,7 @@ pub struct Snapshot {
     pub control: std::collections::BTreeMap<&'static str, u64>,
     pub limit_undelivered: u64,
     pub malformed: u64,
+    pub duplicates_dropped: u64,
     pub envelope_errors: u64,
     pub control_dropped: u64,
     pub records_out: u64,
@@ -107,6 +134,7 @@ impl Metrics {
                 .collect(),
             limit_undelivered: self.limit_undelivered.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
+            duplicates_dropped: self.duplicates_dropped.load(Relaxed),
             envelope_errors: self.envelope_errors.load(Relaxed),
             control_dropped: self.control_dropped.load(Relaxed),
             records_out: self.records_out.load(Relaxed),
@@ -141,6 +169,7 @@ pub async fn report_periodically(metrics: std::sync::Arc<Metrics>, period: Durat
             matched = now.posts_matched,
             unmatched = now.posts_unmatched,
             malformed = now.malformed,
+            duplicates = now.duplicates_dropped,
             spool_backlog = now.spool_backlog,
             "throughput"
         );

@@ -100,6 +100,7 @@ pub use bindings::traptor::plugin::types::{Description, Field, MatchedRule, Outc
 pub use serde_json;
 
 mod config;
+mod host;
 mod outcome;
 #[doc(hidden)]
 pub mod runtime;
@@ -161,12 +162,12 @@ impl Description {
 /// Log through the host, attributed to this stage.
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
     let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    runtime::host_log(level, message, &fields);
+    host::log(level, message, &fields);
 }
 
 /// Add `delta` to the stage's counter `name`.
 pub fn counter(name: &str, delta: u64) {
-    runtime::host_counter(name, delta);
+    host::counter(name, delta);
 }
 
 /// Export a [`Stage`] implementation as the component's `stage` interface.

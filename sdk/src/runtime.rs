@@ -1,13 +1,12 @@
 //! Glue between the exported WIT functions and a [`Stage`]. Not for direct use.
 //!
 //! The component is single-threaded, so the stage instance lives in a
-//! thread-local. On native targets the host imports are stubs that record
-//! into [`crate::testing`].
+//! thread-local. The host imports are in [`crate::host`].
 
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::{Config, Level, Outcome, Post, Stage};
+use crate::{Config, Outcome, Post, Stage};
 
 thread_local! {
     static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
@@ -41,24 +40,4 @@ pub fn process<T: Stage>(batch: Vec<Post>) -> Vec<Outcome> {
 /// Forget the stage (tests).
 pub fn reset() {
     STATE.with(|s| *s.borrow_mut() = None);
-}
-
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn host_log(level: Level, message: &str, fields: &[(String, String)]) {
-    crate::bindings::traptor::plugin::host::log(level, message, fields);
-}
-
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn host_counter(name: &str, delta: u64) {
-    crate::bindings::traptor::plugin::host::counter(name, delta);
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn host_log(level: Level, message: &str, fields: &[(String, String)]) {
-    crate::testing::record_log(level, message, fields);
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn host_counter(name: &str, delta: u64) {
-    crate::testing::record_counter(name, delta);
 }

@@ -2,38 +2,9 @@
 //! and read back what it logged and counted. Works with plain `cargo test` on
 //! the host target (the host imports are stubs there).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use crate::{MatchedRule, Outcome, Point, Post, Stage};
 
-use crate::{Level, MatchedRule, Outcome, Point, Post, Stage};
-
-/// One recorded log call: level, message, fields.
-pub type LogRecord = (Level, String, Vec<(String, String)>);
-
-thread_local! {
-    static LOGS: RefCell<Vec<LogRecord>> = const { RefCell::new(Vec::new()) };
-    static COUNTERS: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) fn record_log(level: Level, message: &str, fields: &[(String, String)]) {
-    LOGS.with(|l| l.borrow_mut().push((level, message.to_owned(), fields.to_vec())));
-}
-
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) fn record_counter(name: &str, delta: u64) {
-    COUNTERS.with(|c| *c.borrow_mut().entry(name.to_owned()).or_default() += delta);
-}
-
-/// Log records made on this thread so far: (level, message, fields).
-pub fn logs() -> Vec<LogRecord> {
-    LOGS.with(|l| l.borrow().clone())
-}
-
-/// Counters bumped on this thread so far.
-pub fn counters() -> BTreeMap<String, u64> {
-    COUNTERS.with(|c| c.borrow().clone())
-}
+pub use crate::host::{LogRecord, counters, logs};
 
 /// `init` with `config_json`, then `process` the batch, as the host does.
 pub fn run<T: Stage>(config_json: &str, batch: &[Post]) -> Result<Vec<Outcome>, String> {

@@ -3,6 +3,10 @@
 
 pub mod fake_jetstream;
 pub mod fake_x;
+pub mod layers;
+pub mod pipeline;
+
+pub use pipeline::PipelineFile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -14,9 +18,10 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// `../shared/data/...` seen from the repository root.
-pub fn shared_data(rel: &str) -> PathBuf {
-    repo_root().join("../shared/data").join(rel)
+/// A fixture under `tests/fixtures/` (real data by others, each folder with
+/// its licence; see `tests/fixtures/README.md`).
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(rel)
 }
 
 /// Path of a freshly built `traptor-host` (debug profile). Builds it once per
@@ -441,38 +446,13 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// reconnect backoff capped at `reconnect_ms`. Tests adjust it by replacing lines.
 pub fn kafka_pipeline(dir: &Path, brokers: &str, source: &str, max_inflight_bytes: u64, reconnect_ms: u64) -> PathBuf {
     std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-id = 4
-stats_interval_secs = 0
-
-[source]
-{source}
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[sink]
-type = "kafka"
-brokers = "{brokers}"
-topic = "traptor"
-max_inflight_bytes = {max_inflight_bytes}
-
-[sink.properties]
-"reconnect.backoff.max.ms" = "{reconnect_ms}"
-
-[sink.spool]
-dir = "spool"
-"#
-        ),
-    )
-    .expect("pipeline");
-    p
+    PipelineFile::new(source)
+        .id(4)
+        .sink(&format!(
+            "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"traptor\"\nmax_inflight_bytes = {max_inflight_bytes}\n\n\
+             [sink.properties]\n\"reconnect.backoff.max.ms\" = \"{reconnect_ms}\"\n\n[sink.spool]\ndir = \"spool\""
+        ))
+        .write(dir)
 }
 
 /// Edit a test's file by replacing text; every `from` must be present (an

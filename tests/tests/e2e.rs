@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use traptor_tests::{json_lines, repo_root, rule_ids, run_host, shared_data, traptor_host};
+use traptor_tests::{PipelineFile, fixture, json_lines, repo_root, rule_ids, run_host, traptor_host};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -14,15 +14,7 @@ fn write(path: &Path, text: &str) {
 }
 
 fn pipeline(dir: &Path, source: &str, rules: &Path, sink: &str) -> std::path::PathBuf {
-    let p = dir.join("pipeline.toml");
-    write(
-        &p,
-        &format!(
-            "[traptor]\ntype = \"track\"\nid = 7\nstats_interval_secs = 0\n\n[source]\n{source}\n\n[rules]\ntype = \"file\"\npath = {:?}\npoll_interval_ms = 50\ndebounce_ms = 50\n\n[sink]\n{sink}\n",
-            rules.display()
-        ),
-    );
-    p
+    PipelineFile::new(source).id(7).rules_file_polled(rules).sink(sink).write(dir)
 }
 
 fn compact(path: &Path) -> String {
@@ -58,7 +50,7 @@ fn upstream_fixtures_through_a_replay_pipeline() {
     assert_eq!(rule["rule_value"], "happy");
     assert_eq!(rule["appid"], "test-appid");
     // Control messages are forwarded unchanged.
-    let data = shared_data("upstream-traptor");
+    let data = fixture("upstream-traptor");
     for (i, f) in [
         (2, "limit_message.json"),
         (4, "delete_message.json"),
@@ -97,7 +89,7 @@ fn original_bytes_are_kept() {
 #[test]
 fn bad_input_is_reported_with_its_line_and_loses_nothing_else() {
     let dir = tempfile::tempdir().expect("tmp");
-    let upstream = shared_data("upstream-traptor");
+    let upstream = fixture("upstream-traptor");
     let track = compact(&upstream.join("track_tweet.json"));
     let follow = compact(&upstream.join("follow_tweet.json"));
     write(
@@ -277,7 +269,7 @@ fn rules_file_changes_apply_without_restart() {
     let rules = dir.path().join("rules.jsonl");
     write(&rules, "{\"rule_id\":\"old\",\"value\":\"happy\"}\n");
     let input = dir.path().join("in.jsonl");
-    let tweet = compact(&shared_data("upstream-traptor/track_tweet.json"));
+    let tweet = compact(&fixture("upstream-traptor/track_tweet.json"));
     write(&input, &format!("{tweet}\n"));
     let p = pipeline(
         dir.path(),

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use traptor_tests::{Host, edit_file, produce_raw, run_host, wait_for};
+use traptor_tests::{Host, PipelineFile, edit_file, produce_raw, run_host, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -181,40 +181,14 @@ fn a_full_spool_with_policy_block_pauses_input_and_drops_nothing() {
 
 fn worker_pipeline(dir: &Path, brokers: &str, out: &str) -> PathBuf {
     std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("rules");
-    let p = dir.join(format!("{out}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["raw"]
-group_id = "enrichers"
-
-[source.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[sink]
-type = "file"
-path = "{out}.jsonl"
-
-[pipeline]
-batch_timeout_ms = 20
-batch_size = 64
-"#
-        ),
-    )
-    .expect("pipeline");
-    p
+    PipelineFile::new(&format!(
+        "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"raw\"]\ngroup_id = \"enrichers\"\n\n\
+         [source.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\""
+    ))
+    .sink(&format!("type = \"file\"\npath = \"{out}.jsonl\""))
+    .tuning("batch_timeout_ms = 20")
+    .tuning("batch_size = 64")
+    .write_as(dir, &format!("{out}.toml"))
 }
 
 fn ids_in(path: &Path) -> Vec<String> {

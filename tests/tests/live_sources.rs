@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use traptor_tests::fake_x::{After, FakeX, Session};
-use traptor_tests::{Host, json_lines, rule_ids, shared_data, wait_for};
+use traptor_tests::{Host, PipelineFile, fixture, json_lines, repo_root, rule_ids, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -14,7 +14,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// stream messages, each matched by rule tag `tag`.
 fn brexit_stream(tag: &str) -> Vec<String> {
     let page: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared_data("x-v2/brexit.jsonl")).expect("read")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(fixture("x-v2/brexit.jsonl")).expect("read")).expect("json");
     let inc = &page["includes"];
     page["data"]
         .as_array()
@@ -55,40 +55,14 @@ fn write_token(dir: &Path) -> PathBuf {
 fn x_pipeline(dir: &Path, fake: &FakeX, rules: &str, extra: &str) -> PathBuf {
     std::fs::write(dir.join("rules.jsonl"), rules).expect("rules");
     let token = write_token(dir);
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "x_filtered_stream"
-base_url = "{}"
-bearer_token = {{ file = {:?} }}
-backoff_scale = 0.01
-{extra}
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-poll_interval_ms = 50
-debounce_ms = 50
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[pipeline]
-batch_timeout_ms = 20
-"#,
-            fake.base,
-            token.display()
-        ),
-    )
-    .expect("pipeline");
-    p
+    PipelineFile::new(&format!(
+        "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = {:?} }}\nbackoff_scale = 0.01\n{extra}",
+        fake.base,
+        token.display()
+    ))
+    .rules("type = \"file\"\npath = \"rules.jsonl\"\npoll_interval_ms = 50\ndebounce_ms = 50")
+    .tuning("batch_timeout_ms = 20")
+    .write(dir)
 }
 
 fn out_lines(dir: &Path) -> Vec<serde_json::Value> {
@@ -292,7 +266,7 @@ use traptor_tests::fake_jetstream::FakeJetstream;
 
 /// The recorded Jetstream events, in time order (as Jetstream delivers them).
 fn jetstream_events() -> Vec<String> {
-    let text = std::fs::read_to_string(shared_data("jetstream/expected_v1.jsonl")).expect("read");
+    let text = std::fs::read_to_string(fixture("jetstream/expected_v1.jsonl")).expect("read");
     let mut ev: Vec<(u64, String)> = text
         .lines()
         .map(|l| {
@@ -306,38 +280,12 @@ fn jetstream_events() -> Vec<String> {
 
 fn jet_pipeline(dir: &Path, url: &str, compress: bool, rules: &str) -> PathBuf {
     std::fs::write(dir.join("rules.jsonl"), rules).expect("rules");
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "jetstream"
-url = "{url}"
-wanted_collections = ["app.bsky.feed.post", "app.bsky.feed.repost"]
-compress = {compress}
-cursor_path = "cursor"
-cursor_rewind_secs = 1
-backoff_scale = 0.01
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[pipeline]
-batch_timeout_ms = 20
-"#
-        ),
-    )
-    .expect("pipeline");
-    p
+    PipelineFile::new(&format!(
+        "type = \"jetstream\"\nurl = \"{url}\"\nwanted_collections = [\"app.bsky.feed.post\", \"app.bsky.feed.repost\"]\n\
+         compress = {compress}\ncursor_path = \"cursor\"\ncursor_rewind_secs = 1\nbackoff_scale = 0.01"
+    ))
+    .tuning("batch_timeout_ms = 20")
+    .write(dir)
 }
 
 /// A post author's DID and a word of one post's text, from the recording.
@@ -369,7 +317,7 @@ fn jetstream_events_flow_and_match_compressed_or_not() {
     for compress in [false, true] {
         let fake = FakeJetstream::start(
             events.clone(),
-            std::fs::read(shared_data("jetstream/legacy_subscribe.zdict")).expect("dict"),
+            std::fs::read(repo_root().join("host/data/jetstream-legacy-subscribe.zdict")).expect("dict"),
         );
         let dir = tempfile::tempdir().expect("tmp");
         let p = jet_pipeline(dir.path(), &fake.url, compress, &rules);
@@ -464,48 +412,21 @@ fn v1_pipeline(dir: &Path, fake: &FakeX, rules: &str) -> PathBuf {
     {
         std::fs::write(dir.join(name), value).expect("secret");
     }
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "twitter_v1_filter"
-base_url = "{}"
-consumer_key = {{ file = "ck" }}
-consumer_secret = {{ file = "cs" }}
-access_token = {{ file = "at" }}
-access_token_secret = {{ env = "TEST_V1_ACCESS_SECRET" }}
-min_rule_reconnect_secs = 1
-backoff_scale = 0.01
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-poll_interval_ms = 50
-debounce_ms = 50
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[pipeline]
-batch_timeout_ms = 20
-"#,
-            fake.base
-        ),
-    )
-    .expect("pipeline");
-    p
+    PipelineFile::new(&format!(
+        "type = \"twitter_v1_filter\"\nbase_url = \"{}\"\nconsumer_key = {{ file = \"ck\" }}\n\
+         consumer_secret = {{ file = \"cs\" }}\naccess_token = {{ file = \"at\" }}\n\
+         access_token_secret = {{ env = \"TEST_V1_ACCESS_SECRET\" }}\nmin_rule_reconnect_secs = 1\nbackoff_scale = 0.01",
+        fake.base
+    ))
+    .rules("type = \"file\"\npath = \"rules.jsonl\"\npoll_interval_ms = 50\ndebounce_ms = 50")
+    .tuning("batch_timeout_ms = 20")
+    .write(dir)
 }
 
 #[test]
 fn v1_filter_signs_frames_reconnects_on_disconnect_and_on_rule_changes() {
     let fake = FakeX::start();
-    let up = shared_data("upstream-traptor");
+    let up = fixture("upstream-traptor");
     let track = compact(&up.join("track_tweet.json"));
     let limit = compact(&up.join("limit_message.json"));
     let warning = compact(&up.join("warning_message.json"));

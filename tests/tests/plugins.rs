@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use traptor_tests::{json_lines, plugin_wasm, run_host};
+use traptor_tests::{PipelineFile, json_lines, plugin_wasm, run_host};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -30,38 +30,12 @@ impl Fixture {
 
     /// A pipeline with one stage section (`stage` is the TOML body after `[[stages]]`).
     fn pipeline(&self, stage: &str, batch_size: usize) -> PathBuf {
-        let p = self.path("pipeline.toml");
-        let text = format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "replay"
-path = "in.jsonl"
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[[stages]]
-{stage}
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[dead_letter]
-type = "file"
-path = "dead.jsonl"
-
-[pipeline]
-batch_size = {batch_size}
-workers = 2
-"#
-        );
-        std::fs::write(&p, text).expect("write");
-        p
+        PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"")
+            .stage(stage)
+            .dead_letter("type = \"file\"\npath = \"dead.jsonl\"")
+            .tuning(&format!("batch_size = {batch_size}"))
+            .tuning("workers = 2")
+            .write(self.dir.path())
     }
 
     fn out(&self, name: &str) -> Vec<serde_json::Value> {
@@ -280,44 +254,16 @@ fn python_and_javascript_plugins_run_in_the_real_host() {
     let dir = tempfile::tempdir().expect("tmp");
     let f = Fixture { dir };
     std::fs::write(f.path("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("write");
-    let p = f.path("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "synthetic"
-count = 600
-seed = 9
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[[stages]]
-name = "keywords"
-plugin = {:?}
-config = {{ top = 3 }}
-timeout_ms = 5000
-
-[[stages]]
-name = "emoji"
-plugin = {:?}
-config = {{ top = 2 }}
-timeout_ms = 5000
-
-[sink]
-type = "file"
-path = "out.jsonl"
-"#,
-            plugin_wasm("keywords").display(),
+    let p = PipelineFile::new("type = \"synthetic\"\ncount = 600\nseed = 9")
+        .stage(&format!(
+            "name = \"keywords\"\nplugin = {:?}\nconfig = {{ top = 3 }}\ntimeout_ms = 5000",
+            plugin_wasm("keywords").display()
+        ))
+        .stage(&format!(
+            "name = \"emoji\"\nplugin = {:?}\nconfig = {{ top = 2 }}\ntimeout_ms = 5000",
             plugin_wasm("emoji").display()
-        ),
-    )
-    .expect("write");
+        ))
+        .write(f.dir.path());
     let (out, stderr) = run(&p);
     assert!(out.status.success(), "{stderr}");
     let posts = f.out("out.jsonl");
@@ -352,41 +298,13 @@ fn rust_example_plugins_enrich_in_the_real_host() {
     let dir = tempfile::tempdir().expect("tmp");
     let f = Fixture { dir };
     std::fs::write(f.path("rules.jsonl"), "").expect("write");
-    let p = f.path("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-stats_interval_secs = 0
-
-[source]
-type = "synthetic"
-count = 500
-seed = 4
-
-[rules]
-type = "file"
-path = "rules.jsonl"
-
-[[stages]]
-name = "entities"
-plugin = {:?}
-config = {{ only_if_missing = false }}
-
-[[stages]]
-name = "sentiment"
-plugin = {:?}
-
-[sink]
-type = "file"
-path = "out.jsonl"
-"#,
-            plugin_wasm("entities").display(),
-            plugin_wasm("sentiment").display()
-        ),
-    )
-    .expect("write");
+    let p = PipelineFile::new("type = \"synthetic\"\ncount = 500\nseed = 4")
+        .stage(&format!(
+            "name = \"entities\"\nplugin = {:?}\nconfig = {{ only_if_missing = false }}",
+            plugin_wasm("entities").display()
+        ))
+        .stage(&format!("name = \"sentiment\"\nplugin = {:?}", plugin_wasm("sentiment").display()))
+        .write(f.dir.path());
     let (out, stderr) = run(&p);
     assert!(out.status.success(), "{stderr}");
     let posts = f.out("out.jsonl");

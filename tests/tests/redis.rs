@@ -2,11 +2,11 @@
 //! pub/sub reload, heartbeat, stats, planner, API-key leases, resilience.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use redis::Commands;
-use traptor_tests::{Host, RedisServer, json_lines, repo_root, rule_ids, run_host, shared_data, wait_for};
+use traptor_tests::{Host, PipelineFile, RedisServer, fixture, json_lines, repo_root, rule_ids, run_host, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -27,38 +27,11 @@ fn rules_cli(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn pipeline(dir: &Path, redis: &RedisServer, source: &str, extra: &str) -> PathBuf {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[traptor]
-type = "track"
-id = 0
-stats_interval_secs = 0
-
-[source]
-{source}
-
-[rules]
-type = "redis"
-url = "{}"
-rule_check_interval_secs = 60
-
-[coordination]
-heartbeat_interval_secs = 5
-stats_flush_ms = 100
-{extra}
-
-[sink]
-type = "file"
-path = "out.jsonl"
-"#,
-            redis.url()
-        ),
-    )
-    .expect("write pipeline");
-    p
+fn pipeline(redis: &RedisServer, source: &str) -> PipelineFile {
+    PipelineFile::new(source)
+        .id(0)
+        .rules(&format!("type = \"redis\"\nurl = \"{}\"\nrule_check_interval_secs = 60", redis.url()))
+        .coordination("heartbeat_interval_secs = 5\nstats_flush_ms = 100")
 }
 
 fn out_lines(dir: &Path) -> Vec<serde_json::Value> {
@@ -74,7 +47,7 @@ fn rules_from_redis_reload_heartbeat_and_stats() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "").expect("write");
-    let p = pipeline(dir.path(), &redis, "type = \"replay\"\npath = \"in.jsonl\"\nfollow = true", "");
+    let p = pipeline(&redis, "type = \"replay\"\npath = \"in.jsonl\"\nfollow = true").write(dir.path());
     let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
 
     // No rules yet: the collector waits.
@@ -87,8 +60,8 @@ fn rules_from_redis_reload_heartbeat_and_stats() {
     assert!(stdout.contains("notified {0}"), "{stdout}");
     host.wait_log("rules assigned; starting", LIMIT);
 
-    let track = compact(&shared_data("upstream-traptor/track_tweet.json"));
-    let limit = compact(&shared_data("upstream-traptor/limit_message.json"));
+    let track = compact(&fixture("upstream-traptor/track_tweet.json"));
+    let limit = compact(&fixture("upstream-traptor/limit_message.json"));
     let append = |lines: &[&str]| {
         let mut f = std::fs::OpenOptions::new().append(true).open(&input).expect("open");
         for l in lines {
@@ -152,10 +125,7 @@ fn invalid_rules_in_redis_are_reported_with_their_key() {
     let _: () = c.hset_multiple("traptor-follow:0:1", &[("rule_id", "2"), ("value", "@jack")]).expect("hset");
     let _: () = c.hset_multiple("traptor-follow:0:2", &[("value", "12")]).expect("hset");
     let dir = tempfile::tempdir().expect("tmp");
-    let p = pipeline(dir.path(), &redis, "type = \"synthetic\"\ncount = 1", "");
-    let text =
-        std::fs::read_to_string(&p).expect("read").replace("type = \"track\"\nid = 0", "type = \"follow\"\nid = 0");
-    std::fs::write(&p, text).expect("write");
+    let p = pipeline(&redis, "type = \"synthetic\"\ncount = 1").traptor_type("follow").write(dir.path());
     let out = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(78), "{stdout}");
@@ -224,12 +194,12 @@ fn api_keys_are_leased_to_one_collector_at_a_time_and_never_logged() {
     let _: () = c.hset("traptor-apikeys", "key-a", r#"{"bearer_token":"s3cr3t-token-value"}"#).expect("hset");
     let make = |name: &str| {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = pipeline(
-            dir.path(),
-            &redis,
-            "type = \"synthetic\"\nrate = 50",
-            "[coordination.api_keys]\nhash = \"traptor-apikeys\"\nlease_secs = 10",
-        );
+        let p = pipeline(&redis, "type = \"synthetic\"\nrate = 50")
+            .coordination(
+                "heartbeat_interval_secs = 5\nstats_flush_ms = 100\n\n\
+                 [coordination.api_keys]\nhash = \"traptor-apikeys\"\nlease_secs = 10",
+            )
+            .write(dir.path());
         let _ = name;
         (dir, p)
     };
@@ -267,7 +237,7 @@ fn redis_outages_never_stop_collection() {
     // Down at start: the collector waits with backoff, then proceeds.
     redis.kill();
     let dir = tempfile::tempdir().expect("tmp");
-    let p = pipeline(dir.path(), &redis, "type = \"synthetic\"\nrate = 300", "");
+    let p = pipeline(&redis, "type = \"synthetic\"\nrate = 300").write(dir.path());
     let mut host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
     host.wait_log("Redis unavailable; retrying", LIMIT);
     redis.restart();

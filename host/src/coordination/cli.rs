@@ -7,8 +7,9 @@ use std::path::Path;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+use super::CoordinationError;
 use super::plan::{self, Placed, Slot};
-use super::{CoordinationError, RedisUrl};
+use crate::redis_conn::RedisUrl;
 use crate::rules::{self, Rule, RuleType};
 
 /// Parse `traptor-<type>:<id>:<n>`.
@@ -216,7 +217,7 @@ pub async fn list(
 
 /// Connect for a CLI command (no retry: a clear error at once).
 pub async fn connect_cli(url: &RedisUrl) -> Result<ConnectionManager, CoordinationError> {
-    super::connect(url, None).await
+    Ok(crate::redis_conn::connect(url, None).await?)
 }
 
 #[cfg(test)]

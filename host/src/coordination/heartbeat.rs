@@ -1,7 +1,7 @@
 //! `<type>:<id>:heartbeat`: SETEX with a TTL of 1.5 × the interval, holding the
 //! current time in RFC 3339 (UTC) — the original wrote the time with a
 //! `%M`-for-month bug; this writes it right. Withheld while the collector
-//! cannot collect ([`super::Health`]); deleted on a clean shutdown.
+//! cannot collect ([`crate::telemetry::Health`]); deleted on a clean shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
 use super::keys::Lease;
+use crate::telemetry::Health;
 
 /// The shortest interval allowed (seconds).
 pub const MIN_INTERVAL_SECS: u64 = 5;

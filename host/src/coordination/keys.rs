@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::CoordinationError;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Prefix of lease keys.
 pub const LEASE_PREFIX: &str = "traptor-apikey-lease:";

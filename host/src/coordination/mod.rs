@@ -20,160 +20,123 @@ pub mod keys;
 pub mod plan;
 pub mod stats;
 
-use std::fmt;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion};
-use tokio_util::sync::CancellationToken;
+use serde::Deserialize;
 
-/// The default server (`--redis`, `TRAPTOR_REDIS_URL`).
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+use crate::component::{BaseDir, Problems, yes};
+use crate::redis_conn::RedisError;
 
-/// A Redis URL whose password never appears in logs, errors or `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    pub fn new(url: impl Into<String>) -> RedisUrl {
-        RedisUrl(url.into())
-    }
-    /// The real URL, for connecting only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// `[coordination]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinationConfig {
+    /// Redis server (default: the rules' server, else `redis://127.0.0.1:6379`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Heartbeat period (at least 5); the key lives 1.5 × as long.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_interval_secs: u64,
+    /// Write per-rule match counts and limit notices.
+    #[serde(default = "yes")]
+    pub stats: bool,
+    /// Rolling window of the per-rule counters.
+    #[serde(default = "default_stats_window_secs")]
+    pub stats_window_secs: u64,
+    /// How often counts are written.
+    #[serde(default = "default_stats_flush_ms")]
+    pub stats_flush_ms: u64,
+    /// Claim one API key from a pool for this collector.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysConfig>,
 }
 
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://[user[:password]@]host… → password replaced.
-        let s = &self.0;
-        match (s.find("://"), s.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &s[scheme + 3..at];
-                let user = creds.split(':').next().unwrap_or("");
-                if creds.contains(':') {
-                    write!(f, "{}{user}:*****{}", &s[..scheme + 3], &s[at..])
-                } else {
-                    write!(f, "{}*****{}", &s[..scheme + 3], &s[at..])
-                }
-            }
-            _ => f.write_str(s),
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            url: None,
+            heartbeat_interval_secs: default_heartbeat_secs(),
+            stats: true,
+            stats_window_secs: default_stats_window_secs(),
+            stats_flush_ms: default_stats_flush_ms(),
+            api_keys: None,
         }
     }
 }
 
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({self})")
+/// `[coordination.api_keys]`: exactly one of `hash` and `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Redis hash: field = key name, value = JSON object of credential fields.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// JSON-lines file of `{"name": …, credential fields …}`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Lease length; renewed with every heartbeat.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+fn default_stats_window_secs() -> u64 {
+    900
+}
+fn default_stats_flush_ms() -> u64 {
+    1000
+}
+fn default_lease_secs() -> u64 {
+    30
+}
+
+impl CoordinationConfig {
+    /// Pure checks; keys relative to `[coordination]`.
+    pub fn check(&self, p: &mut Problems<'_>) {
+        p.at_least("heartbeat_interval_secs", self.heartbeat_interval_secs, heartbeat::MIN_INTERVAL_SECS);
+        p.at_least("stats_window_secs", self.stats_window_secs, 1);
+        p.at_least("stats_flush_ms", self.stats_flush_ms, 1);
+        if let Some(k) = &self.api_keys {
+            if k.hash.is_some() == k.file.is_some() {
+                p.add("api_keys", "give exactly one of `hash` and `file`");
+            }
+            if k.lease_secs <= self.heartbeat_interval_secs {
+                p.add(
+                    "api_keys.lease_secs",
+                    "must be longer than the heartbeat interval (the lease is renewed with each beat)",
+                );
+            }
+        }
+    }
+
+    pub fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(ApiKeysConfig { file: Some(f), .. }) = &mut self.api_keys {
+            base.fix(f);
+        }
     }
 }
 
-/// Why talking to Redis failed.
+/// Why a coordination task or command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinationError {
-    #[error("invalid Redis URL {url}: {message}")]
-    Url { url: RedisUrl, message: String },
-    #[error("cannot reach Redis at {url}: {message}")]
-    Connect { url: RedisUrl, message: String },
-    #[error("Redis command failed: {0}")]
-    Command(String),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// Data in Redis or a keys file that cannot be used (a configuration error).
     #[error("{0}")]
     Invalid(String),
 }
 
 impl From<redis::RedisError> for CoordinationError {
     fn from(e: redis::RedisError) -> Self {
-        CoordinationError::Command(e.to_string())
+        CoordinationError::Redis(e.into())
     }
 }
 
-/// Connect (RESP3, reconnecting in the background). `push` receives pub/sub
-/// messages; subscriptions are restored after a reconnect.
-pub async fn connect(
-    url: &RedisUrl,
-    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
-) -> Result<ConnectionManager, CoordinationError> {
-    let info = url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| CoordinationError::Url { url: url.clone(), message: e.to_string() })?;
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(settings);
-    let client =
-        redis::Client::open(info).map_err(|e| CoordinationError::Url { url: url.clone(), message: e.to_string() })?;
-    let mut config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    if let Some(tx) = push {
-        config = config.set_push_sender(tx).set_automatic_resubscription();
-    }
-    ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(|e| CoordinationError::Connect { url: url.clone(), message: e.to_string() })
-}
-
-/// [`connect`], retrying with backoff (0.5 s doubling to 10 s) until it works
-/// or `shutdown` is cancelled; each failure is logged once per attempt.
-pub async fn connect_with_retry(
-    url: &RedisUrl,
-    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
-    shutdown: &CancellationToken,
-) -> Result<Option<ConnectionManager>, CoordinationError> {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match connect(url, push.clone()).await {
-            Ok(c) => return Ok(Some(c)),
-            Err(e @ CoordinationError::Url { .. }) => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unavailable; retrying");
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-}
-
-/// Is the collector able to collect? Heartbeats are withheld while it is not
-/// (no API key, credentials refused …) so operators and planners notice.
-#[derive(Debug, Default)]
-pub struct Health {
-    unhealthy: std::sync::Mutex<Option<String>>,
-}
-
-impl Health {
-    pub fn set_unhealthy(&self, reason: impl Into<String>) {
-        if let Ok(mut u) = self.unhealthy.lock() {
-            *u = Some(reason.into());
-        }
-    }
-    pub fn set_healthy(&self) {
-        if let Ok(mut u) = self.unhealthy.lock() {
-            *u = None;
-        }
-    }
-    /// `None` when healthy, else why not.
-    pub fn problem(&self) -> Option<String> {
-        self.unhealthy.lock().ok().and_then(|u| u.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        let u = RedisUrl::new("redis://admin:s3cret@db.example:6379/0");
-        assert_eq!(u.to_string(), "redis://admin:*****@db.example:6379/0");
-        assert!(!format!("{u:?}").contains("s3cret"));
-        assert_eq!(RedisUrl::new("redis://:s3cret@h:1").to_string(), "redis://:*****@h:1");
-        assert_eq!(RedisUrl::new("redis://token@h:1").to_string(), "redis://*****@h:1");
-        assert_eq!(RedisUrl::new("redis://127.0.0.1:6379").to_string(), "redis://127.0.0.1:6379");
+impl CoordinationError {
+    /// True when the user must fix a URL or the data (exit 78), not wait.
+    pub fn is_config(&self) -> bool {
+        matches!(self, CoordinationError::Invalid(_) | CoordinationError::Redis(RedisError::Url { .. }))
     }
 }

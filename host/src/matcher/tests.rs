@@ -12,7 +12,7 @@ use crate::post::{Message, v1};
 use crate::rules::{RuleType, file};
 
 fn upstream(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/upstream-traptor").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream-traptor").join(name)
 }
 
 fn rule(id: &str, rule_type: &str, value: &str, extra: &[(&str, &str)]) -> Rule {

@@ -16,51 +16,78 @@
 //! * Shutdown: the source stops and drops its sender; workers drain what is
 //!   queued and exit; the sink writes everything it received, flushes, returns.
 
-pub mod batch;
 pub mod worker;
 
-pub use batch::{Batcher, OutBatch, RawBatch};
-pub use worker::{Compiled, Fatal, FatalStageError, WorkerContext, WorkerScratch, process_batch};
+use std::path::PathBuf;
 
-use std::collections::BTreeMap;
+use serde::Deserialize;
 
-/// Restores source order of batches processed by several workers.
-#[derive(Debug, Default)]
-pub struct Reorder {
-    next: u64,
-    waiting: BTreeMap<u64, OutBatch>,
+pub use worker::{Compiled, Fatal, FatalStageError, WorkerContext, WorkerScratch, process_batch, spawn_workers};
+
+use crate::component::{BaseDir, Problems};
+
+/// `[pipeline]`: batching, parallelism and buffering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTuning {
+    /// CPU workers (decode, match, stages, envelope); default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Records per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is sent after this long (slow sources).
+    #[serde(default = "default_batch_timeout_ms")]
+    pub batch_timeout_ms: u64,
+    /// Batches that may wait in each channel.
+    #[serde(default = "default_channel_batches")]
+    pub channel_batches: usize,
+    /// Where compiled plugins are cached (default `~/.cache/traptor/wasm`,
+    /// or `$TRAPTOR_CACHE_DIR/wasm`).
+    #[serde(default)]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
-impl Reorder {
-    /// Accept a batch; return those now in order.
-    pub fn push(&mut self, b: OutBatch) -> Vec<OutBatch> {
-        self.waiting.insert(b.seq, b);
-        let mut ready = Vec::new();
-        while let Some(b) = self.waiting.remove(&self.next) {
-            self.next += 1;
-            ready.push(b);
+fn default_batch_size() -> usize {
+    256
+}
+fn default_batch_timeout_ms() -> u64 {
+    50
+}
+fn default_channel_batches() -> usize {
+    8
+}
+
+impl Default for PipelineTuning {
+    fn default() -> Self {
+        PipelineTuning {
+            workers: None,
+            batch_size: default_batch_size(),
+            batch_timeout_ms: default_batch_timeout_ms(),
+            channel_batches: default_channel_batches(),
+            plugin_cache_dir: None,
         }
-        ready
-    }
-
-    /// Whatever is still waiting (only after a gap, which workers never leave).
-    pub fn drain(&mut self) -> Vec<OutBatch> {
-        std::mem::take(&mut self.waiting).into_values().collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl PipelineTuning {
+    /// Workers to start: the setting, or one per core.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
 
-    #[test]
-    fn reorder_restores_sequence() {
-        let mut r = Reorder::default();
-        let b = OutBatch::with_seq;
-        assert!(r.push(b(1)).is_empty());
-        assert!(r.push(b(2)).is_empty());
-        let got: Vec<u64> = r.push(b(0)).iter().map(|b| b.seq).collect();
-        assert_eq!(got, vec![0, 1, 2]);
-        assert_eq!(r.push(b(3)).len(), 1);
+    /// Pure checks; keys relative to `[pipeline]`.
+    pub fn check(&self, p: &mut Problems<'_>) {
+        if let Some(w) = self.workers {
+            p.at_least("workers", w as u64, 1);
+        }
+        p.at_least("batch_size", self.batch_size as u64, 1);
+        p.at_least("channel_batches", self.channel_batches as u64, 1);
+    }
+
+    pub fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(d) = &mut self.plugin_cache_dir {
+            base.fix(d);
+        }
     }
 }

@@ -12,16 +12,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OnError;
+use arc_swap::ArcSwap;
+
 use crate::coordination::stats::RuleHits;
 use crate::envelope::{self, Extra, Identity, RuleJson};
 use crate::matcher::{Matcher, Scratch};
-use crate::plugins::{Stage, StageInstance, to_wit_post, wit};
+use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
 use crate::post::{self, Format, Message, PostView};
 use crate::rules::RuleSnapshot;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
-use super::{OutBatch, RawBatch};
+use crate::batch::{OutBatch, RawBatch};
 
 /// A rule set compiled for the hot path; swapped atomically on reload.
 #[derive(Debug)]
@@ -135,33 +136,11 @@ pub fn process_batch(
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
     let staged = !ctx.stages.is_empty();
     let mut items: Vec<Item<'_>> = Vec::new();
-    let (mut posts, mut matched_posts, mut rule_matches) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     for (raw, origin) in batch.iter() {
         match post::decode(ctx.format, raw) {
             Ok(Message::Post(post)) => {
-                posts += 1;
-                match &post.source_rules {
-                    // The source attributed the post (X v2 matching_rules).
-                    Some(tags) => {
-                        scratch.matched.clear();
-                        scratch.matched.extend(tags.iter().filter_map(|t| compiled.matcher.index_of(t)));
-                        scratch.matched.sort_unstable();
-                        scratch.matched.dedup();
-                    }
-                    None => compiled.matcher.match_post(&post, &mut scratch.matcher, &mut scratch.matched),
-                }
-                if !scratch.matched.is_empty() {
-                    matched_posts += 1;
-                    rule_matches += scratch.matched.len() as u64;
-                    if ctx.rule_hits.is_some() {
-                        if scratch.hits.len() < compiled.matcher.rules().len() {
-                            scratch.hits.resize(compiled.matcher.rules().len(), 0);
-                        }
-                        for &r in &scratch.matched {
-                            scratch.hits[r as usize] += 1;
-                        }
-                    }
-                }
+                attribute(ctx, compiled, &post, scratch, &mut tally);
                 if staged {
                     items.push(Item::Post(PostItem {
                         raw,
@@ -170,101 +149,229 @@ pub fn process_batch(
                         enrichments: String::new(),
                         fate: Fate::Alive,
                     }));
-                } else {
-                    if wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin) {
-                        let ids = scratch.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
-                        out.push_with_rules(&scratch.out, &post.id, ids);
-                    }
+                } else if wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin)
+                {
+                    let ids = scratch.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                    out.push_with_rules(&scratch.out, &post.id, ids);
                 }
             }
-            Ok(Message::Control(c)) => {
-                m.control(c.kind);
-                if let Some(n) = c.undelivered {
-                    m.limit_undelivered.fetch_max(n, Relaxed);
-                    if let Some(h) = &ctx.rule_hits {
-                        h.limit(n);
-                    }
-                }
-                if !ctx.forward_control {
-                    Metrics::add(&m.control_dropped, 1);
-                } else if staged {
+            Ok(Message::Control(c)) if count_control(ctx, &c) => {
+                if staged {
                     items.push(Item::Control(raw));
                 } else {
                     envelope::write_control(raw, &mut scratch.out);
                     out.push(&scratch.out, "");
                 }
             }
-            Err(e) => {
-                let n = m.malformed.fetch_add(1, Relaxed);
-                if n < BAD_RECORDS_LOGGED {
-                    tracing::warn!(
-                        input = %ctx.source_name,
-                        line = origin,
-                        error = %e,
-                        preview = %preview(raw),
-                        "malformed record skipped"
-                    );
-                } else if n == BAD_RECORDS_LOGGED {
-                    tracing::warn!(input = %ctx.source_name, "more malformed records; only counting them from now on");
-                }
-            }
+            Ok(Message::Control(_)) => {}
+            Err(e) => malformed(ctx, raw, origin, &e),
         }
     }
-    Metrics::add(&m.posts, posts);
-    Metrics::add(&m.posts_matched, matched_posts);
-    Metrics::add(&m.posts_unmatched, posts - matched_posts);
-    Metrics::add(&m.rule_matches, rule_matches);
-    if let Some(h) = &ctx.rule_hits
-        && rule_matches > 0
-    {
-        let rules = compiled.matcher.rules();
-        h.add(scratch.hits.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (rules[i].rule_id(), *n)));
-        scratch.hits.iter_mut().for_each(|n| *n = 0);
-    }
+    tally.publish(ctx, compiled, scratch);
     if !staged {
         return Ok(out);
     }
-
     scratch.instances.resize_with(ctx.stages.len(), || None);
     for (s, stage) in ctx.stages.iter().enumerate() {
         run_stage(stage, &mut scratch.instances[s], compiled, &mut items)?;
     }
+    wrap_items(ctx, compiled, &items, scratch, &mut out);
+    Ok(out)
+}
 
+/// Counts of one batch, published once at its end.
+#[derive(Default)]
+struct Tally {
+    posts: u64,
+    matched_posts: u64,
+    rule_matches: u64,
+}
+
+impl Tally {
+    fn publish(&self, ctx: &WorkerContext, compiled: &Compiled, scratch: &mut WorkerScratch) {
+        let m = &ctx.metrics;
+        Metrics::add(&m.posts, self.posts);
+        Metrics::add(&m.posts_matched, self.matched_posts);
+        Metrics::add(&m.posts_unmatched, self.posts - self.matched_posts);
+        Metrics::add(&m.rule_matches, self.rule_matches);
+        if let Some(h) = &ctx.rule_hits
+            && self.rule_matches > 0
+        {
+            let rules = compiled.matcher.rules();
+            h.add(scratch.hits.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (rules[i].rule_id(), *n)));
+            scratch.hits.iter_mut().for_each(|n| *n = 0);
+        }
+    }
+}
+
+/// The rules `post` matched, into `scratch.matched` (sorted rule indices).
+#[inline]
+fn attribute(
+    ctx: &WorkerContext,
+    compiled: &Compiled,
+    post: &PostView<'_>,
+    scratch: &mut WorkerScratch,
+    tally: &mut Tally,
+) {
+    tally.posts += 1;
+    match &post.source_rules {
+        // The source attributed the post (X v2 matching_rules).
+        Some(tags) => {
+            scratch.matched.clear();
+            scratch.matched.extend(tags.iter().filter_map(|t| compiled.matcher.index_of(t)));
+            scratch.matched.sort_unstable();
+            scratch.matched.dedup();
+        }
+        None => compiled.matcher.match_post(post, &mut scratch.matcher, &mut scratch.matched),
+    }
+    if scratch.matched.is_empty() {
+        return;
+    }
+    tally.matched_posts += 1;
+    tally.rule_matches += scratch.matched.len() as u64;
+    if ctx.rule_hits.is_some() {
+        if scratch.hits.len() < compiled.matcher.rules().len() {
+            scratch.hits.resize(compiled.matcher.rules().len(), 0);
+        }
+        for &r in &scratch.matched {
+            scratch.hits[r as usize] += 1;
+        }
+    }
+}
+
+/// Count a control message; true when it is to be forwarded.
+fn count_control(ctx: &WorkerContext, c: &post::Control) -> bool {
+    let m = &ctx.metrics;
+    m.control(c.kind);
+    if let Some(n) = c.undelivered {
+        m.limit_undelivered.fetch_max(n, Relaxed);
+        if let Some(h) = &ctx.rule_hits {
+            h.limit(n);
+        }
+    }
+    if !ctx.forward_control {
+        Metrics::add(&m.control_dropped, 1);
+    }
+    ctx.forward_control
+}
+
+/// Count (and, the first few times, log with its origin) a record that
+/// cannot be decoded.
+fn malformed(ctx: &WorkerContext, raw: &[u8], origin: u64, e: &post::DecodeError) {
+    let n = ctx.metrics.malformed.fetch_add(1, Relaxed);
+    if n < BAD_RECORDS_LOGGED {
+        tracing::warn!(
+            input = %ctx.source_name,
+            line = origin,
+            error = %e,
+            preview = %preview(raw),
+            "malformed record skipped"
+        );
+    } else if n == BAD_RECORDS_LOGGED {
+        tracing::warn!(input = %ctx.source_name, "more malformed records; only counting them from now on");
+    }
+}
+
+/// After the stages: wrap the survivors in source order, dead letters apart.
+fn wrap_items(
+    ctx: &WorkerContext,
+    compiled: &Compiled,
+    items: &[Item<'_>],
+    scratch: &mut WorkerScratch,
+    out: &mut OutBatch,
+) {
     let mut enrich = String::new();
-    for item in &items {
-        match item {
+    for item in items {
+        let p = match item {
             Item::Control(raw) => {
                 envelope::write_control(raw, &mut scratch.out);
                 out.push(&scratch.out, "");
+                continue;
             }
-            Item::Post(p) => {
-                enrich.clear();
-                if !p.enrichments.is_empty() {
-                    enrich.push('{');
-                    enrich.push_str(&p.enrichments);
-                    enrich.push('}');
+            Item::Post(p) => p,
+        };
+        enrich.clear();
+        if !p.enrichments.is_empty() {
+            enrich.push('{');
+            enrich.push_str(&p.enrichments);
+            enrich.push('}');
+        }
+        let enrichments = (!enrich.is_empty()).then_some(enrich.as_str());
+        match &p.fate {
+            Fate::Removed => {}
+            Fate::Alive => {
+                let extra = Extra { enrichments, dead_letter: None };
+                if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
+                    let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                    out.push_with_rules(&scratch.out, &p.view.id, ids);
                 }
-                let enrichments = (!enrich.is_empty()).then_some(enrich.as_str());
-                match &p.fate {
-                    Fate::Removed => {}
-                    Fate::Alive => {
-                        let extra = Extra { enrichments, dead_letter: None };
-                        if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
-                            let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
-                            out.push_with_rules(&scratch.out, &p.view.id, ids);
-                        }
-                    }
-                    Fate::DeadLetter { stage, error } => {
-                        let extra = Extra { enrichments, dead_letter: Some((stage, error)) };
-                        if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
-                            out.push_dead(&scratch.out);
-                        }
-                    }
+            }
+            Fate::DeadLetter { stage, error } => {
+                let extra = Extra { enrichments, dead_letter: Some((stage, error)) };
+                if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
+                    out.push_dead(&scratch.out);
                 }
             }
         }
     }
-    Ok(out)
+}
+
+/// Start `n` CPU workers on tokio's blocking pool: each takes a batch from
+/// `rx`, processes it with the rules current at that moment, and passes it on.
+pub fn spawn_workers(
+    n: usize,
+    rx: &async_channel::Receiver<RawBatch>,
+    tx: &async_channel::Sender<OutBatch>,
+    ctx: &WorkerContext,
+    compiled: &Arc<ArcSwap<Compiled>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (rx, tx, ctx, compiled) = (rx.clone(), tx.clone(), ctx.clone(), compiled.clone());
+            tokio::task::spawn_blocking(move || worker_loop(&rx, &tx, &ctx, &compiled))
+        })
+        .collect()
+}
+
+/// One CPU worker. A panic while processing a batch is contained: the
+/// batch's records are counted as lost, logged, and the worker continues
+/// with fresh buffers.
+fn worker_loop(
+    rx: &async_channel::Receiver<RawBatch>,
+    tx: &async_channel::Sender<OutBatch>,
+    ctx: &WorkerContext,
+    compiled: &ArcSwap<Compiled>,
+) {
+    let mut scratch = WorkerScratch::default();
+    while let Ok(batch) = rx.recv_blocking() {
+        if ctx.fatal.is_raised() {
+            return;
+        }
+        let current = compiled.load_full();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            process_batch(ctx, &current, &batch, &mut scratch)
+        }));
+        let out = match result {
+            Ok(Ok(out)) => out,
+            Ok(Err(fatal)) => {
+                ctx.fatal.raise(fatal.0);
+                return;
+            }
+            Err(_) => {
+                Metrics::add(&ctx.metrics.worker_panics, 1);
+                tracing::error!(
+                    batch = batch.seq,
+                    records = batch.len(),
+                    "internal error while processing a batch; its records were not written"
+                );
+                scratch = WorkerScratch::default();
+                OutBatch::with_seq(batch.seq)
+            }
+        };
+        if tx.send_blocking(out).is_err() {
+            return;
+        }
+    }
 }
 
 /// Run one stage over the posts still alive and apply the outcomes.

@@ -22,6 +22,7 @@ pub mod cache;
 mod convert;
 mod metrics;
 mod stage;
+pub mod stages;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub use convert::to_wit_post;
 pub use metrics::{StageMetrics, StageSnapshot};
 pub use stage::{CallFailure, Stage, StageInstance, StageSpec};
+pub use stages::{OnError, StageConfig, StageLoadError};
 
 /// Generated from `wit/plugin.wit`.
 #[allow(missing_debug_implementations, clippy::all)]

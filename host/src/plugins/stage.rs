@@ -11,11 +11,11 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::stages::OnError;
 use super::{
     EPOCH_TICK, FrozenClock, LoadedComponent, MemoryLimiter, PluginError, Runtime, StageMetrics, StageState, bindings,
     wit,
 };
-use crate::config::OnError;
 
 /// Everything needed to run one `[[stages]]` entry.
 #[derive(Debug, Clone)]

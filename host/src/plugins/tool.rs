@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stages::OnError;
 use super::{ABI_VERSION, PluginError, Runtime, STAGE_EXPORT, Stage, StageSpec, to_wit_post, wit};
-use crate::config::OnError;
 use crate::matcher::{Matcher, Scratch};
 use crate::post::{Message, v1};
 use crate::rules::RuleType;

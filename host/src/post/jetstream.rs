@@ -231,6 +231,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         coordinates: None,
         place_bbox: None,
         source_rules: None,
+        edited_at: None,
     })))
 }
 
@@ -281,7 +282,7 @@ mod tests {
     use super::*;
 
     fn events() -> Vec<String> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/jetstream/expected_v1.jsonl");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/jetstream/expected_v1.jsonl");
         std::fs::read_to_string(p).expect("read").lines().map(str::to_owned).collect()
     }
 

@@ -136,6 +136,9 @@ pub struct PostView<'a> {
     /// Rule ids the source itself attributed the post to (X v2
     /// `matching_rules` tags). When set, they replace local matching.
     pub source_rules: Option<Vec<Cow<'a, str>>>,
+    /// Set when this is a new version of a post published earlier (an edit):
+    /// when it was edited. The envelope marks it (`"edit": true`).
+    pub edited_at: Option<Cow<'a, str>>,
 }
 
 impl PostView<'_> {

@@ -229,6 +229,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         coordinates,
         place_bbox,
         source_rules,
+        edited_at: None,
     };
     Ok(Message::Post(Box::new(view)))
 }
@@ -303,7 +304,7 @@ mod tests {
     }
 
     fn page(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/x-v2").join(name);
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/x-v2").join(name);
         std::fs::read_to_string(p).expect("read")
     }
 

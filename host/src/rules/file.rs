@@ -10,10 +10,65 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Rule, RuleProblem, RuleSnapshot, RuleType, RulesError};
+use super::{Collector, LoadFuture, Rule, RuleProblem, RuleSnapshot, RuleType, RulesComponent, RulesError};
+use crate::component::{BaseDir, Problems};
+
+/// `[rules]` with `type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRulesConfig {
+    /// The rules file.
+    pub path: PathBuf,
+    /// How often to look for changes.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// How long the file must stay unchanged before it is reloaded.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_debounce_ms() -> u64 {
+    250
+}
+
+impl RulesComponent for FileRulesConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.at_least("poll_interval_ms", self.poll_interval_ms, 1);
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        base.fix(&mut self.path);
+    }
+
+    fn describe(&self, _who: Collector) -> String {
+        self.path.display().to_string()
+    }
+
+    fn load<'a>(&'a self, who: Collector, _redis: Option<&'a mut redis::aio::ConnectionManager>) -> LoadFuture<'a> {
+        Box::pin(async move { load(&self.path, who.rule_type) })
+    }
+
+    fn watch(
+        &self,
+        who: Collector,
+        _redis: Option<redis::aio::ConnectionManager>,
+        tx: watch::Sender<std::sync::Arc<RuleSnapshot>>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let opts = WatchOptions {
+            poll: Duration::from_millis(self.poll_interval_ms),
+            debounce: Duration::from_millis(self.debounce_ms),
+        };
+        tokio::spawn(watch_file(self.path.clone(), who.rule_type, opts, tx, shutdown))
+    }
+}
 
 /// Load every rule of a JSON-lines file.
 pub fn load(path: &Path, default_type: RuleType) -> Result<RuleSnapshot, RulesError> {
@@ -167,7 +222,7 @@ mod tests {
     #[test]
     fn upstream_rule_files_load() {
         for f in ["track_rules.json", "follow_rules.json", "locations_rules.json"] {
-            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/upstream-traptor").join(f);
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream-traptor").join(f);
             let snap = load(&p, RuleType::Track).expect("readable");
             assert_eq!(snap.rules.len(), 1, "{f}");
             assert!(snap.problems.is_empty(), "{f}: {:?}", snap.problems);

@@ -4,15 +4,72 @@
 //! the invalid ones) and, while the pipeline runs, a new snapshot whenever its
 //! rules change. Compiling a snapshot into a matcher is the caller's business
 //! (`app`), so stores never depend on the matcher.
+//!
+//! Stores are a closed list ([`RulesConfig`]); each store's file holds its
+//! keys, checks, loading and watching.
 
 pub mod file;
 pub mod model;
 pub mod redis;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use model::{Criterion, LimitExceeded, Rule, RuleError, RuleType, check_limits};
+
+use crate::component::{BaseDir, Problems, registry};
+use crate::redis_conn::RedisError;
+
+registry! {
+    /// `[rules]`: where rules come from. `type` selects the store.
+    pub enum RulesConfig: dyn RulesComponent {
+        /// JSON lines, one rule per line; reloaded when the file changes.
+        File(file::FileRulesConfig),
+        /// One HASH per rule at `traptor-<type>:<id>:<n>`; reloaded on a
+        /// `<type>:<id>` message on `channel` and every `rule_check_interval_secs`.
+        Redis(redis::RedisRulesConfig),
+    }
+}
+
+/// The collector whose rules a store holds (`traptor-<type>:<id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collector {
+    pub rule_type: RuleType,
+    pub id: u32,
+}
+
+/// A store's first load.
+pub type LoadFuture<'a> = Pin<Box<dyn Future<Output = Result<RuleSnapshot, RulesError>> + Send + 'a>>;
+
+/// What every rule store provides.
+pub trait RulesComponent: fmt::Debug + Send + Sync {
+    /// Pure checks of the values, run on every load; keys relative to `[rules]`.
+    fn check(&self, problems: &mut Problems<'_>);
+    /// Make relative paths absolute.
+    fn resolve_paths(&mut self, _base: &BaseDir) {}
+    /// The Redis server this store reads, if any (coordination defaults to it).
+    fn redis_url(&self) -> Option<&str> {
+        None
+    }
+    /// Where the rules of `who` are, for logs.
+    fn describe(&self, who: Collector) -> String;
+    /// Load once. `redis` is the coordination connection (a Redis store needs it).
+    fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ::redis::aio::ConnectionManager>) -> LoadFuture<'a>;
+    /// Keep watching: every change is published on `tx`, until `shutdown`.
+    fn watch(
+        &self,
+        who: Collector,
+        redis: Option<::redis::aio::ConnectionManager>,
+        tx: watch::Sender<Arc<RuleSnapshot>>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()>;
+}
 
 /// One invalid rule and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,4 +118,9 @@ pub enum RulesError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// A Redis store was given no connection (a bug in the caller).
+    #[error("internal: the redis rule store needs a connection")]
+    NoConnection,
 }

@@ -16,8 +16,84 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Rule, RuleProblem, RuleSnapshot, RuleType};
-use crate::coordination::{CoordinationError, RedisUrl, connect_with_retry};
+use serde::Deserialize;
+
+use super::{Collector, LoadFuture, Rule, RuleProblem, RuleSnapshot, RuleType, RulesComponent, RulesError};
+use crate::component::Problems;
+use crate::redis_conn::{DEFAULT_REDIS_URL, RedisError, RedisUrl, connect_with_retry};
+
+/// `[rules]` with `type = "redis"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisRulesConfig {
+    /// Server URL (a password in it is never logged).
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Pub/sub channel of reload notices.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// Safety-net reload period.
+    #[serde(default = "default_check_secs")]
+    pub rule_check_interval_secs: u64,
+}
+
+fn default_url() -> String {
+    DEFAULT_REDIS_URL.into()
+}
+fn default_channel() -> String {
+    "traptor-notify".into()
+}
+fn default_check_secs() -> u64 {
+    60
+}
+
+impl RulesComponent for RedisRulesConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.at_least("rule_check_interval_secs", self.rule_check_interval_secs, 1);
+        if self.channel.is_empty() {
+            p.add("channel", "must not be empty");
+        }
+    }
+
+    fn redis_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
+    fn describe(&self, who: Collector) -> String {
+        format!("{} ({}:*)", RedisUrl::new(self.url.clone()), collector_prefix(who.rule_type, who.id))
+    }
+
+    fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ConnectionManager>) -> LoadFuture<'a> {
+        Box::pin(async move {
+            let conn = redis.ok_or(RulesError::NoConnection)?;
+            Ok(load(conn, who.rule_type, who.id).await?)
+        })
+    }
+
+    fn watch(
+        &self,
+        who: Collector,
+        redis: Option<ConnectionManager>,
+        tx: watch::Sender<Arc<RuleSnapshot>>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let opts = WatchOptions {
+            url: RedisUrl::new(self.url.clone()),
+            channel: self.channel.clone(),
+            rule_type: who.rule_type,
+            id: who.id,
+            check_every: Duration::from_secs(self.rule_check_interval_secs),
+        };
+        match redis {
+            Some(conn) => tokio::spawn(watch(conn, opts, tx, shutdown)),
+            None => tokio::spawn(async move {
+                tracing::error!(
+                    "internal: the redis rule store was started without a connection; rules stay as loaded"
+                );
+            }),
+        }
+    }
+}
 
 /// `traptor-<type>:<id>`.
 pub fn collector_prefix(t: RuleType, id: u32) -> String {
@@ -30,7 +106,7 @@ fn key_number(key: &str) -> Option<u64> {
 }
 
 /// SCAN for keys matching `pattern` (all of them; COUNT 1000 per round trip).
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, CoordinationError> {
+pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, RedisError> {
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -51,7 +127,7 @@ pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<Str
 pub async fn hgetall_many(
     conn: &mut ConnectionManager,
     keys: &[String],
-) -> Result<Vec<Vec<(String, String)>>, CoordinationError> {
+) -> Result<Vec<Vec<(String, String)>>, RedisError> {
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(500) {
         let mut pipe = redis::pipe();
@@ -65,7 +141,7 @@ pub async fn hgetall_many(
 }
 
 /// Load the rules of collector `<type>:<id>`.
-pub async fn load(conn: &mut ConnectionManager, t: RuleType, id: u32) -> Result<RuleSnapshot, CoordinationError> {
+pub async fn load(conn: &mut ConnectionManager, t: RuleType, id: u32) -> Result<RuleSnapshot, RedisError> {
     let keys = scan(conn, &format!("{}:*", collector_prefix(t, id))).await?;
     let hashes = hgetall_many(conn, &keys).await?;
     let mut snap = RuleSnapshot::default();
@@ -196,7 +272,7 @@ async fn reload(
 }
 
 /// Write rules as HASHes (used by `rules import` and `plan --apply`).
-pub async fn write_rule(conn: &mut ConnectionManager, key: &str, rule: &Rule) -> Result<(), CoordinationError> {
+pub async fn write_rule(conn: &mut ConnectionManager, key: &str, rule: &Rule) -> Result<(), RedisError> {
     let _: () = redis::pipe().del(key).ignore().hset_multiple(key, rule.fields()).ignore().query_async(conn).await?;
     Ok(())
 }
@@ -207,7 +283,7 @@ pub fn rule_key(t: RuleType, id: u32, n: u64) -> String {
 }
 
 /// Delete a key.
-pub async fn delete(conn: &mut ConnectionManager, key: &str) -> Result<(), CoordinationError> {
+pub async fn delete(conn: &mut ConnectionManager, key: &str) -> Result<(), RedisError> {
     let _: () = conn.del(key).await?;
     Ok(())
 }

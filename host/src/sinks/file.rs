@@ -9,8 +9,45 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{LineSink, SinkError};
+use serde::Deserialize;
 
+use super::{
+    BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, blocking, write_all_batches,
+};
+use crate::component::{BaseDir, Problems};
+use crate::envelope::Identity;
+
+/// `[sink]` (or `[dead_letter]`) with `type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to append to.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes (absent: never).
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+}
+
+impl SinkComponent for FileSinkConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        if self.rotate_bytes == Some(0) {
+            p.add("rotate_bytes", "must be ≥ 1 (leave it out for no rotation)");
+        }
+        if self.path.as_os_str().is_empty() {
+            p.add("path", "must not be empty");
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        base.fix(&mut self.path);
+    }
+
+    fn build(&self, _identity: Identity) -> Result<Sink, SinkError> {
+        Ok(Sink::new(FileSink::new(self.path.clone(), self.rotate_bytes)))
+    }
+}
+
+/// The running `file` sink.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
@@ -80,6 +117,32 @@ impl FileSink {
     }
 }
 
+impl RunSink for FileSink {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn check_environment(&self) -> Result<(), SinkError> {
+        self.check()
+    }
+
+    fn run(mut self: Box<Self>, input: BatchRx, run: SinkRun) -> SinkFuture {
+        blocking(move || {
+            let SinkRun { metrics, mut dead_letters, confirmed, .. } = run;
+            let r = self
+                .open()
+                .and_then(|()| write_all_batches(&input, &metrics, &mut *self, &mut dead_letters, &confirmed));
+            let r = self.finish().and(r);
+            dead_letters.finish().and(r)
+        })
+    }
+
+    fn into_dead_letters(mut self: Box<Self>) -> Result<Box<dyn LineSink + Send>, SinkError> {
+        self.open()?;
+        Ok(self)
+    }
+}
+
 impl LineSink for FileSink {
     fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
         let len = line.len() as u64 + 1;
@@ -106,6 +169,10 @@ impl LineSink for FileSink {
             w.flush().map_err(|source| SinkError::Write { target: self.path.display().to_string(), source })?;
         }
         Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        FileSink::finish(self)
     }
 }
 

@@ -34,10 +34,192 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 
+use serde::Deserialize;
+
 use super::spool::{Fsync, Overflow, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
-use super::{BatchRx, SinkError, SinkSummary};
-use crate::pipeline::{OutBatch, Reorder};
+use super::{BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, SinkSummary};
+use crate::batch::{OutBatch, Reorder};
+use crate::component::{BaseDir, Problems};
+use crate::envelope::Identity;
+use crate::secret::SecretRef;
 use crate::telemetry::Metrics;
+
+/// `[sink]` with `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    /// The topic posts are written to.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// none, gzip, snappy, lz4 (default), zstd.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Bytes waiting for delivery reports before the sink stops taking input.
+    #[serde(default = "default_inflight")]
+    pub max_inflight_bytes: u64,
+    /// librdkafka's retry window per record before it counts as failed.
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
+    /// When the input ends with records still spooled (broker away), keep
+    /// trying this long before leaving them for the next start.
+    #[serde(default = "default_drain_secs")]
+    pub drain_timeout_secs: u64,
+    /// With a spool: when in-flight bytes are full and no delivery report
+    /// has come for this long, the broker counts as stalled and input
+    /// spills to disk; before that, input just waits (backpressure).
+    #[serde(default = "default_spill_after_ms")]
+    pub spill_after_ms: u64,
+    /// Any librdkafka property, e.g. `"security.protocol" = "SASL_SSL"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Properties whose values are secrets: `"sasl.password" = { env = "…" }`.
+    #[serde(default)]
+    pub secret_properties: BTreeMap<String, SecretRef>,
+    /// Where records wait when the broker is slow or down.
+    #[serde(default)]
+    pub spool: Option<SpoolConfig>,
+}
+
+/// `[sink.spool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of segment files.
+    pub dir: PathBuf,
+    /// Size cap of the whole spool.
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+    /// Size of one segment file.
+    #[serde(default = "default_segment")]
+    pub segment_bytes: u64,
+    /// `batch` (default), `always` or `never`.
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// What a full spool does: `drop_newest` (counted and logged) or `block`
+    /// (pause the input; nothing lost).
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+fn default_topic() -> String {
+    "traptor".into()
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_inflight() -> u64 {
+    64 << 20
+}
+fn default_delivery_timeout_ms() -> u64 {
+    // librdkafka keeps retrying (idempotently, no duplicates) this long;
+    // meanwhile new records spill to the spool.
+    300_000
+}
+fn default_spill_after_ms() -> u64 {
+    2000
+}
+fn default_drain_secs() -> u64 {
+    60
+}
+fn default_spool_max() -> u64 {
+    10 << 30
+}
+fn default_segment() -> u64 {
+    64 << 20
+}
+
+impl SinkComponent for KafkaSinkConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
+            p.add("compression", format!("{:?}: expected none, gzip, snappy, lz4 or zstd", self.compression));
+        }
+        if self.brokers.trim().is_empty() {
+            p.add("brokers", "must name at least one broker");
+        }
+        p.at_least("max_inflight_bytes", self.max_inflight_bytes, 1);
+        if let Some(s) = &self.spool {
+            p.at_least("spool.segment_bytes", s.segment_bytes, 1);
+            p.at_least("spool.max_bytes", s.max_bytes, 1);
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(s) = &mut self.spool {
+            base.fix(&mut s.dir);
+        }
+        for s in self.secret_properties.values_mut() {
+            base.fix_secret(s);
+        }
+    }
+
+    fn build(&self, identity: Identity) -> Result<Sink, SinkError> {
+        let mut properties: Vec<(String, String)> =
+            self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, s) in &self.secret_properties {
+            let v = s.resolve().map_err(|e| SinkError::Config {
+                what: format!("sink.secret_properties.{k}"),
+                reason: e.to_string(),
+            })?;
+            properties.push((k.clone(), v.expose().to_owned()));
+        }
+        Ok(Sink::new(KafkaOptions {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            compression: self.compression.clone(),
+            max_inflight_bytes: self.max_inflight_bytes,
+            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            spill_after: Duration::from_millis(self.spill_after_ms),
+            properties,
+            spool: self.spool.as_ref().map(|s| SpoolOptions {
+                dir: s.dir.clone(),
+                max_bytes: s.max_bytes,
+                segment_bytes: s.segment_bytes,
+                fsync: s.fsync,
+                overflow: s.overflow,
+            }),
+            traptor_type: identity.traptor_type.as_str().to_owned(),
+            traptor_id: identity.traptor_id,
+        }))
+    }
+}
+
+impl RunSink for KafkaOptions {
+    fn name(&self) -> String {
+        format!("kafka {} topic {}", self.brokers, self.topic)
+    }
+
+    /// librdkafka accepts the settings (a client is made; no broker needed).
+    fn check_environment(&self) -> Result<(), SinkError> {
+        producer(self, Default::default()).map(drop)
+    }
+
+    fn run(self: Box<Self>, input: BatchRx, run: SinkRun) -> SinkFuture {
+        Box::pin(async move {
+            let stats = Arc::new(KafkaStats::default());
+            let dead = run.dead_letters;
+            let r = deliver(*self, input, run.metrics, run.confirmed, stats.clone(), dead, run.shutdown).await;
+            tracing::info!(
+                delivered = stats.delivered.load(Ordering::Relaxed),
+                spooled = stats.spooled.load(Ordering::Relaxed),
+                replayed = stats.replayed.load(Ordering::Relaxed),
+                dropped_spool_full = stats.spool_overflow_dropped.load(Ordering::Relaxed),
+                lost = stats.lost.load(Ordering::Relaxed),
+                "kafka sink finished"
+            );
+            r
+        })
+    }
+
+    fn into_dead_letters(self: Box<Self>) -> Result<Box<dyn LineSink + Send>, SinkError> {
+        Err(SinkError::Config {
+            what: "dead_letter.type".into(),
+            reason: "a kafka dead-letter topic is not supported yet; use a file".into(),
+        })
+    }
+}
 
 /// Settings of the sink.
 #[derive(Debug, Clone)]
@@ -347,8 +529,8 @@ struct State<'a> {
     /// Once shutting down, a full spool (policy `block`) takes what the
     /// pipeline still holds, past its cap, so the drain can finish.
     shutdown: tokio_util::sync::CancellationToken,
-    /// Dead letters (a file; small and rare, written inline).
-    dead: Option<super::file::FileSink>,
+    /// Dead letters (small and rare, written inline).
+    dead: super::DeadLetters,
 }
 
 impl State<'_> {
@@ -493,18 +675,11 @@ impl State<'_> {
     fn take(&mut self, b: OutBatch, summary: &mut SinkSummary) -> Result<(), SinkError> {
         let seq = b.seq;
         for line in b.iter_dead() {
-            match self.dead.as_mut() {
-                Some(d) => {
-                    super::LineSink::write_line(d, line)?;
-                    Metrics::add(&self.metrics.dead_letters_out, 1);
-                }
-                None => tracing::error!("dead letter with no [dead_letter] file; record lost"),
-            }
+            self.dead.write_line(line)?;
+            Metrics::add(&self.metrics.dead_letters_out, 1);
         }
-        if b.dead_len() > 0
-            && let Some(d) = self.dead.as_mut()
-        {
-            super::LineSink::idle(d)?;
+        if b.dead_len() > 0 {
+            self.dead.idle()?;
         }
         let mut spooling = self.spooling();
         let mut outstanding = 0;
@@ -708,57 +883,111 @@ impl State<'_> {
     }
 }
 
+/// What the sink shares with the pipeline, handed to its state.
+struct Shared {
+    metrics: Arc<Metrics>,
+    confirmed: Arc<AtomicU64>,
+    stats: Arc<KafkaStats>,
+    dead: super::DeadLetters,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl<'o> State<'o> {
+    /// A producer, and the spool (replayed first if an earlier run left records).
+    fn new(o: &'o KafkaOptions, reports: Arc<Reports>, shared: Shared) -> Result<State<'o>, SinkError> {
+        let producer = producer(o, reports.clone())?;
+        let spool = match &o.spool {
+            Some(s) => Some(Spool::open(&s.dir, s.segment_bytes, s.max_bytes, s.fsync).map_err(State::spool_err)?),
+            None => None,
+        };
+        if let Some(s) = &spool
+            && !s.is_empty()
+        {
+            tracing::info!(
+                records = s.len(),
+                bytes = s.bytes(),
+                "the spool holds records from an earlier run; replaying them first"
+            );
+        }
+        let Shared { metrics, confirmed, stats, dead, shutdown } = shared;
+        Ok(State {
+            o,
+            producer,
+            retired: Vec::new(),
+            spool,
+            reports,
+            direct: VecDeque::new(),
+            direct_base: 0,
+            replay: VecDeque::new(),
+            replay_base: 0,
+            purged: false,
+            inflight_bytes: 0,
+            open: BTreeMap::new(),
+            stats,
+            metrics,
+            confirmed,
+            replay_failing: false,
+            next_replay: tokio::time::Instant::now(),
+            replay_broken: false,
+            replay_cursor: None,
+            delivered_ahead: std::collections::BTreeSet::new(),
+            last_progress: tokio::time::Instant::now(),
+            blocked_since: None,
+            shutdown,
+            dead,
+        })
+    }
+
+    /// Log when a full spool (policy `block`) pauses the input, and when it resumes.
+    fn note_blocked(&mut self, blocked: bool) {
+        match (blocked, self.blocked_since) {
+            (true, None) => {
+                self.blocked_since = Some(tokio::time::Instant::now());
+                self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    spool_bytes = self.spool.as_ref().map_or(0, Spool::bytes),
+                    "spool full: input paused until the broker takes records again (overflow policy block)"
+                );
+            }
+            (false, Some(t)) => {
+                self.blocked_since = None;
+                tracing::info!(paused_secs = t.elapsed().as_secs(), "spool below its cap: input resumed");
+            }
+            _ => {}
+        }
+    }
+
+    /// The periodic step: reports the producer resolved without a wake-up,
+    /// the replay window, the spool gauge and head.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        // Safety net for wake-ups, and replay sends refused at once
+        // (they resolve without a report).
+        self.apply_reports()?;
+        if !self.purged {
+            self.fill_replay()?;
+        }
+        if let Some(s) = self.spool.as_mut() {
+            self.metrics.spool_backlog.store(s.len(), Ordering::Relaxed);
+            if self.replay.is_empty() {
+                s.persist_head().map_err(State::spool_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the sink until its input closes and everything is delivered or spooled.
-pub async fn run(
+pub async fn deliver(
     o: KafkaOptions,
     input: BatchRx,
     metrics: Arc<Metrics>,
     confirmed: Arc<AtomicU64>,
     stats: Arc<KafkaStats>,
-    dead: Option<super::file::FileSink>,
+    dead: super::DeadLetters,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<SinkSummary, SinkError> {
     let reports = Arc::new(Reports::default());
-    let producer = producer(&o, reports.clone())?;
-    let spool = match &o.spool {
-        Some(s) => Some(Spool::open(&s.dir, s.segment_bytes, s.max_bytes, s.fsync).map_err(State::spool_err)?),
-        None => None,
-    };
-    if let Some(s) = &spool
-        && !s.is_empty()
-    {
-        tracing::info!(
-            records = s.len(),
-            bytes = s.bytes(),
-            "the spool holds records from an earlier run; replaying them first"
-        );
-    }
-    let mut st = State {
-        o: &o,
-        producer,
-        retired: Vec::new(),
-        spool,
-        reports: reports.clone(),
-        direct: VecDeque::new(),
-        direct_base: 0,
-        replay: VecDeque::new(),
-        replay_base: 0,
-        purged: false,
-        inflight_bytes: 0,
-        open: BTreeMap::new(),
-        stats,
-        metrics,
-        confirmed,
-        replay_failing: false,
-        next_replay: tokio::time::Instant::now(),
-        replay_broken: false,
-        replay_cursor: None,
-        delivered_ahead: std::collections::BTreeSet::new(),
-        last_progress: tokio::time::Instant::now(),
-        blocked_since: None,
-        shutdown,
-        dead,
-    };
+    let mut st = State::new(&o, reports.clone(), Shared { metrics, confirmed, stats, dead, shutdown })?;
     let mut summary = SinkSummary::default();
     let mut reorder = Reorder::default();
     let mut input_open = true;
@@ -788,21 +1017,7 @@ pub async fn run(
         // In-flight bytes bound the input (backpressure), except that with a
         // spool, a stalled broker or a non-empty spool sends it to disk.
         let blocked = st.blocked();
-        match (blocked, st.blocked_since) {
-            (true, None) => {
-                st.blocked_since = Some(tokio::time::Instant::now());
-                st.stats.blocks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    spool_bytes = st.spool.as_ref().map_or(0, Spool::bytes),
-                    "spool full: input paused until the broker takes records again (overflow policy block)"
-                );
-            }
-            (false, Some(t)) => {
-                st.blocked_since = None;
-                tracing::info!(paused_secs = t.elapsed().as_secs(), "spool below its cap: input resumed");
-            }
-            _ => {}
-        }
+        st.note_blocked(blocked);
         let room = !blocked && (st.inflight_bytes < o.max_inflight_bytes || st.spooling() || st.stalled());
         tokio::select! {
             batch = input.recv(), if input_open && room => {
@@ -821,20 +1036,7 @@ pub async fn run(
                 }
             }
             () = reports.notify.notified() => st.apply_reports()?,
-            _ = tick.tick() => {
-                // Safety net for wake-ups, and replay sends refused at once
-                // (they resolve without a report).
-                st.apply_reports()?;
-                if !st.purged {
-                    st.fill_replay()?;
-                }
-                if let Some(s) = st.spool.as_mut() {
-                    st.metrics.spool_backlog.store(s.len(), Ordering::Relaxed);
-                    if st.replay.is_empty() {
-                        s.persist_head().map_err(State::spool_err)?;
-                    }
-                }
-            }
+            _ = tick.tick() => st.tick()?,
         }
     }
     if st.spooling() {
@@ -843,8 +1045,6 @@ pub async fn run(
             "stopping with records in the spool; they are sent on the next start"
         );
     }
-    if let Some(d) = st.dead.as_mut() {
-        d.finish()?;
-    }
+    st.dead.finish()?;
     Ok(summary)
 }

@@ -1,20 +1,55 @@
 //! Sinks: where enriched posts go.
 //!
-//! A closed enum (STYLE 4). A sink receives processed batches from the workers,
-//! restores source order ([`Reorder`]), writes, and flushes when its input
-//! closes. `stdout` and `file` are blocking writers on their own thread.
+//! A closed list (STYLE 4, 15): every built-in sink is one line of
+//! [`SinkConfig`]; its file holds its `XxxConfig` (keys, checks, path
+//! resolution) and builds the running [`Sink`]. A sink receives processed
+//! batches from the workers, restores source order ([`Reorder`]), writes, and
+//! flushes when its input closes. `stdout` and `file` are blocking writers on
+//! their own thread; `kafka` runs on the reactor.
+//!
+//! Dead letters (`on_error = "dead_letter"`) travel inside the batches and are
+//! written by the sink, inline, to a [`LineSink`] made from the
+//! `[dead_letter]` section.
 
 pub mod file;
 pub mod kafka;
 pub mod spool;
+pub mod stdout;
 
-use std::io::Write;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::SinkConfig;
-use crate::pipeline::{OutBatch, Reorder};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{OutBatch, Reorder};
+use crate::component::{BaseDir, Problems, registry};
+use crate::envelope::Identity;
 use crate::telemetry::Metrics;
+
+registry! {
+    /// `[sink]` (and `[dead_letter]`): where enriched posts go. `type` selects the sink.
+    pub enum SinkConfig: dyn SinkComponent {
+        /// JSON lines on standard output.
+        Stdout(stdout::StdoutConfig),
+        /// JSON lines in a file.
+        File(file::FileSinkConfig),
+        /// Kafka (librdkafka): lossless, with an on-disk spool.
+        Kafka(kafka::KafkaSinkConfig),
+    }
+}
+
+/// What every sink's configuration provides.
+pub trait SinkComponent: std::fmt::Debug + Send + Sync {
+    /// Pure checks of the values, run on every load; keys relative to the section.
+    fn check(&self, problems: &mut Problems<'_>);
+    /// Make relative paths (files, spool, secret files) absolute.
+    fn resolve_paths(&mut self, _base: &BaseDir) {}
+    /// Build the running sink; `identity` names the collector (Kafka headers).
+    /// Secrets are read here.
+    fn build(&self, identity: Identity) -> Result<Sink, SinkError>;
+}
 
 /// Receiver side of the workers → sink channel.
 pub type BatchRx = async_channel::Receiver<OutBatch>;
@@ -37,8 +72,16 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A task of the sink failed (a bug, or the runtime going away).
     #[error("sink task failed: {0}")]
     Task(String),
+}
+
+impl SinkError {
+    /// Errors a user can fix in the configuration.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, SinkError::Open { .. } | SinkError::Config { .. })
+    }
 }
 
 /// How a sink ended.
@@ -50,78 +93,54 @@ pub struct SinkSummary {
     pub closed_by_reader: bool,
 }
 
-/// A built sink.
+/// What a running sink shares with the pipeline.
 #[derive(Debug)]
-pub enum Sink {
-    Stdout,
-    File(file::FileSink),
-    Kafka(Box<kafka::KafkaOptions>),
+pub struct SinkRun {
+    pub metrics: Arc<Metrics>,
+    /// Where dead letters go; `None` when no stage sends any.
+    pub dead_letters: DeadLetters,
+    /// Raised to the highest checkpoint written (and flushed) in order.
+    pub confirmed: Arc<AtomicU64>,
+    pub shutdown: CancellationToken,
 }
 
+/// What a running sink's future resolves to.
+pub type SinkFuture = Pin<Box<dyn Future<Output = Result<SinkSummary, SinkError>> + Send>>;
+
+/// A built sink.
+pub trait RunSink: std::fmt::Debug + Send {
+    /// A short name for logs.
+    fn name(&self) -> String;
+    /// Check what needs the environment (`validate`): the directory is
+    /// writable, the client accepts its settings.
+    fn check_environment(&self) -> Result<(), SinkError>;
+    /// Write every batch until the channel closes, then flush.
+    fn run(self: Box<Self>, input: BatchRx, run: SinkRun) -> SinkFuture;
+    /// Open this sink as the destination of dead letters, written line by line.
+    fn into_dead_letters(self: Box<Self>) -> Result<Box<dyn LineSink + Send>, SinkError>;
+}
+
+/// A built sink, ready to run.
+#[derive(Debug)]
+pub struct Sink(Box<dyn RunSink>);
+
 impl Sink {
-    /// Build from configuration; `identity` names the collector in Kafka headers.
-    pub fn build(cfg: &SinkConfig, identity: crate::envelope::Identity) -> Result<Sink, SinkError> {
-        Ok(match cfg {
-            SinkConfig::Stdout {} => Sink::Stdout,
-            SinkConfig::File { path, rotate_bytes } => Sink::File(file::FileSink::new(path.clone(), *rotate_bytes)),
-            SinkConfig::Kafka {
-                brokers,
-                topic,
-                compression,
-                max_inflight_bytes,
-                delivery_timeout_ms,
-                drain_timeout_secs,
-                spill_after_ms,
-                properties,
-                secret_properties,
-                spool,
-            } => {
-                let mut props: Vec<(String, String)> = properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                for (k, s) in secret_properties {
-                    let v = s.resolve().map_err(|e| SinkError::Config {
-                        what: format!("sink.secret_properties.{k}"),
-                        reason: e.to_string(),
-                    })?;
-                    props.push((k.clone(), v.expose().to_owned()));
-                }
-                Sink::Kafka(Box::new(kafka::KafkaOptions {
-                    brokers: brokers.clone(),
-                    topic: topic.clone(),
-                    compression: compression.clone(),
-                    max_inflight_bytes: *max_inflight_bytes,
-                    delivery_timeout: std::time::Duration::from_millis(*delivery_timeout_ms),
-                    drain_timeout: std::time::Duration::from_secs(*drain_timeout_secs),
-                    spill_after: std::time::Duration::from_millis(*spill_after_ms),
-                    properties: props,
-                    spool: spool.as_ref().map(|s| kafka::SpoolOptions {
-                        dir: s.dir.clone(),
-                        max_bytes: s.max_bytes,
-                        segment_bytes: s.segment_bytes,
-                        fsync: s.fsync,
-                        overflow: s.overflow,
-                    }),
-                    traptor_type: identity.traptor_type.as_str().to_owned(),
-                    traptor_id: identity.traptor_id,
-                }))
-            }
-        })
+    pub fn new(inner: impl RunSink + 'static) -> Sink {
+        Sink(Box::new(inner))
+    }
+
+    /// Build from configuration (paths already resolved).
+    pub fn build(cfg: &SinkConfig, identity: Identity) -> Result<Sink, SinkError> {
+        cfg.component().build(identity)
     }
 
     pub fn name(&self) -> String {
-        match self {
-            Sink::Stdout => "stdout".into(),
-            Sink::File(f) => f.path().display().to_string(),
-            Sink::Kafka(k) => format!("kafka {} topic {}", k.brokers, k.topic),
-        }
+        self.0.name()
     }
 
     /// Check what needs the environment (the output directory is writable).
     pub fn check(&self) -> Result<(), SinkError> {
-        match self {
-            Sink::Stdout => Ok(()),
-            Sink::File(f) => f.check(),
-            Sink::Kafka(k) => kafka::producer(k, Default::default()).map(drop),
-        }
+        self.0.check_environment()
     }
 
     /// Write every batch until the channel closes, then flush. Dead letters
@@ -132,104 +151,10 @@ impl Sink {
         metrics: Arc<Metrics>,
         dead_letter: Option<Sink>,
         confirmed: Arc<AtomicU64>,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: CancellationToken,
     ) -> Result<SinkSummary, SinkError> {
-        if let Sink::Kafka(o) = self {
-            let dead = match dead_letter {
-                Some(Sink::File(mut f)) => {
-                    f.open()?;
-                    Some(f)
-                }
-                _ => None,
-            };
-            let stats = Arc::new(kafka::KafkaStats::default());
-            let r = kafka::run(*o, input, metrics, confirmed, stats.clone(), dead, shutdown).await;
-            tracing::info!(
-                delivered = stats.delivered.load(Ordering::Relaxed),
-                spooled = stats.spooled.load(Ordering::Relaxed),
-                replayed = stats.replayed.load(Ordering::Relaxed),
-                dropped_spool_full = stats.spool_overflow_dropped.load(Ordering::Relaxed),
-                lost = stats.lost.load(Ordering::Relaxed),
-                "kafka sink finished"
-            );
-            return r;
-        }
-        tokio::task::spawn_blocking(move || {
-            let mut dead = match dead_letter {
-                None | Some(Sink::Kafka(_)) => DeadWriter::None,
-                Some(Sink::Stdout) => DeadWriter::Stdout(std::io::BufWriter::new(std::io::stdout())),
-                Some(Sink::File(mut f)) => {
-                    f.open()?;
-                    DeadWriter::File(f)
-                }
-            };
-            let result = match self {
-                Sink::Kafka(_) => Ok(SinkSummary::default()),
-                Sink::Stdout => {
-                    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-                    let r = write_all_batches(
-                        &input,
-                        &metrics,
-                        &mut LineWriter::plain(&mut w, "stdout"),
-                        &mut dead,
-                        &confirmed,
-                    );
-                    match r {
-                        Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-                            input.close();
-                            Ok(SinkSummary { closed_by_reader: true, ..SinkSummary::default() })
-                        }
-                        other => other,
-                    }
-                }
-                Sink::File(mut f) => {
-                    let r = f.open().and_then(|()| write_all_batches(&input, &metrics, &mut f, &mut dead, &confirmed));
-                    f.finish().and(r)
-                }
-            };
-            dead.finish().and(result)
-        })
-        .await
-        .map_err(|e| SinkError::Task(e.to_string()))?
-    }
-}
-
-/// Where dead letters are written, if anywhere.
-enum DeadWriter {
-    None,
-    Stdout(std::io::BufWriter<std::io::Stdout>),
-    File(file::FileSink),
-}
-
-impl DeadWriter {
-    fn finish(&mut self) -> Result<(), SinkError> {
-        match self {
-            DeadWriter::None => Ok(()),
-            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").idle(),
-            DeadWriter::File(f) => f.finish(),
-        }
-    }
-}
-
-impl LineSink for DeadWriter {
-    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
-        match self {
-            // Configuration checks make this unreachable: a dead-letter policy
-            // needs a [dead_letter] section.
-            DeadWriter::None => {
-                tracing::error!("dead letter with no [dead_letter] destination; record lost");
-                Ok(())
-            }
-            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").write_line(line),
-            DeadWriter::File(f) => f.write_line(line),
-        }
-    }
-    fn idle(&mut self) -> Result<(), SinkError> {
-        match self {
-            DeadWriter::None => Ok(()),
-            DeadWriter::Stdout(w) => LineWriter::plain(w, "stdout").idle(),
-            DeadWriter::File(f) => f.idle(),
-        }
+        let dead_letters = DeadLetters(dead_letter.map(|d| d.0.into_dead_letters()).transpose()?);
+        self.0.run(input, SinkRun { metrics, dead_letters, confirmed, shutdown }).await
     }
 }
 
@@ -238,22 +163,61 @@ pub trait LineSink {
     fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError>;
     /// Called when no more batches are waiting (a good moment to flush).
     fn idle(&mut self) -> Result<(), SinkError>;
+    /// The end: flush and make durable.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.idle()
+    }
+}
+
+/// The dead-letter destination, if there is one.
+pub struct DeadLetters(Option<Box<dyn LineSink + Send>>);
+
+impl DeadLetters {
+    pub fn none() -> DeadLetters {
+        DeadLetters(None)
+    }
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "DeadLetters(open)" } else { "DeadLetters(none)" })
+    }
+}
+
+impl LineSink for DeadLetters {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        match &mut self.0 {
+            Some(w) => w.write_line(line),
+            // Configuration checks make this unreachable: a dead-letter policy
+            // needs a [dead_letter] section.
+            None => {
+                tracing::error!("dead letter with no [dead_letter] destination; record lost");
+                Ok(())
+            }
+        }
+    }
+    fn idle(&mut self) -> Result<(), SinkError> {
+        self.0.as_mut().map_or(Ok(()), |w| w.idle())
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.as_mut().map_or(Ok(()), |w| w.finish())
+    }
 }
 
 /// A `Write` with newline framing.
 #[derive(Debug)]
-pub struct LineWriter<'w, W: Write> {
-    w: &'w mut W,
+pub struct LineWriter<W: std::io::Write> {
+    w: W,
     target: &'static str,
 }
 
-impl<'w, W: Write> LineWriter<'w, W> {
-    pub fn plain(w: &'w mut W, target: &'static str) -> Self {
+impl<W: std::io::Write> LineWriter<W> {
+    pub fn new(w: W, target: &'static str) -> Self {
         LineWriter { w, target }
     }
 }
 
-impl<W: Write> LineSink for LineWriter<'_, W> {
+impl<W: std::io::Write> LineSink for LineWriter<W> {
     fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
         let err = |source| SinkError::Write { target: self.target.into(), source };
         self.w.write_all(line).map_err(err)?;
@@ -264,8 +228,16 @@ impl<W: Write> LineSink for LineWriter<'_, W> {
     }
 }
 
+/// Run a blocking writer on tokio's blocking pool as a sink's future.
+pub(crate) fn blocking<F>(f: F) -> SinkFuture
+where
+    F: FnOnce() -> Result<SinkSummary, SinkError> + Send + 'static,
+{
+    Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(|e| SinkError::Task(e.to_string()))? })
+}
+
 /// The shared receive → reorder → write loop of the blocking sinks.
-fn write_all_batches(
+pub(crate) fn write_all_batches(
     input: &BatchRx,
     metrics: &Metrics,
     out: &mut dyn LineSink,

@@ -9,16 +9,13 @@
 //! | HTTP 401 / 403 (bad or revoked credentials) | stop: never hammer with bad credentials |
 //!
 //! A connection that stayed up for [`HEALTHY_AFTER`] resets every counter.
-//! One [`Backoff`] serves both Twitter sources; [`reconnect_loop`] drives a
-//! connect-and-stream function with it, logging and counting every change.
+//! One [`Backoff`] serves every live source; the driver ([`super::live`])
+//! applies it, logging and counting every change.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// How long a connection must have been up for the counters to reset.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -54,7 +51,8 @@ impl Failure {
         }
     }
 
-    fn class(&self) -> &'static str {
+    /// The class's name in logs.
+    pub fn class(&self) -> &'static str {
         match self {
             Failure::Network(_) => "network",
             Failure::Http(..) => "http",
@@ -136,92 +134,15 @@ pub struct ConnectionStats {
     pub unauthorized: AtomicU64,
 }
 
-/// How a connection attempt ended without failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
-    /// Shut down on request.
-    Shutdown,
-    /// The source wants a new connection now (rules changed); not a failure.
-    Reconnect,
-}
-
-/// Connect and stream until shutdown, reconnecting by the table above.
-/// `attempt` is called for every connection; it must call `connected()` on the
-/// given handle once data flows, and return how the connection ended. Returns
-/// the failure that stopped it for good (401/403), if any.
-pub async fn reconnect_loop<F, Fut>(
-    name: &str,
-    stats: Arc<ConnectionStats>,
-    shutdown: CancellationToken,
-    scale: f64,
-    mut attempt: F,
-) -> Option<Failure>
-where
-    F: FnMut(Connected) -> Fut,
-    Fut: Future<Output = Result<Ended, Failure>>,
-{
-    let mut backoff = Backoff::default();
-    loop {
-        if shutdown.is_cancelled() {
-            return None;
-        }
-        stats.connects.fetch_add(1, Relaxed);
-        let up = Connected::default();
-        let result = attempt(up.clone()).await;
-        if let Some(t) = up.at() {
-            backoff.connected(t);
-        }
-        let failure = match result {
-            Ok(Ended::Shutdown) => return None,
-            Ok(Ended::Reconnect) => {
-                tracing::info!(source = name, "reconnecting (rules changed)");
-                continue;
-            }
-            Err(f) => f,
+impl ConnectionStats {
+    /// Count a failure by its class.
+    pub fn count(&self, f: &Failure) {
+        match f {
+            Failure::Network(_) => self.network_failures.fetch_add(1, Relaxed),
+            Failure::Http(..) => self.http_failures.fetch_add(1, Relaxed),
+            Failure::RateLimited(..) => self.rate_limited.fetch_add(1, Relaxed),
+            Failure::Unauthorized(..) => self.unauthorized.fetch_add(1, Relaxed),
         };
-        match &failure {
-            Failure::Network(_) => stats.network_failures.fetch_add(1, Relaxed),
-            Failure::Http(..) => stats.http_failures.fetch_add(1, Relaxed),
-            Failure::RateLimited(..) => stats.rate_limited.fetch_add(1, Relaxed),
-            Failure::Unauthorized(..) => stats.unauthorized.fetch_add(1, Relaxed),
-        };
-        match backoff.failed(&failure, Instant::now()) {
-            Decision::Stop => {
-                tracing::error!(source = name, error = %failure, "credentials refused; the connection stops (fix them and restart)");
-                return Some(failure);
-            }
-            Decision::RetryAfter(wait) => {
-                let wait = wait.mul_f64(scale.clamp(0.0, 1.0));
-                tracing::warn!(
-                    source = name,
-                    class = failure.class(),
-                    error = %failure,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "connection ended; reconnecting"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Handed to each attempt: mark the moment data started flowing.
-#[derive(Debug, Clone, Default)]
-pub struct Connected(Arc<std::sync::Mutex<Option<Instant>>>);
-
-impl Connected {
-    pub fn mark(&self) {
-        if let Ok(mut t) = self.0.lock()
-            && t.is_none()
-        {
-            *t = Some(Instant::now());
-        }
-    }
-    fn at(&self) -> Option<Instant> {
-        self.0.lock().ok().and_then(|t| *t)
     }
 }
 
@@ -285,34 +206,5 @@ mod tests {
             b.failed(&Failure::Http(500, String::new()), t0 + Duration::from_secs(80)),
             Decision::RetryAfter(Duration::from_secs(5))
         );
-    }
-
-    /// The loop waits exactly the table's delays between attempts (paused
-    /// time: the sleeps advance the clock instantly).
-    #[tokio::test(start_paused = true)]
-    async fn the_loop_sleeps_by_the_table_and_stops_on_401() {
-        let script = std::sync::Mutex::new(vec![
-            Err(Failure::Unauthorized(401, "bad token".into())),
-            Err(Failure::RateLimited(429, String::new())),
-            Err(Failure::Http(503, String::new())),
-            Err(Failure::Http(503, String::new())),
-            Err(Failure::Network("refused".into())),
-            Err(Failure::Network("refused".into())),
-        ]);
-        let times = std::sync::Mutex::new(Vec::new());
-        let stats = Arc::new(ConnectionStats::default());
-        let start = Instant::now();
-        let stopped = reconnect_loop("test", stats.clone(), CancellationToken::new(), 1.0, |_up| {
-            times.lock().expect("lock").push(start.elapsed());
-            let next = script.lock().expect("lock").pop().unwrap_or(Ok(Ended::Shutdown));
-            async move { next }
-        })
-        .await;
-        assert_eq!(stopped, Some(Failure::Unauthorized(401, "bad token".into())));
-        let t: Vec<f64> = times.lock().expect("lock").iter().map(|d| d.as_secs_f64()).collect();
-        // attempts at 0, +0.25, +0.5 (network), +5, +10 (http), +60 (rate), then 401.
-        assert_eq!(t, vec![0.0, 0.25, 0.75, 5.75, 15.75, 75.75]);
-        assert_eq!(stats.connects.load(Relaxed), 6);
-        assert_eq!(stats.unauthorized.load(Relaxed), 1);
     }
 }

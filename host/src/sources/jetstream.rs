@@ -10,8 +10,8 @@
 //! * On start and on every reconnect the subscription resumes from the
 //!   confirmed cursor minus `cursor_rewind_secs`, so nothing confirmed is
 //!   missed; events seen again within this run are dropped by (DID, time).
-//! * Reconnects follow [`super::backoff`]; no event for `stall_timeout_secs`
-//!   is a stall.
+//! * The driver ([`super::live`]) reconnects by [`super::backoff`]; no event
+//!   for `stall_timeout_secs` is a stall.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,14 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Connected, ConnectionStats, Ended, Failure, reconnect_loop};
-use super::x_stream::Dedup;
-use super::{BatchTx, Batching, SourceError, SourceSummary};
-use crate::pipeline::Batcher;
+use super::backoff::Failure;
+use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings};
+use super::{Source, SourceComponent, SourceContext, SourceError};
+use crate::component::{BaseDir, Problems, one};
+use crate::post::Format;
 use crate::post::jetstream::time_us;
+use crate::rules::RuleSnapshot;
 
 /// Jetstream's zstd dictionary for `compress=true`.
 pub const DICTIONARY: &[u8] = include_bytes!("../../data/jetstream-legacy-subscribe.zdict");
@@ -68,31 +71,130 @@ impl CursorStore {
     }
 }
 
-/// Settings of the source.
-#[derive(Debug, Clone)]
-pub struct JetstreamOptions {
+/// `[source]` with `type = "jetstream"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetstreamConfig {
+    /// Subscribe endpoint.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Collections to receive (Jetstream filters server-side).
+    #[serde(default = "default_collections")]
+    pub wanted_collections: Vec<String>,
+    /// Only these repositories (DIDs); empty for all.
+    #[serde(default)]
+    pub wanted_dids: Vec<String>,
+    /// zstd-compressed frames (Jetstream's dictionary is built in).
+    #[serde(default)]
+    pub compress: bool,
+    /// File holding the confirmed cursor (time_us), to resume after a restart.
+    #[serde(default)]
+    pub cursor_path: Option<PathBuf>,
+    /// Or a Redis key for it (uses `[coordination]`'s server).
+    #[serde(default)]
+    pub cursor_redis_key: Option<String>,
+    /// Resume this much before the saved cursor (no gap at the cost of a
+    /// few repeats, which dedup drops).
+    #[serde(default = "default_rewind_secs")]
+    pub cursor_rewind_secs: u64,
+    /// No event for this long: reconnect.
+    #[serde(default = "default_stall_secs")]
+    pub stall_timeout_secs: u64,
+    /// Events remembered by (DID, time) to drop repeats after a reconnect.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+    /// Multiplies every reconnect wait (tests only; keep 1).
+    #[serde(default = "one")]
+    pub backoff_scale: f64,
+}
+
+fn default_url() -> String {
+    "wss://jetstream2.us-east.bsky.network/subscribe".into()
+}
+fn default_collections() -> Vec<String> {
+    vec!["app.bsky.feed.post".into()]
+}
+fn default_rewind_secs() -> u64 {
+    5
+}
+fn default_stall_secs() -> u64 {
+    60
+}
+/// A firehose: a larger window than the X sources'.
+fn default_dedup_window() -> usize {
+    200_000
+}
+
+impl SourceComponent for JetstreamConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.url("url", &self.url, &["ws", "wss"]);
+        if self.cursor_path.is_some() && self.cursor_redis_key.is_some() {
+            p.add("cursor_path", "give cursor_path or cursor_redis_key, not both");
+        }
+        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(p) = &mut self.cursor_path {
+            base.fix(p);
+        }
+    }
+
+    fn format(&self) -> Format {
+        Format::Jetstream
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let cursor = match (&self.cursor_path, &self.cursor_redis_key, &cx.redis) {
+            (Some(p), _, _) => CursorStore::File(p.clone()),
+            (None, Some(k), Some(conn)) => CursorStore::Redis { conn: conn.clone(), key: k.clone() },
+            (None, Some(_), None) => {
+                return Err(SourceError::Config(
+                    "source.cursor_redis_key needs a Redis server ([coordination] or redis rules)".into(),
+                ));
+            }
+            (None, None, _) => CursorStore::None,
+        };
+        if self.compress {
+            decompressor().map_err(|e| SourceError::Task(format!("zstd dictionary: {e}")))?;
+        }
+        let connector = JetstreamConnector {
+            url: self.url.clone(),
+            wanted_collections: self.wanted_collections.clone(),
+            wanted_dids: self.wanted_dids.clone(),
+            compress: self.compress,
+            rewind: Duration::from_secs(self.cursor_rewind_secs),
+            cursor,
+            confirmed: cx.confirmed.clone(),
+            persister: None,
+        };
+        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        Ok(Source::new(Live::new(connector, settings, cx, format!("jetstream {}", self.url)), self.format()))
+    }
+}
+
+/// A zstd context with Jetstream's dictionary loaded.
+fn decompressor() -> std::io::Result<zstd::bulk::Decompressor<'static>> {
+    zstd::bulk::Decompressor::with_dictionary(DICTIONARY)
+}
+
+/// Subscribes from the confirmed cursor; persists the cursor beside.
+#[derive(Debug)]
+pub struct JetstreamConnector {
     pub url: String,
     pub wanted_collections: Vec<String>,
     pub wanted_dids: Vec<String>,
     pub compress: bool,
     pub rewind: Duration,
-    pub stall_timeout: Duration,
-}
-
-/// The running source.
-#[derive(Debug)]
-pub struct Jetstream {
-    pub opts: JetstreamOptions,
-    pub cursor: CursorStore,
-    pub batching: Batching,
+    cursor: CursorStore,
     /// Highest `time_us` the sink has written.
-    pub confirmed: Arc<AtomicU64>,
-    pub stats: Arc<ConnectionStats>,
-    pub backoff_scale: f64,
+    confirmed: Arc<AtomicU64>,
+    /// The cursor persister and its stop signal.
+    persister: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 /// The subscribe URL for a cursor.
-pub fn subscribe_url(opts: &JetstreamOptions, cursor: Option<u64>) -> String {
+pub fn subscribe_url(opts: &JetstreamConnector, cursor: Option<u64>) -> String {
     let mut params: Vec<String> = Vec::new();
     for c in &opts.wanted_collections {
         params.push(format!("wantedCollections={}", urlencode(c)));
@@ -131,171 +233,121 @@ fn event_key(bytes: &[u8]) -> Option<String> {
     Some(format!("{}:{}", k.did, k.time_us))
 }
 
-impl Jetstream {
-    pub async fn run(self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
-        let saved = self.cursor.load().await;
-        if let Some(c) = saved {
+impl Connector for JetstreamConnector {
+    type Connection = JetstreamConnection;
+
+    fn name(&self) -> &'static str {
+        "jetstream"
+    }
+
+    /// Load the saved cursor; persist the confirmed one every second (and
+    /// once more in `finish`).
+    async fn start(&mut self, _cx: &LiveContext) -> Result<(), Failure> {
+        if let Some(c) = self.cursor.load().await {
             self.confirmed.fetch_max(c, Ordering::AcqRel);
             tracing::info!(cursor = c, "resuming Jetstream from the saved cursor");
         }
-        // Persist the confirmed cursor every second and at the end.
-        let persister = {
-            let (store, confirmed, stop) = (self.cursor.clone(), self.confirmed.clone(), shutdown.clone());
-            let done = CancellationToken::new();
-            let done2 = done.clone();
-            let task = tokio::spawn(async move {
-                let mut last = 0;
-                loop {
-                    let end = tokio::select! {
-                        () = done2.cancelled() => true,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => false,
-                    };
-                    let c = confirmed.load(Ordering::Acquire);
-                    if c > last {
-                        match store.save(c).await {
-                            Ok(()) => last = c,
-                            Err(e) => tracing::warn!(error = %e, "cannot save the Jetstream cursor"),
-                        }
-                    }
-                    if end {
-                        return;
+        let (store, confirmed) = (self.cursor.clone(), self.confirmed.clone());
+        let done = CancellationToken::new();
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                let end = tokio::select! {
+                    () = stop.cancelled() => true,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => false,
+                };
+                let c = confirmed.load(Ordering::Acquire);
+                if c > last {
+                    match store.save(c).await {
+                        Ok(()) => last = c,
+                        Err(e) => tracing::warn!(error = %e, "cannot save the Jetstream cursor"),
                     }
                 }
-            });
-            let _ = stop;
-            (done, task)
-        };
-        let mut decompressor = if self.opts.compress {
-            Some(
-                zstd::bulk::Decompressor::with_dictionary(DICTIONARY)
-                    .map_err(|e| SourceError::Task(format!("zstd dictionary: {e}")))?,
-            )
-        } else {
-            None
-        };
-        let mut summary = SourceSummary::default();
-        let mut dedup = Dedup::new(200_000);
-        let mut batcher = Batcher::new(self.batching.max_records);
-        let state = std::sync::Mutex::new((&mut summary, &mut dedup, &mut batcher, &mut decompressor));
-        let this = &self;
-        let stopped = reconnect_loop("jetstream", self.stats.clone(), shutdown.clone(), self.backoff_scale, |up| {
-            let (out, shutdown) = (out.clone(), shutdown.clone());
-            let state = &state;
-            async move { this.stream_once(up, &out, &shutdown, state).await }
-        })
-        .await;
-        let _ = state.into_inner();
-        if let Some(b) = batcher.flush() {
-            let _ = out.send(b).await;
-        }
-        // Let the sink confirm what is in flight, then save one last time.
-        persister.0.cancel();
-        let _ = persister.1.await;
-        match stopped {
-            Some(f) => Err(SourceError::Unauthorized(f.to_string())),
-            None => Ok(summary),
-        }
+                if end {
+                    return;
+                }
+            }
+        });
+        self.persister = Some((done, task));
+        Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn stream_once(
-        &self,
-        up: Connected,
-        out: &BatchTx,
-        shutdown: &CancellationToken,
-        state: &std::sync::Mutex<(
-            &mut SourceSummary,
-            &mut Dedup,
-            &mut Batcher,
-            &mut Option<zstd::bulk::Decompressor<'static>>,
-        )>,
-    ) -> Result<Ended, Failure> {
+    async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<JetstreamConnection, Failure> {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        let cursor = (confirmed > 0).then(|| confirmed.saturating_sub(self.opts.rewind.as_micros() as u64));
-        let url = subscribe_url(&self.opts, cursor);
-        let connect = tokio_tungstenite::connect_async(url.as_str());
-        let (mut ws, _) = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = connect => r,
-        }
-        .map_err(|e| match e {
+        let cursor = (confirmed > 0).then(|| confirmed.saturating_sub(self.rewind.as_micros() as u64));
+        let url = subscribe_url(self, cursor);
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(resp) => {
                 Failure::from_status(resp.status().as_u16(), format!("subscribe refused: {}", resp.status()))
             }
             other => Failure::Network(other.to_string()),
         })?;
-        up.mark();
-        tracing::info!(source = "jetstream", cursor = ?cursor, "connected");
-        let mut flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-        let mut stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-        loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => {
-                    let _ = ws.close(None).await;
-                    return Ok(Ended::Shutdown);
-                }
-                () = tokio::time::sleep_until(flush_at) => {
-                    let full = state.lock().ok().and_then(|mut s| s.2.flush());
-                    if let Some(b) = full && out.send(b).await.is_err() {
-                        return Ok(Ended::Shutdown);
-                    }
-                    flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-                    continue;
-                }
-                m = tokio::time::timeout_at(stall_at, ws.next()) => m,
-            };
-            let msg = match msg {
-                Err(_) => {
-                    return Err(Failure::Network(format!(
-                        "stalled: no event for {} s",
-                        self.opts.stall_timeout.as_secs()
-                    )));
-                }
-                Ok(None) => return Err(Failure::Network("connection closed by the server".into())),
-                Ok(Some(Err(e))) => return Err(Failure::Network(e.to_string())),
-                Ok(Some(Ok(m))) => m,
-            };
-            stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-            let bytes: Vec<u8> = match msg {
-                WsMessage::Text(t) => t.as_bytes().to_vec(),
-                WsMessage::Binary(b) => {
-                    let mut guard = state.lock().map_err(|_| Failure::Network("state poisoned".into()))?;
-                    match guard.3.as_mut() {
-                        Some(d) => match d.decompress(&b, 4 << 20) {
-                            Ok(v) => v,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "undecodable compressed frame skipped");
-                                continue;
-                            }
-                        },
-                        None => b.to_vec(),
-                    }
-                }
-                WsMessage::Close(_) => return Err(Failure::Network("closed by the server".into())),
-                _ => continue,
-            };
-            let full = {
-                let mut guard = state.lock().map_err(|_| Failure::Network("state poisoned".into()))?;
-                let (summary, dedup, batcher, _) = &mut *guard;
-                if let Some(k) = event_key(&bytes)
-                    && !dedup.first(&k)
-                {
-                    continue;
-                }
-                summary.records += 1;
-                summary.bytes += bytes.len() as u64;
-                let n = summary.records;
-                if let Some(t) = time_us(&bytes) {
-                    batcher.checkpoint(t);
-                }
-                batcher.push(&bytes, n)
-            };
-            if let Some(b) = full
-                && out.send(b).await.is_err()
-            {
-                return Ok(Ended::Shutdown);
-            }
+        let decompressor = match self.compress {
+            true => Some(decompressor().map_err(|e| Failure::Network(format!("zstd dictionary: {e}")))?),
+            false => None,
+        };
+        tracing::info!(source = "jetstream", cursor = ?cursor, "subscribed");
+        Ok(JetstreamConnection { ws: Box::new(ws), decompressor })
+    }
+
+    /// The sink has confirmed what it wrote by now: save it one last time.
+    async fn finish(&mut self) {
+        if let Some((stop, task)) = self.persister.take() {
+            stop.cancel();
+            let _ = task.await;
         }
+    }
+}
+
+type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One subscription.
+pub struct JetstreamConnection {
+    ws: Box<WebSocket>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl std::fmt::Debug for JetstreamConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetstreamConnection").field("compressed", &self.decompressor.is_some()).finish()
+    }
+}
+
+impl Connection for JetstreamConnection {
+    async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+        let msg = match self.ws.next().await {
+            None => return Err(Failure::Network("connection closed by the server".into())),
+            Some(Err(e)) => return Err(Failure::Network(e.to_string())),
+            Some(Ok(m)) => m,
+        };
+        let bytes: Vec<u8> = match msg {
+            WsMessage::Text(t) => t.as_bytes().to_vec(),
+            WsMessage::Binary(b) => match self.decompressor.as_mut() {
+                Some(d) => match d.decompress(&b, 4 << 20) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable compressed frame skipped");
+                        frames.push(Frame::KeepAlive);
+                        return Ok(());
+                    }
+                },
+                None => b.to_vec(),
+            },
+            WsMessage::Close(_) => return Err(Failure::Network("closed by the server".into())),
+            // Ping, pong: the connection is alive.
+            _ => {
+                frames.push(Frame::KeepAlive);
+                return Ok(());
+            }
+        };
+        let checkpoint = time_us(&bytes);
+        frames.push(Frame::Record { dedup: event_key(&bytes), checkpoint, bytes });
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
     }
 }
 
@@ -305,13 +357,15 @@ mod tests {
 
     #[test]
     fn subscribe_url_carries_filters_and_cursor() {
-        let opts = JetstreamOptions {
+        let opts = JetstreamConnector {
             url: "ws://localhost:1/subscribe".into(),
             wanted_collections: vec!["app.bsky.feed.post".into()],
             wanted_dids: vec!["did:plc:a b".into()],
             compress: true,
             rewind: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(60),
+            cursor: CursorStore::None,
+            confirmed: Arc::default(),
+            persister: None,
         };
         assert_eq!(
             subscribe_url(&opts, Some(42)),

@@ -20,8 +20,84 @@ use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchTx, Batching, SourceError, SourceSummary};
-use crate::pipeline::Batcher;
+use serde::Deserialize;
+
+use super::{
+    BatchTx, Batching, RunSource, Source, SourceComponent, SourceContext, SourceError, SourceFuture, SourceSummary,
+};
+use crate::batch::Batcher;
+use crate::component::{BaseDir, Problems};
+use crate::post::Format;
+use crate::secret::SecretRef;
+
+/// `[source]` with `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// Workers with the same group share the partitions.
+    pub group_id: String,
+    /// What the messages are: `twitter_v1` (default: collectors' output), `x_v2`, `jetstream`.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Any librdkafka consumer property.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Properties whose values are secrets: `"sasl.password" = { env = "…" }`.
+    #[serde(default)]
+    pub secret_properties: BTreeMap<String, SecretRef>,
+}
+
+fn default_format() -> Format {
+    Format::TwitterV1
+}
+
+impl SourceComponent for KafkaSourceConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        if self.topics.is_empty() {
+            p.add("topics", "name at least one topic");
+        }
+        if self.group_id.is_empty() {
+            p.add("group_id", "must not be empty");
+        }
+        if self.brokers.trim().is_empty() {
+            p.add("brokers", "must name at least one broker");
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        for s in self.secret_properties.values_mut() {
+            base.fix_secret(s);
+        }
+    }
+
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let mut properties: Vec<(String, String)> =
+            self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, s) in &self.secret_properties {
+            let v = s.resolve().map_err(|e| SourceError::Config(format!("source.secret_properties.{k}: {e}")))?;
+            properties.push((k.clone(), v.expose().to_owned()));
+        }
+        let source = KafkaSource {
+            opts: KafkaSourceOptions {
+                brokers: self.brokers.clone(),
+                topics: self.topics.clone(),
+                group_id: self.group_id.clone(),
+                properties,
+            },
+            batching: cx.batching,
+            confirmed: cx.confirmed.clone(),
+        };
+        Ok(Source::new(source, self.format))
+    }
+}
 
 /// Settings of the source.
 #[derive(Debug, Clone)]
@@ -102,8 +178,6 @@ impl ConsumerContext for Context {
 /// The running source.
 pub struct KafkaSource {
     pub opts: KafkaSourceOptions,
-    /// What the messages are (collectors write `twitter_v1` envelopes).
-    pub format: crate::post::Format,
     pub batching: Batching,
     pub confirmed: Arc<AtomicU64>,
 }
@@ -114,10 +188,26 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
+impl RunSource for KafkaSource {
+    fn name(&self) -> String {
+        format!("kafka {} {:?} group {}", self.opts.brokers, self.opts.topics, self.opts.group_id)
+    }
+
+    /// librdkafka accepts the properties (a client is made, no broker needed).
+    fn check_environment(&self) -> Result<(), SourceError> {
+        self.client_config()
+            .create::<BaseConsumer>()
+            .map(drop)
+            .map_err(|e| SourceError::Config(format!("kafka consumer: {e}")))
+    }
+
+    fn run(self: Box<Self>, out: BatchTx, shutdown: CancellationToken) -> SourceFuture {
+        Box::pin(self.consume(out, shutdown))
+    }
+}
+
 impl KafkaSource {
-    pub async fn run(self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
-        let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let ctx = Context { ledger: ledger.clone(), confirmed: self.confirmed.clone() };
+    fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.opts.brokers)
             .set("group.id", &self.opts.group_id)
@@ -127,6 +217,13 @@ impl KafkaSource {
         for (k, v) in &self.opts.properties {
             c.set(k, v);
         }
+        c
+    }
+
+    async fn consume(self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let ctx = Context { ledger: ledger.clone(), confirmed: self.confirmed.clone() };
+        let c = self.client_config();
         let consumer: StreamConsumer<Context> =
             c.create_with_context(ctx).map_err(|e| SourceError::Config(format!("kafka consumer: {e}")))?;
         let topics: Vec<&str> = self.opts.topics.iter().map(String::as_str).collect();
@@ -152,7 +249,7 @@ impl KafkaSource {
         };
         // Sends a full batch, remembering its offsets under its sequence number.
         let mut shipped: u64 = 0;
-        let mut ship = |b: crate::pipeline::RawBatch, offsets: &mut BTreeMap<(String, i32), i64>| {
+        let mut ship = |b: crate::batch::RawBatch, offsets: &mut BTreeMap<(String, i32), i64>| {
             let mut b = b;
             b.checkpoint = Some(b.seq + 1);
             shipped = shipped.max(b.seq + 1);

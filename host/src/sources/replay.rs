@@ -17,8 +17,58 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchTx, Batching, Pacer, SourceError, SourceSummary, sleep_unless_cancelled};
-use crate::pipeline::Batcher;
+use serde::Deserialize;
+
+use super::{
+    BatchTx, Batching, Pacer, RunSource, Source, SourceComponent, SourceContext, SourceError, SourceFuture,
+    SourceSummary, blocking, sleep_unless_cancelled,
+};
+use crate::batch::Batcher;
+use crate::component::{BaseDir, Problems};
+use crate::post::Format;
+
+/// `[source]` with `type = "replay"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// The file to read.
+    pub path: PathBuf,
+    /// Posts per second; 0 (the default) reads as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate: f64,
+    /// Keep reading as the file grows (like `tail -f`) instead of ending at its end.
+    #[serde(default)]
+    pub follow: bool,
+    /// What the lines are: `twitter_v1` (default), `x_v2` or `jetstream`.
+    #[serde(default = "default_format")]
+    pub format: Format,
+}
+
+fn default_format() -> Format {
+    Format::TwitterV1
+}
+
+impl SourceComponent for ReplayConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.non_negative("rate", self.rate);
+        if self.path.as_os_str().is_empty() {
+            p.add("path", "must not be empty");
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        base.fix(&mut self.path);
+    }
+
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let replay = Replay::new(self.path.clone(), self.rate, self.follow, cx.batching, self.format);
+        Ok(Source::new(replay, self.format))
+    }
+}
 
 /// How often a followed file is polled at its end.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -30,16 +80,30 @@ pub struct Replay {
     rate: f64,
     follow: bool,
     batching: Batching,
-    format: crate::post::Format,
+    format: Format,
+}
+
+impl RunSource for Replay {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn check_environment(&self) -> Result<(), SourceError> {
+        self.check()
+    }
+
+    fn run(self: Box<Self>, out: BatchTx, shutdown: CancellationToken) -> SourceFuture {
+        blocking(move || self.run_blocking(&out, &shutdown))
+    }
 }
 
 impl Replay {
-    pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching, format: crate::post::Format) -> Replay {
+    pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching, format: Format) -> Replay {
         Replay { path, rate, follow, batching, format }
     }
 
     /// The format of the file's lines.
-    pub fn format(&self) -> crate::post::Format {
+    pub fn format(&self) -> Format {
         self.format
     }
 

@@ -11,6 +11,15 @@
 //! [`user_id`]`(i)`, so rule files can follow known users.
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BatchTx, Batching, Pacer, RunSource, Source, SourceComponent, SourceContext, SourceError, SourceFuture,
+    SourceSummary, blocking, sleep_unless_cancelled,
+};
+use crate::batch::Batcher;
+use crate::component::Problems;
+use crate::post::Format;
 
 /// A small, fast, seedable generator (SplitMix64; Steele, Lea & Flood 2014).
 #[derive(Debug, Clone)]
@@ -579,6 +588,97 @@ impl Generator {
             self.original(author, words)
         };
         serde_json::to_vec(&post).unwrap_or_default()
+    }
+}
+
+/// `[source]` with `type = "synthetic"`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// How many posts; absent means without end.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Posts per second; 0 (the default) generates as fast as possible.
+    #[serde(default)]
+    pub rate: f64,
+    /// Seed of the generator: the same seed gives the same posts.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl SourceComponent for SyntheticConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.non_negative("rate", self.rate);
+        if self.count == Some(0) {
+            p.add("count", "must be ≥ 1 (leave it out for no end)");
+        }
+    }
+
+    fn format(&self) -> Format {
+        Format::TwitterV1
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let s = Synthetic { count: self.count, rate: self.rate, seed: self.seed, batching: cx.batching };
+        Ok(Source::new(s, Format::TwitterV1))
+    }
+}
+
+/// The running `synthetic` source.
+#[derive(Debug)]
+pub struct Synthetic {
+    pub count: Option<u64>,
+    pub rate: f64,
+    pub seed: u64,
+    pub batching: Batching,
+}
+
+impl RunSource for Synthetic {
+    fn name(&self) -> String {
+        "synthetic".into()
+    }
+
+    fn run(self: Box<Self>, out: BatchTx, shutdown: CancellationToken) -> SourceFuture {
+        blocking(move || Ok(self.generate(&out, &shutdown)))
+    }
+}
+
+impl Synthetic {
+    fn generate(&self, out: &BatchTx, shutdown: &CancellationToken) -> SourceSummary {
+        let mut generator = Generator::new(self.seed);
+        let mut batcher = Batcher::new(self.batching.max_records);
+        let mut pacer = Pacer::new(self.rate);
+        let mut summary = SourceSummary::default();
+        let mut last_flush = std::time::Instant::now();
+        while self.count.is_none_or(|c| summary.records < c) && !shutdown.is_cancelled() {
+            if let Some(wait) = pacer.wait() {
+                // Paced: don't hold records back while waiting.
+                if last_flush.elapsed() >= self.batching.max_wait || wait >= self.batching.max_wait {
+                    if let Some(b) = batcher.flush()
+                        && out.send_blocking(b).is_err()
+                    {
+                        return summary;
+                    }
+                    last_flush = std::time::Instant::now();
+                }
+                if !sleep_unless_cancelled(wait, shutdown) {
+                    break;
+                }
+            }
+            let post = generator.next_post();
+            summary.records += 1;
+            summary.bytes += post.len() as u64;
+            if let Some(b) = batcher.push(&post, summary.records) {
+                last_flush = std::time::Instant::now();
+                if out.send_blocking(b).is_err() {
+                    return summary;
+                }
+            }
+        }
+        if let Some(b) = batcher.flush() {
+            let _ = out.send_blocking(b);
+        }
+        summary
     }
 }
 

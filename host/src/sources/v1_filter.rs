@@ -15,21 +15,17 @@
 //! * A rule change reconnects with the new parameters, at most once per
 //!   `min_rule_reconnect_secs`: changes in between are coalesced.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Connected, ConnectionStats, Ended, Failure, reconnect_loop};
-use super::x_stream::Dedup;
-use super::{BatchTx, Batching, SourceError, SourceSummary};
-use crate::config::Secret;
-use crate::coordination::Health;
-use crate::pipeline::Batcher;
+use super::backoff::Failure;
+use super::http::{ByteStream, http_client, without_url};
+use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveSettings};
+use super::{Source, SourceComponent, SourceContext, SourceError};
+use crate::component::{BaseDir, Problems, one, yes};
+use crate::post::Format;
 use crate::rules::{Criterion, Rule, RuleSnapshot, RuleType};
+use crate::secret::{Secret, SecretRef};
 
 /// The `track`, `follow` and `locations` form values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,33 +94,98 @@ pub struct OAuthKeys {
     pub access_token_secret: Secret,
 }
 
-/// Settings of the source.
-#[derive(Debug, Clone)]
-pub struct V1Options {
+/// `[source]` with `type = "twitter_v1_filter"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1FilterConfig {
+    /// API root.
+    #[serde(default = "default_base")]
     pub base_url: String,
-    pub keys: OAuthKeys,
-    pub stall_timeout: Duration,
+    /// OAuth 1.0a consumer key, `{ env = "…" }` or `{ file = "…" }`.
+    pub consumer_key: SecretRef,
+    /// OAuth 1.0a consumer secret.
+    pub consumer_secret: SecretRef,
+    /// OAuth 1.0a access token.
+    pub access_token: SecretRef,
+    /// OAuth 1.0a access token secret.
+    pub access_token_secret: SecretRef,
+    /// No data and no keep-alive for this long: reconnect (Twitter sends a
+    /// keep-alive every 30 s and documents 90 s as the stall).
+    #[serde(default = "default_stall_secs")]
+    pub stall_timeout_secs: u64,
+    /// `delimited=length` framing.
+    #[serde(default = "yes")]
     pub delimited: bool,
-    pub min_rule_reconnect: Duration,
+    /// A rule change reconnects at most this often (changes in between coalesce).
+    #[serde(default = "default_min_rule_reconnect_secs")]
+    pub min_rule_reconnect_secs: u64,
+    /// Post ids remembered to drop redeliveries after a reconnect.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+    /// Multiplies every reconnect wait (tests only; keep 1).
+    #[serde(default = "one")]
+    pub backoff_scale: f64,
 }
 
-/// The running source.
-#[derive(Debug)]
-pub struct V1Filter {
-    pub opts: V1Options,
-    pub batching: Batching,
-    pub rules: watch::Receiver<Arc<RuleSnapshot>>,
-    pub health: Arc<Health>,
-    pub stats: Arc<ConnectionStats>,
-    pub backoff_scale: f64,
+fn default_base() -> String {
+    "https://stream.twitter.com".into()
+}
+fn default_stall_secs() -> u64 {
+    90
+}
+fn default_min_rule_reconnect_secs() -> u64 {
+    10
+}
+fn default_dedup_window() -> usize {
+    DEFAULT_DEDUP_WINDOW
+}
+
+impl SourceComponent for V1FilterConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.url("base_url", &self.base_url, &["http", "https"]);
+        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        for s in
+            [&mut self.consumer_key, &mut self.consumer_secret, &mut self.access_token, &mut self.access_token_secret]
+        {
+            base.fix_secret(s);
+        }
+    }
+
+    fn format(&self) -> Format {
+        Format::TwitterV1
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let read =
+            |name: &str, s: &SecretRef| s.resolve().map_err(|e| SourceError::Config(format!("source.{name}: {e}")));
+        let keys = OAuthKeys {
+            consumer_key: read("consumer_key", &self.consumer_key)?,
+            consumer_secret: read("consumer_secret", &self.consumer_secret)?,
+            access_token: read("access_token", &self.access_token)?,
+            access_token_secret: read("access_token_secret", &self.access_token_secret)?,
+        };
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        let connector = V1Connector {
+            client: http_client()?,
+            url: format!("{base_url}/1.1/statuses/filter.json"),
+            keys,
+            delimited: self.delimited,
+            params: FilterParams::default(),
+        };
+        let mut settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        settings.min_rule_reconnect = std::time::Duration::from_secs(self.min_rule_reconnect_secs);
+        Ok(Source::new(Live::new(connector, settings, cx, format!("twitter_v1_filter {base_url}")), self.format()))
+    }
 }
 
 /// The form body and its `Authorization` header.
 pub fn signed_request(url: &str, p: &FilterParams, delimited: bool, keys: &OAuthKeys) -> (String, String) {
-    let delim = if delimited { "length" } else { "" };
     let mut pairs: Vec<(&str, &str)> = vec![("stall_warnings", "true")];
     if delimited {
-        pairs.push(("delimited", delim));
+        pairs.push(("delimited", "length"));
     }
     for (k, v) in [("track", &p.track), ("follow", &p.follow), ("locations", &p.locations)] {
         if !v.is_empty() {
@@ -134,15 +195,26 @@ pub fn signed_request(url: &str, p: &FilterParams, delimited: bool, keys: &OAuth
     pairs.sort_by(|a, b| a.0.cmp(b.0));
     let list: Vec<(&str, &dyn std::fmt::Display)> =
         pairs.iter().map(|(k, v)| (*k, v as &dyn std::fmt::Display)).collect();
+    let body = oauth1_request::to_form(&oauth1_request::ParameterList::new(list)).to_string();
+    (body, authorization(url, &pairs, keys, None))
+}
+
+/// The OAuth 1.0a `Authorization` header (HMAC-SHA1, RFC 5849 §3) of a POST
+/// with these parameters, sorted by name. The nonce and timestamp are fresh
+/// for every request; `fixed` pins them, for checking a signature against a
+/// published example.
+fn authorization(url: &str, pairs: &[(&str, &str)], keys: &OAuthKeys, fixed: Option<(&str, u64)>) -> String {
+    let list: Vec<(&str, &dyn std::fmt::Display)> =
+        pairs.iter().map(|(k, v)| (*k, v as &dyn std::fmt::Display)).collect();
     let request = oauth1_request::ParameterList::new(list);
-    let token = oauth1_request::Token::from_parts(
-        keys.consumer_key.expose(),
-        keys.consumer_secret.expose(),
-        keys.access_token.expose(),
-        keys.access_token_secret.expose(),
-    );
-    let auth = oauth1_request::post(url, &request, &token, oauth1_request::HMAC_SHA1);
-    (oauth1_request::to_form(&request).to_string(), auth)
+    let client = oauth1_request::Credentials::new(keys.consumer_key.expose(), keys.consumer_secret.expose());
+    let token = oauth1_request::Credentials::new(keys.access_token.expose(), keys.access_token_secret.expose());
+    let mut builder = oauth1_request::Builder::new(client, oauth1_request::HMAC_SHA1);
+    builder.token(token).version(true);
+    if let Some((nonce, timestamp)) = fixed {
+        builder.nonce(nonce).timestamp(std::num::NonZeroU64::new(timestamp));
+    }
+    builder.post(url, &request)
 }
 
 #[derive(Deserialize)]
@@ -207,158 +279,106 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[s..e]
 }
 
-impl V1Filter {
-    pub async fn run(mut self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("traptor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SourceError::Task(format!("HTTP client: {e}")))?;
-        let mut summary = SourceSummary::default();
-        let mut dedup = Dedup::new(100_000);
-        let mut batcher = Batcher::new(self.batching.max_records);
-        let rules = std::sync::Mutex::new(self.rules.clone());
-        let _ = self.rules.borrow_and_update();
-        let state = std::sync::Mutex::new((&mut summary, &mut dedup, &mut batcher));
-        let this = &self;
-        let stopped =
-            reconnect_loop("twitter_v1_filter", self.stats.clone(), shutdown.clone(), self.backoff_scale, |up| {
-                let (out, shutdown, client) = (out.clone(), shutdown.clone(), client.clone());
-                let (state, rules) = (&state, &rules);
-                async move { this.stream_once(&client, up, &out, &shutdown, state, rules).await }
-            })
-            .await;
-        let _ = state.into_inner();
-        if let Some(b) = batcher.flush() {
-            let _ = out.send(b).await;
-        }
-        match stopped {
-            Some(f) => {
-                self.health.set_unhealthy(format!("Twitter refused the credentials: {f}"));
-                Err(SourceError::Unauthorized(f.to_string()))
-            }
-            None => Ok(summary),
-        }
+/// Connects to `statuses/filter` with the rules as parameters.
+#[derive(Debug)]
+pub struct V1Connector {
+    client: reqwest::Client,
+    url: String,
+    keys: OAuthKeys,
+    delimited: bool,
+    /// The parameters of the open connection.
+    params: FilterParams,
+}
+
+impl Connector for V1Connector {
+    type Connection = V1Connection;
+
+    fn name(&self) -> &'static str {
+        "twitter_v1_filter"
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn stream_once(
-        &self,
-        client: &reqwest::Client,
-        up: Connected,
-        out: &BatchTx,
-        shutdown: &CancellationToken,
-        state: &std::sync::Mutex<(&mut SourceSummary, &mut Dedup, &mut Batcher)>,
-        rules: &std::sync::Mutex<watch::Receiver<Arc<RuleSnapshot>>>,
-    ) -> Result<Ended, Failure> {
-        let mut rules_rx = rules.lock().map_err(|_| Failure::Network("poisoned".into()))?.clone();
-        let snapshot = rules_rx.borrow_and_update().clone();
-        let (params, refused) = filter_params(&snapshot.rules);
+    async fn connect(&mut self, rules: &RuleSnapshot) -> Result<V1Connection, Failure> {
+        let (params, refused) = filter_params(&rules.rules);
         for (id, why) in &refused {
             tracing::warn!(rule = %id, reason = %why, "not sent to statuses/filter");
         }
-        let url = format!("{}/1.1/statuses/filter.json", self.opts.base_url.trim_end_matches('/'));
-        let (body, auth) = signed_request(&url, &params, self.opts.delimited, &self.opts.keys);
-        let send = client
-            .post(&url)
+        let (body, auth) = signed_request(&self.url, &params, self.delimited, &self.keys);
+        let resp = self
+            .client
+            .post(&self.url)
             .header(reqwest::header::AUTHORIZATION, auth)
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body)
-            .send();
-        let resp = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = send => r,
-        }
-        .map_err(|e| Failure::Network(e.to_string()))?;
+            .send()
+            .await
+            .map_err(|e| Failure::Network(without_url(&e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, body.chars().take(200).collect()));
         }
-        up.mark();
-        self.health.set_healthy();
-        let connected_at = tokio::time::Instant::now();
-        tracing::info!(source = "twitter_v1_filter", track = %params.track, follow_ids = params.follow.split(',').filter(|s| !s.is_empty()).count(), "stream connected");
-        let mut stream = resp.bytes_stream();
-        let mut framer = Framer { delimited: self.opts.delimited, buf: Vec::new(), want: None };
-        let mut flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-        let mut stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-        let mut reconnect_at: Option<tokio::time::Instant> = None;
-        loop {
-            let wake = reconnect_at.map_or(flush_at, |r| r.min(flush_at));
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                () = tokio::time::sleep_until(wake) => {
-                    if reconnect_at.is_some_and(|r| tokio::time::Instant::now() >= r) {
-                        return Ok(Ended::Reconnect);
-                    }
-                    let full = state.lock().ok().and_then(|mut s| s.2.flush());
-                    if let Some(b) = full && out.send(b).await.is_err() {
-                        return Ok(Ended::Shutdown);
-                    }
-                    flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-                    continue;
-                }
-                changed = rules_rx.changed() => {
-                    if changed.is_ok() {
-                        let (new, _) = filter_params(&rules_rx.borrow_and_update().rules);
-                        if new != params {
-                            // Coalesce: one reconnect, no earlier than allowed.
-                            let earliest = connected_at + self.opts.min_rule_reconnect;
-                            reconnect_at = Some(earliest.max(tokio::time::Instant::now() + Duration::from_millis(100)));
-                            tracing::info!(source = "twitter_v1_filter", "rules changed; reconnecting with the new parameters");
-                        } else {
-                            reconnect_at = None;
-                        }
-                    }
-                    continue;
-                }
-                n = tokio::time::timeout_at(stall_at, stream.next()) => n,
-            };
-            let chunk = match next {
-                Err(_) => {
-                    return Err(Failure::Network(format!(
-                        "stalled: nothing for {} s",
-                        self.opts.stall_timeout.as_secs()
-                    )));
-                }
-                Ok(None) => return Err(Failure::Network("stream closed by the server".into())),
-                Ok(Some(Err(e))) => return Err(Failure::Network(e.to_string())),
-                Ok(Some(Ok(c))) => c,
-            };
-            stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-            framer.buf.extend_from_slice(&chunk);
-            while let Some(msg) = framer.next() {
-                let peek = serde_json::from_slice::<Peek<'_>>(&msg).ok();
-                let disconnect = peek.as_ref().and_then(|p| p.disconnect.as_ref()).map(|d| (d.code, d.reason.clone()));
-                let full = {
-                    let mut guard = state.lock().map_err(|_| Failure::Network("poisoned".into()))?;
-                    let (summary, dedup, batcher) = &mut *guard;
-                    if let Some(id) = peek.as_ref().and_then(|p| p.id_str.as_deref())
-                        && !dedup.first(id)
-                    {
-                        continue;
-                    }
-                    summary.records += 1;
-                    summary.bytes += msg.len() as u64;
-                    let n = summary.records;
-                    batcher.push(&msg, n)
-                };
-                if let Some(b) = full
-                    && out.send(b).await.is_err()
-                {
-                    return Ok(Ended::Shutdown);
-                }
-                if let Some((code, reason)) = disconnect {
-                    // Disconnect codes: 6 token revoked, 7 admin logout → stop.
-                    return Err(if matches!(code, 6 | 7) {
-                        Failure::Unauthorized(401, format!("disconnect {code}: {reason}"))
-                    } else {
-                        Failure::Network(format!("disconnect {code}: {reason}"))
-                    });
-                }
-            }
+        tracing::info!(
+            source = "twitter_v1_filter",
+            track = %params.track,
+            follow_ids = params.follow.split(',').filter(|s| !s.is_empty()).count(),
+            "filter parameters"
+        );
+        self.params = params;
+        Ok(V1Connection {
+            stream: Box::pin(resp.bytes_stream()),
+            framer: Framer { delimited: self.delimited, buf: Vec::new(), want: None },
+        })
+    }
+
+    /// The parameters are the request: changed rules need a new connection.
+    fn needs_reconnect(&self, rules: &RuleSnapshot) -> bool {
+        filter_params(&rules.rules).0 != self.params
+    }
+}
+
+/// One `statuses/filter` connection.
+pub struct V1Connection {
+    stream: ByteStream,
+    framer: Framer,
+}
+
+impl std::fmt::Debug for V1Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V1Connection").field("buffered", &self.framer.buf.len()).finish()
+    }
+}
+
+impl Connection for V1Connection {
+    async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+        let chunk = match self.stream.next().await {
+            None => return Err(Failure::Network("stream closed by the server".into())),
+            Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
+            Some(Ok(c)) => c,
+        };
+        self.framer.buf.extend_from_slice(&chunk);
+        while let Some(msg) = self.framer.next() {
+            frames.push(classify(msg));
         }
+        Ok(())
+    }
+}
+
+/// A message is a record (deduplicated by `id_str`), or a `disconnect`
+/// notice, forwarded and then ending the connection: codes 6 (token revoked)
+/// and 7 (admin logout) stop, as bad credentials do.
+fn classify(msg: Vec<u8>) -> Frame {
+    let peek = serde_json::from_slice::<Peek<'_>>(&msg).ok();
+    let dedup = peek.as_ref().and_then(|p| p.id_str.as_deref()).map(str::to_owned);
+    match peek.and_then(|p| p.disconnect) {
+        Some(Disconnect { code, reason }) => Frame::End {
+            record: Some(msg),
+            failure: if matches!(code, 6 | 7) {
+                Failure::Unauthorized(401, format!("disconnect {code}: {reason}"))
+            } else {
+                Failure::Network(format!("disconnect {code}: {reason}"))
+            },
+        },
+        None => Frame::Record { bytes: msg, dedup, checkpoint: None },
     }
 }
 
@@ -438,8 +458,40 @@ mod tests {
         assert!(
             auth.starts_with("OAuth ")
                 && auth.contains("oauth_consumer_key=\"ck\"")
-                && auth.contains("oauth_signature=")
+                && auth.contains("oauth_token=\"at\"")
+                && auth.contains("oauth_signature_method=\"HMAC-SHA1\"")
+                && auth.contains("oauth_signature="),
+            "{auth}"
         );
-        assert!(!auth.contains("cs") || !auth.contains("oauth_consumer_secret"));
+        // Two requests never share a nonce (RFC 5849 §3.3).
+        let (_, again) = signed_request("http://127.0.0.1:1/1.1/statuses/filter.json", &p, true, &keys);
+        let nonce = |a: &str| a.split("oauth_nonce=\"").nth(1).and_then(|n| n.split('"').next()).map(str::to_owned);
+        assert!(nonce(&auth).is_some() && nonce(&auth) != nonce(&again), "{auth} / {again}");
+    }
+
+    /// Twitter's documented example, "Creating a signature" (developer.twitter.com,
+    /// OAuth 1.0a): the same keys, nonce, timestamp and parameters must give
+    /// the published signature `hCtSmYh+iHYCEqBWrE7C7hYmtUk=`.
+    #[test]
+    fn the_signature_matches_twitters_published_example() {
+        let keys = OAuthKeys {
+            consumer_key: Secret::new("xvz1evFS4wEEPTGEFPHBog"),
+            consumer_secret: Secret::new("kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw"),
+            access_token: Secret::new("370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb"),
+            access_token_secret: Secret::new("LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE"),
+        };
+        let auth = authorization(
+            "https://api.twitter.com/1.1/statuses/update.json",
+            &[("include_entities", "true"), ("status", "Hello Ladies + Gentlemen, a signed OAuth request!")],
+            &keys,
+            Some(("kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg", 1318622958)),
+        );
+        assert!(auth.contains("oauth_signature=\"hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D\""), "{auth}");
+        assert!(auth.contains("oauth_timestamp=\"1318622958\"") && auth.contains("oauth_version=\"1.0\""), "{auth}");
+        // Neither secret appears in the header.
+        assert!(
+            !auth.contains("kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw")
+                && !auth.contains("LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE")
+        );
     }
 }

@@ -19,21 +19,21 @@
 //! * **Reconnects** follow [`super::backoff`]; 401/403 stop the source and mark
 //!   the collector unhealthy (heartbeat withheld).
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Connected, ConnectionStats, Ended, Failure, reconnect_loop};
-use super::{BatchTx, Batching, SourceError, SourceSummary};
-use crate::config::Secret;
-use crate::coordination::Health;
-use crate::pipeline::Batcher;
+use super::backoff::Failure;
+use super::http::{ByteStream, http_client, problem_detail, without_url};
+use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveContext, LiveSettings};
+use super::{Source, SourceComponent, SourceContext, SourceError};
+use crate::component::{BaseDir, Problems, one, yes};
+use crate::post::Format;
 use crate::rules::{Criterion, Rule, RuleSnapshot};
+use crate::secret::{Secret, SecretRef};
 
 /// Expansions and fields requested on the stream: what the post view needs.
 pub const STREAM_PARAMS: &str = "expansions=author_id,referenced_tweets.id,referenced_tweets.id.author_id,in_reply_to_user_id,geo.place_id,entities.mentions.username\
@@ -43,18 +43,6 @@ pub const STREAM_PARAMS: &str = "expansions=author_id,referenced_tweets.id,refer
 
 /// Longest side of a `bounding_box:` rule the v2 API accepts (miles).
 const MAX_BOX_SIDE_MILES: f64 = 25.0;
-
-/// Settings of the source (from `[source]`).
-#[derive(Debug, Clone)]
-pub struct XStreamOptions {
-    pub base_url: String,
-    pub token: Secret,
-    pub stall_timeout: Duration,
-    pub sync_rules: bool,
-    pub max_rules: usize,
-    pub max_rule_length: usize,
-    pub dedup_window: usize,
-}
 
 /// A v2 rule as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -296,63 +284,6 @@ fn rate_limit_wait(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(reset.saturating_sub(now).clamp(1, 900)))
 }
 
-/// `title: detail` of an RFC 7807 problem body, or the body itself (short).
-fn problem_detail(body: &str) -> String {
-    #[derive(Deserialize)]
-    struct P {
-        title: Option<String>,
-        detail: Option<String>,
-    }
-    match serde_json::from_str::<P>(body) {
-        Ok(P { title: Some(t), detail }) => format!("{t}{}", detail.map(|d| format!(": {d}")).unwrap_or_default()),
-        _ => body.chars().take(200).collect(),
-    }
-}
-
-/// reqwest errors print the URL; ours never carry secrets in URLs, but keep
-/// messages short.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "");
-    }
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
-/// Ids seen recently (redeliveries after a reconnect are dropped).
-#[derive(Debug)]
-pub struct Dedup {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
-
-impl Dedup {
-    pub fn new(cap: usize) -> Dedup {
-        Dedup { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
-    }
-    /// True the first time an id is seen within the window.
-    pub fn first(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() >= self.cap
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.set.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
-        true
-    }
-}
-
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow, default)]
@@ -395,91 +326,103 @@ fn classify(line: &[u8]) -> Line {
     }
 }
 
-/// The running source.
-#[derive(Debug)]
-pub struct XStream {
-    pub opts: XStreamOptions,
-    pub batching: Batching,
-    pub rules: watch::Receiver<Arc<RuleSnapshot>>,
-    pub health: Arc<Health>,
-    pub stats: Arc<ConnectionStats>,
-    /// Scales every backoff wait (tests only; 1.0 in production).
+/// `[source]` with `type = "x_filtered_stream"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XStreamConfig {
+    /// API root (tests and enterprise endpoints point elsewhere).
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`.
+    pub bearer_token: SecretRef,
+    /// No data and no keep-alive for this long: reconnect (X sends a
+    /// keep-alive every 20 s).
+    #[serde(default = "default_stall_secs")]
+    pub stall_timeout_secs: u64,
+    /// Make the app's stream rules equal to the local rules.
+    #[serde(default = "yes")]
+    pub sync_rules: bool,
+    /// The tier's rule count.
+    #[serde(default = "default_max_rules")]
+    pub max_rules: usize,
+    /// The tier's rule length (characters).
+    #[serde(default = "default_max_rule_length")]
+    pub max_rule_length: usize,
+    /// Post ids remembered to drop redeliveries after a reconnect.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+    /// Multiplies every reconnect wait (tests only; keep 1).
+    #[serde(default = "one")]
     pub backoff_scale: f64,
 }
 
-impl XStream {
-    fn client(&self) -> Result<reqwest::Client, SourceError> {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("traptor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SourceError::Task(format!("HTTP client: {e}")))
+fn default_base() -> String {
+    "https://api.x.com".into()
+}
+fn default_stall_secs() -> u64 {
+    20
+}
+fn default_max_rules() -> usize {
+    1000
+}
+fn default_max_rule_length() -> usize {
+    1024
+}
+fn default_dedup_window() -> usize {
+    DEFAULT_DEDUP_WINDOW
+}
+
+impl SourceComponent for XStreamConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.url("base_url", &self.base_url, &["http", "https"]);
+        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
     }
 
-    pub async fn run(mut self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
-        let client = self.client()?;
-        let api = RulesApi::new(client.clone(), &self.opts.base_url, self.opts.token.clone());
-        if self.opts.sync_rules {
-            // First sync before streaming, so attribution is right from the start.
-            let rules = self.rules.borrow_and_update().rules.clone();
-            if let Err(f) = self.sync(&api, &rules).await
-                && let Failure::Unauthorized(..) = f
-            {
-                self.health.set_unhealthy(format!("X API refused the credentials: {f}"));
-                return Err(SourceError::Unauthorized(f.to_string()));
-            }
-            let mut rx = self.rules.clone();
-            let api2 = api.clone();
-            let opts = self.opts.clone();
-            let stop = shutdown.clone();
-            let health = self.health.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        r = rx.changed() => if r.is_err() { return },
-                    }
-                    // Coalesce bursts of changes.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let rules = rx.borrow_and_update().rules.clone();
-                    match api2.sync(&rules, opts.max_rules, opts.max_rule_length).await {
-                        Ok(r) => log_sync(&r),
-                        Err(f @ Failure::Unauthorized(..)) => {
-                            health.set_unhealthy(format!("X API refused the credentials: {f}"));
-                            tracing::error!(error = %f, "rule sync refused");
-                        }
-                        Err(f) => tracing::warn!(error = %f, "rule sync failed; will retry on the next change"),
-                    }
-                }
-            });
-        }
-        let summary = Arc::new(std::sync::Mutex::new(SourceSummary::default()));
-        let dedup = Arc::new(std::sync::Mutex::new(Dedup::new(self.opts.dedup_window)));
-        let batcher = Arc::new(tokio::sync::Mutex::new(Batcher::new(self.batching.max_records)));
-        let stats = self.stats.clone();
-        let scale = self.backoff_scale;
-        let this = &self;
-        let stopped = reconnect_loop("x_filtered_stream", stats, shutdown.clone(), scale, |up| {
-            let (out, shutdown, summary, dedup, batcher, client) =
-                (out.clone(), shutdown.clone(), summary.clone(), dedup.clone(), batcher.clone(), client.clone());
-            async move { this.stream_once(&client, up, &out, &shutdown, &summary, &dedup, &batcher).await }
-        })
-        .await;
-        if let Some(b) = batcher.lock().await.flush() {
-            let _ = out.send(b).await;
-        }
-        let s = summary.lock().map(|s| s.clone()).unwrap_or_default();
-        match stopped {
-            Some(f) => {
-                self.health.set_unhealthy(format!("X API refused the credentials: {f}"));
-                Err(SourceError::Unauthorized(f.to_string()))
-            }
-            None => Ok(s),
-        }
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        base.fix_secret(&mut self.bearer_token);
     }
 
-    async fn sync(&self, api: &RulesApi, rules: &[Rule]) -> Result<(), Failure> {
-        match api.sync(rules, self.opts.max_rules, self.opts.max_rule_length).await {
+    fn format(&self) -> Format {
+        Format::XV2
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let token =
+            self.bearer_token.resolve().map_err(|e| SourceError::Config(format!("source.bearer_token: {e}")))?;
+        let client = http_client()?;
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        let connector = XConnector {
+            rules_api: RulesApi::new(client.clone(), &base_url, token.clone()),
+            client,
+            stream_url: format!("{base_url}/2/tweets/search/stream?{STREAM_PARAMS}"),
+            token,
+            sync_rules: self.sync_rules,
+            max_rules: self.max_rules,
+            max_rule_length: self.max_rule_length,
+            syncer: None,
+        };
+        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        Ok(Source::new(Live::new(connector, settings, cx, format!("x_filtered_stream {base_url}")), self.format()))
+    }
+}
+
+/// Connects to the filtered stream; keeps the app's rules in sync beside it.
+#[derive(Debug)]
+pub struct XConnector {
+    client: reqwest::Client,
+    rules_api: RulesApi,
+    stream_url: String,
+    token: Secret,
+    sync_rules: bool,
+    max_rules: usize,
+    max_rule_length: usize,
+    /// The rule-sync task and its stop signal.
+    syncer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl XConnector {
+    async fn sync(&self, rules: &[Rule]) -> Result<(), Failure> {
+        match self.rules_api.sync(rules, self.max_rules, self.max_rule_length).await {
             Ok(r) => {
                 log_sync(&r);
                 Ok(())
@@ -490,121 +433,128 @@ impl XStream {
             }
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn stream_once(
-        &self,
-        client: &reqwest::Client,
-        up: Connected,
-        out: &BatchTx,
-        shutdown: &CancellationToken,
-        summary: &std::sync::Mutex<SourceSummary>,
-        dedup: &std::sync::Mutex<Dedup>,
-        batcher: &tokio::sync::Mutex<Batcher>,
-    ) -> Result<Ended, Failure> {
-        let url = format!("{}/2/tweets/search/stream?{STREAM_PARAMS}", self.opts.base_url.trim_end_matches('/'));
-        let resp = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = client.get(&url).bearer_auth(self.opts.token.expose()).send() => r,
+impl Connector for XConnector {
+    type Connection = XConnection;
+
+    fn name(&self) -> &'static str {
+        "x_filtered_stream"
+    }
+
+    /// First sync before streaming, so attribution is right from the start;
+    /// then a task syncs every change (bursts coalesced) while the stream runs.
+    async fn start(&mut self, cx: &LiveContext) -> Result<(), Failure> {
+        if !self.sync_rules {
+            return Ok(());
         }
-        .map_err(|e| Failure::Network(without_url(&e)))?;
+        let mut rx = cx.rules.clone();
+        let rules = rx.borrow_and_update().rules.clone();
+        let first = self.sync(&rules).await;
+        if let Err(f @ Failure::Unauthorized(..)) = first {
+            return Err(f);
+        }
+        let (api, max_rules, max_len) = (self.rules_api.clone(), self.max_rules, self.max_rule_length);
+        let (stop, health) = (cx.shutdown.child_token(), cx.health.clone());
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = rx.changed() => if r.is_err() { return },
+                    }
+                    // Coalesce bursts of changes.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let rules = rx.borrow_and_update().rules.clone();
+                    match api.sync(&rules, max_rules, max_len).await {
+                        Ok(r) => log_sync(&r),
+                        Err(f @ Failure::Unauthorized(..)) => {
+                            health.set_unhealthy(format!("X API refused the credentials: {f}"));
+                            tracing::error!(error = %f, "rule sync refused");
+                        }
+                        Err(f) => tracing::warn!(error = %f, "rule sync failed; will retry on the next change"),
+                    }
+                }
+            }
+        });
+        self.syncer = Some((stop, task));
+        Ok(())
+    }
+
+    async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<XConnection, Failure> {
+        let resp = self
+            .client
+            .get(&self.stream_url)
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| Failure::Network(without_url(&e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
-        up.mark();
-        self.health.set_healthy();
-        tracing::info!(source = "x_filtered_stream", "stream connected");
-        let mut stream = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-        let mut flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-        // Data or a keep-alive must arrive before this; the batch-flush timer
-        // must not restart it (each loop iteration would otherwise).
-        let mut stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                () = tokio::time::sleep_until(flush_at) => {
-                    if let Some(b) = batcher.lock().await.flush()
-                        && out.send(b).await.is_err()
-                    {
-                        return Ok(Ended::Shutdown);
-                    }
-                    flush_at = tokio::time::Instant::now() + self.batching.max_wait;
-                    continue;
-                }
-                n = tokio::time::timeout_at(stall_at, stream.next()) => n,
-            };
-            let chunk = match next {
-                Err(_) => {
-                    return Err(Failure::Network(format!(
-                        "stalled: no data or keep-alive for {} s",
-                        self.opts.stall_timeout.as_secs()
-                    )));
-                }
-                Ok(None) => {
-                    if !buf.iter().all(u8::is_ascii_whitespace) {
-                        tracing::warn!(
-                            bytes = buf.len(),
-                            "connection closed mid-message; the partial message is discarded"
-                        );
-                    }
-                    return Err(Failure::Network("stream closed by the server".into()));
-                }
-                Ok(Some(Err(e))) => return Err(Failure::Network(without_url(&e))),
-                Ok(Some(Ok(c))) => c,
-            };
-            stall_at = tokio::time::Instant::now() + self.opts.stall_timeout;
-            buf.extend_from_slice(&chunk);
-            // Complete lines only; the rest waits for the next chunk.
-            let mut start = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
-                let line = &buf[start..start + nl];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                start += nl + 1;
-                match classify(line) {
-                    Line::KeepAlive => continue,
-                    Line::Post(id) => {
-                        let first = dedup.lock().map(|mut d| d.first(&id)).unwrap_or(true);
-                        if !first {
-                            tracing::debug!(id, "redelivered post dropped");
-                            continue;
-                        }
-                    }
-                    Line::Errors { disconnect: Some(reason) } => {
-                        self.push(line, out, summary, batcher).await;
-                        return Err(Failure::Http(503, format!("operational disconnect: {reason}")));
-                    }
-                    Line::Errors { disconnect: None } | Line::Other => {}
-                }
-                if !self.push(line, out, summary, batcher).await {
-                    return Ok(Ended::Shutdown);
-                }
-            }
-            buf.drain(..start);
-        }
+        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), buf: Vec::with_capacity(1 << 16) })
     }
 
-    /// Add a record; false when the pipeline has gone away.
-    async fn push(
-        &self,
-        line: &[u8],
-        out: &BatchTx,
-        summary: &std::sync::Mutex<SourceSummary>,
-        batcher: &tokio::sync::Mutex<Batcher>,
-    ) -> bool {
-        let n = {
-            let mut s = summary.lock().unwrap_or_else(|p| p.into_inner());
-            s.records += 1;
-            s.bytes += line.len() as u64;
-            s.records
-        };
-        let full = batcher.lock().await.push(line, n);
-        match full {
-            Some(b) => out.send(b).await.is_ok(),
-            None => true,
+    async fn finish(&mut self) {
+        if let Some((stop, task)) = self.syncer.take() {
+            stop.cancel();
+            let _ = task.await;
         }
+    }
+}
+
+/// One filtered-stream connection: `\r\n`-terminated lines.
+pub struct XConnection {
+    stream: ByteStream,
+    /// An incomplete line waiting for the rest.
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for XConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XConnection").field("buffered", &self.buf.len()).finish()
+    }
+}
+
+impl Connection for XConnection {
+    async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+        let chunk = match self.stream.next().await {
+            None => {
+                if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                    tracing::warn!(
+                        bytes = self.buf.len(),
+                        "connection closed mid-message; the partial message is discarded"
+                    );
+                }
+                return Err(Failure::Network("stream closed by the server".into()));
+            }
+            Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
+            Some(Ok(c)) => c,
+        };
+        self.buf.extend_from_slice(&chunk);
+        // Complete lines only; the rest waits for the next chunk.
+        let mut start = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf[start..]) {
+            let line = &self.buf[start..start + nl];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            start += nl + 1;
+            frames.push(match classify(line) {
+                Line::KeepAlive => Frame::KeepAlive,
+                Line::Post(id) => Frame::Record { bytes: line.to_vec(), dedup: Some(id), checkpoint: None },
+                Line::Errors { disconnect: Some(reason) } => Frame::End {
+                    record: Some(line.to_vec()),
+                    failure: Failure::Http(503, format!("operational disconnect: {reason}")),
+                },
+                Line::Errors { disconnect: None } | Line::Other => {
+                    Frame::Record { bytes: line.to_vec(), dedup: None, checkpoint: None }
+                }
+            });
+        }
+        self.buf.drain(..start);
+        Ok(())
     }
 }
 
@@ -649,16 +599,6 @@ mod tests {
         let e = to_v2(&rule("locations", "-122.75,36.8,-121.75,37.8", &[])).expect_err("too big");
         assert!(e.contains("25 miles"), "{e}");
         assert_eq!(to_v2(&rule("x_v2", "cats has:media -is:retweet", &[])), Ok("cats has:media -is:retweet".into()));
-    }
-
-    #[test]
-    fn dedup_forgets_beyond_its_window() {
-        let mut d = Dedup::new(2);
-        assert!(d.first("a"));
-        assert!(!d.first("a"));
-        assert!(d.first("b"));
-        assert!(d.first("c"));
-        assert!(d.first("a"), "a fell out of the window");
     }
 
     #[test]

@@ -22,7 +22,7 @@ struct Case {
 }
 
 fn suite() -> Suite {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/twitter-text/extract.yml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/twitter-text/extract.yml");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_yaml::from_str(&text).expect("extract.yml parses")
 }

@@ -1,0 +1,288 @@
+//! The services a run needs beside its topology: the Redis connection, the
+//! rules (load, watch, compile, swap), the coordination tasks (lease,
+//! heartbeat, stats), and the background tasks that are stopped and awaited
+//! at the end.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::AppError;
+use crate::config::LoadedConfig;
+use crate::coordination::keys::{self, KeySource, Lease};
+use crate::coordination::stats::{self, RuleHits, StatsKeys};
+use crate::coordination::{ApiKeysConfig, CoordinationConfig, CoordinationError, heartbeat};
+use crate::pipeline::Compiled;
+use crate::redis_conn::{DEFAULT_REDIS_URL, RedisUrl, connect_with_retry};
+use crate::rules::{Collector, RuleSnapshot, RulesConfig};
+use crate::telemetry::{Health, Metrics};
+
+/// How long stopping may wait for one background task.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Tasks that live as long as the run: stopped by one token, then awaited
+/// (never slept for), each within [`STOP_WAIT`].
+#[derive(Debug)]
+pub struct Background {
+    token: CancellationToken,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background::new()
+    }
+}
+
+impl Background {
+    pub fn new() -> Background {
+        Background { token: CancellationToken::new(), tasks: Vec::new() }
+    }
+
+    /// The token the tasks stop on.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push((name, tokio::spawn(task)));
+    }
+
+    /// Keep a task spawned elsewhere.
+    pub fn keep(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        self.tasks.push((name, handle));
+    }
+
+    /// Cancel every task and wait for each to finish its last step.
+    pub async fn stop(self) {
+        self.token.cancel();
+        for (name, handle) in self.tasks {
+            match tokio::time::timeout(STOP_WAIT, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "background task failed"),
+                Err(_) => tracing::warn!(task = name, "background task did not stop in time; left behind"),
+            }
+        }
+    }
+}
+
+/// The Redis server coordination talks to, if coordination is on: always
+/// when the rules are in Redis, else when `[coordination]` is present.
+pub(super) fn coordination_url(cfg: &LoadedConfig) -> Option<(RedisUrl, CoordinationConfig)> {
+    let c = &cfg.config;
+    let rules_url = c.rules.component().redis_url().map(str::to_owned);
+    match (&c.coordination, rules_url) {
+        (Some(co), r) => {
+            let url = co.url.clone().or(r).unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+            Some((RedisUrl::new(url), co.clone()))
+        }
+        (None, Some(r)) => Some((RedisUrl::new(r), CoordinationConfig::default())),
+        (None, None) => None,
+    }
+}
+
+/// The outcome of step 1.
+#[derive(Debug)]
+pub(super) enum Connected {
+    /// Connected when coordination is on (`None`: it is off).
+    Yes(Option<ConnectionManager>),
+    /// Shut down while waiting for Redis.
+    ShutDown,
+}
+
+/// Step 1: connect to the coordination server, retrying with backoff.
+pub(super) async fn connect_coordination(
+    cfg: &LoadedConfig,
+    shutdown: &CancellationToken,
+) -> Result<Connected, AppError> {
+    let Some((url, _)) = coordination_url(cfg) else { return Ok(Connected::Yes(None)) };
+    match connect_with_retry(&url, None, shutdown).await.map_err(CoordinationError::from)? {
+        Some(c) => {
+            tracing::info!(redis = %url, "connected to Redis");
+            Ok(Connected::Yes(Some(c)))
+        }
+        None => Ok(Connected::ShutDown),
+    }
+}
+
+/// Step 2: the current rules, compiled and swapped atomically on change.
+#[derive(Debug)]
+pub struct RulesService {
+    snapshots: watch::Receiver<Arc<RuleSnapshot>>,
+    pub compiled: Arc<ArcSwap<Compiled>>,
+}
+
+impl RulesService {
+    pub(super) async fn start(
+        c: &crate::config::PipelineConfig,
+        who: Collector,
+        mut redis: Option<ConnectionManager>,
+        metrics: Arc<Metrics>,
+        background: &mut Background,
+    ) -> Result<RulesService, AppError> {
+        let store = c.rules.component();
+        let snapshot = store.load(who, redis.as_mut()).await?;
+        let origin = store.describe(who);
+        snapshot.report(&origin);
+        tracing::info!(rules = snapshot.rules.len(), invalid = snapshot.problems.len(), from = %origin, "rules loaded");
+        let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
+        let (tx, snapshots) = watch::channel(Arc::new(snapshot));
+        background.keep("rules watcher", store.watch(who, redis, tx, background.token()));
+        let mut changes = snapshots.clone();
+        let (swap, stop) = (compiled.clone(), background.token());
+        background.spawn("rules compiler", async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+                let snap = changes.borrow_and_update().clone();
+                let built = tokio::task::spawn_blocking(move || Compiled::new(&snap)).await;
+                if let Ok(built) = built {
+                    let n = built.matcher.rules().len();
+                    swap.store(Arc::new(built));
+                    Metrics::add(&metrics.rule_reloads, 1);
+                    tracing::info!(rules = n, "matcher swapped");
+                }
+            }
+        });
+        Ok(RulesService { snapshots, compiled })
+    }
+
+    /// A receiver of every new snapshot (sources that sync rules with an API).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<RuleSnapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// With rules in Redis and none assigned yet, wait until some appear and
+    /// are compiled (or until shutdown).
+    pub(super) async fn wait_for_any(&self, rules: &RulesConfig, who: Collector, shutdown: &CancellationToken) {
+        if !matches!(rules, RulesConfig::Redis(_)) || !self.snapshots.borrow().rules.is_empty() {
+            return;
+        }
+        tracing::info!(collector = %rules.component().describe(who), "waiting for rules");
+        let mut rx = self.snapshots.clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = rx.changed() => {
+                    if r.is_err() || !rx.borrow_and_update().rules.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Let the compiler swap in the new matcher before posts flow.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.compiled.load().matcher.rules().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        tracing::info!("rules assigned; starting");
+    }
+}
+
+/// Step 4: what coordination runs beside the pipeline.
+#[derive(Debug, Default)]
+pub(super) struct CoordinationTasks {
+    lease: Option<Lease>,
+    pub rule_hits: Option<Arc<RuleHits>>,
+}
+
+impl CoordinationTasks {
+    pub(super) async fn start(
+        cfg: &LoadedConfig,
+        who: Collector,
+        redis: Option<&ConnectionManager>,
+        health: Arc<Health>,
+        shutdown: &CancellationToken,
+        background: &mut Background,
+    ) -> Result<CoordinationTasks, AppError> {
+        let (Some((_, co)), Some(conn)) = (coordination_url(cfg), redis) else {
+            return Ok(CoordinationTasks::default());
+        };
+        let t = who.rule_type.as_str();
+        let lease = match &co.api_keys {
+            Some(k) => claim_key(conn, k, who, shutdown).await?,
+            None => None,
+        };
+        let beat = heartbeat::run(
+            conn.clone(),
+            heartbeat::key(t, who.id),
+            Duration::from_secs(co.heartbeat_interval_secs),
+            health,
+            lease.clone(),
+            background.token(),
+        );
+        background.spawn("heartbeat", beat);
+        let mut rule_hits = None;
+        if co.stats {
+            let hits = Arc::new(RuleHits::default());
+            let flush = stats::run(
+                conn.clone(),
+                StatsKeys::new(t, who.id),
+                hits.clone(),
+                Duration::from_secs(co.stats_window_secs),
+                Duration::from_millis(co.stats_flush_ms),
+                background.token(),
+            );
+            background.spawn("rule stats", flush);
+            rule_hits = Some(hits);
+        }
+        Ok(CoordinationTasks { lease, rule_hits })
+    }
+
+    /// Give the API key back (after the heartbeat has stopped renewing it).
+    pub(super) async fn release(&self) {
+        if let Some(l) = &self.lease {
+            match l.release().await {
+                Ok(()) => tracing::info!(api_key = %l.name(), "API key released"),
+                Err(e) => tracing::warn!(error = %e, "cannot release the API key lease; it expires by itself"),
+            }
+        }
+    }
+}
+
+/// Claim one API key of the pool, waiting while all are leased.
+async fn claim_key(
+    conn: &ConnectionManager,
+    k: &ApiKeysConfig,
+    who: Collector,
+    shutdown: &CancellationToken,
+) -> Result<Option<Lease>, AppError> {
+    let source = match (&k.hash, &k.file) {
+        (Some(h), _) => KeySource::RedisHash(h.clone()),
+        (None, Some(f)) => KeySource::File(f.clone()),
+        // The pure checks refuse this; say so if it ever gets here.
+        (None, None) => return Err(AppError::Internal("coordination.api_keys has neither hash nor file".into())),
+    };
+    let owner = format!("{}:{}:{}", who.rule_type, who.id, std::process::id());
+    let ttl = Duration::from_secs(k.lease_secs);
+    let mut announced = false;
+    loop {
+        match keys::claim(conn, &source, &owner, ttl).await {
+            Ok(Some(l)) => {
+                tracing::info!(api_key = %l.name(), "claimed an API key");
+                return Ok(Some(l));
+            }
+            Ok(None) if !announced => {
+                tracing::warn!("every API key is leased by another collector; waiting for one");
+                announced = true;
+            }
+            Ok(None) => {}
+            Err(e @ CoordinationError::Invalid(_)) => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "cannot claim an API key yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

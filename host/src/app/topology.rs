@@ -1,0 +1,187 @@
+//! The topology of one pipeline: its source, sink, dead-letter destination
+//! and stages, built once from the file. `run` runs it; `validate` builds the
+//! same parts and reports on each.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use super::services::RulesService;
+use super::{AppError, RunReport};
+use crate::config::LoadedConfig;
+use crate::coordination::stats::RuleHits;
+use crate::envelope::Identity;
+use crate::pipeline::{Fatal, PipelineTuning, WorkerContext, spawn_workers};
+use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
+use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
+use crate::sinks::{SinkComponent, SinkConfig};
+use crate::sources::{Batching, Source, SourceContext, SourceError, SourceSummary};
+use crate::telemetry::{self, Metrics};
+
+/// Batching of the source, from `[pipeline]`.
+pub(super) fn batching(tuning: &PipelineTuning) -> Batching {
+    Batching { max_records: tuning.batch_size, max_wait: Duration::from_millis(tuning.batch_timeout_ms) }
+}
+
+/// Every part of a topology, each built (or refused) on its own, so
+/// `validate` can report on all of them at once.
+#[derive(Debug)]
+pub struct TopologyParts {
+    pub identity: Identity,
+    pub source: Result<Source, SourceError>,
+    pub sink: Result<Sink, SinkError>,
+    pub dead_letter: Option<Result<Sink, SinkError>>,
+    pub stages: Result<Vec<Arc<Stage>>, Vec<StageLoadError>>,
+    tuning: PipelineTuning,
+    forward_control: bool,
+    stats_interval: Duration,
+    confirmed: Arc<AtomicU64>,
+}
+
+impl TopologyParts {
+    /// Build every part (secrets read, files checked, plugins compiled or
+    /// taken from the cache). Blocking: run it off the reactor.
+    pub fn build(cfg: &LoadedConfig, cx: &SourceContext, test_mode: bool) -> TopologyParts {
+        let c = &cfg.config;
+        let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
+        let source = Source::build(&c.source, cx).and_then(|s| s.check().map(|()| s));
+        let sink = if test_mode { StdoutConfig::default().build(identity) } else { Sink::build(&c.sink, identity) };
+        let sink = sink.and_then(|s| s.check().map(|()| s));
+        let dead_letter =
+            c.dead_letter.as_ref().map(|d: &SinkConfig| Sink::build(d, identity).and_then(|s| s.check().map(|()| s)));
+        let stages = stages::load_all(&c.stages, c.pipeline.plugin_cache_dir.clone());
+        TopologyParts {
+            identity,
+            source,
+            sink,
+            dead_letter,
+            stages,
+            tuning: c.pipeline.clone(),
+            forward_control: c.traptor.forward_control,
+            stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
+            confirmed: cx.confirmed.clone(),
+        }
+    }
+
+    /// A topology if every part was built, else every error.
+    pub fn into_topology(self) -> Result<Topology, Vec<AppError>> {
+        let mut errors = Vec::new();
+        let source = self.source.map_err(|e| errors.push(e.into())).ok();
+        let stages = self.stages.map_err(|e| errors.push(AppError::Plugins(e))).ok();
+        let sink = self.sink.map_err(|e| errors.push(e.into())).ok();
+        let dead_letter = self.dead_letter.transpose().map_err(|e| errors.push(e.into())).ok();
+        match (source, stages, sink, dead_letter) {
+            (Some(source), Some(stages), Some(sink), Some(dead_letter)) if errors.is_empty() => Ok(Topology {
+                identity: self.identity,
+                source,
+                sink,
+                dead_letter,
+                stages: stages.into(),
+                tuning: self.tuning,
+                forward_control: self.forward_control,
+                stats_interval: self.stats_interval,
+                confirmed: self.confirmed,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A pipeline, built and ready to run.
+#[derive(Debug)]
+pub struct Topology {
+    pub identity: Identity,
+    source: Source,
+    sink: Sink,
+    dead_letter: Option<Sink>,
+    stages: Arc<[Arc<Stage>]>,
+    tuning: PipelineTuning,
+    forward_control: bool,
+    stats_interval: Duration,
+    /// The checkpoint the sink confirms and the source reads (the same as
+    /// the source context's).
+    confirmed: Arc<AtomicU64>,
+}
+
+/// How the parts of a run ended.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    source: Result<SourceSummary, SourceError>,
+    sink: Result<SinkSummary, SinkError>,
+    /// A task that panicked, if any.
+    internal: Option<String>,
+    fatal: Option<String>,
+    stages: Vec<(String, StageSnapshot)>,
+}
+
+impl Topology {
+    /// Run until the source ends or `shutdown`: workers on the blocking pool,
+    /// the sink on its own task, the source here. Returns once the sink has
+    /// written (or refused) everything the workers passed on.
+    pub(super) async fn run(
+        self,
+        rules: &RulesService,
+        rule_hits: Option<Arc<RuleHits>>,
+        metrics: &Arc<Metrics>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Outcome {
+        let fatal = Arc::new(Fatal::new(shutdown.clone()));
+        let workers = self.tuning.workers();
+        tracing::info!(source = %self.source.name(), sink = %self.sink.name(), workers, "pipeline starting");
+        let (raw_tx, raw_rx) = async_channel::bounded(self.tuning.channel_batches);
+        let (out_tx, out_rx) = async_channel::bounded(self.tuning.channel_batches);
+        let ctx = WorkerContext {
+            identity: self.identity,
+            forward_control: self.forward_control,
+            metrics: metrics.clone(),
+            source_name: self.source.name().into(),
+            stages: self.stages.clone(),
+            fatal: fatal.clone(),
+            rule_hits,
+            format: self.source.format(),
+        };
+        let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
+        drop((raw_rx, out_tx));
+        let reporter =
+            tokio::spawn(telemetry::report_periodically(metrics.clone(), self.stats_interval, shutdown.child_token()));
+        let sink_task =
+            tokio::spawn(self.sink.run(out_rx, metrics.clone(), self.dead_letter, self.confirmed, shutdown.clone()));
+        let source = self.source.run(raw_tx, shutdown.clone()).await;
+        let mut internal = None;
+        for h in handles {
+            if let Err(e) = h.await {
+                internal = Some(format!("a worker failed: {e}"));
+            }
+        }
+        let sink = sink_task.await.unwrap_or_else(|e| Err(SinkError::Task(e.to_string())));
+        reporter.abort();
+        let stages = self.stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
+        Outcome { source, sink, internal, fatal: fatal.error(), stages }
+    }
+
+    /// Notes for `validate`: what each part is.
+    pub fn describe(&self) -> Vec<String> {
+        let mut notes = vec![format!("source: {}", self.source.name()), format!("sink: {}", self.sink.name())];
+        if let Some(d) = &self.dead_letter {
+            notes.push(format!("dead letters: {}", d.name()));
+        }
+        notes
+    }
+}
+
+impl Outcome {
+    /// The report, or the first error by precedence: a bug, a fatal stage,
+    /// the sink, the source.
+    pub(super) fn into_report(self, metrics: &Metrics, run_started: Instant) -> Result<RunReport, AppError> {
+        super::log_stages(&self.stages);
+        if let Some(e) = self.internal {
+            return Err(AppError::Internal(e));
+        }
+        if let Some(e) = self.fatal {
+            return Err(AppError::StageFailed(e));
+        }
+        let sink = self.sink?;
+        let source = self.source?;
+        Ok(RunReport { metrics: metrics.snapshot(), stages: self.stages, source, sink, elapsed: run_started.elapsed() })
+    }
+}

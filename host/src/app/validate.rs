@@ -1,0 +1,123 @@
+//! `validate`: everything a run would check before posts flow, without
+//! running — the pure checks, the rules (each bad rule named by its place,
+//! the per-connection limits), and the topology built exactly as `run`
+//! builds it (secrets read, files opened, plugins compiled and initialised).
+
+use std::path::Path;
+
+use super::TopologyParts;
+use super::services::coordination_url;
+use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig};
+use crate::plugins::ABI_VERSION;
+use crate::rules::Collector;
+use crate::sources::SourceContext;
+
+/// The outcome of `validate`.
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Validation {
+    pub fn exit_code(&self) -> i32 {
+        if self.errors.is_empty() { 0 } else { EXIT_CONFIG }
+    }
+}
+
+/// Check a pipeline file and everything it names, without running it.
+pub async fn validate(path: &Path) -> Validation {
+    let mut v = Validation::default();
+    let cfg = match LoadedConfig::load(path) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid { path, problems }) => {
+            v.errors.extend(problems.iter().map(|p| format!("{}: {p}", path.display())));
+            return v;
+        }
+        Err(e) => {
+            v.errors.push(e.to_string());
+            return v;
+        }
+    };
+    let c = &cfg.config;
+    v.notes.push(format!("pipeline {}: traptor {}:{}", path.display(), c.traptor.traptor_type, c.traptor.id));
+    check_rules(&cfg, &mut v).await;
+    let parts = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &SourceContext::detached(), false)).await
+    };
+    match parts {
+        Ok(parts) => report_parts(&cfg, parts, &mut v),
+        Err(e) => v.errors.push(format!("internal error while building the pipeline: {e}")),
+    }
+    v
+}
+
+/// The rules: reachable, each valid, within the per-connection limits.
+async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
+    let c = &cfg.config;
+    let who = Collector { rule_type: c.traptor.traptor_type, id: c.traptor.id };
+    let mut conn = None;
+    if let Some((url, _)) = coordination_url(cfg) {
+        match crate::redis_conn::connect(&url, None).await {
+            Ok(c) => {
+                v.notes.push(format!("redis: {url} reachable"));
+                conn = Some(c);
+            }
+            Err(e) => {
+                v.errors.push(format!("rules.url: {e}"));
+                if c.rules.component().redis_url().is_some() {
+                    return;
+                }
+            }
+        }
+    }
+    let store = c.rules.component();
+    match store.load(who, conn.as_mut()).await {
+        Ok(snap) => {
+            let origin = store.describe(who);
+            v.notes.push(format!("rules: {} valid in {origin}", snap.rules.len()));
+            for p in &snap.problems {
+                v.errors.push(format!("invalid rule at {p}"));
+            }
+            for l in snap.limit_violations() {
+                v.errors.push(format!("{origin}: {l}"));
+            }
+            if snap.rules.is_empty() {
+                v.warnings.push(format!("{origin} holds no valid rule: every post will be \"Not Found\""));
+            }
+        }
+        Err(e) => v.errors.push(format!("rules: {e}")),
+    }
+}
+
+/// A note for each part that was built, an error naming each that was not.
+fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
+    match &parts.source {
+        Ok(s) => v.notes.push(format!("source: {}", s.name())),
+        Err(e) if e.is_user_error() => v.errors.push(format!("source: {e}")),
+        Err(e) => v.errors.push(e.to_string()),
+    }
+    match &parts.sink {
+        Ok(s) => v.notes.push(format!("sink: {}", s.name())),
+        Err(e) => v.errors.push(format!("sink: {e}")),
+    }
+    match &parts.stages {
+        Ok(stages) => {
+            for (i, (s, c)) in stages.iter().zip(&cfg.config.stages).enumerate() {
+                let d = &s.description;
+                v.notes.push(format!(
+                    "stages[{i}] {:?}: {} {} ({:?}), ABI {ABI_VERSION}, config accepted",
+                    c.name, d.name, d.version, d.kind
+                ));
+            }
+        }
+        Err(errors) => v.errors.extend(errors.iter().map(ToString::to_string)),
+    }
+    match &parts.dead_letter {
+        Some(Ok(s)) => v.notes.push(format!("dead letters: {}", s.name())),
+        Some(Err(e)) => v.errors.push(format!("dead_letter: {e}")),
+        None => {}
+    }
+}

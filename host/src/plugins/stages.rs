@@ -1,0 +1,192 @@
+//! The `[[stages]]` section: each stage's keys and checks, and loading every
+//! stage of a pipeline (compile or take from the cache, describe, `init`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{PluginError, Runtime, Stage, StageSpec};
+use crate::component::{BaseDir, Problems};
+
+/// What happens to a post when its stage fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The post continues without this stage's fields.
+    #[default]
+    Skip,
+    /// The post is dropped (counted).
+    Drop,
+    /// The post goes to the dead-letter destination with the error attached.
+    DeadLetter,
+    /// The pipeline stops.
+    Fail,
+}
+
+/// `[[stages]]`: one WebAssembly plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Unique name; the plugin's fields land under `traptor.enrichments.<name>`.
+    pub name: String,
+    /// Path of the component (`.wasm`).
+    pub plugin: PathBuf,
+    /// What to do with a post whose stage fails.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Handed to the plugin's initialiser as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Memory limit of one instance.
+    #[serde(default = "default_memory_mib")]
+    pub memory_limit_mib: u64,
+    /// Time limit of one batch call.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Time limit of starting an instance and running `init`.
+    #[serde(default = "default_init_timeout_ms")]
+    pub init_timeout_ms: u64,
+    /// Consecutive failed batches after which the stage is bypassed for a
+    /// cool-down (its posts follow `on_error`); 0 never opens the circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit bypasses the stage before it is tried again.
+    #[serde(default = "default_breaker_cooldown_secs")]
+    pub circuit_breaker_cooldown_secs: u64,
+    /// What the plugin may use beyond the host's imports (nothing by default).
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+/// `[stages.grants]`: capabilities a plugin gets only when listed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Real wall and monotonic clocks (otherwise both read 0).
+    #[serde(default)]
+    pub clock: bool,
+    /// Names of environment variables passed through with their host values.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Directories opened read-only, at the same path inside the plugin.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+fn default_init_timeout_ms() -> u64 {
+    30_000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown_secs() -> u64 {
+    30
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_timeout_ms() -> u64 {
+    50
+}
+
+impl StageConfig {
+    /// Pure checks of one stage; `dead_letters` says whether the pipeline has
+    /// a `[dead_letter]` destination.
+    pub fn check(&self, dead_letters: bool, p: &mut Problems<'_>) {
+        let valid =
+            !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            p.add("name", format!("{:?} must be non-empty ASCII letters, digits, '_' or '-'", self.name));
+        }
+        p.at_least("memory_limit_mib", self.memory_limit_mib, 1);
+        p.at_least("timeout_ms", self.timeout_ms, 1);
+        p.at_least("init_timeout_ms", self.init_timeout_ms, 1);
+        if self.on_error == OnError::DeadLetter && !dead_letters {
+            p.add(
+                "on_error",
+                format!("stage {:?} sends failures to dead letters, but there is no [dead_letter] section", self.name),
+            );
+        }
+    }
+
+    pub fn resolve_paths(&mut self, base: &BaseDir) {
+        base.fix(&mut self.plugin);
+        for d in &mut self.grants.dirs {
+            base.fix(d);
+        }
+    }
+
+    /// The spec the runtime loads (paths already resolved).
+    pub fn spec(&self) -> StageSpec {
+        StageSpec {
+            name: self.name.clone(),
+            plugin: self.plugin.clone(),
+            config_json: super::config_json(&self.config),
+            on_error: self.on_error,
+            memory_limit_bytes: usize::try_from(self.memory_limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(self.timeout_ms),
+            init_timeout: Duration::from_millis(self.init_timeout_ms),
+            grant_clock: self.grants.clock,
+            grant_env: self.grants.env.clone(),
+            grant_dirs: self.grants.dirs.clone(),
+            breaker_failures: self.circuit_breaker_failures,
+            breaker_cooldown: Duration::from_secs(self.circuit_breaker_cooldown_secs),
+        }
+    }
+}
+
+/// Checks across the list: names are unique.
+pub fn check_all(stages: &[StageConfig], dead_letters: bool, out: &mut Vec<crate::component::Problem>) {
+    let mut names = HashSet::new();
+    for (i, s) in stages.iter().enumerate() {
+        let mut p = Problems::new(format!("stages[{i}]"), out);
+        s.check(dead_letters, &mut p);
+        if !names.insert(s.name.as_str()) {
+            p.add("name", format!("{:?} is used by an earlier stage", s.name));
+        }
+    }
+}
+
+/// Why a stage could not be loaded, naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("stages[{index}] ({name:?}): {source}")]
+pub struct StageLoadError {
+    pub index: usize,
+    pub name: String,
+    #[source]
+    pub source: PluginError,
+}
+
+/// Load, describe and initialise every stage (compiling or using the cache
+/// in `cache_dir`, default [`Runtime::default_cache_dir`]). Every stage is
+/// tried, so all that fail are reported at once.
+pub fn load_all(stages: &[StageConfig], cache_dir: Option<PathBuf>) -> Result<Vec<Arc<Stage>>, Vec<StageLoadError>> {
+    if stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = Runtime::new(cache_dir.or_else(Runtime::default_cache_dir))
+        .map_err(|source| vec![StageLoadError { index: 0, name: String::new(), source }])?;
+    let mut loaded = Vec::with_capacity(stages.len());
+    let mut failed = Vec::new();
+    for (index, s) in stages.iter().enumerate() {
+        let started = Instant::now();
+        match Stage::load(&runtime, s.spec()) {
+            Ok(stage) => {
+                tracing::info!(
+                    stage = %s.name,
+                    plugin = %stage.description.name,
+                    version = %stage.description.version,
+                    cached = stage.component().from_cache,
+                    ms = started.elapsed().as_millis() as u64,
+                    "stage loaded"
+                );
+                loaded.push(Arc::new(stage));
+            }
+            Err(source) => failed.push(StageLoadError { index, name: s.name.clone(), source }),
+        }
+    }
+    if failed.is_empty() { Ok(loaded) } else { Err(failed) }
+}

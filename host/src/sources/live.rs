@@ -1,0 +1,586 @@
+//! One driver for every live connection (STYLE 16; the split hbc made between
+//! its client loop and its message processors).
+//!
+//! A [`Connector`] knows one protocol: it opens a connection and turns what
+//! arrives into [`Frame`]s (keep-alive; a record with its dedup key and
+//! checkpoint; the end of the connection with the reason). The [`Live`] driver
+//! owns everything else, once for all sources:
+//!
+//! * **batching** — records go into a [`Batcher`]; a partial batch is sent
+//!   every `batch_timeout_ms`;
+//! * **the stall deadline** — absolute, renewed only by data or a keep-alive,
+//!   so the flush timer cannot postpone it;
+//! * **dedup** — records whose key was seen within the last `dedup_window`
+//!   keys are dropped and counted (`duplicates` in the throughput line);
+//!   redeliveries after a reconnect are the usual cause;
+//! * **health** — a connection marks the collector healthy; credentials
+//!   refused (401/403) mark it unhealthy (heartbeat withheld) and stop;
+//! * **reconnects** — by the backoff table of [`super::backoff`];
+//! * **rule changes** — when the connector says its request depends on the
+//!   rules (v1.1 puts them in the request), a change reconnects at most once
+//!   per `min_rule_reconnect`, changes in between coalesce.
+//!
+//! State is owned by the driver and lent to one attempt at a time: no locks.
+//! A connector's `read` awaits the wire once and then frames synchronously,
+//! so it is cancel-safe inside the driver's `select!`.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{Backoff, ConnectionStats, Decision, Failure};
+use super::{BatchTx, Batching, RunSource, SourceContext, SourceError, SourceFuture, SourceSummary};
+use crate::batch::Batcher;
+use crate::component::Problems;
+use crate::rules::RuleSnapshot;
+use crate::telemetry::{Health, Metrics};
+
+/// Default number of dedup keys remembered.
+pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
+
+/// What a connector found on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Proof of life only (renews the stall deadline).
+    KeepAlive,
+    /// One message for the workers. `dedup`: its identity, to drop a
+    /// redelivery; `checkpoint`: the source position it reaches.
+    Record { bytes: Vec<u8>, dedup: Option<String>, checkpoint: Option<u64> },
+    /// The connection must end: `record` (an in-stream disconnect notice) is
+    /// forwarded first, then `failure` decides the wait.
+    End { record: Option<Vec<u8>>, failure: Failure },
+}
+
+/// One open connection.
+pub trait Connection: Send {
+    /// Await the next piece from the wire (once), append what it completes
+    /// to `frames`. An error ends the connection (closed, reset, unreadable).
+    fn read(&mut self, frames: &mut Vec<Frame>) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Say goodbye where the protocol has a way to (WebSocket close).
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// What the helpers a connector runs beside its connections may use.
+#[derive(Debug, Clone)]
+pub struct LiveContext {
+    pub rules: watch::Receiver<Arc<RuleSnapshot>>,
+    pub health: Arc<Health>,
+    pub shutdown: CancellationToken,
+}
+
+/// One protocol: connect and frame.
+pub trait Connector: Send + 'static {
+    type Connection: Connection;
+    /// The source's name in logs (`x_filtered_stream`).
+    fn name(&self) -> &'static str;
+    /// Once, before the first connection (X rule sync, Jetstream cursor). An
+    /// error that stops (401/403) stops the source; others are logged.
+    fn start(&mut self, _cx: &LiveContext) -> impl Future<Output = Result<(), Failure>> + Send {
+        async { Ok(()) }
+    }
+    /// Open one connection with the current rules; say why not if it fails.
+    fn connect(&mut self, rules: &RuleSnapshot) -> impl Future<Output = Result<Self::Connection, Failure>> + Send;
+    /// The rules changed: does the open connection need replacing?
+    fn needs_reconnect(&self, _rules: &RuleSnapshot) -> bool {
+        false
+    }
+    /// After the last connection: stop helpers, persist positions.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// The driver's settings, from the source's keys.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveSettings {
+    /// No data and no keep-alive for this long: reconnect.
+    pub stall_timeout: Duration,
+    /// Dedup keys remembered.
+    pub dedup_window: usize,
+    /// Multiplies every reconnect wait (tests only; 1 in production).
+    pub backoff_scale: f64,
+    /// A rule change reconnects at most this often after a connect.
+    pub min_rule_reconnect: Duration,
+}
+
+impl LiveSettings {
+    pub fn new(stall_timeout_secs: u64, dedup_window: usize, backoff_scale: f64) -> LiveSettings {
+        LiveSettings {
+            stall_timeout: Duration::from_secs(stall_timeout_secs),
+            dedup_window,
+            backoff_scale,
+            min_rule_reconnect: Duration::from_secs(10),
+        }
+    }
+
+    /// The pure checks of the keys every live source has.
+    pub fn check(problems: &mut Problems<'_>, stall_timeout_secs: u64, dedup_window: usize, backoff_scale: f64) {
+        problems.at_least("stall_timeout_secs", stall_timeout_secs, 1);
+        problems.at_least("dedup_window", dedup_window as u64, 1);
+        problems.backoff_scale("backoff_scale", backoff_scale);
+    }
+}
+
+/// Keys seen recently, oldest forgotten first.
+#[derive(Debug)]
+pub struct Dedup {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl Dedup {
+    pub fn new(cap: usize) -> Dedup {
+        Dedup { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
+    }
+    /// True the first time a key is seen within the window.
+    pub fn first(&mut self, key: &str) -> bool {
+        if self.set.contains(key) {
+            return false;
+        }
+        if self.order.len() >= self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(key.to_owned());
+        self.order.push_back(key.to_owned());
+        true
+    }
+}
+
+/// How a connection ended without failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    /// The rules changed the request: reconnect now, not a failure.
+    Reconnect,
+}
+
+/// A live source: a connector run by the driver.
+#[derive(Debug)]
+pub struct Live<C> {
+    connector: C,
+    settings: LiveSettings,
+    batching: Batching,
+    rules: watch::Receiver<Arc<RuleSnapshot>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    stats: Arc<ConnectionStats>,
+    /// Shown in logs and errors (`x_filtered_stream https://api.x.com`).
+    label: String,
+}
+
+/// What the driver carries from one connection to the next.
+#[derive(Debug)]
+struct State {
+    batcher: Batcher,
+    dedup: Dedup,
+    summary: SourceSummary,
+}
+
+impl<C: Connector + std::fmt::Debug> Live<C> {
+    pub fn new(connector: C, settings: LiveSettings, cx: &SourceContext, label: String) -> Live<C> {
+        Live {
+            connector,
+            settings,
+            batching: cx.batching,
+            rules: cx.rules.clone(),
+            health: cx.health.clone(),
+            metrics: cx.metrics.clone(),
+            stats: Arc::default(),
+            label,
+        }
+    }
+
+    /// Counters of the connection attempts.
+    pub fn stats(&self) -> Arc<ConnectionStats> {
+        self.stats.clone()
+    }
+
+    /// Connect and stream until shutdown, reconnecting by the backoff table.
+    pub async fn drive(mut self, out: BatchTx, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
+        let name = self.connector.name();
+        let mut st = State {
+            batcher: Batcher::new(self.batching.max_records),
+            dedup: Dedup::new(self.settings.dedup_window),
+            summary: SourceSummary::default(),
+        };
+        let cx = LiveContext { rules: self.rules.clone(), health: self.health.clone(), shutdown: shutdown.clone() };
+        let stopped = match self.connector.start(&cx).await {
+            Err(f) if Backoff::default().failed(&f, Instant::now()) == Decision::Stop => Some(f),
+            Err(f) => {
+                tracing::warn!(source = name, error = %f, "start-up step failed; connecting anyway");
+                self.reconnect_loop(&mut st, &out, &shutdown).await
+            }
+            Ok(()) => self.reconnect_loop(&mut st, &out, &shutdown).await,
+        };
+        if let Some(b) = st.batcher.flush() {
+            let _ = out.send(b).await;
+        }
+        self.connector.finish().await;
+        match stopped {
+            Some(f) => {
+                tracing::error!(source = name, error = %f, "credentials refused; the connection stops (fix them and restart)");
+                self.health.set_unhealthy(format!("{name}: credentials refused: {f}"));
+                Err(SourceError::Unauthorized(f.to_string()))
+            }
+            None => Ok(st.summary),
+        }
+    }
+
+    /// Returns the failure that stopped the source for good (401/403), if any.
+    async fn reconnect_loop(&mut self, st: &mut State, out: &BatchTx, shutdown: &CancellationToken) -> Option<Failure> {
+        let name = self.connector.name();
+        let mut backoff = Backoff::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            self.stats.connects.fetch_add(1, Relaxed);
+            let (result, connected_at) = self.attempt(st, out, shutdown).await;
+            if let Some(t) = connected_at {
+                backoff.connected(t);
+            }
+            let failure = match result {
+                Ok(Ended::Shutdown) => return None,
+                Ok(Ended::Reconnect) => {
+                    tracing::info!(source = name, "reconnecting (rules changed)");
+                    continue;
+                }
+                Err(f) => f,
+            };
+            self.stats.count(&failure);
+            match backoff.failed(&failure, Instant::now()) {
+                Decision::Stop => return Some(failure),
+                Decision::RetryAfter(wait) => {
+                    let wait = wait.mul_f64(self.settings.backoff_scale.clamp(0.0, 1.0));
+                    tracing::warn!(
+                        source = name,
+                        class = failure.class(),
+                        error = %failure,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "connection ended; reconnecting"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection: connect, then stream until it ends. Returns when data
+    /// started flowing, for the backoff's healthy-period reset.
+    async fn attempt(
+        &mut self,
+        st: &mut State,
+        out: &BatchTx,
+        shutdown: &CancellationToken,
+    ) -> (Result<Ended, Failure>, Option<Instant>) {
+        let snapshot = self.rules.borrow_and_update().clone();
+        let connect = self.connector.connect(&snapshot);
+        let mut conn = tokio::select! {
+            () = shutdown.cancelled() => return (Ok(Ended::Shutdown), None),
+            r = connect => match r {
+                Ok(c) => c,
+                Err(f) => return (Err(f), None),
+            },
+        };
+        let connected_at = Instant::now();
+        self.health.set_healthy();
+        tracing::info!(source = self.connector.name(), target = %self.label, "stream connected");
+        let result = self.stream(&mut conn, st, out, shutdown, connected_at).await;
+        (result, Some(connected_at))
+    }
+
+    async fn stream(
+        &mut self,
+        conn: &mut C::Connection,
+        st: &mut State,
+        out: &BatchTx,
+        shutdown: &CancellationToken,
+        connected_at: Instant,
+    ) -> Result<Ended, Failure> {
+        let stall = self.settings.stall_timeout;
+        let max_wait = self.batching.max_wait;
+        let mut frames = Vec::new();
+        let mut flush_at = Instant::now() + max_wait;
+        let mut stall_at = Instant::now() + stall;
+        let mut reconnect_at: Option<Instant> = None;
+        let mut rules_open = true;
+        loop {
+            let wake = reconnect_at.map_or(flush_at, |r| r.min(flush_at));
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    conn.close().await;
+                    return Ok(Ended::Shutdown);
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if reconnect_at.is_some_and(|r| Instant::now() >= r) {
+                        conn.close().await;
+                        return Ok(Ended::Reconnect);
+                    }
+                    if let Some(b) = st.batcher.flush()
+                        && out.send(b).await.is_err()
+                    {
+                        return Ok(Ended::Shutdown);
+                    }
+                    flush_at = Instant::now() + max_wait;
+                }
+                changed = self.rules.changed(), if rules_open => {
+                    if changed.is_err() {
+                        rules_open = false;
+                        continue;
+                    }
+                    let snapshot = self.rules.borrow_and_update().clone();
+                    if self.connector.needs_reconnect(&snapshot) {
+                        let earliest = connected_at + self.settings.min_rule_reconnect;
+                        reconnect_at = Some(earliest.max(Instant::now() + Duration::from_millis(100)));
+                        tracing::info!(source = self.connector.name(), "rules changed; reconnecting with the new parameters");
+                    } else {
+                        reconnect_at = None;
+                    }
+                }
+                read = tokio::time::timeout_at(stall_at, conn.read(&mut frames)) => {
+                    match read {
+                        Err(_) => {
+                            return Err(Failure::Network(format!(
+                                "stalled: no data or keep-alive for {} s",
+                                stall.as_secs()
+                            )));
+                        }
+                        Ok(Err(f)) => return Err(f),
+                        Ok(Ok(())) => {}
+                    }
+                    stall_at = Instant::now() + stall;
+                    for frame in frames.drain(..) {
+                        match frame {
+                            Frame::KeepAlive => {}
+                            Frame::Record { bytes, dedup, checkpoint } => {
+                                if let Some(key) = dedup
+                                    && !st.dedup.first(&key)
+                                {
+                                    Metrics::add(&self.metrics.duplicates_dropped, 1);
+                                    tracing::debug!(source = self.connector.name(), key, "redelivered record dropped");
+                                    continue;
+                                }
+                                if !push(st, &bytes, checkpoint, out).await {
+                                    return Ok(Ended::Shutdown);
+                                }
+                            }
+                            Frame::End { record, failure } => {
+                                if let Some(r) = record {
+                                    push(st, &r, None, out).await;
+                                }
+                                return Err(failure);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Add a record; false when the pipeline has gone away.
+async fn push(st: &mut State, bytes: &[u8], checkpoint: Option<u64>, out: &BatchTx) -> bool {
+    st.summary.records += 1;
+    st.summary.bytes += bytes.len() as u64;
+    if let Some(c) = checkpoint {
+        st.batcher.checkpoint(c);
+    }
+    match st.batcher.push(bytes, st.summary.records) {
+        Some(b) => out.send(b).await.is_ok(),
+        None => true,
+    }
+}
+
+impl<C: Connector + std::fmt::Debug> RunSource for Live<C> {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn run(self: Box<Self>, out: BatchTx, shutdown: CancellationToken) -> SourceFuture {
+        Box::pin(self.drive(out, shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_forgets_beyond_its_window() {
+        let mut d = Dedup::new(2);
+        assert!(d.first("a"));
+        assert!(!d.first("a"));
+        assert!(d.first("b"));
+        assert!(d.first("c"));
+        assert!(d.first("a"), "a fell out of the window");
+    }
+
+    /// A connector that plays a script: each connection attempt takes the
+    /// next step (a refusal, or frames then an end).
+    #[derive(Debug)]
+    struct Scripted {
+        steps: VecDeque<Result<Vec<Frame>, Failure>>,
+        attempts: Arc<std::sync::Mutex<Vec<Duration>>>,
+        start: Instant,
+        reconnect_on_rules: bool,
+    }
+
+    #[derive(Debug)]
+    struct Play(VecDeque<Frame>);
+
+    impl Connection for Play {
+        async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+            match self.0.pop_front() {
+                Some(Frame::End { record, failure }) => {
+                    frames.push(Frame::End { record, failure });
+                    Ok(())
+                }
+                Some(f) => {
+                    frames.push(f);
+                    Ok(())
+                }
+                // The script is over: stay open and silent.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    impl Connector for Scripted {
+        type Connection = Play;
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<Play, Failure> {
+            self.attempts.lock().expect("lock").push(self.start.elapsed());
+            match self.steps.pop_front() {
+                Some(Ok(frames)) => Ok(Play(frames.into())),
+                Some(Err(f)) => Err(f),
+                None => std::future::pending().await,
+            }
+        }
+        fn needs_reconnect(&self, _rules: &RuleSnapshot) -> bool {
+            self.reconnect_on_rules
+        }
+    }
+
+    fn record(id: &str) -> Frame {
+        Frame::Record { bytes: format!("{{\"id\":\"{id}\"}}").into_bytes(), dedup: Some(id.into()), checkpoint: None }
+    }
+
+    fn live(steps: Vec<Result<Vec<Frame>, Failure>>) -> (Live<Scripted>, Arc<std::sync::Mutex<Vec<Duration>>>) {
+        let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connector = Scripted {
+            steps: steps.into(),
+            attempts: attempts.clone(),
+            start: Instant::now(),
+            reconnect_on_rules: false,
+        };
+        let mut cx = SourceContext::detached();
+        cx.batching = Batching { max_records: 100, max_wait: Duration::from_millis(50) };
+        let live = Live::new(connector, LiveSettings::new(30, 100, 1.0), &cx, "scripted".into());
+        (live, attempts)
+    }
+
+    /// The loop waits exactly the table's delays between attempts (paused
+    /// time: the sleeps advance the clock instantly) and stops on 401,
+    /// marking the collector unhealthy.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_sleeps_by_the_table_and_stops_on_401() {
+        let (live, attempts) = live(vec![
+            Err(Failure::Network("refused".into())),
+            Err(Failure::Network("refused".into())),
+            Err(Failure::Http(503, String::new())),
+            Err(Failure::Http(503, String::new())),
+            Err(Failure::RateLimited(429, String::new())),
+            Err(Failure::Unauthorized(401, "bad token".into())),
+        ]);
+        let (stats, health) = (live.stats(), live.health.clone());
+        let (tx, _rx) = async_channel::bounded(10);
+        let r = live.drive(tx, CancellationToken::new()).await;
+        assert!(matches!(r, Err(SourceError::Unauthorized(ref m)) if m.contains("bad token")), "{r:?}");
+        let t: Vec<f64> = attempts.lock().expect("lock").iter().map(|d| d.as_secs_f64()).collect();
+        // attempts at 0, +0.25, +0.5 (network), +5, +10 (http), +60 (rate), then 401.
+        assert_eq!(t, vec![0.0, 0.25, 0.75, 5.75, 15.75, 75.75]);
+        assert_eq!(stats.connects.load(Relaxed), 6);
+        assert_eq!(stats.unauthorized.load(Relaxed), 1);
+        assert!(health.problem().is_some_and(|p| p.contains("credentials refused")));
+    }
+
+    /// Redeliveries after a reconnect are dropped and counted; an end frame's
+    /// record is forwarded before the reconnect; records keep their order.
+    #[tokio::test(start_paused = true)]
+    async fn redeliveries_are_dropped_and_counted() {
+        let end = Frame::End { record: Some(b"{\"bye\":1}".to_vec()), failure: Failure::Network("cut".into()) };
+        let (live, attempts) = live(vec![
+            Ok(vec![record("1"), Frame::KeepAlive, record("2"), end]),
+            Ok(vec![record("2"), record("3"), record("1"), record("4")]),
+        ]);
+        let metrics = live.metrics.clone();
+        let (tx, rx) = async_channel::bounded(100);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(live.drive(tx, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop.cancel();
+        let summary = task.await.expect("join").expect("runs");
+        let mut got = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            got.extend(b.iter().map(|(r, _)| String::from_utf8_lossy(r).into_owned()));
+        }
+        assert_eq!(got, ["{\"id\":\"1\"}", "{\"id\":\"2\"}", "{\"bye\":1}", "{\"id\":\"3\"}", "{\"id\":\"4\"}"]);
+        assert_eq!(summary.records, 5);
+        assert_eq!(metrics.duplicates_dropped.load(Relaxed), 2);
+        assert_eq!(attempts.lock().expect("lock").len(), 2);
+    }
+
+    /// Nothing for the stall timeout: the connection is dropped and a new one
+    /// opened (network class: +250 ms).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_a_stall() {
+        let (live, attempts) = live(vec![Ok(vec![record("1")]), Ok(vec![record("2")])]);
+        let (tx, _rx) = async_channel::bounded(100);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(live.drive(tx, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        stop.cancel();
+        task.await.expect("join").expect("runs");
+        let t: Vec<f64> = attempts.lock().expect("lock").iter().map(|d| d.as_secs_f64()).collect();
+        assert_eq!(t, vec![0.0, 30.25]);
+    }
+
+    /// Rule changes that alter the request coalesce into one reconnect, no
+    /// sooner than `min_rule_reconnect` after the connect.
+    #[tokio::test(start_paused = true)]
+    async fn rule_changes_coalesce_into_one_reconnect() {
+        let (mut live, attempts) = live(vec![Ok(vec![record("1")]), Ok(vec![record("2")])]);
+        live.connector.reconnect_on_rules = true;
+        let (rules_tx, rules_rx) = watch::channel(Arc::new(RuleSnapshot::default()));
+        live.rules = rules_rx;
+        let (tx, _rx) = async_channel::bounded(100);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(live.drive(tx, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            rules_tx.send_modify(|_| {});
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        stop.cancel();
+        task.await.expect("join").expect("runs");
+        let t: Vec<f64> = attempts.lock().expect("lock").iter().map(|d| d.as_secs_f64()).collect();
+        assert_eq!(t, vec![0.0, 10.0], "one reconnect, 10 s after the first connect");
+    }
+}
