@@ -2,6 +2,7 @@
 //! binary, write pipeline files, run the binary with a deadline.
 
 pub mod fake_jetstream;
+pub mod fake_mastodon;
 pub mod fake_x;
 pub mod layers;
 pub mod pipeline;

@@ -1,6 +1,6 @@
 //! Live sources against local fake servers: X API v2 filtered stream (rule
 //! sync, recorded session, cuts, stalls, errors, 401), Twitter v1.1 filter,
-//! Bluesky Jetstream.
+//! Bluesky Jetstream, Mastodon.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -481,4 +481,154 @@ fn v1_filter_signs_frames_reconnects_on_disconnect_and_on_rule_changes() {
     assert!(!log.contains("consumer-secret-2") && !log.contains("access-secret-4"));
     let (status, _) = host.stop();
     assert!(status.success());
+}
+
+// ---- Mastodon -------------------------------------------------------------------
+
+use traptor_tests::fake_mastodon::{FakeMastodon, SseSession};
+
+/// A status made from the documented example, with its own id, author and text.
+fn status(id: u32, account: &str, html: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("mastodon/status_example.json")).expect("read"))
+            .expect("json");
+    v["id"] = id.to_string().into();
+    v["account"]["id"] = account.into();
+    v["content"] = html.into();
+    v["card"] = serde_json::Value::Null;
+    if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
+        obj.extend(more.clone());
+    }
+    v
+}
+
+/// Twenty statuses: 101 mentions coffee, 102 is by account 42, 103 boosts
+/// account 42, 104 replies to it, 105 only mentions it, 106 tags #coffee.
+fn mastodon_statuses() -> Vec<serde_json::Value> {
+    let mut s = vec![
+        status(101, "1", "<p>I like coffee</p>", serde_json::json!({})),
+        status(102, "42", "<p>hello there</p>", serde_json::json!({})),
+        status(103, "7", "", serde_json::json!({"reblog": status(90, "42", "<p>tea time</p>", serde_json::json!({}))})),
+        status(104, "7", "<p>sure</p>", serde_json::json!({"in_reply_to_id": "90", "in_reply_to_account_id": "42"})),
+        status(
+            105,
+            "7",
+            "<p>hi <span class=\"h-card\"><a href=\"https://x/@f\" class=\"u-url mention\">@<span>f</span></a></span></p>",
+            serde_json::json!({"mentions": [{"id": "42", "username": "f", "acct": "f", "url": "https://x/@f"}]}),
+        ),
+        status(
+            106,
+            "8",
+            "<p>morning <a href=\"https://x/tags/coffee\" class=\"mention hashtag\" rel=\"tag\">#<span>coffee</span></a></p>",
+            serde_json::json!({"tags": [{"name": "coffee", "url": "https://x/tags/coffee"}]}),
+        ),
+    ];
+    s.extend((107..=120).map(|id| status(id, "9", &format!("<p>post number {id}</p>"), serde_json::json!({}))));
+    s
+}
+
+fn mastodon_pipeline(dir: &Path, base: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("rules.jsonl"),
+        "{\"rule_id\":\"kw\",\"value\":\"coffee\"}\n{\"rule_id\":\"who\",\"value\":\"42\",\"rule_type\":\"follow\"}\n",
+    )
+    .expect("rules");
+    std::fs::write(dir.join("token"), "mastodon-token-1\n").expect("token");
+    PipelineFile::new(&format!(
+        "type = \"mastodon\"\nbase_url = \"{base}\"\nstream = \"hashtag\"\ntag = \"coffee\"\n\
+         access_token = {{ file = \"token\" }}\nbackoff_scale = 0.01"
+    ))
+    .tuning("batch_timeout_ms = 20")
+    .write(dir)
+}
+
+#[test]
+fn mastodon_statuses_edits_and_deletes_flow_through_a_cut_and_a_redelivery() {
+    let statuses = mastodon_statuses();
+    let update = |s: &serde_json::Value| ("update".to_owned(), s.to_string());
+    let delete = ("delete".to_owned(), "101".to_owned());
+    let mut edited = statuses[0].clone();
+    edited["content"] = "<p>I love coffee</p>".into();
+    edited["edited_at"] = "2026-11-29T10:00:00.000Z".into();
+    let edit = ("status.update".to_owned(), edited.to_string());
+    // First connection: 10 updates, a delete, one more, then a cut mid-event.
+    let mut first: Vec<(String, String)> = statuses[..10].iter().map(update).collect();
+    first.push(delete.clone());
+    first.extend(statuses[10..12].iter().map(update));
+    let mut s1 = SseSession::ok(first);
+    s1.cut_after = Some(12);
+    // Second: redelivered from status 9, the rest, an edit twice, the delete again.
+    let mut second: Vec<(String, String)> = statuses[8..].iter().map(update).collect();
+    second.extend([edit.clone(), edit, delete]);
+    let fake = FakeMastodon::start();
+    fake.push_session(s1);
+    fake.push_session(SseSession::ok(second));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = mastodon_pipeline(dir.path(), &fake.base);
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("22 records", LIMIT, || (out_lines(dir.path()).len() >= 22).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let out = out_lines(dir.path());
+    assert_eq!(out.len(), 22, "20 statuses, 1 edit, 1 delete, nothing twice");
+    let posts: Vec<&serde_json::Value> = out.iter().filter(|v| v.get("traptor").is_some()).collect();
+    let by_id = |id: &str, edit: bool| -> &serde_json::Value {
+        let found: Vec<&&serde_json::Value> =
+            posts.iter().filter(|v| v["id"] == id && v["traptor"].get("edit").is_some() == edit).collect();
+        assert_eq!(found.len(), 1, "status {id} (edit: {edit}) once: {found:?}");
+        found[0]
+    };
+    assert_eq!(rule_ids(by_id("101", false)), ["kw"]);
+    assert_eq!(rule_ids(by_id("102", false)), ["who"], "follow: the author");
+    assert_eq!(rule_ids(by_id("103", false)), ["who"], "follow: a boost of the followed account");
+    assert_eq!(rule_ids(by_id("104", false)), ["who"], "follow: a reply to the followed account");
+    assert_eq!(rule_ids(by_id("105", false)), ["Not Found"], "a mention alone does not follow");
+    assert_eq!(rule_ids(by_id("106", false)), ["kw"], "track: the #coffee hashtag");
+    let edit = by_id("101", true);
+    assert_eq!(edit["traptor"]["edit"], true);
+    assert_eq!(edit["content"], "<p>I love coffee</p>");
+    let deletes: Vec<&serde_json::Value> = out.iter().filter(|v| v.get("delete").is_some()).collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0]["delete"]["status"]["id_str"], "101");
+    // Redeliveries dropped and counted: statuses 109-111, the edit, the delete.
+    assert!(log.contains("duplicates=5"), "{log}");
+    assert!(log.contains("mid-event"), "{log}");
+    let requests = fake.with(|s| s.requests.clone());
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path_and_query, "/api/v1/streaming/hashtag?tag=coffee");
+    assert_eq!(requests[0].authorization.as_deref(), Some("Bearer mastodon-token-1"));
+    assert!(!log.contains("mastodon-token-1"));
+}
+
+#[test]
+fn mastodon_refusing_the_token_stops_the_source() {
+    let fake = FakeMastodon::start();
+    fake.push_session(SseSession::status(401));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = mastodon_pipeline(dir.path(), &fake.base);
+    let out = traptor_tests::run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("credentials refused"), "{stderr}");
+    assert_eq!(fake.with(|s| s.requests.len()), 1, "no hammering with a refused token");
+}
+
+#[test]
+fn mastodon_statuses_replay_from_a_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lines: String = mastodon_statuses().iter().map(|s| format!("{s}\n")).collect();
+    std::fs::write(dir.path().join("statuses.jsonl"), lines).expect("write");
+    std::fs::write(
+        dir.path().join("rules.jsonl"),
+        "{\"rule_id\":\"kw\",\"value\":\"coffee\"}\n{\"rule_id\":\"who\",\"value\":\"42\",\"rule_type\":\"follow\"}\n",
+    )
+    .expect("rules");
+    let p = PipelineFile::new("type = \"replay\"\npath = \"statuses.jsonl\"\nformat = \"mastodon\"").write(dir.path());
+    let out = traptor_tests::run_host(&["--pipeline", p.to_str().expect("utf8"), "--test"], LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 20);
+    assert_eq!(rule_ids(&lines[0]), ["kw"]);
+    assert_eq!(rule_ids(&lines[2]), ["who"]);
 }

@@ -16,6 +16,7 @@
 //! This module is pure: no I/O, no runtime.
 
 pub mod jetstream;
+pub mod mastodon;
 pub mod v1;
 pub mod v2;
 
@@ -245,6 +246,8 @@ pub enum Format {
     XV2,
     /// Bluesky Jetstream events.
     Jetstream,
+    /// Mastodon Status entities.
+    Mastodon,
 }
 
 /// Decode one message of `format`.
@@ -253,6 +256,7 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<Message<'_>, DecodeError> 
         Format::TwitterV1 => v1::decode(bytes),
         Format::XV2 => v2::decode(bytes),
         Format::Jetstream => jetstream::decode(bytes),
+        Format::Mastodon => mastodon::decode(bytes),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod jetstream;
 pub mod kafka;
 pub mod live;
+pub mod mastodon;
 pub mod replay;
 pub mod synthetic;
 pub mod v1_filter;
@@ -51,6 +52,8 @@ registry! {
         Kafka(kafka::KafkaSourceConfig),
         /// Bluesky Jetstream over WebSocket.
         Jetstream(jetstream::JetstreamConfig),
+        /// A Mastodon server's streaming API (server-sent events).
+        Mastodon(mastodon::MastodonConfig),
     }
 }
 

@@ -1,0 +1,384 @@
+//! The `mastodon` source: a Mastodon server's streaming API over server-sent
+//! events (Mastodon API docs, methods/streaming).
+//!
+//! * `GET /api/v1/streaming/public`, `/api/v1/streaming/public/local` or
+//!   `/api/v1/streaming/hashtag?tag=NAME`, with `Authorization: Bearer` when a
+//!   token is given (many servers require one for public streams).
+//! * Events (WHATWG SSE framing: `event:` and `data:` lines, a blank line ends
+//!   an event, lines starting with `:` are comments — Mastodon's `:thump`
+//!   heartbeat):
+//!   - `update`: a new Status, forwarded as it came; deduplicated by id;
+//!   - `status.update`: an edit — a new version of a Status already seen,
+//!     forwarded once more (deduplicated by id and `edited_at`); the decoder
+//!     marks it as an edit;
+//!   - `delete`: the id of a deleted Status, forwarded as the v1.1 delete
+//!     notice `{"delete":{"status":{"id":"…","id_str":"…"}}}` (a control
+//!     message, counted);
+//!   - anything else (`notification`, `filters_changed` …) is proof of life only.
+//! * An event cut by a dropped connection is discarded; the driver
+//!   reconnects by the shared policy and drops redeliveries.
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::backoff::Failure;
+use super::http::{ByteStream, http_client, problem_detail, without_url};
+use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveSettings};
+use super::{Source, SourceComponent, SourceContext, SourceError};
+use crate::component::{BaseDir, Problems, one};
+use crate::post::Format;
+use crate::rules::RuleSnapshot;
+use crate::secret::{Secret, SecretRef};
+
+/// Which public stream to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Stream {
+    /// Every public post the server knows (federated timeline).
+    #[default]
+    #[serde(rename = "public")]
+    Public,
+    /// Public posts of the server's own accounts.
+    #[serde(rename = "public:local")]
+    PublicLocal,
+    /// Public posts with one hashtag (`tag`).
+    #[serde(rename = "hashtag")]
+    Hashtag,
+}
+
+/// `[source]` with `type = "mastodon"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonConfig {
+    /// The server, e.g. `https://mastodon.social`.
+    pub base_url: String,
+    /// `public` (default), `public:local` or `hashtag`.
+    #[serde(default)]
+    pub stream: Stream,
+    /// The hashtag (without `#`), with `stream = "hashtag"`.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// `{ env = "MASTODON_TOKEN" }` or `{ file = "…" }`; optional.
+    #[serde(default)]
+    pub access_token: Option<SecretRef>,
+    /// No event and no heartbeat for this long: reconnect (servers send a
+    /// heartbeat comment every few seconds).
+    #[serde(default = "default_stall_secs")]
+    pub stall_timeout_secs: u64,
+    /// Status versions remembered to drop redeliveries after a reconnect.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+    /// Multiplies every reconnect wait (tests only; keep 1).
+    #[serde(default = "one")]
+    pub backoff_scale: f64,
+}
+
+fn default_stall_secs() -> u64 {
+    60
+}
+fn default_dedup_window() -> usize {
+    DEFAULT_DEDUP_WINDOW
+}
+
+impl MastodonConfig {
+    /// The stream's URL below the server.
+    fn stream_url(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match self.stream {
+            Stream::Public => format!("{base}/api/v1/streaming/public"),
+            Stream::PublicLocal => format!("{base}/api/v1/streaming/public/local"),
+            Stream::Hashtag => {
+                let tag = self.tag.as_deref().unwrap_or_default().trim_start_matches('#');
+                format!("{base}/api/v1/streaming/hashtag?tag={}", urlencode(tag))
+            }
+        }
+    }
+}
+
+impl SourceComponent for MastodonConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        p.url("base_url", &self.base_url, &["http", "https"]);
+        let tag = self.tag.as_deref().map(|t| t.trim_start_matches('#')).unwrap_or_default();
+        match (self.stream, tag.is_empty()) {
+            (Stream::Hashtag, true) => p.add("tag", "stream = \"hashtag\" needs the hashtag to follow"),
+            (Stream::Public | Stream::PublicLocal, false) => {
+                p.add("tag", "only used with stream = \"hashtag\"");
+            }
+            _ => {}
+        }
+        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+    }
+
+    fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(s) = &mut self.access_token {
+            base.fix_secret(s);
+        }
+    }
+
+    fn format(&self) -> Format {
+        Format::Mastodon
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
+        let token = match &self.access_token {
+            Some(s) => Some(s.resolve().map_err(|e| SourceError::Config(format!("source.access_token: {e}")))?),
+            None => None,
+        };
+        let url = self.stream_url();
+        let connector = MastodonConnector { client: http_client()?, url: url.clone(), token };
+        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        Ok(Source::new(Live::new(connector, settings, cx, format!("mastodon {url}")), self.format()))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Opens the event stream.
+#[derive(Debug)]
+pub struct MastodonConnector {
+    client: reqwest::Client,
+    url: String,
+    token: Option<Secret>,
+}
+
+impl Connector for MastodonConnector {
+    type Connection = MastodonConnection;
+
+    fn name(&self) -> &'static str {
+        "mastodon"
+    }
+
+    async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<MastodonConnection, Failure> {
+        let mut req = self.client.get(&self.url).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req.send().await.map_err(|e| Failure::Network(without_url(&e)))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Failure::from_status(status, problem_detail(&body)));
+        }
+        Ok(MastodonConnection { stream: Box::pin(resp.bytes_stream()), events: EventParser::default() })
+    }
+}
+
+/// One event stream.
+pub struct MastodonConnection {
+    stream: ByteStream,
+    events: EventParser,
+}
+
+impl std::fmt::Debug for MastodonConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MastodonConnection").field("buffered", &self.events.buf.len()).finish()
+    }
+}
+
+impl Connection for MastodonConnection {
+    async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+        let chunk = match self.stream.next().await {
+            None => {
+                if self.events.partial() {
+                    tracing::warn!("connection closed mid-event; the partial event is discarded");
+                }
+                return Err(Failure::Network("stream closed by the server".into()));
+            }
+            Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
+            Some(Ok(c)) => c,
+        };
+        self.events.feed(&chunk, frames);
+        Ok(())
+    }
+}
+
+/// Server-sent events, framed as the WHATWG spec says (lines end in `\n`,
+/// `\r\n` or `\r`; a blank line dispatches; `:` starts a comment).
+#[derive(Debug, Default)]
+struct EventParser {
+    /// Bytes of an unfinished line.
+    buf: Vec<u8>,
+    /// A `\r` ended the last chunk: a `\n` opening the next belongs to it.
+    after_cr: bool,
+    event: String,
+    data: Vec<u8>,
+    /// Any field seen since the last dispatch.
+    pending: bool,
+}
+
+impl EventParser {
+    fn partial(&self) -> bool {
+        self.pending || !self.buf.is_empty()
+    }
+
+    fn feed(&mut self, chunk: &[u8], frames: &mut Vec<Frame>) {
+        let mut bytes = chunk;
+        if self.after_cr && bytes.first() == Some(&b'\n') {
+            bytes = &bytes[1..];
+        }
+        self.after_cr = false;
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            if self.buf.is_empty() {
+                self.line(&bytes[..end], frames);
+            } else {
+                let mut l = std::mem::take(&mut self.buf);
+                l.extend_from_slice(&bytes[..end]);
+                self.line(&l, frames);
+            }
+            let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+            if bytes[end] == b'\r' && end + 1 == bytes.len() {
+                self.after_cr = true;
+            }
+            bytes = &bytes[end + if crlf { 2 } else { 1 }..];
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn line(&mut self, line: &[u8], frames: &mut Vec<Frame>) {
+        if line.is_empty() {
+            self.dispatch(frames);
+            return;
+        }
+        if line[0] == b':' {
+            frames.push(Frame::KeepAlive);
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
+            None => (line, &b""[..]),
+        };
+        self.pending = true;
+        match field {
+            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            b"data" => {
+                if !self.data.is_empty() {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, frames: &mut Vec<Frame>) {
+        let event = std::mem::take(&mut self.event);
+        let data = std::mem::take(&mut self.data);
+        if !std::mem::take(&mut self.pending) {
+            return;
+        }
+        frames.push(match event.as_str() {
+            "update" | "status.update" => match version_key(&data) {
+                Some(dedup) => Frame::Record { bytes: data, dedup: Some(dedup), checkpoint: None },
+                // Not a Status: the workers count it as malformed, with a preview.
+                None => Frame::Record { bytes: data, dedup: None, checkpoint: None },
+            },
+            "delete" => {
+                let id = String::from_utf8_lossy(&data).trim().to_owned();
+                let quoted = serde_json::Value::from(id.as_str());
+                Frame::Record {
+                    bytes: format!(r#"{{"delete":{{"status":{{"id":{quoted},"id_str":{quoted}}}}}}}"#).into_bytes(),
+                    dedup: Some(format!("delete:{id}")),
+                    checkpoint: None,
+                }
+            }
+            other => {
+                tracing::debug!(event = other, "event ignored");
+                Frame::KeepAlive
+            }
+        });
+    }
+}
+
+/// `id` for a first version, `id@edited_at` for an edit: each version of a
+/// status passes once.
+fn version_key(status: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Version<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        edited_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    let v: Version<'_> = serde_json::from_slice(status).ok()?;
+    Some(match v.edited_at {
+        Some(at) => format!("{}@{at}", v.id),
+        None => v.id.into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pieces: &[&str]) -> Vec<Frame> {
+        let mut p = EventParser::default();
+        let mut frames = Vec::new();
+        for piece in pieces {
+            p.feed(piece.as_bytes(), &mut frames);
+        }
+        frames
+    }
+
+    fn record(bytes: &str, dedup: Option<&str>) -> Frame {
+        Frame::Record { bytes: bytes.as_bytes().to_vec(), dedup: dedup.map(str::to_owned), checkpoint: None }
+    }
+
+    #[test]
+    fn events_are_framed_whatever_the_pieces() {
+        let wire = ":thump\n\nevent: update\ndata: {\"id\":\"1\"}\n\nevent: status.update\r\ndata: {\"id\":\"1\",\"edited_at\":\"t\"}\r\n\r\nevent: delete\rdata: 7\r\r";
+        let whole = parse(&[wire]);
+        let expected = vec![
+            Frame::KeepAlive,
+            record("{\"id\":\"1\"}", Some("1")),
+            record("{\"id\":\"1\",\"edited_at\":\"t\"}", Some("1@t")),
+            record(r#"{"delete":{"status":{"id":"7","id_str":"7"}}}"#, Some("delete:7")),
+        ];
+        assert_eq!(whole, expected);
+        // Byte by byte: the same frames.
+        let bytes: Vec<String> = wire.chars().map(String::from).collect();
+        let pieces: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(parse(&pieces), expected);
+    }
+
+    #[test]
+    fn multi_line_data_and_unknown_events() {
+        let frames = parse(&["event: update\ndata: {\"id\":\ndata: \"2\"}\n\nevent: notification\ndata: {}\n\n"]);
+        assert_eq!(frames, vec![record("{\"id\":\n\"2\"}", Some("2")), Frame::KeepAlive]);
+        let mut p = EventParser::default();
+        p.feed(b"event: update\ndata: {\"id\":\"3\"", &mut Vec::new());
+        assert!(p.partial(), "a cut event is pending");
+    }
+
+    #[test]
+    fn stream_urls_and_checks() {
+        let cfg = |stream: Stream, tag: Option<&str>| MastodonConfig {
+            base_url: "https://m.example/".into(),
+            stream,
+            tag: tag.map(str::to_owned),
+            access_token: None,
+            stall_timeout_secs: 60,
+            dedup_window: 10,
+            backoff_scale: 1.0,
+        };
+        assert_eq!(cfg(Stream::Public, None).stream_url(), "https://m.example/api/v1/streaming/public");
+        assert_eq!(cfg(Stream::PublicLocal, None).stream_url(), "https://m.example/api/v1/streaming/public/local");
+        assert_eq!(
+            cfg(Stream::Hashtag, Some("#Rust Lang")).stream_url(),
+            "https://m.example/api/v1/streaming/hashtag?tag=Rust%20Lang"
+        );
+        let problems = |c: MastodonConfig| {
+            let mut out = Vec::new();
+            c.check(&mut Problems::new("source", &mut out));
+            out.into_iter().map(|p| p.key).collect::<Vec<_>>()
+        };
+        assert_eq!(problems(cfg(Stream::Hashtag, None)), ["source.tag"]);
+        assert_eq!(problems(cfg(Stream::Public, Some("x"))), ["source.tag"]);
+        assert!(problems(cfg(Stream::Hashtag, Some("rust"))).is_empty());
+    }
+}

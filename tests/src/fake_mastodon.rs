@@ -1,0 +1,157 @@
+//! A fake Mastodon streaming API for tests (axum): server-sent events on
+//! `/api/v1/streaming/public`, `/public/local` and `/hashtag`. Each
+//! connection plays the next scripted [`SseSession`]: an HTTP status, events
+//! at a pace, a cut in the middle of an event, then heartbeats (`:thump`) or
+//! a close. Every request is recorded.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// One scripted connection.
+#[derive(Debug, Clone)]
+pub struct SseSession {
+    pub status: u16,
+    /// `(event, data)` pairs.
+    pub events: Vec<(String, String)>,
+    /// After this many events, send half of the next one and close.
+    pub cut_after: Option<usize>,
+    /// Heartbeats after the events (else close).
+    pub heartbeat: bool,
+}
+
+impl SseSession {
+    pub fn ok(events: Vec<(String, String)>) -> SseSession {
+        SseSession { status: 200, events, cut_after: None, heartbeat: true }
+    }
+    pub fn status(status: u16) -> SseSession {
+        SseSession { status, events: Vec::new(), cut_after: None, heartbeat: false }
+    }
+}
+
+/// A recorded request: path with query, and the `Authorization` header.
+#[derive(Debug, Clone)]
+pub struct SseRequest {
+    pub path_and_query: String,
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct SseState {
+    pub sessions: VecDeque<SseSession>,
+    pub requests: Vec<SseRequest>,
+}
+
+type Shared = Arc<Mutex<SseState>>;
+
+/// The running server.
+#[derive(Debug)]
+pub struct FakeMastodon {
+    pub base: String,
+    pub state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeMastodon {
+    pub fn start() -> FakeMastodon {
+        let state: Shared = Arc::default();
+        let app = Router::new()
+            .route("/api/v1/streaming/public", get(stream))
+            .route("/api/v1/streaming/public/local", get(stream))
+            .route("/api/v1/streaming/hashtag", get(stream))
+            .route("/api/v1/streaming/health", get(|| async { "OK" }))
+            .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        let addr = addr_rx.recv().expect("server address");
+        FakeMastodon { base: format!("http://{addr}"), state, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut SseState) -> T) -> T {
+        let mut s = self.state.lock().expect("state");
+        f(&mut s)
+    }
+
+    pub fn push_session(&self, s: SseSession) {
+        self.with(|st| st.sessions.push_back(s));
+    }
+}
+
+impl Drop for FakeMastodon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let session = {
+        let mut s = state.lock().expect("state");
+        s.requests.push(SseRequest {
+            path_and_query: uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        });
+        s.sessions.pop_front().unwrap_or_else(|| SseSession::ok(Vec::new()))
+    };
+    if session.status != 200 {
+        let code = StatusCode::from_u16(session.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, r#"{"error":"The access token is invalid"}"#).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(bytes::Bytes::from_static(b":)\n"))).await;
+        for (i, (event, data)) in session.events.iter().enumerate() {
+            let frame = format!("event: {event}\ndata: {data}\n\n").into_bytes();
+            if session.cut_after == Some(i) {
+                let _ = tx.send(Ok(bytes::Bytes::from(frame[..frame.len() / 2].to_vec()))).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return; // dropping tx closes the connection mid-event
+            }
+            if tx.send(Ok(bytes::Bytes::from(frame))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !session.heartbeat {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tx.send(Ok(bytes::Bytes::from_static(b":thump\n"))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
