@@ -1,6 +1,7 @@
 //! The `traptor-host` binary: parses the command line, starts logging,
 //! dispatches, and maps errors to exit codes (0 ok, 1 failure found, 2 runtime
-//! error, 78 invalid configuration). Everything else lives in the library.
+//! error, 70 internal error, 78 invalid configuration). Everything else lives in
+//! the library.
 
 use std::io::Write;
 use std::path::PathBuf;

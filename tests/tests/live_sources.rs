@@ -146,7 +146,8 @@ fn recorded_v2_session_attributes_by_matching_rules_without_loss_or_duplicates()
     let mut first = Session::ok(lines.clone());
     first.cut_after = Some(60);
     fake.push_session(first);
-    // Second connection: the server redelivers from post 55 (6 duplicates).
+    // Second connection: the server redelivers from post 55 (55 to 59 are duplicates;
+    // 60 was cut, so it is new).
     fake.push_session(Session::ok(lines[55..].to_vec()));
     let dir = tempfile::tempdir().expect("tmp");
     let p = x_pipeline(
@@ -179,8 +180,9 @@ fn recorded_v2_session_attributes_by_matching_rules_without_loss_or_duplicates()
         q.contains("referenced_tweets.id.author_id") && q.contains("geo.place_id") && q.contains("note_tweet"),
         "{q}"
     );
-    let (status, _) = host.stop();
+    let (status, log) = host.stop();
     assert!(status.success());
+    assert!(log.contains("duplicates=5"), "the redeliveries are counted: {log}");
 }
 
 #[test]

@@ -174,21 +174,44 @@ async fn wait_for_signal() {
 /// Run a pipeline until its input ends or `shutdown` is cancelled.
 pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToken) -> Result<RunReport, AppError> {
     let started = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    let mut background = Background::new();
+    let mut coordination = services::CoordinationTasks::default();
+    let outcome = steps(&cfg, opts, shutdown, &metrics, &mut background, &mut coordination).await;
+    // 6. Drain, also after a failed step: background tasks stopped and
+    //    awaited, then the API key given back (the heartbeat renews it).
+    background.stop().await;
+    coordination.release().await;
+    let report = match outcome? {
+        Some(outcome) => outcome.into_report(&metrics, started)?,
+        None => RunReport::empty(metrics.snapshot(), started),
+    };
+    report.log();
+    Ok(report)
+}
+
+/// Steps 1 to 5. `None`: shut down before the pipeline started.
+async fn steps(
+    cfg: &LoadedConfig,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    metrics: &Arc<Metrics>,
+    background: &mut Background,
+    coordination: &mut services::CoordinationTasks,
+) -> Result<Option<topology::Outcome>, AppError> {
     let c = &cfg.config;
     let who = Collector { rule_type: c.traptor.traptor_type, id: c.traptor.id };
-    let mut background = Background::new();
-    let metrics = Arc::new(Metrics::default());
 
     // 1. Coordination start-up: one Redis connection (reconnecting in the
     //    background), waited for with backoff.
-    let redis = match services::connect_coordination(&cfg, &shutdown).await? {
+    let redis = match services::connect_coordination(cfg, &shutdown).await? {
         services::Connected::Yes(redis) => redis,
-        services::Connected::ShutDown => return Ok(RunReport::empty(metrics.snapshot(), started)),
+        services::Connected::ShutDown => return Ok(None),
     };
 
     // 2. Rules: load once (a store that cannot load at all is a configuration
     //    error), then keep watching and recompiling.
-    let rules = services::RulesService::start(c, who, redis.clone(), metrics.clone(), &mut background).await?;
+    let rules = services::RulesService::start(c, who, redis.clone(), metrics.clone(), background).await?;
 
     // 3. The topology, as `validate` builds it.
     let health = Arc::new(Health::default());
@@ -205,24 +228,18 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
         tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, opts.test_mode).into_topology())
             .await
             .map_err(|e| AppError::Internal(format!("building the pipeline: {e}")))?
-            .map_err(|mut errors| errors.remove(0))?
+            .map_err(|errors| {
+                errors.into_iter().next().unwrap_or_else(|| AppError::Internal("a part failed without an error".into()))
+            })?
     };
 
     // 4. Heartbeat, API-key lease, rule stats.
-    let coordination =
-        services::CoordinationTasks::start(&cfg, who, redis.as_ref(), health, &shutdown, &mut background).await?;
+    *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, &shutdown, background).await?;
     // With rules in Redis and none assigned yet, idle until some appear.
     rules.wait_for_any(&c.rules, who, &shutdown).await;
 
     // 5. Run.
-    let outcome = topology.run(&rules, coordination.rule_hits.clone(), &metrics, shutdown).await;
-
-    // 6. Drain.
-    background.stop().await;
-    coordination.release().await;
-    let report = outcome.into_report(&metrics, started)?;
-    report.log();
-    Ok(report)
+    Ok(Some(topology.run(&rules, coordination.rule_hits.clone(), metrics, shutdown).await))
 }
 
 impl RunReport {

@@ -105,7 +105,7 @@ pub struct Topology {
 
 /// How the parts of a run ended.
 #[derive(Debug)]
-pub(super) struct Outcome {
+pub struct Outcome {
     source: Result<SourceSummary, SourceError>,
     sink: Result<SinkSummary, SinkError>,
     /// A task that panicked, if any.
@@ -157,15 +157,6 @@ impl Topology {
         reporter.abort();
         let stages = self.stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
         Outcome { source, sink, internal, fatal: fatal.error(), stages }
-    }
-
-    /// Notes for `validate`: what each part is.
-    pub fn describe(&self) -> Vec<String> {
-        let mut notes = vec![format!("source: {}", self.source.name()), format!("sink: {}", self.sink.name())];
-        if let Some(d) = &self.dead_letter {
-            notes.push(format!("dead letters: {}", d.name()));
-        }
-        notes
     }
 }
 
