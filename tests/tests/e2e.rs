@@ -320,3 +320,39 @@ fn rules_file_changes_apply_without_restart() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().expect("wait").success());
 }
+
+// ---- issue 16: bad input, crashes, bad numbers ------------------------------------
+
+/// Defect 1: a truncated gzip lost the posts decoded before the cut and the
+/// run ended without its summary.
+#[test]
+fn a_truncated_gzip_writes_what_was_read_then_fails_with_a_summary() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let gz = dir.path().join("posts.jsonl.gz");
+    let out = run_host(&["generate", "--count", "3000", "--seed", "3", "--output", gz.to_str().expect("utf8")], LIMIT);
+    assert!(out.status.success());
+    let bytes = std::fs::read(&gz).expect("read");
+    std::fs::write(&gz, &bytes[..bytes.len() * 6 / 10]).expect("cut");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"the\"}\n");
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"posts.jsonl.gz\"",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error reading") && stderr.contains("posts.jsonl.gz"), "{stderr}");
+    let finished = stderr.lines().find(|l| l.contains("pipeline finished")).expect("a summary despite the error");
+    let written: usize = finished
+        .split("written=")
+        .nth(1)
+        .and_then(|w| w.split_whitespace().next())
+        .and_then(|w| w.parse().ok())
+        .expect("written=");
+    let lines = json_lines(&std::fs::read(dir.path().join("out.jsonl")).expect("output"));
+    assert_eq!(lines.len(), written);
+    assert!(written > 1000, "the posts before the cut are written: {written}");
+}

@@ -182,12 +182,16 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     //    awaited, then the API key given back (the heartbeat renews it).
     background.stop().await;
     coordination.release().await;
-    let report = match outcome? {
-        Some(outcome) => outcome.into_report(&metrics, started)?,
-        None => RunReport::empty(metrics.snapshot(), started),
+    let (report, error) = match outcome? {
+        Some(outcome) => outcome.finish(&metrics, started),
+        None => (RunReport::empty(metrics.snapshot(), started), None),
     };
+    // The summary also when the run failed: what went through is known.
     report.log();
-    Ok(report)
+    match error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Steps 1 to 5. `None`: shut down before the pipeline started.
@@ -222,6 +226,7 @@ async fn steps(
         confirmed: Arc::default(),
         redis: redis.clone(),
         metrics: metrics.clone(),
+        max_record_bytes: c.pipeline.max_record_bytes,
     };
     let topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());

@@ -161,18 +161,32 @@ impl Topology {
 }
 
 impl Outcome {
-    /// The report, or the first error by precedence: a bug, a fatal stage,
-    /// the sink, the source.
-    pub(super) fn into_report(self, metrics: &Metrics, run_started: Instant) -> Result<RunReport, AppError> {
+    /// The report, and the error that ended the run if one did — by
+    /// precedence: a bug, a fatal stage, the sink, the source. The report
+    /// counts what went through either way.
+    pub(super) fn finish(self, metrics: &Metrics, run_started: Instant) -> (RunReport, Option<AppError>) {
         super::log_stages(&self.stages);
-        if let Some(e) = self.internal {
-            return Err(AppError::Internal(e));
-        }
-        if let Some(e) = self.fatal {
-            return Err(AppError::StageFailed(e));
-        }
-        let sink = self.sink?;
-        let source = self.source?;
-        Ok(RunReport { metrics: metrics.snapshot(), stages: self.stages, source, sink, elapsed: run_started.elapsed() })
+        let (sink, sink_error) = match self.sink {
+            Ok(s) => (s, None),
+            Err(e) => (SinkSummary::default(), Some(AppError::from(e))),
+        };
+        let (source, source_error) = match self.source {
+            Ok(s) => (s, None),
+            Err(e) => (SourceSummary::default(), Some(AppError::from(e))),
+        };
+        let error = self
+            .internal
+            .map(AppError::Internal)
+            .or(self.fatal.map(AppError::StageFailed))
+            .or(sink_error)
+            .or(source_error);
+        let report = RunReport {
+            metrics: metrics.snapshot(),
+            stages: self.stages,
+            source,
+            sink,
+            elapsed: run_started.elapsed(),
+        };
+        (report, error)
     }
 }

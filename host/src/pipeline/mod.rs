@@ -46,6 +46,17 @@ pub struct PipelineTuning {
     /// or `$TRAPTOR_CACHE_DIR/wasm`).
     #[serde(default)]
     pub plugin_cache_dir: Option<PathBuf>,
+    /// A longer record (a line, a frame) is counted as malformed and skipped
+    /// without being held whole.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+/// `max_record_bytes` unless set: 16 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+
+fn default_max_record_bytes() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
 }
 
 fn default_batch_size() -> usize {
@@ -66,6 +77,7 @@ impl Default for PipelineTuning {
             batch_timeout_ms: default_batch_timeout_ms(),
             channel_batches: default_channel_batches(),
             plugin_cache_dir: None,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }

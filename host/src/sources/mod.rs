@@ -134,6 +134,8 @@ pub struct SourceContext {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Pipeline counters (dropped duplicates are counted here).
     pub metrics: Arc<Metrics>,
+    /// A longer record is skipped (counted as malformed) without being held whole.
+    pub max_record_bytes: usize,
 }
 
 impl SourceContext {
@@ -147,6 +149,7 @@ impl SourceContext {
             confirmed: Arc::default(),
             redis: None,
             metrics: Arc::default(),
+            max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ use super::{
 use crate::batch::Batcher;
 use crate::component::{BaseDir, Problems};
 use crate::post::Format;
+use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
 /// `[source]` with `type = "replay"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,7 +67,8 @@ impl SourceComponent for ReplayConfig {
     }
 
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
-        let replay = Replay::new(self.path.clone(), self.rate, self.follow, cx.batching, self.format);
+        let replay = Replay::new(self.path.clone(), self.rate, self.follow, cx.batching, self.format)
+            .limits(cx.max_record_bytes, cx.metrics.clone());
         Ok(Source::new(replay, self.format))
     }
 }
@@ -81,6 +84,8 @@ pub struct Replay {
     follow: bool,
     batching: Batching,
     format: Format,
+    max_record_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl RunSource for Replay {
@@ -99,7 +104,7 @@ impl RunSource for Replay {
 
 impl Replay {
     pub fn new(path: PathBuf, rate: f64, follow: bool, batching: Batching, format: Format) -> Replay {
-        Replay { path, rate, follow, batching, format }
+        Replay { path, rate, follow, batching, format, max_record_bytes: usize::MAX, metrics: Arc::default() }
     }
 
     /// The format of the file's lines.
@@ -127,6 +132,17 @@ impl Replay {
         self.open().map(drop)
     }
 
+    /// Cap the length of a record (longer lines are skipped without being
+    /// held whole, counted as malformed and located); count into `metrics`.
+    pub fn limits(mut self, max_record_bytes: usize, metrics: Arc<Metrics>) -> Replay {
+        self.max_record_bytes = max_record_bytes;
+        self.metrics = metrics;
+        self
+    }
+
+    /// Read to the end (or, following, until shutdown). A read error (a
+    /// truncated gzip, a disk error) first hands over every whole line read
+    /// before it, then ends the run with the error.
     pub(super) fn run_blocking(
         self,
         out: &BatchTx,
@@ -149,26 +165,39 @@ impl Replay {
             if shutdown.is_cancelled() {
                 break;
             }
-            let n = reader.read_until(b'\n', &mut buf).map_err(|source| SourceError::Read {
-                path: path.clone(),
-                line: line_no,
-                source,
-            })?;
-            let complete = buf.last() == Some(&b'\n');
-            if n == 0 || (self.follow && !complete) {
-                if !self.follow {
-                    break;
+            let read = match next_line(&mut *reader, &mut buf, self.max_record_bytes) {
+                Ok(r) => r,
+                Err(source) => {
+                    if !buf.is_empty() {
+                        tracing::warn!(file = %path, line = line_no + 1, bytes = buf.len(), "the last line is cut by the read error; skipped");
+                    }
+                    if let Some(b) = batcher.flush() {
+                        let _ = out.send_blocking(b);
+                    }
+                    return Err(SourceError::Read { path, line: line_no, source });
                 }
-                // At the end of a followed file: hand over what we have, wait.
-                if let Some(b) = batcher.flush()
-                    && !send(b, &mut last_send)
-                {
-                    return Ok(summary);
+            };
+            match read {
+                LineRead::Eof => break,
+                LineRead::Partial if !self.follow => {}
+                LineRead::Partial => {
+                    // At the end of a followed file: hand over what we have, wait.
+                    if let Some(b) = batcher.flush()
+                        && !send(b, &mut last_send)
+                    {
+                        return Ok(summary);
+                    }
+                    if !sleep_unless_cancelled(FOLLOW_POLL, shutdown) {
+                        break;
+                    }
+                    continue; // `buf` keeps a partial line; the next read appends.
                 }
-                if !sleep_unless_cancelled(FOLLOW_POLL, shutdown) {
-                    break;
+                LineRead::TooLong => {
+                    line_no += 1;
+                    self.too_long(&path, line_no);
+                    continue;
                 }
-                continue; // `buf` keeps a partial line; the next read appends.
+                LineRead::Line => {}
             }
             line_no += 1;
             let line = trim_line(&buf);
@@ -198,6 +227,66 @@ impl Replay {
             let _ = out.send_blocking(b);
         }
         Ok(summary)
+    }
+
+    fn too_long(&self, path: &str, line: u64) {
+        let n = self.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < BAD_RECORDS_LOGGED {
+            tracing::warn!(
+                input = path,
+                line,
+                max_record_bytes = self.max_record_bytes,
+                "record longer than max_record_bytes skipped"
+            );
+        }
+    }
+}
+
+/// What one read of a line gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineRead {
+    /// The end, nothing pending.
+    Eof,
+    /// A whole line (with its newline) is in the buffer.
+    Line,
+    /// The end, with a line not yet ended in the buffer.
+    Partial,
+    /// A line longer than the cap went by; nothing of it is kept.
+    TooLong,
+}
+
+/// Append the next line to `buf` (which may hold the start of it from an
+/// earlier read), never holding more than `max` bytes: a longer line is read
+/// to its end and dropped.
+fn next_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<LineRead> {
+    let mut too_long = false;
+    loop {
+        let avail = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => LineRead::TooLong,
+                (false, true) => LineRead::Eof,
+                (false, false) => LineRead::Partial,
+            });
+        }
+        let (take, ends) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !too_long && buf.len() + take <= max.saturating_add(1) {
+            buf.extend_from_slice(&avail[..take]);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        reader.consume(take);
+        if ends {
+            return Ok(if too_long { LineRead::TooLong } else { LineRead::Line });
+        }
     }
 }
 
@@ -282,5 +371,67 @@ mod tests {
         assert_eq!(second.iter().map(|(r, o)| (r.to_vec(), o)).collect::<Vec<_>>(), vec![(b"{\"b\":2}".to_vec(), 2)]);
         stop.cancel();
         h.join().expect("join").expect("ok");
+    }
+
+    /// Defect: a line without end was read whole into memory.
+    #[test]
+    fn a_line_over_the_cap_is_skipped_without_being_held() {
+        let data = format!("a\n{}\nb\n{}", "x".repeat(100), "y".repeat(50));
+        // Pieces of 7 bytes: the cap holds across reads.
+        let mut r = BufReader::with_capacity(7, data.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let read = next_line(&mut r, &mut buf, 10).expect("read");
+            assert!(buf.len() <= 11, "never more than the cap (and its newline) held");
+            got.push((read, String::from_utf8_lossy(&buf).into_owned()));
+            buf.clear();
+            if matches!(read, LineRead::Eof) {
+                break;
+            }
+        }
+        let kinds: Vec<LineRead> = got.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, [LineRead::Line, LineRead::TooLong, LineRead::Line, LineRead::TooLong, LineRead::Eof]);
+        assert_eq!(got[0].1, "a\n");
+        assert_eq!(got[2].1, "b\n");
+    }
+
+    /// Defect 1 of issue 16: a truncated gzip lost the lines decoded before
+    /// the error (the batch was not flushed).
+    #[test]
+    fn a_truncated_gzip_hands_over_every_whole_line_before_the_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("in.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..2000 {
+            writeln!(gz, "{{\"id_str\":\"{i}\",\"text\":\"post number {i} with some words\"}}").expect("write");
+        }
+        let whole = gz.finish().expect("finish");
+        let cut = &whole[..whole.len() * 6 / 10];
+        std::fs::write(&p, cut).expect("write");
+        // What can be decoded: every line ended before the gzip error.
+        let mut decoded = Vec::new();
+        let _ = flate2::read::MultiGzDecoder::new(cut).read_to_end(&mut decoded);
+        let decodable = decoded.iter().filter(|&&b| b == b'\n').count();
+        let (tx, rx) = async_channel::bounded(1000);
+        let r = Replay::new(
+            p,
+            0.0,
+            false,
+            Batching { max_records: 256, max_wait: Duration::from_secs(1) },
+            Format::TwitterV1,
+        )
+        .run_blocking(&tx, &CancellationToken::new());
+        let e = r.expect_err("the cut is an error");
+        assert!(e.to_string().contains("in.jsonl.gz"), "{e}");
+        let mut lines = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            lines.extend(b.iter().map(|(r, _)| String::from_utf8_lossy(r).into_owned()));
+        }
+        assert!(decodable > 500);
+        assert_eq!(lines.len(), decodable, "every whole line before the cut is handed over");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.starts_with(&format!("{{\"id_str\":\"{i}\"")) && l.ends_with('}'), "line {i} whole: {l}");
+        }
     }
 }
