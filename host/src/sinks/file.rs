@@ -83,6 +83,7 @@ impl FileSink {
     }
 
     pub fn open(&mut self) -> Result<(), SinkError> {
+        self.cut_torn_line()?;
         let f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,6 +91,58 @@ impl FileSink {
             .map_err(|source| SinkError::Open { path: self.target(), source })?;
         self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.w = Some(BufWriter::with_capacity(1 << 16, f));
+        Ok(())
+    }
+
+    /// A crash (SIGKILL, power loss) can leave the file's last line cut. The
+    /// next run must not glue its first record onto it: the cut bytes go to
+    /// `<file>.torn-<unix seconds>` (kept for inspection) and the file is
+    /// truncated after its last whole line.
+    fn cut_torn_line(&self) -> Result<(), SinkError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let err = |source| SinkError::Open { path: self.target(), source };
+        let mut f = match OpenOptions::new().read(true).write(true).open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        let len = f.metadata().map_err(err)?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // Look back for the last newline, 64 KiB at a time.
+        let mut end = len;
+        let mut chunk = vec![0u8; 1 << 16];
+        let keep = loop {
+            let start = end.saturating_sub(chunk.len() as u64);
+            let n = (end - start) as usize;
+            f.seek(SeekFrom::Start(start)).map_err(err)?;
+            f.read_exact(&mut chunk[..n]).map_err(err)?;
+            if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+                break start + i as u64 + 1;
+            }
+            if start == 0 {
+                break 0;
+            }
+            end = start;
+        };
+        if keep == len {
+            return Ok(());
+        }
+        let mut torn = Vec::new();
+        f.seek(SeekFrom::Start(keep)).map_err(err)?;
+        f.read_to_end(&mut torn).map_err(err)?;
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = PathBuf::from(format!("{}.torn-{secs}", self.path.display()));
+        std::fs::write(&aside, &torn).map_err(err)?;
+        f.set_len(keep).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        tracing::warn!(
+            file = %self.path.display(),
+            bytes = torn.len(),
+            kept_in = %aside.display(),
+            "the output file ended with a cut line (an earlier crash); it was moved aside"
+        );
         Ok(())
     }
 
@@ -197,5 +250,36 @@ mod tests {
             all.push_str(&c);
         }
         assert_eq!(all.lines().count(), 5);
+    }
+
+    /// Defect 2 of issue 16: after a crash, the next run glued its first
+    /// record onto the cut last line.
+    #[test]
+    fn a_torn_last_line_is_moved_aside_before_appending() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").expect("write");
+        let mut s = FileSink::new(path.clone(), None);
+        s.open().expect("open");
+        s.write_line(b"{\"d\":4}").expect("write");
+        s.finish().expect("finish");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n");
+        let torn: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains(".torn-"))
+            .collect();
+        assert_eq!(torn.len(), 1);
+        assert_eq!(std::fs::read_to_string(&torn[0]).expect("read"), "{\"c\":");
+        // A whole file, or one that is only a cut line, is handled too.
+        let whole = dir.path().join("whole.jsonl");
+        std::fs::write(&whole, "{\"a\":1}\n").expect("write");
+        FileSink::new(whole.clone(), None).open().expect("open");
+        assert_eq!(std::fs::read_to_string(&whole).expect("read"), "{\"a\":1}\n");
+        let cut = dir.path().join("cut.jsonl");
+        std::fs::write(&cut, "x".repeat(100_000)).expect("write");
+        FileSink::new(cut.clone(), None).open().expect("open");
+        assert_eq!(std::fs::metadata(&cut).expect("meta").len(), 0);
     }
 }
