@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Collector, LoadFuture, Rule, RuleProblem, RuleSnapshot, RuleType, RulesComponent, RulesError};
+use super::{Collector, LoadFuture, Rule, RuleError, RuleProblem, RuleSnapshot, RuleType, RulesComponent, RulesError};
 use crate::component::{BaseDir, Problems};
 
 /// `[rules]` with `type = "file"`.
@@ -29,6 +29,14 @@ pub struct FileRulesConfig {
     /// How long the file must stay unchanged before it is reloaded.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
+    /// A rule (one line) larger than this is refused with its line: its
+    /// fields are copied into every post it matches.
+    #[serde(default = "default_max_rule_bytes")]
+    pub max_rule_bytes: usize,
+}
+
+fn default_max_rule_bytes() -> usize {
+    DEFAULT_MAX_RULE_BYTES
 }
 
 fn default_poll_ms() -> u64 {
@@ -52,7 +60,7 @@ impl RulesComponent for FileRulesConfig {
     }
 
     fn load<'a>(&'a self, who: Collector, _redis: Option<&'a mut redis::aio::ConnectionManager>) -> LoadFuture<'a> {
-        Box::pin(async move { load(&self.path, who.rule_type) })
+        Box::pin(async move { load_with(&self.path, who.rule_type, self.max_rule_bytes) })
     }
 
     fn watch(
@@ -65,28 +73,54 @@ impl RulesComponent for FileRulesConfig {
         let opts = WatchOptions {
             poll: Duration::from_millis(self.poll_interval_ms),
             debounce: Duration::from_millis(self.debounce_ms),
+            max_rule_bytes: self.max_rule_bytes,
         };
         tokio::spawn(watch_file(self.path.clone(), who.rule_type, opts, tx, shutdown))
     }
 }
 
+/// Rules larger than this are refused unless `max_rule_bytes` says otherwise.
+pub const DEFAULT_MAX_RULE_BYTES: usize = 64 << 10;
+
 /// Load every rule of a JSON-lines file.
 pub fn load(path: &Path, default_type: RuleType) -> Result<RuleSnapshot, RulesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io { path: path.to_owned(), source })?;
-    Ok(parse(&text, &path.display().to_string(), default_type))
+    load_with(path, default_type, DEFAULT_MAX_RULE_BYTES)
+}
+
+/// [`load`] with a size cap per rule.
+pub fn load_with(path: &Path, default_type: RuleType, max_rule_bytes: usize) -> Result<RuleSnapshot, RulesError> {
+    let bytes = std::fs::read(path).map_err(|source| RulesError::Io { path: path.to_owned(), source })?;
+    Ok(parse_bytes(&bytes, &path.display().to_string(), default_type, max_rule_bytes))
 }
 
 /// Parse rules from JSON-lines text; `origin` names the file in reports.
 pub fn parse(text: &str, origin: &str, default_type: RuleType) -> RuleSnapshot {
+    parse_bytes(text.as_bytes(), origin, default_type, DEFAULT_MAX_RULE_BYTES)
+}
+
+/// Parse rules line by line: a line that is not UTF-8, not JSON, not a valid
+/// rule or larger than `max_rule_bytes` is reported with its number and
+/// skipped; the rest load.
+pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_bytes: usize) -> RuleSnapshot {
     let mut snap = RuleSnapshot::default();
     let mut seen = HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let location = format!("{origin}:{}", i + 1);
+        let problem = |message: String| RuleProblem { location: location.clone(), message };
+        let line = match std::str::from_utf8(line) {
+            Ok(l) => l.trim(),
+            Err(e) => {
+                snap.problems.push(problem(format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to())));
+                continue;
+            }
+        };
         if line.is_empty() {
             continue;
         }
-        let location = format!("{origin}:{}", i + 1);
-        let problem = |message: String| RuleProblem { location: location.clone(), message };
+        if line.len() > max_rule_bytes {
+            snap.problems.push(problem(RuleError::TooLarge { bytes: line.len(), max: max_rule_bytes }.to_string()));
+            continue;
+        }
         let obj = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(serde_json::Value::Object(o)) => o,
             Ok(_) => {
@@ -118,6 +152,7 @@ pub fn parse(text: &str, origin: &str, default_type: RuleType) -> RuleSnapshot {
 pub struct WatchOptions {
     pub poll: Duration,
     pub debounce: Duration,
+    pub max_rule_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +203,8 @@ pub async fn watch_file(
         }
         last = Some(settled);
         let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&p, default_type)).await;
+        let max = opts.max_rule_bytes;
+        let loaded = tokio::task::spawn_blocking(move || load_with(&p, default_type, max)).await;
         match loaded {
             Ok(Ok(snap)) => {
                 unreadable_reported = false;
@@ -242,7 +278,11 @@ mod tests {
         std::fs::write(&path, "{\"rule_id\":\"1\",\"value\":\"a\"}\n").expect("write");
         let (tx, mut rx) = watch::channel(std::sync::Arc::new(load(&path, RuleType::Track).expect("load")));
         let stop = CancellationToken::new();
-        let opts = WatchOptions { poll: Duration::from_millis(20), debounce: Duration::from_millis(20) };
+        let opts = WatchOptions {
+            poll: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+            max_rule_bytes: DEFAULT_MAX_RULE_BYTES,
+        };
         let task = tokio::spawn(watch_file(path.clone(), RuleType::Track, opts, tx, stop.clone()));
         std::fs::write(&path, "{\"rule_id\":\"1\",\"value\":\"a\"}\n{\"rule_id\":\"2\",\"value\":\"b\"}\n")
             .expect("write");
@@ -250,5 +290,37 @@ mod tests {
         assert_eq!(rx.borrow().rules.len(), 2);
         stop.cancel();
         task.await.expect("task");
+    }
+
+    /// Issue 16, defect 3: one invalid UTF-8 byte rejected the whole file,
+    /// with no line number.
+    #[test]
+    fn a_line_that_is_not_utf8_is_located_and_skipped() {
+        let mut bytes = b"{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"caf".to_vec();
+        bytes.push(0xE9); // Latin-1 é
+        bytes.extend_from_slice(b"\"}\n{\"rule_id\":\"3\",\"value\":\"sad\"}\n");
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("rules.jsonl");
+        std::fs::write(&p, &bytes).expect("write");
+        let snap = load(&p, RuleType::Track).expect("loads");
+        let ids: Vec<&str> = snap.rules.iter().map(|r| r.rule_id()).collect();
+        assert_eq!(ids, ["1", "3"]);
+        assert_eq!(snap.problems.len(), 1);
+        assert!(snap.problems[0].location.ends_with("rules.jsonl:2"), "{:?}", snap.problems);
+        assert!(snap.problems[0].message.contains("UTF-8"), "{:?}", snap.problems);
+    }
+
+    /// Issue 16, defect 8: rule metadata had no size cap (a 10 MB field was
+    /// copied into every matched post).
+    #[test]
+    fn a_rule_over_the_size_cap_is_refused_with_its_line() {
+        let big = format!("{{\"rule_id\":\"2\",\"value\":\"x\",\"description\":\"{}\"}}", "d".repeat(70_000));
+        let text = format!("{{\"rule_id\":\"1\",\"value\":\"happy\"}}\n{big}\n");
+        let snap = parse(&text, "r.jsonl", RuleType::Track);
+        assert_eq!(snap.rules.len(), 1);
+        assert_eq!(snap.problems[0].location, "r.jsonl:2");
+        assert!(snap.problems[0].message.contains("max_rule_bytes"), "{:?}", snap.problems);
+        let snap = parse_bytes(text.as_bytes(), "r.jsonl", RuleType::Track, 1 << 20);
+        assert_eq!(snap.rules.len(), 2, "a larger cap takes it");
     }
 }

@@ -109,6 +109,12 @@ pub enum RuleError {
     Missing(&'static str),
     #[error("field `value` is empty")]
     EmptyValue,
+    #[error("field `rule_id` is empty")]
+    EmptyRuleId,
+    #[error("track term {0:?} has no letter or digit, so no post can ever match it")]
+    NeverMatches(String),
+    #[error("the rule is {bytes} bytes; at most {max} are allowed (max_rule_bytes)")]
+    TooLarge { bytes: usize, max: usize },
     #[error("field `rule_type` is {0:?}; expected track, follow, locations or x_v2")]
     UnknownType(String),
     #[error("track value is {bytes} bytes; the API allows at most {} bytes per phrase", limits::TRACK_PHRASE_BYTES)]
@@ -129,6 +135,9 @@ impl Rule {
     pub fn from_fields(fields: Vec<(String, String)>, default_type: RuleType) -> Result<Rule, RuleError> {
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
         let rule_id = get("rule_id").ok_or(RuleError::Missing("rule_id"))?.to_owned();
+        if rule_id.trim().is_empty() {
+            return Err(RuleError::EmptyRuleId);
+        }
         let value = get("value").ok_or(RuleError::Missing("value"))?.to_owned();
         if value.trim().is_empty() {
             return Err(RuleError::EmptyValue);
@@ -211,6 +220,12 @@ fn parse_criterion(rule_type: RuleType, value: &str, hashtag_only: bool) -> Resu
                 .collect();
             if terms.is_empty() {
                 return Err(RuleError::EmptyValue);
+            }
+            // A token never consists of punctuation, symbols or invisible
+            // characters only (DESIGN §4: words lose them at their edges and
+            // split at them), so such a term could never match.
+            if let Some(t) = terms.iter().find(|t| !t.chars().any(char::is_alphanumeric)) {
+                return Err(RuleError::NeverMatches(t.clone()));
             }
             Ok(Criterion::Track { terms, hashtag_only })
         }
@@ -316,6 +331,19 @@ mod tests {
         assert_eq!(rule(&[("value", "x")]), Err(RuleError::Missing("rule_id")));
         assert_eq!(rule(&[("rule_id", "1")]), Err(RuleError::Missing("value")));
         assert_eq!(rule(&[("rule_id", "1"), ("value", "  ")]), Err(RuleError::EmptyValue));
+    }
+
+    /// Issue 16, defect 8: an empty rule_id and terms that can never match
+    /// (an emoji alone, a zero-width space) loaded silently.
+    #[test]
+    fn empty_ids_and_terms_that_never_match_are_refused() {
+        assert_eq!(rule(&[("rule_id", ""), ("value", "x")]), Err(RuleError::EmptyRuleId));
+        assert_eq!(rule(&[("rule_id", "1"), ("value", "😀")]), Err(RuleError::NeverMatches("😀".into())));
+        assert_eq!(rule(&[("rule_id", "1"), ("value", "\u{200b}")]), Err(RuleError::NeverMatches("\u{200b}".into())));
+        assert_eq!(rule(&[("rule_id", "1"), ("value", "happy --")]), Err(RuleError::NeverMatches("--".into())));
+        assert!(rule(&[("rule_id", "1"), ("value", "😀 happy")]).is_err(), "every term must be able to match");
+        assert!(rule(&[("rule_id", "1"), ("value", "café")]).is_ok());
+        assert!(rule(&[("rule_id", "1"), ("value", "c++")]).is_ok(), "a term with a letter can match");
     }
 
     #[test]

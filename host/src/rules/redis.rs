@@ -35,6 +35,13 @@ pub struct RedisRulesConfig {
     /// Safety-net reload period.
     #[serde(default = "default_check_secs")]
     pub rule_check_interval_secs: u64,
+    /// A rule (all its fields) larger than this is refused with its key.
+    #[serde(default = "default_max_rule_bytes")]
+    pub max_rule_bytes: usize,
+}
+
+fn default_max_rule_bytes() -> usize {
+    super::file::DEFAULT_MAX_RULE_BYTES
 }
 
 fn default_url() -> String {
@@ -66,7 +73,7 @@ impl RulesComponent for RedisRulesConfig {
     fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ConnectionManager>) -> LoadFuture<'a> {
         Box::pin(async move {
             let conn = redis.ok_or(RulesError::NoConnection)?;
-            Ok(load(conn, who.rule_type, who.id).await?)
+            Ok(load(conn, who.rule_type, who.id, self.max_rule_bytes).await?)
         })
     }
 
@@ -83,6 +90,7 @@ impl RulesComponent for RedisRulesConfig {
             rule_type: who.rule_type,
             id: who.id,
             check_every: Duration::from_secs(self.rule_check_interval_secs),
+            max_rule_bytes: self.max_rule_bytes,
         };
         match redis {
             Some(conn) => tokio::spawn(watch(conn, opts, tx, shutdown)),
@@ -140,14 +148,26 @@ pub async fn hgetall_many(
     Ok(out)
 }
 
-/// Load the rules of collector `<type>:<id>`.
-pub async fn load(conn: &mut ConnectionManager, t: RuleType, id: u32) -> Result<RuleSnapshot, RedisError> {
+/// Load the rules of collector `<type>:<id>`; a rule larger than
+/// `max_rule_bytes` (its fields' names and values) is refused with its key.
+pub async fn load(
+    conn: &mut ConnectionManager,
+    t: RuleType,
+    id: u32,
+    max_rule_bytes: usize,
+) -> Result<RuleSnapshot, RedisError> {
     let keys = scan(conn, &format!("{}:*", collector_prefix(t, id))).await?;
     let hashes = hgetall_many(conn, &keys).await?;
     let mut snap = RuleSnapshot::default();
     let mut seen = HashSet::new();
     for (key, fields) in keys.into_iter().zip(hashes) {
         if fields.is_empty() {
+            continue;
+        }
+        let bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > max_rule_bytes {
+            let message = super::RuleError::TooLarge { bytes, max: max_rule_bytes }.to_string();
+            snap.problems.push(RuleProblem { location: key, message });
             continue;
         }
         match Rule::from_fields(fields, t) {
@@ -170,6 +190,7 @@ pub struct WatchOptions {
     pub rule_type: RuleType,
     pub id: u32,
     pub check_every: Duration,
+    pub max_rule_bytes: usize,
 }
 
 /// Publish a new snapshot whenever the collector's rules change: at once on a
@@ -249,7 +270,7 @@ async fn reload(
     tx: &watch::Sender<Arc<RuleSnapshot>>,
     notified_at: Option<Instant>,
 ) {
-    match load(conn, opts.rule_type, opts.id).await {
+    match load(conn, opts.rule_type, opts.id, opts.max_rule_bytes).await {
         Ok(snap) => {
             if **tx.borrow() == snap {
                 if notified_at.is_some() {
