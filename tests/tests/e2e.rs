@@ -413,3 +413,35 @@ fn killed_runs_never_corrupt_the_output_file() {
     assert!(!aside.is_empty(), "the cut line was kept aside");
     assert!(aside.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|t| t == "{\"id_str\":\"2\",\"te")));
 }
+
+/// Defect 6: a sink writing the file its source replays (or the rules file)
+/// fed itself until the disk was full; a sink path that is a directory passed
+/// `validate`.
+#[test]
+fn a_sink_cannot_write_an_input_or_a_directory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    write(&dir.path().join("in.jsonl"), "{\"id_str\":\"1\",\"text\":\"happy\"}\n");
+    let check = |source: &str, sink: &str| {
+        let p = pipeline(dir.path(), source, &rules, sink);
+        let out = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+        let run = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+        assert_eq!(run.status.code(), out.status.code(), "run refuses what validate refuses");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, stdout) =
+        check("type = \"replay\"\npath = \"in.jsonl\"", "type = \"file\"\npath = \"./sub/../in.jsonl\"");
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("sink.path") && stdout.contains("source.path"), "{stdout}");
+    let (code, stdout) =
+        check("type = \"synthetic\"\ncount = 1", &format!("type = \"file\"\npath = {:?}", rules.display()));
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("sink.path") && stdout.contains("rules.path"), "{stdout}");
+    std::fs::create_dir(dir.path().join("outdir")).expect("mkdir");
+    let (code, stdout) = check("type = \"synthetic\"\ncount = 1", "type = \"file\"\npath = \"outdir\"");
+    assert_eq!(code, Some(78), "{stdout}");
+    assert!(stdout.contains("outdir") && stdout.contains("directory"), "{stdout}");
+    let (code, stdout) = check("type = \"synthetic\"\ncount = 1", "type = \"file\"\npath = \"out.jsonl\"");
+    assert_eq!(code, Some(0), "{stdout}");
+}

@@ -115,7 +115,39 @@ impl LoadedConfig {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         }
-        Ok(LoadedConfig { path: path.to_owned(), config }.resolved())
+        let loaded = LoadedConfig { path: path.to_owned(), config }.resolved();
+        let problems = loaded.check_files();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
+        }
+        Ok(loaded)
+    }
+
+    /// No two components name the same file (a sink writing the file its
+    /// source replays would feed itself until the disk is full). Paths are
+    /// compared resolved, through symbolic links where they exist.
+    fn check_files(&self) -> Vec<Problem> {
+        let c = &self.config;
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        let mut add = |section: &str, list: Vec<(&'static str, &Path)>| {
+            files.extend(list.into_iter().map(|(k, p)| (format!("{section}.{k}"), same_file_key(p))));
+        };
+        add("source", c.source.component().files());
+        add("rules", c.rules.component().files());
+        add("sink", c.sink.component().files());
+        if let Some(d) = &c.dead_letter {
+            add("dead_letter", d.component().files());
+        }
+        let mut out = Vec::new();
+        for (i, (key, path)) in files.iter().enumerate() {
+            if let Some((first, _)) = files[..i].iter().find(|(_, p)| p == path) {
+                out.push(Problem {
+                    key: key.clone(),
+                    message: format!("{} is also {first}; each file may serve one purpose", path.display()),
+                });
+            }
+        }
+        out
     }
 
     /// The directory relative paths are resolved against.
@@ -140,6 +172,25 @@ impl LoadedConfig {
         c.pipeline.resolve_paths(&base);
         self
     }
+}
+
+/// A path as it names a file: through symbolic links when it exists, else
+/// with `.` and `..` taken out.
+fn same_file_key(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    let mut out = PathBuf::new();
+    for part in p.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl PipelineConfig {

@@ -55,6 +55,10 @@ impl RulesComponent for FileRulesConfig {
         base.fix(&mut self.path);
     }
 
+    fn files(&self) -> Vec<(&'static str, &Path)> {
+        vec![("path", &self.path)]
+    }
+
     fn describe(&self, _who: Collector) -> String {
         self.path.display().to_string()
     }

@@ -53,6 +53,10 @@ pub trait RulesComponent: fmt::Debug + Send + Sync {
     fn check(&self, problems: &mut Problems<'_>);
     /// Make relative paths absolute.
     fn resolve_paths(&mut self, _base: &BaseDir) {}
+    /// Files the store reads, by key (no two components may share one).
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        Vec::new()
+    }
     /// The Redis server this store reads, if any (coordination defaults to it).
     fn redis_url(&self) -> Option<&str> {
         None

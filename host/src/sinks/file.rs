@@ -42,6 +42,10 @@ impl SinkComponent for FileSinkConfig {
         base.fix(&mut self.path);
     }
 
+    fn files(&self) -> Vec<(&'static str, &Path)> {
+        vec![("path", &self.path)]
+    }
+
     fn build(&self, _identity: Identity) -> Result<Sink, SinkError> {
         Ok(Sink::new(FileSink::new(self.path.clone(), self.rotate_bytes)))
     }
@@ -70,16 +74,32 @@ impl FileSink {
         self.path.display().to_string()
     }
 
+    /// The file can be appended to: it is not a directory, and it (or, while
+    /// it does not exist, its directory) is writable (a probe file is made
+    /// there and removed at once).
     pub fn check(&self) -> Result<(), SinkError> {
+        let err = |source| SinkError::Open { path: self.target(), source };
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let meta = std::fs::metadata(dir).map_err(|source| SinkError::Open { path: self.target(), source })?;
+        let meta = std::fs::metadata(dir).map_err(err)?;
         if !meta.is_dir() {
-            return Err(SinkError::Open {
-                path: self.target(),
-                source: std::io::Error::other(format!("{} is not a directory", dir.display())),
-            });
+            return Err(err(std::io::Error::other(format!("{} is not a directory", dir.display()))));
         }
-        Ok(())
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => Err(err(std::io::Error::other("it is a directory"))),
+            Ok(_) => OpenOptions::new().append(true).open(&self.path).map(drop).map_err(err),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Writable directory: make and remove a probe file.
+                let probe = dir.join(format!(".traptor-probe-{}", std::process::id()));
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&probe)
+                    .map(drop)
+                    .and_then(|()| std::fs::remove_file(&probe))
+                    .map_err(|e| err(std::io::Error::new(e.kind(), format!("{} is not writable: {e}", dir.display()))))
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 
     pub fn open(&mut self) -> Result<(), SinkError> {

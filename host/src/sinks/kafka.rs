@@ -145,6 +145,10 @@ impl SinkComponent for KafkaSinkConfig {
         }
     }
 
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        self.spool.iter().map(|s| ("spool.dir", s.dir.as_path())).collect()
+    }
+
     fn resolve_paths(&mut self, base: &BaseDir) {
         if let Some(s) = &mut self.spool {
             base.fix(&mut s.dir);

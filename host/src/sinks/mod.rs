@@ -46,6 +46,11 @@ pub trait SinkComponent: std::fmt::Debug + Send + Sync {
     fn check(&self, problems: &mut Problems<'_>);
     /// Make relative paths (files, spool, secret files) absolute.
     fn resolve_paths(&mut self, _base: &BaseDir) {}
+    /// Files (and directories) the sink writes, by key (no two components
+    /// may share one).
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        Vec::new()
+    }
     /// Build the running sink; `identity` names the collector (Kafka headers).
     /// Secrets are read here.
     fn build(&self, identity: Identity) -> Result<Sink, SinkError>;

@@ -144,6 +144,10 @@ impl SourceComponent for JetstreamConfig {
         Format::Jetstream
     }
 
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        self.cursor_path.iter().map(|p| ("cursor_path", p.as_path())).collect()
+    }
+
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         let cursor = match (&self.cursor_path, &self.cursor_redis_key, &cx.redis) {
             (Some(p), _, _) => CursorStore::File(p.clone()),

@@ -65,6 +65,10 @@ pub trait SourceComponent: std::fmt::Debug + Send + Sync {
     fn resolve_paths(&mut self, _base: &BaseDir) {}
     /// The wire format of the messages this source emits.
     fn format(&self) -> Format;
+    /// Files the source reads or writes, by key (no two components may share one).
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        Vec::new()
+    }
     /// Build the running source. Secrets are read here: a missing one is a
     /// configuration error naming its key.
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError>;

@@ -66,6 +66,10 @@ impl SourceComponent for ReplayConfig {
         self.format
     }
 
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        vec![("path", &self.path)]
+    }
+
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         let replay = Replay::new(self.path.clone(), self.rate, self.follow, cx.batching, self.format)
             .limits(cx.max_record_bytes, cx.metrics.clone());
