@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 use crate::secret::SecretRef;
 
+/// The slowest rate a source may be paced to (one record in 1,000 s).
+pub const MIN_RATE: f64 = 0.001;
+/// The fastest pacing (above it, pacing is pointless: use 0).
+pub const MAX_RATE: f64 = 10_000_000.0;
+
 /// One thing wrong with a pipeline file, naming the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -54,10 +59,22 @@ impl<'a> Problems<'a> {
         }
     }
 
-    /// A rate or similar that must be a finite number ≥ 0.
-    pub fn non_negative(&mut self, key: &str, value: f64) {
-        if !(value.is_finite() && value >= 0.0) {
-            self.add(key, format!("must be a number ≥ 0, got {value}"));
+    /// A whole number within `min..=max` (every numeric key has a range:
+    /// values past it panic, hang or exhaust memory somewhere).
+    pub fn range(&mut self, key: &str, value: u64, min: u64, max: u64) {
+        if value < min || value > max {
+            self.add(key, format!("must be between {min} and {max} (got {value})"));
+        }
+    }
+
+    /// A rate in records per second: 0 (no pacing) or within
+    /// [`MIN_RATE`]..=[`MAX_RATE`].
+    pub fn rate(&mut self, key: &str, value: f64) {
+        if !(value == 0.0 || (MIN_RATE..=MAX_RATE).contains(&value)) {
+            self.add(
+                key,
+                format!("must be 0 (no pacing) or between {MIN_RATE} and {MAX_RATE} per second, got {value}"),
+            );
         }
     }
 
@@ -168,10 +185,24 @@ mod tests {
         p.at_least("fine", 5, 1);
         p.url("base_url", "ftp://x", &["http", "https"]);
         p.url("ok", "https://x", &["http", "https"]);
-        p.non_negative("rate", f64::NAN);
+        p.rate("rate", f64::NAN);
+        p.rate("tiny", 1e-300);
+        p.rate("off", 0.0);
+        p.range("channel_batches", 100_000_000, 1, 1024);
         p.backoff_scale("backoff_scale", 2.0);
         let keys: Vec<&str> = out.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["source.stall_timeout_secs", "source.base_url", "source.rate", "source.backoff_scale"]);
+        assert_eq!(
+            keys,
+            [
+                "source.stall_timeout_secs",
+                "source.base_url",
+                "source.rate",
+                "source.tiny",
+                "source.channel_batches",
+                "source.backoff_scale"
+            ]
+        );
+        assert_eq!(out[4].message, "must be between 1 and 1024 (got 100000000)");
         assert_eq!(out[0].message, "must be ≥ 1 (got 0)");
         assert_eq!(out[1].message, "\"ftp://x\" must start with http:// or https://");
     }

@@ -445,3 +445,44 @@ fn a_sink_cannot_write_an_input_or_a_directory() {
     let (code, stdout) = check("type = \"synthetic\"\ncount = 1", "type = \"file\"\npath = \"out.jsonl\"");
     assert_eq!(code, Some(0), "{stdout}");
 }
+
+/// Defects 4 and 5: `workers = 512` deadlocked; numbers without bounds
+/// panicked or exhausted memory (`channel_batches = 100000000`,
+/// `rate = 1e-300`, a huge `stats_interval_secs`, 10,000 stages) — and
+/// `validate` accepted them. Each is now exit 78 naming the key and its range.
+#[test]
+fn numbers_out_of_range_are_refused_with_the_key_and_the_range() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let base =
+        PipelineFile::new("type = \"synthetic\"\ncount = 10").rules_file_polled(&rules).sink("type = \"stdout\"");
+    let many_stages = (0..10_000).fold(base.clone(), |p, i| p.stage(&format!("name = \"s{i}\"\nplugin = \"x.wasm\"")));
+    let cases = [
+        (base.clone().tuning("workers = 600"), "pipeline.workers", "must be between 1 and"),
+        (base.clone().tuning("channel_batches = 100000000"), "pipeline.channel_batches", "between 1 and 1024"),
+        (
+            PipelineFile::new("type = \"synthetic\"\nrate = 1e-300").rules_file_polled(&rules),
+            "source.rate",
+            "between 0.001 and",
+        ),
+        (
+            base.clone().traptor("stats_interval_secs = 99999999999"),
+            "traptor.stats_interval_secs",
+            "between 0 and 86400",
+        ),
+        (many_stages, "stages", "at most 64 stages"),
+    ];
+    for (i, (file, key, range)) in cases.into_iter().enumerate() {
+        // A later `stats_interval_secs` line would be a duplicate key: swap it in.
+        let text = file.text().replacen("stats_interval_secs = 0\nstats_interval_secs", "stats_interval_secs", 1);
+        let p = dir.path().join(format!("case{i}.toml"));
+        write(&p, &text);
+        let out = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(78), "{key}: {stdout}");
+        assert!(stdout.contains(key) && stdout.contains(range), "{key}: {stdout}");
+        let run = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+        assert_eq!(run.status.code(), Some(78), "{key}: {}", String::from_utf8_lossy(&run.stderr));
+    }
+}

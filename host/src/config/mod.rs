@@ -180,6 +180,13 @@ fn same_file_key(p: &Path) -> PathBuf {
     if let Ok(c) = p.canonicalize() {
         return c;
     }
+    let absolute;
+    let p = if p.is_relative() {
+        absolute = std::env::current_dir().unwrap_or_default().join(p);
+        &absolute
+    } else {
+        p
+    };
     let mut out = PathBuf::new();
     for part in p.components() {
         match part {
@@ -203,6 +210,7 @@ impl PipelineConfig {
     /// under its section's name.
     pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
+        Problems::new("traptor", &mut out).range("stats_interval_secs", self.traptor.stats_interval_secs, 0, 86_400);
         self.source.component().check(&mut Problems::new("source", &mut out));
         self.rules.component().check(&mut Problems::new("rules", &mut out));
         self.sink.component().check(&mut Problems::new("sink", &mut out));

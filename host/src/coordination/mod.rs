@@ -95,12 +95,15 @@ fn default_lease_secs() -> u64 {
 impl CoordinationConfig {
     /// Pure checks; keys relative to `[coordination]`.
     pub fn check(&self, p: &mut Problems<'_>) {
-        p.at_least("heartbeat_interval_secs", self.heartbeat_interval_secs, heartbeat::MIN_INTERVAL_SECS);
-        p.at_least("stats_window_secs", self.stats_window_secs, 1);
-        p.at_least("stats_flush_ms", self.stats_flush_ms, 1);
+        p.range("heartbeat_interval_secs", self.heartbeat_interval_secs, heartbeat::MIN_INTERVAL_SECS, 3600);
+        p.range("stats_window_secs", self.stats_window_secs, 1, 604_800);
+        p.range("stats_flush_ms", self.stats_flush_ms, 10, 3_600_000);
         if let Some(k) = &self.api_keys {
             if k.hash.is_some() == k.file.is_some() {
                 p.add("api_keys", "give exactly one of `hash` and `file`");
+            }
+            if k.lease_secs > 86_400 {
+                p.add("api_keys.lease_secs", format!("must be at most 86400 (got {})", k.lease_secs));
             }
             if k.lease_secs <= self.heartbeat_interval_secs {
                 p.add(

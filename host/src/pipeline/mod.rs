@@ -52,6 +52,15 @@ pub struct PipelineTuning {
     pub max_record_bytes: usize,
 }
 
+/// The most workers on any machine (tokio's blocking pool holds 512 threads).
+pub const MAX_WORKERS: usize = 256;
+
+/// Workers allowed here: 4 per core, at most [`MAX_WORKERS`].
+pub fn max_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.saturating_mul(4).min(MAX_WORKERS)
+}
+
 /// `max_record_bytes` unless set: 16 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
 
@@ -88,13 +97,18 @@ impl PipelineTuning {
         self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
-    /// Pure checks; keys relative to `[pipeline]`.
+    /// Pure checks; keys relative to `[pipeline]`. Workers run on threads
+    /// of tokio's blocking pool (512 at most, shared with the file source and
+    /// sinks), so their number is bounded by the machine: 4 per core, at most
+    /// [`MAX_WORKERS`].
     pub fn check(&self, p: &mut Problems<'_>) {
         if let Some(w) = self.workers {
-            p.at_least("workers", w as u64, 1);
+            p.range("workers", w as u64, 1, max_workers() as u64);
         }
-        p.at_least("batch_size", self.batch_size as u64, 1);
-        p.at_least("channel_batches", self.channel_batches as u64, 1);
+        p.range("batch_size", self.batch_size as u64, 1, 65_536);
+        p.range("batch_timeout_ms", self.batch_timeout_ms, 1, 60_000);
+        p.range("channel_batches", self.channel_batches as u64, 1, 1024);
+        p.range("max_record_bytes", self.max_record_bytes as u64, 1 << 10, 1 << 30);
     }
 
     pub fn resolve_paths(&mut self, base: &BaseDir) {

@@ -101,9 +101,11 @@ impl StageConfig {
         if !valid {
             p.add("name", format!("{:?} must be non-empty ASCII letters, digits, '_' or '-'", self.name));
         }
-        p.at_least("memory_limit_mib", self.memory_limit_mib, 1);
-        p.at_least("timeout_ms", self.timeout_ms, 1);
-        p.at_least("init_timeout_ms", self.init_timeout_ms, 1);
+        p.range("memory_limit_mib", self.memory_limit_mib, 1, 16_384);
+        p.range("timeout_ms", self.timeout_ms, 1, 600_000);
+        p.range("init_timeout_ms", self.init_timeout_ms, 1, 600_000);
+        p.range("circuit_breaker_failures", u64::from(self.circuit_breaker_failures), 0, 1_000_000);
+        p.range("circuit_breaker_cooldown_secs", self.circuit_breaker_cooldown_secs, 0, 86_400);
         if self.on_error == OnError::DeadLetter && !dead_letters {
             p.add(
                 "on_error",
@@ -138,8 +140,15 @@ impl StageConfig {
     }
 }
 
-/// Checks across the list: names are unique.
+/// The most stages a pipeline may have (each costs an instance per worker).
+pub const MAX_STAGES: usize = 64;
+
+/// Checks across the list: names are unique, not too many stages.
 pub fn check_all(stages: &[StageConfig], dead_letters: bool, out: &mut Vec<crate::component::Problem>) {
+    if stages.len() > MAX_STAGES {
+        Problems::new("", out).add("stages", format!("at most {MAX_STAGES} stages (got {})", stages.len()));
+        return;
+    }
     let mut names = HashSet::new();
     for (i, s) in stages.iter().enumerate() {
         let mut p = Problems::new(format!("stages[{i}]"), out);

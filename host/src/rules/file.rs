@@ -48,7 +48,9 @@ fn default_debounce_ms() -> u64 {
 
 impl RulesComponent for FileRulesConfig {
     fn check(&self, p: &mut Problems<'_>) {
-        p.at_least("poll_interval_ms", self.poll_interval_ms, 1);
+        p.range("poll_interval_ms", self.poll_interval_ms, 10, 3_600_000);
+        p.range("debounce_ms", self.debounce_ms, 0, 60_000);
+        p.range("max_rule_bytes", self.max_rule_bytes as u64, 1 << 10, 16 << 20);
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {

@@ -56,7 +56,8 @@ fn default_check_secs() -> u64 {
 
 impl RulesComponent for RedisRulesConfig {
     fn check(&self, p: &mut Problems<'_>) {
-        p.at_least("rule_check_interval_secs", self.rule_check_interval_secs, 1);
+        p.range("rule_check_interval_secs", self.rule_check_interval_secs, 1, 86_400);
+        p.range("max_rule_bytes", self.max_rule_bytes as u64, 1 << 10, 16 << 20);
         if self.channel.is_empty() {
             p.add("channel", "must not be empty");
         }

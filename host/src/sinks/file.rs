@@ -30,8 +30,8 @@ pub struct FileSinkConfig {
 
 impl SinkComponent for FileSinkConfig {
     fn check(&self, p: &mut Problems<'_>) {
-        if self.rotate_bytes == Some(0) {
-            p.add("rotate_bytes", "must be ≥ 1 (leave it out for no rotation)");
+        if let Some(r) = self.rotate_bytes {
+            p.range("rotate_bytes", r, 1 << 10, 1 << 50);
         }
         if self.path.as_os_str().is_empty() {
             p.add("path", "must not be empty");

@@ -138,10 +138,17 @@ impl SinkComponent for KafkaSinkConfig {
         if self.brokers.trim().is_empty() {
             p.add("brokers", "must name at least one broker");
         }
-        p.at_least("max_inflight_bytes", self.max_inflight_bytes, 1);
+        p.range("max_inflight_bytes", self.max_inflight_bytes, 1 << 10, 16 << 30);
+        // librdkafka's delivery.timeout.ms is an int32 of milliseconds.
+        p.range("delivery_timeout_ms", self.delivery_timeout_ms, 1, i32::MAX as u64);
+        p.range("drain_timeout_secs", self.drain_timeout_secs, 0, 86_400);
+        p.range("spill_after_ms", self.spill_after_ms, 1, 3_600_000);
         if let Some(s) = &self.spool {
-            p.at_least("spool.segment_bytes", s.segment_bytes, 1);
-            p.at_least("spool.max_bytes", s.max_bytes, 1);
+            p.range("spool.segment_bytes", s.segment_bytes, 64 << 10, 4 << 30);
+            p.range("spool.max_bytes", s.max_bytes, 1 << 20, 1 << 50);
+            if s.segment_bytes > s.max_bytes {
+                p.add("spool.segment_bytes", "must not be larger than spool.max_bytes");
+            }
         }
     }
 

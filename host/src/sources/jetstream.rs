@@ -131,6 +131,7 @@ impl SourceComponent for JetstreamConfig {
         if self.cursor_path.is_some() && self.cursor_redis_key.is_some() {
             p.add("cursor_path", "give cursor_path or cursor_redis_key, not both");
         }
+        p.range("cursor_rewind_secs", self.cursor_rewind_secs, 0, 86_400);
         LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
     }
 

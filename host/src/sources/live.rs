@@ -123,8 +123,8 @@ impl LiveSettings {
 
     /// The pure checks of the keys every live source has.
     pub fn check(problems: &mut Problems<'_>, stall_timeout_secs: u64, dedup_window: usize, backoff_scale: f64) {
-        problems.at_least("stall_timeout_secs", stall_timeout_secs, 1);
-        problems.at_least("dedup_window", dedup_window as u64, 1);
+        problems.range("stall_timeout_secs", stall_timeout_secs, 1, 3600);
+        problems.range("dedup_window", dedup_window as u64, 1, 10_000_000);
         problems.backoff_scale("backoff_scale", backoff_scale);
     }
 }

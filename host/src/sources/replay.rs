@@ -52,7 +52,7 @@ fn default_format() -> Format {
 
 impl SourceComponent for ReplayConfig {
     fn check(&self, p: &mut Problems<'_>) {
-        p.non_negative("rate", self.rate);
+        p.rate("rate", self.rate);
         if self.path.as_os_str().is_empty() {
             p.add("path", "must not be empty");
         }
@@ -182,9 +182,10 @@ impl Replay {
                 }
             };
             match read {
-                LineRead::Eof => break,
+                LineRead::Eof if !self.follow => break,
+                // The file's last line has no newline: taken as it is.
                 LineRead::Partial if !self.follow => {}
-                LineRead::Partial => {
+                LineRead::Eof | LineRead::Partial => {
                     // At the end of a followed file: hand over what we have, wait.
                     if let Some(b) = batcher.flush()
                         && !send(b, &mut last_send)
@@ -437,5 +438,25 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             assert!(l.starts_with(&format!("{{\"id_str\":\"{i}\"")) && l.ends_with('}'), "line {i} whole: {l}");
         }
+    }
+
+    #[test]
+    fn follow_waits_at_a_clean_end_of_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n").expect("write");
+        let (tx, rx) = async_channel::bounded(1000);
+        let stop = CancellationToken::new();
+        let src = Replay::new(p.clone(), 0.0, true, batching(), Format::TwitterV1);
+        let stop2 = stop.clone();
+        let h = std::thread::spawn(move || src.run_blocking(&tx, &stop2));
+        assert_eq!(rx.recv_blocking().expect("first batch").len(), 1);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!h.is_finished(), "a followed file is waited on at its end");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        f.write_all(b"{\"b\":2}\n").expect("append");
+        assert_eq!(rx.recv_blocking().expect("second batch").len(), 1);
+        stop.cancel();
+        h.join().expect("join").expect("ok");
     }
 }

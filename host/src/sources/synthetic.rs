@@ -608,7 +608,7 @@ pub struct SyntheticConfig {
 
 impl SourceComponent for SyntheticConfig {
     fn check(&self, p: &mut Problems<'_>) {
-        p.non_negative("rate", self.rate);
+        p.rate("rate", self.rate);
         if self.count == Some(0) {
             p.add("count", "must be ≥ 1 (leave it out for no end)");
         }

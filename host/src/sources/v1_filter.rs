@@ -143,6 +143,7 @@ fn default_dedup_window() -> usize {
 impl SourceComponent for V1FilterConfig {
     fn check(&self, p: &mut Problems<'_>) {
         p.url("base_url", &self.base_url, &["http", "https"]);
+        p.range("min_rule_reconnect_secs", self.min_rule_reconnect_secs, 0, 3600);
         LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
     }
 

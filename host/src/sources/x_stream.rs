@@ -375,6 +375,8 @@ fn default_dedup_window() -> usize {
 impl SourceComponent for XStreamConfig {
     fn check(&self, p: &mut Problems<'_>) {
         p.url("base_url", &self.base_url, &["http", "https"]);
+        p.range("max_rules", self.max_rules as u64, 1, 100_000);
+        p.range("max_rule_length", self.max_rule_length as u64, 1, 65_536);
         LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
     }
 
