@@ -4,7 +4,11 @@
 //! A bad line is reported with `path:line` and skipped; the rest loads. Change
 //! detection polls the file's modification time and size (portable, no inotify
 //! limits, works on network mounts) and waits until they have been stable for
-//! the debounce period, so an editor's save-in-several-writes reloads once.
+//! the debounce period, so an editor's save-in-several-writes reloads once —
+//! but never longer than `max_debounce_ms`, so a file rewritten without pause
+//! is still loaded. A file whose last line has no newline yet is a writer
+//! caught mid-write: it is loaded only once complete, or once it has stayed
+//! so for `max_debounce_ms`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,10 +33,18 @@ pub struct FileRulesConfig {
     /// How long the file must stay unchanged before it is reloaded.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
+    /// The longest a change waits for the file to settle (or to end with a
+    /// newline) before it is loaded anyway.
+    #[serde(default = "default_max_debounce_ms")]
+    pub max_debounce_ms: u64,
     /// A rule (one line) larger than this is refused with its line: its
     /// fields are copied into every post it matches.
     #[serde(default = "default_max_rule_bytes")]
     pub max_rule_bytes: usize,
+}
+
+fn default_max_debounce_ms() -> u64 {
+    2000
 }
 
 fn default_max_rule_bytes() -> usize {
@@ -50,6 +62,7 @@ impl RulesComponent for FileRulesConfig {
     fn check(&self, p: &mut Problems<'_>) {
         p.range("poll_interval_ms", self.poll_interval_ms, 10, 3_600_000);
         p.range("debounce_ms", self.debounce_ms, 0, 60_000);
+        p.range("max_debounce_ms", self.max_debounce_ms, self.debounce_ms, 600_000);
         p.range("max_rule_bytes", self.max_rule_bytes as u64, 1 << 10, 16 << 20);
     }
 
@@ -79,6 +92,7 @@ impl RulesComponent for FileRulesConfig {
         let opts = WatchOptions {
             poll: Duration::from_millis(self.poll_interval_ms),
             debounce: Duration::from_millis(self.debounce_ms),
+            max_debounce: Duration::from_millis(self.max_debounce_ms),
             max_rule_bytes: self.max_rule_bytes,
         };
         tokio::spawn(watch_file(self.path.clone(), who.rule_type, opts, tx, shutdown))
@@ -158,6 +172,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_
 pub struct WatchOptions {
     pub poll: Duration,
     pub debounce: Duration,
+    pub max_debounce: Duration,
     pub max_rule_bytes: usize,
 }
 
@@ -185,6 +200,8 @@ pub async fn watch_file(
     // so a change made between the initial load and this task's start is seen.
     let mut last: Option<Option<Stamp>> = None;
     let mut unreadable_reported = false;
+    // Since when the file has ended mid-line (a writer caught mid-write).
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -194,45 +211,75 @@ pub async fn watch_file(
         if last == Some(now) {
             continue;
         }
-        // Debounce: wait until the file stops changing.
-        let mut settled = now;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(opts.debounce) => {}
-            }
-            let again = stamp(&path);
-            if again == settled {
-                break;
-            }
-            settled = again;
-        }
-        last = Some(settled);
+        let Some(settled) = settle(&path, now, &opts, &shutdown).await else { return };
         let p = path.clone();
-        let max = opts.max_rule_bytes;
-        let loaded = tokio::task::spawn_blocking(move || load_with(&p, default_type, max)).await;
-        match loaded {
-            Ok(Ok(snap)) => {
-                unreadable_reported = false;
-                if **tx.borrow() == snap {
-                    continue;
-                }
-                tracing::info!(
-                    path = %path.display(),
-                    rules = snap.rules.len(),
-                    invalid = snap.problems.len(),
-                    "rules file changed; reloading"
-                );
-                snap.report(&path.display().to_string());
-                tx.send_replace(std::sync::Arc::new(snap));
-            }
-            Ok(Err(e)) => {
+        let read = tokio::task::spawn_blocking(move || std::fs::read(&p)).await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(source)) => {
                 if !unreadable_reported {
+                    let e = RulesError::Io { path: path.clone(), source };
                     tracing::warn!(error = %e, "keeping the last good rules");
                     unreadable_reported = true;
                 }
+                last = Some(settled);
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, "rules reload task failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "rules reload task failed");
+                continue;
+            }
+        };
+        unreadable_reported = false;
+        if bytes.last().is_some_and(|&b| b != b'\n') {
+            let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < opts.max_debounce {
+                // Not `last`: look again at the next poll.
+                continue;
+            }
+            tracing::warn!(path = %path.display(), "the rules file ends without a newline; loading it as it is");
+        }
+        partial_since = None;
+        last = Some(settled);
+        let origin = path.display().to_string();
+        let snap = parse_bytes(&bytes, &origin, default_type, opts.max_rule_bytes);
+        if **tx.borrow() == snap {
+            continue;
+        }
+        tracing::info!(
+            path = %origin,
+            rules = snap.rules.len(),
+            invalid = snap.problems.len(),
+            "rules file changed; reloading"
+        );
+        snap.report(&origin);
+        tx.send_replace(std::sync::Arc::new(snap));
+    }
+}
+
+/// Wait until the file's stamp holds still for `debounce`, but no longer than
+/// `max_debounce` in all. `None` on shutdown.
+async fn settle(
+    path: &Path,
+    first: Option<Stamp>,
+    opts: &WatchOptions,
+    shutdown: &CancellationToken,
+) -> Option<Option<Stamp>> {
+    let started = tokio::time::Instant::now();
+    let mut settled = first;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(opts.debounce) => {}
+        }
+        let again = stamp(path);
+        if again == settled {
+            return Some(settled);
+        }
+        settled = again;
+        if started.elapsed() >= opts.max_debounce {
+            tracing::info!(path = %path.display(), "the rules file keeps changing; loading it now");
+            return Some(settled);
         }
     }
 }
@@ -287,6 +334,7 @@ mod tests {
         let opts = WatchOptions {
             poll: Duration::from_millis(20),
             debounce: Duration::from_millis(20),
+            max_debounce: Duration::from_secs(2),
             max_rule_bytes: DEFAULT_MAX_RULE_BYTES,
         };
         let task = tokio::spawn(watch_file(path.clone(), RuleType::Track, opts, tx, stop.clone()));
@@ -328,5 +376,70 @@ mod tests {
         assert!(snap.problems[0].message.contains("max_rule_bytes"), "{:?}", snap.problems);
         let snap = parse_bytes(text.as_bytes(), "r.jsonl", RuleType::Track, 1 << 20);
         assert_eq!(snap.rules.len(), 2, "a larger cap takes it");
+    }
+
+    fn opts(max_debounce_ms: u64) -> WatchOptions {
+        WatchOptions {
+            poll: Duration::from_millis(20),
+            debounce: Duration::from_millis(250),
+            max_debounce: Duration::from_millis(max_debounce_ms),
+            max_rule_bytes: DEFAULT_MAX_RULE_BYTES,
+        }
+    }
+
+    fn rules_text(n: usize) -> String {
+        (0..n).map(|i| format!("{{\"rule_id\":\"{i}\",\"value\":\"w{i}\"}}\n")).collect()
+    }
+
+    /// Issue 16, defect 7: a file rewritten every 150 ms was never loaded
+    /// until writing stopped (the debounce had no maximum).
+    #[tokio::test]
+    async fn a_file_that_keeps_changing_is_loaded_within_the_maximum_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.jsonl");
+        std::fs::write(&path, rules_text(1)).expect("write");
+        let (tx, mut rx) = watch::channel(std::sync::Arc::new(load(&path, RuleType::Track).expect("load")));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_file(path.clone(), RuleType::Track, opts(800), tx, stop.clone()));
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                for n in 2..30 {
+                    std::fs::write(&path, rules_text(n)).expect("write");
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("reloaded").expect("open");
+        assert!(!writer.is_finished(), "loaded while the writer still writes, after {:?}", started.elapsed());
+        assert!(rx.borrow().rules.len() >= 2);
+        stop.cancel();
+        writer.abort();
+        task.await.expect("task");
+    }
+
+    /// Issue 16, defect 7: a writer pausing mid-write had its half file
+    /// loaded (the half rule set then served most posts).
+    #[tokio::test]
+    async fn a_half_written_file_is_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.jsonl");
+        std::fs::write(&path, rules_text(1)).expect("write");
+        let (tx, mut rx) = watch::channel(std::sync::Arc::new(load(&path, RuleType::Track).expect("load")));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_file(path.clone(), RuleType::Track, opts(3000), tx, stop.clone()));
+        let full = rules_text(4);
+        let half = &full[..full.len() - 12];
+        std::fs::write(&path, half).expect("write half");
+        // Longer than the debounce: the old watcher loaded the half file here.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(!rx.has_changed().expect("open"), "nothing published: {:?}", rx.borrow().rules.len());
+        std::fs::write(&path, &full).expect("write the rest");
+        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("reloaded").expect("open");
+        assert_eq!(rx.borrow().rules.len(), 4, "the whole file, never the half one");
+        assert!(rx.borrow().problems.is_empty());
+        stop.cancel();
+        task.await.expect("task");
     }
 }
