@@ -486,3 +486,33 @@ fn numbers_out_of_range_are_refused_with_the_key_and_the_range() {
         assert_eq!(run.status.code(), Some(78), "{key}: {}", String::from_utf8_lossy(&run.stderr));
     }
 }
+
+/// Defect 8: `--test | head` exited 0 with `written=0` and no error; a reader
+/// that goes away is now an error (exit 2), reported once.
+#[test]
+fn a_reader_closing_stdout_is_an_error_reported_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let p = pipeline(dir.path(), "type = \"synthetic\"\ncount = 1000000", &rules, "type = \"stdout\"");
+    let mut child = Command::new(traptor_host())
+        .args(["--pipeline", p.to_str().expect("utf8"), "--test"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    for _ in 0..10 {
+        line.clear();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("a line");
+        assert!(line.starts_with('{'), "{line}");
+    }
+    drop(stdout); // as `head -10` does
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("Broken pipe").count(), 1, "{stderr}");
+    assert!(stderr.contains("stdout"), "{stderr}");
+}

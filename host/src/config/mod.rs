@@ -254,6 +254,37 @@ fn unknown_key_offset(text: &str, span: std::ops::Range<usize>, msg: &str) -> Op
     None
 }
 
+/// The offset of the key whose value a type error names (`invalid type:
+/// string "fast", expected f64`): tagged tables are buffered by serde, so
+/// toml's span covers the whole table, and the message names the value, not
+/// the key. The first line of the table assigning that value is the one.
+fn bad_value_offset(text: &str, span: std::ops::Range<usize>, msg: &str) -> Option<usize> {
+    let rest = msg.strip_prefix("invalid type: ").or_else(|| msg.strip_prefix("invalid value: "))?;
+    let candidates: Vec<String> = if let Some(s) = rest.strip_prefix("string \"") {
+        let v = &s[..s.find("\", expected")?];
+        vec![format!("\"{v}\""), format!("'{v}'")]
+    } else {
+        let s = &rest[rest.find('`')? + 1..];
+        vec![s[..s.find('`')?].to_owned()]
+    };
+    let region = text.get(span.start..)?;
+    let mut offset = span.start;
+    for (i, line) in region.split_inclusive('\n').enumerate() {
+        if i > 0 && line.trim_start().starts_with('[') {
+            break;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            // The value, without a trailing comment.
+            let value = value.split(" #").next().unwrap_or_default().trim();
+            if !key.trim().is_empty() && candidates.iter().any(|c| c == value) {
+                return Some(offset + (line.len() - line.trim_start().len()));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// `toml`'s message with the 1-based line and column of its span.
 fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_owned();
@@ -261,7 +292,9 @@ fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             // Tagged tables (`type = ...`) are buffered by serde, so toml's span
             // for an unknown key covers the whole table: find the key's own line.
-            let start = unknown_key_offset(text, span.clone(), &msg).unwrap_or(span.start);
+            let start = unknown_key_offset(text, span.clone(), &msg)
+                .or_else(|| bad_value_offset(text, span.clone(), &msg))
+                .unwrap_or(span.start);
             let before = &text[..start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -338,5 +371,17 @@ path = "dead.jsonl"
         let c = PipelineConfig::parse(&text).expect("parses");
         let p = c.check();
         assert_eq!(p[0].key, "stages[0].name");
+    }
+
+    /// Issue 16, defect 8: a value of the wrong type in a tagged table was
+    /// located at the table's header, not at its key.
+    #[test]
+    fn values_of_the_wrong_type_are_located_at_their_key() {
+        let text = GOOD.replace("path = \"posts.jsonl\"", "path = \"posts.jsonl\"\nrate = \"fast\"");
+        let e = PipelineConfig::parse(&text).expect_err("a string rate");
+        assert!(e.contains("line 9") && e.contains("rate = \"fast\""), "{e}");
+        let text = GOOD.replace("path = \"dead.jsonl\"", "path = \"dead.jsonl\"\nrotate_bytes = -1");
+        let e = PipelineConfig::parse(&text).expect_err("a negative size");
+        assert!(e.contains("rotate_bytes = -1"), "{e}");
     }
 }

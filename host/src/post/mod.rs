@@ -250,8 +250,16 @@ pub enum Format {
     Mastodon,
 }
 
-/// Decode one message of `format`.
+/// Decode one message of `format`. Every message of every format is a JSON
+/// object: an array or a scalar is malformed (serde would read a struct from
+/// an array, so `[]` must be refused before the decoders see it).
 pub fn decode(format: Format, bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => DecodeError::NotAnObject,
+            Err(e) => DecodeError::Json(e),
+        });
+    }
     match format {
         Format::TwitterV1 => v1::decode(bytes),
         Format::XV2 => v2::decode(bytes),
@@ -266,4 +274,26 @@ pub fn unescape_html(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     Cow::Owned(s.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16, defect 8: `[]` counted as a control message while `42`
+    /// counted as malformed; both are malformed in every format.
+    #[test]
+    fn only_objects_are_messages() {
+        for format in [Format::TwitterV1, Format::XV2, Format::Jetstream, Format::Mastodon] {
+            for bad in [&b"[]"[..], b"[1,2]", b"42", b"\"text\"", b"null", b"  true "] {
+                assert!(
+                    matches!(decode(format, bad), Err(DecodeError::NotAnObject)),
+                    "{format:?} {:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+            assert!(matches!(decode(format, b"[1,"), Err(DecodeError::Json(_))), "{format:?}");
+            assert!(matches!(decode(format, b"{}"), Ok(Message::Control(_))), "{format:?}: an unknown object");
+        }
+    }
 }

@@ -94,8 +94,6 @@ impl SinkError {
 pub struct SinkSummary {
     pub records: u64,
     pub bytes: u64,
-    /// Standard output was closed by the reader (e.g. `| head`); the run stopped.
-    pub closed_by_reader: bool,
 }
 
 /// What a running sink shares with the pipeline.

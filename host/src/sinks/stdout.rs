@@ -1,13 +1,14 @@
 //! The `stdout` sink: JSON lines on standard output (the default, and what
-//! `--test` forces). A reader that closes the pipe (`| head`) ends the run
-//! cleanly: the input is closed and the summary says so.
+//! `--test` forces). A reader that closes the pipe (`| head`) stops the run:
+//! the input is closed and the run ends with the write error (exit 2), so a
+//! script sees that not everything was written.
 
 use std::io::{BufWriter, Stdout};
 
 use serde::Deserialize;
 
 use super::{
-    BatchRx, LineSink, LineWriter, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, SinkSummary, blocking,
+    BatchRx, LineSink, LineWriter, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, blocking,
     write_all_batches,
 };
 use crate::component::Problems;
@@ -47,13 +48,13 @@ impl RunSink for StdoutSink {
         blocking(move || {
             let SinkRun { metrics, mut dead_letters, confirmed, .. } = run;
             let r = write_all_batches(&input, &metrics, &mut writer(), &mut dead_letters, &confirmed);
-            let r = match r {
-                Err(SinkError::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-                    input.close();
-                    Ok(SinkSummary { closed_by_reader: true, ..SinkSummary::default() })
-                }
-                other => other,
-            };
+            if let Err(SinkError::Write { source, .. }) = &r
+                && source.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                // The reader went away (`| head`): stop the pipeline; the run
+                // ends with this error (exit 2), reported once.
+                input.close();
+            }
             dead_letters.finish().and(r)
         })
     }
