@@ -49,6 +49,9 @@ pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 pub enum Frame {
     /// Proof of life only (renews the stall deadline).
     KeepAlive,
+    /// A message longer than `max_record_bytes` went by without being held:
+    /// counted as malformed.
+    Oversized,
     /// One message for the workers. `dedup`: its identity, to drop a
     /// redelivery; `checkpoint`: the source position it reaches.
     Record { bytes: Vec<u8>, dedup: Option<String>, checkpoint: Option<u64> },
@@ -366,6 +369,12 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                     for frame in frames.drain(..) {
                         match frame {
                             Frame::KeepAlive => {}
+                            Frame::Oversized => {
+                                let n = self.metrics.malformed.fetch_add(1, Relaxed);
+                                if n < crate::telemetry::BAD_RECORDS_LOGGED {
+                                    tracing::warn!(source = self.connector.name(), "message longer than max_record_bytes skipped");
+                                }
+                            }
                             Frame::Record { bytes, dedup, checkpoint } => {
                                 if let Some(key) = dedup
                                     && !st.dedup.first(&key)

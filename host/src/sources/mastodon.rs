@@ -124,7 +124,12 @@ impl SourceComponent for MastodonConfig {
             None => None,
         };
         let url = self.stream_url();
-        let connector = MastodonConnector { client: http_client()?, url: url.clone(), token };
+        let connector = MastodonConnector {
+            client: http_client()?,
+            url: url.clone(),
+            token,
+            max_record_bytes: cx.max_record_bytes,
+        };
         let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
         Ok(Source::new(Live::new(connector, settings, cx, format!("mastodon {url}")), self.format()))
     }
@@ -145,6 +150,7 @@ pub struct MastodonConnector {
     client: reqwest::Client,
     url: String,
     token: Option<Secret>,
+    max_record_bytes: usize,
 }
 
 impl Connector for MastodonConnector {
@@ -165,7 +171,10 @@ impl Connector for MastodonConnector {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
-        Ok(MastodonConnection { stream: Box::pin(resp.bytes_stream()), events: EventParser::default() })
+        Ok(MastodonConnection {
+            stream: Box::pin(resp.bytes_stream()),
+            events: EventParser::new(self.max_record_bytes),
+        })
     }
 }
 
@@ -199,9 +208,13 @@ impl Connection for MastodonConnection {
 }
 
 /// Server-sent events, framed as the WHATWG spec says (lines end in `\n`,
-/// `\r\n` or `\r`; a blank line dispatches; `:` starts a comment).
+/// `\r\n` or `\r`; a blank line dispatches; `:` starts a comment). An event
+/// over `max` bytes is dropped as it arrives (reported once).
 #[derive(Debug, Default)]
 struct EventParser {
+    max: usize,
+    /// The current event went over `max`: its data is dropped.
+    oversized: bool,
     /// Bytes of an unfinished line.
     buf: Vec<u8>,
     /// A `\r` ended the last chunk: a `\n` opening the next belongs to it.
@@ -215,6 +228,10 @@ struct EventParser {
 impl EventParser {
     fn partial(&self) -> bool {
         self.pending || !self.buf.is_empty()
+    }
+
+    fn new(max: usize) -> EventParser {
+        EventParser { max, ..EventParser::default() }
     }
 
     fn feed(&mut self, chunk: &[u8], frames: &mut Vec<Frame>) {
@@ -237,7 +254,14 @@ impl EventParser {
             }
             bytes = &bytes[end + if crlf { 2 } else { 1 }..];
         }
-        self.buf.extend_from_slice(bytes);
+        if self.oversized || self.buf.len() + bytes.len() > self.max {
+            // A line over the cap: keep nothing of it; the event is dropped.
+            self.buf.clear();
+            self.oversized = true;
+            self.pending = true;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
     }
 
     fn line(&mut self, line: &[u8], frames: &mut Vec<Frame>) {
@@ -256,6 +280,10 @@ impl EventParser {
         self.pending = true;
         match field {
             b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            b"data" if self.oversized || self.data.len() + value.len() + 1 > self.max => {
+                self.oversized = true;
+                self.data.clear();
+            }
             b"data" => {
                 if !self.data.is_empty() {
                     self.data.push(b'\n');
@@ -270,6 +298,10 @@ impl EventParser {
         let event = std::mem::take(&mut self.event);
         let data = std::mem::take(&mut self.data);
         if !std::mem::take(&mut self.pending) {
+            return;
+        }
+        if std::mem::take(&mut self.oversized) {
+            frames.push(Frame::Oversized);
             return;
         }
         frames.push(match event.as_str() {
@@ -317,7 +349,7 @@ mod tests {
     use super::*;
 
     fn parse(pieces: &[&str]) -> Vec<Frame> {
-        let mut p = EventParser::default();
+        let mut p = EventParser::new(1 << 20);
         let mut frames = Vec::new();
         for piece in pieces {
             p.feed(piece.as_bytes(), &mut frames);
@@ -350,9 +382,24 @@ mod tests {
     fn multi_line_data_and_unknown_events() {
         let frames = parse(&["event: update\ndata: {\"id\":\ndata: \"2\"}\n\nevent: notification\ndata: {}\n\n"]);
         assert_eq!(frames, vec![record("{\"id\":\n\"2\"}", Some("2")), Frame::KeepAlive]);
-        let mut p = EventParser::default();
+        let mut p = EventParser::new(1 << 20);
         p.feed(b"event: update\ndata: {\"id\":\"3\"", &mut Vec::new());
         assert!(p.partial(), "a cut event is pending");
+    }
+
+    /// Issue 16, defect 8: an event over `max_record_bytes` is dropped as it
+    /// arrives, once, and the stream goes on.
+    #[test]
+    fn an_event_over_the_cap_is_skipped() {
+        let big = "x".repeat(300);
+        let mut p = EventParser::new(100);
+        let mut frames = Vec::new();
+        for piece in ["event: update\ndata: ", &big[..150], &big[150..], "\n\nevent: update\ndata: {\"id\":\"4\"}\n\n"]
+        {
+            p.feed(piece.as_bytes(), &mut frames);
+            assert!(p.buf.len() <= 100 && p.data.len() <= 100);
+        }
+        assert_eq!(frames, vec![Frame::Oversized, record("{\"id\":\"4\"}", Some("4"))]);
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl SourceComponent for V1FilterConfig {
             url: format!("{base_url}/1.1/statuses/filter.json"),
             keys,
             delimited: self.delimited,
+            max_record_bytes: cx.max_record_bytes,
             params: FilterParams::default(),
         };
         let mut settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
@@ -234,19 +235,45 @@ struct Disconnect {
     reason: String,
 }
 
-/// Framing state: plain lines, or `delimited=length`.
+/// Framing state: plain lines, or `delimited=length`. Never holds more
+/// than `max` bytes of one message: a longer one is skipped as it arrives.
 struct Framer {
     delimited: bool,
     buf: Vec<u8>,
     /// Bytes of the message being read (after its length line).
     want: Option<usize>,
+    max: usize,
+    /// Bytes still to drop of a declared message over the cap.
+    skip: usize,
+    /// Inside a line over the cap: drop to its newline.
+    skip_line: bool,
+}
+
+/// What the framer found.
+#[derive(Debug, PartialEq, Eq)]
+enum Framed {
+    Message(Vec<u8>),
+    /// A message over the cap went by.
+    Oversized,
 }
 
 impl Framer {
+    fn new(delimited: bool, max: usize) -> Framer {
+        Framer { delimited, buf: Vec::new(), want: None, max, skip: 0, skip_line: false }
+    }
+
     /// The next complete message, if the buffer holds one. Keep-alive blank
     /// lines yield nothing.
-    fn next(&mut self) -> Option<Vec<u8>> {
+    fn next(&mut self) -> Option<Framed> {
         loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.buf.len());
+                self.buf.drain(..n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return None;
+                }
+            }
             if let Some(n) = self.want {
                 if self.buf.len() < n {
                     return None;
@@ -257,19 +284,36 @@ impl Framer {
                 if trimmed.is_empty() {
                     continue;
                 }
-                return Some(trimmed.to_vec());
+                return Some(Framed::Message(trimmed.to_vec()));
             }
-            let nl = memchr::memchr(b'\n', &self.buf)?;
+            let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
+                if self.buf.len() > self.max {
+                    self.buf.clear();
+                    if !std::mem::replace(&mut self.skip_line, true) {
+                        return Some(Framed::Oversized);
+                    }
+                }
+                return None;
+            };
             let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            if std::mem::take(&mut self.skip_line) {
+                continue; // the end of a line already reported
+            }
             let t = trim(&line);
             if t.is_empty() {
                 continue; // keep-alive
             }
             if self.delimited && t.iter().all(u8::is_ascii_digit) {
-                self.want = std::str::from_utf8(t).ok().and_then(|s| s.parse().ok());
+                match std::str::from_utf8(t).ok().and_then(|s| s.parse::<usize>().ok()) {
+                    Some(n) if n > self.max => {
+                        self.skip = n;
+                        return Some(Framed::Oversized);
+                    }
+                    n => self.want = n,
+                }
                 continue;
             }
-            return Some(t.to_vec());
+            return Some(Framed::Message(t.to_vec()));
         }
     }
 }
@@ -287,6 +331,7 @@ pub struct V1Connector {
     url: String,
     keys: OAuthKeys,
     delimited: bool,
+    max_record_bytes: usize,
     /// The parameters of the open connection.
     params: FilterParams,
 }
@@ -327,7 +372,7 @@ impl Connector for V1Connector {
         self.params = params;
         Ok(V1Connection {
             stream: Box::pin(resp.bytes_stream()),
-            framer: Framer { delimited: self.delimited, buf: Vec::new(), want: None },
+            framer: Framer::new(self.delimited, self.max_record_bytes),
         })
     }
 
@@ -357,8 +402,11 @@ impl Connection for V1Connection {
             Some(Ok(c)) => c,
         };
         self.framer.buf.extend_from_slice(&chunk);
-        while let Some(msg) = self.framer.next() {
-            frames.push(classify(msg));
+        while let Some(framed) = self.framer.next() {
+            frames.push(match framed {
+                Framed::Message(msg) => classify(msg),
+                Framed::Oversized => Frame::Oversized,
+            });
         }
         Ok(())
     }
@@ -433,7 +481,7 @@ mod tests {
         wire.extend_from_slice(format!("{}\r\n", m2.len() + 2).as_bytes());
         wire.extend_from_slice(m2);
         wire.extend_from_slice(b"\r\n");
-        let mut f = Framer { delimited: true, buf: Vec::new(), want: None };
+        let mut f = Framer::new(true, 1 << 20);
         let mut got = Vec::new();
         // Fed in awkward pieces.
         for piece in wire.chunks(7) {
@@ -442,7 +490,38 @@ mod tests {
                 got.push(m);
             }
         }
-        assert_eq!(got, vec![m1.to_vec(), m2.to_vec()]);
+        assert_eq!(got, vec![Framed::Message(m1.to_vec()), Framed::Message(m2.to_vec())]);
+    }
+
+    /// Issue 16, defect 8: a declared length (or a line) without bound was
+    /// buffered whole; over `max_record_bytes` it is skipped as it arrives.
+    #[test]
+    fn messages_over_the_cap_are_skipped_not_held() {
+        let big = vec![b'x'; 500];
+        let mut wire = Vec::new();
+        wire.extend_from_slice(format!("{}\r\n", big.len()).as_bytes());
+        wire.extend_from_slice(&big);
+        wire.extend_from_slice(b"14\r\n{\"id_str\":\"1\"}\n");
+        let mut f = Framer::new(true, 100);
+        let mut got = Vec::new();
+        for piece in wire.chunks(9) {
+            f.buf.extend_from_slice(piece);
+            while let Some(m) = f.next() {
+                got.push(m);
+            }
+            assert!(f.buf.len() <= 109, "held {}", f.buf.len());
+        }
+        assert_eq!(got, vec![Framed::Oversized, Framed::Message(br#"{"id_str":"1"}"#.to_vec())]);
+        // Plain lines too.
+        let mut f = Framer::new(false, 100);
+        let mut got = Vec::new();
+        for piece in [&big[..300], &big[300..], b"\n{\"a\":1}\n"] {
+            f.buf.extend_from_slice(piece);
+            while let Some(m) = f.next() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, vec![Framed::Oversized, Framed::Message(br#"{"a":1}"#.to_vec())]);
     }
 
     #[test]

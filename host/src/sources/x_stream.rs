@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
-use super::http::{ByteStream, http_client, problem_detail, without_url};
+use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without_url};
 use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveContext, LiveSettings};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
@@ -401,6 +401,7 @@ impl SourceComponent for XStreamConfig {
             sync_rules: self.sync_rules,
             max_rules: self.max_rules,
             max_rule_length: self.max_rule_length,
+            max_record_bytes: cx.max_record_bytes,
             syncer: None,
         };
         let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
@@ -418,6 +419,7 @@ pub struct XConnector {
     sync_rules: bool,
     max_rules: usize,
     max_rule_length: usize,
+    max_record_bytes: usize,
     /// The rule-sync task and its stop signal.
     syncer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
@@ -497,7 +499,7 @@ impl Connector for XConnector {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
-        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), buf: Vec::with_capacity(1 << 16) })
+        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), lines: Lines::new(self.max_record_bytes) })
     }
 
     async fn finish(&mut self) {
@@ -511,13 +513,12 @@ impl Connector for XConnector {
 /// One filtered-stream connection: `\r\n`-terminated lines.
 pub struct XConnection {
     stream: ByteStream,
-    /// An incomplete line waiting for the rest.
-    buf: Vec<u8>,
+    lines: Lines,
 }
 
 impl std::fmt::Debug for XConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XConnection").field("buffered", &self.buf.len()).finish()
+        f.debug_struct("XConnection").field("buffered", &self.lines.pending()).finish()
     }
 }
 
@@ -525,9 +526,9 @@ impl Connection for XConnection {
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
         let chunk = match self.stream.next().await {
             None => {
-                if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                if self.lines.pending() > 0 {
                     tracing::warn!(
-                        bytes = self.buf.len(),
+                        bytes = self.lines.pending(),
                         "connection closed mid-message; the partial message is discarded"
                     );
                 }
@@ -536,26 +537,25 @@ impl Connection for XConnection {
             Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
             Some(Ok(c)) => c,
         };
-        self.buf.extend_from_slice(&chunk);
-        // Complete lines only; the rest waits for the next chunk.
-        let mut start = 0;
-        while let Some(nl) = memchr::memchr(b'\n', &self.buf[start..]) {
-            let line = &self.buf[start..start + nl];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            start += nl + 1;
-            frames.push(match classify(line) {
-                Line::KeepAlive => Frame::KeepAlive,
-                Line::Post(id) => Frame::Record { bytes: line.to_vec(), dedup: Some(id), checkpoint: None },
-                Line::Errors { disconnect: Some(reason) } => Frame::End {
-                    record: Some(line.to_vec()),
-                    failure: Failure::Http(503, format!("operational disconnect: {reason}")),
-                },
-                Line::Errors { disconnect: None } | Line::Other => {
-                    Frame::Record { bytes: line.to_vec(), dedup: None, checkpoint: None }
+        self.lines.feed(&chunk, |piece| {
+            frames.push(match piece {
+                Piece::Oversized => Frame::Oversized,
+                Piece::Line(line) => {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    match classify(line) {
+                        Line::KeepAlive => Frame::KeepAlive,
+                        Line::Post(id) => Frame::Record { bytes: line.to_vec(), dedup: Some(id), checkpoint: None },
+                        Line::Errors { disconnect: Some(reason) } => Frame::End {
+                            record: Some(line.to_vec()),
+                            failure: Failure::Http(503, format!("operational disconnect: {reason}")),
+                        },
+                        Line::Errors { disconnect: None } | Line::Other => {
+                            Frame::Record { bytes: line.to_vec(), dedup: None, checkpoint: None }
+                        }
+                    }
                 }
             });
-        }
-        self.buf.drain(..start);
+        });
         Ok(())
     }
 }
