@@ -32,3 +32,6 @@ pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+
+#[cfg(test)]
+mod fuzz;

@@ -159,25 +159,25 @@ fn text_view<'a>(spoiler: &str, content: &str, tags: Vec<Tag<'a>>, mentions: Vec
 
 /// One `<a>` of the content.
 #[derive(Debug)]
-struct Anchor {
+pub(crate) struct Anchor {
     href: Option<String>,
     /// `class="… mention …"` (Mastodon marks hashtags `mention hashtag`) or `rel="tag"`.
     mention_or_tag: bool,
     /// Its text in [`Plain::text`].
-    span: Range<usize>,
+    pub(crate) span: Range<usize>,
 }
 
 /// HTML made plain text, with where its anchors went.
 #[derive(Debug, Default)]
-struct Plain {
-    text: String,
-    anchors: Vec<Anchor>,
+pub(crate) struct Plain {
+    pub(crate) text: String,
+    pub(crate) anchors: Vec<Anchor>,
 }
 
 impl Plain {
     /// Append `html` as text. Tolerant: a tag that never closes, an unknown
     /// tag or a stray `<` costs nothing but itself.
-    fn html(&mut self, html: &str) {
+    pub(crate) fn html(&mut self, html: &str) {
         let mut open: Option<Anchor> = None;
         let mut rest = html;
         while !rest.is_empty() {

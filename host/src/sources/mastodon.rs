@@ -211,7 +211,7 @@ impl Connection for MastodonConnection {
 /// `\r\n` or `\r`; a blank line dispatches; `:` starts a comment). An event
 /// over `max` bytes is dropped as it arrives (reported once).
 #[derive(Debug, Default)]
-struct EventParser {
+pub(crate) struct EventParser {
     max: usize,
     /// The current event went over `max`: its data is dropped.
     oversized: bool,
@@ -226,15 +226,21 @@ struct EventParser {
 }
 
 impl EventParser {
+    /// Bytes held (an unfinished line and the current event's data).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len() + self.data.len()
+    }
+
     fn partial(&self) -> bool {
         self.pending || !self.buf.is_empty()
     }
 
-    fn new(max: usize) -> EventParser {
+    pub(crate) fn new(max: usize) -> EventParser {
         EventParser { max, ..EventParser::default() }
     }
 
-    fn feed(&mut self, chunk: &[u8], frames: &mut Vec<Frame>) {
+    pub(crate) fn feed(&mut self, chunk: &[u8], frames: &mut Vec<Frame>) {
         let mut bytes = chunk;
         if self.after_cr && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];

@@ -249,7 +249,7 @@ impl Replay {
 
 /// What one read of a line gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LineRead {
+pub(crate) enum LineRead {
     /// The end, nothing pending.
     Eof,
     /// A whole line (with its newline) is in the buffer.
@@ -263,7 +263,7 @@ enum LineRead {
 /// Append the next line to `buf` (which may hold the start of it from an
 /// earlier read), never holding more than `max` bytes: a longer line is read
 /// to its end and dropped.
-fn next_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<LineRead> {
+pub(crate) fn next_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<LineRead> {
     let mut too_long = false;
     loop {
         let avail = match reader.fill_buf() {
@@ -282,7 +282,9 @@ fn next_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
-        if !too_long && buf.len() + take <= max.saturating_add(1) {
+        // The newline is not counted against the cap.
+        let limit = if ends { max.saturating_add(1) } else { max };
+        if !too_long && buf.len() + take <= limit {
             buf.extend_from_slice(&avail[..take]);
         } else {
             too_long = true;

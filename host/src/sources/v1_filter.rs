@@ -237,7 +237,7 @@ struct Disconnect {
 
 /// Framing state: plain lines, or `delimited=length`. Never holds more
 /// than `max` bytes of one message: a longer one is skipped as it arrives.
-struct Framer {
+pub(crate) struct Framer {
     delimited: bool,
     buf: Vec<u8>,
     /// Bytes of the message being read (after its length line).
@@ -251,20 +251,31 @@ struct Framer {
 
 /// What the framer found.
 #[derive(Debug, PartialEq, Eq)]
-enum Framed {
+pub(crate) enum Framed {
     Message(Vec<u8>),
     /// A message over the cap went by.
     Oversized,
 }
 
 impl Framer {
-    fn new(delimited: bool, max: usize) -> Framer {
+    pub(crate) fn new(delimited: bool, max: usize) -> Framer {
         Framer { delimited, buf: Vec::new(), want: None, max, skip: 0, skip_line: false }
+    }
+
+    /// Bytes from the wire.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
     }
 
     /// The next complete message, if the buffer holds one. Keep-alive blank
     /// lines yield nothing.
-    fn next(&mut self) -> Option<Framed> {
+    pub(crate) fn next(&mut self) -> Option<Framed> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.buf.len());
@@ -401,7 +412,7 @@ impl Connection for V1Connection {
             Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
             Some(Ok(c)) => c,
         };
-        self.framer.buf.extend_from_slice(&chunk);
+        self.framer.push(&chunk);
         while let Some(framed) = self.framer.next() {
             frames.push(match framed {
                 Framed::Message(msg) => classify(msg),
