@@ -297,7 +297,6 @@ proptest! {
         let good = "[traptor]\ntype = \"track\"\nid = 3\n\n[source]\ntype = \"replay\"\npath = \"posts.jsonl\"\nrate = 10\n\n\
                     [rules]\ntype = \"file\"\npath = \"rules.jsonl\"\n\n[[stages]]\nname = \"s\"\nplugin = \"s.wasm\"\n\n\
                     [sink]\ntype = \"kafka\"\nbrokers = \"b:1\"\n\n[sink.spool]\ndir = \"spool\"\n\n[pipeline]\nworkers = 2\n";
-        let edits: Vec<(usize, u8, u8)> = edits.into_iter().map(|(a, op, b)| (a, op, b)).collect();
         let damaged = mutate(good.as_bytes().to_vec(), &edits);
         for t in [String::from_utf8_lossy(&damaged).into_owned(), text] {
             match crate::config::PipelineConfig::parse(&t) {
