@@ -144,11 +144,8 @@ impl SinkComponent for KafkaSinkConfig {
         p.range("drain_timeout_secs", self.drain_timeout_secs, 0, 86_400);
         p.range("spill_after_ms", self.spill_after_ms, 1, 3_600_000);
         if let Some(s) = &self.spool {
-            p.range("spool.segment_bytes", s.segment_bytes, 64 << 10, 4 << 30);
-            p.range("spool.max_bytes", s.max_bytes, 1 << 20, 1 << 50);
-            if s.segment_bytes > s.max_bytes {
-                p.add("spool.segment_bytes", "must not be larger than spool.max_bytes");
-            }
+            p.range("spool.segment_bytes", s.segment_bytes, 4 << 10, 4 << 30);
+            p.range("spool.max_bytes", s.max_bytes, 4 << 10, 1 << 50);
         }
     }
 
