@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use traptor_host::app::{self, RunOptions};
-use traptor_host::config::{EXIT_CONFIG, LoadedConfig};
+use traptor_host::config::{EXIT_CONFIG, IdentityOverride, LoadedConfig};
 use traptor_host::sources::synthetic::Generator;
 use traptor_host::telemetry::{LogFormat, init_logging};
 
@@ -30,6 +30,8 @@ struct Cli {
     /// Test mode: write posts to standard output whatever sink is configured.
     #[arg(long)]
     test: bool,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Log format (logs always go to standard error).
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
@@ -40,9 +42,31 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The collector's identity, over `TRAPTOR_TYPE`/`TRAPTOR_ID` and `[traptor]`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct IdentityArgs {
+    /// Collector type (track, follow, locations); overrides TRAPTOR_TYPE and [traptor] type.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_rule_type)]
+    traptor_type: Option<traptor_host::rules::RuleType>,
+    /// Collector id; overrides TRAPTOR_ID (and TRAPTOR_ID_FROM_HOSTNAME) and [traptor] id.
+    #[arg(long, value_name = "N")]
+    id: Option<u32>,
+}
+
+impl IdentityArgs {
+    fn overrides(self) -> IdentityOverride {
+        IdentityOverride { traptor_type: self.traptor_type, id: self.id }
+    }
+}
+
+fn parse_rule_type(s: &str) -> Result<traptor_host::rules::RuleType, String> {
+    traptor_host::rules::RuleType::parse(s).ok_or_else(|| format!("{s:?}: expected track, follow or locations"))
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a pipeline (same as the top-level --pipeline).
+    /// Run a pipeline (same as the top-level --pipeline). `${VAR}` and
+    /// `${VAR:-default}` in the file come from the environment.
     Run {
         /// Pipeline file (TOML).
         #[arg(long, value_name = "FILE")]
@@ -50,6 +74,8 @@ enum Command {
         /// Test mode: write posts to standard output whatever sink is configured.
         #[arg(long)]
         test: bool,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Check a pipeline file, its rules, limits, source and sink without running
     /// it. Exits 78 if anything is invalid, naming the key or line at fault.
@@ -57,6 +83,12 @@ enum Command {
         /// Pipeline file (TOML).
         #[arg(long, value_name = "FILE")]
         pipeline: PathBuf,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Also print the file as it will run: the environment's values in,
+        /// the identity applied, passwords in URLs and secret-looking values masked.
+        #[arg(long)]
+        print: bool,
     },
     /// Try a WebAssembly plugin without a pipeline.
     #[command(subcommand)]
@@ -156,13 +188,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     let code = match cli.command {
-        Some(Command::Run { pipeline, test }) => run(pipeline, test),
-        Some(Command::Validate { pipeline }) => validate(&pipeline),
+        Some(Command::Run { pipeline, test, identity }) => run(pipeline, test, identity.overrides()),
+        Some(Command::Validate { pipeline, identity, print }) => validate(&pipeline, identity.overrides(), print),
         Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
         Some(Command::Plugin(cmd)) => plugin(cmd),
         Some(Command::Rules { redis, channel, command }) => rules_cmd(&redis, &channel, command),
         None => match cli.pipeline {
-            Some(p) => run(p, cli.test),
+            Some(p) => run(p, cli.test, cli.identity.overrides()),
             None => {
                 eprintln!("traptor-host: nothing to do; pass --pipeline FILE or a command (see --help)");
                 2
@@ -172,8 +204,8 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
-fn run(pipeline: PathBuf, test: bool) -> i32 {
-    let cfg = match LoadedConfig::load(&pipeline) {
+fn run(pipeline: PathBuf, test: bool, identity: IdentityOverride) -> i32 {
+    let cfg = match LoadedConfig::load_with(&pipeline, identity) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
@@ -200,7 +232,7 @@ fn run(pipeline: PathBuf, test: bool) -> i32 {
     })
 }
 
-fn validate(pipeline: &std::path::Path) -> i32 {
+fn validate(pipeline: &std::path::Path, identity: IdentityOverride, print: bool) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,7 +240,10 @@ fn validate(pipeline: &std::path::Path) -> i32 {
             return 2;
         }
     };
-    let v = rt.block_on(app::validate(pipeline));
+    let v = rt.block_on(app::validate(pipeline, identity));
+    if print && let Some(text) = &v.resolved {
+        println!("{text}");
+    }
     for n in &v.notes {
         println!("ok: {n}");
     }

@@ -31,20 +31,38 @@ impl RedisUrl {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://[user[:password]@]host… → password replaced.
-        let s = &self.0;
-        match (s.find("://"), s.rfind('@')) {
+        // scheme://[user[:password]@]host…[?…pass=…] → passwords replaced.
+        let (base, query) = match self.0.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (self.0.as_str(), None),
+        };
+        match (base.find("://"), base.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &s[scheme + 3..at];
+                let creds = &base[scheme + 3..at];
                 let user = creds.split(':').next().unwrap_or("");
                 if creds.contains(':') {
-                    write!(f, "{}{user}:*****{}", &s[..scheme + 3], &s[at..])
+                    write!(f, "{}{user}:*****{}", &base[..scheme + 3], &base[at..])?;
                 } else {
-                    write!(f, "{}*****{}", &s[..scheme + 3], &s[at..])
+                    write!(f, "{}*****{}", &base[..scheme + 3], &base[at..])?;
                 }
             }
-            _ => f.write_str(s),
+            _ => f.write_str(base)?,
         }
+        let Some(query) = query else { return Ok(()) };
+        f.write_str("?")?;
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
+            }
+            match pair.split_once('=') {
+                // `redis+unix:///run/redis.sock?pass=…` and the like.
+                Some((k, _)) if ["pass", "password"].contains(&k.to_ascii_lowercase().as_str()) => {
+                    write!(f, "{k}=*****")?;
+                }
+                _ => f.write_str(pair)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -134,5 +152,10 @@ mod tests {
         assert_eq!(RedisUrl::new("redis://:s3cret@h:1").to_string(), "redis://:*****@h:1");
         assert_eq!(RedisUrl::new("redis://token@h:1").to_string(), "redis://*****@h:1");
         assert_eq!(RedisUrl::new("redis://127.0.0.1:6379").to_string(), "redis://127.0.0.1:6379");
+        // Issue 13: a password in the query (unix sockets) was logged in full.
+        let u = RedisUrl::new("redis+unix:///run/redis.sock?db=2&pass=s3cret");
+        assert_eq!(u.to_string(), "redis+unix:///run/redis.sock?db=2&pass=*****");
+        assert_eq!(RedisUrl::new("redis://h:1/0?password=s3cret").to_string(), "redis://h:1/0?password=*****");
+        assert!(!format!("{:?}", RedisUrl::new("redis://u:p@h?pass=s3cret")).contains("s3cret"));
     }
 }

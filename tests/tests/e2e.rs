@@ -516,3 +516,52 @@ fn a_reader_closing_stdout_is_an_error_reported_once() {
     assert_eq!(stderr.matches("Broken pipe").count(), 1, "{stderr}");
     assert!(stderr.contains("stdout"), "{stderr}");
 }
+
+// ---- issue 13 (part): settings and identity from the environment -----------------------
+
+/// One file for a fleet: `${VAR}` / `${VAR:-default}` filled from the
+/// environment, `TRAPTOR_TYPE`/`TRAPTOR_ID` (and `--type`/`--id`) over
+/// `[traptor]`; an unset variable is exit 78 with its name and line;
+/// `validate --print` shows the file as it will run, passwords masked.
+#[test]
+fn one_file_serves_many_collectors_through_the_environment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(&dir.path().join("rules.jsonl"), "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let tweet = compact(&fixture("upstream-traptor/track_tweet.json"));
+    write(&dir.path().join("in.jsonl"), &format!("{tweet}\n"));
+    let p = dir.path().join("fleet.toml");
+    write(
+        &p,
+        "[traptor]\ntype = \"track\"\nid = 0\nstats_interval_secs = 0\n\n[source]\ntype = \"replay\"\n\
+         path = \"${INPUT:-in.jsonl}\"\n\n[rules]\ntype = \"file\"\npath = \"rules.jsonl\"\n\n[sink]\ntype = \"file\"\n\
+         path = \"out-${SHARD}.jsonl\"\n\n[coordination]\nurl = \"redis://collector:${REDIS_PASS:-hunter2}@127.0.0.1:1\"\n",
+    );
+    let path = p.to_str().expect("utf8");
+    let run = |args: &[&str], envs: &[(&str, &str)]| traptor_tests::run_host_with(args, envs, LIMIT);
+
+    // Unset without a default: 78, naming it and its line.
+    let out = run(&["validate", "--pipeline", path], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("SHARD") && stdout.contains("line 16"), "{stdout}");
+
+    // The file as it will run: identity from the environment, then the command line.
+    let out = run(
+        &["validate", "--pipeline", path, "--print", "--id", "9"],
+        &[("SHARD", "a"), ("TRAPTOR_TYPE", "follow"), ("TRAPTOR_ID", "4")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("traptor follow:9"), "--id over TRAPTOR_ID, TRAPTOR_TYPE over the file: {stdout}");
+    assert!(stdout.contains("out-a.jsonl") && stdout.contains("in.jsonl"), "{stdout}");
+    assert!(stdout.contains("redis://collector:*****@127.0.0.1:1") && !stdout.contains("hunter2"), "{stdout}");
+
+    // Two collectors from one file (coordination dropped: no Redis here).
+    let text = std::fs::read_to_string(&p).expect("read");
+    write(&p, &text[..text.find("[coordination]").expect("section")]);
+    for (shard, id) in [("a", "5"), ("b", "6")] {
+        let out = run(&["--pipeline", path], &[("SHARD", shard), ("TRAPTOR_ID", id)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines = json_lines(&std::fs::read(dir.path().join(format!("out-{shard}.jsonl"))).expect("output"));
+        assert_eq!(lines[0]["traptor"]["id_str"], id.parse::<u64>().expect("number"));
+    }
+}

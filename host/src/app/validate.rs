@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::TopologyParts;
 use super::services::coordination_url;
-use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig};
+use crate::config::{ConfigError, EXIT_CONFIG, IdentityOverride, LoadedConfig};
 use crate::plugins::ABI_VERSION;
 use crate::rules::Collector;
 use crate::sources::SourceContext;
@@ -18,6 +18,9 @@ pub struct Validation {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+    /// The file as it will run (environment values in, identity applied,
+    /// secret-looking values masked), when it parsed.
+    pub resolved: Option<String>,
 }
 
 impl Validation {
@@ -27,9 +30,9 @@ impl Validation {
 }
 
 /// Check a pipeline file and everything it names, without running it.
-pub async fn validate(path: &Path) -> Validation {
+pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
     let mut v = Validation::default();
-    let cfg = match LoadedConfig::load(path) {
+    let cfg = match LoadedConfig::load_with(path, identity) {
         Ok(c) => c,
         Err(ConfigError::Invalid { path, problems }) => {
             v.errors.extend(problems.iter().map(|p| format!("{}: {p}", path.display())));
@@ -41,6 +44,7 @@ pub async fn validate(path: &Path) -> Validation {
         }
     };
     let c = &cfg.config;
+    v.resolved = Some(printable(&cfg));
     v.notes.push(format!("pipeline {}: traptor {}:{}", path.display(), c.traptor.traptor_type, c.traptor.id));
     check_rules(&cfg, &mut v).await;
     let parts = {
@@ -119,5 +123,42 @@ fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
         Some(Ok(s)) => v.notes.push(format!("dead letters: {}", s.name())),
         Some(Err(e)) => v.errors.push(format!("dead_letter: {e}")),
         None => {}
+    }
+}
+
+/// The file as it will run, for `validate --print`: the environment's values
+/// in, the identity applied; a password in a URL and any value under a key
+/// that names a secret (`password`, `secret`, `token`, `pass`) masked.
+/// Secrets read from `{ env }`/`{ file }` are not in the file at all.
+pub fn printable(cfg: &LoadedConfig) -> String {
+    let Ok(mut doc) = cfg.text.parse::<toml::Table>() else { return String::new() };
+    if let Some(toml::Value::Table(t)) = doc.get_mut("traptor") {
+        let c = &cfg.config.traptor;
+        t.insert("type".into(), toml::Value::String(c.traptor_type.as_str().into()));
+        t.insert("id".into(), toml::Value::Integer(i64::from(c.id)));
+    }
+    mask_table(&mut doc);
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+fn mask_table(t: &mut toml::Table) {
+    for (key, value) in t.iter_mut() {
+        let k = key.to_ascii_lowercase();
+        let secret = ["password", "secret", "token", "pass"].iter().any(|s| k.contains(s));
+        match value {
+            toml::Value::String(s) if secret => *s = "*****".into(),
+            toml::Value::String(s) if s.contains("://") => {
+                *s = crate::redis_conn::RedisUrl::new(s.clone()).to_string();
+            }
+            toml::Value::Table(inner) => mask_table(inner),
+            toml::Value::Array(items) => {
+                for item in items {
+                    if let toml::Value::Table(inner) = item {
+                        mask_table(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod env;
+mod locate;
+
 pub use crate::component::Problem;
 use crate::component::{BaseDir, Problems, yes};
 use crate::coordination::CoordinationConfig;
@@ -27,6 +30,8 @@ use crate::plugins::StageConfig;
 use crate::rules::{RuleType, RulesConfig};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
+pub use env::{EnvError, IdentityOverride};
+use locate::render_toml_error;
 
 /// Exit code for an invalid configuration (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: i32 = 78;
@@ -93,6 +98,12 @@ pub enum ConfigError {
     },
     #[error("invalid pipeline file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid pipeline file {path}: {source}")]
+    Env {
+        path: PathBuf,
+        #[source]
+        source: EnvError,
+    },
     #[error("invalid pipeline file {path}:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
@@ -102,20 +113,39 @@ pub enum ConfigError {
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: PipelineConfig,
+    /// The file's text with the environment's values in (`validate --print`).
+    pub text: String,
 }
 
 impl LoadedConfig {
-    /// Read, parse and check (pure checks only) a pipeline file.
+    /// Read, fill from the environment, parse and check (pure checks only)
+    /// a pipeline file.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let text =
+        LoadedConfig::load_with(path, IdentityOverride::default())
+    }
+
+    /// [`LoadedConfig::load`] with the identity given on the command line
+    /// (it wins over `TRAPTOR_TYPE`/`TRAPTOR_ID`, which win over the file).
+    pub fn load_with(path: &Path, cli: IdentityOverride) -> Result<LoadedConfig, ConfigError> {
+        let env_err = |source| ConfigError::Env { path: path.to_owned(), source };
+        let raw =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config =
+        let get = |name: &str| std::env::var(name).ok();
+        let text = env::substitute(&raw, get).map_err(env_err)?;
+        let mut config =
             PipelineConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let identity = cli.or_from_env(get).map_err(env_err)?;
+        if let Some(t) = identity.traptor_type {
+            config.traptor.traptor_type = t;
+        }
+        if let Some(id) = identity.id {
+            config.traptor.id = id;
+        }
         let problems = config.check();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         }
-        let loaded = LoadedConfig { path: path.to_owned(), config }.resolved();
+        let loaded = LoadedConfig { path: path.to_owned(), config, text }.resolved();
         let problems = loaded.check_files();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
@@ -233,75 +263,6 @@ impl PipelineConfig {
             c.check(&mut Problems::new("coordination", &mut out));
         }
         out
-    }
-}
-
-fn unknown_key_offset(text: &str, span: std::ops::Range<usize>, msg: &str) -> Option<usize> {
-    let key = msg.strip_prefix("unknown field `")?.split('`').next()?;
-    // The span may cover only the table's header: search to the next header.
-    let region = text.get(span.start..)?;
-    let mut offset = span.start;
-    for (i, line) in region.split_inclusive('\n').enumerate() {
-        if i > 0 && line.trim_start().starts_with('[') {
-            break;
-        }
-        let t = line.trim_start();
-        if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
-            return Some(offset + (line.len() - t.len()));
-        }
-        offset += line.len();
-    }
-    None
-}
-
-/// The offset of the key whose value a type error names (`invalid type:
-/// string "fast", expected f64`): tagged tables are buffered by serde, so
-/// toml's span covers the whole table, and the message names the value, not
-/// the key. The first line of the table assigning that value is the one.
-fn bad_value_offset(text: &str, span: std::ops::Range<usize>, msg: &str) -> Option<usize> {
-    let rest = msg.strip_prefix("invalid type: ").or_else(|| msg.strip_prefix("invalid value: "))?;
-    let candidates: Vec<String> = if let Some(s) = rest.strip_prefix("string \"") {
-        let v = &s[..s.find("\", expected")?];
-        vec![format!("\"{v}\""), format!("'{v}'")]
-    } else {
-        let s = &rest[rest.find('`')? + 1..];
-        vec![s[..s.find('`')?].to_owned()]
-    };
-    let region = text.get(span.start..)?;
-    let mut offset = span.start;
-    for (i, line) in region.split_inclusive('\n').enumerate() {
-        if i > 0 && line.trim_start().starts_with('[') {
-            break;
-        }
-        if let Some((key, value)) = line.split_once('=') {
-            // The value, without a trailing comment.
-            let value = value.split(" #").next().unwrap_or_default().trim();
-            if !key.trim().is_empty() && candidates.iter().any(|c| c == value) {
-                return Some(offset + (line.len() - line.trim_start().len()));
-            }
-        }
-        offset += line.len();
-    }
-    None
-}
-
-/// `toml`'s message with the 1-based line and column of its span.
-fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => {
-            // Tagged tables (`type = ...`) are buffered by serde, so toml's span
-            // for an unknown key covers the whole table: find the key's own line.
-            let start = unknown_key_offset(text, span.clone(), &msg)
-                .or_else(|| bad_value_offset(text, span.clone(), &msg))
-                .unwrap_or(span.start);
-            let before = &text[..start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}, column {col}: {msg} (at `{snippet}`)")
-        }
-        None => msg,
     }
 }
 
