@@ -104,6 +104,15 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Print a shell completion script, e.g.
+    /// `traptor-host completions bash > /etc/bash_completion.d/traptor-host`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `traptor-host manpage > traptor-host.1`.
+    Manpage,
     /// Write synthetic v1.1 posts as JSON lines (the benchmark corpus).
     Generate {
         /// How many posts.
@@ -191,6 +200,24 @@ fn main() -> ExitCode {
         Some(Command::Run { pipeline, test, identity }) => run(pipeline, test, identity.overrides()),
         Some(Command::Validate { pipeline, identity, print }) => validate(&pipeline, identity.overrides(), print),
         Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "traptor-host",
+                &mut std::io::stdout(),
+            );
+            0
+        }
+        Some(Command::Manpage) => {
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("cannot write the manual page: {e}");
+                    2
+                }
+            }
+        }
         Some(Command::Plugin(cmd)) => plugin(cmd),
         Some(Command::Rules { redis, channel, command }) => rules_cmd(&redis, &channel, command),
         None => match cli.pipeline {

@@ -565,3 +565,25 @@ fn one_file_serves_many_collectors_through_the_environment() {
         assert_eq!(lines[0]["traptor"]["id_str"], id.parse::<u64>().expect("number"));
     }
 }
+
+/// Operator niceties: shell completions and a manual page from the same
+/// command-line definition.
+#[test]
+fn completions_and_the_manual_page_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_host(&["completions", shell], LIMIT);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            text.contains("traptor-host") && text.contains("validate") && text.contains("--pipeline"),
+            "{shell}: {text}"
+        );
+    }
+    let out = run_host(&["manpage"], LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.starts_with(".ie") || text.contains(".TH"), "{text}");
+    assert!(text.contains("validate") && text.contains("generate"), "{text}");
+    let bad = run_host(&["completions", "cmd.exe"], LIMIT);
+    assert_eq!(bad.status.code(), Some(2));
+}
