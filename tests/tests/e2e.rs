@@ -587,3 +587,41 @@ fn completions_and_the_manual_page_cover_every_command() {
     let bad = run_host(&["completions", "cmd.exe"], LIMIT);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Issue 13 (part): SIGHUP ended the process; now it reloads the rules at
+/// once (no polling here) and reports a changed pipeline file as needing a
+/// restart, and the run goes on.
+#[test]
+fn sighup_reloads_the_rules_at_once_and_keeps_running() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(&dir.path().join("rules.jsonl"), "{\"rule_id\":\"old\",\"value\":\"happy\"}\n");
+    let tweet = compact(&fixture("upstream-traptor/track_tweet.json"));
+    let input = dir.path().join("in.jsonl");
+    write(&input, &format!("{tweet}\n"));
+    let p = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"\nfollow = true")
+        .rules("type = \"file\"\npath = \"rules.jsonl\"\npoll_interval_ms = 3600000")
+        .write(dir.path());
+    let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = dir.path().join("out.jsonl");
+    let lines = |n: usize| {
+        traptor_tests::wait_for("output", LIMIT, || {
+            let text = std::fs::read(&out).unwrap_or_default();
+            (text.iter().filter(|&&b| b == b'\n').count() >= n).then(|| json_lines(&text))
+        })
+    };
+    assert_eq!(rule_ids(&lines(1)[0]), ["old"]);
+    write(&dir.path().join("rules.jsonl"), "{\"rule_id\":\"new\",\"value\":\"birthday\"}\n");
+    let hup = || Command::new("kill").args(["-HUP", &host.pid().to_string()]).status().expect("kill");
+    hup();
+    host.wait_log("matcher swapped", LIMIT);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).expect("open");
+    writeln!(f, "{tweet}").expect("append");
+    assert_eq!(rule_ids(&lines(2)[1]), ["new"]);
+    // A changed pipeline file is reported, not applied.
+    let text = std::fs::read_to_string(&p).expect("read");
+    write(&p, &text.replace("[sink]", "[pipeline]\nbatch_size = 64\n\n[sink]"));
+    hup();
+    host.wait_log("restart to apply it", LIMIT);
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+}

@@ -215,7 +215,7 @@ async fn steps(
 
     // 2. Rules: load once (a store that cannot load at all is a configuration
     //    error), then keep watching and recompiling.
-    let rules = services::RulesService::start(c, who, redis.clone(), metrics.clone(), background).await?;
+    let rules = services::RulesService::start(cfg, who, redis.clone(), metrics.clone(), background).await?;
 
     // 3. The topology, as `validate` builds it.
     let health = Arc::new(Health::default());

@@ -119,20 +119,22 @@ pub struct RulesService {
 
 impl RulesService {
     pub(super) async fn start(
-        c: &crate::config::PipelineConfig,
+        cfg: &LoadedConfig,
         who: Collector,
         mut redis: Option<ConnectionManager>,
         metrics: Arc<Metrics>,
         background: &mut Background,
     ) -> Result<RulesService, AppError> {
-        let store = c.rules.component();
+        let store = cfg.config.rules.component();
         let snapshot = store.load(who, redis.as_mut()).await?;
         let origin = store.describe(who);
         snapshot.report(&origin);
         tracing::info!(rules = snapshot.rules.len(), invalid = snapshot.problems.len(), from = %origin, "rules loaded");
         let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
         let (tx, snapshots) = watch::channel(Arc::new(snapshot));
-        background.keep("rules watcher", store.watch(who, redis, tx, background.token()));
+        let reload = Arc::new(tokio::sync::Notify::new());
+        background.keep("rules watcher", store.watch(who, redis, tx, reload.clone(), background.token()));
+        background.spawn("SIGHUP", on_hangup(reload, cfg.path.clone(), cfg.text.clone(), background.token()));
         let mut changes = snapshots.clone();
         let (swap, stop) = (compiled.clone(), background.token());
         background.spawn("rules compiler", async move {
@@ -284,5 +286,45 @@ async fn claim_key(
             () = shutdown.cancelled() => return Ok(None),
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+/// SIGHUP: reload the rules at once (instead of the default: the process
+/// ends). The pipeline file is read again too: a change to it is reported as
+/// needing a restart; nothing else changes.
+async fn on_hangup(reload: Arc<tokio::sync::Notify>, path: std::path::PathBuf, text: String, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the rules");
+            reload.notify_one();
+            match LoadedConfig::load(&path) {
+                Ok(now) if now.text == text => {}
+                Ok(_) => tracing::warn!(
+                    pipeline = %path.display(),
+                    "the pipeline file changed; only the rules reload on SIGHUP: restart to apply it"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: the pipeline file no longer loads (the running one stays)")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reload, path, text);
+        stop.cancelled().await;
     }
 }

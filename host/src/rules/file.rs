@@ -87,9 +87,11 @@ impl RulesComponent for FileRulesConfig {
         who: Collector,
         _redis: Option<redis::aio::ConnectionManager>,
         tx: watch::Sender<std::sync::Arc<RuleSnapshot>>,
+        reload: std::sync::Arc<tokio::sync::Notify>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let opts = WatchOptions {
+            reload,
             poll: Duration::from_millis(self.poll_interval_ms),
             debounce: Duration::from_millis(self.debounce_ms),
             max_debounce: Duration::from_millis(self.max_debounce_ms),
@@ -170,6 +172,8 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_
 /// Settings of the polling watcher.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
+    /// Load at once when notified (SIGHUP), without waiting for the poll.
+    pub reload: std::sync::Arc<tokio::sync::Notify>,
     pub poll: Duration,
     pub debounce: Duration,
     pub max_debounce: Duration,
@@ -203,15 +207,22 @@ pub async fn watch_file(
     // Since when the file has ended mid-line (a writer caught mid-write).
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(opts.poll) => {}
-        }
+            () = tokio::time::sleep(opts.poll) => false,
+            () = opts.reload.notified() => true,
+        };
         let now = stamp(&path);
-        if last == Some(now) {
+        if !asked && last == Some(now) {
             continue;
         }
-        let Some(settled) = settle(&path, now, &opts, &shutdown).await else { return };
+        let settled = if asked {
+            tracing::info!(path = %path.display(), "reloading the rules file (asked)");
+            now
+        } else {
+            let Some(settled) = settle(&path, now, &opts, &shutdown).await else { return };
+            settled
+        };
         let p = path.clone();
         let read = tokio::task::spawn_blocking(move || std::fs::read(&p)).await;
         let bytes = match read {
@@ -332,6 +343,7 @@ mod tests {
         let (tx, mut rx) = watch::channel(std::sync::Arc::new(load(&path, RuleType::Track).expect("load")));
         let stop = CancellationToken::new();
         let opts = WatchOptions {
+            reload: std::sync::Arc::default(),
             poll: Duration::from_millis(20),
             debounce: Duration::from_millis(20),
             max_debounce: Duration::from_secs(2),
@@ -380,6 +392,7 @@ mod tests {
 
     fn opts(max_debounce_ms: u64) -> WatchOptions {
         WatchOptions {
+            reload: std::sync::Arc::default(),
             poll: Duration::from_millis(20),
             debounce: Duration::from_millis(250),
             max_debounce: Duration::from_millis(max_debounce_ms),

@@ -65,12 +65,14 @@ pub trait RulesComponent: fmt::Debug + Send + Sync {
     fn describe(&self, who: Collector) -> String;
     /// Load once. `redis` is the coordination connection (a Redis store needs it).
     fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ::redis::aio::ConnectionManager>) -> LoadFuture<'a>;
-    /// Keep watching: every change is published on `tx`, until `shutdown`.
+    /// Keep watching: every change is published on `tx`, until `shutdown`;
+    /// `reload` asks for a load at once (SIGHUP).
     fn watch(
         &self,
         who: Collector,
         redis: Option<::redis::aio::ConnectionManager>,
         tx: watch::Sender<Arc<RuleSnapshot>>,
+        reload: Arc<tokio::sync::Notify>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()>;
 }

@@ -83,9 +83,11 @@ impl RulesComponent for RedisRulesConfig {
         who: Collector,
         redis: Option<ConnectionManager>,
         tx: watch::Sender<Arc<RuleSnapshot>>,
+        reload: Arc<tokio::sync::Notify>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let opts = WatchOptions {
+            reload,
             url: RedisUrl::new(self.url.clone()),
             channel: self.channel.clone(),
             rule_type: who.rule_type,
@@ -186,6 +188,8 @@ pub async fn load(
 /// Settings of the Redis watcher.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
+    /// Load at once when notified (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
     pub url: RedisUrl,
     pub channel: String,
     pub rule_type: RuleType,
@@ -230,6 +234,7 @@ pub async fn watch(
         let notified_at = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => None,
+            () = opts.reload.notified() => None,
             msg = push_rx.recv() => {
                 let Some(msg) = msg else { return };
                 if msg.kind != redis::PushKind::Message {
@@ -260,6 +265,7 @@ async fn periodic_only(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(opts.check_every) => {}
+            () = opts.reload.notified() => {}
         }
         reload(&mut conn, &opts, &tx, None).await;
     }
