@@ -118,7 +118,13 @@ fn a_30_second_broker_outage_is_absorbed_by_the_spool_and_nothing_is_lost_or_dou
     let doubled = seen.values().filter(|(n, _, _)| *n > 1).count();
     eprintln!("outage (mock): peak RSS {} MiB, {} unique, {doubled} doubled", peak / 1024, seen.len());
     assert_eq!(seen.len(), POSTS, "none lost");
-    assert_eq!(doubled, 0, "none doubled");
+    // Seen once in ~21 runs: a few doubled. Keep what the sink said about its
+    // producer and spool, to tell a replaced producer's purge from a mock quirk.
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("spool") || l.contains("producer") || l.contains("kafka sink"))
+        .collect();
+    assert_eq!(doubled, 0, "none doubled; the sink's log:\n{}", said.join("\n"));
     assert!(peak < 512 * 1024, "memory bounded while the broker was away: {} MiB", peak / 1024);
 }
 
