@@ -52,13 +52,6 @@ impl<'a> Problems<'a> {
         self.out.push(Problem { key, message: message.into() });
     }
 
-    /// A whole number that must be at least `min`.
-    pub fn at_least(&mut self, key: &str, value: u64, min: u64) {
-        if value < min {
-            self.add(key, format!("must be ≥ {min} (got {value})"));
-        }
-    }
-
     /// A whole number within `min..=max` (every numeric key has a range:
     /// values past it panic, hang or exhaust memory somewhere).
     pub fn range(&mut self, key: &str, value: u64, min: u64, max: u64) {
@@ -91,10 +84,6 @@ impl<'a> Problems<'a> {
         if !(0.0..=1.0).contains(&value) {
             self.add(key, "must be between 0 and 1");
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
     }
 }
 
@@ -181,8 +170,8 @@ mod tests {
     fn problems_carry_the_prefix_and_say_why() {
         let mut out = Vec::new();
         let mut p = Problems::new("source", &mut out);
-        p.at_least("stall_timeout_secs", 0, 1);
-        p.at_least("fine", 5, 1);
+        p.range("stall_timeout_secs", 0, 1, 3600);
+        p.range("fine", 5, 1, 3600);
         p.url("base_url", "ftp://x", &["http", "https"]);
         p.url("ok", "https://x", &["http", "https"]);
         p.rate("rate", f64::NAN);
@@ -203,7 +192,7 @@ mod tests {
             ]
         );
         assert_eq!(out[4].message, "must be between 1 and 1024 (got 100000000)");
-        assert_eq!(out[0].message, "must be ≥ 1 (got 0)");
+        assert_eq!(out[0].message, "must be between 1 and 3600 (got 0)");
         assert_eq!(out[1].message, "\"ftp://x\" must start with http:// or https://");
     }
 

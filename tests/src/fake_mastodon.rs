@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+use crate::fake_http::{Served, serve, streamed};
 
 /// One scripted connection.
 #[derive(Debug, Clone)]
@@ -56,8 +57,7 @@ type Shared = Arc<Mutex<SseState>>;
 pub struct FakeMastodon {
     pub base: String,
     pub state: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 impl FakeMastodon {
@@ -69,24 +69,8 @@ impl FakeMastodon {
             .route("/api/v1/streaming/hashtag", get(stream))
             .route("/api/v1/streaming/health", get(|| async { "OK" }))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
-        let addr = addr_rx.recv().expect("server address");
-        FakeMastodon { base: format!("http://{addr}"), state, shutdown: Some(tx), thread: Some(thread) }
+        let server = serve(app);
+        FakeMastodon { base: server.base.clone(), state, _server: server }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut SseState) -> T) -> T {
@@ -96,17 +80,6 @@ impl FakeMastodon {
 
     pub fn push_session(&self, s: SseSession) {
         self.with(|st| st.sessions.push_back(s));
-    }
-}
-
-impl Drop for FakeMastodon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -123,7 +96,7 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -
         let code = StatusCode::from_u16(session.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, r#"{"error":"The access token is invalid"}"#).into_response();
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let (tx, response) = streamed("text/event-stream");
     tokio::spawn(async move {
         let _ = tx.send(Ok(bytes::Bytes::from_static(b":)\n"))).await;
         for (i, (event, data)) in session.events.iter().enumerate() {
@@ -148,10 +121,5 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    response
 }

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use crate::fake_http::{Served, serve, streamed};
 
 /// What happens after a session's lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +113,7 @@ type Shared = Arc<Mutex<FakeState>>;
 pub struct FakeX {
     pub base: String,
     pub state: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 impl FakeX {
@@ -124,24 +124,8 @@ impl FakeX {
             .route("/2/tweets/search/stream", get(stream))
             .route("/1.1/statuses/filter.json", post(stream))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
-        let addr = addr_rx.recv().expect("server address");
-        FakeX { base: format!("http://{addr}"), state, shutdown: Some(tx), thread: Some(thread) }
+        let server = serve(app);
+        FakeX { base: server.base.clone(), state, _server: server }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
@@ -160,17 +144,6 @@ impl FakeX {
             st.rules.push(FakeRule { id: id.clone(), value: value.into(), tag: Some(tag.into()) });
             id
         })
-    }
-}
-
-impl Drop for FakeX {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -260,7 +233,7 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
         let code = StatusCode::from_u16(session.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, session.error_body).into_response();
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let (tx, response) = streamed("application/json");
     tokio::spawn(async move {
         let frame = |line: &str| -> Vec<u8> {
             if session.length_delimited {
@@ -295,10 +268,5 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
             },
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    response
 }

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: locate (and build) the `traptor-host`
 //! binary, write pipeline files, run the binary with a deadline.
 
+pub mod fake_http;
 pub mod fake_jetstream;
 pub mod fake_mastodon;
 pub mod fake_x;

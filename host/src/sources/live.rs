@@ -44,6 +44,11 @@ use crate::telemetry::{Health, Metrics};
 /// Default number of dedup keys remembered.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 
+/// `#[serde(default = "super::live::default_dedup_window")]` of the live sources.
+pub(crate) fn default_dedup_window() -> usize {
+    DEFAULT_DEDUP_WINDOW
+}
+
 /// What a connector found on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

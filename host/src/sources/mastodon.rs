@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveSettings};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one};
 use crate::post::Format;
@@ -65,7 +65,7 @@ pub struct MastodonConfig {
     #[serde(default = "default_stall_secs")]
     pub stall_timeout_secs: u64,
     /// Status versions remembered to drop redeliveries after a reconnect.
-    #[serde(default = "default_dedup_window")]
+    #[serde(default = "super::live::default_dedup_window")]
     pub dedup_window: usize,
     /// Multiplies every reconnect wait (tests only; keep 1).
     #[serde(default = "one")]
@@ -74,9 +74,6 @@ pub struct MastodonConfig {
 
 fn default_stall_secs() -> u64 {
     60
-}
-fn default_dedup_window() -> usize {
-    DEFAULT_DEDUP_WINDOW
 }
 
 impl MastodonConfig {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, without_url};
-use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveSettings};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
 use crate::post::Format;
@@ -120,7 +120,7 @@ pub struct V1FilterConfig {
     #[serde(default = "default_min_rule_reconnect_secs")]
     pub min_rule_reconnect_secs: u64,
     /// Post ids remembered to drop redeliveries after a reconnect.
-    #[serde(default = "default_dedup_window")]
+    #[serde(default = "super::live::default_dedup_window")]
     pub dedup_window: usize,
     /// Multiplies every reconnect wait (tests only; keep 1).
     #[serde(default = "one")]
@@ -135,9 +135,6 @@ fn default_stall_secs() -> u64 {
 }
 fn default_min_rule_reconnect_secs() -> u64 {
     10
-}
-fn default_dedup_window() -> usize {
-    DEFAULT_DEDUP_WINDOW
 }
 
 impl SourceComponent for V1FilterConfig {

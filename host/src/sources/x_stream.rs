@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, DEFAULT_DEDUP_WINDOW, Frame, Live, LiveContext, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
 use crate::post::Format;
@@ -349,7 +349,7 @@ pub struct XStreamConfig {
     #[serde(default = "default_max_rule_length")]
     pub max_rule_length: usize,
     /// Post ids remembered to drop redeliveries after a reconnect.
-    #[serde(default = "default_dedup_window")]
+    #[serde(default = "super::live::default_dedup_window")]
     pub dedup_window: usize,
     /// Multiplies every reconnect wait (tests only; keep 1).
     #[serde(default = "one")]
@@ -367,9 +367,6 @@ fn default_max_rules() -> usize {
 }
 fn default_max_rule_length() -> usize {
     1024
-}
-fn default_dedup_window() -> usize {
-    DEFAULT_DEDUP_WINDOW
 }
 
 impl SourceComponent for XStreamConfig {
