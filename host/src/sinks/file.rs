@@ -116,7 +116,7 @@ impl FileSink {
 
     /// A crash (SIGKILL, power loss) can leave the file's last line cut. The
     /// next run must not glue its first record onto it: the cut bytes go to
-    /// `<file>.torn-<unix seconds>` (kept for inspection) and the file is
+    /// `<file>.torn-<unix seconds>[.n]` (kept for inspection, never overwritten) and the file is
     /// truncated after its last whole line.
     fn cut_torn_line(&self) -> Result<(), SinkError> {
         use std::io::{Read, Seek, SeekFrom};
@@ -153,8 +153,22 @@ impl FileSink {
         f.seek(SeekFrom::Start(keep)).map_err(err)?;
         f.read_to_end(&mut torn).map_err(err)?;
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let aside = PathBuf::from(format!("{}.torn-{secs}", self.path.display()));
-        std::fs::write(&aside, &torn).map_err(err)?;
+        // Never overwrite an earlier aside file: several crashed runs can
+        // start within one second.
+        let mut aside = PathBuf::from(format!("{}.torn-{secs}", self.path.display()));
+        let mut n = 0u32;
+        let mut out = loop {
+            match OpenOptions::new().write(true).create_new(true).open(&aside) {
+                Ok(out) => break out,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => {
+                    n += 1;
+                    aside = PathBuf::from(format!("{}.torn-{secs}.{n}", self.path.display()));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        out.write_all(&torn).map_err(err)?;
+        out.sync_all().map_err(err)?;
         f.set_len(keep).map_err(err)?;
         f.sync_all().map_err(err)?;
         tracing::warn!(
@@ -301,5 +315,26 @@ mod tests {
         std::fs::write(&cut, "x".repeat(100_000)).expect("write");
         FileSink::new(cut.clone(), None).open().expect("open");
         assert_eq!(std::fs::metadata(&cut).expect("meta").len(), 0);
+    }
+
+    /// Seen in CI: several killed runs within one second each moved a cut
+    /// line to the same `torn-<secs>` name, and the later overwrote the
+    /// earlier.
+    #[test]
+    fn cut_lines_from_runs_in_the_same_second_are_all_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("out.jsonl");
+        for cut in ["{\"a\":", "{\"b\":", "{\"c\":"] {
+            std::fs::write(&path, format!("{{\"whole\":1}}\n{cut}")).expect("write");
+            FileSink::new(path.clone(), None).open().expect("open");
+        }
+        let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+            .map(|e| std::fs::read_to_string(e.path()).expect("read"))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["{\"a\":", "{\"b\":", "{\"c\":"]);
     }
 }
