@@ -76,6 +76,8 @@ pub struct Metrics {
     pub malformed: AtomicU64,
     /// Records a live source dropped as redeliveries of ones already read.
     pub duplicates_dropped: AtomicU64,
+    /// Attributions by the source (X v2 `matching_rules`) naming no local rule.
+    pub source_rules_unresolved: AtomicU64,
     pub envelope_errors: AtomicU64,
     pub control_dropped: AtomicU64,
     pub records_out: AtomicU64,
@@ -100,6 +102,7 @@ pub struct Snapshot {
     pub limit_undelivered: u64,
     pub malformed: u64,
     pub duplicates_dropped: u64,
+    pub source_rules_unresolved: u64,
     pub envelope_errors: u64,
     pub control_dropped: u64,
     pub records_out: u64,
@@ -135,6 +138,7 @@ impl Metrics {
             limit_undelivered: self.limit_undelivered.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             duplicates_dropped: self.duplicates_dropped.load(Relaxed),
+            source_rules_unresolved: self.source_rules_unresolved.load(Relaxed),
             envelope_errors: self.envelope_errors.load(Relaxed),
             control_dropped: self.control_dropped.load(Relaxed),
             records_out: self.records_out.load(Relaxed),

@@ -185,6 +185,75 @@ fn recorded_v2_session_attributes_by_matching_rules_without_loss_or_duplicates()
     assert!(log.contains("duplicates=5"), "the redeliveries are counted: {log}");
 }
 
+/// The recorded session with `matching_rules` reshaped: `[{"id": …}]`
+/// without a tag, or naming a rule that is not local.
+fn with_matching_rule_ids(lines: &[String], ids: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .zip(ids.iter().cycle())
+        .map(|(l, id)| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["matching_rules"] = serde_json::json!([{ "id": id }]);
+            v.to_string()
+        })
+        .collect()
+}
+
+/// Issue 13, item 5: a `matching_rules` entry with an id and no tag is
+/// attributed through the ids the rule sync learnt (from the list for a kept
+/// rule, from the create response for an added one, and from a list alone
+/// when sync is off); an id naming no local rule is counted and logged once.
+#[test]
+fn matching_rules_without_tags_are_attributed_by_the_server_rule_id() {
+    let rules = concat!(
+        "{\"rule_id\":\"brexit-rule\",\"value\":\"#brexit\",\"rule_type\":\"track\"}\n",
+        "{\"rule_id\":\"storm-rule\",\"value\":\"storm\",\"rule_type\":\"track\"}\n",
+    );
+    let lines = brexit_stream("unused");
+    // Sync on: "#brexit" is kept (listed as 9001); "storm" is created. The
+    // fake counts every rule it numbers (9001, the dry run's 1002): 1003.
+    let fake = FakeX::start();
+    let kept = fake.add_rule("#brexit", "brexit-rule");
+    assert_eq!(kept, "9001");
+    fake.push_session(Session::ok(with_matching_rule_ids(&lines[..30], &["9001", "1003", "9001", "777"])));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, rules, "");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = wait_for("30 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 30));
+    let created = fake.with(|s| s.rules.iter().find(|r| r.tag.as_deref() == Some("storm-rule")).map(|r| r.id.clone()));
+    assert_eq!(created.as_deref(), Some("1003"), "the fake's numbering this test relies on");
+    let attributed: Vec<Vec<String>> = out.iter().map(rule_ids).collect();
+    for (i, got) in attributed.iter().enumerate() {
+        let want: &[&str] = match i % 4 {
+            0 | 2 => &["brexit-rule"],
+            1 => &["storm-rule"],
+            _ => &[],
+        };
+        if want.is_empty() {
+            assert!(!got.iter().any(|r| r.ends_with("-rule")), "post {i}: {got:?}");
+        } else {
+            assert_eq!(got, want, "post {i}");
+        }
+    }
+    let (status, log) = host.stop();
+    assert!(status.success());
+    assert_eq!(log.matches("not a local rule").count(), 1, "logged once: {log}");
+    assert!(log.contains("unresolved_rules=7"), "7 posts named id 777: {log}");
+
+    // Sync off: the ids come from one list at start.
+    let fake = FakeX::start();
+    fake.add_rule("#brexit", "brexit-rule");
+    fake.push_session(Session::ok(with_matching_rule_ids(&lines[..10], &["9001"])));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, rules, "sync_rules = false");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = wait_for("10 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 10));
+    assert!(out.iter().all(|v| rule_ids(v) == ["brexit-rule"]), "{out:?}");
+    assert_eq!(fake.with(|s| s.rule_requests().len()), 1, "one list, no changes");
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
+
 #[test]
 fn a_stall_reconnects_within_the_timeout() {
     let fake = FakeX::start();

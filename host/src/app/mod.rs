@@ -227,6 +227,7 @@ async fn steps(
         redis: redis.clone(),
         metrics: metrics.clone(),
         max_record_bytes: c.pipeline.max_record_bytes,
+        remote_rule_ids: Arc::default(),
     };
     let topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());
@@ -270,6 +271,7 @@ impl RunReport {
             control = m.control.values().sum::<u64>(),
             malformed = m.malformed,
             duplicates = m.duplicates_dropped,
+            unresolved_rules = m.source_rules_unresolved,
             written = m.records_out,
             seconds = format!("{secs:.2}"),
             posts_per_sec = (m.posts as f64 / secs).round() as u64,

@@ -12,6 +12,7 @@ use crate::config::LoadedConfig;
 use crate::coordination::stats::RuleHits;
 use crate::envelope::Identity;
 use crate::pipeline::{Fatal, PipelineTuning, WorkerContext, spawn_workers};
+use crate::rules::RemoteRuleIds;
 use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
 use crate::sinks::{SinkComponent, SinkConfig};
@@ -36,6 +37,7 @@ pub struct TopologyParts {
     forward_control: bool,
     stats_interval: Duration,
     confirmed: Arc<AtomicU64>,
+    remote_rule_ids: Arc<RemoteRuleIds>,
 }
 
 impl TopologyParts {
@@ -60,6 +62,7 @@ impl TopologyParts {
             forward_control: c.traptor.forward_control,
             stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
             confirmed: cx.confirmed.clone(),
+            remote_rule_ids: cx.remote_rule_ids.clone(),
         }
     }
 
@@ -81,6 +84,7 @@ impl TopologyParts {
                 forward_control: self.forward_control,
                 stats_interval: self.stats_interval,
                 confirmed: self.confirmed,
+                remote_rule_ids: self.remote_rule_ids,
             }),
             _ => Err(errors),
         }
@@ -101,6 +105,9 @@ pub struct Topology {
     /// The checkpoint the sink confirms and the source reads (the same as
     /// the source context's).
     confirmed: Arc<AtomicU64>,
+    /// What the source learnt of server-side rule ids (the same as the source
+    /// context's).
+    remote_rule_ids: Arc<RemoteRuleIds>,
 }
 
 /// How the parts of a run ended.
@@ -139,6 +146,7 @@ impl Topology {
             fatal: fatal.clone(),
             rule_hits,
             format: self.source.format(),
+            remote_rule_ids: self.remote_rule_ids.clone(),
         };
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
         drop((raw_rx, out_tx));

@@ -19,7 +19,7 @@ use crate::envelope::{self, Extra, Identity, RuleJson};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
 use crate::post::{self, Format, Message, PostView};
-use crate::rules::RuleSnapshot;
+use crate::rules::{RemoteRuleIds, RuleSnapshot};
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
 use crate::batch::{OutBatch, RawBatch};
@@ -83,6 +83,8 @@ pub struct WorkerContext {
     pub rule_hits: Option<Arc<RuleHits>>,
     /// The wire format of the source's messages.
     pub format: Format,
+    /// Server-side rule ids → local rules (X v2 `matching_rules`).
+    pub remote_rule_ids: Arc<RemoteRuleIds>,
 }
 
 /// Per-worker reusable buffers and the worker's stage instances (kept warm).
@@ -216,9 +218,14 @@ fn attribute(
     tally.posts += 1;
     match &post.source_rules {
         // The source attributed the post (X v2 matching_rules).
-        Some(tags) => {
+        Some(entries) => {
             scratch.matched.clear();
-            scratch.matched.extend(tags.iter().filter_map(|t| compiled.matcher.index_of(t)));
+            for e in entries {
+                match resolve_source_rule(&ctx.remote_rule_ids, &compiled.matcher, e) {
+                    Some(i) => scratch.matched.push(i),
+                    None => unresolved_source_rule(ctx, e),
+                }
+            }
             scratch.matched.sort_unstable();
             scratch.matched.dedup();
         }
@@ -236,6 +243,28 @@ fn attribute(
         for &r in &scratch.matched {
             scratch.hits[r as usize] += 1;
         }
+    }
+}
+
+/// The local rule a source's attribution names: by the server's rule id
+/// (what the rule sync learnt), else by tag (our `rule_id`).
+fn resolve_source_rule(ids: &RemoteRuleIds, matcher: &Matcher, e: &post::SourceRule<'_>) -> Option<u32> {
+    e.id.as_deref()
+        .and_then(|id| ids.with_local(id, |local| local.and_then(|r| matcher.index_of(r))))
+        .or_else(|| e.tag.as_deref().and_then(|t| matcher.index_of(t)))
+}
+
+/// Count an attribution that names no local rule; log each server id once.
+fn unresolved_source_rule(ctx: &WorkerContext, e: &post::SourceRule<'_>) {
+    Metrics::add(&ctx.metrics.source_rules_unresolved, 1);
+    let key = e.id.as_deref().or(e.tag.as_deref()).unwrap_or("");
+    if ctx.remote_rule_ids.first_report(key) {
+        tracing::warn!(
+            id = ?e.id.as_deref(),
+            tag = ?e.tag.as_deref(),
+            known_ids = ctx.remote_rule_ids.len(),
+            "the stream attributed a post to a rule that is not a local rule (reported once per id)"
+        );
     }
 }
 

@@ -134,12 +134,20 @@ pub struct PostView<'a> {
     pub coordinates: Option<Point>,
     /// Bounding box of the tagged place, if any.
     pub place_bbox: Option<BBox>,
-    /// Rule ids the source itself attributed the post to (X v2
-    /// `matching_rules` tags). When set, they replace local matching.
-    pub source_rules: Option<Vec<Cow<'a, str>>>,
+    /// The rules the source itself attributed the post to (X v2
+    /// `matching_rules`). When set, they replace local matching.
+    pub source_rules: Option<Vec<SourceRule<'a>>>,
     /// Set when this is a new version of a post published earlier (an edit):
     /// when it was edited. The envelope marks it (`"edit": true`).
     pub edited_at: Option<Cow<'a, str>>,
+}
+
+/// One rule a source attributed a post to: the server's id for it, and
+/// its tag (our `rule_id` when we created the rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceRule<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub tag: Option<Cow<'a, str>>,
 }
 
 impl PostView<'_> {

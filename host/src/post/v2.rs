@@ -4,9 +4,10 @@
 //! "matching_rules": [{"id", "tag"}]}`. The post view is assembled as for
 //! v1.1: the author from `includes.users`, the retweeted / quoted / replied-to
 //! post from `referenced_tweets` + `includes.tweets`, the place from
-//! `includes.places`, the long text from `note_tweet`. `matching_rules` tags
-//! (our `rule_id`s, set by rule sync) become [`PostView::source_rules`]: on this
-//! source they, not the local matcher, attribute the post.
+//! `includes.places`, the long text from `note_tweet`. `matching_rules`
+//! entries (the server's rule id and its tag, our `rule_id` when rule sync
+//! created the rule) become [`PostView::source_rules`]: on this source they,
+//! not the local matcher, attribute the post (by id first, then by tag).
 //!
 //! A message without `data` (in-stream `errors`, for example) is a control
 //! message.
@@ -17,7 +18,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, TextView, UserRef,
+    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, SourceRule, TextView,
+    UserRef,
     v1::{Locator, unescape_with_spans},
 };
 
@@ -39,6 +41,8 @@ struct V2Message<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct V2Rule<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     tag: Option<Cow<'a, str>>,
 }
@@ -214,7 +218,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         .and_then(|g| g.coordinates.as_ref()?.coordinates)
         .map(|[lng, lat]| Point { lng, lat })
         .filter(|p| p.lng.is_finite() && p.lat.is_finite());
-    let source_rules = msg.matching_rules.map(|rules| rules.into_iter().filter_map(|r| r.tag).collect());
+    let source_rules =
+        msg.matching_rules.map(|rules| rules.into_iter().map(|r| SourceRule { id: r.id, tag: r.tag }).collect());
     let view = PostView {
         source: SOURCE,
         id: data.id.clone(),

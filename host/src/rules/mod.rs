@@ -11,6 +11,7 @@
 pub mod file;
 pub mod model;
 pub mod redis;
+pub mod remote;
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use model::{Criterion, LimitExceeded, Rule, RuleError, RuleType, check_limits};
+pub use remote::RemoteRuleIds;
 
 use crate::component::{BaseDir, Problems, registry};
 use crate::redis_conn::RedisError;

@@ -140,6 +140,8 @@ pub struct SourceContext {
     pub metrics: Arc<Metrics>,
     /// A longer record is skipped (counted as malformed) without being held whole.
     pub max_record_bytes: usize,
+    /// Server-side rule ids of the local rules (X v2), for the workers.
+    pub remote_rule_ids: Arc<crate::rules::RemoteRuleIds>,
 }
 
 impl SourceContext {
@@ -154,6 +156,7 @@ impl SourceContext {
             redis: None,
             metrics: Arc::default(),
             max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+            remote_rule_ids: Arc::default(),
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   the collector unhealthy (heartbeat withheld).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,7 +33,7 @@ use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings}
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
 use crate::post::Format;
-use crate::rules::{Criterion, Rule, RuleSnapshot};
+use crate::rules::{Criterion, RemoteRuleIds, Rule, RuleSnapshot};
 use crate::secret::{Secret, SecretRef};
 
 /// Expansions and fields requested on the stream: what the post view needs.
@@ -102,6 +103,9 @@ pub struct SyncReport {
     pub deleted: Vec<String>,
     /// `(rule_id, reason)`: not translatable, over a tier limit, or refused by the API.
     pub rejected: Vec<(String, String)>,
+    /// `(server id, rule_id)` of every rule the app has after the sync: what
+    /// `matching_rules` ids resolve to.
+    pub ids: Vec<(String, String)>,
 }
 
 /// The API's rules endpoints.
@@ -234,6 +238,10 @@ impl RulesApi {
             .collect();
         let mut to_add: Vec<(String, String)> =
             desired.iter().filter(|(t, v)| !have.contains(&(t.as_str(), v.as_str()))).cloned().collect();
+        report.ids = remote
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), r.tag.clone().filter(|t| wanted.contains(&(t, r.value.as_str())))?)))
+            .collect();
         report.kept = desired.len() - to_add.len();
         for chunk in to_add.clone().chunks(100) {
             let checked = self.add(chunk, true).await?;
@@ -262,6 +270,7 @@ impl RulesApi {
                 tracing::warn!(error = %e.reason(), id = ?e.id, "rules endpoint reported an error");
             }
             report.added.extend(chunk.iter().map(|(t, _)| t.clone()));
+            report.ids.extend(page.data.into_iter().filter_map(|r| Some((r.id, r.tag?))));
         }
         let rejected: HashSet<&str> = report.rejected.iter().map(|(t, _)| t.as_str()).collect();
         report.added.retain(|t| !rejected.contains(t.as_str()));
@@ -399,6 +408,7 @@ impl SourceComponent for XStreamConfig {
             max_rules: self.max_rules,
             max_rule_length: self.max_rule_length,
             max_record_bytes: cx.max_record_bytes,
+            remote_ids: cx.remote_rule_ids.clone(),
             syncer: None,
         };
         let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
@@ -417,6 +427,8 @@ pub struct XConnector {
     max_rules: usize,
     max_rule_length: usize,
     max_record_bytes: usize,
+    /// Server rule id → local rule, read by the workers.
+    remote_ids: Arc<RemoteRuleIds>,
     /// The rule-sync task and its stop signal.
     syncer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
@@ -425,7 +437,7 @@ impl XConnector {
     async fn sync(&self, rules: &[Rule]) -> Result<(), Failure> {
         match self.rules_api.sync(rules, self.max_rules, self.max_rule_length).await {
             Ok(r) => {
-                log_sync(&r);
+                log_sync(&r, &self.remote_ids);
                 Ok(())
             }
             Err(f) => {
@@ -447,6 +459,13 @@ impl Connector for XConnector {
     /// then a task syncs every change (bursts coalesced) while the stream runs.
     async fn start(&mut self, cx: &LiveContext) -> Result<(), Failure> {
         if !self.sync_rules {
+            // Rules are managed elsewhere: learn their ids once, so posts
+            // whose `matching_rules` carry no tag are still attributed.
+            match self.rules_api.list().await {
+                Ok(remote) => self.remote_ids.replace(remote.into_iter().filter_map(|r| Some((r.id, r.tag?)))),
+                Err(f @ Failure::Unauthorized(..)) => return Err(f),
+                Err(f) => tracing::warn!(error = %f, "could not list the app's rules; attributing by tag only"),
+            }
             return Ok(());
         }
         let mut rx = cx.rules.clone();
@@ -456,6 +475,7 @@ impl Connector for XConnector {
             return Err(f);
         }
         let (api, max_rules, max_len) = (self.rules_api.clone(), self.max_rules, self.max_rule_length);
+        let remote_ids = self.remote_ids.clone();
         let (stop, health) = (cx.shutdown.child_token(), cx.health.clone());
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -469,7 +489,7 @@ impl Connector for XConnector {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let rules = rx.borrow_and_update().rules.clone();
                     match api.sync(&rules, max_rules, max_len).await {
-                        Ok(r) => log_sync(&r),
+                        Ok(r) => log_sync(&r, &remote_ids),
                         Err(f @ Failure::Unauthorized(..)) => {
                             health.set_unhealthy(format!("X API refused the credentials: {f}"));
                             tracing::error!(error = %f, "rule sync refused");
@@ -557,7 +577,9 @@ impl Connection for XConnection {
     }
 }
 
-fn log_sync(r: &SyncReport) {
+/// Log what a sync did and publish the server ids it learnt.
+fn log_sync(r: &SyncReport, remote_ids: &RemoteRuleIds) {
+    remote_ids.replace(r.ids.iter().cloned());
     tracing::info!(
         kept = r.kept,
         added = r.added.len(),
