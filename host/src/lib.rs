@@ -22,6 +22,7 @@ pub mod component;
 pub mod config;
 pub mod coordination;
 pub mod envelope;
+pub mod jitter;
 pub mod matcher;
 pub mod pipeline;
 pub mod plugins;

@@ -12,6 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
+use crate::jitter::Jitter;
+
 /// The default server (`--redis`, `TRAPTOR_REDIS_URL`).
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -116,15 +118,18 @@ pub async fn connect(
         .map_err(|e| RedisError::Connect { url: url.clone(), message: e.to_string() })
 }
 
-/// [`connect`], retrying with backoff (0.5 s doubling to 10 s) until it works
-/// or `shutdown` is cancelled; each failure is logged once per attempt.
+/// [`connect`], retrying with backoff (a ceiling of 0.5 s doubling to 10 s,
+/// full jitter above 0.5 s) until it works or `shutdown` is cancelled; each
+/// failure is logged once per attempt.
 pub async fn connect_with_retry(
     url: &RedisUrl,
     push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<ConnectionManager>, RedisError> {
-    let mut delay = Duration::from_millis(500);
+    const FIRST: Duration = Duration::from_millis(500);
+    let (mut ceiling, mut jitter) = (FIRST, Jitter::default());
     loop {
+        let delay = jitter.spread(FIRST, ceiling);
         match connect(url, push.clone()).await {
             Ok(c) => return Ok(Some(c)),
             Err(e @ RedisError::Url { .. }) => return Err(e),
@@ -136,7 +141,7 @@ pub async fn connect_with_retry(
             () = shutdown.cancelled() => return Ok(None),
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        ceiling = (ceiling * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -8,6 +8,12 @@
 //! | HTTP 420 / 429 (rate limited, too many connections) | exponential: 60 s, doubling (capped here at 960 s) |
 //! | HTTP 401 / 403 (bad or revoked credentials) | stop: never hammer with bad credentials |
 //!
+//! **Full jitter** spreads a fleet's reconnects after a shared outage: each
+//! wait is drawn uniformly between the class's documented minimum (its first
+//! step: 250 ms, 5 s, 60 s) and the table's value for the attempt, which stays
+//! the ceiling (16 s, 320 s, 960 s at most). The first wait of each class is
+//! therefore exact.
+//!
 //! A connection that stayed up for [`HEALTHY_AFTER`] resets every counter.
 //! One [`Backoff`] serves every live source; the driver ([`super::live`])
 //! applies it, logging and counting every change.
@@ -16,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::jitter::Jitter;
 
 /// How long a connection must have been up for the counters to reset.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -81,15 +89,42 @@ pub enum Decision {
 }
 
 /// Per-class attempt counters.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     network: u32,
     http: u32,
     rate: u32,
     connected_at: Option<Instant>,
+    /// `None`: the table's values exactly.
+    jitter: Option<Jitter>,
+}
+
+impl Default for Backoff {
+    /// Jittered, seeded from the clock and the process id.
+    fn default() -> Backoff {
+        Backoff { jitter: Some(Jitter::default()), ..Backoff::exact() }
+    }
 }
 
 impl Backoff {
+    /// The table's values exactly (tests of the table and of the driver).
+    pub fn exact() -> Backoff {
+        Backoff { network: 0, http: 0, rate: 0, connected_at: None, jitter: None }
+    }
+
+    /// Jittered from a given seed (reproducible).
+    pub fn seeded(seed: u64) -> Backoff {
+        Backoff { jitter: Some(Jitter::seeded(seed)), ..Backoff::exact() }
+    }
+
+    /// Uniform in `[floor, ceiling]` (the ceiling itself without jitter).
+    fn spread(&mut self, floor: Duration, ceiling: Duration) -> Duration {
+        match self.jitter.as_mut() {
+            Some(j) => j.spread(floor, ceiling),
+            None => ceiling,
+        }
+    }
+
     /// The connection is up (data flows).
     pub fn connected(&mut self, now: Instant) {
         self.connected_at = Some(now);
@@ -100,23 +135,24 @@ impl Backoff {
         if let Some(t) = self.connected_at.take()
             && now.duration_since(t) >= HEALTHY_AFTER
         {
-            *self = Backoff::default();
+            (self.network, self.http, self.rate) = (0, 0, 0);
         }
-        match f {
+        let (floor, ceiling) = match f {
             Failure::Network(_) => {
                 self.network += 1;
-                Decision::RetryAfter((NETWORK_STEP * self.network).min(NETWORK_MAX))
+                (NETWORK_STEP, (NETWORK_STEP * self.network).min(NETWORK_MAX))
             }
             Failure::Http(..) => {
                 self.http += 1;
-                Decision::RetryAfter(doubling(HTTP_FIRST, self.http, HTTP_MAX))
+                (HTTP_FIRST, doubling(HTTP_FIRST, self.http, HTTP_MAX))
             }
             Failure::RateLimited(..) => {
                 self.rate += 1;
-                Decision::RetryAfter(doubling(RATE_FIRST, self.rate, RATE_MAX))
+                (RATE_FIRST, doubling(RATE_FIRST, self.rate, RATE_MAX))
             }
-            Failure::Unauthorized(..) => Decision::Stop,
-        }
+            Failure::Unauthorized(..) => return Decision::Stop,
+        };
+        Decision::RetryAfter(self.spread(floor, ceiling))
     }
 }
 
@@ -151,7 +187,7 @@ mod tests {
     use super::*;
 
     fn waits(failures: &[Failure]) -> Vec<Decision> {
-        let mut b = Backoff::default();
+        let mut b = Backoff::exact();
         let now = Instant::now();
         failures.iter().map(|f| b.failed(f, now)).collect()
     }
@@ -190,7 +226,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_healthy_period_resets_the_counters() {
-        let mut b = Backoff::default();
+        let mut b = Backoff::exact();
         let t0 = Instant::now();
         b.failed(&Failure::Http(500, String::new()), t0);
         b.failed(&Failure::Http(500, String::new()), t0);
@@ -206,5 +242,48 @@ mod tests {
             b.failed(&Failure::Http(500, String::new()), t0 + Duration::from_secs(80)),
             Decision::RetryAfter(Duration::from_secs(5))
         );
+    }
+
+    /// Issue 13, item 6: every wait lies between the class's minimum and the
+    /// table's value; the first is exact; waits spread (a fleet does not
+    /// reconnect in step); two seeds differ.
+    #[tokio::test(start_paused = true)]
+    async fn jitter_stays_within_the_documented_bounds_and_spreads() {
+        let classes = [
+            (Failure::Network("reset".into()), NETWORK_STEP, NETWORK_MAX),
+            (Failure::Http(503, String::new()), HTTP_FIRST, HTTP_MAX),
+            (Failure::RateLimited(429, String::new()), RATE_FIRST, RATE_MAX),
+        ];
+        let now = Instant::now();
+        for (f, floor, max) in classes {
+            let mut draws = Vec::new();
+            for seed in 1..=200u64 {
+                let (mut b, mut table) = (Backoff::seeded(seed), Backoff::exact());
+                for attempt in 1..=12 {
+                    let (Decision::RetryAfter(w), Decision::RetryAfter(ceiling)) = (b.failed(&f, now), table.failed(&f, now))
+                    else {
+                        panic!("{f} stopped");
+                    };
+                    assert!(w >= floor && w <= ceiling && ceiling <= max, "{f} attempt {attempt}: {w:?} of {ceiling:?}");
+                    if attempt == 1 {
+                        assert_eq!(w, floor, "{f}: the first wait is the documented minimum");
+                    }
+                    if attempt == 4 {
+                        draws.push(w.as_secs_f64() / ceiling.as_secs_f64());
+                    }
+                }
+            }
+            // Uniform over [floor/ceiling, 1]: spread over the interval.
+            let low = draws.iter().filter(|d| **d < 0.6).count();
+            let high = draws.iter().filter(|d| **d > 0.8).count();
+            assert!(low > 40 && high > 20, "{f}: low {low}, high {high} of {}", draws.len());
+        }
+        let http = Failure::Http(500, String::new());
+        let seq = |seed| {
+            let mut b = Backoff::seeded(seed);
+            (0..5).map(|_| b.failed(&http, now)).collect::<Vec<_>>()
+        };
+        assert_ne!(seq(1), seq(2));
+        assert_eq!(seq(7), seq(7));
     }
 }

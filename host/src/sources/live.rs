@@ -117,6 +117,8 @@ pub struct LiveSettings {
     pub backoff_scale: f64,
     /// A rule change reconnects at most this often after a connect.
     pub min_rule_reconnect: Duration,
+    /// Full jitter on reconnect waits (off only where a test asserts exact waits).
+    pub jitter: bool,
 }
 
 impl LiveSettings {
@@ -126,6 +128,7 @@ impl LiveSettings {
             dedup_window,
             backoff_scale,
             min_rule_reconnect: Duration::from_secs(10),
+            jitter: true,
         }
     }
 
@@ -224,7 +227,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
         };
         let cx = LiveContext { rules: self.rules.clone(), health: self.health.clone(), shutdown: shutdown.clone() };
         let stopped = match self.connector.start(&cx).await {
-            Err(f) if Backoff::default().failed(&f, Instant::now()) == Decision::Stop => Some(f),
+            Err(f) if Backoff::exact().failed(&f, Instant::now()) == Decision::Stop => Some(f),
             Err(f) => {
                 tracing::warn!(source = name, error = %f, "start-up step failed; connecting anyway");
                 self.reconnect_loop(&mut st, &out, &shutdown).await
@@ -248,7 +251,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
     /// Returns the failure that stopped the source for good (401/403), if any.
     async fn reconnect_loop(&mut self, st: &mut State, out: &BatchTx, shutdown: &CancellationToken) -> Option<Failure> {
         let name = self.connector.name();
-        let mut backoff = Backoff::default();
+        let mut backoff = if self.settings.jitter { Backoff::default() } else { Backoff::exact() };
         loop {
             if shutdown.is_cancelled() {
                 return None;
@@ -505,7 +508,9 @@ mod tests {
         };
         let mut cx = SourceContext::detached();
         cx.batching = Batching { max_records: 100, max_wait: Duration::from_millis(50) };
-        let live = Live::new(connector, LiveSettings::new(30, 100, 1.0), &cx, "scripted".into());
+        // Exact waits: the table is asserted here, the jitter in `backoff`.
+        let settings = LiveSettings { jitter: false, ..LiveSettings::new(30, 100, 1.0) };
+        let live = Live::new(connector, settings, &cx, "scripted".into());
         (live, attempts)
     }
 
