@@ -23,6 +23,7 @@ pub mod config;
 pub mod coordination;
 pub mod envelope;
 pub mod jitter;
+pub mod key_pool;
 pub mod matcher;
 pub mod pipeline;
 pub mod plugins;

@@ -104,6 +104,21 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Manage the API-key pool in Redis (`[coordination.api_keys]`): collectors
+    /// claim one key each; a key the API refuses is marked bad until cleared.
+    ///
+    /// Add one:   echo '{"bearer_token":"…"}' | traptor-host keys add key-a
+    /// See them:  traptor-host keys list
+    Keys {
+        /// Redis server.
+        #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = traptor_host::redis_conn::DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
+        redis: String,
+        /// The pool's Redis hash (field = key name, value = JSON credentials).
+        #[arg(long, default_value = "traptor-apikeys", global = true)]
+        hash: String,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print a shell completion script, e.g.
     /// `traptor-host completions bash > /etc/bash_completion.d/traptor-host`.
     Completions {
@@ -124,6 +139,30 @@ enum Command {
         /// Output file (default: standard output). A name ending in .gz is gzipped.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add (or replace) key NAME. Its credentials are a JSON object read from
+    /// standard input, never from the command line (which other users can
+    /// see): {"bearer_token": …} for X v2; consumer_key, consumer_secret,
+    /// access_token, access_token_secret for v1.1; access_token for Mastodon.
+    Add {
+        /// The key's name in the pool.
+        name: String,
+    },
+    /// Every key with its state: free, leased TYPE:ID, or bad REASON TIME.
+    /// Credentials are never shown, only which fields a key has.
+    List,
+    /// Remove key NAME from the pool (a collector holding it keeps it until
+    /// it restarts or the key is refused).
+    Remove {
+        name: String,
+    },
+    /// Make bad keys claimable again: NAME, or every key of the pool.
+    ClearBad {
+        name: Option<String>,
     },
 }
 
@@ -220,6 +259,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Plugin(cmd)) => plugin(cmd),
         Some(Command::Rules { redis, channel, command }) => rules_cmd(&redis, &channel, command),
+        Some(Command::Keys { redis, hash, command }) => keys_cmd(&redis, &hash, command),
         None => match cli.pipeline {
             Some(p) => run(p, cli.test, cli.identity.overrides()),
             None => {
@@ -344,6 +384,88 @@ fn plugin(cmd: PluginCommand) -> i32 {
 
 fn rule_type(s: &str) -> Result<traptor_host::rules::RuleType, String> {
     traptor_host::rules::RuleType::parse(s).ok_or_else(|| format!("--type {s:?}: expected track, follow or locations"))
+}
+
+fn keys_cmd(redis: &str, hash: &str, cmd: KeysCommand) -> i32 {
+    use std::io::{Read, Write};
+    use traptor_host::coordination::{cli, keys};
+    let url = traptor_host::redis_conn::RedisUrl::new(redis);
+    // The credentials are read and checked before connecting.
+    let json = match &cmd {
+        KeysCommand::Add { name } => {
+            let mut json = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut json) {
+                tracing::error!("reading key {name:?} from standard input: {e}");
+                return EXIT_CONFIG;
+            }
+            if let Err(e) = keys::check_key_json(&json) {
+                tracing::error!("key {name:?} (standard input): {e}");
+                return EXIT_CONFIG;
+            }
+            json
+        }
+        _ => String::new(),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let mut conn = match cli::connect_cli(&url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}");
+                return 2;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let result: Result<String, String> = match cmd {
+            KeysCommand::Add { name } => {
+                let compact = serde_json::from_str::<serde_json::Value>(&json).map(|v| v.to_string()).unwrap_or(json);
+                redis::AsyncCommands::hset::<_, _, _, ()>(&mut conn, hash, &name, compact)
+                    .await
+                    .map(|()| format!("added key {name} to {hash}"))
+                    .map_err(|e| e.to_string())
+            }
+            KeysCommand::List => keys::list_keys(&mut conn, hash).await.map_err(|e| e.to_string()).map(|all| {
+                let mut s = String::new();
+                for (name, state, fields) in &all {
+                    s.push_str(&format!("{name}\t{state}\t{}\n", fields.join(",")));
+                }
+                if all.is_empty() {
+                    s.push_str(&format!("(no keys in {hash})\n"));
+                }
+                s.trim_end().to_owned()
+            }),
+            KeysCommand::Remove { name } => {
+                match redis::AsyncCommands::hdel::<_, _, u64>(&mut conn, hash, &name).await {
+                    Ok(0) => Err(format!("no key {name:?} in {hash}")),
+                    Ok(_) => keys::clear_bad(&mut conn, hash, Some(&name))
+                        .await
+                        .map(|_| format!("removed key {name} from {hash}"))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            KeysCommand::ClearBad { name } => keys::clear_bad(&mut conn, hash, name.as_deref())
+                .await
+                .map(|n| format!("cleared {n} bad mark(s)"))
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(text) => {
+                let _ = writeln!(out, "{text}");
+                0
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                2
+            }
+        }
+    })
 }
 
 fn rules_cmd(redis: &str, channel: &str, cmd: RulesCommand) -> i32 {

@@ -92,6 +92,9 @@ pub struct FakeState {
     pub requests: Vec<Recorded>,
     /// Every request answers 401 (bad credentials).
     pub unauthorized: bool,
+    /// When set, only `Authorization: Bearer <this>` is accepted; any other
+    /// answers 401 (a pool with one good key).
+    pub accept_bearer: Option<String>,
 }
 
 impl FakeState {
@@ -157,7 +160,10 @@ fn record(state: &Shared, method: &str, uri: &Uri, headers: &HeaderMap, body: &s
         authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
         at: Instant::now(),
     });
-    s.unauthorized
+    let wrong_bearer = s.accept_bearer.as_ref().is_some_and(|t| {
+        s.requests.last().and_then(|r| r.authorization.as_deref()) != Some(format!("Bearer {t}").as_str())
+    });
+    s.unauthorized || wrong_bearer
 }
 
 fn unauthorized() -> Response {

@@ -227,6 +227,109 @@ fn api_keys_are_leased_to_one_collector_at_a_time_and_never_logged() {
     assert!(!exists);
 }
 
+/// `traptor-host keys …` with the credentials on standard input.
+fn keys_cli(redis: &RedisServer, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = std::process::Command::new(traptor_tests::traptor_host())
+        .args(["keys", "--redis", redis.url().as_str()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 13, item 1: the key claimed from the pool is the credential the X
+/// source uses; the key X refuses is marked bad with the reason and the next
+/// one taken; a second collector finds no free key, waits with its heartbeat
+/// withheld, and takes the key when the first collector releases it.
+#[test]
+fn pooled_api_keys_reach_the_source_and_a_refused_key_is_marked_bad() {
+    use traptor_tests::fake_x::{FakeX, Session};
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    // The CLI: credentials from standard input, checked before they are stored.
+    let (code, _, err) = keys_cli(&redis, &["add", "key-a"], "{\"bearer_token\":\"token-a-1111\"}");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = keys_cli(&redis, &["add", "key-b"], "{\"bearer_token\":\"token-b-2222\"}\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = keys_cli(&redis, &["add", "key-c"], "{\"bearer_tokn\":\"x\"}");
+    assert_eq!(code, 78, "a misspelt field is refused: {err}");
+    assert!(err.contains("bearer_tokn"), "{err}");
+    for (id, rule) in [(0, "brexit"), (1, "storm")] {
+        let _: () = c.hset_multiple(format!("traptor-track:{id}:0"), &[("rule_id", rule), ("value", rule)]).expect("hset");
+    }
+    let fake = FakeX::start();
+    fake.with(|s| s.accept_bearer = Some("token-b-2222".into()));
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            serde_json::json!({"data": {"id": format!("{}", 7000 + i), "text": format!("brexit news {i}")},
+                               "matching_rules": [{"id": "1", "tag": "brexit"}]})
+            .to_string()
+        })
+        .collect();
+    fake.push_session(Session::ok(lines));
+    let make = |id: u32| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
+            .id(id)
+            .coordination(
+                "heartbeat_interval_secs = 5\nstats_flush_ms = 100\n\n\
+                 [coordination.api_keys]\nhash = \"traptor-apikeys\"\nlease_secs = 10",
+            )
+            .write(dir.path());
+        (dir, p)
+    };
+    let (d1, p1) = make(0);
+    let first = Host::spawn(&["--pipeline", p1.to_str().expect("utf8")], &[]);
+    let out = wait_for("20 posts", LIMIT, || Some(out_lines(d1.path())).filter(|v| v.len() >= 20));
+    assert!(out.iter().all(|v| rule_ids(v) == ["brexit"]), "{out:?}");
+    // key-a was tried and refused, key-b streams.
+    let auths: Vec<String> = fake.with(|s| s.requests.iter().filter_map(|r| r.authorization.clone()).collect());
+    assert_eq!(auths.first().map(String::as_str), Some("Bearer token-a-1111"), "{auths:?}");
+    assert_eq!(auths.last().map(String::as_str), Some("Bearer token-b-2222"), "{auths:?}");
+    let (code, list, err) = keys_cli(&redis, &["list"], "");
+    assert_eq!(code, 0, "{err}");
+    let row = |name: &str| list.lines().find(|l| l.starts_with(&format!("{name}\t"))).unwrap_or("").to_owned();
+    assert!(row("key-a").contains("\tbad HTTP 401"), "{list}");
+    assert!(row("key-b").contains("\tleased track:0 (pid"), "{list}");
+    assert!(row("key-b").ends_with("\tbearer_token"), "{list}");
+    assert!(!list.contains("token-a-1111") && !list.contains("token-b-2222"), "never a secret: {list}");
+    wait_for("heartbeat 0", LIMIT, || c.exists::<_, bool>("track:0:heartbeat").ok().filter(|e| *e));
+
+    // A second collector: key-a bad, key-b leased → it waits, no heartbeat.
+    let (_d2, p2) = make(1);
+    let second = Host::spawn(&["--pipeline", p2.to_str().expect("utf8")], &[]);
+    second.wait_log("every API key is leased by another collector or marked bad", LIMIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    let beating: bool = c.exists("track:1:heartbeat").expect("exists");
+    assert!(!beating, "the heartbeat is withheld while no key is held");
+    let (status, log1) = first.stop();
+    assert!(status.success(), "{log1}");
+    second.wait_log("using an API key from the pool", LIMIT);
+    assert!(second.log().contains("api_key=key-b"), "{}", second.log());
+    // Clearing the bad mark makes key-a claimable again.
+    let (code, text, _) = keys_cli(&redis, &["clear-bad"], "");
+    assert_eq!((code, text.trim()), (0, "cleared 1 bad mark(s)"));
+    let (status, log2) = second.stop();
+    assert!(status.success());
+    for log in [&log1, &log2] {
+        assert!(!log.contains("token-a-1111") && !log.contains("token-b-2222"), "secret leaked: {log}");
+    }
+    assert!(log1.contains("API key refused"), "{log1}");
+    let (code, _, _) = keys_cli(&redis, &["remove", "key-a"], "");
+    assert_eq!(code, 0);
+    let (code, _, err) = keys_cli(&redis, &["remove", "key-a"], "");
+    assert!(code != 0 && err.contains("no key \"key-a\""), "{err}");
+}
+
 #[test]
 fn redis_outages_never_stop_collection() {
     let mut redis = RedisServer::with_persistence();

@@ -179,9 +179,8 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let mut coordination = services::CoordinationTasks::default();
     let outcome = steps(&cfg, opts, shutdown, &metrics, &mut background, &mut coordination).await;
     // 6. Drain, also after a failed step: background tasks stopped and
-    //    awaited, then the API key given back (the heartbeat renews it).
+    //    awaited (the API-key pool gives its key back as it stops).
     background.stop().await;
-    coordination.release().await;
     let (report, error) = match outcome? {
         Some(outcome) => outcome.finish(&metrics, started),
         None => (RunReport::empty(metrics.snapshot(), started), None),
@@ -219,6 +218,7 @@ async fn steps(
 
     // 3. The topology, as `validate` builds it.
     let health = Arc::new(Health::default());
+    let (key_pool, pool_end) = services::key_pool(cfg);
     let cx = SourceContext {
         batching: topology::batching(&c.pipeline),
         rules: rules.subscribe(),
@@ -228,6 +228,7 @@ async fn steps(
         metrics: metrics.clone(),
         max_record_bytes: c.pipeline.max_record_bytes,
         remote_rule_ids: Arc::default(),
+        key_pool,
     };
     let topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());
@@ -240,7 +241,7 @@ async fn steps(
     };
 
     // 4. Heartbeat, API-key lease, rule stats.
-    *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, &shutdown, background).await?;
+    *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, background).await?;
     // With rules in Redis and none assigned yet, idle until some appear.
     rules.wait_for_any(&c.rules, who, &shutdown).await;
 

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppError;
 use crate::config::LoadedConfig;
-use crate::coordination::keys::{self, KeySource, Lease};
+use crate::coordination::keys::{self, KeySource, PoolSettings};
 use crate::coordination::stats::{self, RuleHits, StatsKeys};
 use crate::coordination::{ApiKeysConfig, CoordinationConfig, CoordinationError, heartbeat};
+use crate::key_pool::{KeyPoolEnd, KeyPoolHandle};
 use crate::pipeline::Compiled;
 use crate::redis_conn::{DEFAULT_REDIS_URL, RedisUrl, connect_with_retry};
 use crate::rules::{Collector, RuleSnapshot, RulesConfig};
@@ -194,8 +195,19 @@ impl RulesService {
 /// Step 4: what coordination runs beside the pipeline.
 #[derive(Debug, Default)]
 pub(super) struct CoordinationTasks {
-    lease: Option<Lease>,
     pub rule_hits: Option<Arc<RuleHits>>,
+}
+
+/// The source's end of the API-key pool, and the end its task will run, when
+/// `[coordination.api_keys]` is configured (and coordination is on).
+pub(super) fn key_pool(cfg: &LoadedConfig) -> (Option<KeyPoolHandle>, Option<KeyPoolEnd>) {
+    match coordination_url(cfg) {
+        Some((_, co)) if co.api_keys.is_some() => {
+            let (handle, end) = crate::key_pool::channel();
+            (Some(handle), Some(end))
+        }
+        _ => (None, None),
+    }
 }
 
 impl CoordinationTasks {
@@ -204,25 +216,22 @@ impl CoordinationTasks {
         who: Collector,
         redis: Option<&ConnectionManager>,
         health: Arc<Health>,
-        shutdown: &CancellationToken,
+        key_pool: Option<KeyPoolEnd>,
         background: &mut Background,
     ) -> Result<CoordinationTasks, AppError> {
         let (Some((_, co)), Some(conn)) = (coordination_url(cfg), redis) else {
             return Ok(CoordinationTasks::default());
         };
         let t = who.rule_type.as_str();
-        let lease = match &co.api_keys {
-            Some(k) => claim_key(conn, k, who, shutdown).await?,
-            None => None,
-        };
-        let beat = heartbeat::run(
-            conn.clone(),
-            heartbeat::key(t, who.id),
-            Duration::from_secs(co.heartbeat_interval_secs),
-            health,
-            lease.clone(),
-            background.token(),
-        );
+        let interval = Duration::from_secs(co.heartbeat_interval_secs);
+        if let (Some(k), Some(end)) = (&co.api_keys, key_pool) {
+            let settings = pool_settings(k, who, interval)?;
+            // No heartbeat before a key is held (set here, before either task runs).
+            health.set_unhealthy(keys::WAITING_FOR_KEY);
+            let pool = keys::run_pool(conn.clone(), settings, end, health.clone(), background.token());
+            background.spawn("API-key pool", pool);
+        }
+        let beat = heartbeat::run(conn.clone(), heartbeat::key(t, who.id), interval, health, background.token());
         background.spawn("heartbeat", beat);
         let mut rule_hits = None;
         if co.stats {
@@ -238,55 +247,24 @@ impl CoordinationTasks {
             background.spawn("rule stats", flush);
             rule_hits = Some(hits);
         }
-        Ok(CoordinationTasks { lease, rule_hits })
-    }
-
-    /// Give the API key back (after the heartbeat has stopped renewing it).
-    pub(super) async fn release(&self) {
-        if let Some(l) = &self.lease {
-            match l.release().await {
-                Ok(()) => tracing::info!(api_key = %l.name(), "API key released"),
-                Err(e) => tracing::warn!(error = %e, "cannot release the API key lease; it expires by itself"),
-            }
-        }
+        Ok(CoordinationTasks { rule_hits })
     }
 }
 
-/// Claim one API key of the pool, waiting while all are leased.
-async fn claim_key(
-    conn: &ConnectionManager,
-    k: &ApiKeysConfig,
-    who: Collector,
-    shutdown: &CancellationToken,
-) -> Result<Option<Lease>, AppError> {
+/// Where the pool is and who holds its leases.
+fn pool_settings(k: &ApiKeysConfig, who: Collector, renew_every: Duration) -> Result<PoolSettings, AppError> {
     let source = match (&k.hash, &k.file) {
         (Some(h), _) => KeySource::RedisHash(h.clone()),
         (None, Some(f)) => KeySource::File(f.clone()),
         // The pure checks refuse this; say so if it ever gets here.
         (None, None) => return Err(AppError::Internal("coordination.api_keys has neither hash nor file".into())),
     };
-    let owner = format!("{}:{}:{}", who.rule_type, who.id, std::process::id());
-    let ttl = Duration::from_secs(k.lease_secs);
-    let mut announced = false;
-    loop {
-        match keys::claim(conn, &source, &owner, ttl).await {
-            Ok(Some(l)) => {
-                tracing::info!(api_key = %l.name(), "claimed an API key");
-                return Ok(Some(l));
-            }
-            Ok(None) if !announced => {
-                tracing::warn!("every API key is leased by another collector; waiting for one");
-                announced = true;
-            }
-            Ok(None) => {}
-            Err(e @ CoordinationError::Invalid(_)) => return Err(e.into()),
-            Err(e) => tracing::warn!(error = %e, "cannot claim an API key yet"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
+    Ok(PoolSettings {
+        source,
+        owner: format!("{}:{}:{}", who.rule_type, who.id, std::process::id()),
+        ttl: Duration::from_secs(k.lease_secs),
+        renew_every,
+    })
 }
 
 /// SIGHUP: reload the rules at once (instead of the default: the process

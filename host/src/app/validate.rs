@@ -49,7 +49,9 @@ pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
     check_rules(&cfg, &mut v).await;
     let parts = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &SourceContext::detached(), false)).await
+        // With a key pool, the source's credentials come from it.
+        let cx = SourceContext { key_pool: super::services::key_pool(&cfg).0, ..SourceContext::detached() };
+        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, false)).await
     };
     match parts {
         Ok(parts) => report_parts(&cfg, parts, &mut v),

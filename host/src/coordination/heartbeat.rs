@@ -11,7 +11,6 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::keys::Lease;
 use crate::telemetry::Health;
 
 /// The shortest interval allowed (seconds).
@@ -27,14 +26,13 @@ pub fn ttl_secs(interval: Duration) -> u64 {
     (interval.as_millis() as u64 * 3).div_ceil(2000).max(1)
 }
 
-/// Beat every `interval` until `shutdown`; renew the API-key lease (if any)
-/// with each beat.
+/// Beat every `interval` until `shutdown` (withheld while `health` reports a
+/// problem).
 pub async fn run(
     mut conn: ConnectionManager,
     key: String,
     interval: Duration,
     health: Arc<Health>,
-    lease: Option<Lease>,
     shutdown: CancellationToken,
 ) {
     let ttl = ttl_secs(interval);
@@ -46,13 +44,6 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
-        }
-        if let Some(l) = &lease {
-            match l.renew().await {
-                Ok(true) => {}
-                Ok(false) => health.set_unhealthy(format!("lost the lease on API key {}", l.name())),
-                Err(e) => tracing::debug!(error = %e, "lease renewal failed"),
-            }
         }
         if let Some(reason) = health.problem() {
             if !withheld {

@@ -38,6 +38,8 @@ use super::backoff::{Backoff, ConnectionStats, Decision, Failure};
 use super::{BatchTx, Batching, RunSource, SourceContext, SourceError, SourceFuture, SourceSummary};
 use crate::batch::Batcher;
 use crate::component::Problems;
+use crate::key_pool::{KeyPoolHandle, PooledKey};
+use crate::secret::{Secret, SecretRef};
 use crate::rules::RuleSnapshot;
 use crate::telemetry::{Health, Metrics};
 
@@ -100,6 +102,13 @@ pub trait Connector: Send + 'static {
     fn needs_reconnect(&self, _rules: &RuleSnapshot) -> bool {
         false
     }
+    /// Takes its credentials from the API-key pool when one is configured.
+    const KEYED: bool = false;
+    /// Use this key's credentials from now on (fields named as the pipeline
+    /// keys they replace); say which field is missing.
+    fn use_key(&mut self, _key: &PooledKey) -> Result<(), String> {
+        Ok(())
+    }
     /// After the last connection: stop helpers, persist positions.
     fn finish(&mut self) -> impl Future<Output = ()> + Send {
         async {}
@@ -137,6 +146,19 @@ impl LiveSettings {
         problems.range("stall_timeout_secs", stall_timeout_secs, 1, 3600);
         problems.range("dedup_window", dedup_window as u64, 1, 10_000_000);
         problems.backoff_scale("backoff_scale", backoff_scale);
+    }
+}
+
+/// A credential of a keyed source: from the API-key pool when one is
+/// configured (a placeholder until the pool hands out a key; the pipeline's
+/// value is not read), else the pipeline's `key`, which is then required.
+pub fn credential(cx: &SourceContext, key: &str, value: Option<&SecretRef>) -> Result<Secret, SourceError> {
+    match (&cx.key_pool, value) {
+        (Some(_), _) => Ok(Secret::new(String::new())),
+        (None, Some(r)) => r.resolve().map_err(|e| SourceError::Config(format!("source.{key}: {e}"))),
+        (None, None) => Err(SourceError::Config(format!(
+            "source.{key} is required (or [coordination.api_keys] to take credentials from a key pool)"
+        ))),
     }
 }
 
@@ -188,6 +210,11 @@ pub struct Live<C> {
     stats: Arc<ConnectionStats>,
     /// Shown in logs and errors (`x_filtered_stream https://api.x.com`).
     label: String,
+    /// Credentials from the API-key pool (keyed connectors only).
+    key_pool: Option<KeyPoolHandle>,
+    /// The pool key in use, and the last one refused.
+    key: Option<String>,
+    refused: Option<String>,
 }
 
 /// What the driver carries from one connection to the next.
@@ -209,6 +236,9 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             metrics: cx.metrics.clone(),
             stats: Arc::default(),
             label,
+            key_pool: if C::KEYED { cx.key_pool.clone() } else { None },
+            key: None,
+            refused: None,
         }
     }
 
@@ -226,13 +256,28 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             summary: SourceSummary::default(),
         };
         let cx = LiveContext { rules: self.rules.clone(), health: self.health.clone(), shutdown: shutdown.clone() };
-        let stopped = match self.connector.start(&cx).await {
-            Err(f) if Backoff::exact().failed(&f, Instant::now()) == Decision::Stop => Some(f),
-            Err(f) => {
-                tracing::warn!(source = name, error = %f, "start-up step failed; connecting anyway");
-                self.reconnect_loop(&mut st, &out, &shutdown).await
+        let stopped = loop {
+            if self.key_pool.is_some() && !self.take_key(&shutdown).await {
+                break None;
             }
-            Ok(()) => self.reconnect_loop(&mut st, &out, &shutdown).await,
+            let stopped = match self.connector.start(&cx).await {
+                Err(f) if Backoff::exact().failed(&f, Instant::now()) == Decision::Stop => Some(f),
+                Err(f) => {
+                    tracing::warn!(source = name, error = %f, "start-up step failed; connecting anyway");
+                    self.reconnect_loop(&mut st, &out, &shutdown).await
+                }
+                Ok(()) => self.reconnect_loop(&mut st, &out, &shutdown).await,
+            };
+            // A pool key refused: the pool marks it bad and hands out the next.
+            match (stopped, &self.key_pool, self.key.take()) {
+                (Some(f), Some(pool), Some(key)) => {
+                    tracing::warn!(source = name, api_key = %key, error = %f, "API key refused; asking the pool for the next");
+                    self.health.set_unhealthy(format!("{name}: API key {key} refused: {f}"));
+                    pool.refuse(&key, f.to_string());
+                    self.refused = Some(key);
+                }
+                (stopped, ..) => break stopped,
+            }
         };
         if let Some(b) = st.batcher.flush() {
             let _ = out.send(b).await;
@@ -245,6 +290,27 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                 Err(SourceError::Unauthorized(f.to_string()))
             }
             None => Ok(st.summary),
+        }
+    }
+
+    /// Wait for a pool key the connector can use; false on shutdown.
+    async fn take_key(&mut self, shutdown: &CancellationToken) -> bool {
+        let name = self.connector.name();
+        let Some(pool) = self.key_pool.as_mut() else { return true };
+        loop {
+            let Some(key) = pool.next(self.refused.as_deref(), shutdown).await else { return false };
+            match self.connector.use_key(&key) {
+                Ok(()) => {
+                    tracing::info!(source = name, api_key = %key.name, "using an API key from the pool");
+                    self.key = Some(key.name.clone());
+                    return true;
+                }
+                Err(reason) => {
+                    tracing::warn!(source = name, api_key = %key.name, reason = %reason, "API key unusable for this source");
+                    pool.refuse(&key.name, reason);
+                    self.refused = Some(key.name.clone());
+                }
+            }
         }
     }
 

@@ -26,6 +26,7 @@ use super::http::{ByteStream, http_client, problem_detail, without_url};
 use super::live::{Connection, Connector, Frame, Live, LiveSettings};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one};
+use crate::key_pool::PooledKey;
 use crate::post::Format;
 use crate::rules::RuleSnapshot;
 use crate::secret::{Secret, SecretRef};
@@ -116,9 +117,12 @@ impl SourceComponent for MastodonConfig {
     }
 
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
-        let token = match &self.access_token {
-            Some(s) => Some(s.resolve().map_err(|e| SourceError::Config(format!("source.access_token: {e}")))?),
-            None => None,
+        // Optional here: from the key pool when one is configured.
+        let token = match (&cx.key_pool, &self.access_token) {
+            (None, Some(s)) => {
+                Some(s.resolve().map_err(|e| SourceError::Config(format!("source.access_token: {e}")))?)
+            }
+            _ => None,
         };
         let url = self.stream_url();
         let connector = MastodonConnector {
@@ -155,6 +159,13 @@ impl Connector for MastodonConnector {
 
     fn name(&self) -> &'static str {
         "mastodon"
+    }
+
+    const KEYED: bool = true;
+
+    fn use_key(&mut self, key: &PooledKey) -> Result<(), String> {
+        self.token = Some(key.field("access_token")?);
+        Ok(())
     }
 
     async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<MastodonConnection, Failure> {

@@ -142,6 +142,9 @@ pub struct SourceContext {
     pub max_record_bytes: usize,
     /// Server-side rule ids of the local rules (X v2), for the workers.
     pub remote_rule_ids: Arc<crate::rules::RemoteRuleIds>,
+    /// The API-key pool, when `[coordination.api_keys]` hands out the
+    /// credentials (pipeline credentials are then the fallback).
+    pub key_pool: Option<crate::key_pool::KeyPoolHandle>,
 }
 
 impl SourceContext {
@@ -157,6 +160,7 @@ impl SourceContext {
             metrics: Arc::default(),
             max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
             remote_rule_ids: Arc::default(),
+            key_pool: None,
         }
     }
 }

@@ -20,9 +20,10 @@ use serde::Deserialize;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, without_url};
-use super::live::{Connection, Connector, Frame, Live, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveSettings, credential};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
+use crate::key_pool::PooledKey;
 use crate::post::Format;
 use crate::rules::{Criterion, Rule, RuleSnapshot, RuleType};
 use crate::secret::{Secret, SecretRef};
@@ -101,14 +102,20 @@ pub struct V1FilterConfig {
     /// API root.
     #[serde(default = "default_base")]
     pub base_url: String,
-    /// OAuth 1.0a consumer key, `{ env = "…" }` or `{ file = "…" }`.
-    pub consumer_key: SecretRef,
+    /// OAuth 1.0a consumer key, `{ env = "…" }` or `{ file = "…" }`. The
+    /// four credentials are not needed when `[coordination.api_keys]` hands
+    /// out keys (fields of the same names).
+    #[serde(default)]
+    pub consumer_key: Option<SecretRef>,
     /// OAuth 1.0a consumer secret.
-    pub consumer_secret: SecretRef,
+    #[serde(default)]
+    pub consumer_secret: Option<SecretRef>,
     /// OAuth 1.0a access token.
-    pub access_token: SecretRef,
+    #[serde(default)]
+    pub access_token: Option<SecretRef>,
     /// OAuth 1.0a access token secret.
-    pub access_token_secret: SecretRef,
+    #[serde(default)]
+    pub access_token_secret: Option<SecretRef>,
     /// No data and no keep-alive for this long: reconnect (Twitter sends a
     /// keep-alive every 30 s and documents 90 s as the stall).
     #[serde(default = "default_stall_secs")]
@@ -147,6 +154,8 @@ impl SourceComponent for V1FilterConfig {
     fn resolve_paths(&mut self, base: &BaseDir) {
         for s in
             [&mut self.consumer_key, &mut self.consumer_secret, &mut self.access_token, &mut self.access_token_secret]
+                .into_iter()
+                .flatten()
         {
             base.fix_secret(s);
         }
@@ -157,13 +166,11 @@ impl SourceComponent for V1FilterConfig {
     }
 
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
-        let read =
-            |name: &str, s: &SecretRef| s.resolve().map_err(|e| SourceError::Config(format!("source.{name}: {e}")));
         let keys = OAuthKeys {
-            consumer_key: read("consumer_key", &self.consumer_key)?,
-            consumer_secret: read("consumer_secret", &self.consumer_secret)?,
-            access_token: read("access_token", &self.access_token)?,
-            access_token_secret: read("access_token_secret", &self.access_token_secret)?,
+            consumer_key: credential(cx, "consumer_key", self.consumer_key.as_ref())?,
+            consumer_secret: credential(cx, "consumer_secret", self.consumer_secret.as_ref())?,
+            access_token: credential(cx, "access_token", self.access_token.as_ref())?,
+            access_token_secret: credential(cx, "access_token_secret", self.access_token_secret.as_ref())?,
         };
         let base_url = self.base_url.trim_end_matches('/').to_owned();
         let connector = V1Connector {
@@ -349,6 +356,18 @@ impl Connector for V1Connector {
 
     fn name(&self) -> &'static str {
         "twitter_v1_filter"
+    }
+
+    const KEYED: bool = true;
+
+    fn use_key(&mut self, key: &PooledKey) -> Result<(), String> {
+        self.keys = OAuthKeys {
+            consumer_key: key.field("consumer_key")?,
+            consumer_secret: key.field("consumer_secret")?,
+            access_token: key.field("access_token")?,
+            access_token_secret: key.field("access_token_secret")?,
+        };
+        Ok(())
     }
 
     async fn connect(&mut self, rules: &RuleSnapshot) -> Result<V1Connection, Failure> {

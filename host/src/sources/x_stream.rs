@@ -29,12 +29,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings, credential};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
 use crate::post::Format;
 use crate::rules::{Criterion, RemoteRuleIds, Rule, RuleSnapshot};
-use crate::secret::{Secret, SecretRef};
+use crate::key_pool::{PooledKey, SecretCell};
+use crate::secret::SecretRef;
 
 /// Expansions and fields requested on the stream: what the post view needs.
 pub const STREAM_PARAMS: &str = "expansions=author_id,referenced_tweets.id,referenced_tweets.id.author_id,in_reply_to_user_id,geo.place_id,entities.mentions.username\
@@ -113,7 +114,7 @@ pub struct SyncReport {
 pub struct RulesApi {
     client: reqwest::Client,
     base: String,
-    token: Secret,
+    token: SecretCell,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,7 +156,7 @@ impl ApiError {
 }
 
 impl RulesApi {
-    pub fn new(client: reqwest::Client, base: &str, token: Secret) -> RulesApi {
+    pub fn new(client: reqwest::Client, base: &str, token: SecretCell) -> RulesApi {
         RulesApi { client, base: base.trim_end_matches('/').to_owned(), token }
     }
 
@@ -168,7 +169,7 @@ impl RulesApi {
     async fn send(&self, req: impl Fn() -> reqwest::RequestBuilder) -> Result<RulesPage, Failure> {
         for _ in 0..3 {
             let resp = req()
-                .bearer_auth(self.token.expose())
+                .bearer_auth(self.token.get().expose())
                 .send()
                 .await
                 .map_err(|e| Failure::Network(format!("rules endpoint: {}", without_url(&e))))?;
@@ -342,8 +343,10 @@ pub struct XStreamConfig {
     /// API root (tests and enterprise endpoints point elsewhere).
     #[serde(default = "default_base")]
     pub base_url: String,
-    /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`.
-    pub bearer_token: SecretRef,
+    /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`. Not needed when
+    /// `[coordination.api_keys]` hands out keys (field `bearer_token`).
+    #[serde(default)]
+    pub bearer_token: Option<SecretRef>,
     /// No data and no keep-alive for this long: reconnect (X sends a
     /// keep-alive every 20 s).
     #[serde(default = "default_stall_secs")]
@@ -387,7 +390,9 @@ impl SourceComponent for XStreamConfig {
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {
-        base.fix_secret(&mut self.bearer_token);
+        if let Some(s) = &mut self.bearer_token {
+            base.fix_secret(s);
+        }
     }
 
     fn format(&self) -> Format {
@@ -395,8 +400,7 @@ impl SourceComponent for XStreamConfig {
     }
 
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
-        let token =
-            self.bearer_token.resolve().map_err(|e| SourceError::Config(format!("source.bearer_token: {e}")))?;
+        let token = SecretCell::new(credential(cx, "bearer_token", self.bearer_token.as_ref())?);
         let client = http_client()?;
         let base_url = self.base_url.trim_end_matches('/').to_owned();
         let connector = XConnector {
@@ -422,7 +426,8 @@ pub struct XConnector {
     client: reqwest::Client,
     rules_api: RulesApi,
     stream_url: String,
-    token: Secret,
+    /// Shared with the rule-sync task: a pool key replaces it.
+    token: SecretCell,
     sync_rules: bool,
     max_rules: usize,
     max_rule_length: usize,
@@ -458,6 +463,8 @@ impl Connector for XConnector {
     /// First sync before streaming, so attribution is right from the start;
     /// then a task syncs every change (bursts coalesced) while the stream runs.
     async fn start(&mut self, cx: &LiveContext) -> Result<(), Failure> {
+        // Started again after a pool key was refused: one sync task only.
+        self.finish().await;
         if !self.sync_rules {
             // Rules are managed elsewhere: learn their ids once, so posts
             // whose `matching_rules` carry no tag are still attributed.
@@ -507,7 +514,7 @@ impl Connector for XConnector {
         let resp = self
             .client
             .get(&self.stream_url)
-            .bearer_auth(self.token.expose())
+            .bearer_auth(self.token.get().expose())
             .send()
             .await
             .map_err(|e| Failure::Network(without_url(&e)))?;
@@ -517,6 +524,13 @@ impl Connector for XConnector {
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
         Ok(XConnection { stream: Box::pin(resp.bytes_stream()), lines: Lines::new(self.max_record_bytes) })
+    }
+
+    const KEYED: bool = true;
+
+    fn use_key(&mut self, key: &PooledKey) -> Result<(), String> {
+        self.token.set(key.field("bearer_token")?);
+        Ok(())
     }
 
     async fn finish(&mut self) {
