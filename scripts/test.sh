@@ -12,11 +12,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL)"
+step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -6,6 +6,7 @@
 //! Depends on nothing else in the crate.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -13,58 +14,76 @@ use redis::{IntoConnectionInfo, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
 use crate::jitter::Jitter;
+use crate::secret::SecretRef;
 
 /// The default server (`--redis`, `TRAPTOR_REDIS_URL`).
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-/// A Redis URL whose password never appears in logs, errors or `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
+/// A Redis server as the pipeline names it: a URL whose password never
+/// appears in logs, errors or `Debug`, plus what the URL cannot say (a
+/// password from the environment or a file, a CA file for `rediss://`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct RedisUrl {
+    url: String,
+    access: RedisAccess,
+}
+
+/// How to reach a server beyond its URL (the `tls_ca_file`, `tls_insecure`
+/// and `password` keys of `[rules]` and `[coordination]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisAccess {
+    /// PEM file of the CA that signed the server's certificate (`rediss://`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate (tests only).
+    pub tls_insecure: bool,
+    /// The password, when not in the URL.
+    pub password: Option<SecretRef>,
+}
 
 impl RedisUrl {
     pub fn new(url: impl Into<String>) -> RedisUrl {
-        RedisUrl(url.into())
+        RedisUrl { url: url.into(), access: RedisAccess::default() }
+    }
+    pub fn with_access(mut self, access: RedisAccess) -> RedisUrl {
+        self.access = access;
+        self
     }
     /// The real URL, for connecting only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.url
     }
 }
 
+/// Query parameters that carry a password (`redis+unix://…?pass=…`).
+fn is_password_param(k: &str) -> bool {
+    ["pass", "password"].contains(&k.to_ascii_lowercase().as_str())
+}
+
 impl fmt::Display for RedisUrl {
+    /// The URL with every password replaced: userinfo (`user:pass@`, a bare
+    /// `token@`) and `pass=`/`password=` query parameters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://[user[:password]@]host…[?…pass=…] → passwords replaced.
-        let (base, query) = match self.0.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (self.0.as_str(), None),
+        let Ok(mut u) = url::Url::parse(&self.url) else {
+            // Unreadable: show the scheme only, never the rest.
+            let scheme = self.url.split_once("://").map_or("?", |(s, _)| s);
+            return write!(f, "{scheme}://(unreadable URL)");
         };
-        match (base.find("://"), base.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &base[scheme + 3..at];
-                let user = creds.split(':').next().unwrap_or("");
-                if creds.contains(':') {
-                    write!(f, "{}{user}:*****{}", &base[..scheme + 3], &base[at..])?;
-                } else {
-                    write!(f, "{}*****{}", &base[..scheme + 3], &base[at..])?;
-                }
-            }
-            _ => f.write_str(base)?,
+        if u.password().is_some() {
+            let _ = u.set_password(Some("*****"));
+        } else if !u.username().is_empty() {
+            let _ = u.set_username("*****");
         }
-        let Some(query) = query else { return Ok(()) };
-        f.write_str("?")?;
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                f.write_str("&")?;
-            }
-            match pair.split_once('=') {
-                // `redis+unix:///run/redis.sock?pass=…` and the like.
-                Some((k, _)) if ["pass", "password"].contains(&k.to_ascii_lowercase().as_str()) => {
-                    write!(f, "{k}=*****")?;
-                }
-                _ => f.write_str(pair)?,
-            }
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_password_param(&k) { "*****".to_owned() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
         }
-        Ok(())
+        f.write_str(u.as_str())
     }
 }
 
@@ -77,13 +96,16 @@ impl fmt::Debug for RedisUrl {
 /// Why talking to Redis failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
-    /// The URL cannot be used (a configuration error).
+    /// The URL or its settings cannot be used (a configuration error).
     #[error("invalid Redis URL {url}: {message}")]
     Url { url: RedisUrl, message: String },
     #[error("cannot reach Redis at {url}: {message}")]
     Connect { url: RedisUrl, message: String },
     #[error("Redis command failed: {0}")]
     Command(String),
+    /// Pub/sub on the command connection needs RESP3 (Redis 6 or later).
+    #[error("Redis at {url} is older than 6 (no RESP3): rule notices cannot be received; rules are re-checked periodically")]
+    NoPush { url: RedisUrl },
 }
 
 impl From<redis::RedisError> for RedisError {
@@ -92,19 +114,69 @@ impl From<redis::RedisError> for RedisError {
     }
 }
 
-/// Connect (RESP3, reconnecting in the background). `push` receives pub/sub
-/// messages; subscriptions are restored after a reconnect.
+/// The client for `url`: password and TLS settings applied.
+fn client(url: &RedisUrl, protocol: ProtocolVersion) -> Result<redis::Client, RedisError> {
+    let bad = |message: String| RedisError::Url { url: url.clone(), message };
+    let info = url.expose().into_connection_info().map_err(|e| bad(e.to_string()))?;
+    let mut settings = info.redis_settings().clone().set_protocol(protocol);
+    if let Some(p) = &url.access.password {
+        let password = p.resolve().map_err(|e| bad(format!("password: {e}")))?;
+        settings = settings.set_password(password.expose());
+    }
+    let mut info = info.set_redis_settings(settings);
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if !tls && (url.access.tls_ca_file.is_some() || url.access.tls_insecure) {
+        return Err(bad("tls_ca_file and tls_insecure need a rediss:// URL".into()));
+    }
+    if let redis::ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone()
+        && url.access.tls_insecure
+    {
+        info = info.set_addr(redis::ConnectionAddr::TcpTls { host, port, insecure: true, tls_params: None });
+    }
+    match &url.access.tls_ca_file {
+        Some(ca) if !url.access.tls_insecure => {
+            let pem = std::fs::read(ca).map_err(|e| bad(format!("tls_ca_file {}: {e}", ca.display())))?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string()))
+        }
+        _ => redis::Client::open(info).map_err(|e| bad(e.to_string())),
+    }
+}
+
+/// True when the server refused RESP3 (`HELLO` unknown: Redis older than 6).
+fn resp3_refused(e: &redis::RedisError) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    m.contains("noproto") || (m.contains("unknown command") && m.contains("hello"))
+}
+
+/// Connect, reconnecting in the background. RESP3 when the server has it;
+/// `push` then receives pub/sub messages and subscriptions are restored after
+/// a reconnect. A server older than 6 gets RESP2 (logged), where a
+/// connection that needs `push` cannot be had: [`RedisError::NoPush`].
 pub async fn connect(
     url: &RedisUrl,
     push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
 ) -> Result<ConnectionManager, RedisError> {
-    let info = url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| RedisError::Url { url: url.clone(), message: e.to_string() })?;
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| RedisError::Url { url: url.clone(), message: e.to_string() })?;
+    let wants_push = push.is_some();
+    match manager(client(url, ProtocolVersion::RESP3)?, push).await {
+        Err(e) if resp3_refused(&e) => {
+            if wants_push {
+                return Err(RedisError::NoPush { url: url.clone() });
+            }
+            tracing::warn!(redis = %url, "the server does not speak RESP3 (Redis older than 6): using RESP2");
+            manager(client(url, ProtocolVersion::RESP2)?, None)
+                .await
+                .map_err(|e| RedisError::Connect { url: url.clone(), message: e.to_string() })
+        }
+        Err(e) => Err(RedisError::Connect { url: url.clone(), message: e.to_string() }),
+        Ok(m) => Ok(m),
+    }
+}
+
+async fn manager(
+    client: redis::Client,
+    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> Result<ConnectionManager, redis::RedisError> {
     let mut config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)))
@@ -113,9 +185,7 @@ pub async fn connect(
     if let Some(tx) = push {
         config = config.set_push_sender(tx).set_automatic_resubscription();
     }
-    ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(|e| RedisError::Connect { url: url.clone(), message: e.to_string() })
+    ConnectionManager::new_with_config(client, config).await
 }
 
 /// [`connect`], retrying with backoff (a ceiling of 0.5 s doubling to 10 s,
@@ -132,7 +202,7 @@ pub async fn connect_with_retry(
         let delay = jitter.spread(FIRST, ceiling);
         match connect(url, push.clone()).await {
             Ok(c) => return Ok(Some(c)),
-            Err(e @ RedisError::Url { .. }) => return Err(e),
+            Err(e @ (RedisError::Url { .. } | RedisError::NoPush { .. })) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unavailable; retrying");
             }

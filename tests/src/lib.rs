@@ -145,6 +145,10 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     persist: bool,
+    /// More `redis-server` options (TLS, renamed commands).
+    extra: Vec<String>,
+    /// `requirepass`, also used by the test's own connections.
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -157,13 +161,24 @@ impl RedisServer {
         Self::launch(true)
     }
 
+    /// With more server options, and a password (`requirepass`) if given.
+    pub fn with_options(extra: &[String], password: Option<&str>) -> RedisServer {
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tmp"),
+            persist: false,
+            extra: extra.to_vec(),
+            password: password.map(str::to_owned),
+        };
+        s.spawn();
+        s
+    }
+
     fn launch(persist: bool) -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RedisServer { child: None, port, dir, persist };
+        let mut s = RedisServer { child: None, port, dir, persist, extra: Vec::new(), password: None };
         s.spawn();
         s
     }
@@ -180,6 +195,10 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        cmd.args(&self.extra);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start redis-server ({e}); install it (scripts/test.sh does: apt-get install redis-server)")
         });
@@ -201,7 +220,11 @@ impl RedisServer {
     }
 
     fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+        let url = match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))
     }
 
     /// A plain synchronous connection for test assertions.
@@ -228,6 +251,28 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the
+/// `openssl` command in `dir`: `(ca.pem, server.pem, server.key)`.
+pub fn tls_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=traptor test CA"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write");
+    run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "2", "-extfile", "san.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
 
 /// Wait until `f` returns `Some`, polling every 20 ms, failing after `limit`.

@@ -330,6 +330,84 @@ fn pooled_api_keys_reach_the_source_and_a_refused_key_is_marked_bad() {
     assert!(code != 0 && err.contains("no key \"key-a\""), "{err}");
 }
 
+/// Issue 13, item 3: Redis as deployed. Rules over `rediss://` with the
+/// test's own CA and a password from a file; a plain `redis://` to the TLS
+/// port and a wrong password fail with clear errors; no password shows in
+/// any output at trace level; a server without RESP3 (HELLO renamed away, as
+/// on Redis 5) still serves rules, heartbeats and API keys over RESP2.
+#[test]
+fn redis_over_tls_with_a_password_from_a_file_and_servers_without_resp3() {
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca, cert, key) = traptor_tests::tls_certificates(certs.path());
+    let tls_port = traptor_tests::free_port();
+    let socket = certs.path().join("redis.sock");
+    let tls_args: Vec<String> = [
+        "--unixsocket", socket.to_str().expect("utf8"), "--unixsocketperm", "700",
+        "--tls-port", &tls_port.to_string(), "--tls-cert-file", cert.to_str().expect("utf8"), "--tls-key-file",
+        key.to_str().expect("utf8"), "--tls-ca-cert-file", ca.to_str().expect("utf8"), "--tls-auth-clients", "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let password = "pw-Zq81-secret";
+    let redis = RedisServer::with_options(&tls_args, Some(password));
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "c"), ("value", "coffee")]).expect("hset");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("redis-password"), format!("{password}\n")).expect("write");
+    let validate = |url: &str, extra: &str| {
+        let p = PipelineFile::new("type = \"synthetic\"\ncount = 10")
+            .rules(&format!("type = \"redis\"\nurl = \"{url}\"\n{extra}"))
+            .write(dir.path());
+        let out = run_host(&["validate", "--log-level", "trace", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(password), "the password showed: {text}");
+        (out.status.code(), text)
+    };
+    let tls_url = format!("rediss://127.0.0.1:{tls_port}");
+    let ca_key = format!("tls_ca_file = {:?}", ca.display());
+    let (code, text) = validate(&tls_url, &format!("{ca_key}\npassword = {{ file = \"redis-password\" }}"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("rules: 1 valid in rediss://127.0.0.1"), "{text}");
+    // The password in every URL form: loads, never shown.
+    for (url, extra) in [
+        (format!("rediss://:{password}@127.0.0.1:{tls_port}"), ca_key.as_str()),
+        (format!("rediss://default:{password}@127.0.0.1:{tls_port}/0"), ca_key.as_str()),
+        (format!("redis+unix://{}?db=0&pass={password}", socket.display()), ""),
+    ] {
+        let (code, text) = validate(&url, extra);
+        assert_eq!(code, Some(0), "{url}: {text}");
+    }
+    // Plain text to the TLS port; a wrong password; no CA for our certificate.
+    let (code, text) = validate(&format!("redis://127.0.0.1:{tls_port}"), "password = { file = \"redis-password\" }");
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.contains("cannot reach Redis at redis://127.0.0.1"), "{text}");
+    std::fs::write(dir.path().join("wrong"), "nope").expect("write");
+    let (code, text) = validate(&tls_url, &format!("{ca_key}\npassword = {{ file = \"wrong\" }}"));
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.to_lowercase().contains("password") || text.contains("WRONGPASS"), "{text}");
+    let (code, text) = validate(&tls_url, "password = { file = \"redis-password\" }");
+    assert_eq!(code, Some(78), "an unknown CA is refused: {text}");
+
+    // RESP2 only: HELLO renamed away.
+    let old = RedisServer::with_options(&["--rename-command".into(), "HELLO".into(), String::new()], None);
+    let mut c = old.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "c"), ("value", "coffee")]).expect("hset");
+    let _: () = c.hset("traptor-apikeys", "k", r#"{"bearer_token":"t"}"#).expect("hset");
+    let p = pipeline(&old, "type = \"synthetic\"\nrate = 200")
+        .coordination(
+            "heartbeat_interval_secs = 5\nstats_flush_ms = 100\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"",
+        )
+        .write(dir.path());
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("heartbeat over RESP2", LIMIT, || c.exists::<_, bool>("track:0:heartbeat").ok().filter(|e| *e));
+    wait_for("matched posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.iter().any(|p| rule_ids(p) == ["c"])));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("RESP2") && log.contains("older than 6"), "{log}");
+    assert!(log.contains("claimed an API key"), "{log}");
+}
+
 #[test]
 fn redis_outages_never_stop_collection() {
     let mut redis = RedisServer::with_persistence();

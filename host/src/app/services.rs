@@ -19,7 +19,7 @@ use crate::coordination::stats::{self, RuleHits, StatsKeys};
 use crate::coordination::{ApiKeysConfig, CoordinationConfig, CoordinationError, heartbeat};
 use crate::key_pool::{KeyPoolEnd, KeyPoolHandle};
 use crate::pipeline::Compiled;
-use crate::redis_conn::{DEFAULT_REDIS_URL, RedisUrl, connect_with_retry};
+use crate::redis_conn::{DEFAULT_REDIS_URL, RedisAccess, RedisUrl, connect_with_retry};
 use crate::rules::{Collector, RuleSnapshot, RulesConfig};
 use crate::telemetry::{Health, Metrics};
 
@@ -76,13 +76,19 @@ impl Background {
 /// when the rules are in Redis, else when `[coordination]` is present.
 pub(super) fn coordination_url(cfg: &LoadedConfig) -> Option<(RedisUrl, CoordinationConfig)> {
     let c = &cfg.config;
-    let rules_url = c.rules.component().redis_url().map(str::to_owned);
+    let rules_url = c.rules.component().redis_url();
+    let own = |co: &CoordinationConfig, url: String| {
+        RedisUrl::new(url).with_access(RedisAccess {
+            tls_ca_file: co.tls_ca_file.clone(),
+            tls_insecure: co.tls_insecure,
+            password: co.password.clone(),
+        })
+    };
     match (&c.coordination, rules_url) {
-        (Some(co), r) => {
-            let url = co.url.clone().or(r).unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
-            Some((RedisUrl::new(url), co.clone()))
-        }
-        (None, Some(r)) => Some((RedisUrl::new(r), CoordinationConfig::default())),
+        (Some(co), _) if co.url.is_some() => Some((own(co, co.url.clone().unwrap_or_default()), co.clone())),
+        (Some(co), Some(r)) => Some((r, co.clone())),
+        (Some(co), None) => Some((own(co, DEFAULT_REDIS_URL.to_owned()), co.clone())),
+        (None, Some(r)) => Some((r, CoordinationConfig::default())),
         (None, None) => None,
     }
 }

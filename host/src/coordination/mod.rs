@@ -31,9 +31,19 @@ use crate::redis_conn::RedisError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinationConfig {
-    /// Redis server (default: the rules' server, else `redis://127.0.0.1:6379`).
+    /// Redis server (default: the rules' server, with its TLS and password
+    /// settings, else `redis://127.0.0.1:6379`).
     #[serde(default)]
     pub url: Option<String>,
+    /// `rediss://`: PEM file of the CA that signed the server's certificate.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `rediss://`: accept any certificate. Tests only.
+    #[serde(default)]
+    pub tls_insecure: bool,
+    /// The password, `{ env = "…" }` or `{ file = "…" }`, instead of one in the URL.
+    #[serde(default)]
+    pub password: Option<crate::secret::SecretRef>,
     /// Heartbeat period (at least 5); the key lives 1.5 × as long.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_interval_secs: u64,
@@ -55,6 +65,9 @@ impl Default for CoordinationConfig {
     fn default() -> Self {
         CoordinationConfig {
             url: None,
+            tls_ca_file: None,
+            tls_insecure: false,
+            password: None,
             heartbeat_interval_secs: default_heartbeat_secs(),
             stats: true,
             stats_window_secs: default_stats_window_secs(),
@@ -115,6 +128,12 @@ impl CoordinationConfig {
     }
 
     pub fn resolve_paths(&mut self, base: &BaseDir) {
+        if let Some(ca) = &mut self.tls_ca_file {
+            base.fix(ca);
+        }
+        if let Some(p) = &mut self.password {
+            base.fix_secret(p);
+        }
         if let Some(ApiKeysConfig { file: Some(f), .. }) = &mut self.api_keys {
             base.fix(f);
         }

@@ -60,7 +60,7 @@ pub trait RulesComponent: fmt::Debug + Send + Sync {
         Vec::new()
     }
     /// The Redis server this store reads, if any (coordination defaults to it).
-    fn redis_url(&self) -> Option<&str> {
+    fn redis_url(&self) -> Option<crate::redis_conn::RedisUrl> {
         None
     }
     /// Where the rules of `who` are, for logs.

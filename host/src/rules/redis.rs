@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::{Collector, LoadFuture, Rule, RuleProblem, RuleSnapshot, RuleType, RulesComponent, RulesError};
 use crate::component::Problems;
-use crate::redis_conn::{DEFAULT_REDIS_URL, RedisError, RedisUrl, connect_with_retry};
+use crate::redis_conn::{DEFAULT_REDIS_URL, RedisAccess, RedisError, RedisUrl, connect_with_retry};
 
 /// `[rules]` with `type = "redis"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +38,16 @@ pub struct RedisRulesConfig {
     /// A rule (all its fields) larger than this is refused with its key.
     #[serde(default = "default_max_rule_bytes")]
     pub max_rule_bytes: usize,
+    /// `rediss://`: PEM file of the CA that signed the server's certificate
+    /// (default: the system's trusted roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// `rediss://`: accept any certificate. Tests only.
+    #[serde(default)]
+    pub tls_insecure: bool,
+    /// The password, `{ env = "…" }` or `{ file = "…" }`, instead of one in the URL.
+    #[serde(default)]
+    pub password: Option<crate::secret::SecretRef>,
 }
 
 fn default_max_rule_bytes() -> usize {
@@ -63,12 +73,21 @@ impl RulesComponent for RedisRulesConfig {
         }
     }
 
-    fn redis_url(&self) -> Option<&str> {
-        Some(&self.url)
+    fn resolve_paths(&mut self, base: &crate::component::BaseDir) {
+        if let Some(ca) = &mut self.tls_ca_file {
+            base.fix(ca);
+        }
+        if let Some(p) = &mut self.password {
+            base.fix_secret(p);
+        }
+    }
+
+    fn redis_url(&self) -> Option<RedisUrl> {
+        Some(self.server())
     }
 
     fn describe(&self, who: Collector) -> String {
-        format!("{} ({}:*)", RedisUrl::new(self.url.clone()), collector_prefix(who.rule_type, who.id))
+        format!("{} ({}:*)", self.server(), collector_prefix(who.rule_type, who.id))
     }
 
     fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ConnectionManager>) -> LoadFuture<'a> {
@@ -88,7 +107,7 @@ impl RulesComponent for RedisRulesConfig {
     ) -> tokio::task::JoinHandle<()> {
         let opts = WatchOptions {
             reload,
-            url: RedisUrl::new(self.url.clone()),
+            url: self.server(),
             channel: self.channel.clone(),
             rule_type: who.rule_type,
             id: who.id,
@@ -103,6 +122,16 @@ impl RulesComponent for RedisRulesConfig {
                 );
             }),
         }
+    }
+}
+
+impl RedisRulesConfig {
+    fn server(&self) -> RedisUrl {
+        RedisUrl::new(self.url.clone()).with_access(RedisAccess {
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_insecure: self.tls_insecure,
+            password: self.password.clone(),
+        })
     }
 }
 
@@ -211,6 +240,10 @@ pub async fn watch(
     let mut sub = match connect_with_retry(&opts.url, Some(push_tx), &shutdown).await {
         Ok(Some(c)) => c,
         Ok(None) => return,
+        Err(e @ RedisError::NoPush { .. }) => {
+            tracing::warn!("{e}");
+            return periodic_only(conn, opts, tx, shutdown).await;
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot subscribe to rule notices; relying on the periodic check");
             return periodic_only(conn, opts, tx, shutdown).await;
