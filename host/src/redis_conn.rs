@@ -232,5 +232,26 @@ mod tests {
         assert_eq!(u.to_string(), "redis+unix:///run/redis.sock?db=2&pass=*****");
         assert_eq!(RedisUrl::new("redis://h:1/0?password=s3cret").to_string(), "redis://h:1/0?password=*****");
         assert!(!format!("{:?}", RedisUrl::new("redis://u:p@h?pass=s3cret")).contains("s3cret"));
+        // Parsed, not pattern-matched: an encoded '@' or ':' in the password,
+        // TLS, a password that is also a query value elsewhere.
+        assert_eq!(RedisUrl::new("rediss://u:p%40ss%3Aw@h:6380/1").to_string(), "rediss://u:*****@h:6380/1");
+        let u = RedisUrl::new("unix:///tmp/r.sock?PASSWORD=s3cret&db=1").to_string();
+        assert_eq!(u, "unix:///tmp/r.sock?PASSWORD=*****&db=1");
+        // Unreadable: nothing after the scheme is shown.
+        let u = RedisUrl::new("redis://u:s3cret@[::1").to_string();
+        assert_eq!(u, "redis://(unreadable URL)");
+        let with_file = RedisUrl::new("redis://h").with_access(RedisAccess {
+            password: Some(SecretRef::Env { env: "SURELY_UNSET_TRAPTOR_PW".into() }),
+            ..RedisAccess::default()
+        });
+        assert_eq!(with_file.to_string(), "redis://h");
+        let e = client(&with_file, ProtocolVersion::RESP3).expect_err("unset variable");
+        assert!(e.to_string().contains("SURELY_UNSET_TRAPTOR_PW"), "{e}");
+        let e = client(
+            &RedisUrl::new("redis://h").with_access(RedisAccess { tls_insecure: true, ..RedisAccess::default() }),
+            ProtocolVersion::RESP3,
+        )
+        .expect_err("TLS options without rediss");
+        assert!(e.to_string().contains("rediss://"), "{e}");
     }
 }
