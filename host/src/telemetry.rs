@@ -84,6 +84,8 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub dead_letters_out: AtomicU64,
     pub rule_reloads: AtomicU64,
+    /// SIGHUPs that found a pipeline-file change only a restart applies.
+    pub changes_needing_restart: AtomicU64,
     pub worker_panics: AtomicU64,
     /// Gauge: records waiting in the Kafka sink's spool.
     pub spool_backlog: AtomicU64,
@@ -109,6 +111,7 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub dead_letters_out: u64,
     pub rule_reloads: u64,
+    pub changes_needing_restart: u64,
     pub worker_panics: u64,
     pub spool_backlog: u64,
 }
@@ -145,6 +148,7 @@ impl Metrics {
             bytes_out: self.bytes_out.load(Relaxed),
             dead_letters_out: self.dead_letters_out.load(Relaxed),
             rule_reloads: self.rule_reloads.load(Relaxed),
+            changes_needing_restart: self.changes_needing_restart.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
             spool_backlog: self.spool_backlog.load(Relaxed),
         }

@@ -344,6 +344,22 @@ impl Host {
         self.child.id()
     }
 
+    /// Wait for the process to end by itself (killed after `limit`).
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50)); // the log reader catches up
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("traptor-host did not end within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then wait; returns the exit status.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -18,6 +18,7 @@
 //! Errors say who is at fault ([`ErrorKind`]): the configuration (exit 78),
 //! the outside world at run time (exit 2), or a bug here (exit 70).
 
+mod hangup;
 mod services;
 mod topology;
 mod validate;
@@ -204,6 +205,8 @@ async fn steps(
 ) -> Result<Option<topology::Outcome>, AppError> {
     let c = &cfg.config;
     let who = Collector { rule_type: c.traptor.traptor_type, id: c.traptor.id };
+    // From here on SIGHUP no longer ends the process.
+    let hup = hangup::Listener::new();
 
     // 1. Coordination start-up: one Redis connection (reconnecting in the
     //    background), waited for with backoff.
@@ -239,6 +242,16 @@ async fn steps(
                 errors.into_iter().next().unwrap_or_else(|| AppError::Internal("a part failed without an error".into()))
             })?
     };
+
+    // SIGHUP: rules at once; stages rebuilt when only they changed.
+    let hangup = hangup::Hangup {
+        reload: rules.reload.clone(),
+        path: cfg.path.clone(),
+        text: cfg.text.clone(),
+        stages: topology.stages(),
+        metrics: metrics.clone(),
+    };
+    background.spawn("SIGHUP", hangup::on_hangup(hup, hangup, background.token()));
 
     // 4. Heartbeat, API-key lease, rule stats.
     *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, background).await?;

@@ -122,6 +122,8 @@ pub(super) async fn connect_coordination(
 pub struct RulesService {
     snapshots: watch::Receiver<Arc<RuleSnapshot>>,
     pub compiled: Arc<ArcSwap<Compiled>>,
+    /// Wakes the store to load at once (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 impl RulesService {
@@ -141,7 +143,6 @@ impl RulesService {
         let (tx, snapshots) = watch::channel(Arc::new(snapshot));
         let reload = Arc::new(tokio::sync::Notify::new());
         background.keep("rules watcher", store.watch(who, redis, tx, reload.clone(), background.token()));
-        background.spawn("SIGHUP", on_hangup(reload, cfg.path.clone(), cfg.text.clone(), background.token()));
         let mut changes = snapshots.clone();
         let (swap, stop) = (compiled.clone(), background.token());
         background.spawn("rules compiler", async move {
@@ -160,7 +161,7 @@ impl RulesService {
                 }
             }
         });
-        Ok(RulesService { snapshots, compiled })
+        Ok(RulesService { snapshots, compiled, reload })
     }
 
     /// A receiver of every new snapshot (sources that sync rules with an API).
@@ -273,42 +274,3 @@ fn pool_settings(k: &ApiKeysConfig, who: Collector, renew_every: Duration) -> Re
     })
 }
 
-/// SIGHUP: reload the rules at once (instead of the default: the process
-/// ends). The pipeline file is read again too: a change to it is reported as
-/// needing a restart; nothing else changes.
-async fn on_hangup(reload: Arc<tokio::sync::Notify>, path: std::path::PathBuf, text: String, stop: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                r = hup.recv() => if r.is_none() { return },
-            }
-            tracing::info!("SIGHUP: reloading the rules");
-            reload.notify_one();
-            match LoadedConfig::load(&path) {
-                Ok(now) if now.text == text => {}
-                Ok(_) => tracing::warn!(
-                    pipeline = %path.display(),
-                    "the pipeline file changed; only the rules reload on SIGHUP: restart to apply it"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIGHUP: the pipeline file no longer loads (the running one stays)")
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (reload, path, text);
-        stop.cancelled().await;
-    }
-}

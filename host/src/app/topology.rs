@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use super::services::RulesService;
 use super::{AppError, RunReport};
 use crate::config::LoadedConfig;
 use crate::coordination::stats::RuleHits;
 use crate::envelope::Identity;
-use crate::pipeline::{Fatal, PipelineTuning, WorkerContext, spawn_workers};
+use crate::pipeline::{Fatal, PipelineTuning, StageSet, WorkerContext, spawn_workers};
 use crate::rules::RemoteRuleIds;
 use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
@@ -79,7 +81,7 @@ impl TopologyParts {
                 source,
                 sink,
                 dead_letter,
-                stages: stages.into(),
+                stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
                 tuning: self.tuning,
                 forward_control: self.forward_control,
                 stats_interval: self.stats_interval,
@@ -98,7 +100,8 @@ pub struct Topology {
     source: Source,
     sink: Sink,
     dead_letter: Option<Sink>,
-    stages: Arc<[Arc<Stage>]>,
+    /// Replaced as a whole when SIGHUP finds only `[[stages]]` changed.
+    stages: Arc<ArcSwap<StageSet>>,
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
@@ -122,6 +125,11 @@ pub struct Outcome {
 }
 
 impl Topology {
+    /// The stage set, for SIGHUP to replace.
+    pub(super) fn stages(&self) -> Arc<ArcSwap<StageSet>> {
+        self.stages.clone()
+    }
+
     /// Run until the source ends or `shutdown`: workers on the blocking pool,
     /// the sink on its own task, the source here. Returns once the sink has
     /// written (or refused) everything the workers passed on.
@@ -163,7 +171,7 @@ impl Topology {
         }
         let sink = sink_task.await.unwrap_or_else(|e| Err(SinkError::Task(e.to_string())));
         reporter.abort();
-        let stages = self.stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
+        let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
         Outcome { source, sink, internal, fatal: fatal.error(), stages }
     }
 }

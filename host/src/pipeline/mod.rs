@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use worker::{Compiled, Fatal, FatalStageError, WorkerContext, WorkerScratch, process_batch, spawn_workers};
+pub use worker::{
+    Compiled, Fatal, FatalStageError, StageSet, WorkerContext, WorkerScratch, process_batch, spawn_workers,
+};
 
 use crate::component::{BaseDir, Problems};
 

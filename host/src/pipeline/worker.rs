@@ -76,8 +76,9 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// Names the input in error reports (a file path, "synthetic" …).
     pub source_name: Arc<str>,
-    /// Stages in pipeline order.
-    pub stages: Arc<[Arc<Stage>]>,
+    /// Stages in pipeline order; replaced as a whole (SIGHUP), taken once per
+    /// batch so a batch never sees two sets.
+    pub stages: Arc<ArcSwap<StageSet>>,
     pub fatal: Arc<Fatal>,
     /// Per-rule match counts for Redis stats, when enabled.
     pub rule_hits: Option<Arc<RuleHits>>,
@@ -87,6 +88,20 @@ pub struct WorkerContext {
     pub remote_rule_ids: Arc<RemoteRuleIds>,
 }
 
+/// The stages of the pipeline, as one swappable set.
+#[derive(Debug, Default)]
+pub struct StageSet {
+    /// Bumped on every swap: workers drop their instances of the old set.
+    pub generation: u64,
+    pub stages: Arc<[Arc<Stage>]>,
+}
+
+impl StageSet {
+    pub fn new(generation: u64, stages: impl Into<Arc<[Arc<Stage>]>>) -> StageSet {
+        StageSet { generation, stages: stages.into() }
+    }
+}
+
 /// Per-worker reusable buffers and the worker's stage instances (kept warm).
 #[derive(Debug, Default)]
 pub struct WorkerScratch {
@@ -94,6 +109,8 @@ pub struct WorkerScratch {
     matched: Vec<u32>,
     out: Vec<u8>,
     instances: Vec<Option<StageInstance>>,
+    /// The [`StageSet::generation`] the instances belong to.
+    generation: u64,
     /// Matches per rule index in the current batch (stats).
     hits: Vec<u64>,
 }
@@ -136,7 +153,8 @@ pub fn process_batch(
     out.checkpoint = batch.checkpoint;
     Metrics::add(&m.records_in, batch.len() as u64);
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
-    let staged = !ctx.stages.is_empty();
+    let set = ctx.stages.load_full();
+    let staged = !set.stages.is_empty();
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut tally = Tally::default();
     for (raw, origin) in batch.iter() {
@@ -173,8 +191,12 @@ pub fn process_batch(
     if !staged {
         return Ok(out);
     }
-    scratch.instances.resize_with(ctx.stages.len(), || None);
-    for (s, stage) in ctx.stages.iter().enumerate() {
+    if scratch.generation != set.generation {
+        scratch.instances.clear();
+        scratch.generation = set.generation;
+    }
+    scratch.instances.resize_with(set.stages.len(), || None);
+    for (s, stage) in set.stages.iter().enumerate() {
         run_stage(stage, &mut scratch.instances[s], compiled, &mut items)?;
     }
     wrap_items(ctx, compiled, &items, scratch, &mut out);

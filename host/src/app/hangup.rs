@@ -1,0 +1,164 @@
+//! SIGHUP: reload the rules at once (instead of the default: the process
+//! ends), and read the pipeline file again. When only `[[stages]]` changed,
+//! the stages are rebuilt (plugins compiled or taken from the cache, each
+//! config checked by its `init`) and swapped between batches: no post is lost
+//! or repeated and the source's connection stays up. Any other change is
+//! reported as needing a restart (logged, counted) and nothing changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LoadedConfig;
+use crate::pipeline::StageSet;
+use crate::plugins::stages;
+use crate::telemetry::Metrics;
+
+/// What a SIGHUP acts on.
+#[derive(Debug)]
+pub(super) struct Hangup {
+    /// Wakes the rules store.
+    pub reload: Arc<Notify>,
+    pub path: PathBuf,
+    /// The file as it runs (environment substituted).
+    pub text: String,
+    pub stages: Arc<ArcSwap<StageSet>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What changed between two versions of the pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    Nothing,
+    OnlyStages,
+    /// Something a running pipeline cannot take (sources, sinks, rules …).
+    NeedsRestart,
+}
+
+/// Compare two pipeline files as TOML (comments and layout do not count).
+pub(super) fn change(before: &str, after: &str) -> Change {
+    let (Ok(mut a), Ok(mut b)) = (before.parse::<toml::Table>(), after.parse::<toml::Table>()) else {
+        return Change::NeedsRestart;
+    };
+    let (sa, sb) = (a.remove("stages"), b.remove("stages"));
+    match (a == b, sa == sb) {
+        (false, _) => Change::NeedsRestart,
+        (true, true) => Change::Nothing,
+        (true, false) => Change::OnlyStages,
+    }
+}
+
+/// SIGHUP, listened for from the start of a run (so that from then on it no
+/// longer ends the process), acted on once the pipeline runs.
+#[cfg(unix)]
+pub(super) struct Listener(Option<tokio::signal::unix::Signal>);
+#[cfg(not(unix))]
+pub(super) struct Listener;
+
+impl Listener {
+    pub(super) fn new() -> Listener {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(s) => Listener(Some(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                    Listener(None)
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Listener
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listener(SIGHUP)")
+    }
+}
+
+pub(super) async fn on_hangup(listener: Listener, mut h: Hangup, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let Listener(Some(mut hup)) = listener else { return };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the rules");
+            h.reload.notify_one();
+            reread(&mut h).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (listener, h);
+        stop.cancelled().await;
+    }
+}
+
+/// Read the pipeline file again and apply what can be applied.
+async fn reread(h: &mut Hangup) {
+    let now = match LoadedConfig::load(&h.path) {
+        Ok(now) => now,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: the pipeline file no longer loads (the running one stays)");
+            return;
+        }
+    };
+    match change(&h.text, &now.text) {
+        Change::Nothing => {}
+        Change::NeedsRestart => {
+            Metrics::add(&h.metrics.changes_needing_restart, 1);
+            tracing::warn!(
+                pipeline = %h.path.display(),
+                "the pipeline file changed beyond [[stages]]; only rules and stages reload on SIGHUP: restart to apply it"
+            );
+        }
+        Change::OnlyStages => {
+            let (configs, cache) = (now.config.stages.clone(), now.config.pipeline.plugin_cache_dir.clone());
+            let built = tokio::task::spawn_blocking(move || stages::load_all(&configs, cache)).await;
+            match built {
+                Ok(Ok(new)) => {
+                    let old = h.stages.load_full();
+                    let names: Vec<String> = new.iter().map(|s| s.name.to_string()).collect();
+                    super::log_stages(
+                        &old.stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect::<Vec<_>>(),
+                    );
+                    h.stages.store(Arc::new(StageSet::new(old.generation + 1, new)));
+                    h.text = now.text;
+                    tracing::info!(stages = ?names, "SIGHUP: stages rebuilt; they apply from the next batch");
+                }
+                Ok(Err(errors)) => {
+                    for e in &errors {
+                        tracing::error!(error = %e, "SIGHUP: a stage cannot be built");
+                    }
+                    tracing::warn!("SIGHUP: the running stages stay");
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: building the stages failed; the running ones stay"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_to_the_stages_can_be_applied() {
+        let base = "[source]\ntype = \"synthetic\"\n\n[[stages]]\nname = \"s\"\nplugin = \"a.wasm\"\n";
+        assert_eq!(change(base, &format!("# a comment\n{base}")), Change::Nothing);
+        assert_eq!(change(base, &base.replace("a.wasm", "b.wasm")), Change::OnlyStages);
+        assert_eq!(change(base, &format!("{base}config = {{ k = 1 }}\n")), Change::OnlyStages);
+        assert_eq!(change(base, &base.replace("synthetic", "replay")), Change::NeedsRestart);
+        assert_eq!(change(base, &base.replace("synthetic", "replay").replace("a.wasm", "b")), Change::NeedsRestart);
+        assert_eq!(change(base, "not toml ["), Change::NeedsRestart);
+    }
+}
