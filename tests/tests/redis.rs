@@ -408,6 +408,41 @@ fn redis_over_tls_with_a_password_from_a_file_and_servers_without_resp3() {
     assert!(log.contains("claimed an API key"), "{log}");
 }
 
+/// Issue 13, item 2 with Redis: one pipeline file, two collectors that
+/// differ only in their environment (`TRAPTOR_ID`, `${OUT}`) → two
+/// heartbeats and two rule sets.
+#[test]
+fn one_file_two_collectors_with_their_own_heartbeats_and_rules() {
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "r0"), ("value", "coffee")]).expect("hset");
+    let _: () = c.hset_multiple("traptor-track:1:0", &[("rule_id", "r1"), ("value", "happy")]).expect("hset");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(&redis, "type = \"synthetic\"\nrate = 300")
+        .sink("type = \"file\"\npath = \"out-${OUT}.jsonl\"")
+        .write(dir.path());
+    let path = p.to_str().expect("utf8");
+    let a = Host::spawn(&["--pipeline", path], &[("TRAPTOR_ID", "0"), ("OUT", "a")]);
+    let b = Host::spawn(&["--pipeline", path], &[("TRAPTOR_ID", "1"), ("OUT", "b")]);
+    for key in ["track:0:heartbeat", "track:1:heartbeat"] {
+        wait_for(key, LIMIT, || c.exists::<_, bool>(key).ok().filter(|e| *e));
+    }
+    let matched = |name: &str, rule: &str| {
+        let text = std::fs::read(dir.path().join(name)).unwrap_or_default();
+        let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let posts = json_lines(&text[..end]);
+        let ids: std::collections::BTreeSet<String> = posts.iter().flat_map(rule_ids).collect();
+        (posts.iter().any(|p| rule_ids(p) == [rule]), ids)
+    };
+    wait_for("both outputs", LIMIT, || (matched("out-a.jsonl", "r0").0 && matched("out-b.jsonl", "r1").0).then_some(()));
+    assert!(!matched("out-a.jsonl", "r0").1.contains("r1"), "collector 0 has only its rules");
+    assert!(!matched("out-b.jsonl", "r1").1.contains("r0"), "collector 1 has only its rules");
+    for h in [a, b] {
+        let (status, log) = h.stop();
+        assert!(status.success(), "{log}");
+    }
+}
+
 #[test]
 fn redis_outages_never_stop_collection() {
     let mut redis = RedisServer::with_persistence();
