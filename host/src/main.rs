@@ -157,13 +157,9 @@ enum KeysCommand {
     List,
     /// Remove key NAME from the pool (a collector holding it keeps it until
     /// it restarts or the key is refused).
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
     /// Make bad keys claimable again: NAME, or every key of the pool.
-    ClearBad {
-        name: Option<String>,
-    },
+    ClearBad { name: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

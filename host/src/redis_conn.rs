@@ -104,7 +104,9 @@ pub enum RedisError {
     #[error("Redis command failed: {0}")]
     Command(String),
     /// Pub/sub on the command connection needs RESP3 (Redis 6 or later).
-    #[error("Redis at {url} is older than 6 (no RESP3): rule notices cannot be received; rules are re-checked periodically")]
+    #[error(
+        "Redis at {url} is older than 6 (no RESP3): rule notices cannot be received; rules are re-checked periodically"
+    )]
     NoPush { url: RedisUrl },
 }
 

@@ -264,7 +264,8 @@ fn pooled_api_keys_reach_the_source_and_a_refused_key_is_marked_bad() {
     assert_eq!(code, 78, "a misspelt field is refused: {err}");
     assert!(err.contains("bearer_tokn"), "{err}");
     for (id, rule) in [(0, "brexit"), (1, "storm")] {
-        let _: () = c.hset_multiple(format!("traptor-track:{id}:0"), &[("rule_id", rule), ("value", rule)]).expect("hset");
+        let _: () =
+            c.hset_multiple(format!("traptor-track:{id}:0"), &[("rule_id", rule), ("value", rule)]).expect("hset");
     }
     let fake = FakeX::start();
     fake.with(|s| s.accept_bearer = Some("token-b-2222".into()));
@@ -278,13 +279,16 @@ fn pooled_api_keys_reach_the_source_and_a_refused_key_is_marked_bad() {
     fake.push_session(Session::ok(lines));
     let make = |id: u32| {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
-            .id(id)
-            .coordination(
-                "heartbeat_interval_secs = 5\nstats_flush_ms = 100\n\n\
+        let p = pipeline(
+            &redis,
+            &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base),
+        )
+        .id(id)
+        .coordination(
+            "heartbeat_interval_secs = 5\nstats_flush_ms = 100\n\n\
                  [coordination.api_keys]\nhash = \"traptor-apikeys\"\nlease_secs = 10",
-            )
-            .write(dir.path());
+        )
+        .write(dir.path());
         (dir, p)
     };
     let (d1, p1) = make(0);
@@ -342,9 +346,20 @@ fn redis_over_tls_with_a_password_from_a_file_and_servers_without_resp3() {
     let tls_port = traptor_tests::free_port();
     let socket = certs.path().join("redis.sock");
     let tls_args: Vec<String> = [
-        "--unixsocket", socket.to_str().expect("utf8"), "--unixsocketperm", "700",
-        "--tls-port", &tls_port.to_string(), "--tls-cert-file", cert.to_str().expect("utf8"), "--tls-key-file",
-        key.to_str().expect("utf8"), "--tls-ca-cert-file", ca.to_str().expect("utf8"), "--tls-auth-clients", "no",
+        "--unixsocket",
+        socket.to_str().expect("utf8"),
+        "--unixsocketperm",
+        "700",
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert.to_str().expect("utf8"),
+        "--tls-key-file",
+        key.to_str().expect("utf8"),
+        "--tls-ca-cert-file",
+        ca.to_str().expect("utf8"),
+        "--tls-auth-clients",
+        "no",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -434,7 +449,9 @@ fn one_file_two_collectors_with_their_own_heartbeats_and_rules() {
         let ids: std::collections::BTreeSet<String> = posts.iter().flat_map(rule_ids).collect();
         (posts.iter().any(|p| rule_ids(p) == [rule]), ids)
     };
-    wait_for("both outputs", LIMIT, || (matched("out-a.jsonl", "r0").0 && matched("out-b.jsonl", "r1").0).then_some(()));
+    wait_for("both outputs", LIMIT, || {
+        (matched("out-a.jsonl", "r0").0 && matched("out-b.jsonl", "r1").0).then_some(())
+    });
     assert!(!matched("out-a.jsonl", "r0").1.contains("r1"), "collector 0 has only its rules");
     assert!(!matched("out-b.jsonl", "r1").1.contains("r0"), "collector 1 has only its rules");
     for h in [a, b] {

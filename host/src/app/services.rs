@@ -273,4 +273,3 @@ fn pool_settings(k: &ApiKeysConfig, who: Collector, renew_every: Duration) -> Re
         renew_every,
     })
 }
-

@@ -206,7 +206,7 @@ pub fn check_key_json(json: &str) -> Result<(), String> {
         if !CREDENTIAL_FIELDS.contains(&k.as_str()) {
             return Err(format!("unknown field {k:?}; expected some of {}", CREDENTIAL_FIELDS.join(", ")));
         }
-        if !v.as_str().is_some_and(|s| !s.is_empty()) {
+        if v.as_str().is_none_or(str::is_empty) {
             return Err(format!("field {k:?} must be a non-empty string"));
         }
     }
@@ -220,7 +220,10 @@ pub enum KeyState {
     /// Held by `<type>:<id>:<pid>`.
     Leased(String),
     /// Refused by the API: why and when.
-    Bad { reason: String, at: String },
+    Bad {
+        reason: String,
+        at: String,
+    },
 }
 
 impl std::fmt::Display for KeyState {

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, SourceRule, TextView,
-    UserRef,
+    BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, SourceRule,
+    TextView, UserRef,
     v1::{Locator, unescape_with_spans},
 };
 

@@ -62,7 +62,7 @@ mod tests {
         ids.replace([("1500".to_owned(), "r1".to_owned())]);
         assert_eq!(ids.with_local("1500", |l| l.map(str::to_owned)), Some("r1".into()));
         ids.replace([("1501".to_owned(), "r2".to_owned())]);
-        assert_eq!(ids.with_local("1500", |l| l.is_some()), false);
+        assert!(!ids.with_local("1500", |l| l.is_some()));
         assert_eq!(ids.len(), 1);
         assert!(ids.first_report("9"));
         assert!(!ids.first_report("9"));

@@ -260,11 +260,15 @@ mod tests {
             for seed in 1..=200u64 {
                 let (mut b, mut table) = (Backoff::seeded(seed), Backoff::exact());
                 for attempt in 1..=12 {
-                    let (Decision::RetryAfter(w), Decision::RetryAfter(ceiling)) = (b.failed(&f, now), table.failed(&f, now))
+                    let (Decision::RetryAfter(w), Decision::RetryAfter(ceiling)) =
+                        (b.failed(&f, now), table.failed(&f, now))
                     else {
                         panic!("{f} stopped");
                     };
-                    assert!(w >= floor && w <= ceiling && ceiling <= max, "{f} attempt {attempt}: {w:?} of {ceiling:?}");
+                    assert!(
+                        w >= floor && w <= ceiling && ceiling <= max,
+                        "{f} attempt {attempt}: {w:?} of {ceiling:?}"
+                    );
                     if attempt == 1 {
                         assert_eq!(w, floor, "{f}: the first wait is the documented minimum");
                     }

@@ -39,8 +39,8 @@ use super::{BatchTx, Batching, RunSource, SourceContext, SourceError, SourceFutu
 use crate::batch::Batcher;
 use crate::component::Problems;
 use crate::key_pool::{KeyPoolHandle, PooledKey};
-use crate::secret::{Secret, SecretRef};
 use crate::rules::RuleSnapshot;
+use crate::secret::{Secret, SecretRef};
 use crate::telemetry::{Health, Metrics};
 
 /// Default number of dedup keys remembered.

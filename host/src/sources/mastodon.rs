@@ -119,9 +119,7 @@ impl SourceComponent for MastodonConfig {
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         // Optional here: from the key pool when one is configured.
         let token = match (&cx.key_pool, &self.access_token) {
-            (None, Some(s)) => {
-                Some(s.resolve().map_err(|e| SourceError::Config(format!("source.access_token: {e}")))?)
-            }
+            (None, Some(s)) => Some(s.resolve().map_err(|e| SourceError::Config(format!("source.access_token: {e}")))?),
             _ => None,
         };
         let url = self.stream_url();

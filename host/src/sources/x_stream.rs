@@ -32,9 +32,9 @@ use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without
 use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings, credential};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, one, yes};
+use crate::key_pool::{PooledKey, SecretCell};
 use crate::post::Format;
 use crate::rules::{Criterion, RemoteRuleIds, Rule, RuleSnapshot};
-use crate::key_pool::{PooledKey, SecretCell};
 use crate::secret::SecretRef;
 
 /// Expansions and fields requested on the stream: what the post view needs.
