@@ -16,6 +16,7 @@
 //! * [`telemetry`] — logs and counters.
 //! * [`app`] — wiring, supervision, reload, shutdown.
 
+pub mod admin;
 pub mod app;
 pub mod batch;
 pub mod component;

@@ -30,6 +30,10 @@ struct Cli {
     /// Test mode: write posts to standard output whatever sink is configured.
     #[arg(long)]
     test: bool,
+    /// Serve /metrics, /health and /ready on ADDR (e.g. 127.0.0.1:9464);
+    /// overrides [admin] listen.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
     #[command(flatten)]
     identity: IdentityArgs,
     /// Log format (logs always go to standard error).
@@ -74,6 +78,10 @@ enum Command {
         /// Test mode: write posts to standard output whatever sink is configured.
         #[arg(long)]
         test: bool,
+        /// Serve /metrics, /health and /ready on ADDR (e.g. 127.0.0.1:9464);
+        /// overrides [admin] listen.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
         #[command(flatten)]
         identity: IdentityArgs,
     },
@@ -232,7 +240,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     let code = match cli.command {
-        Some(Command::Run { pipeline, test, identity }) => run(pipeline, test, identity.overrides()),
+        Some(Command::Run { pipeline, test, admin, identity }) => {
+            run(pipeline, RunOptions { test_mode: test, admin }, identity.overrides())
+        }
         Some(Command::Validate { pipeline, identity, print }) => validate(&pipeline, identity.overrides(), print),
         Some(Command::Generate { count, seed, output }) => generate(count, seed, output),
         Some(Command::Completions { shell }) => {
@@ -257,7 +267,7 @@ fn main() -> ExitCode {
         Some(Command::Rules { redis, channel, command }) => rules_cmd(&redis, &channel, command),
         Some(Command::Keys { redis, hash, command }) => keys_cmd(&redis, &hash, command),
         None => match cli.pipeline {
-            Some(p) => run(p, cli.test, cli.identity.overrides()),
+            Some(p) => run(p, RunOptions { test_mode: cli.test, admin: cli.admin }, cli.identity.overrides()),
             None => {
                 eprintln!("traptor-host: nothing to do; pass --pipeline FILE or a command (see --help)");
                 2
@@ -267,7 +277,7 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
-fn run(pipeline: PathBuf, test: bool, identity: IdentityOverride) -> i32 {
+fn run(pipeline: PathBuf, opts: RunOptions, identity: IdentityOverride) -> i32 {
     let cfg = match LoadedConfig::load_with(&pipeline, identity) {
         Ok(c) => c,
         Err(e) => {
@@ -285,7 +295,7 @@ fn run(pipeline: PathBuf, test: bool, identity: IdentityOverride) -> i32 {
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         app::install_signal_handlers(shutdown.clone());
-        match app::run(cfg, RunOptions { test_mode: test }, shutdown).await {
+        match app::run(cfg, opts, shutdown).await {
             Ok(_) => 0,
             Err(e) => {
                 tracing::error!("{e}");

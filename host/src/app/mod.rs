@@ -46,10 +46,12 @@ pub const EXIT_SOFTWARE: i32 = 70;
 pub const EXIT_RUNTIME: i32 = 2;
 
 /// Options from the command line that override the file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// `--test`: write to standard output whatever sink is configured.
     pub test_mode: bool,
+    /// `--admin ADDR`: the admin listener, over `[admin] listen`.
+    pub admin: Option<String>,
 }
 
 /// What a finished run did.
@@ -102,6 +104,9 @@ pub enum AppError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The admin listener cannot bind (address taken, not allowed).
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,7 +126,7 @@ impl AppError {
             AppError::Source(e) if e.is_user_error() => ErrorKind::Config,
             AppError::Source(SourceError::Task(_)) | AppError::Sink(SinkError::Task(_)) => ErrorKind::Internal,
             AppError::Sink(e) if e.is_user_error() => ErrorKind::Config,
-            AppError::Source(_) | AppError::Sink(_) => ErrorKind::Runtime,
+            AppError::Source(_) | AppError::Sink(_) | AppError::Admin(_) => ErrorKind::Runtime,
         }
     }
 
@@ -232,10 +237,12 @@ async fn steps(
         max_record_bytes: c.pipeline.max_record_bytes,
         remote_rule_ids: Arc::default(),
         key_pool,
+        connection_stats: Arc::default(),
     };
     let topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());
-        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, opts.test_mode).into_topology())
+        let test_mode = opts.test_mode;
+        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, test_mode).into_topology())
             .await
             .map_err(|e| AppError::Internal(format!("building the pipeline: {e}")))?
             .map_err(|errors| {
@@ -252,6 +259,13 @@ async fn steps(
         metrics: metrics.clone(),
     };
     background.spawn("SIGHUP", hangup::on_hangup(hup, hangup, background.token()));
+
+    // The admin listener, when asked for: bound now, so a taken port stops here.
+    if let Some(addr) = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str())) {
+        let state = topology.admin_state(who, metrics, &rules, health.clone(), &cx, redis.clone());
+        let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
+        background.keep("admin endpoint", task);
+    }
 
     // 4. Heartbeat, API-key lease, rule stats.
     *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, background).await?;

@@ -40,6 +40,7 @@ pub struct TopologyParts {
     stats_interval: Duration,
     confirmed: Arc<AtomicU64>,
     remote_rule_ids: Arc<RemoteRuleIds>,
+    source_live: bool,
 }
 
 impl TopologyParts {
@@ -65,6 +66,7 @@ impl TopologyParts {
             stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
             confirmed: cx.confirmed.clone(),
             remote_rule_ids: cx.remote_rule_ids.clone(),
+            source_live: c.source.component().live(),
         }
     }
 
@@ -87,6 +89,7 @@ impl TopologyParts {
                 stats_interval: self.stats_interval,
                 confirmed: self.confirmed,
                 remote_rule_ids: self.remote_rule_ids,
+                source_live: self.source_live,
             }),
             _ => Err(errors),
         }
@@ -111,6 +114,8 @@ pub struct Topology {
     /// What the source learnt of server-side rule ids (the same as the source
     /// context's).
     remote_rule_ids: Arc<RemoteRuleIds>,
+    /// The source holds a connection (readiness waits for it).
+    source_live: bool,
 }
 
 /// How the parts of a run ended.
@@ -125,6 +130,32 @@ pub struct Outcome {
 }
 
 impl Topology {
+    /// What the admin endpoints read of this pipeline.
+    pub(super) fn admin_state(
+        &self,
+        who: crate::rules::Collector,
+        metrics: &Arc<Metrics>,
+        rules: &RulesService,
+        health: Arc<crate::telemetry::Health>,
+        cx: &SourceContext,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> crate::admin::AdminState {
+        crate::admin::AdminState {
+            traptor_type: who.rule_type.as_str(),
+            traptor_id: who.id,
+            metrics: metrics.clone(),
+            stages: self.stages.clone(),
+            compiled: rules.compiled.clone(),
+            health,
+            connection: cx.connection_stats.clone(),
+            source: self.source.name(),
+            source_live: self.source_live,
+            sink: self.sink.name(),
+            redis,
+            started: Instant::now(),
+        }
+    }
+
     /// The stage set, for SIGHUP to replace.
     pub(super) fn stages(&self) -> Arc<ArcSwap<StageSet>> {
         self.stages.clone()

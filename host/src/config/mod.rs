@@ -63,6 +63,9 @@ pub struct PipelineConfig {
     /// the rules are in Redis).
     #[serde(default)]
     pub coordination: Option<CoordinationConfig>,
+    /// The admin listener: `/metrics`, `/health`, `/ready` (off unless set).
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[traptor]`: the collector's identity, as the original's `TRAPTOR_TYPE`/`TRAPTOR_ID`.
@@ -261,6 +264,9 @@ impl PipelineConfig {
         self.pipeline.check(&mut Problems::new("pipeline", &mut out));
         if let Some(c) = &self.coordination {
             c.check(&mut Problems::new("coordination", &mut out));
+        }
+        if let Some(a) = &self.admin {
+            a.check(&mut Problems::new("admin", &mut out));
         }
         out
     }

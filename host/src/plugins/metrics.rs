@@ -69,6 +69,17 @@ impl StageMetrics {
         self.latency_sum_us.fetch_add(us, Relaxed);
     }
 
+    /// Every latency bucket as (upper bound in seconds, batches), the last
+    /// bound `f64::MAX` (+Inf), and the sum in seconds (for `/metrics`).
+    pub fn latency_seconds(&self) -> (Vec<(f64, u64)>, f64) {
+        let buckets = LATENCY_BUCKETS_US
+            .iter()
+            .zip(&self.latency)
+            .map(|(b, n)| (if *b == u64::MAX { f64::MAX } else { *b as f64 / 1e6 }, n.load(Relaxed)))
+            .collect();
+        (buckets, self.latency_sum_us.load(Relaxed) as f64 / 1e6)
+    }
+
     pub fn plugin_counter(&self, name: &str, delta: u64) {
         if let Ok(mut m) = self.plugin.lock() {
             // Bounded: a plugin inventing names per post cannot grow this forever.

@@ -184,6 +184,11 @@ impl Stage {
         }
     }
 
+    /// True while the circuit is open (the stage bypassed).
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.lock().is_ok_and(|b| b.open_until.is_some_and(|t| Instant::now() < t))
+    }
+
     fn circuit_allows(&self) -> bool {
         let Ok(mut b) = self.breaker.lock() else { return true };
         match b.open_until {

@@ -163,6 +163,8 @@ fn doubling(first: Duration, attempt: u32, max: Duration) -> Duration {
 /// Counters of a reconnecting connection.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    /// Gauge: 1 while a connection is up and data may flow.
+    pub connected: AtomicU64,
     pub connects: AtomicU64,
     pub network_failures: AtomicU64,
     pub http_failures: AtomicU64,

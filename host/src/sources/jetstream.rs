@@ -145,6 +145,10 @@ impl SourceComponent for JetstreamConfig {
         Format::Jetstream
     }
 
+    fn live(&self) -> bool {
+        true
+    }
+
     fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
         self.cursor_path.iter().map(|p| ("cursor_path", p.as_path())).collect()
     }

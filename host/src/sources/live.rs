@@ -234,7 +234,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             rules: cx.rules.clone(),
             health: cx.health.clone(),
             metrics: cx.metrics.clone(),
-            stats: Arc::default(),
+            stats: cx.connection_stats.clone(),
             label,
             key_pool: if C::KEYED { cx.key_pool.clone() } else { None },
             key: None,
@@ -375,8 +375,10 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
         };
         let connected_at = Instant::now();
         self.health.set_healthy();
+        self.stats.connected.store(1, Relaxed);
         tracing::info!(source = self.connector.name(), target = %self.label, "stream connected");
         let result = self.stream(&mut conn, st, out, shutdown, connected_at).await;
+        self.stats.connected.store(0, Relaxed);
         (result, Some(connected_at))
     }
 

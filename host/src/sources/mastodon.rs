@@ -116,6 +116,10 @@ impl SourceComponent for MastodonConfig {
         Format::Mastodon
     }
 
+    fn live(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         // Optional here: from the key pool when one is configured.
         let token = match (&cx.key_pool, &self.access_token) {

@@ -65,6 +65,10 @@ pub trait SourceComponent: std::fmt::Debug + Send + Sync {
     fn resolve_paths(&mut self, _base: &BaseDir) {}
     /// The wire format of the messages this source emits.
     fn format(&self) -> Format;
+    /// Holds a connection to a streaming API (readiness waits for it).
+    fn live(&self) -> bool {
+        false
+    }
     /// Files the source reads or writes, by key (no two components may share one).
     fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
         Vec::new()
@@ -145,6 +149,8 @@ pub struct SourceContext {
     /// The API-key pool, when `[coordination.api_keys]` hands out the
     /// credentials (pipeline credentials are then the fallback).
     pub key_pool: Option<crate::key_pool::KeyPoolHandle>,
+    /// Connection counters of a live source (the admin endpoint reads them).
+    pub connection_stats: Arc<backoff::ConnectionStats>,
 }
 
 impl SourceContext {
@@ -161,6 +167,7 @@ impl SourceContext {
             max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
             remote_rule_ids: Arc::default(),
             key_pool: None,
+            connection_stats: Arc::default(),
         }
     }
 }

@@ -165,6 +165,10 @@ impl SourceComponent for V1FilterConfig {
         Format::TwitterV1
     }
 
+    fn live(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         let keys = OAuthKeys {
             consumer_key: credential(cx, "consumer_key", self.consumer_key.as_ref())?,

@@ -399,6 +399,10 @@ impl SourceComponent for XStreamConfig {
         Format::XV2
     }
 
+    fn live(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &SourceContext) -> Result<Source, SourceError> {
         let token = SecretCell::new(credential(cx, "bearer_token", self.bearer_token.as_ref())?);
         let client = http_client()?;
