@@ -625,3 +625,65 @@ fn sighup_reloads_the_rules_at_once_and_keeps_running() {
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Issue 11: the admin listener. 5,000 replayed posts, then `/metrics`
+/// parsed by the Prometheus project's parser in both formats: the counters
+/// equal what went through; `/health` and `/ready` answer 200 with their
+/// checks; a bad address is refused by `validate`, a taken port stops the run.
+#[test]
+fn metrics_health_and_ready_tell_what_went_through() {
+    use traptor_tests::{free_port, http_get, parse_metrics, sample};
+    let dir = tempfile::tempdir().expect("tmp");
+    let corpus = dir.path().join("posts.jsonl");
+    let made = run_host(&["generate", "--count", "5000", "--seed", "5", "--output", corpus.to_str().expect("utf8")], LIMIT);
+    assert!(made.status.success());
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"the\"}\n");
+    // follow: the replay waits at the end of the file, so the collector stays up.
+    let p = pipeline(dir.path(), "type = \"replay\"\npath = \"posts.jsonl\"\nfollow = true", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &addr], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    let out = dir.path().join("out.jsonl");
+    let lines = || std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+    traptor_tests::wait_for("5000 posts written", LIMIT, || (lines() >= 5000).then_some(()));
+    let posts = json_lines(&std::fs::read(&out).expect("out"));
+    let matched = posts.iter().filter(|p| rule_ids(p).iter().any(|r| r == "1" || r == "2")).count() as f64;
+    let (status, text) = http_get(port, "/metrics", "text/plain");
+    assert_eq!(status, 200, "{text}");
+    let (status, om) = http_get(port, "/metrics", "application/openmetrics-text; version=1.0.0");
+    assert_eq!(status, 200);
+    assert!(om.trim_end().ends_with("# EOF"), "{om}");
+    for samples in [parse_metrics(&text, false), parse_metrics(&om, true)] {
+        let get = |name: &str, labels: &[(&str, &str)]| sample(&samples, name, labels).unwrap_or(f64::NAN);
+        let (m, u) = (get("traptor_posts_total", &[("result", "matched")]), get("traptor_posts_total", &[("result", "unmatched")]));
+        assert_eq!(m + u, 5000.0, "every post counted once");
+        assert_eq!(m, matched, "matched = posts written with a rule");
+        assert_eq!(get("traptor_sink_records_total", &[]), 5000.0);
+        assert_eq!(get("traptor_malformed_total", &[]), 0.0);
+        assert_eq!(get("traptor_rules", &[("type", "track")]), 2.0);
+        assert_eq!(get("traptor_build_info", &[("type", "track"), ("id", "7")]), 1.0);
+    }
+    let (status, health) = http_get(port, "/health", "*/*");
+    assert_eq!(status, 200, "{health}");
+    let (status, ready) = http_get(port, "/ready", "*/*");
+    assert_eq!(status, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
+    let names: Vec<&str> = ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["rules", "source", "stages"], "{ready}");
+    // The port is taken now: a second collector stops at once, naming the key.
+    let again = run_host(&["--pipeline", p.to_str().expect("utf8"), "--admin", &addr], LIMIT);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin.listen") && stderr.contains(&addr), "{stderr}");
+    let (status, _) = host.stop();
+    assert!(status.success());
+    // Not an address: refused before running.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, format!("{}\n[admin]\nlisten = \"localhost\"\n", std::fs::read_to_string(&p).expect("read"))).expect("write");
+    let v = run_host(&["validate", "--pipeline", bad.to_str().expect("utf8")], LIMIT);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(78), "{text}");
+    assert!(text.contains("admin.listen"), "{text}");
+}
