@@ -20,6 +20,9 @@ use crate::secret::Secret;
 pub struct PooledKey {
     pub name: String,
     pub fields: BTreeMap<String, Secret>,
+    /// Counts the pool's claims: a key claimed again after a refusal (its
+    /// bad mark cleared) is a new claim.
+    pub serial: u64,
 }
 
 impl PooledKey {
@@ -58,10 +61,10 @@ pub fn channel() -> (KeyPoolHandle, KeyPoolEnd) {
 }
 
 impl KeyPoolHandle {
-    /// Wait for a held key not named `not`; `None` on shutdown or when the
-    /// pool has gone away.
-    pub async fn next(&mut self, not: Option<&str>, shutdown: &CancellationToken) -> Option<Arc<PooledKey>> {
-        let wanted = |v: &Option<Arc<PooledKey>>| v.as_ref().is_some_and(|k| Some(k.name.as_str()) != not);
+    /// Wait for a key claimed after claim `after` (the refused one; `None`:
+    /// any); `None` on shutdown or when the pool has gone away.
+    pub async fn next(&mut self, after: Option<u64>, shutdown: &CancellationToken) -> Option<Arc<PooledKey>> {
+        let wanted = |v: &Option<Arc<PooledKey>>| v.as_ref().is_some_and(|k| after.is_none_or(|a| k.serial > a));
         tokio::select! {
             () = shutdown.cancelled() => None,
             r = self.current.wait_for(wanted) => r.ok().and_then(|v| v.clone()),
@@ -95,28 +98,31 @@ impl SecretCell {
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> Option<Arc<PooledKey>> {
-        Some(Arc::new(PooledKey { name: name.into(), fields: BTreeMap::new() }))
+    fn key(name: &str, serial: u64) -> Option<Arc<PooledKey>> {
+        Some(Arc::new(PooledKey { name: name.into(), fields: BTreeMap::new(), serial }))
     }
 
     #[tokio::test]
     async fn next_skips_the_refused_key_and_stops_on_shutdown() {
         let (mut h, mut end) = channel();
         let stop = CancellationToken::new();
-        end.current.send_replace(key("a"));
+        end.current.send_replace(key("a", 1));
         assert_eq!(h.next(None, &stop).await.map(|k| k.name.clone()), Some("a".into()));
         h.refuse("a", "HTTP 401");
         assert_eq!(end.refused.recv().await, Some(Refusal { name: "a".into(), reason: "HTTP 401".into() }));
         let waiter = tokio::spawn({
             let (mut h, stop) = (h.clone(), stop.clone());
-            async move { h.next(Some("a"), &stop).await.map(|k| k.name.clone()) }
+            async move { h.next(Some(1), &stop).await.map(|k| (k.name.clone(), k.serial)) }
         });
         tokio::task::yield_now().await;
-        end.current.send_replace(key("b"));
-        assert_eq!(waiter.await.expect("join"), Some("b".into()));
+        // The same key claimed again (its mark cleared) is a new claim.
+        end.current.send_replace(key("a", 2));
+        assert_eq!(waiter.await.expect("join"), Some(("a".into(), 2)));
         stop.cancel();
-        assert_eq!(h.next(Some("b"), &stop).await, None);
-        let e = PooledKey { name: "k".into(), fields: BTreeMap::new() }.field("bearer_token").expect_err("missing");
+        assert_eq!(h.next(Some(2), &stop).await, None);
+        let e = PooledKey { name: "k".into(), fields: BTreeMap::new(), serial: 0 }
+            .field("bearer_token")
+            .expect_err("missing");
         assert!(e.contains("\"k\"") && e.contains("bearer_token"));
     }
 }

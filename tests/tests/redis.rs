@@ -460,6 +460,58 @@ fn one_file_two_collectors_with_their_own_heartbeats_and_rules() {
     }
 }
 
+/// Issue 11: `/ready` is 503 while Redis is down and while the X API refuses
+/// the only key, 200 again after each; `/health` stays 200.
+#[test]
+fn ready_follows_redis_and_the_source_while_health_stays_up() {
+    use traptor_tests::fake_x::{FakeX, Session};
+    use traptor_tests::{free_port, http_get};
+    let mut redis = RedisServer::with_persistence();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "b"), ("value", "brexit")]).expect("hset");
+    let _: () = c.hset("traptor-apikeys", "only", r#"{"bearer_token":"tok-only-1"}"#).expect("hset");
+    drop(c);
+    let fake = FakeX::start();
+    fake.with(|s| s.accept_bearer = Some("another-token".into()));
+    let mut keep_open = Session::ok(Vec::new());
+    keep_open.after = traptor_tests::fake_x::After::KeepAlive;
+    fake.push_session(keep_open);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
+        .coordination("heartbeat_interval_secs = 5\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"")
+        .write(dir.path());
+    let port = free_port();
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    let ready = || http_get(port, "/ready", "*/*");
+    let until = |want: u16, what: &str| {
+        wait_for(what, LIMIT, || {
+            let (status, body) = ready();
+            (status == want).then_some(body)
+        })
+    };
+    // The only key is refused: not ready, the check says why.
+    host.wait_log("API key refused", LIMIT);
+    let body = until(503, "503 while the key is refused");
+    assert!(body.contains("\"source\"") && (body.contains("refused") || body.contains("no API key")), "{body}");
+    assert_eq!(http_get(port, "/health", "*/*").0, 200);
+    // The API takes the key now, the operator clears the mark: ready.
+    fake.with(|s| s.accept_bearer = Some("tok-only-1".into()));
+    let cleared = run_host(&["keys", "--redis", &redis.url(), "clear-bad"], LIMIT);
+    assert!(cleared.status.success());
+    until(200, "200 once streaming");
+    // Redis goes away: not ready (the source still streams), then back.
+    redis.kill();
+    let body = until(503, "503 while Redis is down");
+    assert!(body.contains("\"redis\"") && body.contains("\"ok\":false"), "{body}");
+    assert_eq!(http_get(port, "/health", "*/*").0, 200);
+    redis.restart();
+    until(200, "200 after Redis is back");
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("tok-only-1"));
+}
+
 #[test]
 fn redis_outages_never_stop_collection() {
     let mut redis = RedisServer::with_persistence();

@@ -305,15 +305,17 @@ pub async fn run_pool(
     shutdown: CancellationToken,
 ) {
     let mut held: Option<Lease> = None;
-    let mut refusals_open = true;
+    let (mut refusals_open, mut serial) = (true, 0);
     let mut tick = tokio::time::interval(settings.renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if held.is_none() {
             let Some(lease) = claim_waiting(&conn, &settings, &health, &shutdown).await else { break };
+            serial += 1;
             end.current.send_replace(Some(Arc::new(PooledKey {
                 name: lease.key.name.clone(),
                 fields: lease.key.fields.clone(),
+                serial,
             })));
             held = Some(lease);
             tick.reset();

@@ -212,9 +212,10 @@ pub struct Live<C> {
     label: String,
     /// Credentials from the API-key pool (keyed connectors only).
     key_pool: Option<KeyPoolHandle>,
-    /// The pool key in use, and the last one refused.
-    key: Option<String>,
-    refused: Option<String>,
+    /// The pool key in use (name, claim serial), and the serial of the last
+    /// one refused.
+    key: Option<(String, u64)>,
+    refused: Option<u64>,
 }
 
 /// What the driver carries from one connection to the next.
@@ -270,11 +271,11 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             };
             // A pool key refused: the pool marks it bad and hands out the next.
             match (stopped, &self.key_pool, self.key.take()) {
-                (Some(f), Some(pool), Some(key)) => {
+                (Some(f), Some(pool), Some((key, serial))) => {
                     tracing::warn!(source = name, api_key = %key, error = %f, "API key refused; asking the pool for the next");
                     self.health.set_unhealthy(format!("{name}: API key {key} refused: {f}"));
                     pool.refuse(&key, f.to_string());
-                    self.refused = Some(key);
+                    self.refused = Some(serial);
                 }
                 (stopped, ..) => break stopped,
             }
@@ -298,17 +299,17 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
         let name = self.connector.name();
         let Some(pool) = self.key_pool.as_mut() else { return true };
         loop {
-            let Some(key) = pool.next(self.refused.as_deref(), shutdown).await else { return false };
+            let Some(key) = pool.next(self.refused, shutdown).await else { return false };
             match self.connector.use_key(&key) {
                 Ok(()) => {
                     tracing::info!(source = name, api_key = %key.name, "using an API key from the pool");
-                    self.key = Some(key.name.clone());
+                    self.key = Some((key.name.clone(), key.serial));
                     return true;
                 }
                 Err(reason) => {
                     tracing::warn!(source = name, api_key = %key.name, reason = %reason, "API key unusable for this source");
                     pool.refuse(&key.name, reason);
-                    self.refused = Some(key.name.clone());
+                    self.refused = Some(key.serial);
                 }
             }
         }
