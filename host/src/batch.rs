@@ -19,6 +19,8 @@ pub struct RawBatch {
     /// Source position reached by this batch (e.g. a Jetstream cursor), passed
     /// through to the sink, which confirms it once the batch is written.
     pub checkpoint: Option<u64>,
+    /// When its first record was read (end-to-end latency).
+    pub read_at: Option<std::time::Instant>,
 }
 
 impl RawBatch {
@@ -32,6 +34,9 @@ impl RawBatch {
         self.data.len()
     }
     pub fn push(&mut self, record: &[u8], origin: u64) {
+        if self.ends.is_empty() {
+            self.read_at = Some(std::time::Instant::now());
+        }
         self.data.extend_from_slice(record);
         self.ends.push(self.data.len());
         self.origins.push(origin);
@@ -107,6 +112,8 @@ pub struct OutBatch {
     dead_ends: Vec<usize>,
     /// The source position of the raw batch this came from.
     pub checkpoint: Option<u64>,
+    /// When the raw batch's first record was read.
+    pub read_at: Option<std::time::Instant>,
 }
 
 impl OutBatch {

@@ -62,6 +62,77 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
 pub const BAD_RECORDS_LOGGED: u64 = 20;
 
 /// Pipeline counters. Names match the metric names of the admin endpoint.
+/// Upper bounds of the end-to-end latency buckets, in microseconds (the
+/// last is +Inf).
+pub const E2E_BUCKETS_US: [u64; 16] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, u64::MAX,
+];
+
+/// A latency histogram of atomics: observed from any thread, read at scrape
+/// time.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds_us: &'static [u64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new(&E2E_BUCKETS_US)
+    }
+}
+
+impl Histogram {
+    pub fn new(bounds_us: &'static [u64]) -> Histogram {
+        Histogram { bounds_us, counts: bounds_us.iter().map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0) }
+    }
+
+    /// `n` observations of `d` (a batch of records that waited as long).
+    pub fn observe_n(&self, d: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let us = d.as_micros().min(u128::from(u64::MAX / 1_000_000)) as u64;
+        let i = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len() - 1);
+        self.counts[i].fetch_add(n, Relaxed);
+        self.sum_us.fetch_add(us.saturating_mul(n), Relaxed);
+    }
+
+    /// (upper bound in seconds — `f64::MAX` for +Inf —, count) per bucket,
+    /// and the sum in seconds.
+    pub fn buckets_seconds(&self) -> (Vec<(f64, u64)>, f64) {
+        let b = self
+            .bounds_us
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, n)| (if *b == u64::MAX { f64::MAX } else { *b as f64 / 1e6 }, n.load(Relaxed)))
+            .collect();
+        (b, self.sum_us.load(Relaxed) as f64 / 1e6)
+    }
+
+    /// The smallest bucket bound below which a share `q` of the observations
+    /// lie (an upper estimate of the quantile), in seconds; `None` if empty.
+    pub fn quantile_upper(&self, q: f64) -> Option<f64> {
+        let (buckets, _) = self.buckets_seconds();
+        let total: u64 = buckets.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        buckets.iter().find(|(_, n)| {
+            seen += n;
+            seen >= want
+        }).map(|(b, _)| *b)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub records_in: AtomicU64,
@@ -89,6 +160,11 @@ pub struct Metrics {
     pub worker_panics: AtomicU64,
     /// Gauge: records waiting in the Kafka sink's spool.
     pub spool_backlog: AtomicU64,
+    /// From a record's read by the source to its write by the sink (or the
+    /// broker's confirmation).
+    pub end_to_end: Histogram,
+    /// Time to load and compile a new rule set.
+    pub rules_reload: Histogram,
 }
 
 /// A point-in-time copy of the counters.

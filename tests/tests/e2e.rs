@@ -664,6 +664,10 @@ fn metrics_health_and_ready_tell_what_went_through() {
         assert_eq!(get("traptor_malformed_total", &[]), 0.0);
         assert_eq!(get("traptor_rules", &[("type", "track")]), 2.0);
         assert_eq!(get("traptor_build_info", &[("type", "track"), ("id", "7")]), 1.0);
+        // One latency observation per record written; +Inf holds them all.
+        assert_eq!(get("traptor_end_to_end_latency_seconds_count", &[]), 5000.0);
+        assert_eq!(get("traptor_end_to_end_latency_seconds_bucket", &[("le", "+Inf")]), 5000.0);
+        assert!(get("traptor_end_to_end_latency_seconds_sum", &[]) > 0.0);
     }
     let (status, health) = http_get(port, "/health", "*/*");
     assert_eq!(status, 200, "{health}");

@@ -51,6 +51,18 @@ fn family(
     Ok(())
 }
 
+/// One unlabelled histogram.
+fn histogram(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &crate::telemetry::Histogram,
+) -> Result<(), std::fmt::Error> {
+    let (buckets, sum) = h.buckets_seconds();
+    let count = buckets.iter().map(|(_, n)| n).sum();
+    e.encode_descriptor(name, help, None, MetricType::Histogram)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
 fn value(kind: MetricType, v: u64, enc: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
     match kind {
         MetricType::Counter => ConstCounter::new(v).encode(enc),
@@ -131,7 +143,15 @@ impl TraptorCollector {
         }
         let rules: Vec<(Labels<'_>, u64)> = by_type.iter().map(|(t, n)| (vec![("type", *t)], *n)).collect();
         family(e, "traptor_rules", "Rules in the running matcher, by type", MetricType::Gauge, &rules)?;
-        family(e, "traptor_rules_reloads", "Times a new rule set was swapped in", MetricType::Counter, &[(vec![], m.rule_reloads)])
+        family(e, "traptor_rules_reloads", "Times a new rule set was swapped in", MetricType::Counter, &[(vec![], m.rule_reloads)])?;
+        let s = &*self.0;
+        histogram(e, "traptor_rules_reload_duration_seconds", "Time to compile a new rule set and swap it in", &s.metrics.rules_reload)?;
+        histogram(
+            e,
+            "traptor_end_to_end_latency_seconds",
+            "From a record's read by the source to its write by the sink (or the broker's confirmation)",
+            &s.metrics.end_to_end,
+        )
     }
 
     fn encode_stages(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {

@@ -152,10 +152,12 @@ impl RulesService {
                     r = changes.changed() => if r.is_err() { return },
                 }
                 let snap = changes.borrow_and_update().clone();
+                let started = std::time::Instant::now();
                 let built = tokio::task::spawn_blocking(move || Compiled::new(&snap)).await;
                 if let Ok(built) = built {
                     let n = built.matcher.rules().len();
                     swap.store(Arc::new(built));
+                    metrics.rules_reload.observe_n(started.elapsed(), 1);
                     Metrics::add(&metrics.rule_reloads, 1);
                     tracing::info!(rules = n, "matcher swapped");
                 }

@@ -514,8 +514,9 @@ struct State<'a> {
     /// The input has ended and the drain gave up: no more replay.
     purged: bool,
     inflight_bytes: u64,
-    /// Per batch: records not yet delivered or safely spooled, and its checkpoint.
-    open: BTreeMap<u64, (usize, Option<u64>)>,
+    /// Per batch: records not yet delivered or safely spooled, its checkpoint,
+    /// and (records, read time) for the end-to-end latency.
+    open: BTreeMap<u64, (usize, Option<u64>, Option<(u64, std::time::Instant)>)>,
     stats: Arc<KafkaStats>,
     metrics: Arc<Metrics>,
     confirmed: Arc<AtomicU64>,
@@ -667,8 +668,13 @@ impl State<'_> {
     fn batch_done_one(&mut self, seq: u64) {
         if let Some(e) = self.open.get_mut(&seq) {
             e.0 = e.0.saturating_sub(1);
+            if e.0 == 0
+                && let Some((n, t)) = e.2.take()
+            {
+                self.metrics.end_to_end.observe_n(t.elapsed(), n);
+            }
         }
-        while let Some((_, &(left, cp))) = self.open.first_key_value() {
+        while let Some((_, &(left, cp, _))) = self.open.first_key_value() {
             if left > 0 {
                 break;
             }
@@ -731,7 +737,13 @@ impl State<'_> {
                 }
             }
         }
-        self.open.insert(seq, (outstanding, b.checkpoint));
+        let latency = b.read_at.map(|t| (b.len() as u64, t));
+        if outstanding == 0
+            && let Some((n, t)) = latency
+        {
+            self.metrics.end_to_end.observe_n(t.elapsed(), n);
+        }
+        self.open.insert(seq, (outstanding, b.checkpoint, latency.filter(|_| outstanding > 0)));
         self.keep_all(spooled)?;
         self.batch_done_one(u64::MAX); // confirm batches that needed nothing
         Ok(())

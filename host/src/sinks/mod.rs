@@ -267,6 +267,9 @@ pub(crate) fn write_all_batches(
         summary.bytes += b.bytes() as u64 + b.len() as u64;
         Metrics::add(&metrics.records_out, b.len() as u64);
         Metrics::add(&metrics.bytes_out, b.bytes() as u64 + b.len() as u64);
+        if let Some(t) = b.read_at {
+            metrics.end_to_end.observe_n(t.elapsed(), b.len() as u64);
+        }
         Ok(())
     };
     while let Ok(batch) = input.recv_blocking() {
