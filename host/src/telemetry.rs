@@ -65,8 +65,22 @@ pub const BAD_RECORDS_LOGGED: u64 = 20;
 /// Upper bounds of the end-to-end latency buckets, in microseconds (the
 /// last is +Inf).
 pub const E2E_BUCKETS_US: [u64; 16] = [
-    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000, u64::MAX,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    u64::MAX,
 ];
 
 /// A latency histogram of atomics: observed from any thread, read at scrape
@@ -86,7 +100,11 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn new(bounds_us: &'static [u64]) -> Histogram {
-        Histogram { bounds_us, counts: bounds_us.iter().map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0) }
+        Histogram {
+            bounds_us,
+            counts: bounds_us.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
     }
 
     /// `n` observations of `d` (a batch of records that waited as long).
@@ -122,10 +140,13 @@ impl Histogram {
         }
         let want = (q * total as f64).ceil() as u64;
         let mut seen = 0;
-        buckets.iter().find(|(_, n)| {
-            seen += n;
-            seen >= want
-        }).map(|(b, _)| *b)
+        buckets
+            .iter()
+            .find(|(_, n)| {
+                seen += n;
+                seen >= want
+            })
+            .map(|(b, _)| *b)
     }
 
     pub fn count(&self) -> u64 {

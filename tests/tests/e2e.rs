@@ -635,12 +635,18 @@ fn metrics_health_and_ready_tell_what_went_through() {
     use traptor_tests::{free_port, http_get, parse_metrics, sample};
     let dir = tempfile::tempdir().expect("tmp");
     let corpus = dir.path().join("posts.jsonl");
-    let made = run_host(&["generate", "--count", "5000", "--seed", "5", "--output", corpus.to_str().expect("utf8")], LIMIT);
+    let made =
+        run_host(&["generate", "--count", "5000", "--seed", "5", "--output", corpus.to_str().expect("utf8")], LIMIT);
     assert!(made.status.success());
     let rules = dir.path().join("rules.jsonl");
     write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n{\"rule_id\":\"2\",\"value\":\"the\"}\n");
     // follow: the replay waits at the end of the file, so the collector stays up.
-    let p = pipeline(dir.path(), "type = \"replay\"\npath = \"posts.jsonl\"\nfollow = true", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"posts.jsonl\"\nfollow = true",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &addr], &[]);
@@ -657,7 +663,10 @@ fn metrics_health_and_ready_tell_what_went_through() {
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
     for samples in [parse_metrics(&text, false), parse_metrics(&om, true)] {
         let get = |name: &str, labels: &[(&str, &str)]| sample(&samples, name, labels).unwrap_or(f64::NAN);
-        let (m, u) = (get("traptor_posts_total", &[("result", "matched")]), get("traptor_posts_total", &[("result", "unmatched")]));
+        let (m, u) = (
+            get("traptor_posts_total", &[("result", "matched")]),
+            get("traptor_posts_total", &[("result", "unmatched")]),
+        );
         assert_eq!(m + u, 5000.0, "every post counted once");
         assert_eq!(m, matched, "matched = posts written with a rule");
         assert_eq!(get("traptor_sink_records_total", &[]), 5000.0);
@@ -669,12 +678,27 @@ fn metrics_health_and_ready_tell_what_went_through() {
         assert_eq!(get("traptor_end_to_end_latency_seconds_bucket", &[("le", "+Inf")]), 5000.0);
         assert!(get("traptor_end_to_end_latency_seconds_sum", &[]) > 0.0);
     }
+    // Per-rule counts: the busiest rule first, its total = posts written with it.
+    let (status, body) = http_get(port, "/api/rules?limit=1", "*/*");
+    assert_eq!(status, 200, "{body}");
+    let top: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let top = top.as_array().expect("array");
+    assert_eq!(top.len(), 1, "{body}");
+    let id = top[0]["rule_id"].as_str().expect("rule_id").to_owned();
+    let with = posts.iter().filter(|p| rule_ids(p).contains(&id)).count() as u64;
+    assert_eq!(top[0]["matches_total"].as_u64(), Some(with), "{body}");
+    assert_eq!(top[0]["matches_15m"].as_u64(), Some(with), "{body}");
+    let (_, all) = http_get(port, "/api/rules", "*/*");
+    let all: serde_json::Value = serde_json::from_str(&all).expect("json");
+    let ids: Vec<&str> = all.as_array().expect("array").iter().filter_map(|r| r["rule_id"].as_str()).collect();
+    assert_eq!(ids.len(), 2, "{all}");
     let (status, health) = http_get(port, "/health", "*/*");
     assert_eq!(status, 200, "{health}");
     let (status, ready) = http_get(port, "/ready", "*/*");
     assert_eq!(status, 200, "{ready}");
     let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
-    let names: Vec<&str> = ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> =
+        ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["rules", "source", "stages"], "{ready}");
     // The port is taken now: a second collector stops at once, naming the key.
     let again = run_host(&["--pipeline", p.to_str().expect("utf8"), "--admin", &addr], LIMIT);
@@ -685,7 +709,8 @@ fn metrics_health_and_ready_tell_what_went_through() {
     assert!(status.success());
     // Not an address: refused before running.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, format!("{}\n[admin]\nlisten = \"localhost\"\n", std::fs::read_to_string(&p).expect("read"))).expect("write");
+    std::fs::write(&bad, format!("{}\n[admin]\nlisten = \"localhost\"\n", std::fs::read_to_string(&p).expect("read")))
+        .expect("write");
     let v = run_host(&["validate", "--pipeline", bad.to_str().expect("utf8")], LIMIT);
     let text = String::from_utf8_lossy(&v.stdout);
     assert_eq!(v.status.code(), Some(78), "{text}");

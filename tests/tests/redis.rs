@@ -477,9 +477,10 @@ fn ready_follows_redis_and_the_source_while_health_stays_up() {
     keep_open.after = traptor_tests::fake_x::After::KeepAlive;
     fake.push_session(keep_open);
     let dir = tempfile::tempdir().expect("tmp");
-    let p = pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
-        .coordination("heartbeat_interval_secs = 5\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"")
-        .write(dir.path());
+    let p =
+        pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
+            .coordination("heartbeat_interval_secs = 5\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"")
+            .write(dir.path());
     let port = free_port();
     let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
     host.wait_log("admin endpoint", LIMIT);

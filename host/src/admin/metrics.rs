@@ -60,7 +60,8 @@ fn histogram(
 ) -> Result<(), std::fmt::Error> {
     let (buckets, sum) = h.buckets_seconds();
     let count = buckets.iter().map(|(_, n)| n).sum();
-    e.encode_descriptor(name, help, None, MetricType::Histogram)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    e.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
 fn value(kind: MetricType, v: u64, enc: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -124,7 +125,13 @@ impl Collector for TraptorCollector {
             counter,
             &[(vec![("sink", s.sink.as_str())], m.records_out)],
         )?;
-        family(&mut e, "traptor_spool_records", "Records waiting in the Kafka spool", gauge, &[(vec![], m.spool_backlog)])?;
+        family(
+            &mut e,
+            "traptor_spool_records",
+            "Records waiting in the Kafka spool",
+            gauge,
+            &[(vec![], m.spool_backlog)],
+        )?;
         self.encode_rules(&mut e, &m)?;
         self.encode_stages(&mut e)
     }
@@ -143,9 +150,20 @@ impl TraptorCollector {
         }
         let rules: Vec<(Labels<'_>, u64)> = by_type.iter().map(|(t, n)| (vec![("type", *t)], *n)).collect();
         family(e, "traptor_rules", "Rules in the running matcher, by type", MetricType::Gauge, &rules)?;
-        family(e, "traptor_rules_reloads", "Times a new rule set was swapped in", MetricType::Counter, &[(vec![], m.rule_reloads)])?;
+        family(
+            e,
+            "traptor_rules_reloads",
+            "Times a new rule set was swapped in",
+            MetricType::Counter,
+            &[(vec![], m.rule_reloads)],
+        )?;
         let s = &*self.0;
-        histogram(e, "traptor_rules_reload_duration_seconds", "Time to compile a new rule set and swap it in", &s.metrics.rules_reload)?;
+        histogram(
+            e,
+            "traptor_rules_reload_duration_seconds",
+            "Time to compile a new rule set and swap it in",
+            &s.metrics.rules_reload,
+        )?;
         histogram(
             e,
             "traptor_end_to_end_latency_seconds",
@@ -187,8 +205,20 @@ impl TraptorCollector {
         }
         family(e, "traptor_stage_posts", "Posts through each stage, by outcome", MetricType::Counter, &posts)?;
         family(e, "traptor_stage_failures", "Failed stage batches, by kind", MetricType::Counter, &failures)?;
-        family(e, "traptor_stage_circuit_open", "1 while a stage is bypassed by its breaker", MetricType::Gauge, &open)?;
-        family(e, "traptor_plugin_counter", "Counters plugins bump through the host's counter import", MetricType::Counter, &plugin)?;
+        family(
+            e,
+            "traptor_stage_circuit_open",
+            "1 while a stage is bypassed by its breaker",
+            MetricType::Gauge,
+            &open,
+        )?;
+        family(
+            e,
+            "traptor_plugin_counter",
+            "Counters plugins bump through the host's counter import",
+            MetricType::Counter,
+            &plugin,
+        )?;
         let mut h = e.encode_descriptor(
             "traptor_stage_batch_duration_seconds",
             "Time a stage took per batch",

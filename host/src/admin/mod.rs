@@ -9,6 +9,8 @@
 //! * `/health` — liveness: 200 while the runtime answers.
 //! * `/ready` — readiness: 200 when every check passes, else 503; the JSON
 //!   body lists each check (`rules`, `source`, `redis`, `stages`).
+//! * `/api/rules?limit=N` — the running rules with their match counts
+//!   (total, last minute, last 15 minutes), most matched recently first.
 
 pub mod metrics;
 
@@ -73,6 +75,8 @@ pub struct AdminState {
     pub sink: String,
     /// The coordination / rules server, pinged by `/ready`.
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// Per-rule match counts (totals and the last 15 minutes).
+    pub rule_hits: Option<Arc<crate::coordination::stats::RuleHits>>,
     pub started: Instant,
 }
 
@@ -108,12 +112,10 @@ fn router(state: Arc<AdminState>) -> axum::Router {
             }),
         )
         .route("/health", axum::routing::get(health))
+        .route("/api/rules", axum::routing::get(api_rules))
         .route("/ready", axum::routing::get(ready))
         .with_state(state)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(5),
-        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(5)))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
 }
 
@@ -129,6 +131,43 @@ fn scrape(registry: &prometheus_client::registry::Registry, headers: &HeaderMap)
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::to_prometheus_text(&text))
             .into_response()
     }
+}
+
+/// `?limit=N` of `/api/rules`.
+#[derive(Debug, Deserialize)]
+struct RulesQuery {
+    limit: Option<usize>,
+}
+
+/// Every rule of the running matcher with its match counts (total, last
+/// minute, last 15 minutes), most matched in the last minute first.
+async fn api_rules(State(s): State<Arc<AdminState>>, q: axum::extract::Query<RulesQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 100_000);
+    let windows = s.rule_hits.as_ref().map(|h| h.windows()).unwrap_or_default();
+    let now = crate::coordination::stats::now_slot();
+    let compiled = s.compiled.load();
+    let mut rows: Vec<(u64, u64, u64, &crate::rules::Rule)> = compiled
+        .matcher
+        .rules()
+        .iter()
+        .map(|r| {
+            let w = windows.get(r.rule_id());
+            let (total, m1, m15) = w.map_or((0, 0, 0), |w| (w.total, w.recent(now, 60), w.recent(now, 900)));
+            (m1, m15, total, r)
+        })
+        .collect();
+    rows.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)).then_with(|| a.3.rule_id().cmp(b.3.rule_id())));
+    let out: Vec<serde_json::Value> = rows
+        .into_iter()
+        .take(limit)
+        .map(|(m1, m15, all, r)| {
+            serde_json::json!({
+                "rule_id": r.rule_id(), "tag": r.tag(), "value": r.value(), "rule_type": r.rule_type().as_str(),
+                "matches_total": all, "matches_1m": m1, "matches_15m": m15,
+            })
+        })
+        .collect();
+    axum::Json(out).into_response()
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Response {
@@ -161,11 +200,8 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     checks.push(check("source", source_ok, format!("{}: {detail}", s.source)));
     if let Some(conn) = &s.redis {
         let mut conn = conn.clone();
-        let ping = tokio::time::timeout(
-            Duration::from_secs(1),
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await;
+        let ping =
+            tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await;
         let (ok, detail) = match ping {
             Ok(Ok(_)) => (true, "reachable".to_owned()),
             Ok(Err(e)) => (false, format!("unreachable: {e}")),
@@ -178,7 +214,11 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     checks.push(check(
         "stages",
         open.is_empty(),
-        if open.is_empty() { format!("{} running", set.stages.len()) } else { format!("circuit open: {}", open.join(", ")) },
+        if open.is_empty() {
+            format!("{} running", set.stages.len())
+        } else {
+            format!("circuit open: {}", open.join(", "))
+        },
     ));
     let all = checks.iter().all(|c| c["ok"] == true);
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -261,14 +261,18 @@ async fn steps(
     background.spawn("SIGHUP", hangup::on_hangup(hup, hangup, background.token()));
 
     // The admin listener, when asked for: bound now, so a taken port stops here.
-    if let Some(addr) = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str())) {
-        let state = topology.admin_state(who, metrics, &rules, health.clone(), &cx, redis.clone());
+    let admin = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str()));
+    let rule_hits = services::rule_hits(cfg, admin.is_some());
+    if let Some(addr) = admin {
+        let mut state = topology.admin_state(who, metrics, &rules, health.clone(), &cx, redis.clone());
+        state.rule_hits = rule_hits.clone();
         let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
         background.keep("admin endpoint", task);
     }
 
     // 4. Heartbeat, API-key lease, rule stats.
-    *coordination = services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, background).await?;
+    *coordination =
+        services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, rule_hits, background).await?;
     // With rules in Redis and none assigned yet, idle until some appear.
     rules.wait_for_any(&c.rules, who, &shutdown).await;
 

@@ -207,6 +207,13 @@ pub(super) struct CoordinationTasks {
     pub rule_hits: Option<Arc<RuleHits>>,
 }
 
+/// Per-rule match counts: written to Redis (coordination stats), kept in
+/// memory for `/api/rules` (admin listener), both, or neither (`None`).
+pub(super) fn rule_hits(cfg: &LoadedConfig, admin: bool) -> Option<Arc<RuleHits>> {
+    let to_redis = coordination_url(cfg).is_some_and(|(_, co)| co.stats);
+    (to_redis || admin).then(|| Arc::new(RuleHits::new(to_redis, admin)))
+}
+
 /// The source's end of the API-key pool, and the end its task will run, when
 /// `[coordination.api_keys]` is configured (and coordination is on).
 pub(super) fn key_pool(cfg: &LoadedConfig) -> (Option<KeyPoolHandle>, Option<KeyPoolEnd>) {
@@ -226,10 +233,11 @@ impl CoordinationTasks {
         redis: Option<&ConnectionManager>,
         health: Arc<Health>,
         key_pool: Option<KeyPoolEnd>,
+        rule_hits: Option<Arc<RuleHits>>,
         background: &mut Background,
     ) -> Result<CoordinationTasks, AppError> {
         let (Some((_, co)), Some(conn)) = (coordination_url(cfg), redis) else {
-            return Ok(CoordinationTasks::default());
+            return Ok(CoordinationTasks { rule_hits });
         };
         let t = who.rule_type.as_str();
         let interval = Duration::from_secs(co.heartbeat_interval_secs);
@@ -242,9 +250,7 @@ impl CoordinationTasks {
         }
         let beat = heartbeat::run(conn.clone(), heartbeat::key(t, who.id), interval, health, background.token());
         background.spawn("heartbeat", beat);
-        let mut rule_hits = None;
-        if co.stats {
-            let hits = Arc::new(RuleHits::default());
+        if let Some(hits) = rule_hits.clone().filter(|_| co.stats) {
             let flush = stats::run(
                 conn.clone(),
                 StatsKeys::new(t, who.id),
@@ -254,7 +260,6 @@ impl CoordinationTasks {
                 background.token(),
             );
             background.spawn("rule stats", flush);
-            rule_hits = Some(hits);
         }
         Ok(CoordinationTasks { rule_hits })
     }

@@ -152,6 +152,7 @@ impl Topology {
             source_live: self.source_live,
             sink: self.sink.name(),
             redis,
+            rule_hits: None,
             started: Instant::now(),
         }
     }
