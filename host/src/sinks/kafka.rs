@@ -495,6 +495,11 @@ fn send_raw(
     producer.send(r).map_err(|(e, _)| failed(&e))
 }
 
+/// A batch handed to the producer: records not yet delivered or safely
+/// spooled, its checkpoint, and (records, read time) for the end-to-end
+/// latency, observed when the last record is through.
+type OpenBatch = (usize, Option<u64>, Option<(u64, std::time::Instant)>);
+
 /// The sink's state between select rounds.
 struct State<'a> {
     o: &'a KafkaOptions,
@@ -516,7 +521,7 @@ struct State<'a> {
     inflight_bytes: u64,
     /// Per batch: records not yet delivered or safely spooled, its checkpoint,
     /// and (records, read time) for the end-to-end latency.
-    open: BTreeMap<u64, (usize, Option<u64>, Option<(u64, std::time::Instant)>)>,
+    open: BTreeMap<u64, OpenBatch>,
     stats: Arc<KafkaStats>,
     metrics: Arc<Metrics>,
     confirmed: Arc<AtomicU64>,
