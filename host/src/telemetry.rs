@@ -90,6 +90,7 @@ pub struct Histogram {
     bounds_us: &'static [u64],
     counts: Vec<AtomicU64>,
     sum_us: AtomicU64,
+    max_us: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -104,6 +105,7 @@ impl Histogram {
             bounds_us,
             counts: bounds_us.iter().map(|_| AtomicU64::new(0)).collect(),
             sum_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +118,12 @@ impl Histogram {
         let i = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len() - 1);
         self.counts[i].fetch_add(n, Relaxed);
         self.sum_us.fetch_add(us.saturating_mul(n), Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    /// The largest observation, in seconds.
+    pub fn max_seconds(&self) -> f64 {
+        self.max_us.load(Relaxed) as f64 / 1e6
     }
 
     /// (upper bound in seconds — `f64::MAX` for +Inf —, count) per bucket,
@@ -147,6 +155,13 @@ impl Histogram {
                 seen >= want
             })
             .map(|(b, _)| *b)
+    }
+
+    /// [`Histogram::quantile_upper`] in microseconds, capped at the largest
+    /// observation (the +Inf bucket has no bound); 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let max = self.max_us.load(Relaxed);
+        self.quantile_upper(q).map_or(0, |s| if s >= f64::MAX { max } else { ((s * 1e6) as u64).min(max) })
     }
 
     pub fn count(&self) -> u64 {
@@ -211,6 +226,11 @@ pub struct Snapshot {
     pub changes_needing_restart: u64,
     pub worker_panics: u64,
     pub spool_backlog: u64,
+    /// End-to-end latency: the bucket bounds under which half and 99 % of
+    /// the records lie (upper estimates), and the largest, in microseconds.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_max_us: u64,
 }
 
 impl Metrics {
@@ -248,6 +268,9 @@ impl Metrics {
             changes_needing_restart: self.changes_needing_restart.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
             spool_backlog: self.spool_backlog.load(Relaxed),
+            latency_p50_us: self.end_to_end.quantile_us(0.5),
+            latency_p99_us: self.end_to_end.quantile_us(0.99),
+            latency_max_us: self.end_to_end.max_us.load(Relaxed),
         }
     }
 }

@@ -367,11 +367,12 @@ fn sighup_swaps_changed_stages_between_batches_without_losing_a_post() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
     // threshold 1: every label is "neutral"; threshold 0: none is.
+    // Paced below full speed, batches are small (adaptive batching); each
+    // batch runs with one stage set, whichever it is.
     let file = |threshold: &str, batch: &str| {
         PipelineFile::new("type = \"synthetic\"\ncount = 3000\nrate = 1500\nseed = 9")
             .tuning("workers = 1")
             .tuning(&format!("batch_size = {batch}"))
-            .tuning("batch_timeout_ms = 2000") // full batches only: the swap shows at a boundary
             .stage(&format!(
                 "name = \"sentiment\"\nplugin = {:?}\nconfig = {{ threshold = {threshold} }}",
                 plugin_wasm("sentiment").display()
@@ -404,7 +405,7 @@ fn sighup_swaps_changed_stages_between_batches_without_losing_a_post() {
     let neutral: Vec<bool> =
         posts.iter().map(|p| p["traptor"]["enrichments"]["sentiment"]["label"] == "neutral").collect();
     let switch = neutral.iter().position(|n| !n).expect("the new config applied");
-    assert!(switch >= 300 && switch % 50 == 0, "from a batch boundary: {switch}");
+    assert!(switch >= 300, "the old config served what was written before the SIGHUP: {switch}");
     assert!(neutral[switch..].iter().all(|n| !n), "old config after the swap at {switch}");
     // The replaced stage's counters were logged when it was swapped out.
     assert_eq!(host.log().matches("stage finished").count(), 2, "{}", host.log());

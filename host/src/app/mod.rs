@@ -309,6 +309,9 @@ impl RunReport {
             posts_per_sec = (m.posts as f64 / secs).round() as u64,
             in_mib_per_sec = format!("{:.1}", m.bytes_in as f64 / secs / 1_048_576.0),
             out_mib_per_sec = format!("{:.1}", m.bytes_out as f64 / secs / 1_048_576.0),
+            latency_p50_ms = format!("{:.2}", m.latency_p50_us as f64 / 1e3),
+            latency_p99_ms = format!("{:.2}", m.latency_p99_us as f64 / 1e3),
+            latency_max_ms = format!("{:.2}", m.latency_max_us as f64 / 1e3),
             "pipeline finished"
         );
     }

@@ -472,6 +472,14 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                             }
                         }
                     }
+                    // Adaptive batching: what the wire had is in; the next
+                    // read waits for more, so the records held go now.
+                    if let Some(b) = st.batcher.flush() {
+                        if out.send(b).await.is_err() {
+                            return Ok(Ended::Shutdown);
+                        }
+                        flush_at = Instant::now() + max_wait;
+                    }
                 }
             }
         }

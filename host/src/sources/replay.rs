@@ -208,8 +208,9 @@ impl Replay {
             let line = trim_line(&buf);
             if !line.is_empty() {
                 if let Some(wait) = pacer.wait() {
-                    if (wait >= self.batching.max_wait || last_send.elapsed() >= self.batching.max_wait)
-                        && let Some(b) = batcher.flush()
+                    // Adaptive batching: the next record is not due yet, so
+                    // what is held goes now.
+                    if let Some(b) = batcher.flush()
                         && !send(b, &mut last_send)
                     {
                         return Ok(summary);

@@ -649,17 +649,14 @@ impl Synthetic {
         let mut batcher = Batcher::new(self.batching.max_records);
         let mut pacer = Pacer::new(self.rate);
         let mut summary = SourceSummary::default();
-        let mut last_flush = std::time::Instant::now();
         while self.count.is_none_or(|c| summary.records < c) && !shutdown.is_cancelled() {
             if let Some(wait) = pacer.wait() {
-                // Paced: don't hold records back while waiting.
-                if last_flush.elapsed() >= self.batching.max_wait || wait >= self.batching.max_wait {
-                    if let Some(b) = batcher.flush()
-                        && out.send_blocking(b).is_err()
-                    {
-                        return summary;
-                    }
-                    last_flush = std::time::Instant::now();
+                // Adaptive batching: nothing more is ready, so what is held
+                // goes now (full batches form only when records come faster).
+                if let Some(b) = batcher.flush()
+                    && out.send_blocking(b).is_err()
+                {
+                    return summary;
                 }
                 if !sleep_unless_cancelled(wait, shutdown) {
                     break;
@@ -668,11 +665,10 @@ impl Synthetic {
             let post = generator.next_post();
             summary.records += 1;
             summary.bytes += post.len() as u64;
-            if let Some(b) = batcher.push(&post, summary.records) {
-                last_flush = std::time::Instant::now();
-                if out.send_blocking(b).is_err() {
-                    return summary;
-                }
+            if let Some(b) = batcher.push(&post, summary.records)
+                && out.send_blocking(b).is_err()
+            {
+                return summary;
             }
         }
         if let Some(b) = batcher.flush() {
