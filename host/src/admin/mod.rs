@@ -78,6 +78,31 @@ pub struct AdminState {
     /// Per-rule match counts (totals and the last 15 minutes).
     pub rule_hits: Option<Arc<crate::coordination::stats::RuleHits>>,
     pub started: Instant,
+    /// Once a second: (unix seconds, posts in, records out), 10 minutes.
+    pub history: std::sync::Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
+}
+
+/// Seconds of history the dashboard shows.
+const HISTORY_SECS: usize = 600;
+
+/// Record the counters once a second for the dashboard's sparkline.
+async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let m = &state.metrics;
+        let point = (now, m.posts.load(std::sync::atomic::Ordering::Relaxed), m.records_out.load(std::sync::atomic::Ordering::Relaxed));
+        if let Ok(mut h) = state.history.lock() {
+            if h.len() >= HISTORY_SECS {
+                h.pop_front();
+            }
+            h.push_back(point);
+        }
+    }
 }
 
 /// Listen on `addr` (bound before this returns, so a taken port is an error
@@ -91,10 +116,12 @@ pub async fn start(
         .await
         .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_owned());
-    let app = router(state);
-    tracing::info!(listen = %local, "admin endpoint: /metrics /health /ready");
+    let app = router(state.clone());
+    tracing::info!(listen = %local, "admin endpoint: / (dashboard) /metrics /health /ready /api/rules /api/stats");
     Ok(tokio::spawn(async move {
+        let sampler = tokio::spawn(sample(state, shutdown.clone()));
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let _ = sampler.await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "admin endpoint stopped");
         }
@@ -111,6 +138,8 @@ fn router(state: Arc<AdminState>) -> axum::Router {
                 async move { scrape(&registry, &headers) }
             }),
         )
+        .route("/", axum::routing::get(dashboard))
+        .route("/api/stats", axum::routing::get(api_stats))
         .route("/health", axum::routing::get(health))
         .route("/api/rules", axum::routing::get(api_rules))
         .route("/ready", axum::routing::get(ready))
@@ -133,6 +162,53 @@ fn scrape(registry: &prometheus_client::registry::Registry, headers: &HeaderMap)
     }
 }
 
+/// The live dashboard: one page, no external assets, polling `/api/stats`.
+async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("dashboard.html")).into_response()
+}
+
+/// Everything the dashboard shows, as one JSON object.
+async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
+    let m = s.metrics.snapshot();
+    let history: Vec<(u64, u64, u64)> = s.history.lock().map(|h| h.iter().copied().collect()).unwrap_or_default();
+    // Per-second rates from consecutive samples.
+    let rates: Vec<serde_json::Value> = history
+        .windows(2)
+        .map(|w| {
+            let dt = w[1].0.saturating_sub(w[0].0).max(1);
+            serde_json::json!({"t": w[1].0, "in": (w[1].1 - w[0].1) / dt, "out": (w[1].2.saturating_sub(w[0].2)) / dt})
+        })
+        .collect();
+    let set = s.stages.load();
+    let stages: Vec<serde_json::Value> = set
+        .stages
+        .iter()
+        .map(|st| {
+            let x = st.metrics.snapshot();
+            serde_json::json!({
+                "name": &*st.name, "posts": x.posts_in, "dropped": x.dropped, "errors": x.post_errors,
+                "failures": x.traps + x.timeouts + x.out_of_memory + x.protocol_errors,
+                "mean_batch_us": x.latency_sum_us.checked_div(x.batches).unwrap_or(0), "circuit_open": st.circuit_open(),
+            })
+        })
+        .collect();
+    let c = &s.connection;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let body = serde_json::json!({
+        "collector": {"type": s.traptor_type, "id": s.traptor_id, "version": env!("CARGO_PKG_VERSION"),
+                      "uptime_secs": s.started.elapsed().as_secs()},
+        "posts": m.posts, "matched": m.posts_matched, "unmatched": m.posts_unmatched, "written": m.records_out,
+        "malformed": m.malformed, "duplicates": m.duplicates_dropped, "spool_backlog": m.spool_backlog,
+        "rates": rates,
+        "latency_ms": {"p50": m.latency_p50_us as f64 / 1e3, "p99": m.latency_p99_us as f64 / 1e3, "max": m.latency_max_us as f64 / 1e3},
+        "source": {"name": &s.source, "live": s.source_live, "connected": c.connected.load(relaxed) == 1,
+                   "connects": c.connects.load(relaxed), "problem": s.health.problem()},
+        "rules": {"count": s.compiled.load().matcher.rules().len(), "reloads": m.rule_reloads, "top": top_rules(&s, 10)},
+        "stages": stages,
+    });
+    axum::Json(body).into_response()
+}
+
 /// `?limit=N` of `/api/rules`.
 #[derive(Debug, Deserialize)]
 struct RulesQuery {
@@ -142,7 +218,12 @@ struct RulesQuery {
 /// Every rule of the running matcher with its match counts (total, last
 /// minute, last 15 minutes), most matched in the last minute first.
 async fn api_rules(State(s): State<Arc<AdminState>>, q: axum::extract::Query<RulesQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 100_000);
+    axum::Json(top_rules(&s, q.limit.unwrap_or(100).clamp(1, 100_000))).into_response()
+}
+
+/// The `limit` rules most matched in the last minute (then 15 minutes, then
+/// ever), with their counts.
+fn top_rules(s: &AdminState, limit: usize) -> Vec<serde_json::Value> {
     let windows = s.rule_hits.as_ref().map(|h| h.windows()).unwrap_or_default();
     let now = crate::coordination::stats::now_slot();
     let compiled = s.compiled.load();
@@ -157,8 +238,7 @@ async fn api_rules(State(s): State<Arc<AdminState>>, q: axum::extract::Query<Rul
         })
         .collect();
     rows.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)).then_with(|| a.3.rule_id().cmp(b.3.rule_id())));
-    let out: Vec<serde_json::Value> = rows
-        .into_iter()
+    rows.into_iter()
         .take(limit)
         .map(|(m1, m15, all, r)| {
             serde_json::json!({
@@ -166,8 +246,7 @@ async fn api_rules(State(s): State<Arc<AdminState>>, q: axum::extract::Query<Rul
                 "matches_total": all, "matches_1m": m1, "matches_15m": m15,
             })
         })
-        .collect();
-    axum::Json(out).into_response()
+        .collect()
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Response {

@@ -154,6 +154,7 @@ impl Topology {
             redis,
             rule_hits: None,
             started: Instant::now(),
+            history: std::sync::Mutex::default(),
         }
     }
 
