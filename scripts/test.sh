@@ -12,7 +12,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser)"
+step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser), chromium (dashboard test)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The Prometheus project's exposition parser, to check /metrics (tests run /usr/bin/python3).
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
+# A real browser for the dashboard test (headless).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

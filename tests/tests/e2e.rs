@@ -716,3 +716,56 @@ fn metrics_health_and_ready_tell_what_went_through() {
     assert_eq!(v.status.code(), Some(78), "{text}");
     assert!(text.contains("admin.listen"), "{text}");
 }
+
+/// Issue 11: the dashboard in a real browser (headless Chromium): after its
+/// script ran, the DOM shows the live post count; a screenshot is saved to
+/// `target/test-artifacts/dashboard.png` (the README's picture comes from it).
+#[test]
+fn the_dashboard_shows_live_counts_in_a_real_browser() {
+    use traptor_tests::{free_port, http_get};
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"coffee-fans\",\"value\":\"coffee\"}\n{\"rule_id\":\"happy\",\"value\":\"happy\"}\n");
+    let p = pipeline(dir.path(), "type = \"synthetic\"\nrate = 400", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let port = free_port();
+    let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    std::thread::sleep(Duration::from_millis(2500)); // a few samples for the sparkline
+    let (status, page) = http_get(port, "/", "text/html");
+    assert_eq!(status, 200);
+    assert!(!page.contains("http://") && !page.contains("https://"), "no external assets");
+    let url = format!("http://127.0.0.1:{port}/");
+    let chromium = |args: &[&str]| {
+        // A first start of Chromium on a fresh machine can fail to load; try again.
+        (0..3)
+            .find_map(|_| {
+                let out = Command::new("chromium")
+                    .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=3000"])
+                    .args(args)
+                    .arg(&url)
+                    .output()
+                    .expect("chromium (scripts/test.sh installs it)");
+                out.status.success().then_some(out.stdout)
+            })
+            .expect("chromium loaded the dashboard")
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"])).into_owned();
+    let shown = dom
+        .split("id=\"posts\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .map(|s| s.replace(',', ""))
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no post count in the DOM: {dom}"));
+    assert!(shown > 0, "the script filled in the live count: {shown}");
+    assert!(dom.contains(">coffee-fans<"), "the top rules table: {dom}");
+    let shots = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&shots).expect("mkdir");
+    let png = shots.join("dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    chromium(&["--window-size=1200,700", &format!("--screenshot={}", png.display())]);
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
+    let (status, _) = host.stop();
+    assert!(status.success());
+}
