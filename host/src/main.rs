@@ -285,6 +285,7 @@ fn run(pipeline: PathBuf, opts: RunOptions, identity: IdentityOverride) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    traptor_host::telemetry::tag_logs(cfg.config.traptor.traptor_type.as_str(), cfg.config.traptor.id);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -52,10 +52,52 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(false);
+            builder.json().event_format(Tagged(json)).try_init()
+        }
     };
     // A second initialisation (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// `"traptor_type":…,"traptor_id":…,` once the pipeline file is read.
+static LOG_IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Tag every JSON log line from now on with the collector's identity (as the
+/// original tagged its ELK records); every line carries `version` anyway.
+pub fn tag_logs(traptor_type: &str, traptor_id: u32) {
+    let _ = LOG_IDENTITY.set(format!(
+        "\"traptor_type\":{},\"traptor_id\":{traptor_id},",
+        serde_json::Value::String(traptor_type.to_owned())
+    ));
+}
+
+/// The JSON event format with the identity and version spliced in first.
+struct Tagged<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Tagged<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        let identity = LOG_IDENTITY.get().map_or("", String::as_str);
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                write!(writer, "{{{identity}\"version\":\"{}\",{rest}", env!("CARGO_PKG_VERSION"))
+            }
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// How many bad records are logged one by one before only the count grows.

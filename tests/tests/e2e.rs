@@ -769,3 +769,23 @@ fn the_dashboard_shows_live_counts_in_a_real_browser() {
     let (status, _) = host.stop();
     assert!(status.success());
 }
+
+/// Issue 11, item 6: JSON log lines carry the collector's identity and
+/// version (as the original tagged its ELK records).
+#[test]
+fn json_log_lines_carry_the_collector_identity_and_version() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let p = pipeline(dir.path(), "type = \"synthetic\"\ncount = 50", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8"), "--log-format", "json"], LIMIT);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"] == "pipeline finished"), "{stderr}");
+    for l in &lines {
+        assert_eq!((l["traptor_type"].as_str(), l["traptor_id"].as_u64()), (Some("track"), Some(7)), "{l}");
+        assert_eq!(l["version"], env!("CARGO_PKG_VERSION"), "{l}");
+    }
+}
