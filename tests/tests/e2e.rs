@@ -728,7 +728,10 @@ fn the_dashboard_shows_live_counts_in_a_real_browser() {
     write(&rules, "{\"rule_id\":\"coffee-fans\",\"value\":\"coffee\"}\n{\"rule_id\":\"happy\",\"value\":\"happy\"}\n");
     let p = pipeline(dir.path(), "type = \"synthetic\"\nrate = 400", &rules, "type = \"file\"\npath = \"out.jsonl\"");
     let port = free_port();
-    let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    let host = traptor_tests::Host::spawn(
+        &["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")],
+        &[],
+    );
     host.wait_log("admin endpoint", LIMIT);
     std::thread::sleep(Duration::from_millis(2500)); // a few samples for the sparkline
     let (status, page) = http_get(port, "/", "text/html");
@@ -740,7 +743,13 @@ fn the_dashboard_shows_live_counts_in_a_real_browser() {
         (0..3)
             .find_map(|_| {
                 let out = Command::new("chromium")
-                    .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=3000"])
+                    .args([
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--hide-scrollbars",
+                        "--virtual-time-budget=3000",
+                    ])
                     .args(args)
                     .arg(&url)
                     .output()
@@ -788,4 +797,48 @@ fn json_log_lines_carry_the_collector_identity_and_version() {
         assert_eq!((l["traptor_type"].as_str(), l["traptor_id"].as_u64()), (Some("track"), Some(7)), "{l}");
         assert_eq!(l["version"], env!("CARGO_PKG_VERSION"), "{l}");
     }
+}
+
+/// Issue 11: 200 connections that send nothing (or half a request) hold
+/// neither the admin endpoint nor the pipeline: every post is written and
+/// `/metrics` still answers. (Throughput is measured by the bench scripts,
+/// not here.)
+#[test]
+fn idle_and_half_open_admin_connections_hold_nothing() {
+    use std::io::Write as _;
+    use traptor_tests::{free_port, http_get};
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"1\",\"value\":\"happy\"}\n");
+    let p = pipeline(
+        dir.path(),
+        "type = \"synthetic\"\ncount = 20000\nrate = 10000",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
+    let port = free_port();
+    let mut host = traptor_tests::Host::spawn(
+        &["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    host.wait_log("admin endpoint", LIMIT);
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            if i % 2 == 1 {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"); // and never the end of the headers
+            }
+            s
+        })
+        .collect();
+    let (status, text) = http_get(port, "/metrics", "text/plain");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("traptor_posts_total"));
+    let status = host.wait(LIMIT);
+    assert!(status.success(), "{}", host.log());
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("out").lines().count();
+    assert_eq!(written, 20000);
+    // Nor do they hold the exit (a graceful server waited for them).
+    assert!(!host.log().contains("did not stop in time"), "{}", host.log());
+    drop(idle);
 }

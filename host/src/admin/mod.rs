@@ -14,6 +14,7 @@
 
 pub mod metrics;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +96,11 @@ async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let m = &state.metrics;
-        let point = (now, m.posts.load(std::sync::atomic::Ordering::Relaxed), m.records_out.load(std::sync::atomic::Ordering::Relaxed));
+        let point = (
+            now,
+            m.posts.load(std::sync::atomic::Ordering::Relaxed),
+            m.records_out.load(std::sync::atomic::Ordering::Relaxed),
+        );
         if let Ok(mut h) = state.history.lock() {
             if h.len() >= HISTORY_SECS {
                 h.pop_front();
@@ -120,11 +125,17 @@ pub async fn start(
     tracing::info!(listen = %local, "admin endpoint: / (dashboard) /metrics /health /ready /api/rules /api/stats");
     Ok(tokio::spawn(async move {
         let sampler = tokio::spawn(sample(state, shutdown.clone()));
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        let _ = sampler.await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "admin endpoint stopped");
+        // Not a graceful shutdown: an idle or hostile client must not hold
+        // the collector's exit (its connection dies with the process).
+        tokio::select! {
+            served = axum::serve(listener, app).into_future() => {
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "admin endpoint stopped");
+                }
+            }
+            () = shutdown.cancelled() => {}
         }
+        let _ = sampler.await;
     }))
 }
 
