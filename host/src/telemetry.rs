@@ -243,6 +243,10 @@ pub struct Metrics {
     pub end_to_end: Histogram,
     /// Time to load and compile a new rule set.
     pub rules_reload: Histogram,
+    /// From handing a record to the Kafka producer to its delivery report.
+    pub kafka_delivery: Histogram,
+    /// Gauge: bytes held by the Kafka sink's spool.
+    pub spool_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.

@@ -95,6 +95,33 @@ fn posts_are_delivered_with_keys_and_headers() {
     assert!(seen.values().any(|(_, r, _)| r == "c"));
 }
 
+/// Issue 11: with a Kafka sink, `/metrics` has the delivery histogram (one
+/// observation per confirmed record) and the end-to-end latency counts
+/// confirmed records.
+#[test]
+fn kafka_delivery_and_end_to_end_latency_reach_the_metrics() {
+    use traptor_tests::{free_port, http_get, parse_metrics, sample};
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\nrate = 2000\nseed = 4");
+    let port = free_port();
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    let samples = wait_for("1000 confirmed", LIMIT, || {
+        let (_, text) = http_get(port, "/metrics", "text/plain");
+        let samples = parse_metrics(&text, false);
+        (sample(&samples, "traptor_sink_records_total", &[]).unwrap_or(0.0) >= 1000.0).then_some(samples)
+    });
+    let delivered = sample(&samples, "traptor_kafka_delivery_duration_seconds_count", &[]).unwrap_or(0.0);
+    let latency = sample(&samples, "traptor_end_to_end_latency_seconds_count", &[]).unwrap_or(0.0);
+    assert!(delivered >= 1000.0, "{delivered}");
+    assert!(latency > 0.0 && latency <= delivered + 1.0, "observed per confirmed record: {latency} of {delivered}");
+    assert!(sample(&samples, "traptor_spool_bytes", &[]).is_some());
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+}
+
 /// The broker goes down (connections refused, as when its process is
 /// killed; the mock keeps its data, as a restarted broker with disks does)
 /// for 30 s while 50,000 posts flow, then comes back: every post exactly once.

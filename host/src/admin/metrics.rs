@@ -132,6 +132,14 @@ impl Collector for TraptorCollector {
             gauge,
             &[(vec![], m.spool_backlog)],
         )?;
+        let spool_bytes = s.metrics.spool_bytes.load(Relaxed);
+        family(&mut e, "traptor_spool_bytes", "Bytes held by the Kafka spool", gauge, &[(vec![], spool_bytes)])?;
+        histogram(
+            &mut e,
+            "traptor_kafka_delivery_duration_seconds",
+            "From handing a record to the Kafka producer to the broker's confirmation",
+            &s.metrics.kafka_delivery,
+        )?;
         self.encode_rules(&mut e, &m)?;
         self.encode_stages(&mut e)
     }

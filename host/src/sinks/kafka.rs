@@ -510,8 +510,8 @@ struct State<'a> {
     spool: Option<Spool>,
     reports: Arc<Reports>,
     /// Direct sends awaiting their report, by token − `direct_base`:
-    /// (batch seq, value bytes); `None` once reported (front trimmed).
-    direct: VecDeque<Option<(u64, u64)>>,
+    /// (batch seq, value bytes, sent at); `None` once reported (front trimmed).
+    direct: VecDeque<Option<(u64, u64, std::time::Instant)>>,
     direct_base: usize,
     /// Replayed records in flight, in spool order, by token − `replay_base`.
     replay: VecDeque<ReplayEntry>,
@@ -732,7 +732,7 @@ impl State<'_> {
                     let bytes = value.len() as u64;
                     self.inflight_bytes += bytes;
                     outstanding += 1;
-                    self.direct.push_back(Some((seq, bytes)));
+                    self.direct.push_back(Some((seq, bytes, std::time::Instant::now())));
                 }
                 Err(e) => {
                     // Refused at once: spooled, and the rest of the batch
@@ -814,7 +814,7 @@ impl State<'_> {
                 continue;
             }
             let i = token.wrapping_sub(self.direct_base);
-            let Some((seq, bytes)) = self.direct.get_mut(i).and_then(Option::take) else {
+            let Some((seq, bytes, sent_at)) = self.direct.get_mut(i).and_then(Option::take) else {
                 continue;
             };
             while self.direct.front().is_some_and(Option::is_none) {
@@ -825,6 +825,7 @@ impl State<'_> {
             match outcome {
                 Ok(()) => {
                     self.last_progress = tokio::time::Instant::now();
+                    self.metrics.kafka_delivery.observe_n(sent_at.elapsed(), 1);
                     self.delivered(bytes);
                 }
                 Err((e, rec)) => self.direct_failed(&e, rec)?,
@@ -993,6 +994,7 @@ impl<'o> State<'o> {
         }
         if let Some(s) = self.spool.as_mut() {
             self.metrics.spool_backlog.store(s.len(), Ordering::Relaxed);
+            self.metrics.spool_bytes.store(s.bytes(), Ordering::Relaxed);
             if self.replay.is_empty() {
                 s.persist_head().map_err(State::spool_err)?;
             }
