@@ -286,13 +286,7 @@ fn run(pipeline: PathBuf, opts: RunOptions, identity: IdentityOverride) -> i32 {
         }
     };
     traptor_host::telemetry::tag_logs(cfg.config.traptor.traptor_type.as_str(), cfg.config.traptor.id);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime(true) else { return 2 };
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         app::install_signal_handlers(shutdown.clone());
@@ -307,13 +301,7 @@ fn run(pipeline: PathBuf, opts: RunOptions, identity: IdentityOverride) -> i32 {
 }
 
 fn validate(pipeline: &std::path::Path, identity: IdentityOverride, print: bool) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime(false) else { return 2 };
     let v = rt.block_on(app::validate(pipeline, identity));
     if print && let Some(text) = &v.resolved {
         println!("{text}");
@@ -413,13 +401,7 @@ fn keys_cmd(redis: &str, hash: &str, cmd: KeysCommand) -> i32 {
         }
         _ => String::new(),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime(false) else { return 2 };
     rt.block_on(async {
         let mut conn = match cli::connect_cli(&url).await {
             Ok(c) => c,
@@ -480,13 +462,7 @@ fn rules_cmd(redis: &str, channel: &str, cmd: RulesCommand) -> i32 {
     use traptor_host::redis_conn::RedisUrl;
     use traptor_host::rules::RuleType;
     let url = RedisUrl::new(redis);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 2;
-        }
-    };
+    let Some(rt) = runtime(false) else { return 2 };
     rt.block_on(async {
         let types = |t: &Option<String>| -> Result<Vec<RuleType>, String> {
             match t {
@@ -607,4 +583,14 @@ fn generate(count: u64, seed: u64, output: Option<PathBuf>) -> i32 {
             2
         }
     }
+}
+
+/// A tokio runtime (all CPU threads, or the current one); the error logged.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| tracing::error!("cannot start the runtime: {e}")).ok()
 }
