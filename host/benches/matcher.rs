@@ -57,6 +57,18 @@ fn location_rules(n: usize) -> Vec<Rule> {
         .collect()
 }
 
+/// `n` small boxes on a world grid (lng × lat cells, 1° × 0.5° boxes).
+fn grid_boxes(n: usize) -> Vec<Rule> {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let (dx, dy) = (360.0 / cols as f64, 180.0 / cols as f64);
+    (0..n)
+        .map(|i| {
+            let (w, s) = (-180.0 + (i % cols) as f64 * dx, -90.0 + (i / cols) as f64 * dy);
+            rule(i, "locations", format!("{w},{s},{},{}", (w + 1.0).min(180.0), (s + 0.5).min(90.0)))
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = Generator::new(1);
     let raws: Vec<Vec<u8>> = (0..2000).map(|_| g.next_post()).collect();
@@ -73,6 +85,8 @@ fn bench(c: &mut Criterion) {
         ("track_400", track_rules(400)),
         ("follow_5000", follow_rules(5000)),
         ("locations_25", location_rules(25)),
+        ("locations_grid_25", grid_boxes(25)),
+        ("locations_grid_10000", grid_boxes(10_000)),
         ("all_three", {
             let mut all = track_rules(400);
             all.extend(follow_rules(5000));

@@ -13,17 +13,20 @@
 //!   are indexed by their first term, so only plausible phrases are checked.
 //! * follow: a hash map from user id to rules, probed with the author, the
 //!   retweeted author and the replied-to user (never mentions).
-//! * locations: boxes tested against the point, else the place's box; native
+//! * locations: boxes tested against the point, else the place's box (an
+//!   R-tree finds the candidates beyond 64 boxes, `boxes.rs`); native
 //!   retweets never match by location.
 
+mod boxes;
 pub mod tokens;
 
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::post::{BBox, PostView};
+use crate::post::PostView;
 use crate::rules::{Criterion, Rule};
+use boxes::BoxIndex;
 use tokens::{Haystack, SegKind, is_punct, is_token};
 
 /// Index of a rule in [`Matcher::rules`].
@@ -36,7 +39,7 @@ pub struct Matcher {
     by_id: HashMap<String, RuleIdx>,
     track: TrackIndex,
     follow: HashMap<String, Vec<RuleIdx>>,
-    boxes: Vec<(BBox, RuleIdx)>,
+    boxes: BoxIndex,
 }
 
 #[derive(Debug)]
@@ -139,7 +142,7 @@ impl Matcher {
             by_id,
             track: TrackIndex { ac, pattern_punct, pattern_terms, n_terms: n_terms as usize, phrases, by_first_term },
             follow,
-            boxes,
+            boxes: BoxIndex::new(boxes),
         }
     }
 
@@ -223,9 +226,9 @@ impl Matcher {
             return;
         }
         if let Some(p) = post.coordinates {
-            out.extend(self.boxes.iter().filter(|(b, _)| b.contains(p)).map(|(_, r)| *r));
+            self.boxes.at_point(p, out);
         } else if let Some(place) = post.place_bbox {
-            out.extend(self.boxes.iter().filter(|(b, _)| b.overlaps(&place)).map(|(_, r)| *r));
+            self.boxes.overlapping(&place, out);
         }
     }
 }
