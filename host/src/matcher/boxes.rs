@@ -2,8 +2,8 @@
 //!
 //! Up to [`SCAN_MAX`] boxes a scan is fastest. Beyond, an R-tree (`rstar`)
 //! finds the candidate boxes whose envelope touches the point or the place,
-//! and the same exact test as the scan ([`BBox::contains`] /
-//! [`BBox::overlaps`], edges included) decides — so the answer is the scan's,
+//! and the scan's exact test ([`BBox::overlaps`], edges included; a point is
+//! a box of one point) decides — so the answer is the scan's,
 //! whatever the tree's own rounding.
 
 use rstar::primitives::{GeomWithData, Rectangle};
@@ -49,35 +49,21 @@ impl BoxIndex {
         self.boxes.is_empty()
     }
 
-    /// The rules whose box holds `p`.
+    /// The rules whose box holds `p`: the boxes that share a point with the
+    /// box of that one point (the same comparisons as [`BBox::contains`]).
     pub fn at_point(&self, p: Point, out: &mut Vec<RuleIdx>) {
-        match &self.tree {
-            Some(t) if finite([p.lng, p.lat, 0.0, 0.0]) => {
-                let q = AABB::from_point([p.lng, p.lat]);
-                out.extend(
-                    t.locate_in_envelope_intersecting(&q)
-                        .map(|e| &self.boxes[e.data as usize])
-                        .filter(|(b, _)| b.contains(p))
-                        .map(|(_, r)| *r),
-                );
-            }
-            _ => out.extend(self.boxes.iter().filter(|(b, _)| b.contains(p)).map(|(_, r)| *r)),
-        }
+        self.overlapping(&BBox { west: p.lng, south: p.lat, east: p.lng, north: p.lat }, out);
     }
 
     /// The rules whose box shares a point with `place`.
     pub fn overlapping(&self, place: &BBox, out: &mut Vec<RuleIdx>) {
+        let hits = |(b, r): &(BBox, RuleIdx)| b.overlaps(place).then_some(*r);
         match &self.tree {
             Some(t) if finite([place.west, place.south, place.east, place.north]) => {
                 let q = AABB::from_corners([place.west, place.south], [place.east, place.north]);
-                out.extend(
-                    t.locate_in_envelope_intersecting(&q)
-                        .map(|e| &self.boxes[e.data as usize])
-                        .filter(|(b, _)| b.overlaps(place))
-                        .map(|(_, r)| *r),
-                );
+                out.extend(t.locate_in_envelope_intersecting(&q).filter_map(|e| hits(&self.boxes[e.data as usize])));
             }
-            _ => out.extend(self.boxes.iter().filter(|(b, _)| b.overlaps(place)).map(|(_, r)| *r)),
+            _ => out.extend(self.boxes.iter().filter_map(hits)),
         }
     }
 }
