@@ -163,6 +163,15 @@ impl Histogram {
         self.max_us.fetch_max(us, Relaxed);
     }
 
+    /// (upper bound in µs — `u64::MAX` for +Inf —, count) per bucket.
+    pub fn buckets_us(&self) -> Vec<(u64, u64)> {
+        self.bounds_us.iter().zip(&self.counts).map(|(b, n)| (*b, n.load(Relaxed))).collect()
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Relaxed)
+    }
+
     /// The largest observation, in seconds.
     pub fn max_seconds(&self) -> f64 {
         self.max_us.load(Relaxed) as f64 / 1e6
@@ -172,10 +181,9 @@ impl Histogram {
     /// and the sum in seconds.
     pub fn buckets_seconds(&self) -> (Vec<(f64, u64)>, f64) {
         let b = self
-            .bounds_us
-            .iter()
-            .zip(&self.counts)
-            .map(|(b, n)| (if *b == u64::MAX { f64::MAX } else { *b as f64 / 1e6 }, n.load(Relaxed)))
+            .buckets_us()
+            .into_iter()
+            .map(|(b, n)| (if b == u64::MAX { f64::MAX } else { b as f64 / 1e6 }, n))
             .collect();
         (b, self.sum_us.load(Relaxed) as f64 / 1e6)
     }

@@ -234,7 +234,7 @@ impl TraptorCollector {
             MetricType::Histogram,
         )?;
         for (name, _, st) in &stages {
-            let (buckets, sum) = st.metrics.latency_seconds();
+            let (buckets, sum) = st.metrics.latency.0.buckets_seconds();
             let count = buckets.iter().map(|(_, n)| n).sum();
             let labels = vec![("stage", name.as_str())];
             h.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::telemetry::Histogram;
+
 /// Upper bounds of the latency buckets, in microseconds (the last is +inf).
 pub const LATENCY_BUCKETS_US: [u64; 12] =
     [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, u64::MAX];
@@ -31,9 +33,19 @@ pub struct StageMetrics {
     /// Posts dropped by the `on_error = "drop"` policy.
     pub error_dropped: AtomicU64,
     pub dead_lettered: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS_US.len()],
-    latency_sum_us: AtomicU64,
+    /// Time per batch.
+    pub latency: BatchLatency,
     plugin: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A stage's time per batch, in the stage buckets.
+#[derive(Debug)]
+pub struct BatchLatency(pub Histogram);
+
+impl Default for BatchLatency {
+    fn default() -> BatchLatency {
+        BatchLatency(Histogram::new(&LATENCY_BUCKETS_US))
+    }
 }
 
 /// A copy of a stage's counters.
@@ -63,21 +75,7 @@ pub struct StageSnapshot {
 
 impl StageMetrics {
     pub fn observe_latency(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        self.latency[i].fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(us, Relaxed);
-    }
-
-    /// Every latency bucket as (upper bound in seconds, batches), the last
-    /// bound `f64::MAX` (+Inf), and the sum in seconds (for `/metrics`).
-    pub fn latency_seconds(&self) -> (Vec<(f64, u64)>, f64) {
-        let buckets = LATENCY_BUCKETS_US
-            .iter()
-            .zip(&self.latency)
-            .map(|(b, n)| (if *b == u64::MAX { f64::MAX } else { *b as f64 / 1e6 }, n.load(Relaxed)))
-            .collect();
-        (buckets, self.latency_sum_us.load(Relaxed) as f64 / 1e6)
+        self.latency.0.observe_n(d, 1);
     }
 
     pub fn plugin_counter(&self, name: &str, delta: u64) {
@@ -106,13 +104,8 @@ impl StageMetrics {
             skipped: self.skipped.load(Relaxed),
             error_dropped: self.error_dropped.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
-            latency_us: LATENCY_BUCKETS_US
-                .iter()
-                .zip(&self.latency)
-                .map(|(b, n)| (*b, n.load(Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-            latency_sum_us: self.latency_sum_us.load(Relaxed),
+            latency_us: self.latency.0.buckets_us().into_iter().filter(|(_, n)| *n > 0).collect(),
+            latency_sum_us: self.latency.0.sum_us(),
             plugin: self.plugin.lock().map(|m| m.clone()).unwrap_or_default(),
         }
     }
