@@ -17,6 +17,7 @@ pub mod metrics;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -96,11 +97,7 @@ async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let m = &state.metrics;
-        let point = (
-            now,
-            m.posts.load(std::sync::atomic::Ordering::Relaxed),
-            m.records_out.load(std::sync::atomic::Ordering::Relaxed),
-        );
+        let point = (now, m.posts.load(Relaxed), m.records_out.load(Relaxed));
         if let Ok(mut h) = state.history.lock() {
             if h.len() >= HISTORY_SECS {
                 h.pop_front();
@@ -204,7 +201,6 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
         })
         .collect();
     let c = &s.connection;
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let body = serde_json::json!({
         "collector": {"type": s.traptor_type, "id": s.traptor_id, "version": env!("CARGO_PKG_VERSION"),
                       "uptime_secs": s.started.elapsed().as_secs()},
@@ -212,8 +208,8 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
         "malformed": m.malformed, "duplicates": m.duplicates_dropped, "spool_backlog": m.spool_backlog,
         "rates": rates,
         "latency_ms": {"p50": m.latency_p50_us as f64 / 1e3, "p99": m.latency_p99_us as f64 / 1e3, "max": m.latency_max_us as f64 / 1e3},
-        "source": {"name": &s.source, "live": s.source_live, "connected": c.connected.load(relaxed) == 1,
-                   "connects": c.connects.load(relaxed), "problem": s.health.problem()},
+        "source": {"name": &s.source, "live": s.source_live, "connected": c.connected.load(Relaxed) == 1,
+                   "connects": c.connects.load(Relaxed), "problem": s.health.problem()},
         "rules": {"count": s.compiled.load().matcher.rules().len(), "reloads": m.rule_reloads, "top": top_rules(&s, 10)},
         "stages": stages,
     });
@@ -279,7 +275,7 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     let rules = s.compiled.load().matcher.rules().len();
     checks.push(check("rules", true, format!("{rules} rules loaded")));
     let problem = s.health.problem();
-    let connected = !s.source_live || s.connection.connected.load(std::sync::atomic::Ordering::Relaxed) == 1;
+    let connected = !s.source_live || s.connection.connected.load(Relaxed) == 1;
     let source_ok = problem.is_none() && connected;
     let detail = match (&problem, connected) {
         (Some(p), _) => p.clone(),

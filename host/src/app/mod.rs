@@ -264,8 +264,7 @@ async fn steps(
     let admin = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str()));
     let rule_hits = services::rule_hits(cfg, admin.is_some());
     if let Some(addr) = admin {
-        let mut state = topology.admin_state(who, metrics, &rules, health.clone(), &cx, redis.clone());
-        state.rule_hits = rule_hits.clone();
+        let state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone());
         let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
         background.keep("admin endpoint", task);
     }

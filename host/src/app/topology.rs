@@ -136,9 +136,8 @@ impl Topology {
         who: crate::rules::Collector,
         metrics: &Arc<Metrics>,
         rules: &RulesService,
-        health: Arc<crate::telemetry::Health>,
         cx: &SourceContext,
-        redis: Option<redis::aio::ConnectionManager>,
+        rule_hits: Option<Arc<RuleHits>>,
     ) -> crate::admin::AdminState {
         crate::admin::AdminState {
             traptor_type: who.rule_type.as_str(),
@@ -146,13 +145,13 @@ impl Topology {
             metrics: metrics.clone(),
             stages: self.stages.clone(),
             compiled: rules.compiled.clone(),
-            health,
+            health: cx.health.clone(),
             connection: cx.connection_stats.clone(),
             source: self.source.name(),
             source_live: self.source_live,
             sink: self.sink.name(),
-            redis,
-            rule_hits: None,
+            redis: cx.redis.clone(),
+            rule_hits,
             started: Instant::now(),
             history: std::sync::Mutex::default(),
         }

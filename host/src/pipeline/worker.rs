@@ -80,7 +80,7 @@ pub struct WorkerContext {
     /// batch so a batch never sees two sets.
     pub stages: Arc<ArcSwap<StageSet>>,
     pub fatal: Arc<Fatal>,
-    /// Per-rule match counts for Redis stats, when enabled.
+    /// Per-rule match counts (Redis stats, `/api/rules`), when either is on.
     pub rule_hits: Option<Arc<RuleHits>>,
     /// The wire format of the source's messages.
     pub format: Format,
