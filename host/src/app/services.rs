@@ -135,11 +135,20 @@ impl RulesService {
         background: &mut Background,
     ) -> Result<RulesService, AppError> {
         let store = cfg.config.rules.component();
+        let started = std::time::Instant::now();
         let snapshot = store.load(who, redis.as_mut()).await?;
+        let loaded = started.elapsed();
         let origin = store.describe(who);
         snapshot.report(&origin);
-        tracing::info!(rules = snapshot.rules.len(), invalid = snapshot.problems.len(), from = %origin, "rules loaded");
         let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
+        tracing::info!(
+            rules = snapshot.rules.len(),
+            invalid = snapshot.problems.len(),
+            from = %origin,
+            load_ms = loaded.as_millis() as u64,
+            compile_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "rules loaded"
+        );
         let (tx, snapshots) = watch::channel(Arc::new(snapshot));
         let reload = Arc::new(tokio::sync::Notify::new());
         background.keep("rules watcher", store.watch(who, redis, tx, reload.clone(), background.token()));
