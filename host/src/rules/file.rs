@@ -41,6 +41,10 @@ pub struct FileRulesConfig {
     /// fields are copied into every post it matches.
     #[serde(default = "default_max_rule_bytes")]
     pub max_rule_bytes: usize,
+    /// What the first load read, handed to the watcher so it does not load
+    /// the same file again.
+    #[serde(skip)]
+    first_load: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
 }
 
 fn default_max_debounce_ms() -> u64 {
@@ -79,7 +83,13 @@ impl RulesComponent for FileRulesConfig {
     }
 
     fn load<'a>(&'a self, who: Collector, _redis: Option<&'a mut redis::aio::ConnectionManager>) -> LoadFuture<'a> {
-        Box::pin(async move { load_with(&self.path, who.rule_type, self.max_rule_bytes) })
+        Box::pin(async move {
+            let (snap, seen) = load_seen(&self.path, who.rule_type, self.max_rule_bytes)?;
+            if let Ok(mut first) = self.first_load.lock() {
+                *first = Some(seen);
+            }
+            Ok(snap)
+        })
     }
 
     fn watch(
@@ -96,6 +106,7 @@ impl RulesComponent for FileRulesConfig {
             debounce: Duration::from_millis(self.debounce_ms),
             max_debounce: Duration::from_millis(self.max_debounce_ms),
             max_rule_bytes: self.max_rule_bytes,
+            loaded: self.first_load.lock().ok().and_then(|mut f| f.take()),
         };
         tokio::spawn(watch_file(self.path.clone(), who.rule_type, opts, tx, shutdown))
     }
@@ -111,8 +122,30 @@ pub fn load(path: &Path, default_type: RuleType) -> Result<RuleSnapshot, RulesEr
 
 /// [`load`] with a size cap per rule.
 pub fn load_with(path: &Path, default_type: RuleType, max_rule_bytes: usize) -> Result<RuleSnapshot, RulesError> {
+    load_seen(path, default_type, max_rule_bytes).map(|(snap, _)| snap)
+}
+
+/// [`load_with`], and what was read (for the watcher).
+fn load_seen(path: &Path, default_type: RuleType, max_rule_bytes: usize) -> Result<(RuleSnapshot, Seen), RulesError> {
+    // The stamp is taken before reading: a write during the read changes it,
+    // so the watcher's first poll loads the file again.
+    let stamp = stamp(path);
     let bytes = std::fs::read(path).map_err(|source| RulesError::Io { path: path.to_owned(), source })?;
-    Ok(parse_bytes(&bytes, &path.display().to_string(), default_type, max_rule_bytes))
+    let seen = Seen { stamp, hash: content_hash(&bytes) };
+    Ok((parse_bytes(&bytes, &path.display().to_string(), default_type, max_rule_bytes), seen))
+}
+
+/// What a load read: the file's stamp before reading, and its content's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    stamp: Option<Stamp>,
+    hash: u64,
+}
+
+/// A 64-bit hash of the file's bytes (XXH3: several GB/s, so an 87 MB file
+/// that was only touched costs tens of milliseconds, not a parse).
+fn content_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Parse rules from JSON-lines text; `origin` names the file in reports.
@@ -124,6 +157,8 @@ pub fn parse(text: &str, origin: &str, default_type: RuleType) -> RuleSnapshot {
 /// rule or larger than `max_rule_bytes` is reported with its number and
 /// skipped; the rest load.
 pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_bytes: usize) -> RuleSnapshot {
+    #[cfg(test)]
+    tests::count_parse(origin);
     let mut snap = RuleSnapshot::default();
     let mut seen = HashSet::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -178,6 +213,9 @@ pub struct WatchOptions {
     pub debounce: Duration,
     pub max_debounce: Duration,
     pub max_rule_bytes: usize,
+    /// What the store's first load read: the watcher starts from it instead
+    /// of loading the file again (none: the first poll loads and compares).
+    pub loaded: Option<Seen>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +238,11 @@ pub async fn watch_file(
     tx: watch::Sender<std::sync::Arc<RuleSnapshot>>,
     shutdown: CancellationToken,
 ) {
-    // The first poll always reloads and compares with the published snapshot,
-    // so a change made between the initial load and this task's start is seen.
-    let mut last: Option<Option<Stamp>> = None;
+    // Without what the first load read, the first poll reloads and compares
+    // with the published snapshot, so a change made between the initial load
+    // and this task's start is seen. With it, only a changed stamp reloads.
+    let mut last: Option<Option<Stamp>> = opts.loaded.map(|s| s.stamp);
+    let mut last_hash = opts.loaded.map(|s| s.hash);
     let mut unreadable_reported = false;
     // Since when the file has ended mid-line (a writer caught mid-write).
     let mut partial_since: Option<tokio::time::Instant> = None;
@@ -252,8 +292,22 @@ pub async fn watch_file(
         }
         partial_since = None;
         last = Some(settled);
+        let hash = content_hash(&bytes);
+        if last_hash == Some(hash) && !asked {
+            tracing::debug!(path = %path.display(), "the rules file was touched but its content is unchanged");
+            continue;
+        }
+        last_hash = Some(hash);
+        // A large file takes seconds to parse: off the async workers.
+        let (origin, max) = (path.display().to_string(), opts.max_rule_bytes);
+        let snap = match tokio::task::spawn_blocking(move || parse_bytes(&bytes, &origin, default_type, max)).await {
+            Ok(snap) => snap,
+            Err(e) => {
+                tracing::error!(error = %e, "rules parse task failed");
+                continue;
+            }
+        };
         let origin = path.display().to_string();
-        let snap = parse_bytes(&bytes, &origin, default_type, opts.max_rule_bytes);
         if **tx.borrow() == snap {
             continue;
         }
@@ -335,6 +389,56 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/rules.jsonl"));
     }
 
+    /// How many times each file (by its name in reports) was parsed.
+    static PARSES: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+
+    pub(super) fn count_parse(origin: &str) {
+        let mut p = PARSES.lock().expect("not poisoned");
+        match p.iter_mut().find(|(o, _)| o == origin) {
+            Some((_, n)) => *n += 1,
+            None => p.push((origin.to_owned(), 1)),
+        }
+    }
+
+    fn parses(path: &Path) -> u32 {
+        let origin = path.display().to_string();
+        PARSES.lock().expect("not poisoned").iter().find(|(o, _)| *o == origin).map_or(0, |(_, n)| *n)
+    }
+
+    /// Issue 15, goal 3: the store's first load is not repeated by the
+    /// watcher, and a file rewritten with the same bytes is not parsed again
+    /// (size + mtime, then a hash of the bytes); a real change still is.
+    #[tokio::test]
+    async fn the_file_is_parsed_once_at_start_and_not_again_when_only_touched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.jsonl");
+        let text = rules_text(3);
+        std::fs::write(&path, &text).expect("write");
+        let cfg: FileRulesConfig =
+            toml::from_str(&format!("path = {:?}\npoll_interval_ms = 20\ndebounce_ms = 20", path.display()))
+                .expect("config");
+        let who = Collector { rule_type: RuleType::Track, id: 0 };
+        let first = cfg.load(who, None).await.expect("load");
+        assert_eq!(first.rules.len(), 3);
+        let (tx, mut rx) = watch::channel(std::sync::Arc::new(first));
+        let stop = CancellationToken::new();
+        let task = cfg.watch(who, None, tx, std::sync::Arc::default(), stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(parses(&path), 1, "the watcher loaded the file again at start");
+        // Same bytes, new modification time and a size change on the way.
+        std::fs::write(&path, "").expect("truncate");
+        std::fs::write(&path, &text).expect("rewrite");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(parses(&path), 1, "a rewrite with the same bytes was parsed");
+        assert!(!rx.has_changed().expect("open"));
+        std::fs::write(&path, rules_text(4)).expect("change");
+        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("reloaded").expect("open");
+        assert_eq!(rx.borrow().rules.len(), 4);
+        assert_eq!(parses(&path), 2);
+        stop.cancel();
+        task.await.expect("task");
+    }
+
     #[tokio::test]
     async fn changes_are_picked_up() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -348,6 +452,7 @@ mod tests {
             debounce: Duration::from_millis(20),
             max_debounce: Duration::from_secs(2),
             max_rule_bytes: DEFAULT_MAX_RULE_BYTES,
+            loaded: None,
         };
         let task = tokio::spawn(watch_file(path.clone(), RuleType::Track, opts, tx, stop.clone()));
         std::fs::write(&path, "{\"rule_id\":\"1\",\"value\":\"a\"}\n{\"rule_id\":\"2\",\"value\":\"b\"}\n")
@@ -397,6 +502,7 @@ mod tests {
             debounce: Duration::from_millis(250),
             max_debounce: Duration::from_millis(max_debounce_ms),
             max_rule_bytes: DEFAULT_MAX_RULE_BYTES,
+            loaded: None,
         }
     }
 
