@@ -1,5 +1,7 @@
-//! Matcher throughput at the per-connection limits: 400 track phrases, 5,000
-//! follow ids, 25 location boxes, over synthetic posts.
+//! Matcher throughput at the per-connection limits (400 track phrases, 5,000
+//! follow ids, 25 location boxes) and far beyond them (100,000 phrases,
+//! 1,000,000 ids, 10,000 boxes: local matching of open firehoses), over
+//! synthetic posts.
 //!
 //! `cargo bench -p traptor-host --bench matcher`
 
@@ -41,10 +43,27 @@ fn track_rules(n: usize) -> Vec<Rule> {
         .collect()
 }
 
+/// The 400 rules of [`track_rules`], then random-letter phrases (one or
+/// two terms of 5 to 10 letters) that (almost) never match: only the number
+/// of phrases grows.
+fn track_rules_scaled(n: usize) -> Vec<Rule> {
+    let mut rules = track_rules(n.min(400));
+    let mut r = Rng::new(7);
+    let mut word = |r: &mut Rng| (0..5 + r.below(6)).map(|_| char::from(b'a' + r.below(26) as u8)).collect::<String>();
+    for i in 400..n {
+        let v = if r.chance(0.5) { word(&mut r) } else { format!("{} {}", word(&mut r), word(&mut r)) };
+        rules.push(rule(i, "track", v));
+    }
+    rules
+}
+
 fn follow_rules(n: usize) -> Vec<Rule> {
-    // Half the pool is followed, plus ids that never post.
+    // Half the pool is followed (once), plus ids that never post.
     (0..n)
-        .map(|i| rule(i, "follow", if i % 2 == 0 { user_id(i % USERS) } else { 9_000_000_000 + i as u64 }.to_string()))
+        .map(|i| {
+            let id = if i % 2 == 0 && i < 2 * USERS { user_id(i / 2 * 2 % USERS) } else { 9_000_000_000 + i as u64 };
+            rule(i, "follow", id.to_string())
+        })
         .collect()
 }
 
@@ -83,9 +102,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(posts.len() as u64));
     for (name, rules) in [
         ("track_400", track_rules(400)),
+        ("track_10000", track_rules_scaled(10_000)),
+        ("track_100000", track_rules_scaled(100_000)),
         ("follow_5000", follow_rules(5000)),
+        ("follow_100000", follow_rules(100_000)),
+        ("follow_1000000", follow_rules(1_000_000)),
         ("locations_25", location_rules(25)),
         ("locations_grid_25", grid_boxes(25)),
+        ("locations_grid_1000", grid_boxes(1000)),
         ("locations_grid_10000", grid_boxes(10_000)),
         ("all_three", {
             let mut all = track_rules(400);

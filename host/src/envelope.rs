@@ -8,8 +8,8 @@
 //! and a post that already carries a top-level `traptor` key (re-processing a
 //! collector's output) has that key replaced through a parsed tree.
 //!
-//! Each rule's `collection_rules` entry is serialised once per rule-set change
-//! ([`RuleJson`]) and copied per match.
+//! Each rule's `collection_rules` entry is mostly its stored fields' JSON,
+//! copied per match ([`Rule::write_entry`]).
 
 use std::fmt::Write as _;
 
@@ -23,37 +23,6 @@ use crate::rules::{Rule, RuleType};
 pub struct Identity {
     pub traptor_type: RuleType,
     pub traptor_id: u32,
-}
-
-/// Pre-serialised `collection_rules` entries, one per rule.
-#[derive(Debug, Default)]
-pub struct RuleJson {
-    entries: Vec<String>,
-}
-
-impl RuleJson {
-    pub fn new(rules: &[Rule]) -> RuleJson {
-        let entries = rules
-            .iter()
-            .map(|r| {
-                let mut obj = serde_json::Map::new();
-                for (k, v) in r.fields() {
-                    obj.insert(k.clone(), serde_json::Value::String(v.clone()));
-                }
-                obj.insert(
-                    "rule_tag".into(),
-                    r.tag().map_or(serde_json::Value::Null, |t| serde_json::Value::String(t.to_owned())),
-                );
-                obj.insert("rule_value".into(), serde_json::Value::String(r.value().to_owned()));
-                serde_json::Value::Object(obj).to_string()
-            })
-            .collect();
-        RuleJson { entries }
-    }
-
-    pub fn get(&self, idx: u32) -> &str {
-        &self.entries[idx as usize]
-    }
 }
 
 /// Optional members of the `traptor` object.
@@ -85,14 +54,14 @@ pub fn created_at_iso(created_at: &str) -> Option<String> {
 
 /// Write the envelope of one post into `out` (cleared first).
 ///
-/// `matched` are rule indices into `rules`; `extra` holds further members of
+/// `matched` are indices into `rules`; `extra` holds further members of
 /// the `traptor` object, already serialised (see [`Extra`]).
 pub fn write_post(
     raw: &[u8],
     post: &PostView<'_>,
     id: Identity,
     matched: &[u32],
-    rules: &RuleJson,
+    rules: &[Rule],
     extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
@@ -117,7 +86,7 @@ pub fn write_post(
             if i > 0 {
                 t.push(',');
             }
-            t.push_str(rules.get(r));
+            rules[r as usize].write_entry(&mut t);
         }
         t.push(']');
     }
@@ -236,7 +205,7 @@ mod tests {
         let raw = br#"{"id_str":"1","text":"x","n":1.50,"created_at":"Mon Feb 22 01:34:53 +0000 2016"}"#;
         let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
-        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
+        write_post(raw, &p, id(), &[], &[], Extra::default(), &mut out).expect("wrap");
         let s = String::from_utf8(out).expect("utf8");
         assert!(s.starts_with(r#"{"id_str":"1","text":"x","n":1.50,"#), "{s}");
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
@@ -260,7 +229,7 @@ mod tests {
             RuleType::Track,
         )
         .expect("rule");
-        let rj = RuleJson::new(&[rule]);
+        let rj = [rule];
         let raw = b"{\n  \"id_str\": \"1\",\n  \"text\": \"a  b\"\n}\n";
         let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
@@ -284,11 +253,11 @@ mod tests {
         let raw = br#"{"id_str":"1","text":"x"}"#;
         let Message::Post(mut p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
-        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
+        write_post(raw, &p, id(), &[], &[], Extra::default(), &mut out).expect("wrap");
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert!(v["traptor"].get("edit").is_none(), "{v}");
         p.edited_at = Some("2026-11-29T10:00:00Z".into());
-        write_post(raw, &p, id(), &[], &RuleJson::default(), Extra::default(), &mut out).expect("wrap");
+        write_post(raw, &p, id(), &[], &[], Extra::default(), &mut out).expect("wrap");
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["traptor"]["edit"], true);
     }

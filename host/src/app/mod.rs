@@ -188,7 +188,7 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     //    awaited (the API-key pool gives its key back as it stops).
     background.stop().await;
     let (report, error) = match outcome? {
-        Some(outcome) => outcome.finish(&metrics, started),
+        Some(outcome) => outcome.finish(&metrics),
         None => (RunReport::empty(metrics.snapshot(), started), None),
     };
     // The summary also when the run failed: what went through is known.

@@ -127,6 +127,9 @@ pub struct Outcome {
     internal: Option<String>,
     fatal: Option<String>,
     stages: Vec<(String, StageSnapshot)>,
+    /// When records started to flow (rule loading and plugin compilation are
+    /// before it, so the summary's rates are the pipeline's own).
+    started: Instant,
 }
 
 impl Topology {
@@ -175,6 +178,7 @@ impl Topology {
         let fatal = Arc::new(Fatal::new(shutdown.clone()));
         let workers = self.tuning.workers();
         tracing::info!(source = %self.source.name(), sink = %self.sink.name(), workers, "pipeline starting");
+        let started = Instant::now();
         let (raw_tx, raw_rx) = async_channel::bounded(self.tuning.channel_batches);
         let (out_tx, out_rx) = async_channel::bounded(self.tuning.channel_batches);
         let ctx = WorkerContext {
@@ -204,7 +208,7 @@ impl Topology {
         let sink = sink_task.await.unwrap_or_else(|e| Err(SinkError::Task(e.to_string())));
         reporter.abort();
         let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
-        Outcome { source, sink, internal, fatal: fatal.error(), stages }
+        Outcome { source, sink, internal, fatal: fatal.error(), stages, started }
     }
 }
 
@@ -212,7 +216,7 @@ impl Outcome {
     /// The report, and the error that ended the run if one did — by
     /// precedence: a bug, a fatal stage, the sink, the source. The report
     /// counts what went through either way.
-    pub(super) fn finish(self, metrics: &Metrics, run_started: Instant) -> (RunReport, Option<AppError>) {
+    pub(super) fn finish(self, metrics: &Metrics) -> (RunReport, Option<AppError>) {
         super::log_stages(&self.stages);
         let (sink, sink_error) = match self.sink {
             Ok(s) => (s, None),
@@ -233,7 +237,7 @@ impl Outcome {
             stages: self.stages,
             source,
             sink,
-            elapsed: run_started.elapsed(),
+            elapsed: self.started.elapsed(),
         };
         (report, error)
     }

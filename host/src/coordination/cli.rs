@@ -119,7 +119,7 @@ pub async fn import(
     let index: BTreeMap<String, usize> =
         existing.iter().enumerate().map(|(i, p)| (p.rule.rule_id().to_owned(), i)).collect();
     let mut updated = BTreeMap::new();
-    for rule in snap.rules {
+    for rule in snap.rules.iter().cloned() {
         if rule.rule_type() != t {
             problems.push(format!(
                 "rule {:?} is {} but --type is {t}; skipped (import it with --type {})",
@@ -131,7 +131,7 @@ pub async fn import(
         }
         match index.get(rule.rule_id()) {
             Some(&i) => {
-                if existing[i].rule.fields() != rule.fields() {
+                if existing[i].rule.fields_json() != rule.fields_json() {
                     if let Some(slot) = existing[i].at {
                         updated.insert(rule.rule_id().to_owned(), slot);
                     }

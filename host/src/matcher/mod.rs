@@ -21,11 +21,12 @@ mod boxes;
 pub mod tokens;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::post::PostView;
-use crate::rules::{Criterion, Rule};
+use crate::rules::{Criterion, IdIndex, Rule};
 use boxes::BoxIndex;
 use tokens::{Haystack, SegKind, is_punct, is_token};
 
@@ -35,11 +36,66 @@ pub type RuleIdx = u32;
 /// Compiled rules. Cheap to share (`Arc`), immutable.
 #[derive(Debug)]
 pub struct Matcher {
-    rules: Vec<Rule>,
-    by_id: HashMap<String, RuleIdx>,
+    /// Shared with the snapshot the matcher was compiled from.
+    rules: Arc<Vec<Rule>>,
+    by_id: IdIndex,
     track: TrackIndex,
-    follow: HashMap<String, Vec<RuleIdx>>,
+    follow: FollowIndex,
     boxes: BoxIndex,
+}
+
+/// Followed accounts: numeric ids as `u64` keys (a million cost ~20 MB),
+/// other ids (Bluesky DIDs) as text. A value is one rule, or (high bit set)
+/// an index into `shared` when several rules follow the same account.
+#[derive(Debug, Default)]
+struct FollowIndex {
+    numeric: HashMap<u64, u32>,
+    text: HashMap<Box<str>, u32>,
+    shared: Vec<Vec<RuleIdx>>,
+}
+
+const SHARED: u32 = 1 << 31;
+
+impl FollowIndex {
+    fn add(&mut self, user_id: &str, rule: RuleIdx) {
+        let slot = match numeric_id(user_id) {
+            Some(n) => self.numeric.entry(n).or_insert(u32::MAX),
+            None => self.text.entry(user_id.into()).or_insert(u32::MAX),
+        };
+        if *slot == u32::MAX {
+            *slot = rule;
+        } else if *slot & SHARED == 0 {
+            self.shared.push(vec![*slot, rule]);
+            *slot = SHARED | (self.shared.len() as u32 - 1);
+        } else {
+            self.shared[(*slot & !SHARED) as usize].push(rule);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.numeric.is_empty() && self.text.is_empty()
+    }
+
+    fn get(&self, user_id: &str) -> &[RuleIdx] {
+        let slot = match numeric_id(user_id) {
+            Some(n) => self.numeric.get(&n),
+            None => self.text.get(user_id),
+        };
+        match slot {
+            None => &[],
+            Some(s) if s & SHARED != 0 => &self.shared[(s & !SHARED) as usize],
+            Some(s) => std::slice::from_ref(s),
+        }
+    }
+}
+
+/// A canonical decimal id (no sign, no leading zero) as a number; the text
+/// form keeps every other id apart from it.
+fn numeric_id(s: &str) -> Option<u64> {
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[derive(Debug)]
@@ -78,14 +134,15 @@ impl Scratch {
 }
 
 impl Matcher {
-    /// Compile a rule set.
-    pub fn new(rules: Vec<Rule>) -> Matcher {
+    /// Compile a rule set (a `Vec<Rule>`, or the `Arc` a snapshot holds).
+    pub fn new(rules: impl Into<Arc<Vec<Rule>>>) -> Matcher {
+        let rules: Arc<Vec<Rule>> = rules.into();
         let mut patterns: Vec<String> = Vec::new();
         let mut pattern_of: HashMap<String, usize> = HashMap::new();
         let mut pattern_terms: Vec<[Option<u32>; 2]> = Vec::new();
         let mut n_terms = 0u32;
         let mut phrases = Vec::new();
-        let mut follow: HashMap<String, Vec<RuleIdx>> = HashMap::new();
+        let mut follow = FollowIndex::default();
         let mut boxes = Vec::new();
 
         for (i, rule) in rules.iter().enumerate() {
@@ -109,7 +166,7 @@ impl Matcher {
                         .collect();
                     phrases.push((idx, ids));
                 }
-                Criterion::Follow { user_id } => follow.entry(user_id.clone()).or_default().push(idx),
+                Criterion::Follow { user_id } => follow.add(user_id, idx),
                 Criterion::Locations { boxes: bs } => boxes.extend(bs.iter().map(|b| (*b, idx))),
                 // Attributed by the source (X v2 `matching_rules`), never locally.
                 Criterion::Verbatim => {}
@@ -136,7 +193,7 @@ impl Matcher {
             // every term ("new" and "newyork" both) at every position.
             AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).ok()
         };
-        let by_id = rules.iter().enumerate().map(|(i, r)| (r.rule_id().to_owned(), i as RuleIdx)).collect();
+        let by_id = IdIndex::of(&rules);
         Matcher {
             rules,
             by_id,
@@ -157,7 +214,7 @@ impl Matcher {
 
     /// The index of the rule with this `rule_id`.
     pub fn index_of(&self, rule_id: &str) -> Option<RuleIdx> {
-        self.by_id.get(rule_id).copied()
+        self.by_id.get(&self.rules, rule_id)
     }
 
     /// Every rule the post matches, in rule order, into `out` (cleared first).
@@ -215,9 +272,7 @@ impl Matcher {
             post.in_reply_to_user_id.as_deref(),
         ];
         for id in ids.into_iter().flatten() {
-            if let Some(rules) = self.follow.get(id) {
-                out.extend_from_slice(rules);
-            }
+            out.extend_from_slice(self.follow.get(id));
         }
     }
 

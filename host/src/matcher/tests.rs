@@ -33,7 +33,7 @@ fn matched_ids(m: &Matcher, json: &str) -> Vec<String> {
 }
 
 fn track(values: &[&str]) -> Matcher {
-    Matcher::new(values.iter().enumerate().map(|(i, v)| rule(&i.to_string(), "track", v, &[])).collect())
+    Matcher::new(values.iter().enumerate().map(|(i, v)| rule(&i.to_string(), "track", v, &[])).collect::<Vec<_>>())
 }
 
 /// Which of `values` match a post with this text (and optional entities JSON).
@@ -84,7 +84,7 @@ fn upstream_extended_tweets() {
 fn upstream_no_match_tweet_matches_nothing() {
     let mut rules = Vec::new();
     for f in ["track_rules.json", "follow_rules.json", "locations_rules.json"] {
-        rules.extend(file::load(&upstream(f), RuleType::Track).expect("load").rules);
+        rules.extend(file::load(&upstream(f), RuleType::Track).expect("load").rules.iter().cloned());
     }
     let m = Matcher::new(rules);
     let raw = std::fs::read_to_string(upstream("no_match_tweet.json")).expect("tweet");

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use arc_swap::ArcSwap;
 
 use crate::coordination::stats::RuleHits;
-use crate::envelope::{self, Extra, Identity, RuleJson};
+use crate::envelope::{self, Extra, Identity};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
 use crate::post::{self, Format, Message, PostView};
@@ -28,14 +28,11 @@ use crate::batch::{OutBatch, RawBatch};
 #[derive(Debug)]
 pub struct Compiled {
     pub matcher: Matcher,
-    pub rule_json: RuleJson,
 }
 
 impl Compiled {
     pub fn new(snapshot: &RuleSnapshot) -> Compiled {
-        let rules = snapshot.rules.clone();
-        let rule_json = RuleJson::new(&rules);
-        Compiled { matcher: Matcher::new(rules), rule_json }
+        Compiled { matcher: Matcher::new(snapshot.rules.clone()) }
     }
 }
 
@@ -555,7 +552,7 @@ fn wrap(
     out: &mut Vec<u8>,
     origin: u64,
 ) -> bool {
-    match envelope::write_post(raw, post, ctx.identity, matched, &compiled.rule_json, extra, out) {
+    match envelope::write_post(raw, post, ctx.identity, matched, compiled.matcher.rules(), extra, out) {
         Ok(()) => true,
         Err(e) => {
             let n = ctx.metrics.envelope_errors.fetch_add(1, Relaxed);

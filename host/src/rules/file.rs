@@ -10,7 +10,6 @@
 //! caught mid-write: it is loaded only once complete, or once it has stayed
 //! so for `max_debounce_ms`.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -160,7 +159,8 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_
     #[cfg(test)]
     tests::count_parse(origin);
     let mut snap = RuleSnapshot::default();
-    let mut seen = HashSet::new();
+    let mut rules = Vec::new();
+    let mut seen = super::IdIndex::default();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let location = format!("{origin}:{}", i + 1);
         let problem = |message: String| RuleProblem { location: location.clone(), message };
@@ -178,29 +178,19 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_
             snap.problems.push(problem(RuleError::TooLarge { bytes: line.len(), max: max_rule_bytes }.to_string()));
             continue;
         }
-        let obj = match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(o)) => o,
-            Ok(_) => {
-                snap.problems.push(problem("a rule must be a JSON object".into()));
-                continue;
-            }
-            Err(e) => {
-                snap.problems.push(problem(format!("not valid JSON: {e}")));
-                continue;
-            }
-        };
-        match Rule::from_json(&obj, default_type) {
+        match Rule::from_json_text(line, default_type) {
             Ok(rule) => {
-                if !seen.insert(rule.rule_id().to_owned()) {
-                    snap.problems
-                        .push(problem(format!("duplicate rule_id {:?}; the first definition is kept", rule.rule_id())));
-                    continue;
+                rules.push(rule);
+                if !seen.insert(&rules, rules.len() as u32 - 1) {
+                    let rule = rules.pop();
+                    let id = rule.as_ref().map_or("", |r| r.rule_id());
+                    snap.problems.push(problem(format!("duplicate rule_id {id:?}; the first definition is kept")));
                 }
-                snap.rules.push(rule);
             }
             Err(e) => snap.problems.push(problem(e.to_string())),
         }
     }
+    snap.rules = std::sync::Arc::new(rules);
     snap
 }
 

@@ -96,7 +96,8 @@ impl fmt::Display for RuleProblem {
 /// Everything a store loaded at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSnapshot {
-    pub rules: Vec<Rule>,
+    /// Shared with the matcher compiled from it (never copied).
+    pub rules: Arc<Vec<Rule>>,
     pub problems: Vec<RuleProblem>,
 }
 
@@ -114,6 +115,54 @@ impl RuleSnapshot {
         for v in self.limit_violations() {
             tracing::warn!(rules = source, rule_type = %v.rule_type, "over the per-connection limit: {v}");
         }
+    }
+}
+
+/// Rules by `rule_id`: a hash table of indices into a rule list, so a
+/// million rules cost four bytes (and a control byte) each, not a copy of
+/// every id.
+#[derive(Debug, Default)]
+pub struct IdIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl IdIndex {
+    pub fn with_capacity(n: usize) -> IdIndex {
+        IdIndex { table: hashbrown::HashTable::with_capacity(n), hasher: std::hash::RandomState::new() }
+    }
+
+    /// Index every rule; the first of a repeated id wins.
+    pub fn of(rules: &[Rule]) -> IdIndex {
+        let mut ix = IdIndex::with_capacity(rules.len());
+        for i in 0..rules.len() {
+            ix.insert(rules, i as u32);
+        }
+        ix
+    }
+
+    /// Add `rules[idx]`; false (and not added) when its id is already there.
+    pub fn insert(&mut self, rules: &[Rule], idx: u32) -> bool {
+        use std::hash::BuildHasher;
+        let id = rules[idx as usize].rule_id();
+        let hash = self.hasher.hash_one(id);
+        match self.table.entry(
+            hash,
+            |&i| rules[i as usize].rule_id() == id,
+            |&i| self.hasher.hash_one(rules[i as usize].rule_id()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(idx);
+                true
+            }
+        }
+    }
+
+    /// The index of the rule with this id.
+    pub fn get(&self, rules: &[Rule], id: &str) -> Option<u32> {
+        use std::hash::BuildHasher;
+        self.table.find(self.hasher.hash_one(id), |&i| rules[i as usize].rule_id() == id).copied()
     }
 }
 

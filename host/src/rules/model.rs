@@ -5,6 +5,7 @@
 //! 60 bytes, a non-numeric follow id, a malformed box), so a bad rule is reported
 //! where it was written instead of breaking a connection later. Pure: no I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::post::BBox;
@@ -92,14 +93,41 @@ pub enum Criterion {
 }
 
 /// One rule: its fields as stored, plus what they mean.
+///
+/// Stored compactly (a million rules must fit in a few hundred MB): the
+/// fields are kept once, as one compact JSON object whose values are all
+/// strings, in stored order — which is also most of the rule's
+/// `collection_rules` entry in every post it matches ([`Rule::write_entry`]
+/// copies it). `rule_id`, `value` and `tag` are spans of that text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    fields: Vec<(String, String)>,
+    /// `{"name":"value",...}`, escaped as serde_json escapes.
+    json: Box<str>,
+    /// The string literals (quotes included) of `rule_id`, `value`, `tag`.
+    rule_id: Lit,
+    value: Lit,
+    tag: Option<Lit>,
+    /// Unescaped `rule_id`, `value`, `tag`, when a literal holds an escape.
+    plain: Option<Box<Plain>>,
+    /// The whole `collection_rules` entry, when the fields themselves carry
+    /// `rule_tag` or `rule_value` (which the entry overwrites).
+    entry: Option<Box<str>>,
+    rule_type: RuleType,
+    criterion: Criterion,
+}
+
+/// A byte range of [`Rule::json`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lit {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Plain {
     rule_id: String,
     value: String,
     tag: Option<String>,
-    rule_type: RuleType,
-    criterion: Criterion,
 }
 
 /// Why a rule was refused. Each names the field at fault.
@@ -127,18 +155,31 @@ pub enum RuleError {
     BadBox { value: String, reason: String },
     #[error("field `{0}` must be a string, number or boolean, not an object or array")]
     NotScalar(String),
+    #[error("a rule must be a JSON object")]
+    NotAnObject,
+    #[error("not valid JSON: {0}")]
+    Json(String),
 }
 
 impl Rule {
     /// Build a rule from its fields. `default_type` applies when the rule has no
     /// `rule_type` (rules stored under a collector's key inherit its type).
     pub fn from_fields(fields: Vec<(String, String)>, default_type: RuleType) -> Result<Rule, RuleError> {
-        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
-        let rule_id = get("rule_id").ok_or(RuleError::Missing("rule_id"))?.to_owned();
+        Rule::from_pairs(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())), default_type)
+    }
+
+    /// [`Rule::from_fields`] from borrowed pairs (names must be distinct;
+    /// the first of a repeated name is the one read).
+    pub fn from_pairs<'a>(
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        default_type: RuleType,
+    ) -> Result<Rule, RuleError> {
+        let get = |k: &str| pairs.clone().find(|(f, _)| *f == k).map(|(_, v)| v);
+        let rule_id = get("rule_id").ok_or(RuleError::Missing("rule_id"))?;
         if rule_id.trim().is_empty() {
             return Err(RuleError::EmptyRuleId);
         }
-        let value = get("value").ok_or(RuleError::Missing("value"))?.to_owned();
+        let value = get("value").ok_or(RuleError::Missing("value"))?;
         if value.trim().is_empty() {
             return Err(RuleError::EmptyValue);
         }
@@ -147,13 +188,63 @@ impl Rule {
             Some(t) => RuleType::parse(t).ok_or_else(|| RuleError::UnknownType(t.to_owned()))?,
         };
         let hashtag_only = get("orig_type") == Some("hashtag");
-        let criterion = parse_criterion(rule_type, &value, hashtag_only)?;
-        let tag = get("tag").map(str::to_owned);
-        Ok(Rule { fields, rule_id, value, tag, rule_type, criterion })
+        let criterion = parse_criterion(rule_type, value, hashtag_only)?;
+        let tag = get("tag");
+
+        let mut json = String::with_capacity(pairs.clone().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>() + 2);
+        json.push('{');
+        let (mut id_lit, mut value_lit, mut tag_lit) = (None, None, None);
+        let mut overwritten = false;
+        for (i, (k, v)) in pairs.clone().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            write_json_str(&mut json, k);
+            json.push(':');
+            let start = json.len() as u32;
+            write_json_str(&mut json, v);
+            let lit = Some(Lit { start, end: json.len() as u32 });
+            match k {
+                "rule_id" => id_lit = id_lit.or(lit),
+                "value" => value_lit = value_lit.or(lit),
+                "tag" => tag_lit = tag_lit.or(lit),
+                "rule_tag" | "rule_value" => overwritten = true,
+                _ => {}
+            }
+        }
+        json.push('}');
+        let (Some(rule_id_lit), Some(value_lit)) = (id_lit, value_lit) else {
+            return Err(RuleError::Missing("rule_id"));
+        };
+        let lits = [Some(rule_id_lit), Some(value_lit), tag_lit];
+        let escaped = lits.iter().flatten().any(|l| json[l.start as usize..l.end as usize].contains('\\'));
+        let plain = escaped.then(|| {
+            Box::new(Plain { rule_id: rule_id.to_owned(), value: value.to_owned(), tag: tag.map(str::to_owned) })
+        });
+        let entry = overwritten.then(|| {
+            let mut obj = serde_json::Map::new();
+            for (k, v) in pairs.clone() {
+                obj.entry(k).or_insert_with(|| serde_json::Value::String(v.to_owned()));
+            }
+            obj.insert("rule_tag".into(), tag.map_or(serde_json::Value::Null, |t| serde_json::Value::String(t.into())));
+            obj.insert("rule_value".into(), serde_json::Value::String(value.to_owned()));
+            serde_json::Value::Object(obj).to_string().into_boxed_str()
+        });
+        Ok(Rule {
+            json: json.into_boxed_str(),
+            rule_id: rule_id_lit,
+            value: value_lit,
+            tag: tag_lit,
+            plain,
+            entry,
+            rule_type,
+            criterion,
+        })
     }
 
     /// Build a rule from a JSON object (one line of a rules file). Numbers and
-    /// booleans become their text, as Redis would store them.
+    /// booleans become their text, as Redis would store them; `null` fields
+    /// are left out.
     pub fn from_json(
         obj: &serde_json::Map<String, serde_json::Value>,
         default_type: RuleType,
@@ -172,14 +263,30 @@ impl Rule {
         Rule::from_fields(fields, default_type)
     }
 
+    /// [`Rule::from_json`] straight from the text of one JSON object, without
+    /// building a tree: strings without escapes are borrowed from `line`.
+    pub fn from_json_text(line: &str, default_type: RuleType) -> Result<Rule, RuleError> {
+        let pairs = json_pairs(line)?;
+        Rule::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())), default_type)
+    }
+
     pub fn rule_id(&self) -> &str {
-        &self.rule_id
+        match &self.plain {
+            Some(p) => &p.rule_id,
+            None => self.inner(self.rule_id),
+        }
     }
     pub fn value(&self) -> &str {
-        &self.value
+        match &self.plain {
+            Some(p) => &p.value,
+            None => self.inner(self.value),
+        }
     }
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        match &self.plain {
+            Some(p) => p.tag.as_deref(),
+            None => self.tag.map(|l| self.inner(l)),
+        }
     }
     pub fn rule_type(&self) -> RuleType {
         self.rule_type
@@ -187,16 +294,172 @@ impl Rule {
     pub fn criterion(&self) -> &Criterion {
         &self.criterion
     }
-    /// Every field as stored, in stored order.
-    pub fn fields(&self) -> &[(String, String)] {
-        &self.fields
+    /// Every field as stored, in stored order (built on each call: for
+    /// writing a rule back, not for the hot path).
+    pub fn fields(&self) -> Vec<(String, String)> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&self.json).unwrap_or_default();
+        debug_assert!(!map.is_empty(), "a rule's own JSON parses");
+        map.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned())).collect()
     }
-    /// How many connection units this rule uses (boxes count one each).
+    /// The fields as one compact JSON object, values as strings, in stored
+    /// order: two rules have the same fields exactly when these are equal.
+    pub fn fields_json(&self) -> &str {
+        &self.json
+    }
+    /// Append the rule's `collection_rules` entry (DESIGN §5): its fields,
+    /// then `rule_tag` (the tag or null) and `rule_value`.
+    pub fn write_entry(&self, out: &mut String) {
+        if let Some(e) = &self.entry {
+            out.push_str(e);
+            return;
+        }
+        out.push_str(&self.json[..self.json.len() - 1]);
+        out.push_str(",\"rule_tag\":");
+        match self.tag {
+            Some(l) => out.push_str(self.lit(l)),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"rule_value\":");
+        out.push_str(self.lit(self.value));
+        out.push('}');
+    }
+    /// How many units (phrases, ids, boxes) this rule uses on a connection.
     pub fn units(&self) -> usize {
         match &self.criterion {
             Criterion::Locations { boxes } => boxes.len(),
             _ => 1,
         }
+    }
+
+    fn lit(&self, l: Lit) -> &str {
+        &self.json[l.start as usize..l.end as usize]
+    }
+    fn inner(&self, l: Lit) -> &str {
+        &self.json[l.start as usize + 1..l.end as usize - 1]
+    }
+}
+
+/// Write `s` as a JSON string literal, escaped exactly as serde_json does
+/// (`\"`, `\\`, `\b \f \n \r \t`, other control characters as `\u00XX`).
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(esc);
+        }
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
+    out.push('"');
+}
+
+/// The members of one flat JSON object as text: strings as themselves,
+/// numbers and booleans as their JSON text, `null` left out; a repeated name
+/// keeps its first place and its last value (as a parsed map would).
+fn json_pairs(line: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, RuleError> {
+    use serde::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_str(line);
+    let not_scalar = std::cell::RefCell::new(None);
+    let pairs = de.deserialize_map(PairsVisitor { not_scalar: &not_scalar }).map_err(|e| {
+        if let Some(k) = not_scalar.take() {
+            RuleError::NotScalar(k)
+        } else if !line.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(line).is_ok() {
+            RuleError::NotAnObject
+        } else {
+            RuleError::Json(e.to_string())
+        }
+    })?;
+    de.end().map_err(|e| RuleError::Json(e.to_string()))?;
+    Ok(pairs)
+}
+
+/// Collects the members; names the first member that is not a scalar.
+struct PairsVisitor<'a> {
+    not_scalar: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::Visitor<'de> for PairsVisitor<'_> {
+    type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out: Self::Value = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(Text(k)) = map.next_key::<Text<'de>>()? {
+            let raw: &'de serde_json::value::RawValue = map.next_value()?;
+            let Ok(v) = scalar_text(raw.get()) else {
+                *self.not_scalar.borrow_mut() = Some(k.into_owned());
+                return Err(serde::de::Error::custom("not a scalar"));
+            };
+            match (out.iter_mut().find(|(name, _)| *name == k), v) {
+                (Some(slot), Some(v)) => slot.1 = v,
+                (Some(_), None) => out.retain(|(name, _)| *name != k),
+                (None, Some(v)) => out.push((k, v)),
+                (None, None) => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The text a scalar JSON value stands for; `None` for null, `Err` for an
+/// object or array.
+fn scalar_text(raw: &str) -> Result<Option<Cow<'_, str>>, ()> {
+    match raw.as_bytes().first() {
+        Some(b'"') if !raw.contains('\\') => Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1]))),
+        Some(b'"') => serde_json::from_str::<String>(raw).map(|s| Some(Cow::Owned(s))).map_err(|_| ()),
+        Some(b'n') => Ok(None),
+        Some(b't' | b'f') => Ok(Some(Cow::Borrowed(raw))),
+        Some(b'{' | b'[') | None => Err(()),
+        // A number: as serde_json writes it back (1.50 → 1.5), as before.
+        Some(_) => {
+            serde_json::from_str::<serde_json::Number>(raw).map(|n| Some(Cow::Owned(n.to_string()))).map_err(|_| ())
+        }
+    }
+}
+
+/// A map key, borrowed from the input when it has no escape.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -324,6 +587,76 @@ mod tests {
 
     fn rule(pairs: &[(&str, &str)]) -> Result<Rule, RuleError> {
         Rule::from_fields(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), RuleType::Track)
+    }
+
+    /// The `collection_rules` entry as it was built before rules were stored
+    /// compactly: a serde_json map of the fields, then `rule_tag`, `rule_value`.
+    fn entry_through_a_map(r: &Rule) -> String {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in r.fields() {
+            obj.insert(k, serde_json::Value::String(v));
+        }
+        obj.insert("rule_tag".into(), r.tag().map_or(serde_json::Value::Null, |t| t.into()));
+        obj.insert("rule_value".into(), r.value().into());
+        serde_json::Value::Object(obj).to_string()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+        /// Compact storage changes nothing a user sees: the fields read back,
+        /// the entry copied into posts, and a rule read from a file's text
+        /// (without a tree) equals the rule read from the parsed object.
+        #[test]
+        fn compact_rules_read_back_exactly(
+            extra in proptest::collection::vec(
+                (proptest::sample::select(vec!["tag", "description", "rule_tag", "rule_value", "appid", "dé\"k"]),
+                 proptest::prelude::any::<String>()),
+                0..5),
+            value in "[a-zA-Z\"\\\u{1}\u{7f}é ]{0,12}[a-z]",
+            id in proptest::prelude::any::<String>(),
+        ) {
+            let mut fields = vec![("rule_id".to_string(), format!("x{id}")), ("value".to_string(), value)];
+            for (k, v) in extra {
+                if !fields.iter().any(|(f, _)| f == k) {
+                    fields.push((k.to_string(), v));
+                }
+            }
+            let Ok(r) = Rule::from_fields(fields.clone(), RuleType::Track) else { return Ok(()) };
+            proptest::prop_assert_eq!(&r.fields(), &fields);
+            proptest::prop_assert_eq!(r.rule_id(), fields[0].1.as_str());
+            proptest::prop_assert_eq!(r.value(), fields[1].1.as_str());
+            proptest::prop_assert_eq!(r.tag(), fields.iter().find(|(k, _)| k == "tag").map(|(_, v)| v.as_str()));
+            let mut entry = String::new();
+            r.write_entry(&mut entry);
+            proptest::prop_assert_eq!(&entry, &entry_through_a_map(&r));
+            let obj: serde_json::Map<String, serde_json::Value> =
+                fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            let text = serde_json::Value::Object(obj.clone()).to_string();
+            proptest::prop_assert_eq!(&Rule::from_json_text(&text, RuleType::Track), &Rule::from_json(&obj, RuleType::Track));
+            proptest::prop_assert_eq!(r.fields_json(), text.as_str());
+        }
+    }
+
+    #[test]
+    fn rules_from_text_take_scalars_and_name_what_they_refuse() {
+        let r = Rule::from_json_text(
+            r#"{"rule_id": 12, "value": "a", "n": 1.50, "b": true, "gone": null, "tag": "x", "tag": "y"}"#,
+            RuleType::Track,
+        )
+        .expect("valid");
+        assert_eq!(r.rule_id(), "12");
+        assert_eq!(r.tag(), Some("y"), "the last of a repeated name, as a parsed map keeps it");
+        assert_eq!(r.fields_json(), r#"{"rule_id":"12","value":"a","n":"1.5","b":"true","tag":"y"}"#);
+        let t = RuleType::Track;
+        assert_eq!(
+            Rule::from_json_text(r#"{"rule_id":"1","value":"a","x":{}}"#, t),
+            Err(RuleError::NotScalar("x".into()))
+        );
+        assert_eq!(Rule::from_json_text(r#"[1]"#, t), Err(RuleError::NotAnObject));
+        assert_eq!(Rule::from_json_text(r#""s""#, t), Err(RuleError::NotAnObject));
+        assert!(matches!(Rule::from_json_text(r#"{"rule_id":"1""#, t), Err(RuleError::Json(_))));
+        assert!(matches!(Rule::from_json_text(r#"{"rule_id":"1","value":"a"} x"#, t), Err(RuleError::Json(_))));
+        assert_eq!(Rule::from_json_text(r#"{"value":"a"}"#, t), Err(RuleError::Missing("rule_id")));
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! `traptor-notify`) reloads at once; a periodic check is the safety net for a
 //! missed message. A failed reload keeps the last good rules.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,7 +190,8 @@ pub async fn load(
     let keys = scan(conn, &format!("{}:*", collector_prefix(t, id))).await?;
     let hashes = hgetall_many(conn, &keys).await?;
     let mut snap = RuleSnapshot::default();
-    let mut seen = HashSet::new();
+    let mut rules = Vec::with_capacity(keys.len());
+    let mut seen = super::IdIndex::with_capacity(keys.len());
     for (key, fields) in keys.into_iter().zip(hashes) {
         if fields.is_empty() {
             continue;
@@ -203,14 +203,19 @@ pub async fn load(
             continue;
         }
         match Rule::from_fields(fields, t) {
-            Ok(rule) if !seen.insert(rule.rule_id().to_owned()) => snap.problems.push(RuleProblem {
-                location: key,
-                message: format!("duplicate rule_id {:?}; the first is kept", rule.rule_id()),
-            }),
-            Ok(rule) => snap.rules.push(rule),
+            Ok(rule) => {
+                rules.push(rule);
+                if !seen.insert(&rules, rules.len() as u32 - 1) {
+                    let rule = rules.pop();
+                    let id = rule.as_ref().map_or("", |r| r.rule_id());
+                    let message = format!("duplicate rule_id {id:?}; the first is kept");
+                    snap.problems.push(RuleProblem { location: key, message });
+                }
+            }
             Err(e) => snap.problems.push(RuleProblem { location: key, message: e.to_string() }),
         }
     }
+    snap.rules = std::sync::Arc::new(rules);
     Ok(snap)
 }
 
@@ -334,7 +339,7 @@ async fn reload(
 
 /// Write rules as HASHes (used by `rules import` and `plan --apply`).
 pub async fn write_rule(conn: &mut ConnectionManager, key: &str, rule: &Rule) -> Result<(), RedisError> {
-    let _: () = redis::pipe().del(key).ignore().hset_multiple(key, rule.fields()).ignore().query_async(conn).await?;
+    let _: () = redis::pipe().del(key).ignore().hset_multiple(key, &rule.fields()).ignore().query_async(conn).await?;
     Ok(())
 }
 
