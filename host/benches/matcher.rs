@@ -49,7 +49,7 @@ fn track_rules(n: usize) -> Vec<Rule> {
 fn track_rules_scaled(n: usize) -> Vec<Rule> {
     let mut rules = track_rules(n.min(400));
     let mut r = Rng::new(7);
-    let mut word = |r: &mut Rng| (0..5 + r.below(6)).map(|_| char::from(b'a' + r.below(26) as u8)).collect::<String>();
+    let word = |r: &mut Rng| (0..5 + r.below(6)).map(|_| char::from(b'a' + r.below(26) as u8)).collect::<String>();
     for i in 400..n {
         let v = if r.chance(0.5) { word(&mut r) } else { format!("{} {}", word(&mut r), word(&mut r)) };
         rules.push(rule(i, "track", v));

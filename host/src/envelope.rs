@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::post::PostView;
 use crate::rules::{Rule, RuleType};
@@ -46,10 +46,48 @@ pub enum EnvelopeError {
 /// v1.1 (`Mon Feb 22 01:34:53 +0000 2016`) or RFC 3339 timestamps, as RFC 3339
 /// in UTC with a `+00:00` offset (what the original's `isoformat()` wrote).
 pub fn created_at_iso(created_at: &str) -> Option<String> {
+    with_created_at_iso(created_at, |iso| iso.map(str::to_owned))
+}
+
+/// Call `f` with [`created_at_iso`]'s answer, without allocating when the
+/// timestamp is the thread's previous one: posts arrive in time order, so
+/// consecutive posts mostly share their second.
+fn with_created_at_iso<R>(created_at: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, Option<String>)> =
+            const { std::cell::RefCell::new((String::new(), None)) };
+    }
+    LAST.with_borrow_mut(|(input, output)| {
+        if input.as_str() != created_at || input.is_empty() {
+            input.clear();
+            input.push_str(created_at);
+            *output = parse_created_at(created_at);
+        }
+        f(output.as_deref())
+    })
+}
+
+fn parse_created_at(created_at: &str) -> Option<String> {
     let dt = DateTime::parse_from_str(created_at, "%a %b %d %H:%M:%S %z %Y")
         .or_else(|_| DateTime::parse_from_rfc3339(created_at))
         .ok()?;
-    Some(dt.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%S%:z").to_string())
+    let dt = dt.with_timezone(&Utc);
+    if !(0..=9999).contains(&dt.year()) {
+        return Some(dt.format("%Y-%m-%dT%H:%M:%S%:z").to_string());
+    }
+    let mut iso = String::with_capacity(25);
+    // As `%Y-%m-%dT%H:%M:%S%:z` would write it, without a format parser.
+    let _ = write!(
+        iso,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    Some(iso)
 }
 
 /// Write the envelope of one post into `out` (cleared first).
@@ -68,8 +106,14 @@ pub fn write_post(
     out.clear();
     let mut t = String::with_capacity(128 + 256 * matched.len());
     let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.traptor_id, id.traptor_type);
-    if let Some(iso) = post.created_at.as_deref().and_then(created_at_iso) {
-        let _ = write!(t, ",\"created_at_iso\":\"{iso}\"");
+    if let Some(created_at) = post.created_at.as_deref() {
+        with_created_at_iso(created_at, |iso| {
+            if let Some(iso) = iso {
+                t.push_str(",\"created_at_iso\":\"");
+                t.push_str(iso);
+                t.push('"');
+            }
+        });
     }
     if post.edited_at.is_some() {
         t.push_str(",\"edit\":true");
@@ -198,6 +242,20 @@ mod tests {
         assert_eq!(created_at_iso("Mon Feb 22 01:34:53 +0000 2016").as_deref(), Some("2016-02-22T01:34:53+00:00"));
         assert_eq!(created_at_iso("2022-03-01T10:00:00.000Z").as_deref(), Some("2022-03-01T10:00:00+00:00"));
         assert_eq!(created_at_iso("yesterday"), None);
+        // The per-thread memo answers a repeat, and only a repeat.
+        for (input, want) in [
+            ("Mon Feb 22 01:34:53 +0000 2016", Some("2016-02-22T01:34:53+00:00")),
+            ("Mon Feb 22 01:34:53 +0000 2016", Some("2016-02-22T01:34:53+00:00")),
+            ("yesterday", None),
+            ("yesterday", None),
+            ("Mon Feb 22 01:34:54 +0000 2016", Some("2016-02-22T01:34:54+00:00")),
+            ("", None),
+            ("Mon Feb 22 01:34:54 +0000 2016", Some("2016-02-22T01:34:54+00:00")),
+            ("Sat Jan 01 00:00:00 +0100 2000", Some("1999-12-31T23:00:00+00:00")),
+            ("0099-01-02T03:04:05Z", Some("0099-01-02T03:04:05+00:00")),
+        ] {
+            assert_eq!(created_at_iso(input).as_deref(), want, "{input:?}");
+        }
     }
 
     #[test]

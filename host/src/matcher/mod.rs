@@ -23,12 +23,19 @@ pub mod tokens;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::post::PostView;
 use crate::rules::{Criterion, IdIndex, Rule};
 use boxes::BoxIndex;
 use tokens::{Haystack, SegKind, is_punct, is_token};
+
+/// Up to this many distinct track terms the automaton is a DFA (matcher
+/// bench: 400 phrases 34 % faster than the crate's default NFA, 10,000
+/// phrases 27 %). Beyond, the NFA: at 100,000 phrases the DFA was 39 %
+/// faster but doubled the process's memory (149 → 303 MB) and the compile
+/// time (0.44 → 0.96 s), and a reload holds two rule sets at once.
+const DFA_PATTERNS: usize = 20_000;
 
 /// Index of a rule in [`Matcher::rules`].
 pub type RuleIdx = u32;
@@ -191,7 +198,11 @@ impl Matcher {
         } else {
             // Standard semantics: required for overlapping search, which finds
             // every term ("new" and "newyork" both) at every position.
-            AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).ok()
+            // A DFA is the fastest scan; the crate picks one only for a
+            // handful of patterns (its memory grows with states × byte
+            // classes), so ask for it up to `DFA_PATTERNS`.
+            let kind = (patterns.len() <= DFA_PATTERNS).then_some(AhoCorasickKind::DFA);
+            AhoCorasick::builder().match_kind(MatchKind::Standard).kind(kind).build(&patterns).ok()
         };
         let by_id = IdIndex::of(&rules);
         Matcher {

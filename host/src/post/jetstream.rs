@@ -160,8 +160,15 @@ pub fn time_us(bytes: &[u8]) -> Option<u64> {
 
 /// Decode one Jetstream event.
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
-    let ev: Event<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        if serde_json::from_slice::<IgnoredAny>(bytes).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
+    decode_text(super::text(bytes)?)
+}
+
+/// Decode one Jetstream event.
+/// From text already known to be UTF-8 (validated once per record, not
+/// once per string).
+pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
+    let ev: Event<'_> = serde_json::from_str(text).map_err(|e| {
+        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
     })?;
     let _ = ev.time_us;
     let control = |kind| Ok(Message::Control(Control { kind, undelivered: None }));

@@ -91,8 +91,15 @@ struct Tag<'a> {
 
 /// Decode one status (or delete notice).
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
-    let status: Status<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        if serde_json::from_slice::<IgnoredAny>(bytes).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
+    decode_text(super::text(bytes)?)
+}
+
+/// Decode one status (or delete notice).
+/// From text already known to be UTF-8 (validated once per record, not
+/// once per string).
+pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
+    let status: Status<'_> = serde_json::from_str(text).map_err(|e| {
+        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
     })?;
     if status.delete.is_some() {
         return Ok(Message::Control(Control { kind: ControlKind::Delete, undelivered: None }));

@@ -240,6 +240,15 @@ pub enum DecodeError {
     NotAnObject,
     #[error("post has a field of an unexpected type: {0}")]
     Shape(#[source] serde_json::Error),
+    #[error("not valid UTF-8 (at byte {0})")]
+    Utf8(usize),
+}
+
+/// A record's bytes as text: every decoder reads from `&str`, so UTF-8 is
+/// validated once per record (serde_json's slice reader would check every
+/// string again).
+pub fn text(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))
 }
 
 /// The wire format of a source's messages.
@@ -262,17 +271,18 @@ pub enum Format {
 /// object: an array or a scalar is malformed (serde would read a struct from
 /// an array, so `[]` must be refused before the decoders see it).
 pub fn decode(format: Format, bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+    let text = text(bytes)?;
+    if text.trim_start_matches(|c: char| c.is_ascii_whitespace()).as_bytes().first() != Some(&b'{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => DecodeError::NotAnObject,
             Err(e) => DecodeError::Json(e),
         });
     }
     match format {
-        Format::TwitterV1 => v1::decode(bytes),
-        Format::XV2 => v2::decode(bytes),
-        Format::Jetstream => jetstream::decode(bytes),
-        Format::Mastodon => mastodon::decode(bytes),
+        Format::TwitterV1 => v1::decode_text(text),
+        Format::XV2 => v2::decode_text(text),
+        Format::Jetstream => jetstream::decode_text(text),
+        Format::Mastodon => mastodon::decode_text(text),
     }
 }
 
@@ -301,6 +311,15 @@ mod tests {
                 );
             }
             assert!(matches!(decode(format, b"[1,"), Err(DecodeError::Json(_))), "{format:?}");
+            // Invalid UTF-8 is malformed wherever it is, also in a field no
+            // decoder reads (it would be copied into the output).
+            assert!(
+                matches!(
+                    decode(format, b"{\"id_str\":\"1\",\"text\":\"a\",\"x\":\"\xff\"}"),
+                    Err(DecodeError::Utf8(30))
+                ),
+                "{format:?}"
+            );
             assert!(matches!(decode(format, b"{}"), Ok(Message::Control(_))), "{format:?}: an unknown object");
         }
     }

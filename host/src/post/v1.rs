@@ -26,7 +26,15 @@ pub const SOURCE: &str = "twitter-v1";
 
 /// Decode one v1.1 stream message (one JSON document).
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
-    let mut msg: V1Status<'_> = match serde_json::from_slice(bytes) {
+    decode_text(super::text(bytes)?)
+}
+
+/// Decode one v1.1 stream message (one JSON document).
+/// From text already known to be UTF-8 (validated once per record, not
+/// once per string).
+pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
+    let bytes = text.as_bytes();
+    let mut msg: V1Status<'_> = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => return Err(classify_error(bytes, e)),
     };

@@ -192,8 +192,15 @@ fn indices(start: Option<u32>, end: Option<u32>) -> Option<[u32; 2]> {
 
 /// Decode one v2 stream message.
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
-    let msg: V2Message<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        if serde_json::from_slice::<IgnoredAny>(bytes).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
+    decode_text(super::text(bytes)?)
+}
+
+/// Decode one v2 stream message.
+/// From text already known to be UTF-8 (validated once per record, not
+/// once per string).
+pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
+    let msg: V2Message<'_> = serde_json::from_str(text).map_err(|e| {
+        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
     })?;
     let Some(data) = msg.data.filter(|d| !d.id.is_empty()) else {
         let _ = msg.errors;

@@ -126,25 +126,76 @@ pub fn load_with(path: &Path, default_type: RuleType, max_rule_bytes: usize) -> 
 
 /// [`load_with`], and what was read (for the watcher).
 fn load_seen(path: &Path, default_type: RuleType, max_rule_bytes: usize) -> Result<(RuleSnapshot, Seen), RulesError> {
+    let io = |source| RulesError::Io { path: path.to_owned(), source };
     // The stamp is taken before reading: a write during the read changes it,
     // so the watcher's first poll loads the file again.
     let stamp = stamp(path);
-    let bytes = std::fs::read(path).map_err(|source| RulesError::Io { path: path.to_owned(), source })?;
-    let seen = Seen { stamp, hash: content_hash(&bytes) };
-    Ok((parse_bytes(&bytes, &path.display().to_string(), default_type, max_rule_bytes), seen))
+    let scan = scan_file(path).map_err(io)?;
+    let snap = parse_file(path, default_type, max_rule_bytes, scan.lines).map_err(io)?;
+    Ok((snap, Seen { stamp, hash: scan.hash }))
 }
 
-/// What a load read: the file's stamp before reading, and its content's hash.
+/// One streaming pass over a rules file: what the watcher compares and
+/// what sizes the rule list, without holding the file in memory (an 87 MB
+/// file of a million rules would otherwise sit beside its rules).
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    hash: u64,
+    lines: usize,
+    /// The last byte is a newline (or the file is empty).
+    complete: bool,
+}
+
+fn scan_file(path: &Path) -> std::io::Result<Scan> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (1, b'\n');
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count();
+        last = buf[n - 1];
+    }
+    Ok(Scan { hash: hasher.digest(), lines, complete: last == b'\n' })
+}
+
+/// Parse a rules file line by line as it is read (see [`parse_bytes`]).
+fn parse_file(
+    path: &Path,
+    default_type: RuleType,
+    max_rule_bytes: usize,
+    lines: usize,
+) -> std::io::Result<RuleSnapshot> {
+    use std::io::BufRead;
+    let origin = path.display().to_string();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut parser = Parser::new(&origin, default_type, max_rule_bytes, lines);
+    let mut line = Vec::new();
+    for i in 0.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        parser.line(i, text);
+    }
+    Ok(parser.finish())
+}
+
+/// What a load read: the file's stamp before reading, and its content's
+/// hash (XXH3, several GB/s: a touched 87 MB file costs tens of
+/// milliseconds to compare, not a parse).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     stamp: Option<Stamp>,
     hash: u64,
-}
-
-/// A 64-bit hash of the file's bytes (XXH3: several GB/s, so an 87 MB file
-/// that was only touched costs tens of milliseconds, not a parse).
-fn content_hash(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Parse rules from JSON-lines text; `origin` names the file in reports.
@@ -156,42 +207,76 @@ pub fn parse(text: &str, origin: &str, default_type: RuleType) -> RuleSnapshot {
 /// rule or larger than `max_rule_bytes` is reported with its number and
 /// skipped; the rest load.
 pub fn parse_bytes(bytes: &[u8], origin: &str, default_type: RuleType, max_rule_bytes: usize) -> RuleSnapshot {
-    #[cfg(test)]
-    tests::count_parse(origin);
-    let mut snap = RuleSnapshot::default();
-    let mut rules = Vec::new();
-    let mut seen = super::IdIndex::default();
+    let lines = memchr::memchr_iter(b'\n', bytes).count() + 1;
+    let mut parser = Parser::new(origin, default_type, max_rule_bytes, lines);
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let location = format!("{origin}:{}", i + 1);
-        let problem = |message: String| RuleProblem { location: location.clone(), message };
+        parser.line(i, line);
+    }
+    parser.finish()
+}
+
+/// Rules of one file, a line at a time.
+struct Parser<'a> {
+    origin: &'a str,
+    default_type: RuleType,
+    max_rule_bytes: usize,
+    snap: RuleSnapshot,
+    rules: Vec<Rule>,
+    seen: super::IdIndex,
+}
+
+impl<'a> Parser<'a> {
+    /// `lines` sizes the rule list once: a million rules would otherwise be
+    /// copied as it grows.
+    fn new(origin: &'a str, default_type: RuleType, max_rule_bytes: usize, lines: usize) -> Parser<'a> {
+        #[cfg(test)]
+        tests::count_parse(origin);
+        Parser {
+            origin,
+            default_type,
+            max_rule_bytes,
+            snap: RuleSnapshot::default(),
+            rules: Vec::with_capacity(lines),
+            seen: super::IdIndex::with_capacity(lines),
+        }
+    }
+
+    /// Line `i` (from 0), without its newline.
+    fn line(&mut self, i: usize, line: &[u8]) {
+        let origin = self.origin;
+        let problem = |message: String| RuleProblem { location: format!("{origin}:{}", i + 1), message };
         let line = match std::str::from_utf8(line) {
             Ok(l) => l.trim(),
             Err(e) => {
-                snap.problems.push(problem(format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to())));
-                continue;
+                self.snap.problems.push(problem(format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to())));
+                return;
             }
         };
         if line.is_empty() {
-            continue;
+            return;
         }
-        if line.len() > max_rule_bytes {
-            snap.problems.push(problem(RuleError::TooLarge { bytes: line.len(), max: max_rule_bytes }.to_string()));
-            continue;
+        if line.len() > self.max_rule_bytes {
+            let e = RuleError::TooLarge { bytes: line.len(), max: self.max_rule_bytes };
+            self.snap.problems.push(problem(e.to_string()));
+            return;
         }
-        match Rule::from_json_text(line, default_type) {
+        match Rule::from_json_text(line, self.default_type) {
             Ok(rule) => {
-                rules.push(rule);
-                if !seen.insert(&rules, rules.len() as u32 - 1) {
-                    let rule = rules.pop();
+                self.rules.push(rule);
+                if !self.seen.insert(&self.rules, self.rules.len() as u32 - 1) {
+                    let rule = self.rules.pop();
                     let id = rule.as_ref().map_or("", |r| r.rule_id());
-                    snap.problems.push(problem(format!("duplicate rule_id {id:?}; the first definition is kept")));
+                    self.snap.problems.push(problem(format!("duplicate rule_id {id:?}; the first definition is kept")));
                 }
             }
-            Err(e) => snap.problems.push(problem(e.to_string())),
+            Err(e) => self.snap.problems.push(problem(e.to_string())),
         }
     }
-    snap.rules = std::sync::Arc::new(rules);
-    snap
+
+    fn finish(mut self) -> RuleSnapshot {
+        self.snap.rules = std::sync::Arc::new(self.rules);
+        self.snap
+    }
 }
 
 /// Settings of the polling watcher.
@@ -254,9 +339,9 @@ pub async fn watch_file(
             settled
         };
         let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || std::fs::read(&p)).await;
-        let bytes = match read {
-            Ok(Ok(b)) => b,
+        let read = tokio::task::spawn_blocking(move || scan_file(&p)).await;
+        let scan = match read {
+            Ok(Ok(scan)) => scan,
             Ok(Err(source)) => {
                 if !unreadable_reported {
                     let e = RulesError::Io { path: path.clone(), source };
@@ -272,7 +357,7 @@ pub async fn watch_file(
             }
         };
         unreadable_reported = false;
-        if bytes.last().is_some_and(|&b| b != b'\n') {
+        if !scan.complete {
             let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() < opts.max_debounce {
                 // Not `last`: look again at the next poll.
@@ -282,16 +367,20 @@ pub async fn watch_file(
         }
         partial_since = None;
         last = Some(settled);
-        let hash = content_hash(&bytes);
-        if last_hash == Some(hash) && !asked {
+        if last_hash == Some(scan.hash) && !asked {
             tracing::debug!(path = %path.display(), "the rules file was touched but its content is unchanged");
             continue;
         }
-        last_hash = Some(hash);
+        last_hash = Some(scan.hash);
         // A large file takes seconds to parse: off the async workers.
-        let (origin, max) = (path.display().to_string(), opts.max_rule_bytes);
-        let snap = match tokio::task::spawn_blocking(move || parse_bytes(&bytes, &origin, default_type, max)).await {
-            Ok(snap) => snap,
+        let (p, max) = (path.clone(), opts.max_rule_bytes);
+        let snap = match tokio::task::spawn_blocking(move || parse_file(&p, default_type, max, scan.lines)).await {
+            Ok(Ok(snap)) => snap,
+            Ok(Err(source)) => {
+                let e = RulesError::Io { path: path.clone(), source };
+                tracing::warn!(error = %e, "keeping the last good rules");
+                continue;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "rules parse task failed");
                 continue;
