@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput: replay a synthetic corpus into a file sink and print
-# posts/s and MB/s (input and output). Usage:
+# posts/s and MB/s (input and output), and the ratio to the JSON floor
+# (examples/floor.rs: one thread, serde_json parse + one field + write, on the
+# same corpus, in the same run). Usage:
 #
 #   scripts/bench-e2e.sh [POSTS (default 200000)] [WORKERS (default: cores)]
 #
@@ -9,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 posts=${1:-200000}
 workers=${2:-$(nproc)}
-cargo build --release -q -p traptor-host
+cargo build --release -q -p traptor-host --bin traptor-host --example floor
 bin=target/release/traptor-host
 dir=target/bench
 mkdir -p "$dir"
@@ -40,12 +42,14 @@ workers = $workers
 batch_size = 512
 TOML
 echo "corpus: $corpus ($(du -m "$corpus" | cut -f1) MB, $posts posts), workers: $workers, $(nproc) cores" >&2
+floor=$(target/release/examples/floor "$corpus" "$dir/floor-out.jsonl")
+rm -f "$dir/floor-out.jsonl"
 start=$(date +%s.%N)
 "$bin" --pipeline "$dir/bench.toml" --log-format json 2> "$dir/log.jsonl"
 end=$(date +%s.%N)
-python3 - "$dir/log.jsonl" "$start" "$end" "$corpus" "$out" <<'PY'
-import json, os, sys
-log, start, end, corpus, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+python3 - "$dir/log.jsonl" "$start" "$end" "$corpus" "$out" "$floor" <<'PY'
+import json, os, re, sys
+log, start, end, corpus, out, floor = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 fin = [json.loads(l) for l in open(log) if '"pipeline finished"' in l][-1]
 wall = end - start
 posts = int(fin["posts"])
@@ -53,4 +57,6 @@ print(f"pipeline: {fin['posts_per_sec']} posts/s, in {fin['in_mib_per_sec']} MiB
       f"({posts} posts, {fin['matched']} matched, {fin['seconds']} s inside the pipeline)")
 print(f"process wall clock: {wall:.2f} s = {posts / wall:.0f} posts/s, "
       f"{os.path.getsize(corpus) / wall / 1048576:.1f} MiB/s in, {os.path.getsize(out) / wall / 1048576:.1f} MiB/s out")
+rate = float(re.search(r"= (\d+) posts/s", floor).group(1))
+print(f"{floor}\nratio to the floor: {int(fin['posts_per_sec']) / rate:.2f}x (pipeline), {posts / wall / rate:.2f}x (process wall clock)")
 PY

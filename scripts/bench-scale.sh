@@ -12,6 +12,9 @@
 #
 #   scripts/bench-scale.sh [POSTS (default 100000)] [KIND…]    KIND: track follow locations
 #
+# Each set runs RUNS times (environment, default 3); the run with the median
+# posts/s is shown (one run on 2 cores varies by ±10 %).
+#
 # The larger sets add rules that (almost) never match, so every set of a kind
 # attributes about the same posts: what changes is only the rules' number.
 # Corpus and rule files are kept in target/bench/scale/.
@@ -125,7 +128,7 @@ for kind in "${kinds[@]}"; do
     esac
     base=""
     for n in "${sizes[@]}"; do
-        read -r rate rss load compile matched < <(run "$kind" "$n")
+        read -r rate rss load compile matched < <(for _ in $(seq "${RUNS:-3}"); do run "$kind" "$n"; done | sort -n | sed -n "$(( (${RUNS:-3} + 1) / 2 ))p")
         [ -n "$base" ] || base=$rate
         printf "%-10s %9s %10s %9.2f %9.2f %8s %10s %8s %8s\n" "$kind" "$n" "$rate" \
             "$(echo "$rate / $base" | bc -l)" "$(echo "$rate / $floor_rate" | bc -l)" "$rss" "$matched" "$load" "$compile"

@@ -56,6 +56,11 @@ pub struct Matcher {
 /// an index into `shared` when several rules follow the same account.
 #[derive(Debug, Default)]
 struct FollowIndex {
+    /// One bit per hash of a followed numeric id, 8 bits per id: most
+    /// accounts a post names are not followed, and this answers "no" from
+    /// a table that stays in cache instead of probing the large map
+    /// (1,000,000 ids: 1 MB here, ~35 MB there).
+    filter: Vec<u64>,
     numeric: HashMap<u64, u32>,
     text: HashMap<Box<str>, u32>,
     shared: Vec<Vec<RuleIdx>>,
@@ -83,9 +88,33 @@ impl FollowIndex {
         self.numeric.is_empty() && self.text.is_empty()
     }
 
+    /// Build the filter once every id is in (see `filter`).
+    fn seal(&mut self) {
+        let bits = (self.numeric.len() * 8).next_power_of_two().max(64);
+        self.filter = vec![0; bits / 64];
+        let ids: Vec<u64> = self.numeric.keys().copied().collect();
+        for n in ids {
+            let b = self.filter_bit(n);
+            self.filter[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    fn filter_bit(&self, n: u64) -> usize {
+        // Fibonacci hashing onto the filter's bit count (a power of two).
+        let bits = (self.filter.len() * 64).trailing_zeros();
+        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    }
+
     fn get(&self, user_id: &str) -> &[RuleIdx] {
         let slot = match numeric_id(user_id) {
-            Some(n) => self.numeric.get(&n),
+            Some(n) if self.filter.is_empty() => self.numeric.get(&n),
+            Some(n) => {
+                let b = self.filter_bit(n);
+                if self.filter[b / 64] & (1 << (b % 64)) == 0 {
+                    return &[];
+                }
+                self.numeric.get(&n)
+            }
             None => self.text.get(user_id),
         };
         match slot {
@@ -179,6 +208,7 @@ impl Matcher {
                 Criterion::Verbatim => {}
             }
         }
+        follow.seal();
         let mut by_first_term = vec![Vec::new(); n_terms as usize];
         for (p, (_, ids)) in phrases.iter().enumerate() {
             if let Some(&first) = ids.first() {
