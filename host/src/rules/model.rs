@@ -542,9 +542,15 @@ pub struct LimitExceeded {
     pub rule_type: RuleType,
     pub units: usize,
     pub limit: usize,
-    /// Ids of the rules past the limit, in order.
+    /// How many rules are past the limit.
+    pub beyond_count: usize,
+    /// Ids of the first of them, in order (at most [`BEYOND_IDS_KEPT`]: a
+    /// million follow rules in one file must not copy a million ids to say so).
     pub beyond: Vec<String>,
 }
+
+/// How many ids of rules past a limit a [`LimitExceeded`] keeps.
+pub const BEYOND_IDS_KEPT: usize = 100;
 
 impl fmt::Display for LimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -554,7 +560,7 @@ impl fmt::Display for LimitExceeded {
             self.rule_type,
             self.units,
             self.limit,
-            self.beyond.len(),
+            self.beyond_count,
             self.beyond.first().map(String::as_str).unwrap_or("")
         )
     }
@@ -566,16 +572,19 @@ pub fn check_limits(rules: &[Rule]) -> Vec<LimitExceeded> {
     let mut out = Vec::new();
     for t in RuleType::ALL {
         let limit = t.connection_limit();
-        let mut units = 0;
+        let (mut units, mut beyond_count) = (0, 0);
         let mut beyond = Vec::new();
         for r in rules.iter().filter(|r| r.rule_type() == t) {
             units += r.units();
             if units > limit {
-                beyond.push(r.rule_id().to_owned());
+                beyond_count += 1;
+                if beyond.len() < BEYOND_IDS_KEPT {
+                    beyond.push(r.rule_id().to_owned());
+                }
             }
         }
         if units > limit {
-            out.push(LimitExceeded { rule_type: t, units, limit, beyond });
+            out.push(LimitExceeded { rule_type: t, units, limit, beyond_count, beyond });
         }
     }
     out
@@ -725,5 +734,11 @@ mod tests {
         let v = check_limits(&rules);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].beyond, vec!["400".to_string(), "401".to_string()]);
+        assert_eq!(v[0].beyond_count, 2);
+        let many: Vec<Rule> =
+            (0..1000).map(|i| rule(&[("rule_id", &i.to_string()), ("value", "x")]).expect("valid")).collect();
+        let v = check_limits(&many);
+        assert_eq!((v[0].beyond_count, v[0].beyond.len()), (600, BEYOND_IDS_KEPT));
+        assert!(v[0].to_string().contains("600 rule(s) beyond the limit, first \"400\""), "{}", v[0]);
     }
 }
