@@ -58,7 +58,7 @@ fn with_created_at_iso<R>(created_at: &str, f: impl FnOnce(Option<&str>) -> R) -
             const { std::cell::RefCell::new((String::new(), None)) };
     }
     LAST.with_borrow_mut(|(input, output)| {
-        if input.as_str() != created_at || input.is_empty() {
+        if input.as_str() != created_at {
             input.clear();
             input.push_str(created_at);
             *output = parse_created_at(created_at);

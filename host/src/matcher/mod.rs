@@ -91,25 +91,19 @@ impl FollowIndex {
     /// Build the filter once every id is in (see `filter`).
     fn seal(&mut self) {
         let bits = (self.numeric.len() * 8).next_power_of_two().max(64);
-        self.filter = vec![0; bits / 64];
-        let ids: Vec<u64> = self.numeric.keys().copied().collect();
-        for n in ids {
-            let b = self.filter_bit(n);
-            self.filter[b / 64] |= 1 << (b % 64);
+        let mut filter = vec![0u64; bits / 64];
+        for &n in self.numeric.keys() {
+            let b = filter_bit(&filter, n);
+            filter[b / 64] |= 1 << (b % 64);
         }
-    }
-
-    fn filter_bit(&self, n: u64) -> usize {
-        // Fibonacci hashing onto the filter's bit count (a power of two).
-        let bits = (self.filter.len() * 64).trailing_zeros();
-        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+        self.filter = filter;
     }
 
     fn get(&self, user_id: &str) -> &[RuleIdx] {
         let slot = match numeric_id(user_id) {
             Some(n) if self.filter.is_empty() => self.numeric.get(&n),
             Some(n) => {
-                let b = self.filter_bit(n);
+                let b = filter_bit(&self.filter, n);
                 if self.filter[b / 64] & (1 << (b % 64)) == 0 {
                     return &[];
                 }
@@ -123,6 +117,12 @@ impl FollowIndex {
             Some(s) => std::slice::from_ref(s),
         }
     }
+}
+
+/// The bit of `filter` (a power of two of bits) for id `n`: Fibonacci hashing.
+fn filter_bit(filter: &[u64], n: u64) -> usize {
+    let bits = (filter.len() * 64).trailing_zeros();
+    (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
 /// A canonical decimal id (no sign, no leading zero) as a number; the text
