@@ -15,7 +15,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::{Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, PostView, TextView, UserRef};
 
@@ -163,13 +162,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     decode_text(super::text(bytes)?)
 }
 
-/// Decode one Jetstream event.
-/// From text already known to be UTF-8 (validated once per record, not
-/// once per string).
+/// [`decode`] from text already known to be UTF-8 (validated once per
+/// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let ev: Event<'_> = serde_json::from_str(text).map_err(|e| {
-        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
-    })?;
+    let ev: Event<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
     let _ = ev.time_us;
     let control = |kind| Ok(Message::Control(Control { kind, undelivered: None }));
     match ev.kind.as_ref() {

@@ -94,13 +94,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     decode_text(super::text(bytes)?)
 }
 
-/// Decode one status (or delete notice).
-/// From text already known to be UTF-8 (validated once per record, not
-/// once per string).
+/// [`decode`] from text already known to be UTF-8 (validated once per
+/// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let status: Status<'_> = serde_json::from_str(text).map_err(|e| {
-        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
-    })?;
+    let status: Status<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
     if status.delete.is_some() {
         return Ok(Message::Control(Control { kind: ControlKind::Delete, undelivered: None }));
     }

@@ -251,6 +251,16 @@ pub fn text(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))
 }
 
+/// Why a decoder could not read `text`: not JSON, JSON that is not an
+/// object, or an object with a field of an unexpected type.
+fn read_error(text: &str, e: serde_json::Error) -> DecodeError {
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Err(_) => DecodeError::Json(e),
+        Ok(_) if text.trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with('{') => DecodeError::Shape(e),
+        Ok(_) => DecodeError::NotAnObject,
+    }
+}
+
 /// The wire format of a source's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -272,7 +282,7 @@ pub enum Format {
 /// an array, so `[]` must be refused before the decoders see it).
 pub fn decode(format: Format, bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     let text = text(bytes)?;
-    if text.trim_start_matches(|c: char| c.is_ascii_whitespace()).as_bytes().first() != Some(&b'{') {
+    if !text.trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with('{') {
         return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => DecodeError::NotAnObject,
             Err(e) => DecodeError::Json(e),

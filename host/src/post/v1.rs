@@ -29,14 +29,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     decode_text(super::text(bytes)?)
 }
 
-/// Decode one v1.1 stream message (one JSON document).
-/// From text already known to be UTF-8 (validated once per record, not
-/// once per string).
+/// [`decode`] from text already known to be UTF-8 (validated once per
+/// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let bytes = text.as_bytes();
     let mut msg: V1Status<'_> = match serde_json::from_str(text) {
         Ok(m) => m,
-        Err(e) => return Err(classify_error(bytes, e)),
+        Err(e) => return Err(super::read_error(text, e)),
     };
     if (msg.id_str.is_some() || msg.id.is_some()) && (msg.text.is_some() || msg.full_text.is_some()) {
         return Ok(Message::Post(Box::new(msg.into_view())));
@@ -60,17 +58,6 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
     };
     let undelivered = msg.limit.take().and_then(|l| l.track.or(l.follow).or(l.locations));
     Ok(Message::Control(Control { kind, undelivered }))
-}
-
-/// Tell "not JSON" from "JSON of an unexpected shape" for the error report.
-fn classify_error(bytes: &[u8], e: serde_json::Error) -> DecodeError {
-    match serde_json::from_slice::<IgnoredAny>(bytes) {
-        Err(_) => DecodeError::Json(e),
-        Ok(_) => {
-            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-            if first == Some(&b'{') { DecodeError::Shape(e) } else { DecodeError::NotAnObject }
-        }
-    }
 }
 
 #[derive(Deserialize)]

@@ -195,13 +195,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
     decode_text(super::text(bytes)?)
 }
 
-/// Decode one v2 stream message.
-/// From text already known to be UTF-8 (validated once per record, not
-/// once per string).
+/// [`decode`] from text already known to be UTF-8 (validated once per
+/// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let msg: V2Message<'_> = serde_json::from_str(text).map_err(|e| {
-        if serde_json::from_str::<IgnoredAny>(text).is_err() { DecodeError::Json(e) } else { DecodeError::Shape(e) }
-    })?;
+    let msg: V2Message<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
     let Some(data) = msg.data.filter(|d| !d.id.is_empty()) else {
         let _ = msg.errors;
         return Ok(Message::Control(Control { kind: ControlKind::Unknown, undelivered: None }));
