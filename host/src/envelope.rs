@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::post::PostView;
 use crate::rules::{Rule, RuleType};
@@ -68,9 +68,12 @@ fn with_created_at_iso<R>(created_at: &str, f: impl FnOnce(Option<&str>) -> R) -
 }
 
 fn parse_created_at(created_at: &str) -> Option<String> {
-    let dt = DateTime::parse_from_str(created_at, "%a %b %d %H:%M:%S %z %Y")
-        .or_else(|_| DateTime::parse_from_rfc3339(created_at))
-        .ok()?;
+    let dt = match v1_time(created_at) {
+        Some(dt) => dt,
+        None => {
+            DateTime::parse_from_str(created_at, V1_TIME).or_else(|_| DateTime::parse_from_rfc3339(created_at)).ok()?
+        }
+    };
     let dt = dt.with_timezone(&Utc);
     if !(0..=9999).contains(&dt.year()) {
         return Some(dt.format("%Y-%m-%dT%H:%M:%S%:z").to_string());
@@ -90,7 +93,49 @@ fn parse_created_at(created_at: &str) -> Option<String> {
     Some(iso)
 }
 
-/// Write the envelope of one post into `out` (cleared first).
+/// Twitter v1.1's timestamp layout.
+const V1_TIME: &str = "%a %b %d %H:%M:%S %z %Y";
+
+/// A v1.1 timestamp in its exact layout (`Mon Feb 22 01:34:53 +0000 2016`)
+/// read by position, without chrono's format parser (which showed in
+/// profiles: a live stream's posts mostly have distinct seconds when the
+/// memo above cannot help). Answers only when sure, i.e. when
+/// `parse_from_str(s, V1_TIME)` gives the same time: the layout is exact,
+/// every field in range, the weekday the date's. Anything else (another
+/// layout, a leap second, a wrong weekday) is left to chrono.
+fn v1_time(s: &str) -> Option<DateTime<FixedOffset>> {
+    const DAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let b = s.as_bytes();
+    if b.len() != 30 || [3, 7, 10, 19, 25].iter().any(|&i| b[i] != b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |at: usize, len: usize| -> Option<u32> {
+        b[at..at + len].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let weekday = DAYS.iter().position(|d| &b[0..3] == *d)?;
+    let month = MONTHS.iter().position(|m| &b[4..7] == *m)? as u32 + 1;
+    let (day, hour, minute, second) = (num(8, 2)?, num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let sign = match b[20] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (off_h, off_m, year) = (num(21, 2)?, num(23, 2)?, num(26, 4)?);
+    if second > 59 || off_m > 59 {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    if date.weekday().num_days_from_monday() as usize != weekday {
+        return None;
+    }
+    let offset = FixedOffset::east_opt(sign * (off_h * 3600 + off_m * 60) as i32)?;
+    offset.from_local_datetime(&date.and_hms_opt(hour, minute, second)?).single()
+}
+
+/// Append the envelope of one post to `out` (on error, `out` is left as it
+/// was): the worker writes straight into its output batch.
 ///
 /// `matched` are indices into `rules`; `extra` holds further members of
 /// the `traptor` object, already serialised (see [`Extra`]).
@@ -103,7 +148,6 @@ pub fn write_post(
     extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    out.clear();
     let mut t = String::with_capacity(128 + 256 * matched.len());
     let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.traptor_id, id.traptor_type);
     if let Some(created_at) = post.created_at.as_deref() {
@@ -150,32 +194,41 @@ pub fn write_post(
     splice(raw, "traptor", &t, out)
 }
 
-/// Copy a non-post message for output: unchanged, on one line.
+/// Append a non-post message for output: unchanged, on one line.
 pub fn write_control(raw: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    if raw.contains(&b'\n') || raw.contains(&b'\r') {
+    if has_line_break(raw) {
         minify_into(raw, out);
     } else {
         out.extend_from_slice(trim(raw));
     }
 }
 
-/// Insert `"key": value_json` as the last member of the JSON object `raw`.
+/// Append `raw` with `"key": value_json` inserted as the last member of
+/// its top-level object (replacing a top-level `key` it already has). On
+/// error `out` is left as it was.
 pub fn splice(raw: &[u8], key: &str, value_json: &str, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
-    out.clear();
-    if memchr::memmem::find(raw, format!("\"{key}\"").as_bytes()).is_some() && has_top_level_key(raw, key) {
+    let start = out.len();
+    let r = splice_at(raw, key, value_json, out, start);
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+fn splice_at(raw: &[u8], key: &str, value_json: &str, out: &mut Vec<u8>, start: usize) -> Result<(), EnvelopeError> {
+    if names_key(raw, key) && has_top_level_key(raw, key) {
         return rewrite(raw, key, value_json, out);
     }
-    if raw.contains(&b'\n') || raw.contains(&b'\r') {
+    if has_line_break(raw) {
         minify_into(raw, out);
     } else {
         out.extend_from_slice(trim(raw));
     }
-    if out.last() != Some(&b'}') || out.first() != Some(&b'{') {
+    if out.len() < start + 2 || out.last() != Some(&b'}') || out[start] != b'{' {
         return Err(EnvelopeError::NotAnObject);
     }
     out.pop();
-    let empty = out.iter().skip(1).all(|b| b.is_ascii_whitespace());
+    let empty = out[start + 1..].iter().all(|b| b.is_ascii_whitespace());
     if !empty {
         out.push(b',');
     }
@@ -185,6 +238,17 @@ pub fn splice(raw: &[u8], key: &str, value_json: &str, out: &mut Vec<u8>) -> Res
     out.extend_from_slice(value_json.as_bytes());
     out.push(b'}');
     Ok(())
+}
+
+/// One vectorised scan (two `contains` were two byte-wise scans of every post).
+fn has_line_break(raw: &[u8]) -> bool {
+    memchr::memchr2(b'\n', b'\r', raw).is_some()
+}
+
+/// `"key"` appears somewhere in `raw` (a cheap test before a full parse).
+fn names_key(raw: &[u8], key: &str) -> bool {
+    memchr::memmem::find_iter(raw, key.as_bytes())
+        .any(|i| i > 0 && raw[i - 1] == b'"' && raw.get(i + key.len()) == Some(&b'"'))
 }
 
 fn has_top_level_key(raw: &[u8], key: &str) -> bool {
@@ -258,6 +322,41 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// The positional reader of v1.1 timestamps agrees with chrono's
+        /// format parser whenever it answers, and answers for every valid
+        /// timestamp in the exact layout; wrong weekdays, impossible dates
+        /// and out-of-range fields are chrono's to refuse.
+        #[test]
+        fn v1_timestamps_read_by_position_as_chrono_reads_them(
+            year in 0u32..=9999, month in 0usize..13, day in 0u32..=32, hour in 0u32..=25, minute in 0u32..=61,
+            second in 0u32..=61, weekday in 0usize..8, sign in proptest::sample::select(vec!['+', '-', '~']),
+            off_h in 0u32..=25, off_m in 0u32..=61,
+        ) {
+            const DAYS: [&str; 8] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Xyz"];
+            const MONTHS: [&str; 13] =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", "Foo"];
+            let mut s = format!(
+                "{} {} {day:02} {hour:02}:{minute:02}:{second:02} {sign}{off_h:02}{off_m:02} {year:04}",
+                DAYS[weekday], MONTHS[month]
+            );
+            // Half the cases with the right weekday, so most dates are valid.
+            let chrono = |s: &str| DateTime::parse_from_str(s, V1_TIME).ok();
+            if weekday % 2 == 0 && let Some(d) = NaiveDate::from_ymd_opt(year as i32, month as u32 + 1, day) {
+                s.replace_range(0..3, DAYS[d.weekday().num_days_from_monday() as usize]);
+            }
+            let fast = v1_time(&s);
+            if let Some(fast) = fast {
+                let slow = chrono(&s);
+                proptest::prop_assert_eq!(Some(fast), slow, "{}", s);
+                proptest::prop_assert_eq!(Some(*fast.offset()), slow.map(|d| *d.offset()));
+            } else if second < 60 {
+                proptest::prop_assert!(chrono(&s).is_none(), "{} parsed by chrono only", s);
+            }
+        }
+    }
+
     #[test]
     fn not_found_form_and_original_bytes_kept() {
         let raw = br#"{"id_str":"1","text":"x","n":1.50,"created_at":"Mon Feb 22 01:34:53 +0000 2016"}"#;
@@ -315,6 +414,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert!(v["traptor"].get("edit").is_none(), "{v}");
         p.edited_at = Some("2026-11-29T10:00:00Z".into());
+        out.clear();
         write_post(raw, &p, id(), &[], &[], Extra::default(), &mut out).expect("wrap");
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["traptor"]["edit"], true);
@@ -329,8 +429,27 @@ mod tests {
         assert_eq!(v["traptor"], serde_json::json!({"new": true}));
         // "traptor" only inside a string: plain splice.
         let raw = br#"{"id_str":"1","text":"\"traptor\""}"#;
+        out.clear();
         splice(raw, "traptor", "{}", &mut out).expect("splice");
         assert!(out.starts_with(br#"{"id_str":"1","text":"\"traptor\"","traptor":{}}"#));
+    }
+
+    /// The worker writes envelopes straight into its output batch: each
+    /// call appends, and a record that cannot be wrapped leaves no trace.
+    #[test]
+    fn envelopes_append_and_a_failure_leaves_the_buffer_as_it_was() {
+        let mut out = b"before\n".to_vec();
+        splice(br#"{"a":1}"#, "traptor", "{}", &mut out).expect("splice");
+        assert_eq!(out, b"before\n{\"a\":1,\"traptor\":{}}");
+        let len = out.len();
+        for bad in [&b"[1]"[..], b"{", b"", b"}"] {
+            assert!(matches!(splice(bad, "traptor", "{}", &mut out), Err(EnvelopeError::NotAnObject)));
+            assert_eq!(out.len(), len, "{:?}", String::from_utf8_lossy(bad));
+        }
+        splice(b" {\n} ", "traptor", "{}", &mut out).expect("empty object");
+        assert!(out.ends_with(b"}{\"traptor\":{}}"), "{:?}", String::from_utf8_lossy(&out));
+        write_control(b"{\"limit\":{}}", &mut out);
+        assert!(out.ends_with(b"}{\"traptor\":{}}{\"limit\":{}}"));
     }
 
     #[test]

@@ -167,18 +167,28 @@ pub fn process_batch(
                         enrichments: String::new(),
                         fate: Fate::Alive,
                     }));
-                } else if wrap(ctx, compiled, raw, &post, &scratch.matched, Extra::default(), &mut scratch.out, origin)
-                {
-                    let ids = scratch.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
-                    out.push_with_rules(&scratch.out, &post.id, ids);
+                } else {
+                    let matched = &scratch.matched;
+                    let ids = matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                    out.push_written(
+                        |buf| wrap(ctx, compiled, raw, &post, matched, Extra::default(), buf, origin),
+                        &post.id,
+                        ids,
+                    );
                 }
             }
             Ok(Message::Control(c)) if count_control(ctx, &c) => {
                 if staged {
                     items.push(Item::Control(raw));
                 } else {
-                    envelope::write_control(raw, &mut scratch.out);
-                    out.push(&scratch.out, "");
+                    out.push_written(
+                        |buf| {
+                            envelope::write_control(raw, buf);
+                            true
+                        },
+                        "",
+                        std::iter::empty(),
+                    );
                 }
             }
             Ok(Message::Control(_)) => {}
@@ -333,8 +343,14 @@ fn wrap_items(
     for item in items {
         let p = match item {
             Item::Control(raw) => {
-                envelope::write_control(raw, &mut scratch.out);
-                out.push(&scratch.out, "");
+                out.push_written(
+                    |buf| {
+                        envelope::write_control(raw, buf);
+                        true
+                    },
+                    "",
+                    std::iter::empty(),
+                );
                 continue;
             }
             Item::Post(p) => p,
@@ -350,13 +366,12 @@ fn wrap_items(
             Fate::Removed => {}
             Fate::Alive => {
                 let extra = Extra { enrichments, dead_letter: None };
-                if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
-                    let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
-                    out.push_with_rules(&scratch.out, &p.view.id, ids);
-                }
+                let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
+                out.push_written(|buf| wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, buf, 0), &p.view.id, ids);
             }
             Fate::DeadLetter { stage, error } => {
                 let extra = Extra { enrichments, dead_letter: Some((stage, error)) };
+                scratch.out.clear();
                 if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
                     out.push_dead(&scratch.out);
                 }

@@ -246,9 +246,10 @@ pub enum DecodeError {
 
 /// A record's bytes as text: every decoder reads from `&str`, so UTF-8 is
 /// validated once per record (serde_json's slice reader would check every
-/// string again).
+/// string again), with SIMD where the CPU has it (`simdutf8` picks AVX2 or
+/// SSE4.2 at run time; std's check was 4 % of a profile).
 pub fn text(bytes: &[u8]) -> Result<&str, DecodeError> {
-    std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))
+    simdutf8::compat::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))
 }
 
 /// Why a decoder could not read `text`: not JSON, JSON that is not an

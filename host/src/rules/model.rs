@@ -371,10 +371,13 @@ fn write_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// A field's name and value as text.
+type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// The members of one flat JSON object as text: strings as themselves,
 /// numbers and booleans as their JSON text, `null` left out; a repeated name
 /// keeps its first place and its last value (as a parsed map would).
-fn json_pairs(line: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, RuleError> {
+fn json_pairs(line: &str) -> Result<Vec<Pair<'_>>, RuleError> {
     use serde::Deserializer as _;
     let mut de = serde_json::Deserializer::from_str(line);
     let not_scalar = std::cell::RefCell::new(None);

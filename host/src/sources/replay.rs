@@ -168,7 +168,7 @@ impl Replay {
         loop {
             // Checked every 64 lines: it is an atomic load per call, and a
             // full-speed replay reads hundreds of thousands of lines a second.
-            if line_no % 64 == 0 && shutdown.is_cancelled() {
+            if line_no.is_multiple_of(64) && shutdown.is_cancelled() {
                 break;
             }
             let read = match next_line(&mut *reader, &mut buf, self.max_record_bytes) {
