@@ -145,8 +145,10 @@ impl Batcher {
     }
 }
 
-/// Records ready for a sink, in order: one line each (no trailing newline in
-/// `data`; sinks add their own framing).
+/// Records ready for a sink, in order: one line each. `data` holds every
+/// record followed by a newline, so a line-oriented sink writes the whole
+/// batch at once ([`OutBatch::lines`]); [`OutBatch::iter`] gives the records
+/// without it (a Kafka message, for instance).
 #[derive(Debug, Default, Clone)]
 pub struct OutBatch {
     pub seq: u64,
@@ -186,8 +188,13 @@ impl OutBatch {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+    /// Bytes of the records, without their newlines.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.ends.len()
+    }
+    /// Every record followed by a newline: what a file sink writes.
+    pub fn lines(&self) -> &[u8] {
+        &self.data
     }
     pub fn push(&mut self, record: &[u8], key: &str) {
         self.push_with_rules(record, key, std::iter::empty());
@@ -197,6 +204,7 @@ impl OutBatch {
     pub fn push_with_rules<'r>(&mut self, record: &[u8], key: &str, rules: impl Iterator<Item = &'r str>) {
         self.data.extend_from_slice(record);
         self.ends.push(self.data.len());
+        self.data.push(b'\n');
         self.push_meta(key, rules);
     }
 
@@ -215,6 +223,7 @@ impl OutBatch {
             return false;
         }
         self.ends.push(self.data.len());
+        self.data.push(b'\n');
         self.push_meta(key, rules);
         true
     }
@@ -259,7 +268,7 @@ impl OutBatch {
         let mut start = 0;
         self.ends.iter().zip(&self.keys).map(move |(&end, k)| {
             let r = &self.data[start..end];
-            start = end;
+            start = end + 1;
             (r, &self.key_data[k.clone()])
         })
     }
@@ -323,6 +332,24 @@ mod tests {
         assert!(out.data.capacity() >= 2 << 20, "the dropped batch's buffer is reused");
         out.push(b"{}", "");
         assert_eq!(out.iter().collect::<Vec<_>>(), vec![(&b"{}"[..], "")]);
+        assert!(out.push_written(
+            |b| {
+                b.extend_from_slice(b"[1]");
+                true
+            },
+            "k",
+            ["r1", "r2"].into_iter()
+        ));
+        assert!(!out.push_written(
+            |b| {
+                b.extend_from_slice(b"dropped");
+                false
+            },
+            "x",
+            std::iter::empty()
+        ));
+        assert_eq!(out.iter_full().collect::<Vec<_>>(), vec![(&b"{}"[..], "", ""), (&b"[1]"[..], "k", "r1,r2")]);
+        assert_eq!((out.len(), out.bytes(), out.lines()), (2, 5, &b"{}\n[1]\n"[..]));
         let partial = b.flush();
         assert!(partial.is_none(), "the batcher's next batch is empty");
         // Never more than KEPT buffers, and none beyond the size bound.

@@ -247,6 +247,12 @@ fn has_line_break(raw: &[u8]) -> bool {
 
 /// `"key"` appears somewhere in `raw` (a cheap test before a full parse).
 fn names_key(raw: &[u8], key: &str) -> bool {
+    // Every post is searched for `"traptor"`: its searcher is built once.
+    static TRAPTOR: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"traptor\""));
+    if key == "traptor" {
+        return TRAPTOR.find(raw).is_some();
+    }
     memchr::memmem::find_iter(raw, key.as_bytes())
         .any(|i| i > 0 && raw[i - 1] == b'"' && raw.get(i + key.len()) == Some(&b'"'))
 }

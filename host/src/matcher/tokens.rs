@@ -82,7 +82,8 @@ impl Haystack {
         }
         let start = self.text.len();
         if s.is_ascii() {
-            self.text.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            self.text.push_str(s);
+            self.text[start..].make_ascii_lowercase();
         } else {
             for c in s.chars() {
                 self.text.extend(c.to_lowercase());

@@ -321,12 +321,14 @@ pub(crate) struct Locator<'t> {
     text: &'t str,
     /// Byte offset of every char, plus the end; built on first use.
     offsets: Option<Vec<usize>>,
+    /// The text is ASCII: a char index is a byte offset.
+    ascii: bool,
     taken: Vec<Range<usize>>,
 }
 
 impl<'t> Locator<'t> {
     pub(crate) fn new(text: &'t str) -> Self {
-        Locator { text, offsets: None, taken: Vec::new() }
+        Locator { text, offsets: None, ascii: text.is_ascii(), taken: Vec::new() }
     }
 
     pub(crate) fn locate(&mut self, indices: Option<[u32; 2]>, sigils: &[char], body: &str) -> Option<Range<usize>> {
@@ -342,13 +344,21 @@ impl<'t> Locator<'t> {
     fn by_indices(&mut self, indices: Option<[u32; 2]>, sigils: &[char], body: &str) -> Option<Range<usize>> {
         let [a, b] = indices?;
         let text = self.text;
-        let offsets =
-            self.offsets.get_or_insert_with(|| text.char_indices().map(|(i, _)| i).chain([text.len()]).collect());
         let (a, b) = (a as usize, b as usize);
-        if a >= b || b >= offsets.len() {
-            return None;
-        }
-        let r = offsets[a]..offsets[b];
+        let r = if self.ascii {
+            // A char is a byte: no table of offsets to build.
+            if a >= b || b > text.len() {
+                return None;
+            }
+            a..b
+        } else {
+            let offsets =
+                self.offsets.get_or_insert_with(|| text.char_indices().map(|(i, _)| i).chain([text.len()]).collect());
+            if a >= b || b >= offsets.len() {
+                return None;
+            }
+            offsets[a]..offsets[b]
+        };
         let covered = &text[r.clone()];
         let ok = if sigils.is_empty() {
             covered == body

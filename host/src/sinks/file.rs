@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{
     BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, blocking, write_all_batches,
 };
+use crate::batch::OutBatch;
 use crate::component::{BaseDir, Problems};
 use crate::envelope::Identity;
 
@@ -248,6 +249,25 @@ impl LineSink for FileSink {
         w.write_all(line).map_err(err)?;
         w.write_all(b"\n").map_err(err)?;
         self.size += len;
+        Ok(())
+    }
+
+    /// The whole batch in one write when it does not reach the rotation
+    /// size (a write larger than the buffer goes straight to the file, so
+    /// the bytes are not copied through it); record by record otherwise,
+    /// so rotation never splits a record.
+    fn write_lines(&mut self, b: &OutBatch) -> Result<(), SinkError> {
+        let lines = b.lines();
+        if self.rotate_bytes.is_some_and(|max| self.size + lines.len() as u64 > max) {
+            return b.iter().try_for_each(|(line, _key)| self.write_line(line));
+        }
+        let target = self.target();
+        let w = self.w.as_mut().ok_or_else(|| SinkError::Write {
+            target: target.clone(),
+            source: std::io::Error::other("file is not open"),
+        })?;
+        w.write_all(lines).map_err(|source| SinkError::Write { target, source })?;
+        self.size += lines.len() as u64;
         Ok(())
     }
 

@@ -164,6 +164,12 @@ impl Sink {
 /// Something that takes one JSON line at a time.
 pub trait LineSink {
     fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError>;
+    /// A batch's records, each followed by a newline ([`OutBatch::lines`]).
+    /// A sink that writes bytes as they come overrides this to write the
+    /// whole buffer at once (no copy through a line buffer).
+    fn write_lines(&mut self, b: &OutBatch) -> Result<(), SinkError> {
+        b.iter().try_for_each(|(line, _key)| self.write_line(line))
+    }
     /// Called when no more batches are waiting (a good moment to flush).
     fn idle(&mut self) -> Result<(), SinkError>;
     /// The end: flush and make durable.
@@ -226,6 +232,9 @@ impl<W: std::io::Write> LineSink for LineWriter<W> {
         self.w.write_all(line).map_err(err)?;
         self.w.write_all(b"\n").map_err(err)
     }
+    fn write_lines(&mut self, b: &OutBatch) -> Result<(), SinkError> {
+        self.w.write_all(b.lines()).map_err(|source| SinkError::Write { target: self.target.into(), source })
+    }
     fn idle(&mut self) -> Result<(), SinkError> {
         self.w.flush().map_err(|source| SinkError::Write { target: self.target.into(), source })
     }
@@ -256,9 +265,7 @@ pub(crate) fn write_all_batches(
                  b: OutBatch,
                  summary: &mut SinkSummary|
      -> Result<(), SinkError> {
-        for (line, _key) in b.iter() {
-            out.write_line(line)?;
-        }
+        out.write_lines(&b)?;
         for line in b.iter_dead() {
             dead.write_line(line)?;
         }
