@@ -42,8 +42,10 @@ workers = $workers
 batch_size = 512
 TOML
 echo "corpus: $corpus ($(du -m "$corpus" | cut -f1) MB, $posts posts), workers: $workers, $(nproc) cores" >&2
+sync # no writeback of earlier runs' output during a timed run
 floor=$(target/release/examples/floor "$corpus" "$dir/floor-out.jsonl")
 rm -f "$dir/floor-out.jsonl"
+sync
 start=$(date +%s.%N)
 "$bin" --pipeline "$dir/bench.toml" --log-format json 2> "$dir/log.jsonl"
 end=$(date +%s.%N)
