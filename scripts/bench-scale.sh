@@ -17,7 +17,8 @@
 #
 # The larger sets add rules that (almost) never match, so every set of a kind
 # attributes about the same posts: what changes is only the rules' number.
-# Corpus and rule files are kept in target/bench/scale/.
+# Corpus and rule files are kept in target/bench/scale/; with RULES_ONLY=1
+# the script writes the rule files and stops (bench-reload-scale.sh uses them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 posts=${1:-100000}
@@ -30,7 +31,7 @@ floor=$(pwd)/target/release/examples/floor
 dir=$(pwd)/target/bench/scale
 mkdir -p "$dir"
 corpus="$dir/corpus-$posts.jsonl"
-[ -s "$corpus" ] || "$bin" generate --count "$posts" --seed 1 --output "$corpus"
+[ -n "${RULES_ONLY:-}" ] || [ -s "$corpus" ] || "$bin" generate --count "$posts" --seed 1 --output "$corpus"
 workers=$(nproc)
 
 /usr/bin/python3 - "$dir" <<'PY'
@@ -83,6 +84,7 @@ for n in (5000, 100_000, 1_000_000):
 for n in (25, 1000, 10_000):
     write(f"locations-{n}.jsonl", boxes(n))
 PY
+[ -z "${RULES_ONLY:-}" ] || exit 0
 
 echo "corpus: $(basename "$corpus") ($(du -m "$corpus" | cut -f1) MB, $posts posts), workers: $workers, $(nproc) cores" >&2
 sync # no writeback of earlier runs' output during a timed run

@@ -169,7 +169,7 @@ impl RulesService {
                     swap.store(Arc::new(built));
                     metrics.rules_reload.observe_n(started.elapsed(), 1);
                     Metrics::add(&metrics.rule_reloads, 1);
-                    tracing::info!(rules = n, "matcher swapped");
+                    tracing::info!(rules = n, compile_ms = started.elapsed().as_millis() as u64, "matcher swapped");
                 }
             }
         });

@@ -339,6 +339,7 @@ pub async fn watch_file(
             settled
         };
         let p = path.clone();
+        let started = std::time::Instant::now();
         let read = tokio::task::spawn_blocking(move || scan_file(&p)).await;
         let scan = match read {
             Ok(Ok(scan)) => scan,
@@ -394,6 +395,7 @@ pub async fn watch_file(
             path = %origin,
             rules = snap.rules.len(),
             invalid = snap.problems.len(),
+            load_ms = started.elapsed().as_millis() as u64,
             "rules file changed; reloading"
         );
         snap.report(&origin);
