@@ -3,8 +3,8 @@
 //! A stage is a WebAssembly component that receives batches of posts and
 //! answers, for each post, with an [`Outcome`]: keep it, add fields to it
 //! (they land under `traptor.enrichments.<stage name>`), drop it, or report an
-//! error. The ABI is the WIT package `traptor:plugin@0.1.0` (`wit/` in the
-//! traptor repository); this crate hides it behind one trait and one macro.
+//! error. The ABI is the WIT package `traptor:plugin` ([`ABI_VERSION`], `wit/`
+//! in the traptor repository); this crate hides it behind one trait and one macro.
 //!
 //! ## A complete plugin
 //!
@@ -109,8 +109,47 @@ pub mod testing;
 pub use config::Config;
 pub use outcome::Enrichment;
 
-/// The ABI version this SDK implements (the WIT package version).
-pub const ABI_VERSION: &str = "0.1.0";
+/// The ABI version this SDK implements: the version of the WIT package
+/// `traptor:plugin`, read from `wit/plugin.wit` when this crate is built.
+/// That `package` line is the one place the version is written; the host
+/// takes it from here.
+pub const ABI_VERSION: &str = wit_package_version(include_str!("../../wit/plugin.wit"));
+
+/// The version in a WIT document's `package <name>@<version>;` line,
+/// evaluated at compile time (a WIT file without one fails the build).
+#[doc(hidden)]
+pub const fn wit_package_version(wit: &str) -> &str {
+    const PACKAGE: &[u8] = b"package ";
+    let b = wit.as_bytes();
+    let mut i = 0;
+    // The first line that starts with `package `.
+    while i + PACKAGE.len() <= b.len() {
+        let line_start = i == 0 || b[i - 1] == b'\n';
+        let mut j = 0;
+        while j < PACKAGE.len() && b[i + j] == PACKAGE[j] {
+            j += 1;
+        }
+        if line_start && j == PACKAGE.len() {
+            let mut at = i + j;
+            while at < b.len() && b[at] != b'@' && b[at] != b';' {
+                at += 1;
+            }
+            let mut end = at;
+            while end < b.len() && b[end] != b';' {
+                end += 1;
+            }
+            assert!(at < end && end < b.len(), "the WIT package line has no @version");
+            let (_, rest) = b.split_at(at + 1);
+            let (version, _) = rest.split_at(end - at - 1);
+            return match core::str::from_utf8(version) {
+                Ok(v) => v,
+                Err(_) => panic!("the WIT package version is not UTF-8"),
+            };
+        }
+        i += 1;
+    }
+    panic!("no `package` line in the WIT document")
+}
 
 /// What a plugin author implements.
 pub trait Stage: Sized + 'static {
@@ -196,4 +235,22 @@ macro_rules! export_stage {
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__traptor_export_plugin!(__TraptorStageExport with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wit_package_version;
+
+    #[test]
+    fn the_abi_version_is_the_wit_package_version() {
+        assert_eq!(wit_package_version("package traptor:plugin@0.1.0;\n"), "0.1.0");
+        assert_eq!(
+            wit_package_version(
+                "/// the package a:b@9.9.9 is not this\n// comment\npackage a:b@1.2.3-rc.1;\ninterface x {}\n"
+            ),
+            "1.2.3-rc.1"
+        );
+        let wit = include_str!("../../wit/plugin.wit");
+        assert!(wit.lines().any(|l| l == format!("package traptor:plugin@{};", super::ABI_VERSION)), "{wit}");
+    }
 }

@@ -187,6 +187,69 @@ fn lang_filter_drops_other_languages() {
     assert_eq!(field(stage_line(&stderr, "langs"), "dropped"), 1);
 }
 
+/// `lang_filter.wasm` as if built against the WIT package at `version`:
+/// every `traptor:plugin/…@0.1.0` name rewritten in place (same length, so
+/// the binary stays valid — what a newer or older SDK would have written).
+fn lang_filter_at_abi(dir: &Path, version: &str) -> PathBuf {
+    let current = format!("@{}", traptor_sdk::ABI_VERSION);
+    assert_eq!(version.len() + 1, current.len(), "same length only");
+    let mut bytes = std::fs::read(plugin_wasm("lang_filter")).expect("lang_filter.wasm");
+    let mut n = 0;
+    for iface in ["host", "stage", "types"] {
+        let from = format!("traptor:plugin/{iface}{current}").into_bytes();
+        let to = format!("traptor:plugin/{iface}@{version}").into_bytes();
+        let mut i = 0;
+        while let Some(p) = bytes[i..].windows(from.len()).position(|w| w == from.as_slice()) {
+            bytes[i + p..i + p + to.len()].copy_from_slice(&to);
+            i += p + to.len();
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "{n} names rewritten");
+    let path = dir.join(format!("lang_filter-{version}.wasm"));
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+/// Issue 14: a component built for another patch (or, at 1.x, minor) of
+/// the ABI runs; one built for an incompatible version is refused with
+/// both versions named. The semver rule is the component model's.
+#[test]
+fn components_of_a_compatible_abi_version_run_and_others_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let posts = [("1", "en"), ("2", "fr")];
+    let lines: String = posts
+        .iter()
+        .map(|(id, lang)| format!("{}\n", serde_json::json!({"id_str": id, "text": "x", "lang": lang})))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
+    std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
+    let f = Fixture { dir };
+    let newer = lang_filter_at_abi(f.dir.path(), "0.1.9");
+    let stage =
+        |p: &Path| format!("name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\"] }}\n", p.display());
+    let (out, stderr) = run(&f.pipeline(&stage(&newer), 2));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(ids(&f.out("out.jsonl")), vec!["1"], "the 0.1.9 component filtered: {stderr}");
+    let inspect = run_host(&["plugin", "inspect", newer.to_str().expect("utf8")], LIMIT);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("traptor:plugin/stage@0.1.9") && text.contains("runs ABI 0.1.x"), "{text}");
+
+    for incompatible in ["0.2.0", "1.1.0", "0.0.0"] {
+        let p = lang_filter_at_abi(f.dir.path(), incompatible);
+        let out = run_host(&["validate", "--pipeline", f.pipeline(&stage(&p), 2).to_str().expect("utf8")], LIMIT);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(78), "{incompatible}: {text}");
+        assert!(
+            text.contains("\"langs\"")
+                && text.contains(&format!("built for the traptor plugin ABI {incompatible}"))
+                && text.contains("runs ABI 0.1.x")
+                && text.contains(traptor_sdk::ABI_VERSION),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn validate_loads_plugins_checks_the_abi_and_the_config() {
     let f = Fixture::new(&[("1", "x")]);
@@ -211,7 +274,7 @@ fn validate_loads_plugins_checks_the_abi_and_the_config() {
 
     let (code, stdout) = validate(&format!("name = \"legacy\"\nplugin = {:?}\n", plugin_wasm("old_abi").display()));
     assert_eq!(code, Some(78), "{stdout}");
-    assert!(stdout.contains("\"legacy\"") && stdout.contains("built for ABI 0.0.9"), "{stdout}");
+    assert!(stdout.contains("\"legacy\"") && stdout.contains("built for the traptor plugin ABI 0.0.9"), "{stdout}");
 
     let (code, stdout) = validate("name = \"ghost\"\nplugin = \"nope.wasm\"\n");
     assert_eq!(code, Some(78), "{stdout}");

@@ -50,10 +50,39 @@ pub mod bindings {
 
 pub use bindings::traptor::plugin::types as wit;
 
-/// The export a component must have: the stage interface at our ABI version.
-pub const STAGE_EXPORT: &str = "traptor:plugin/stage@0.1.0";
-/// The ABI (WIT package) version.
-pub const ABI_VERSION: &str = "0.1.0";
+/// The ABI (WIT package) version, as written in `wit/plugin.wit` (read by
+/// the SDK at build time: the one place it is written).
+pub const ABI_VERSION: &str = traptor_sdk::ABI_VERSION;
+/// The export a component must have, without its version: the stage
+/// interface, at any version compatible with [`ABI_VERSION`].
+pub const STAGE_INTERFACE: &str = "traptor:plugin/stage";
+
+/// Whether a component built for ABI `found` runs on this host: the
+/// component model's semver rule for WIT packages, which wasmtime applies
+/// when it looks the exports up — the same major version, and below 1.0 the
+/// same minor (below 0.1 the same patch). A pre-release or build suffix
+/// matches only itself.
+pub fn abi_compatible(found: &str) -> bool {
+    fn parts(v: &str) -> Option<[u64; 3]> {
+        let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
+        let r = [it.next()??, it.next()??, it.next()??];
+        it.next().is_none().then_some(r)
+    }
+    match (parts(found), parts(ABI_VERSION)) {
+        (Some([a, b, c]), Some([x, y, z])) => a == x && (a > 0 || (b == y && (b > 0 || c == z))),
+        _ => found == ABI_VERSION,
+    }
+}
+
+/// The versions this host accepts, for messages: `0.1.x`.
+pub fn abi_range() -> String {
+    match ABI_VERSION.split('.').collect::<Vec<_>>()[..] {
+        ["0", "0", _] => ABI_VERSION.to_owned(),
+        ["0", minor, _] => format!("0.{minor}.x"),
+        [major, _, _] => format!("{major}.x"),
+        _ => ABI_VERSION.to_owned(),
+    }
+}
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -69,8 +98,14 @@ pub enum PluginError {
     },
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Compile { path: PathBuf, message: String },
-    #[error("{path} does not export `{STAGE_EXPORT}` (the traptor plugin ABI {ABI_VERSION}); it exports {found}{hint}")]
-    WrongAbi { path: PathBuf, found: String, hint: String },
+    #[error("{path} is not a traptor plugin: it does not export `{STAGE_INTERFACE}@{ABI_VERSION}`; it exports {found}")]
+    NotAPlugin { path: PathBuf, found: String },
+    #[error(
+        "{path} was built for the traptor plugin ABI {found}, which this host does not run \
+         (it runs ABI {range}, built against traptor-sdk / wit {ABI_VERSION}): rebuild the plugin against that version",
+        range = abi_range()
+    )]
+    WrongAbi { path: PathBuf, found: String },
     #[error("{path} cannot be linked: {message}")]
     Link { path: PathBuf, message: String },
     #[error("cannot start an instance of {path}: {message}")]
@@ -244,17 +279,13 @@ impl Runtime {
         let ty = component.component_type();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        if !exports.iter().any(|e| e == STAGE_EXPORT) {
-            let other = exports.iter().find(|e| e.starts_with("traptor:plugin/stage@"));
-            let hint = match other {
-                Some(o) => format!(
-                    " — it was built for ABI {}; rebuild it against traptor-sdk / wit {ABI_VERSION}",
-                    o.rsplit('@').next().unwrap_or("?")
-                ),
-                None => " — it is not a traptor plugin".to_owned(),
-            };
+        let prefix = format!("{STAGE_INTERFACE}@");
+        let Some(abi) = exports.iter().find_map(|e| e.strip_prefix(&prefix)).map(str::to_owned) else {
             let found = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
-            return Err(PluginError::WrongAbi { path: path.to_owned(), found, hint });
+            return Err(PluginError::NotAPlugin { path: path.to_owned(), found });
+        };
+        if !abi_compatible(&abi) {
+            return Err(PluginError::WrongAbi { path: path.to_owned(), found: abi });
         }
         let pre = self
             .linker
@@ -268,6 +299,7 @@ impl Runtime {
             size: bytes.len() as u64,
             sha256: cache::hex_sha256(&bytes),
             from_cache,
+            abi,
             exports,
             imports,
         })
@@ -282,6 +314,8 @@ pub struct LoadedComponent {
     pub sha256: String,
     /// Whether the compiled code came from the disk cache.
     pub from_cache: bool,
+    /// The ABI version the component was built for (compatible with [`ABI_VERSION`]).
+    pub abi: String,
     pub exports: Vec<String>,
     pub imports: Vec<String>,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::stages::OnError;
-use super::{ABI_VERSION, PluginError, Runtime, STAGE_EXPORT, Stage, StageSpec, to_wit_post, wit};
+use super::{ABI_VERSION, PluginError, Runtime, STAGE_INTERFACE, Stage, StageSpec, abi_range, to_wit_post, wit};
 use crate::matcher::{Matcher, Scratch};
 use crate::post::{Message, v1};
 use crate::rules::RuleType;
@@ -47,7 +47,12 @@ pub fn inspect(plugin: &Path, config_json: Option<&str>, out: &mut dyn Write) ->
     let _ = writeln!(out, "plugin:      {} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256);
     let _ = writeln!(out, "name:        {} {} ({kind})", d.name, d.version);
     let _ = writeln!(out, "summary:     {}", d.summary);
-    let _ = writeln!(out, "abi:         {STAGE_EXPORT} (this host speaks ABI {ABI_VERSION}: compatible)");
+    let _ = writeln!(
+        out,
+        "abi:         {STAGE_INTERFACE}@{} (this host runs ABI {} — {ABI_VERSION}: compatible)",
+        c.abi,
+        abi_range()
+    );
     let _ = writeln!(
         out,
         "wants raw:   {}",
