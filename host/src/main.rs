@@ -240,6 +240,40 @@ enum PluginCommand {
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
     },
+    /// Publish a component to an OCI registry (the Wasm artifact layout that
+    /// wkg and oras use) and print its manifest digest. Credentials: Docker's
+    /// config.json, or TRAPTOR_REGISTRY_USERNAME + TRAPTOR_REGISTRY_PASSWORD,
+    /// or TRAPTOR_REGISTRY_TOKEN.
+    #[command(
+        after_help = "Example:\n  traptor-host plugin push sentiment.wasm oci://registry.example.com/team/sentiment:1.2.0"
+    )]
+    Push {
+        /// The component (.wasm).
+        plugin: PathBuf,
+        /// Where: oci://REGISTRY/REPOSITORY:TAG.
+        reference: String,
+        /// Plain HTTP to a registry that is not on this machine (loopback always may).
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Fetch a component into the local cache (digests checked); print its
+    /// manifest digest and file. A run then needs no registry for it.
+    Pull {
+        /// oci://REGISTRY/REPOSITORY:TAG, @sha256:DIGEST, or both.
+        reference: String,
+        /// Plain HTTP to a registry that is not on this machine.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pin every stage of a pipeline: write FILE.lock with each stage's
+    /// plugin and the digest it resolves to now (registry components are
+    /// pulled on the way). `run` and `validate` then refuse a stage whose
+    /// plugin resolves to another digest (exit 78).
+    Lock {
+        /// The pipeline file.
+        #[arg(long, value_name = "FILE")]
+        pipeline: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -329,6 +363,54 @@ fn validate(pipeline: &std::path::Path, identity: IdentityOverride, print: bool)
     v.exit_code()
 }
 
+/// Exit code of a plugin command's error: 2 when the registry could not be
+/// reached or refused (the outside world), 78 for everything that is the
+/// caller's to fix (a reference, a file, a lock).
+fn plugin_exit(e: &traptor_host::plugins::PluginError) -> i32 {
+    use traptor_host::plugins::{PluginError, oci::OciError};
+    match e {
+        PluginError::Oci(OciError::Registry { .. } | OciError::Runtime(_)) => 2,
+        _ => EXIT_CONFIG,
+    }
+}
+
+/// `plugin lock --pipeline FILE`.
+fn lock_pipeline(path: &std::path::Path) -> i32 {
+    use traptor_host::plugins::{oci::Lock, stages};
+    let cfg = match traptor_host::config::LoadedConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let c = &cfg.config;
+    match stages::lock_stages(&c.stages, c.pipeline.plugin_cache_dir.clone()) {
+        Ok(lock) => {
+            let file = Lock::path_for(path);
+            if let Err(e) = lock.write(&file) {
+                tracing::error!("{e}");
+                return EXIT_CONFIG;
+            }
+            for s in &lock.stages {
+                println!("{}  {}  {}", s.name, s.digest, s.plugin);
+            }
+            tracing::info!(file = %file.display(), stages = lock.stages.len(), "lock written");
+            0
+        }
+        Err(errors) => {
+            let mut code = EXIT_CONFIG;
+            for e in &errors {
+                tracing::error!("{e}");
+                if plugin_exit(&e.source) == 2 {
+                    code = 2;
+                }
+            }
+            code
+        }
+    }
+}
+
 fn plugin(cmd: PluginCommand) -> i32 {
     use traptor_host::plugins::tool;
     match cmd {
@@ -349,6 +431,23 @@ fn plugin(cmd: PluginCommand) -> i32 {
                 }
             }
         }
+        PluginCommand::Push { plugin, reference, insecure } => {
+            match tool::push(&plugin, &reference, insecure, &mut std::io::stdout()) {
+                Ok(_) => 0,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    plugin_exit(&e)
+                }
+            }
+        }
+        PluginCommand::Pull { reference, insecure } => match tool::pull(&reference, insecure, &mut std::io::stdout()) {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                plugin_exit(&e)
+            }
+        },
+        PluginCommand::Lock { pipeline } => lock_pipeline(&pipeline),
         PluginCommand::Run { plugin, config, input, rules, batch_size } => {
             let result = tool::config_from_pairs(&config).and_then(|c| {
                 let stdout = std::io::stdout();

@@ -123,7 +123,8 @@ async fn reread(h: &mut Hangup) {
         }
         Change::OnlyStages => {
             let (configs, cache) = (now.config.stages.clone(), now.config.pipeline.plugin_cache_dir.clone());
-            let built = tokio::task::spawn_blocking(move || stages::load_all(&configs, cache)).await;
+            let path = h.path.clone();
+            let built = tokio::task::spawn_blocking(move || stages::load_all(&configs, cache, &path)).await;
             match built {
                 Ok(Ok(new)) => {
                     let old = h.stages.load_full();

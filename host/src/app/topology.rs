@@ -54,7 +54,7 @@ impl TopologyParts {
         let sink = sink.and_then(|s| s.check().map(|()| s));
         let dead_letter =
             c.dead_letter.as_ref().map(|d: &SinkConfig| Sink::build(d, identity).and_then(|s| s.check().map(|()| s)));
-        let stages = stages::load_all(&c.stages, c.pipeline.plugin_cache_dir.clone());
+        let stages = stages::load_all(&c.stages, c.pipeline.plugin_cache_dir.clone(), &cfg.path);
         TopologyParts {
             identity,
             source,

@@ -21,6 +21,7 @@
 pub mod cache;
 mod convert;
 mod metrics;
+pub mod oci;
 mod stage;
 pub mod stages;
 pub mod tool;
@@ -118,6 +119,8 @@ pub enum PluginError {
     Grant { stage: String, message: String },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
 }
 
 /// Store data of one plugin instance.

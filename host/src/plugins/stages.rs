@@ -2,12 +2,13 @@
 //! stage of a pipeline (compile or take from the cache, describe, `init`).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::oci::{self, Lock, OciCache, PluginSource, RegistryConfig};
 use super::{PluginError, Runtime, Stage, StageSpec};
 use crate::component::{BaseDir, Problems};
 
@@ -32,8 +33,12 @@ pub enum OnError {
 pub struct StageConfig {
     /// Unique name; the plugin's fields land under `traptor.enrichments.<name>`.
     pub name: String,
-    /// Path of the component (`.wasm`).
-    pub plugin: PathBuf,
+    /// The component: a path (`.wasm`), or `oci://REGISTRY/REPOSITORY:TAG`,
+    /// `…@sha256:DIGEST`, or both.
+    pub plugin: PluginSource,
+    /// How to reach the plugin's registry (credentials, plain HTTP).
+    #[serde(default)]
+    pub registry: RegistryConfig,
     /// What to do with a post whose stage fails.
     #[serde(default)]
     pub on_error: OnError,
@@ -115,17 +120,20 @@ impl StageConfig {
     }
 
     pub fn resolve_paths(&mut self, base: &BaseDir) {
-        base.fix(&mut self.plugin);
+        if let PluginSource::Path(p) = &mut self.plugin {
+            base.fix(p);
+        }
         for d in &mut self.grants.dirs {
             base.fix(d);
         }
     }
 
-    /// The spec the runtime loads (paths already resolved).
-    pub fn spec(&self) -> StageSpec {
+    /// The spec the runtime loads, with the component at `plugin` (a path
+    /// already resolved, or the cached file of a registry component).
+    pub fn spec(&self, plugin: PathBuf) -> StageSpec {
         StageSpec {
             name: self.name.clone(),
-            plugin: self.plugin.clone(),
+            plugin,
             config_json: super::config_json(&self.config),
             on_error: self.on_error,
             memory_limit_bytes: usize::try_from(self.memory_limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
@@ -170,24 +178,35 @@ pub struct StageLoadError {
 }
 
 /// Load, describe and initialise every stage (compiling or using the cache
-/// in `cache_dir`, default [`Runtime::default_cache_dir`]). Every stage is
-/// tried, so all that fail are reported at once.
-pub fn load_all(stages: &[StageConfig], cache_dir: Option<PathBuf>) -> Result<Vec<Arc<Stage>>, Vec<StageLoadError>> {
+/// in `cache_dir`, default [`Runtime::default_cache_dir`]). A registry
+/// component is fetched into the cache first. When the pipeline file
+/// (`pipeline`) has a lock file, every stage must be in it and resolve to
+/// the digest it pins. Every stage is tried, so all that fail are reported
+/// at once.
+pub fn load_all(
+    stages: &[StageConfig],
+    cache_dir: Option<PathBuf>,
+    pipeline: &Path,
+) -> Result<Vec<Arc<Stage>>, Vec<StageLoadError>> {
     if stages.is_empty() {
         return Ok(Vec::new());
     }
-    let runtime = Runtime::new(cache_dir.or_else(Runtime::default_cache_dir))
-        .map_err(|source| vec![StageLoadError { index: 0, name: String::new(), source }])?;
+    let first = |source| vec![StageLoadError { index: 0, name: stages[0].name.clone(), source }];
+    let cache_dir = cache_dir.or_else(Runtime::default_cache_dir);
+    let lock = Lock::read_for(pipeline).map_err(|e| first(e.into()))?;
+    let runtime = Runtime::new(cache_dir.clone()).map_err(first)?;
     let mut loaded = Vec::with_capacity(stages.len());
     let mut failed = Vec::new();
     for (index, s) in stages.iter().enumerate() {
         let started = Instant::now();
-        match Stage::load(&runtime, s.spec()) {
+        let stage = locate(s, cache_dir.as_deref(), lock.as_ref()).and_then(|path| Stage::load(&runtime, s.spec(path)));
+        match stage {
             Ok(stage) => {
                 tracing::info!(
                     stage = %s.name,
                     plugin = %stage.description.name,
                     version = %stage.description.version,
+                    from = %s.plugin,
                     cached = stage.component().from_cache,
                     ms = started.elapsed().as_millis() as u64,
                     "stage loaded"
@@ -198,4 +217,87 @@ pub fn load_all(stages: &[StageConfig], cache_dir: Option<PathBuf>) -> Result<Ve
         }
     }
     if failed.is_empty() { Ok(loaded) } else { Err(failed) }
+}
+
+/// The file of a stage's component, checked against the lock if there is
+/// one: a path as it is, a registry reference fetched into the cache.
+fn locate(s: &StageConfig, cache_dir: Option<&Path>, lock: Option<&(Lock, PathBuf)>) -> Result<PathBuf, PluginError> {
+    let written = s.plugin.to_string();
+    let pinned = match lock {
+        None => None,
+        Some((lock, path)) => match lock.stage(&s.name) {
+            None => {
+                return Err(oci::OciError::LockStale {
+                    lock: path.clone(),
+                    reason: format!("has no stage {:?}", s.name),
+                }
+                .into());
+            }
+            Some(l) if l.plugin != written => {
+                return Err(oci::OciError::LockStale {
+                    lock: path.clone(),
+                    reason: format!("pins {:?} for stage {:?}, but the pipeline names {written:?}", l.plugin, s.name),
+                }
+                .into());
+            }
+            Some(l) => Some((l.digest.as_str(), path.as_path())),
+        },
+    };
+    match &s.plugin {
+        PluginSource::Path(p) => {
+            if let Some((expected, lock)) = pinned {
+                let bytes = std::fs::read(p).map_err(|source| PluginError::Read { path: p.clone(), source })?;
+                let found = oci::digest_of(&bytes);
+                if found != expected {
+                    return Err(oci::OciError::LockMismatch {
+                        plugin: written,
+                        lock: lock.to_owned(),
+                        expected: expected.to_owned(),
+                        found,
+                    }
+                    .into());
+                }
+            }
+            Ok(p.clone())
+        }
+        PluginSource::Oci(r) => {
+            let dir = cache_dir.ok_or_else(|| {
+                oci::OciError::Runtime(
+                    "a registry plugin needs a cache directory (set [pipeline] plugin_cache_dir or HOME)".into(),
+                )
+            })?;
+            let cache = OciCache::new(dir);
+            let pulled = oci::block_on(oci::fetch(r, &s.registry, &cache, pinned))?;
+            Ok(pulled.path)
+        }
+    }
+}
+
+/// What `plugin lock` writes: each stage's reference and the digest it
+/// resolves to now (registry components are fetched into the cache on the
+/// way, so a locked pipeline starts without the registry).
+pub fn lock_stages(stages: &[StageConfig], cache_dir: Option<PathBuf>) -> Result<Lock, Vec<StageLoadError>> {
+    let cache_dir = cache_dir.or_else(Runtime::default_cache_dir);
+    let mut lock = Lock::default();
+    let mut failed = Vec::new();
+    for (index, s) in stages.iter().enumerate() {
+        let digest = match &s.plugin {
+            PluginSource::Path(p) => std::fs::read(p)
+                .map(|b| oci::digest_of(&b))
+                .map_err(|source| PluginError::Read { path: p.clone(), source }),
+            PluginSource::Oci(r) => match cache_dir.as_deref() {
+                Some(dir) => oci::block_on(oci::fetch(r, &s.registry, &OciCache::new(dir), None))
+                    .map(|p| p.digest)
+                    .map_err(PluginError::from),
+                None => Err(oci::OciError::Runtime("no cache directory (set HOME or TRAPTOR_CACHE_DIR)".into()).into()),
+            },
+        };
+        match digest {
+            Ok(digest) => {
+                lock.stages.push(oci::LockedStage { name: s.name.clone(), plugin: s.plugin.to_string(), digest })
+            }
+            Err(source) => failed.push(StageLoadError { index, name: s.name.clone(), source }),
+        }
+    }
+    if failed.is_empty() { Ok(lock) } else { Err(failed) }
 }

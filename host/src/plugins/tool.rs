@@ -212,3 +212,67 @@ pub fn run(
     flush(&mut pending, &mut summary)?;
     Ok(summary)
 }
+
+/// Registry settings for the command line: Docker's `config.json`, or
+/// `TRAPTOR_REGISTRY_USERNAME` + `TRAPTOR_REGISTRY_PASSWORD`, or
+/// `TRAPTOR_REGISTRY_TOKEN` (environment, never arguments: they would show
+/// in `ps`).
+pub fn cli_registry(insecure: bool) -> super::oci::RegistryConfig {
+    use crate::secret::SecretRef;
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let env = |k: &str| SecretRef::Env { env: k.to_owned() };
+    super::oci::RegistryConfig {
+        username: std::env::var("TRAPTOR_REGISTRY_USERNAME").ok().filter(|u| !u.is_empty()),
+        password: set("TRAPTOR_REGISTRY_PASSWORD").then(|| env("TRAPTOR_REGISTRY_PASSWORD")),
+        token: set("TRAPTOR_REGISTRY_TOKEN").then(|| env("TRAPTOR_REGISTRY_TOKEN")),
+        insecure,
+    }
+}
+
+/// `plugin push`: publish a component with its description as annotations
+/// (name, version, kind, ABI, summary); prints and returns the manifest digest.
+pub fn push(file: &Path, reference: &str, insecure: bool, out: &mut dyn Write) -> Result<String, PluginError> {
+    use super::oci::{OciRef, Registry};
+    let r: OciRef = reference.parse()?;
+    let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    let (c, d) = Stage::describe_only(&runtime, &adhoc_spec(file, "{}".into()))?;
+    let bytes = std::fs::read(file).map_err(|source| PluginError::Read { path: file.to_owned(), source })?;
+    let kind = match d.kind {
+        wit::StageKind::Enricher => "enricher",
+        wit::StageKind::Filter => "filter",
+    };
+    let mut a = serde_json::Map::new();
+    for (k, v) in [
+        ("org.opencontainers.image.title", d.name.as_str()),
+        ("org.opencontainers.image.version", d.version.as_str()),
+        ("org.opencontainers.image.description", d.summary.as_str()),
+        ("dev.traptor.plugin.kind", kind),
+        ("dev.traptor.plugin.abi", c.abi.as_str()),
+    ] {
+        a.insert(k.to_owned(), v.into());
+    }
+    // The TAG Runtime config: what the component is, for tools that read it.
+    let config = serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [super::oci::digest_of(&bytes)],
+        "component": { "exports": c.exports, "imports": c.imports },
+    });
+    let config = serde_json::to_vec(&config).map_err(|e| super::oci::OciError::Runtime(e.to_string()))?;
+    let registry = Registry::new(&r, &cli_registry(insecure))?;
+    let digest = super::oci::block_on(registry.push(&r, &bytes, &config, &a))?;
+    let _ = writeln!(out, "{digest}");
+    tracing::info!(plugin = %d.name, version = %d.version, reference = %r, %digest, bytes = bytes.len(), "pushed");
+    Ok(digest)
+}
+
+/// `plugin pull`: fetch a component into the cache; prints its digest and file.
+pub fn pull(reference: &str, insecure: bool, out: &mut dyn Write) -> Result<super::oci::Pulled, PluginError> {
+    use super::oci::{OciCache, OciRef};
+    let r: OciRef = reference.parse()?;
+    let dir = Runtime::default_cache_dir()
+        .ok_or_else(|| super::oci::OciError::Runtime("no cache directory (set HOME or TRAPTOR_CACHE_DIR)".into()))?;
+    let pulled = super::oci::block_on(super::oci::fetch(&r, &cli_registry(insecure), &OciCache::new(&dir), None))?;
+    let _ = writeln!(out, "{} {}", pulled.digest, pulled.path.display());
+    Ok(pulled)
+}
