@@ -48,6 +48,9 @@ export TRAPTOR_ORAS_PYTHON="$oras_dir/bin/python"
 step "build (one target directory for everything)"
 cargo build --workspace --all-targets --locked
 
+step "the SDK packages alone (what a plugin project outside this repository depends on)"
+cargo package -p traptor-sdk --locked --allow-dirty -q
+
 step "example plugins: Rust, Python (componentize-py), JavaScript (componentize-js)"
 bash scripts/build-plugins.sh
 

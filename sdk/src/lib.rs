@@ -3,8 +3,8 @@
 //! A stage is a WebAssembly component that receives batches of posts and
 //! answers, for each post, with an [`Outcome`]: keep it, add fields to it
 //! (they land under `traptor.enrichments.<stage name>`), drop it, or report an
-//! error. The ABI is the WIT package `traptor:plugin` ([`ABI_VERSION`], `wit/`
-//! in the traptor repository); this crate hides it behind one trait and one macro.
+//! error. The ABI is the WIT package `traptor:plugin` ([`ABI_VERSION`], this
+//! crate's `wit/` folder); this crate hides it behind one trait and one macro.
 //!
 //! ## A complete plugin
 //!
@@ -82,7 +82,7 @@ extern crate self as traptor_sdk;
 #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__traptor_export_plugin",
@@ -110,10 +110,10 @@ pub use config::Config;
 pub use outcome::Enrichment;
 
 /// The ABI version this SDK implements: the version of the WIT package
-/// `traptor:plugin`, read from `wit/plugin.wit` when this crate is built.
+/// `traptor:plugin`, read from `wit/plugin.wit` (in this crate) when it is built.
 /// That `package` line is the one place the version is written; the host
 /// takes it from here.
-pub const ABI_VERSION: &str = wit_package_version(include_str!("../../wit/plugin.wit"));
+pub const ABI_VERSION: &str = wit_package_version(include_str!("../wit/plugin.wit"));
 
 /// The version in a WIT document's `package <name>@<version>;` line,
 /// evaluated at compile time (a WIT file without one fails the build).
@@ -250,7 +250,7 @@ mod tests {
             ),
             "1.2.3-rc.1"
         );
-        let wit = include_str!("../../wit/plugin.wit");
+        let wit = include_str!("../wit/plugin.wit");
         assert!(wit.lines().any(|l| l == format!("package traptor:plugin@{};", super::ABI_VERSION)), "{wit}");
     }
 }
