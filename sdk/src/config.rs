@@ -4,8 +4,11 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A stage's configuration object, with typed accessors whose errors name the key.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Any configuration table, with typed accessors whose errors name the key:
+/// the `Stage::Config` of a stage that reads its table freely (a typed
+/// struct is better: it refuses typos and documents itself in the schema).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
 pub struct Config(serde_json::Map<String, Value>);
 
 impl Config {

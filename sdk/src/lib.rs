@@ -19,12 +19,16 @@
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! traptor-sdk = { path = "../../sdk" }
+//! traptor-sdk = { path = "../traptor/sdk" }   # or { git = "…" }
+//! serde = { version = "1", features = ["derive"] }
+//! schemars = "1"
 //! ```
 //!
 //! `src/lib.rs`:
 //!
 //! ```
+//! use schemars::JsonSchema;
+//! use serde::Deserialize;
 //! use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
 //!
 //! /// Flags posts written in capitals.
@@ -32,15 +36,31 @@
 //!     min_letters: usize,
 //! }
 //!
+//! /// The stage's `config` table: written once, checked by the SDK (an
+//! /// unknown or mistyped key refuses the pipeline), and described to the
+//! /// host as a JSON Schema (`traptor-host plugin inspect`).
+//! #[derive(Deserialize, JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct ShoutingConfig {
+//!     /// Posts with fewer letters are never shouting.
+//!     #[serde(default = "five")]
+//!     min_letters: usize,
+//! }
+//!
+//! fn five() -> usize {
+//!     5
+//! }
+//!
 //! impl Stage for Shouting {
+//!     type Config = ShoutingConfig;
+//!
 //!     fn describe() -> Description {
 //!         Description::new("shouting", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
 //!             .summary("Flags posts written in capital letters")
-//!             .config_schema(r#"{"type":"object","properties":{"min_letters":{"type":"integer"}}}"#)
 //!     }
 //!
-//!     fn init(config: traptor_sdk::Config) -> Result<Self, String> {
-//!         Ok(Shouting { min_letters: config.get_or("min_letters", 5)? })
+//!     fn init(config: ShoutingConfig) -> Result<Self, String> {
+//!         Ok(Shouting { min_letters: config.min_letters })
 //!     }
 //!
 //!     fn process(&mut self, post: &Post) -> Outcome {
@@ -57,23 +77,13 @@
 //! use traptor_sdk::testing::{PostBuilder, run};
 //! let out = run::<Shouting>(r#"{"min_letters": 3}"#, &[PostBuilder::new("1", "HELLO WORLD").build()]).unwrap();
 //! assert_eq!(out[0], Enrichment::new().field("shouting", true).into());
+//! // A typo in the pipeline's config is refused, naming the key.
+//! let err = run::<Shouting>(r#"{"min_leters": 3}"#, &[]).unwrap_err();
+//! assert!(err.contains("unknown config key `min_leters`"), "{err}");
+//! // The schema the host shows is derived from the struct.
+//! let d = traptor_sdk::runtime::describe::<Shouting>();
+//! assert!(d.config_schema.contains("min_letters") && d.config_schema.contains("never shouting"));
 //! ```
-//!
-//! Build the component with `cargo build --release --target wasm32-wasip2`; the
-//! `.wasm` in `target/wasm32-wasip2/release/` is what a pipeline's `[[stages]]`
-//! names. `traptor-host plugin inspect` and `traptor-host plugin run` try it out
-//! without a pipeline.
-//!
-//! ## Rules of the road
-//!
-//! * `process` sees one post at a time; the SDK batches for you. Override
-//!   [`Stage::process_batch`] if a whole batch at once is cheaper.
-//! * Return [`Outcome::Error`] for a post you cannot handle: the instance stays
-//!   usable and the stage's `on_error` policy decides. A panic traps the
-//!   instance: the host throws it away, builds a new one, and the whole batch
-//!   follows `on_error`.
-//! * A plugin gets no file system, network, environment or clock unless the
-//!   pipeline grants them. Log with [`log`] and count with [`counter`].
 
 // The generated bindings name this crate by its external name.
 extern crate self as traptor_sdk;
@@ -97,6 +107,7 @@ pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::traptor::plugin::host::Level;
 pub use bindings::traptor::plugin::types::{Description, Field, MatchedRule, Outcome, Point, Post, StageKind};
+pub use schemars;
 pub use serde_json;
 
 mod config;
@@ -153,12 +164,21 @@ pub const fn wit_package_version(wit: &str) -> &str {
 
 /// What a plugin author implements.
 pub trait Stage: Sized + 'static {
-    /// Name, version, kind, summary and configuration schema.
+    /// The configuration (the pipeline's `config` table), written once as a
+    /// struct: `#[derive(Deserialize, JsonSchema)]` with
+    /// `#[serde(deny_unknown_fields)]` (a typo in a pipeline file is then
+    /// refused, naming the key). The schema `describe` reports is derived
+    /// from it. [`Config`] takes any table, for stages that read it freely.
+    type Config: serde::de::DeserializeOwned + schemars::JsonSchema;
+
+    /// Name, version, kind and summary (the configuration schema is added
+    /// from [`Stage::Config`]).
     fn describe() -> Description;
 
-    /// Build the stage from its configuration (the pipeline's `config` table).
-    /// An `Err` refuses the configuration; say which key is wrong and why.
-    fn init(config: Config) -> Result<Self, String>;
+    /// Build the stage from its configuration. An `Err` refuses it (a
+    /// missing or mistyped key is refused before this is called); say which
+    /// key is wrong and why.
+    fn init(config: Self::Config) -> Result<Self, String>;
 
     /// Decide the outcome of one post.
     fn process(&mut self, post: &Post) -> Outcome;
@@ -171,7 +191,8 @@ pub trait Stage: Sized + 'static {
 }
 
 impl Description {
-    /// A description with an empty summary, a permissive schema and no raw JSON.
+    /// A description with an empty summary and no raw JSON; the export
+    /// fills the schema in from the stage's `Config` type.
     pub fn new(name: &str, version: &str, kind: StageKind) -> Description {
         Description {
             name: name.to_owned(),
@@ -184,11 +205,6 @@ impl Description {
     }
     pub fn summary(mut self, s: &str) -> Description {
         self.summary = s.to_owned();
-        self
-    }
-    /// The JSON Schema of the configuration.
-    pub fn config_schema(mut self, schema: &str) -> Description {
-        self.config_schema = schema.to_owned();
         self
     }
     /// Ask for each post's original JSON in [`Post::raw`].
@@ -220,7 +236,7 @@ macro_rules! export_stage {
 
         impl $crate::bindings::exports::traptor::plugin::stage::Guest for __TraptorStageExport {
             fn describe() -> $crate::Description {
-                <$t as $crate::Stage>::describe()
+                $crate::runtime::describe::<$t>()
             }
             fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
                 $crate::runtime::init::<$t>(&config)

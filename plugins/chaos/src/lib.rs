@@ -12,26 +12,41 @@
 //!
 //! Every other post gets `{"length": <chars of text>}`.
 
-use traptor_sdk::{Config, Description, Enrichment, Level, Outcome, Post, Stage, StageKind, export_stage, log};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use traptor_sdk::{Description, Enrichment, Level, Outcome, Post, Stage, StageKind, export_stage, log};
 
 pub struct Chaos {
     chaos: bool,
 }
 
+/// `config` of the stage.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosConfig {
+    /// `noop` keeps every post; `chaos` misbehaves on demand.
+    #[serde(default)]
+    mode: Mode,
+}
+
+#[derive(Deserialize, JsonSchema, Default, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Noop,
+    Chaos,
+}
+
 impl Stage for Chaos {
+    type Config = ChaosConfig;
+
     fn describe() -> Description {
         Description::new("chaos", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Test stage: loops, panics or allocates on demand; no-op by default")
-            .config_schema(r#"{"type":"object","properties":{"mode":{"enum":["noop","chaos"]}}}"#)
     }
 
-    fn init(config: Config) -> Result<Self, String> {
-        config.deny_unknown(&["mode"])?;
-        match config.get_or::<String>("mode", "noop".into())?.as_str() {
-            "noop" => Ok(Chaos { chaos: false }),
-            "chaos" => Ok(Chaos { chaos: true }),
-            other => Err(format!("config key `mode`: unknown mode {other:?} (noop, chaos)")),
-        }
+    fn init(config: ChaosConfig) -> Result<Self, String> {
+        Ok(Chaos { chaos: config.mode == Mode::Chaos })
     }
 
     fn process(&mut self, post: &Post) -> Outcome {

@@ -12,30 +12,41 @@
 
 pub mod extract;
 
-use traptor_sdk::{Config, Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
 
 pub struct Entities {
     only_if_missing: bool,
     with_indices: bool,
 }
 
+/// `config` of the stage.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntitiesConfig {
+    /// Only for posts that carry no entities of their own.
+    #[serde(default = "yes")]
+    only_if_missing: bool,
+    /// Add each entity's position in the text.
+    #[serde(default)]
+    with_indices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 impl Stage for Entities {
+    type Config = EntitiesConfig;
+
     fn describe() -> Description {
         Description::new("entities", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Extracts hashtags, mentions, URLs and cashtags from text (twitter-text rules)")
-            .config_schema(
-                r#"{"type":"object","additionalProperties":false,
-                   "properties":{"only_if_missing":{"type":"boolean","default":true},
-                                 "with_indices":{"type":"boolean","default":false}}}"#,
-            )
     }
 
-    fn init(config: Config) -> Result<Self, String> {
-        config.deny_unknown(&["only_if_missing", "with_indices"])?;
-        Ok(Entities {
-            only_if_missing: config.get_or("only_if_missing", true)?,
-            with_indices: config.get_or("with_indices", false)?,
-        })
+    fn init(config: EntitiesConfig) -> Result<Self, String> {
+        Ok(Entities { only_if_missing: config.only_if_missing, with_indices: config.with_indices })
     }
 
     fn process(&mut self, post: &Post) -> Outcome {

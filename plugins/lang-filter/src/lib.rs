@@ -6,10 +6,25 @@
 //!   (`["en", "es"]`). Matching ignores case and region (`en-GB` counts as `en`).
 //! * `keep_untagged` (default `false`): keep posts with no language or `und`.
 
-use traptor_sdk::{Config, Description, Outcome, Post, Stage, StageKind, counter, export_stage};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use traptor_sdk::{Description, Outcome, Post, Stage, StageKind, counter, export_stage};
 
 pub struct LangFilter {
     languages: Vec<String>,
+    keep_untagged: bool,
+}
+
+/// `config` of the stage.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LangFilterConfig {
+    /// Language codes as the source tags them (`["en", "es"]`); case and
+    /// region are ignored (`en-GB` counts as `en`).
+    #[schemars(length(min = 1))]
+    languages: Vec<String>,
+    /// Keep posts with no language tag (or `und`).
+    #[serde(default)]
     keep_untagged: bool,
 }
 
@@ -19,25 +34,20 @@ fn primary(tag: &str) -> String {
 }
 
 impl Stage for LangFilter {
+    type Config = LangFilterConfig;
+
     fn describe() -> Description {
         Description::new("lang-filter", env!("CARGO_PKG_VERSION"), StageKind::Filter)
             .summary("Keeps posts in the configured languages; drops the others")
-            .config_schema(
-                r#"{"type":"object","required":["languages"],"additionalProperties":false,
-                   "properties":{"languages":{"type":"array","items":{"type":"string"},"minItems":1},
-                                 "keep_untagged":{"type":"boolean","default":false}}}"#,
-            )
     }
 
-    fn init(config: Config) -> Result<Self, String> {
-        config.deny_unknown(&["languages", "keep_untagged"])?;
-        let languages: Vec<String> = config.get("languages")?;
-        if languages.is_empty() {
+    fn init(config: LangFilterConfig) -> Result<Self, String> {
+        if config.languages.is_empty() {
             return Err("config key `languages` must list at least one language".into());
         }
         Ok(LangFilter {
-            languages: languages.iter().map(|l| primary(l)).collect(),
-            keep_untagged: config.get_or("keep_untagged", false)?,
+            languages: config.languages.iter().map(|l| primary(l)).collect(),
+            keep_untagged: config.keep_untagged,
         })
     }
 

@@ -22,7 +22,9 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use traptor_sdk::{Config, Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
 
 const LEXICON: &str = include_str!("../data/vader_lexicon.tsv");
 
@@ -208,19 +210,30 @@ pub struct Sentiment {
     threshold: f64,
 }
 
+/// `config` of the stage.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// A compound score at least this far from 0 is positive or negative.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    threshold: f64,
+}
+
+fn default_threshold() -> f64 {
+    0.05
+}
+
 impl Stage for Sentiment {
+    type Config = SentimentConfig;
+
     fn describe() -> Description {
         Description::new("sentiment", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Lexicon-based sentiment (VADER lexicon): compound score and label")
-            .config_schema(
-                r#"{"type":"object","additionalProperties":false,
-                   "properties":{"threshold":{"type":"number","minimum":0,"maximum":1,"default":0.05}}}"#,
-            )
     }
 
-    fn init(config: Config) -> Result<Self, String> {
-        config.deny_unknown(&["threshold"])?;
-        let threshold: f64 = config.get_or("threshold", 0.05)?;
+    fn init(config: SentimentConfig) -> Result<Self, String> {
+        let threshold = config.threshold;
         if !(0.0..=1.0).contains(&threshold) {
             return Err(format!("config key `threshold` must be between 0 and 1, got {threshold}"));
         }
