@@ -240,6 +240,45 @@ enum PluginCommand {
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
     },
+    /// Start a plugin project: Rust (the SDK), Python (componentize-py) or
+    /// JavaScript (componentize-js), with a unit test, golden cases for
+    /// `plugin test` and a README with the build, test and push commands.
+    #[command(
+        after_help = "Example:\n  traptor-host plugin new shouting --lang rust --kind enricher\n  cd shouting && cargo test && cargo build --release --target wasm32-wasip2"
+    )]
+    New {
+        /// The plugin's name (lowercase letters, digits, '-'); also its folder.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: traptor_host::plugins::scaffold::Lang,
+        #[arg(long, value_enum, default_value = "enricher")]
+        kind: traptor_host::plugins::scaffold::Kind,
+        /// Where to create the project folder.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: the traptor-sdk dependency as a TOML value, e.g.
+        /// '{ path = "../traptor/sdk" }' or '{ git = "https://…" }' (default:
+        /// the source tree this binary was built from, else its repository).
+        #[arg(long, value_name = "TOML")]
+        sdk: Option<String>,
+    },
+    /// Run golden cases through a plugin: each line of the cases file is
+    /// {"name", "post", "rules", "outcome", "fields", "reason", "error"}
+    /// ("post" and "outcome" required; "rules" are matched first so the
+    /// plugin sees them). Prints a diff per mismatch; exit 1 on any.
+    #[command(
+        after_help = "A case:\n  {\"name\": \"capitals\", \"post\": {\"id_str\": \"1\", \"text\": \"HELLO\"}, \"outcome\": \"enrich\", \"fields\": {\"shouting\": true}}"
+    )]
+    Test {
+        /// The component (.wasm).
+        plugin: PathBuf,
+        /// The golden cases, one JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+        /// Configuration for its initialiser, KEY=VALUE (VALUE is JSON or a string).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
     /// Publish a component to an OCI registry (the Wasm artifact layout that
     /// wkg and oras use) and print its manifest digest. Credentials: Docker's
     /// config.json, or TRAPTOR_REGISTRY_USERNAME + TRAPTOR_REGISTRY_PASSWORD,
@@ -448,6 +487,38 @@ fn plugin(cmd: PluginCommand) -> i32 {
             }
         },
         PluginCommand::Lock { pipeline } => lock_pipeline(&pipeline),
+        PluginCommand::New { name, lang, kind, dir, sdk } => {
+            use traptor_host::plugins::scaffold;
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk);
+            match scaffold::new_project(&dir, &name, lang, kind, &sdk) {
+                Ok((root, files)) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    tracing::info!(project = %root.display(), "plugin project written; see its README.md");
+                    0
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    EXIT_CONFIG
+                }
+            }
+        }
+        PluginCommand::Test { plugin, cases, config } => {
+            let result = tool::config_from_pairs(&config)
+                .and_then(|c| tool::test_cases(&plugin, c, &cases, &mut std::io::stdout()));
+            match result {
+                Ok(s) if s.failed == 0 => 0,
+                Ok(_) => 1,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    match e {
+                        tool::RunError::Write(_) => 2,
+                        _ => EXIT_CONFIG,
+                    }
+                }
+            }
+        }
         PluginCommand::Run { plugin, config, input, rules, batch_size } => {
             let result = tool::config_from_pairs(&config).and_then(|c| {
                 let stdout = std::io::stdout();

@@ -16,8 +16,8 @@ thread_local! {
 /// `Config` type.
 pub fn describe<T: Stage>() -> Description {
     let mut d = T::describe();
-    d.config_schema = serde_json::to_string(&schemars::schema_for!(T::Config))
-        .unwrap_or_else(|_| r#"{"type":"object"}"#.to_owned());
+    d.config_schema =
+        serde_json::to_string(&schemars::schema_for!(T::Config)).unwrap_or_else(|_| r#"{"type":"object"}"#.to_owned());
     d
 }
 
@@ -88,7 +88,14 @@ mod tests {
     fn config_errors_name_the_key() {
         let e = |j: &str| config_error(&serde_json::from_str::<C>(j).expect_err(j));
         assert_eq!(e("{}"), "config key `languages` is required");
-        assert_eq!(e(r#"{"languages":[],"langauges":1}"#), "unknown config key `langauges`; expected `languages` or `keep`");
-        assert!(e(r#"{"languages":"en"}"#).starts_with("configuration: string \"en\", expected a sequence"), "{}", e(r#"{"languages":"en"}"#));
+        assert_eq!(
+            e(r#"{"languages":[],"langauges":1}"#),
+            "unknown config key `langauges`; expected `languages` or `keep`"
+        );
+        assert!(
+            e(r#"{"languages":"en"}"#).starts_with("configuration: string \"en\", expected a sequence"),
+            "{}",
+            e(r#"{"languages":"en"}"#)
+        );
     }
 }

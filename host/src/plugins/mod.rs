@@ -22,6 +22,7 @@ pub mod cache;
 mod convert;
 mod metrics;
 pub mod oci;
+pub mod scaffold;
 mod stage;
 pub mod stages;
 pub mod tool;

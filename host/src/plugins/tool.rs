@@ -1,4 +1,5 @@
-//! `traptor-host plugin inspect|run`: try a plugin without a pipeline.
+//! `traptor-host plugin inspect|run|test|push|pull`: try, check and share a
+//! plugin without a pipeline.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub enum RunError {
     BadConfig(String),
     #[error("cannot write output: {0}")]
     Write(#[source] std::io::Error),
+    #[error("{path}:{line}: {message}")]
+    Case { path: PathBuf, line: usize, message: String },
 }
 
 /// Turn `k=v` pairs into the JSON object `init` receives. A value that parses
@@ -155,38 +158,22 @@ pub fn run(
         let posts: Vec<wit::Post> = pending.iter().map(|(_, p)| p.clone()).collect();
         let result = stage.process(&mut slot, &posts);
         for (i, (id, _)) in pending.iter().enumerate() {
-            let line = match &result {
-                Ok(outcomes) => match &outcomes[i] {
-                    wit::Outcome::Keep => {
-                        summary.keep += 1;
-                        serde_json::json!({"id": id, "outcome": "keep"})
-                    }
-                    wit::Outcome::Enrich(fields) => {
-                        summary.enrich += 1;
-                        let obj: serde_json::Map<String, serde_json::Value> = fields
-                            .iter()
-                            .map(|f| {
-                                let v = serde_json::from_str(&f.value)
-                                    .unwrap_or_else(|_| serde_json::json!({"invalid_json": f.value}));
-                                (f.name.clone(), v)
-                            })
-                            .collect();
-                        serde_json::json!({"id": id, "outcome": "enrich", "fields": obj})
-                    }
-                    wit::Outcome::Drop(reason) => {
-                        summary.drop += 1;
-                        serde_json::json!({"id": id, "outcome": "drop", "reason": reason})
-                    }
-                    wit::Outcome::Error(e) => {
-                        summary.error += 1;
-                        serde_json::json!({"id": id, "outcome": "error", "error": e})
-                    }
-                },
-                Err(e) => {
-                    summary.failed += 1;
-                    serde_json::json!({"id": id, "outcome": "failed", "error": e.to_string()})
-                }
+            let mut line = match &result {
+                Ok(outcomes) => outcome_json(&outcomes[i]),
+                Err(e) => serde_json::json!({"outcome": "failed", "error": e.to_string()}),
             };
+            match line["outcome"].as_str() {
+                Some("keep") => summary.keep += 1,
+                Some("enrich") => summary.enrich += 1,
+                Some("drop") => summary.drop += 1,
+                Some("error") => summary.error += 1,
+                _ => summary.failed += 1,
+            }
+            if let serde_json::Value::Object(o) = &mut line {
+                let mut with_id = serde_json::Map::from_iter([("id".to_owned(), id.as_str().into())]);
+                with_id.append(o);
+                *o = with_id;
+            }
             writeln!(out, "{line}").map_err(RunError::Write)?;
         }
         pending.clear();
@@ -275,4 +262,156 @@ pub fn pull(reference: &str, insecure: bool, out: &mut dyn Write) -> Result<supe
     let pulled = super::oci::block_on(super::oci::fetch(&r, &cli_registry(insecure), &OciCache::new(&dir), None))?;
     let _ = writeln!(out, "{} {}", pulled.digest, pulled.path.display());
     Ok(pulled)
+}
+
+/// One outcome as JSON: `{"outcome": "keep"}`, `{"outcome": "enrich",
+/// "fields": {…}}` (values parsed), `{"outcome": "drop", "reason": …}`,
+/// `{"outcome": "error", "error": …}`.
+fn outcome_json(o: &wit::Outcome) -> serde_json::Value {
+    match o {
+        wit::Outcome::Keep => serde_json::json!({"outcome": "keep"}),
+        wit::Outcome::Enrich(fields) => {
+            let obj: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|f| {
+                    let v =
+                        serde_json::from_str(&f.value).unwrap_or_else(|_| serde_json::json!({"invalid_json": f.value}));
+                    (f.name.clone(), v)
+                })
+                .collect();
+            serde_json::json!({"outcome": "enrich", "fields": obj})
+        }
+        wit::Outcome::Drop(reason) => serde_json::json!({"outcome": "drop", "reason": reason}),
+        wit::Outcome::Error(e) => serde_json::json!({"outcome": "error", "error": e}),
+    }
+}
+
+/// One golden case of `plugin test` (a line of the cases file).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    /// Shown in reports (default: the post's id).
+    #[serde(default)]
+    name: Option<String>,
+    /// The post, as a v1.1 status object.
+    post: serde_json::Value,
+    /// Rules to match first (rule objects as in a rules file), so the plugin
+    /// sees the post's matched rules.
+    #[serde(default)]
+    rules: Vec<serde_json::Value>,
+    /// `keep`, `enrich`, `drop` or `error`.
+    outcome: String,
+    /// For `enrich`: the fields, exactly.
+    #[serde(default)]
+    fields: Option<serde_json::Map<String, serde_json::Value>>,
+    /// For `drop`: the reason, exactly (optional).
+    #[serde(default)]
+    reason: Option<String>,
+    /// For `error`: the message, exactly (optional).
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What `plugin test` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TestSummary {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// `plugin test`: run each golden case through the plugin (with its own
+/// rules) and compare the outcome; print a diff per mismatch.
+pub fn test_cases(
+    plugin: &Path,
+    config_json: String,
+    cases: &Path,
+    out: &mut dyn Write,
+) -> Result<TestSummary, RunError> {
+    let text = std::fs::read_to_string(cases).map_err(|source| RunError::Read { path: cases.to_owned(), source })?;
+    let runtime: Arc<Runtime> = Runtime::new(Runtime::default_cache_dir())?;
+    let stage = Stage::load(&runtime, adhoc_spec(plugin, config_json))?;
+    let wants_raw = stage.wants_raw();
+    let (mut slot, mut scratch, mut matched) = (None, Scratch::default(), Vec::new());
+    let mut summary = TestSummary::default();
+    let bad = |line: usize, message: String| RunError::Case { path: cases.to_owned(), line, message };
+    for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let case: Case = serde_json::from_str(line).map_err(|e| bad(n, format!("not a test case: {e}")))?;
+        if !["keep", "enrich", "drop", "error"].contains(&case.outcome.as_str()) {
+            return Err(bad(n, format!("outcome {:?}: expected keep, enrich, drop or error", case.outcome)));
+        }
+        let rules = case
+            .rules
+            .iter()
+            .map(|r| crate::rules::Rule::from_json_text(&r.to_string(), RuleType::Track))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(n, format!("rules: {e}")))?;
+        let matcher = Matcher::new(rules);
+        let raw = case.post.to_string();
+        let view = match v1::decode(raw.as_bytes()) {
+            Ok(Message::Post(view)) => view,
+            Ok(Message::Control(_)) => return Err(bad(n, "`post` is not a post (it needs id_str and text)".into())),
+            Err(e) => return Err(bad(n, format!("post: {e}"))),
+        };
+        matcher.match_post(&view, &mut scratch, &mut matched);
+        let post = to_wit_post(&view, raw.as_bytes(), matched.iter().map(|&i| matcher.rule(i)), wants_raw);
+        let got = match stage.process(&mut slot, std::slice::from_ref(&post)) {
+            Ok(o) => outcome_json(&o[0]),
+            Err(e) => serde_json::json!({"outcome": "failed", "error": e.to_string()}),
+        };
+        let name = case.name.clone().unwrap_or_else(|| format!("post {}", view.id));
+        let diffs = case_diffs(&case, &got);
+        if diffs.is_empty() {
+            summary.passed += 1;
+            writeln!(out, "ok      line {n}: {name}").map_err(RunError::Write)?;
+        } else {
+            summary.failed += 1;
+            writeln!(out, "FAILED  line {n}: {name}").map_err(RunError::Write)?;
+            for d in diffs {
+                writeln!(out, "    {d}").map_err(RunError::Write)?;
+            }
+        }
+    }
+    writeln!(out, "{} cases: {} passed, {} failed", summary.passed + summary.failed, summary.passed, summary.failed)
+        .map_err(RunError::Write)?;
+    Ok(summary)
+}
+
+/// How `got` differs from what `case` expects, one line each.
+fn case_diffs(case: &Case, got: &serde_json::Value) -> Vec<String> {
+    let outcome = got["outcome"].as_str().unwrap_or("?");
+    if outcome != case.outcome {
+        let detail = match outcome {
+            "enrich" => format!(" {}", got["fields"]),
+            "drop" => format!(" ({})", got["reason"]),
+            "error" | "failed" => format!(" ({})", got["error"]),
+            _ => String::new(),
+        };
+        return vec![format!("outcome: expected {}, got {outcome}{detail}", case.outcome)];
+    }
+    let mut diffs = Vec::new();
+    if let Some(want) = &case.fields {
+        let empty = serde_json::Map::new();
+        let have = got["fields"].as_object().unwrap_or(&empty);
+        for (k, w) in want {
+            match have.get(k) {
+                None => diffs.push(format!("- {k}: {w} (expected, missing)")),
+                Some(h) if h != w => diffs.push(format!("~ {k}: expected {w}, got {h}")),
+                Some(_) => {}
+            }
+        }
+        for (k, h) in have.iter().filter(|(k, _)| !want.contains_key(*k)) {
+            diffs.push(format!("+ {k}: {h} (not expected)"));
+        }
+    }
+    for (key, want) in [("reason", &case.reason), ("error", &case.error)] {
+        if let Some(w) = want
+            && got[key].as_str() != Some(w.as_str())
+        {
+            diffs.push(format!("{key}: expected {w:?}, got {}", got[key]));
+        }
+    }
+    diffs
 }

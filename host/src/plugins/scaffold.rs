@@ -1,0 +1,243 @@
+//! `traptor-host plugin new`: a plugin project that builds with one
+//! documented command, has a passing unit test and golden cases for
+//! `plugin test`, in Rust (the SDK), Python (componentize-py) or JavaScript
+//! (componentize-js). The templates live in `host/templates/`; the WIT the
+//! Python and JavaScript tool chains need is written beside them.
+
+use std::path::{Path, PathBuf};
+
+/// The plugin languages `plugin new` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// What the new stage does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Adds fields to each post (`words`, `short`).
+    Enricher,
+    /// Keeps or drops each post (drops posts with fewer than `min_words` words).
+    Filter,
+}
+
+/// Why a project could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("{0:?} is not a plugin name: use lowercase letters, digits and '-', starting with a letter")]
+    Name(String),
+    #[error("{0} already exists; choose another name or directory")]
+    Exists(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const WIT: &str = include_str!("../../../sdk/wit/plugin.wit");
+
+/// Where the SDK is for a new Rust project: the source tree this binary
+/// was built from when it is still there, else the project's repository.
+pub fn default_sdk() -> String {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    match sdk.canonicalize() {
+        Ok(p) if p.join("Cargo.toml").exists() => format!("{{ path = {:?} }}", p.display().to_string()),
+        _ => format!("{{ git = {:?} }}", env!("CARGO_PKG_REPOSITORY")),
+    }
+}
+
+/// Write the project `dir/name`; returns its path and the files written.
+pub fn new_project(
+    dir: &Path,
+    name: &str,
+    lang: Lang,
+    kind: Kind,
+    sdk: &str,
+) -> Result<(PathBuf, Vec<PathBuf>), ScaffoldError> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.ends_with('-');
+    if !valid {
+        return Err(ScaffoldError::Name(name.to_owned()));
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        return Err(ScaffoldError::Exists(root));
+    }
+    let module = name.replace('-', "_");
+    let (kind_word, summary) = match kind {
+        Kind::Enricher => ("enricher", "Adds the number of words of each post and whether it is short."),
+        Kind::Filter => ("filter", "Keeps posts with at least `min_words` words and drops the others."),
+    };
+    let vars: Vec<(&str, String)> = vec![
+        ("name", name.to_owned()),
+        ("module", module.clone()),
+        ("kind", kind_word.to_owned()),
+        ("kind_variant", if kind == Kind::Enricher { "Enricher" } else { "Filter" }.to_owned()),
+        ("kind_upper", kind_word.to_uppercase()),
+        ("summary", summary.to_owned()),
+        ("sdk", sdk.to_owned()),
+        ("abi", super::ABI_VERSION.to_owned()),
+        ("enrichment_import", if kind == Kind::Enricher { "Enrichment, " } else { "" }.to_owned()),
+        ("config_doc", if kind == Kind::Enricher { "are marked `short`" } else { "are dropped" }.to_owned()),
+        ("process_rust", snippet(lang, kind, Part::Process).to_owned()),
+        ("test_rust", snippet(lang, kind, Part::Test).to_owned()),
+        ("process_python", snippet(lang, kind, Part::Process).to_owned()),
+        ("process_js", snippet(lang, kind, Part::Process).to_owned()),
+    ];
+    let fill = |t: &str| vars.iter().fold(t.to_owned(), |s, (k, v)| s.replace(&format!("{{{{{k}}}}}"), v));
+    let mut files: Vec<(String, String)> = match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml".into(), fill(include_str!("../../templates/rust/Cargo.toml"))),
+            ("src/lib.rs".into(), fill(include_str!("../../templates/rust/src/lib.rs"))),
+        ],
+        Lang::Python => vec![
+            ("app.py".into(), fill(include_str!("../../templates/python/app.py"))),
+            (format!("{module}_core.py"), fill(include_str!("../../templates/python/core.py"))),
+            (format!("test_{module}.py"), fill(include_str!("../../templates/python/test_core.py"))),
+            ("wit/plugin.wit".into(), WIT.to_owned()),
+        ],
+        Lang::Js => vec![
+            ("app.js".into(), fill(include_str!("../../templates/js/app.js"))),
+            ("core.js".into(), fill(include_str!("../../templates/js/core.js"))),
+            ("core.test.js".into(), fill(include_str!("../../templates/js/core.test.js"))),
+            ("package.json".into(), fill(include_str!("../../templates/js/package.json"))),
+            ("wit/plugin.wit".into(), WIT.to_owned()),
+        ],
+    };
+    files.push(("cases.jsonl".into(), cases(kind).to_owned()));
+    files.push(("README.md".into(), readme(name, &module, lang, kind_word)));
+    files.push((".gitignore".into(), "/target\n*.wasm\n__pycache__/\n".into()));
+    let mut written = Vec::new();
+    for (rel, text) in files {
+        let path = root.join(&rel);
+        let write = |p: &Path| -> std::io::Result<()> {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(p, &text)
+        };
+        write(&path).map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
+        written.push(path);
+    }
+    Ok((root, written))
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Process,
+    Test,
+}
+
+/// The lines that differ between an enricher and a filter.
+fn snippet(lang: Lang, kind: Kind, part: Part) -> &'static str {
+    match (lang, kind, part) {
+        (Lang::Rust, Kind::Enricher, Part::Process) => {
+            "        Enrichment::new().field(\"words\", words).field(\"short\", words < self.min_words).into()"
+        }
+        (Lang::Rust, Kind::Filter, Part::Process) => {
+            "        if words >= self.min_words {\n            Outcome::Keep\n        } else {\n            Outcome::Drop(format!(\"fewer than {} words\", self.min_words))\n        }"
+        }
+        (Lang::Rust, Kind::Enricher, Part::Test) => {
+            "        assert_eq!(out[0], Enrichment::new().field(\"words\", 4).field(\"short\", false).into());\n        assert_eq!(out[1], Enrichment::new().field(\"words\", 1).field(\"short\", true).into());"
+        }
+        (Lang::Rust, Kind::Filter, Part::Test) => {
+            "        assert_eq!(out[0], Outcome::Keep);\n        assert_eq!(out[1], Outcome::Drop(\"fewer than 3 words\".into()));"
+        }
+        (Lang::Python, Kind::Enricher, Part::Process) => {
+            "                short = words < _CONFIG[\"min_words\"]\n                out.append(\n                    types.Outcome_Enrich(\n                        [types.Field(\"words\", json.dumps(words)), types.Field(\"short\", json.dumps(short))]\n                    )\n                )"
+        }
+        (Lang::Python, Kind::Filter, Part::Process) => {
+            "                if words >= _CONFIG[\"min_words\"]:\n                    out.append(types.Outcome_Keep())\n                else:\n                    out.append(types.Outcome_Drop(f\"fewer than {_CONFIG['min_words']} words\"))"
+        }
+        (Lang::Js, Kind::Enricher, Part::Process) => {
+            "        return {\n          tag: \"enrich\",\n          val: [\n            { name: \"words\", value: JSON.stringify(words) },\n            { name: \"short\", value: JSON.stringify(words < config.minWords) },\n          ],\n        };"
+        }
+        (Lang::Js, Kind::Filter, Part::Process) => {
+            "        if (words >= config.minWords) return { tag: \"keep\" };\n        return { tag: \"drop\", val: `fewer than ${config.minWords} words` };"
+        }
+        (_, _, Part::Test) => "",
+    }
+}
+
+/// Golden cases for `plugin test` (default configuration: `min_words` 3).
+fn cases(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Enricher => concat!(
+            r#"{"name": "four words", "post": {"id_str": "1", "text": "one two three four"}, "outcome": "enrich", "fields": {"words": 4, "short": false}}"#,
+            "\n",
+            r#"{"name": "one word is short", "post": {"id_str": "2", "text": "hi"}, "outcome": "enrich", "fields": {"words": 1, "short": true}}"#,
+            "\n",
+        ),
+        Kind::Filter => concat!(
+            r#"{"name": "long enough", "post": {"id_str": "1", "text": "one two three four"}, "outcome": "keep"}"#,
+            "\n",
+            r#"{"name": "too short", "post": {"id_str": "2", "text": "hi"}, "outcome": "drop", "reason": "fewer than 3 words"}"#,
+            "\n",
+        ),
+    }
+}
+
+fn readme(name: &str, module: &str, lang: Lang, kind: &str) -> String {
+    let (build, wasm, unit) = match lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2   # rustup target add wasm32-wasip2, once".to_owned(),
+            format!("target/wasm32-wasip2/release/{module}.wasm"),
+            "cargo test".to_owned(),
+        ),
+        Lang::Python => (
+            format!("componentize-py -d wit -w plugin componentize app -o {name}.wasm   # pip install componentize-py"),
+            format!("{name}.wasm"),
+            "python3 -m unittest".to_owned(),
+        ),
+        Lang::Js => (
+            format!(
+                "componentize-js app.js --wit wit -n plugin -d http fetch-event -o {name}.wasm   # npm install @bytecodealliance/componentize-js"
+            ),
+            format!("{name}.wasm"),
+            "node --test".to_owned(),
+        ),
+    };
+    format!(
+        "# {name}\n\nA traptor stage ({kind}), made by `traptor-host plugin new`.\n\n\
+         ```sh\n{unit}                                   # unit tests\n{build}\n\
+         traptor-host plugin test {wasm} --cases cases.jsonl   # golden cases: a diff per mismatch\n\
+         traptor-host plugin inspect {wasm}                    # name, kind, ABI, config schema\n\
+         traptor-host plugin push {wasm} oci://REGISTRY/team/{name}:0.1.0\n```\n\n\
+         Then name it in a pipeline (`plugin = \"oci://REGISTRY/team/{name}:0.1.0\"`), pin it with\n\
+         `traptor-host plugin lock --pipeline pipeline.toml`, and run. See traptor's `docs/plugins.md`.\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_is_filled_and_names_are_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            for kind in [Kind::Enricher, Kind::Filter] {
+                let name = format!("p-{}-{}", lang as u8, kind as u8);
+                let (root, files) = new_project(dir.path(), &name, lang, kind, "{ path = \"/sdk\" }").expect("new");
+                for f in &files {
+                    let text = std::fs::read_to_string(f).expect("read");
+                    assert!(!text.contains("{{"), "{}: an unfilled placeholder", f.display());
+                }
+                assert!(root.join("cases.jsonl").exists() && root.join("README.md").exists());
+                assert!(matches!(new_project(dir.path(), &name, lang, kind, "x"), Err(ScaffoldError::Exists(_))));
+            }
+        }
+        for bad in ["", "Upper", "1st", "a_b", "trailing-", "a b"] {
+            assert!(
+                matches!(new_project(dir.path(), bad, Lang::Rust, Kind::Filter, "x"), Err(ScaffoldError::Name(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,20 @@
+// The logic of `{{name}}`, without the ABI: plain JavaScript, unit-tested.
+export const SCHEMA = {
+  type: "object",
+  additionalProperties: false,
+  properties: { min_words: { type: "integer", minimum: 0, default: 3 } },
+};
+
+export function parseConfig(c) {
+  if (typeof c !== "object" || c === null || Array.isArray(c)) throw new Error("configuration must be a table");
+  for (const k of Object.keys(c)) {
+    if (!(k in SCHEMA.properties)) throw new Error(`unknown config key \`${k}\` (known: min_words)`);
+  }
+  const n = c.min_words ?? 3;
+  if (!Number.isInteger(n) || n < 0) throw new Error("config key `min_words` must be a whole number >= 0");
+  return { minWords: n };
+}
+
+export function countWords(text) {
+  return text.split(/\s+/).filter((w) => w.length > 0).length;
+}

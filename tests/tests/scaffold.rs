@@ -1,0 +1,115 @@
+//! End-to-end (issue 14): `plugin new` writes a project in each language
+//! that builds with the command its README gives and passes its own unit
+//! test; `plugin test` passes its golden cases, and one wrong expected case
+//! gives exit 1 and a diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use traptor_tests::{repo_root, run_host};
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn sh(dir: &Path, program: impl AsRef<std::ffi::OsStr>, args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(program);
+    c.args(args).current_dir(dir);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("spawn");
+    assert!(out.status.success(), "{:?} {args:?} in {}: {}", c.get_program(), dir.display(), text(&out));
+    out
+}
+
+/// Where scripts/build-plugins.sh installed componentize-py and -js.
+fn tools() -> PathBuf {
+    std::env::var_os("TRAPTOR_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/traptor/tools"))
+}
+
+/// `plugin new`, then the README's build command must appear in the README.
+fn new_project(dir: &Path, name: &str, lang: &str, kind: &str) -> PathBuf {
+    let sdk = format!("{{ path = {:?} }}", repo_root().join("sdk").display().to_string());
+    let out = run_host(
+        &["plugin", "new", name, "--lang", lang, "--kind", kind, "--dir", dir.to_str().expect("utf8"), "--sdk", &sdk],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    dir.join(name)
+}
+
+/// The golden cases pass; with one expected value changed, exit 1 and a diff naming it.
+fn golden_cases(project: &Path, wasm: &Path, wrong: (&str, &str), diff: &str) {
+    let cases = project.join("cases.jsonl");
+    let args = ["plugin", "test", wasm.to_str().expect("utf8"), "--cases", cases.to_str().expect("utf8")];
+    let out = run_host(&args, LIMIT);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 cases: 2 passed, 0 failed"), "{}", text(&out));
+    let original = std::fs::read_to_string(&cases).expect("cases");
+    assert!(original.contains(wrong.0), "{original}");
+    std::fs::write(&cases, original.replacen(wrong.0, wrong.1, 1)).expect("write");
+    let out = run_host(&args, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAILED  line 1") && text(&out).contains(diff), "{}", text(&out));
+    assert!(text(&out).contains("2 cases: 1 passed, 1 failed"), "{}", text(&out));
+}
+
+#[test]
+fn a_new_rust_plugin_builds_tests_and_passes_its_cases() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = new_project(dir.path(), "word-count", "rust", "enricher");
+    let readme = std::fs::read_to_string(p.join("README.md")).expect("readme");
+    assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");
+    // One target directory for every run of this test (a cold build is ~40 s),
+    // and this repository's toolchain, which has the wasm32-wasip2 target
+    // (outside the repository rustup would pick its default toolchain).
+    let target = repo_root().join("target/scaffold");
+    let toolchain = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).expect("rust-toolchain.toml");
+    let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).expect("channel").trim_matches('"');
+    let channel = PathBuf::from(channel);
+    let envs = [("CARGO_TARGET_DIR", target.as_path()), ("RUSTUP_TOOLCHAIN", channel.as_path())];
+    sh(&p, "cargo", &["test", "-q"], &envs);
+    sh(&p, "cargo", &["build", "--release", "--target", "wasm32-wasip2", "-q"], &envs);
+    let wasm = target.join("wasm32-wasip2/release/word_count.wasm");
+    golden_cases(&p, &wasm, (r#""words": 4"#, r#""words": 5"#), "~ words: expected 5, got 4");
+}
+
+#[test]
+fn a_new_python_plugin_builds_tests_and_passes_its_cases() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = new_project(dir.path(), "short-filter", "python", "filter");
+    let readme = std::fs::read_to_string(p.join("README.md")).expect("readme");
+    assert!(readme.contains("componentize-py -d wit -w plugin componentize app -o short-filter.wasm"), "{readme}");
+    sh(&p, "python3", &["-m", "unittest", "-q"], &[]);
+    let py = tools().join("componentize-py-0.25.1/bin/componentize-py");
+    assert!(py.exists(), "{} missing: run scripts/build-plugins.sh", py.display());
+    sh(&p, &py, &["-d", "wit", "-w", "plugin", "componentize", "app", "-o", "short-filter.wasm"], &[]);
+    golden_cases(
+        &p,
+        &p.join("short-filter.wasm"),
+        (r#""outcome": "keep""#, r#""outcome": "drop""#),
+        "outcome: expected drop, got keep",
+    );
+}
+
+#[test]
+fn a_new_javascript_plugin_builds_tests_and_passes_its_cases() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = new_project(dir.path(), "word-js", "js", "enricher");
+    sh(&p, "node", &["--test"], &[]);
+    let js = tools().join("componentize-js-0.23.0/node_modules/.bin/componentize-js");
+    assert!(js.exists(), "{} missing: run scripts/build-plugins.sh", js.display());
+    sh(&p, &js, &["app.js", "--wit", "wit", "-n", "plugin", "-d", "http", "fetch-event", "-o", "word-js.wasm"], &[]);
+    golden_cases(
+        &p,
+        &p.join("word-js.wasm"),
+        (r#""short": false"#, r#""short": true"#),
+        "~ short: expected true, got false",
+    );
+}
