@@ -114,8 +114,13 @@ fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
             for (i, (s, c)) in stages.iter().zip(&cfg.config.stages).enumerate() {
                 let d = &s.description;
                 v.notes.push(format!(
-                    "stages[{i}] {:?}: {} {} ({:?}), ABI {ABI_VERSION}, config accepted",
-                    c.name, d.name, d.version, d.kind
+                    "stages[{i}] {:?}: {} {} ({:?}) from {}, ABI {} (host {ABI_VERSION}), config accepted",
+                    c.name,
+                    d.name,
+                    d.version,
+                    d.kind,
+                    c.plugin,
+                    s.component().abi
                 ));
             }
         }
