@@ -235,6 +235,9 @@ pub struct Metrics {
     pub duplicates_dropped: AtomicU64,
     /// Attributions by the source (X v2 `matching_rules`) naming no local rule.
     pub source_rules_unresolved: AtomicU64,
+    /// Rule attributions removed by a rule's `rate_limit` / `sample`.
+    pub rule_limited: AtomicU64,
+    pub rule_sampled_out: AtomicU64,
     pub envelope_errors: AtomicU64,
     pub control_dropped: AtomicU64,
     pub records_out: AtomicU64,
@@ -271,6 +274,8 @@ pub struct Snapshot {
     pub malformed: u64,
     pub duplicates_dropped: u64,
     pub source_rules_unresolved: u64,
+    pub rule_limited: u64,
+    pub rule_sampled_out: u64,
     pub envelope_errors: u64,
     pub control_dropped: u64,
     pub records_out: u64,
@@ -313,6 +318,8 @@ impl Metrics {
             malformed: self.malformed.load(Relaxed),
             duplicates_dropped: self.duplicates_dropped.load(Relaxed),
             source_rules_unresolved: self.source_rules_unresolved.load(Relaxed),
+            rule_limited: self.rule_limited.load(Relaxed),
+            rule_sampled_out: self.rule_sampled_out.load(Relaxed),
             envelope_errors: self.envelope_errors.load(Relaxed),
             control_dropped: self.control_dropped.load(Relaxed),
             records_out: self.records_out.load(Relaxed),

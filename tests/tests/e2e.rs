@@ -842,3 +842,64 @@ fn idle_and_half_open_admin_connections_hold_nothing() {
     assert!(!host.log().contains("did not stop in time"), "{}", host.log());
     drop(idle);
 }
+
+/// Issue 12, point 4: a rule's `rate_limit` and `sample`, and `[limits.<tag>]`.
+/// 5,000 posts paced at 1,000 a second, all matching three rules: the rule
+/// limited to 100 posts/s gets 500 ± 10 %, the 10 % sample keeps the same
+/// posts on two runs, the tag's 50 % sample applies to its rule; every post
+/// is still written (one with no rule left would be "Not Found").
+#[test]
+fn rule_rate_limits_and_samples_hold_and_samples_repeat() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let posts: String = (0..5_000)
+        .map(|i| format!("{}\n", serde_json::json!({"id_str": format!("{}", 1_000_000 + i), "text": "coffee time"})))
+        .collect();
+    write(&dir.path().join("in.jsonl"), &posts);
+    let rules = dir.path().join("rules.jsonl");
+    write(
+        &rules,
+        concat!(
+            "{\"rule_id\":\"capped\",\"value\":\"coffee\",\"rate_limit\":100}\n",
+            "{\"rule_id\":\"tenth\",\"value\":\"coffee\",\"sample\":\"0.1\"}\n",
+            "{\"rule_id\":\"half\",\"value\":\"time\",\"tag\":\"noisy\"}\n",
+        ),
+    );
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"in.jsonl\"\nrate = 1000",
+        &rules,
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
+    let mut text = std::fs::read_to_string(&p).expect("pipeline");
+    text.push_str("\n[limits.noisy]\nsample = 0.5\n");
+    write(&p, &text);
+    let run = || {
+        let _ = std::fs::remove_file(dir.path().join("out.jsonl"));
+        let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let lines = json_lines(&std::fs::read(dir.path().join("out.jsonl")).expect("out"));
+        assert_eq!(lines.len(), 5_000, "every post is written");
+        let with = |rule: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|l| rule_ids(l).iter().any(|r| r == rule))
+                .map(|l| l["id_str"].as_str().expect("id").to_owned())
+                .collect()
+        };
+        (with("capped"), with("tenth"), with("half"), stderr)
+    };
+    let (capped, tenth, half, stderr) = run();
+    assert!((450..=550).contains(&capped.len()), "rate_limit 100/s over 5 s: {}", capped.len());
+    assert!((400..=600).contains(&tenth.len()), "sample 0.1 of 5,000: {}", tenth.len());
+    assert!((2_250..=2_750).contains(&half.len()), "the tag's sample 0.5: {}", half.len());
+    let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary");
+    let sampled = 10_000 - tenth.len() - half.len();
+    assert!(summary.contains(&format!("rule_limited={}", 5_000 - capped.len())), "{summary}");
+    assert!(summary.contains(&format!("rule_sampled_out={sampled}")), "{summary}");
+    assert!(stderr.lines().any(|l| l.contains("rule limits") && l.contains("rule_id=capped")), "{stderr}");
+
+    let (_, tenth_again, half_again, _) = run();
+    assert_eq!(tenth, tenth_again, "a sample keeps the same posts on every run");
+    assert_eq!(half, half_again);
+}

@@ -276,7 +276,15 @@ async fn steps(
     rules.wait_for_any(&c.rules, who, &shutdown).await;
 
     // 5. Run.
-    Ok(Some(topology.run(&rules, coordination.rule_hits.clone(), metrics, shutdown).await))
+    let outcome = topology.run(&rules, coordination.rule_hits.clone(), metrics, shutdown).await;
+    // Per-rule limits of the rule set in use at the end.
+    let compiled = rules.compiled.load();
+    if let Some(l) = &compiled.limits {
+        for c in l.counts(compiled.matcher.rules()) {
+            tracing::info!(rule_id = %c.rule_id, limited = c.limited, sampled_out = c.sampled_out, "rule limits");
+        }
+    }
+    Ok(Some(outcome))
 }
 
 impl RunReport {
@@ -303,6 +311,8 @@ impl RunReport {
             malformed = m.malformed,
             duplicates = m.duplicates_dropped,
             unresolved_rules = m.source_rules_unresolved,
+            rule_limited = m.rule_limited,
+            rule_sampled_out = m.rule_sampled_out,
             written = m.records_out,
             seconds = format!("{secs:.2}"),
             posts_per_sec = (m.posts as f64 / secs).round() as u64,

@@ -141,7 +141,8 @@ impl RulesService {
         let origin = store.describe(who);
         snapshot.report(&origin);
         let compiling = std::time::Instant::now();
-        let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot)));
+        let tags = Arc::new(cfg.config.limits.clone());
+        let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot, &tags)));
         tracing::info!(
             rules = snapshot.rules.len(),
             invalid = snapshot.problems.len(),
@@ -163,7 +164,8 @@ impl RulesService {
                 }
                 let snap = changes.borrow_and_update().clone();
                 let started = std::time::Instant::now();
-                let built = tokio::task::spawn_blocking(move || Compiled::new(&snap)).await;
+                let tags = tags.clone();
+                let built = tokio::task::spawn_blocking(move || Compiled::new(&snap, &tags)).await;
                 if let Ok(built) = built {
                     let n = built.matcher.rules().len();
                     swap.store(Arc::new(built));

@@ -66,6 +66,9 @@ pub struct PipelineConfig {
     /// The admin listener: `/metrics`, `/health`, `/ready` (off unless set).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// Per-tag rate limits and sampling of rules: `[limits.<tag>]`.
+    #[serde(default)]
+    pub limits: crate::pipeline::limits::LimitsConfig,
 }
 
 /// `[traptor]`: the collector's identity, as the original's `TRAPTOR_TYPE`/`TRAPTOR_ID`.
@@ -262,6 +265,7 @@ impl PipelineConfig {
         }
         crate::plugins::stages::check_all(&self.stages, self.dead_letter.is_some(), &mut out);
         self.pipeline.check(&mut Problems::new("pipeline", &mut out));
+        self.limits.check(&mut Problems::new("limits", &mut out));
         if let Some(c) = &self.coordination {
             c.check(&mut Problems::new("coordination", &mut out));
         }

@@ -28,11 +28,14 @@ use crate::batch::{OutBatch, RawBatch};
 #[derive(Debug)]
 pub struct Compiled {
     pub matcher: Matcher,
+    /// Per-rule rate limits and sampling (`None`: no rule has any).
+    pub limits: Option<super::limits::Limiters>,
 }
 
 impl Compiled {
-    pub fn new(snapshot: &RuleSnapshot) -> Compiled {
-        Compiled { matcher: Matcher::new(snapshot.rules.clone()) }
+    pub fn new(snapshot: &RuleSnapshot, tags: &super::limits::LimitsConfig) -> Compiled {
+        let limits = super::limits::Limiters::build(&snapshot.rules, tags);
+        Compiled { matcher: Matcher::new(snapshot.rules.clone()), limits }
     }
 }
 
@@ -260,6 +263,11 @@ fn attribute(
             scratch.matched.dedup();
         }
         None => compiled.matcher.match_post(post, &mut scratch.matcher, &mut scratch.matched),
+    }
+    if let Some(l) = &compiled.limits
+        && !scratch.matched.is_empty()
+    {
+        l.apply(&post.id, &mut scratch.matched, &ctx.metrics);
     }
     if scratch.matched.is_empty() {
         return;

@@ -159,6 +159,34 @@ pub enum RuleError {
     NotAnObject,
     #[error("not valid JSON: {0}")]
     Json(String),
+    #[error("field `{field}` is {value:?}: {reason}")]
+    BadLimit { field: &'static str, value: String, reason: &'static str },
+}
+
+/// `rate_limit`: posts per second attributed to a rule at most; a finite
+/// number above 0.
+pub fn parse_rate_limit(v: &str) -> Result<f64, RuleError> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Ok(r),
+        _ => Err(RuleError::BadLimit {
+            field: "rate_limit",
+            value: v.to_owned(),
+            reason: "expected posts per second, a number above 0 (at most 1e9)",
+        }),
+    }
+}
+
+/// `sample`: the share of a rule's posts attributed to it, above 0 and at
+/// most 1 (deterministic on the post id).
+pub fn parse_sample(v: &str) -> Result<f64, RuleError> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+        _ => Err(RuleError::BadLimit {
+            field: "sample",
+            value: v.to_owned(),
+            reason: "expected a share above 0 and at most 1",
+        }),
+    }
 }
 
 impl Rule {
@@ -187,6 +215,13 @@ impl Rule {
             None | Some("") => default_type,
             Some(t) => RuleType::parse(t).ok_or_else(|| RuleError::UnknownType(t.to_owned()))?,
         };
+        // Checked here, read when the matcher is compiled (Rule::limits).
+        if let Some(v) = get("rate_limit").filter(|v| !v.is_empty()) {
+            parse_rate_limit(v)?;
+        }
+        if let Some(v) = get("sample").filter(|v| !v.is_empty()) {
+            parse_sample(v)?;
+        }
         let hashtag_only = get("orig_type") == Some("hashtag");
         let criterion = parse_criterion(rule_type, value, hashtag_only)?;
         let tag = get("tag");
@@ -303,6 +338,17 @@ impl Rule {
     }
     /// The fields as one compact JSON object, values as strings, in stored
     /// order: two rules have the same fields exactly when these are equal.
+    /// The rule's own `rate_limit` and `sample` (checked when it was read).
+    /// Cold: for compiling, and cheap for rules without either.
+    pub fn limits(&self) -> (Option<f64>, Option<f64>) {
+        if !self.json.contains("\"rate_limit\"") && !self.json.contains("\"sample\"") {
+            return (None, None);
+        }
+        let fields = self.fields();
+        let get = |k: &str| fields.iter().find(|(f, v)| f == k && !v.is_empty()).map(|(_, v)| v.as_str());
+        (get("rate_limit").and_then(|v| parse_rate_limit(v).ok()), get("sample").and_then(|v| parse_sample(v).ok()))
+    }
+
     pub fn fields_json(&self) -> &str {
         &self.json
     }
