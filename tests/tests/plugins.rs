@@ -24,6 +24,18 @@ impl Fixture {
         Fixture { dir }
     }
 
+    /// Posts with these ids and languages (text "x"), and no rules.
+    fn with_langs(posts: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lines: String = posts
+            .iter()
+            .map(|(id, lang)| format!("{}\n", serde_json::json!({"id_str": id, "text": "x", "lang": lang})))
+            .collect();
+        std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
+        std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
+        Fixture { dir }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -168,15 +180,7 @@ fn a_stage_that_keeps_trapping_is_circuit_broken() {
 
 #[test]
 fn lang_filter_drops_other_languages() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let posts = [("1", "en"), ("2", "fr"), ("3", "en-GB"), ("4", "ja")];
-    let lines: String = posts
-        .iter()
-        .map(|(id, lang)| format!("{}\n", serde_json::json!({"id_str": id, "text": "x", "lang": lang})))
-        .collect();
-    std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
-    std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
-    let f = Fixture { dir };
+    let f = Fixture::with_langs(&[("1", "en"), ("2", "fr"), ("3", "en-GB"), ("4", "ja")]);
     let stage = format!(
         "name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\", \"ja\"] }}\n",
         plugin_wasm("lang_filter").display()
@@ -216,15 +220,7 @@ fn lang_filter_at_abi(dir: &Path, version: &str) -> PathBuf {
 /// both versions named. The semver rule is the component model's.
 #[test]
 fn components_of_a_compatible_abi_version_run_and_others_are_refused() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let posts = [("1", "en"), ("2", "fr")];
-    let lines: String = posts
-        .iter()
-        .map(|(id, lang)| format!("{}\n", serde_json::json!({"id_str": id, "text": "x", "lang": lang})))
-        .collect();
-    std::fs::write(dir.path().join("in.jsonl"), lines).expect("write");
-    std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
-    let f = Fixture { dir };
+    let f = Fixture::with_langs(&[("1", "en"), ("2", "fr")]);
     let newer = lang_filter_at_abi(f.dir.path(), "0.1.9");
     let stage =
         |p: &Path| format!("name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\"] }}\n", p.display());

@@ -227,7 +227,8 @@ mod tests {
 
     #[test]
     fn tag_limits_are_checked_with_their_key() {
-        let cfg: LimitsConfig = toml::from_str("[noisy]\nsample = 1.5\n[loud]\nrate_limit = 0\n[ok]\nrate_limit = 10").expect("toml");
+        let cfg: LimitsConfig =
+            toml::from_str("[noisy]\nsample = 1.5\n[loud]\nrate_limit = 0\n[ok]\nrate_limit = 10").expect("toml");
         let mut out = Vec::new();
         cfg.check(&mut Problems::new("limits", &mut out));
         let text: Vec<String> = out.iter().map(ToString::to_string).collect();

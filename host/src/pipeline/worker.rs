@@ -184,14 +184,7 @@ pub fn process_batch(
                 if staged {
                     items.push(Item::Control(raw));
                 } else {
-                    out.push_written(
-                        |buf| {
-                            envelope::write_control(raw, buf);
-                            true
-                        },
-                        "",
-                        std::iter::empty(),
-                    );
+                    push_control(&mut out, raw);
                 }
             }
             Ok(Message::Control(_)) => {}
@@ -339,6 +332,18 @@ fn malformed(ctx: &WorkerContext, raw: &[u8], origin: u64, e: &post::DecodeError
     }
 }
 
+/// A control message, unchanged on one line, written in place (no key, no rules).
+fn push_control(out: &mut OutBatch, raw: &[u8]) {
+    out.push_written(
+        |buf| {
+            envelope::write_control(raw, buf);
+            true
+        },
+        "",
+        std::iter::empty(),
+    );
+}
+
 /// After the stages: wrap the survivors in source order, dead letters apart.
 fn wrap_items(
     ctx: &WorkerContext,
@@ -351,14 +356,7 @@ fn wrap_items(
     for item in items {
         let p = match item {
             Item::Control(raw) => {
-                out.push_written(
-                    |buf| {
-                        envelope::write_control(raw, buf);
-                        true
-                    },
-                    "",
-                    std::iter::empty(),
-                );
+                push_control(out, raw);
                 continue;
             }
             Item::Post(p) => p,
