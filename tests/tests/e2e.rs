@@ -903,3 +903,46 @@ fn rule_rate_limits_and_samples_hold_and_samples_repeat() {
     assert_eq!(tenth, tenth_again, "a sample keeps the same posts on every run");
     assert_eq!(half, half_again);
 }
+
+/// Issue 12, point 3 (local part): `[dedup]` drops a post seen before in the
+/// same run and, through its snapshot, in an earlier run; counted.
+#[test]
+fn dedup_drops_posts_seen_before_in_this_run_and_the_last() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let post = |i: u32| format!("{}\n", serde_json::json!({"id_str": format!("{}", 500 + i), "text": "coffee"}));
+    let posts: String = (0..300).chain(0..50).map(post).collect();
+    write(&dir.path().join("in.jsonl"), &posts);
+    let rules = dir.path().join("rules.jsonl");
+    write(&rules, "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n");
+    let p =
+        pipeline(dir.path(), "type = \"replay\"\npath = \"in.jsonl\"", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    let mut text = std::fs::read_to_string(&p).expect("pipeline");
+    text.push_str("\n[dedup]\nttl_secs = 3600\nsnapshot = \"dedup.bin\"\n");
+    write(&p, &text);
+    let run = || {
+        let _ = std::fs::remove_file(dir.path().join("out.jsonl"));
+        let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let lines = json_lines(&std::fs::read(dir.path().join("out.jsonl")).unwrap_or_default());
+        let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary").to_owned();
+        (lines, summary, stderr)
+    };
+    let (first, summary, _) = run();
+    assert_eq!(first.len(), 300, "each post once");
+    let ids: std::collections::HashSet<&str> = first.iter().map(|l| l["id_str"].as_str().expect("id")).collect();
+    assert_eq!(ids.len(), 300);
+    assert!(summary.contains("duplicates=50"), "{summary}");
+    assert!(dir.path().join("dedup.bin").exists(), "the snapshot is written at the end");
+
+    let (second, summary, stderr) = run();
+    assert!(second.is_empty(), "everything was written by the first run: {}", second.len());
+    assert!(summary.contains("duplicates=350"), "{summary}");
+    assert!(stderr.contains("dedup ids read back"), "{stderr}");
+
+    // A snapshot that is not one stops the run with 78, naming the file.
+    write(&dir.path().join("dedup.bin"), "not a snapshot");
+    let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dedup.bin"));
+}

@@ -109,13 +109,16 @@ pub enum AppError {
     Admin(#[from] crate::admin::AdminError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The dedup snapshot cannot be read (or is not one).
+    #[error(transparent)]
+    Dedup(#[from] crate::pipeline::dedup::DedupError),
 }
 
 impl AppError {
     /// Who is at fault.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            AppError::Config(_) | AppError::Plugins(_) => ErrorKind::Config,
+            AppError::Config(_) | AppError::Plugins(_) | AppError::Dedup(_) => ErrorKind::Config,
             AppError::Rules(RulesError::Io { .. }) => ErrorKind::Config,
             AppError::Rules(RulesError::Redis(crate::redis_conn::RedisError::Url { .. })) => ErrorKind::Config,
             AppError::Rules(RulesError::Redis(_)) => ErrorKind::Runtime,

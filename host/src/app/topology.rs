@@ -13,6 +13,7 @@ use super::{AppError, RunReport};
 use crate::config::LoadedConfig;
 use crate::coordination::stats::RuleHits;
 use crate::envelope::Identity;
+use crate::pipeline::dedup::{Dedup, DedupError};
 use crate::pipeline::{Fatal, PipelineTuning, StageSet, WorkerContext, spawn_workers};
 use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
 use crate::rules::RemoteRuleIds;
@@ -35,6 +36,7 @@ pub struct TopologyParts {
     pub sink: Result<Sink, SinkError>,
     pub dead_letter: Option<Result<Sink, SinkError>>,
     pub stages: Result<Vec<Arc<Stage>>, Vec<StageLoadError>>,
+    pub dedup: Result<Option<Arc<Dedup>>, DedupError>,
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
@@ -55,12 +57,18 @@ impl TopologyParts {
         let dead_letter =
             c.dead_letter.as_ref().map(|d: &SinkConfig| Sink::build(d, identity).and_then(|s| s.check().map(|()| s)));
         let stages = stages::load_all(&c.stages, c.pipeline.plugin_cache_dir.clone(), &cfg.path);
+        let dedup = c
+            .dedup
+            .as_ref()
+            .map(|d| Dedup::open(d, d.snapshot_path(identity.traptor_type.as_str(), identity.traptor_id)).map(Arc::new))
+            .transpose();
         TopologyParts {
             identity,
             source,
             sink,
             dead_letter,
             stages,
+            dedup,
             tuning: c.pipeline.clone(),
             forward_control: c.traptor.forward_control,
             stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
@@ -77,20 +85,24 @@ impl TopologyParts {
         let stages = self.stages.map_err(|e| errors.push(AppError::Plugins(e))).ok();
         let sink = self.sink.map_err(|e| errors.push(e.into())).ok();
         let dead_letter = self.dead_letter.transpose().map_err(|e| errors.push(e.into())).ok();
-        match (source, stages, sink, dead_letter) {
-            (Some(source), Some(stages), Some(sink), Some(dead_letter)) if errors.is_empty() => Ok(Topology {
-                identity: self.identity,
-                source,
-                sink,
-                dead_letter,
-                stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
-                tuning: self.tuning,
-                forward_control: self.forward_control,
-                stats_interval: self.stats_interval,
-                confirmed: self.confirmed,
-                remote_rule_ids: self.remote_rule_ids,
-                source_live: self.source_live,
-            }),
+        let dedup = self.dedup.map_err(|e| errors.push(e.into())).ok();
+        match (source, stages, sink, dead_letter, dedup) {
+            (Some(source), Some(stages), Some(sink), Some(dead_letter), Some(dedup)) if errors.is_empty() => {
+                Ok(Topology {
+                    identity: self.identity,
+                    source,
+                    sink,
+                    dead_letter,
+                    stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
+                    dedup,
+                    tuning: self.tuning,
+                    forward_control: self.forward_control,
+                    stats_interval: self.stats_interval,
+                    confirmed: self.confirmed,
+                    remote_rule_ids: self.remote_rule_ids,
+                    source_live: self.source_live,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -105,6 +117,7 @@ pub struct Topology {
     dead_letter: Option<Sink>,
     /// Replaced as a whole when SIGHUP finds only `[[stages]]` changed.
     stages: Arc<ArcSwap<StageSet>>,
+    dedup: Option<Arc<Dedup>>,
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
@@ -191,8 +204,10 @@ impl Topology {
             rule_hits,
             format: self.source.format(),
             remote_rule_ids: self.remote_rule_ids.clone(),
+            dedup: self.dedup.clone(),
         };
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
+        let snapshots = self.dedup.clone().map(|d| tokio::spawn(save_every(d, DEDUP_SAVE_EVERY)));
         drop((raw_rx, out_tx));
         let reporter =
             tokio::spawn(telemetry::report_periodically(metrics.clone(), self.stats_interval, shutdown.child_token()));
@@ -207,8 +222,34 @@ impl Topology {
         }
         let sink = sink_task.await.unwrap_or_else(|e| Err(SinkError::Task(e.to_string())));
         reporter.abort();
+        if let Some(t) = snapshots {
+            t.abort();
+        }
+        if let Some(d) = self.dedup.clone() {
+            save_dedup(d).await;
+        }
         let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
         Outcome { source, sink, internal, fatal: fatal.error(), stages, started }
+    }
+}
+
+/// How often the dedup ids are written while the pipeline runs.
+const DEDUP_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+async fn save_every(d: Arc<Dedup>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        save_dedup(d.clone()).await;
+    }
+}
+
+/// Write the dedup snapshot off the reactor; a failure is logged (the run
+/// goes on; a restart would let through what it forgot).
+async fn save_dedup(d: Arc<Dedup>) {
+    match tokio::task::spawn_blocking(move || d.save()).await {
+        Ok(Ok(n)) => tracing::debug!(ids = n, "dedup snapshot written"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the dedup snapshot"),
+        Err(e) => tracing::warn!(error = %e, "dedup snapshot task failed"),
     }
 }
 

@@ -126,6 +126,11 @@ fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
         }
         Err(errors) => v.errors.extend(errors.iter().map(ToString::to_string)),
     }
+    match &parts.dedup {
+        Ok(Some(d)) => v.notes.push(format!("dedup: {} ids remembered from earlier runs", d.len())),
+        Ok(None) => {}
+        Err(e) => v.errors.push(format!("dedup: {e}")),
+    }
     match &parts.dead_letter {
         Some(Ok(s)) => v.notes.push(format!("dead letters: {}", s.name())),
         Some(Err(e)) => v.errors.push(format!("dead_letter: {e}")),

@@ -66,6 +66,9 @@ pub struct PipelineConfig {
     /// The admin listener: `/metrics`, `/health`, `/ready` (off unless set).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// Drop posts seen before, across sources and restarts.
+    #[serde(default)]
+    pub dedup: Option<crate::pipeline::dedup::DedupConfig>,
     /// Per-tag rate limits and sampling of rules: `[limits.<tag>]`.
     #[serde(default)]
     pub limits: crate::pipeline::limits::LimitsConfig,
@@ -206,6 +209,9 @@ impl LoadedConfig {
             co.resolve_paths(&base);
         }
         c.pipeline.resolve_paths(&base);
+        if let Some(d) = &mut c.dedup {
+            d.resolve_paths(&base);
+        }
         self
     }
 }
@@ -266,6 +272,9 @@ impl PipelineConfig {
         crate::plugins::stages::check_all(&self.stages, self.dead_letter.is_some(), &mut out);
         self.pipeline.check(&mut Problems::new("pipeline", &mut out));
         self.limits.check(&mut Problems::new("limits", &mut out));
+        if let Some(d) = &self.dedup {
+            d.check(&mut Problems::new("dedup", &mut out));
+        }
         if let Some(c) = &self.coordination {
             c.check(&mut Problems::new("coordination", &mut out));
         }

@@ -16,6 +16,7 @@
 //! * Shutdown: the source stops and drops its sender; workers drain what is
 //!   queued and exit; the sink writes everything it received, flushes, returns.
 
+pub mod dedup;
 pub mod limits;
 pub mod worker;
 

@@ -86,6 +86,8 @@ pub struct WorkerContext {
     pub format: Format,
     /// Server-side rule ids → local rules (X v2 `matching_rules`).
     pub remote_rule_ids: Arc<RemoteRuleIds>,
+    /// `[dedup]`: posts seen before are dropped (counted).
+    pub dedup: Option<Arc<super::dedup::Dedup>>,
 }
 
 /// The stages of the pipeline, as one swappable set.
@@ -161,6 +163,12 @@ pub fn process_batch(
     for (raw, origin) in batch.iter() {
         match post::decode(ctx.format, raw) {
             Ok(Message::Post(post)) => {
+                if let Some(d) = &ctx.dedup
+                    && !d.first(post.source, &post.id)
+                {
+                    Metrics::add(&m.duplicates_dropped, 1);
+                    continue;
+                }
                 attribute(ctx, compiled, &post, scratch, &mut tally);
                 if staged {
                     items.push(Item::Post(PostItem {
