@@ -238,6 +238,8 @@ pub struct Metrics {
     /// Rule attributions removed by a rule's `rate_limit` / `sample`.
     pub rule_limited: AtomicU64,
     pub rule_sampled_out: AtomicU64,
+    /// `[dedup]` round trips to Redis that failed (the local check stood).
+    pub dedup_redis_errors: AtomicU64,
     pub envelope_errors: AtomicU64,
     pub control_dropped: AtomicU64,
     pub records_out: AtomicU64,
@@ -276,6 +278,7 @@ pub struct Snapshot {
     pub source_rules_unresolved: u64,
     pub rule_limited: u64,
     pub rule_sampled_out: u64,
+    pub dedup_redis_errors: u64,
     pub envelope_errors: u64,
     pub control_dropped: u64,
     pub records_out: u64,
@@ -320,6 +323,7 @@ impl Metrics {
             source_rules_unresolved: self.source_rules_unresolved.load(Relaxed),
             rule_limited: self.rule_limited.load(Relaxed),
             rule_sampled_out: self.rule_sampled_out.load(Relaxed),
+            dedup_redis_errors: self.dedup_redis_errors.load(Relaxed),
             envelope_errors: self.envelope_errors.load(Relaxed),
             control_dropped: self.control_dropped.load(Relaxed),
             records_out: self.records_out.load(Relaxed),

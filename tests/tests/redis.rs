@@ -557,3 +557,74 @@ fn redis_outages_never_stop_collection() {
     assert!(status.success(), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Issue 12, point 3: two collectors sharing `[dedup] redis` write each post
+/// once across both outputs; with Redis unreachable the local check goes
+/// on alone, counted.
+#[test]
+fn two_collectors_sharing_redis_dedup_write_each_post_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let posts: String = (0..3_000)
+        .map(|i| format!("{}\n", serde_json::json!({"id_str": format!("{}", 77_000 + i), "text": "coffee"})))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), posts).expect("write");
+    std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n").expect("write");
+    let collector = |n: u32, url: &str| {
+        let mut text = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"\nrate = 3000")
+            .id(n)
+            .sink(&format!("type = \"file\"\npath = \"out-{n}.jsonl\""))
+            .text();
+        text.push_str(&format!(
+            "\n[dedup]\nredis = {url:?}\nkey_prefix = \"test-dedup\"\nsnapshot = \"dedup-{n}.bin\"\n"
+        ));
+        let p = dir.path().join(format!("p{n}.toml"));
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let (p0, p1) = (collector(0, &redis.url()), collector(1, &redis.url()));
+    let run =
+        |p: std::path::PathBuf| std::thread::spawn(move || run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT));
+    let (a, b) = (run(p0), run(p1));
+    let (a, b) = (a.join().expect("a"), b.join().expect("b"));
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ids = |n: u32| -> Vec<String> {
+        json_lines(&std::fs::read(dir.path().join(format!("out-{n}.jsonl"))).unwrap_or_default())
+            .iter()
+            .map(|l| l["id_str"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (ids0, ids1) = (ids(0), ids(1));
+    let both: std::collections::HashSet<&String> = ids0.iter().chain(&ids1).collect();
+    assert_eq!(ids0.len() + ids1.len(), 3_000, "each post once across both: {} + {}", ids0.len(), ids1.len());
+    assert_eq!(both.len(), 3_000);
+    let dups = |o: &std::process::Output| -> u64 {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let line = err.lines().find(|l| l.contains("pipeline finished")).expect("summary").to_owned();
+        line.split("duplicates=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("n")
+    };
+    assert_eq!(dups(&a) + dups(&b), 3_000, "what one wrote, the other counted as a duplicate");
+    let mut c = redis.conn();
+    let keys: Vec<String> = c.keys("test-dedup:twitter-v1:*").expect("keys");
+    assert_eq!(keys.len(), 3_000);
+    let ttl: i64 = c.ttl(&keys[0]).expect("ttl");
+    assert!(ttl > 3_000 && ttl <= 3_600, "{ttl}");
+
+    // Redis gone: the local check alone, every failure counted, nothing lost.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let p2 = collector(2, &format!("redis://127.0.0.1:{closed}"));
+    let mut text = std::fs::read_to_string(&p2).expect("read");
+    text = text.replace("rate = 3000", "rate = 0");
+    std::fs::write(&p2, text).expect("write");
+    let o = run_host(&["--pipeline", p2.to_str().expect("utf8")], LIMIT);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(ids(2).len(), 3_000, "every post, once");
+    assert!(err.contains("deduplicating locally only") && !err.contains("dedup_redis_errors=0"), "{err}");
+}

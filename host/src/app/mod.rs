@@ -316,6 +316,7 @@ impl RunReport {
             unresolved_rules = m.source_rules_unresolved,
             rule_limited = m.rule_limited,
             rule_sampled_out = m.rule_sampled_out,
+            dedup_redis_errors = m.dedup_redis_errors,
             written = m.records_out,
             seconds = format!("{secs:.2}"),
             posts_per_sec = (m.posts as f64 / secs).round() as u64,

@@ -1,5 +1,5 @@
-//! `[dedup]`: drop a post seen before — across sources, reconnects and
-//! restarts (issue 12, point 3, without the shared Redis part).
+//! `[dedup]`: drop a post seen before — across sources, reconnects,
+//! restarts and, with `redis`, collectors (issue 12, point 3).
 //!
 //! A post is keyed by its network and id (`twitter-v1`/`x-v2`/`bluesky`/
 //! `mastodon` + id), hashed to 64 bits (XXH3; a collision among 10 million
@@ -9,6 +9,13 @@
 //! 30 s and when the run ends, and read back at start (expired ones
 //! skipped), so a restart does not let through what was already written.
 //! Duplicates are dropped before matching and counted (`duplicates`).
+//!
+//! With `redis`, every collector naming the same server and `key_prefix`
+//! shares the ids: after the local check, each batch's new ids are claimed
+//! in one pipelined round trip of `SET <prefix>:<network>:<id> 1 NX EX ttl`;
+//! an id another collector claimed first is a duplicate. While Redis cannot
+//! be reached the local check goes on alone (each failure counted as
+//! `dedup_redis_errors`; a new connection is tried at most every 5 s).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -34,6 +41,16 @@ pub struct DedupConfig {
     /// state directory, one file per collector type and id).
     #[serde(default)]
     pub snapshot: Option<PathBuf>,
+    /// Share the ids with every collector using this Redis server.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Key prefix of the shared ids.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_prefix() -> String {
+    "traptor-dedup".into()
 }
 
 fn default_ttl() -> u64 {
@@ -47,6 +64,14 @@ impl DedupConfig {
     pub fn check(&self, p: &mut Problems<'_>) {
         p.range("ttl_secs", self.ttl_secs, 1, 30 * 86_400);
         p.range("max_ids", self.max_ids as u64, 1, 200_000_000);
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            p.add("key_prefix", format!("{:?} must be non-empty, without spaces", self.key_prefix));
+        }
+        if let Some(u) = &self.redis
+            && !["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| u.starts_with(s))
+        {
+            p.add("redis", "expected a redis:// or rediss:// URL");
+        }
     }
 
     pub fn resolve_paths(&mut self, base: &BaseDir) {
@@ -115,6 +140,30 @@ pub struct Dedup {
     ttl: u32,
     max_per_shard: usize,
     snapshot: Option<PathBuf>,
+    shared: Option<Shared>,
+}
+
+/// The Redis side: a connection made on first use and again after a failure.
+struct Shared {
+    url: crate::redis_conn::RedisUrl,
+    prefix: String,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// No new connection attempt before this.
+    retry_at: Mutex<std::time::Instant>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("url", &self.url).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// Why the shared claim failed (the local answer stands).
+#[derive(Debug, thiserror::Error)]
+#[error("dedup in Redis at {url}: {message}")]
+pub struct SharedError {
+    url: String,
+    message: String,
 }
 
 fn now_secs() -> u32 {
@@ -133,7 +182,13 @@ impl Dedup {
     pub fn open(cfg: &DedupConfig, snapshot: Option<PathBuf>) -> Result<Dedup, DedupError> {
         let ttl = u32::try_from(cfg.ttl_secs).unwrap_or(u32::MAX);
         let max_per_shard = cfg.max_ids.div_ceil(SHARDS).max(1);
-        let d = Dedup { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), ttl, max_per_shard, snapshot };
+        let shared = cfg.redis.as_ref().map(|u| Shared {
+            url: crate::redis_conn::RedisUrl::new(u.clone()),
+            prefix: cfg.key_prefix.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            retry_at: Mutex::new(std::time::Instant::now()),
+        });
+        let d = Dedup { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), ttl, max_per_shard, snapshot, shared };
         if let Some(path) = &d.snapshot {
             d.load(path)?;
         }
@@ -190,6 +245,43 @@ impl Dedup {
         true
     }
 
+    /// Whether ids are shared through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Claim `ids` (network, id) for this collector in Redis, one round
+    /// trip: true where this collector is the first, false where another
+    /// one claimed it within the ttl. Call from a blocking thread.
+    pub fn claim(&self, ids: &[(&str, &str)]) -> Result<Vec<bool>, SharedError> {
+        let Some(s) = &self.shared else { return Ok(vec![true; ids.len()]) };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |message: String| SharedError { url: s.url.to_string(), message };
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| err(e.to_string()))?;
+        handle.block_on(async {
+            let mut guard = s.conn.lock().await;
+            if guard.is_none() {
+                {
+                    let mut at = s.retry_at.lock().map_err(|_| err("lock poisoned".into()))?;
+                    if std::time::Instant::now() < *at {
+                        return Err(err("not connected (retrying every 5 s)".into()));
+                    }
+                    *at = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                }
+                *guard = Some(crate::redis_conn::connect(&s.url, None).await.map_err(|e| err(e.to_string()))?);
+            }
+            let Some(conn) = guard.as_mut() else { return Err(err("not connected".into())) };
+            let mut pipe = redis::pipe();
+            for (network, id) in ids {
+                pipe.cmd("SET").arg(format!("{}:{network}:{id}", s.prefix)).arg(1).arg("NX").arg("EX").arg(self.ttl);
+            }
+            let replies: Vec<Option<String>> = pipe.query_async(conn).await.map_err(|e| err(e.to_string()))?;
+            Ok(replies.iter().map(Option::is_some).collect())
+        })
+    }
+
     /// Ids remembered now.
     pub fn len(&self) -> usize {
         self.shards.iter().filter_map(|s| s.lock().ok().map(|s| s.seen.len())).sum()
@@ -232,7 +324,7 @@ mod tests {
     use super::*;
 
     fn cfg(ttl: u64, max: usize) -> DedupConfig {
-        DedupConfig { ttl_secs: ttl, max_ids: max, snapshot: None }
+        DedupConfig { ttl_secs: ttl, max_ids: max, snapshot: None, redis: None, key_prefix: default_prefix() }
     }
 
     #[test]

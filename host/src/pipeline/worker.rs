@@ -160,14 +160,20 @@ pub fn process_batch(
     let staged = !set.stages.is_empty();
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut tally = Tally::default();
-    for (raw, origin) in batch.iter() {
+    // Shared dedup settles the whole batch in one Redis round trip first.
+    let shared = ctx.dedup.as_ref().filter(|d| d.is_shared()).map(|d| shared_duplicates(ctx, d, batch));
+    for (i, (raw, origin)) in batch.iter().enumerate() {
         match post::decode(ctx.format, raw) {
             Ok(Message::Post(post)) => {
-                if let Some(d) = &ctx.dedup
-                    && !d.first(post.source, &post.id)
-                {
-                    Metrics::add(&m.duplicates_dropped, 1);
-                    continue;
+                if let Some(d) = &ctx.dedup {
+                    let duplicate = match &shared {
+                        Some(dups) => dups.get(i).copied().unwrap_or(false),
+                        None => !d.first(post.source, &post.id),
+                    };
+                    if duplicate {
+                        Metrics::add(&m.duplicates_dropped, 1);
+                        continue;
+                    }
                 }
                 attribute(ctx, compiled, &post, scratch, &mut tally);
                 if staged {
@@ -213,6 +219,38 @@ pub fn process_batch(
     }
     wrap_items(ctx, compiled, &items, scratch, &mut out);
     Ok(out)
+}
+
+/// Which records of `batch` are duplicates: seen here before, or claimed
+/// by another collector in Redis. When Redis fails, the local answer stands
+/// (counted; logged the first times).
+fn shared_duplicates(ctx: &WorkerContext, d: &super::dedup::Dedup, batch: &RawBatch) -> Vec<bool> {
+    let mut dup = vec![false; batch.len()];
+    let mut new: Vec<(usize, &'static str, String)> = Vec::new();
+    for (i, (raw, _)) in batch.iter().enumerate() {
+        if let Ok(Message::Post(p)) = post::decode(ctx.format, raw) {
+            if d.first(p.source, &p.id) {
+                new.push((i, p.source, p.id.into_owned()));
+            } else {
+                dup[i] = true;
+            }
+        }
+    }
+    let ids: Vec<(&str, &str)> = new.iter().map(|(_, n, id)| (*n, id.as_str())).collect();
+    match d.claim(&ids) {
+        Ok(first) => {
+            for ((i, ..), first) in new.iter().zip(first) {
+                dup[*i] = !first;
+            }
+        }
+        Err(e) => {
+            let n = ctx.metrics.dedup_redis_errors.fetch_add(1, Relaxed);
+            if n < 3 || n.is_power_of_two() {
+                tracing::warn!(error = %e, failures = n + 1, "dedup: Redis failed; deduplicating locally only");
+            }
+        }
+    }
+    dup
 }
 
 /// Counts of one batch, published once at its end.
