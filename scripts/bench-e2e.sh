@@ -5,6 +5,8 @@
 # same corpus, in the same run). Usage:
 #
 #   scripts/bench-e2e.sh [POSTS (default 200000)] [WORKERS (default: cores)]
+#   DEDUP=local scripts/bench-e2e.sh    # with [dedup] (ids kept in the process)
+#   DEDUP=redis scripts/bench-e2e.sh    # with [dedup] shared through a redis-server started here
 #
 # The corpus is generated once per size and kept in target/bench/.
 set -euo pipefail
@@ -41,6 +43,20 @@ path = "out.jsonl"
 workers = $workers
 batch_size = 512
 TOML
+case "${DEDUP:-}" in
+  "") ;;
+  local|redis)
+    rm -f "$dir/dedup.bin"
+    printf '\n[dedup]\nsnapshot = "dedup.bin"\n' >> "$dir/bench.toml"
+    if [ "$DEDUP" = redis ]; then
+      rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+      trap 'redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true' EXIT
+      until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+      printf 'redis = "redis://127.0.0.1:%s"\n' "$rport" >> "$dir/bench.toml"
+    fi ;;
+  *) echo "DEDUP must be local or redis" >&2; exit 64 ;;
+esac
 echo "corpus: $corpus ($(du -m "$corpus" | cut -f1) MB, $posts posts), workers: $workers, $(nproc) cores" >&2
 sync # no writeback of earlier runs' output during a timed run
 floor=$(target/release/examples/floor "$corpus" "$dir/floor-out.jsonl")
