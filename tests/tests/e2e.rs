@@ -17,6 +17,21 @@ fn pipeline(dir: &Path, source: &str, rules: &Path, sink: &str) -> std::path::Pa
     PipelineFile::new(source).id(7).rules_file_polled(rules).sink(sink).write(dir)
 }
 
+/// Append a table (`[dedup]`, `[limits.x]` …) to a pipeline file.
+fn append_table(p: &Path, table: &str) {
+    let text = std::fs::read_to_string(p).expect("pipeline");
+    write(p, &format!("{text}\n{table}"));
+}
+
+/// Run a pipeline whose sink is `out` (removed first): its lines and the log.
+fn run_to_file(p: &Path, out: &Path) -> (Vec<serde_json::Value>, String) {
+    let _ = std::fs::remove_file(out);
+    let o = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    (json_lines(&std::fs::read(out).unwrap_or_default()), stderr)
+}
+
 fn compact(path: &Path) -> String {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
     v.to_string()
@@ -870,15 +885,9 @@ fn rule_rate_limits_and_samples_hold_and_samples_repeat() {
         &rules,
         "type = \"file\"\npath = \"out.jsonl\"",
     );
-    let mut text = std::fs::read_to_string(&p).expect("pipeline");
-    text.push_str("\n[limits.noisy]\nsample = 0.5\n");
-    write(&p, &text);
+    append_table(&p, "[limits.noisy]\nsample = 0.5\n");
     let run = || {
-        let _ = std::fs::remove_file(dir.path().join("out.jsonl"));
-        let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        let lines = json_lines(&std::fs::read(dir.path().join("out.jsonl")).expect("out"));
+        let (lines, stderr) = run_to_file(&p, &dir.path().join("out.jsonl"));
         assert_eq!(lines.len(), 5_000, "every post is written");
         let with = |rule: &str| -> Vec<String> {
             lines
@@ -916,15 +925,9 @@ fn dedup_drops_posts_seen_before_in_this_run_and_the_last() {
     write(&rules, "{\"rule_id\":\"c\",\"value\":\"coffee\"}\n");
     let p =
         pipeline(dir.path(), "type = \"replay\"\npath = \"in.jsonl\"", &rules, "type = \"file\"\npath = \"out.jsonl\"");
-    let mut text = std::fs::read_to_string(&p).expect("pipeline");
-    text.push_str("\n[dedup]\nttl_secs = 3600\nsnapshot = \"dedup.bin\"\n");
-    write(&p, &text);
+    append_table(&p, "[dedup]\nttl_secs = 3600\nsnapshot = \"dedup.bin\"\n");
     let run = || {
-        let _ = std::fs::remove_file(dir.path().join("out.jsonl"));
-        let out = run_host(&["--pipeline", p.to_str().expect("utf8")], LIMIT);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        let lines = json_lines(&std::fs::read(dir.path().join("out.jsonl")).unwrap_or_default());
+        let (lines, stderr) = run_to_file(&p, &dir.path().join("out.jsonl"));
         let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary").to_owned();
         (lines, summary, stderr)
     };
