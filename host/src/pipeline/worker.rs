@@ -160,14 +160,22 @@ pub fn process_batch(
     let staged = !set.stages.is_empty();
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut tally = Tally::default();
-    // Shared dedup settles the whole batch in one Redis round trip first.
-    let shared = ctx.dedup.as_ref().filter(|d| d.is_shared()).map(|d| shared_duplicates(ctx, d, batch));
+    // Shared dedup settles the whole batch in one Redis round trip first:
+    // every record is decoded up front (once) and taken from here below.
+    let mut decoded: Option<Vec<Option<Decoded<'_>>>> = None;
+    let mut shared_dups = Vec::new();
+    if let Some(d) = ctx.dedup.as_ref().filter(|d| d.is_shared()) {
+        let all: Vec<Option<Decoded<'_>>> = batch.iter().map(|(raw, _)| Some(post::decode(ctx.format, raw))).collect();
+        shared_dups = shared_duplicates(ctx, d, &all);
+        decoded = Some(all);
+    }
     for (i, (raw, origin)) in batch.iter().enumerate() {
-        match post::decode(ctx.format, raw) {
+        let message = decoded.as_mut().and_then(|all| all.get_mut(i)).and_then(Option::take);
+        match message.unwrap_or_else(|| post::decode(ctx.format, raw)) {
             Ok(Message::Post(post)) => {
                 if let Some(d) = &ctx.dedup {
-                    let duplicate = match &shared {
-                        Some(dups) => dups.get(i).copied().unwrap_or(false),
+                    let duplicate = match &decoded {
+                        Some(_) => shared_dups.get(i).copied().unwrap_or(false),
                         None => !d.first(post.source, &post.id),
                     };
                     if duplicate {
@@ -221,22 +229,25 @@ pub fn process_batch(
     Ok(out)
 }
 
-/// Which records of `batch` are duplicates: seen here before, or claimed
+/// A record as the decoders read it.
+type Decoded<'a> = Result<Message<'a>, post::DecodeError>;
+
+/// Which records of a batch are duplicates: seen here before, or claimed
 /// by another collector in Redis. When Redis fails, the local answer stands
 /// (counted; logged the first times).
-fn shared_duplicates(ctx: &WorkerContext, d: &super::dedup::Dedup, batch: &RawBatch) -> Vec<bool> {
-    let mut dup = vec![false; batch.len()];
-    let mut new: Vec<(usize, &'static str, String)> = Vec::new();
-    for (i, (raw, _)) in batch.iter().enumerate() {
-        if let Ok(Message::Post(p)) = post::decode(ctx.format, raw) {
+fn shared_duplicates(ctx: &WorkerContext, d: &super::dedup::Dedup, records: &[Option<Decoded<'_>>]) -> Vec<bool> {
+    let mut dup = vec![false; records.len()];
+    let mut new: Vec<(usize, &str, &str)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Some(Ok(Message::Post(p))) = r {
             if d.first(p.source, &p.id) {
-                new.push((i, p.source, p.id.into_owned()));
+                new.push((i, p.source, &p.id));
             } else {
                 dup[i] = true;
             }
         }
     }
-    let ids: Vec<(&str, &str)> = new.iter().map(|(_, n, id)| (*n, id.as_str())).collect();
+    let ids: Vec<(&str, &str)> = new.iter().map(|&(_, n, id)| (n, id)).collect();
     match d.claim(&ids) {
         Ok(first) => {
             for ((i, ..), first) in new.iter().zip(first) {
