@@ -235,7 +235,7 @@ impl Dedup {
         let k = key(network, id);
         let now = now_secs();
         let Ok(mut s) = self.shards[(k as usize) % SHARDS].lock() else { return true };
-        s.forget_old(now, self.ttl, self.max_per_shard);
+        // An expired entry reads as absent here; forgetting is done once, after inserting.
         if s.seen.get(&k).is_some_and(|&t| t.saturating_add(self.ttl) > now) {
             return false;
         }
