@@ -55,8 +55,11 @@ mod buffers {
 /// Records read by a source, in order.
 #[derive(Debug, Default, Clone)]
 pub struct RawBatch {
-    /// Position of this batch in the source's output (0, 1, 2 …).
+    /// Position of this batch in the source's output (0, 1, 2 …); the
+    /// buffer renumbers batches in the order it hands them to the workers.
     pub seq: u64,
+    /// Which of the pipeline's sources read it (index into its `[[sources]]`).
+    pub source: u16,
     data: Vec<u8>,
     ends: Vec<usize>,
     /// Where each record came from (the line number for files), for error reports.

@@ -32,6 +32,8 @@ pub struct Extra<'a> {
     pub enrichments: Option<&'a str>,
     /// `(stage, error)` for a dead letter.
     pub dead_letter: Option<(&'a str, &'a str)>,
+    /// The name of the source the post came from (`[[sources]]`).
+    pub source: Option<&'a str>,
 }
 
 /// Why a post could not be wrapped. The record is reported and skipped.
@@ -161,6 +163,9 @@ pub fn write_post(
     }
     if post.edited_at.is_some() {
         t.push_str(",\"edit\":true");
+    }
+    if let Some(source) = extra.source {
+        let _ = write!(t, ",\"source\":{}", serde_json::Value::from(source));
     }
     if matched.is_empty() {
         let _ = write!(
@@ -396,7 +401,11 @@ mod tests {
         let raw = b"{\n  \"id_str\": \"1\",\n  \"text\": \"a  b\"\n}\n";
         let Message::Post(p) = v1::decode(raw).expect("decode") else { panic!() };
         let mut out = Vec::new();
-        let extra = Extra { enrichments: Some(r#"{"s":{"k":1}}"#), dead_letter: Some(("s", "boom \"x\"")) };
+        let extra = Extra {
+            enrichments: Some(r#"{"s":{"k":1}}"#),
+            dead_letter: Some(("s", "boom \"x\"")),
+            source: Some("x-\"0\""),
+        };
         write_post(raw, &p, id(), &[0], &rj, extra, &mut out).expect("wrap");
         let s = String::from_utf8(out).expect("utf8");
         assert!(!s.contains('\n'));
@@ -409,6 +418,7 @@ mod tests {
         assert_eq!(r["appid"], "a");
         assert_eq!(v["traptor"]["enrichments"]["s"]["k"], 1);
         assert_eq!(v["traptor"]["dead_letter"]["error"], "boom \"x\"");
+        assert_eq!(v["traptor"]["source"], "x-\"0\"");
     }
 
     #[test]

@@ -260,6 +260,20 @@ pub struct Metrics {
     pub kafka_delivery: Histogram,
     /// Gauge: bytes held by the Kafka sink's spool.
     pub spool_bytes: AtomicU64,
+    /// Gauges of the buffer between sources and workers: records and bytes
+    /// on disk (queued, or with the workers and not yet written), read time
+    /// (µs since the epoch) of the oldest queued one (0: none).
+    pub buffer_records: AtomicU64,
+    pub buffer_bytes: AtomicU64,
+    pub buffer_oldest_us: AtomicU64,
+    /// Records the buffer put on disk and took back from it.
+    pub buffer_to_disk: AtomicU64,
+    pub buffer_from_disk: AtomicU64,
+    /// Records dropped by a full buffer, by policy.
+    pub buffer_dropped_oldest: AtomicU64,
+    pub buffer_dropped_newest: AtomicU64,
+    /// Times a full buffer (`block`) paused the sources.
+    pub buffer_blocked: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -288,6 +302,15 @@ pub struct Snapshot {
     pub changes_needing_restart: u64,
     pub worker_panics: u64,
     pub spool_backlog: u64,
+    pub buffer_records: u64,
+    pub buffer_bytes: u64,
+    /// How far behind the oldest buffered record is, in ms (0: none buffered).
+    pub buffer_behind_ms: u64,
+    pub buffer_to_disk: u64,
+    pub buffer_from_disk: u64,
+    pub buffer_dropped_oldest: u64,
+    pub buffer_dropped_newest: u64,
+    pub buffer_blocked: u64,
     /// End-to-end latency: the bucket bounds under which half and 99 % of
     /// the records lie (upper estimates), and the largest, in microseconds.
     pub latency_p50_us: u64,
@@ -333,6 +356,19 @@ impl Metrics {
             changes_needing_restart: self.changes_needing_restart.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
             spool_backlog: self.spool_backlog.load(Relaxed),
+            buffer_records: self.buffer_records.load(Relaxed),
+            buffer_bytes: self.buffer_bytes.load(Relaxed),
+            buffer_behind_ms: match self.buffer_oldest_us.load(Relaxed) {
+                0 => 0,
+                t => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| (d.as_micros() as u64).saturating_sub(t) / 1000),
+            },
+            buffer_to_disk: self.buffer_to_disk.load(Relaxed),
+            buffer_from_disk: self.buffer_from_disk.load(Relaxed),
+            buffer_dropped_oldest: self.buffer_dropped_oldest.load(Relaxed),
+            buffer_dropped_newest: self.buffer_dropped_newest.load(Relaxed),
+            buffer_blocked: self.buffer_blocked.load(Relaxed),
             latency_p50_us: self.end_to_end.quantile_us(0.5),
             latency_p99_us: self.end_to_end.quantile_us(0.99),
             latency_max_us: self.end_to_end.max_us.load(Relaxed),
@@ -364,6 +400,10 @@ pub async fn report_periodically(metrics: std::sync::Arc<Metrics>, period: Durat
             malformed = now.malformed,
             duplicates = now.duplicates_dropped,
             spool_backlog = now.spool_backlog,
+            buffered = now.buffer_records,
+            buffered_mib = format!("{:.1}", now.buffer_bytes as f64 / 1048576.0),
+            behind_secs = format!("{:.1}", now.buffer_behind_ms as f64 / 1e3),
+            buffer_dropped = now.buffer_dropped_oldest + now.buffer_dropped_newest,
             "throughput"
         );
         last = now;

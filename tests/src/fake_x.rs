@@ -95,6 +95,8 @@ pub struct FakeState {
     /// When set, only `Authorization: Bearer <this>` is accepted; any other
     /// answers 401 (a pool with one good key).
     pub accept_bearer: Option<String>,
+    /// When each session had handed its last line to the connection.
+    pub sessions_written: Vec<Instant>,
 }
 
 impl FakeState {
@@ -258,8 +260,14 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
             if tx.send(Ok(bytes::Bytes::from(frame(line)))).await.is_err() {
                 return;
             }
-            tokio::time::sleep(session.line_delay).await;
+            if !session.line_delay.is_zero() {
+                tokio::time::sleep(session.line_delay).await;
+            }
         }
+        // Written into the connection (what the body channel and the socket
+        // hold is on its way to the reader).
+        let _ = tx.reserve_many(tx.max_capacity()).await.map(drop);
+        state.lock().expect("state").sessions_written.push(Instant::now());
         match session.after {
             After::Close => {}
             After::Stall => {

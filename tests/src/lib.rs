@@ -50,6 +50,16 @@ pub fn traptor_host() -> PathBuf {
     .clone()
 }
 
+/// A state directory of its own for each collector a test starts (the
+/// buffer and dedup defaults live there), so tests running side by side
+/// never share one; a test that restarts a collector on the same state
+/// names its directories in the pipeline file (or passes `XDG_STATE_HOME`).
+pub fn fresh_state_dir() -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    repo_root().join("target/test-state").join(format!("{}-{n}", std::process::id()))
+}
+
 /// Path of an example plugin component (Rust, Python or JavaScript), building
 /// them all once per test binary with `scripts/build-plugins.sh` (idempotent,
 /// installs componentize-py / componentize-js outside the clone if missing).
@@ -86,6 +96,7 @@ pub fn run_host_with(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> O
     let mut child = Command::new(traptor_host())
         .args(args)
         .env("RUST_LOG", "info")
+        .env("XDG_STATE_HOME", fresh_state_dir())
         .env("TRAPTOR_CACHE_DIR", repo_root().join("target/test-plugin-cache"))
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
@@ -399,6 +410,7 @@ impl Host {
         let mut cmd = Command::new(traptor_host());
         cmd.args(args)
             .env("RUST_LOG", "info")
+            .env("XDG_STATE_HOME", fresh_state_dir())
             .env("TRAPTOR_CACHE_DIR", repo_root().join("target/test-plugin-cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

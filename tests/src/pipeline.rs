@@ -24,6 +24,9 @@ pub struct PipelineFile {
     dead_letter: Option<String>,
     tuning: Vec<String>,
     coordination: Option<String>,
+    stats_secs: u64,
+    /// Further tables, written last, each with its header.
+    tables: Vec<String>,
 }
 
 impl PipelineFile {
@@ -41,6 +44,8 @@ impl PipelineFile {
             dead_letter: None,
             tuning: Vec::new(),
             coordination: None,
+            stats_secs: 0,
+            tables: Vec::new(),
         }
     }
 
@@ -97,6 +102,18 @@ impl PipelineFile {
         self
     }
 
+    /// `[traptor] stats_interval_secs` (0, no throughput line, unless set).
+    pub fn stats_interval(mut self, secs: u64) -> Self {
+        self.stats_secs = secs;
+        self
+    }
+
+    /// One more table, header and body (`"[buffer]\ndir = \"b\""`), written last.
+    pub fn table(mut self, table: &str) -> Self {
+        self.tables.push(table.trim_end().to_owned());
+        self
+    }
+
     /// The `[coordination]` body.
     pub fn coordination(mut self, body: &str) -> Self {
         self.coordination = Some(body.trim_end().to_owned());
@@ -109,7 +126,7 @@ impl PipelineFile {
         if let Some(id) = self.id {
             t.push_str(&format!("id = {id}\n"));
         }
-        t.push_str("stats_interval_secs = 0\n");
+        t.push_str(&format!("stats_interval_secs = {}\n", self.stats_secs));
         for l in &self.traptor {
             t.push_str(l);
             t.push('\n');
@@ -131,6 +148,9 @@ impl PipelineFile {
         }
         if let Some(c) = &self.coordination {
             table("[coordination]", c);
+        }
+        for x in &self.tables {
+            t.push_str(&format!("\n{x}\n"));
         }
         t
     }

@@ -708,3 +708,246 @@ fn mastodon_statuses_replay_from_a_file() {
     assert_eq!(rule_ids(&lines[0]), ["kw"]);
     assert_eq!(rule_ids(&lines[2]), ["who"]);
 }
+
+// ---- The buffer between sources and workers; several sources ------------
+
+/// `n` stream messages: the recorded posts over and over, each with its own
+/// id (`first + i`), all matched by rule tag `r`.
+fn numbered_stream(first: u64, n: usize) -> Vec<String> {
+    let base = brexit_stream("r");
+    (0..n)
+        .map(|i| {
+            let mut v: serde_json::Value = serde_json::from_str(&base[i % base.len()]).expect("json");
+            v["data"]["id"] = serde_json::Value::from((first + i as u64).to_string());
+            v.to_string()
+        })
+        .collect()
+}
+
+fn post_ids(lines: &[serde_json::Value]) -> Vec<u64> {
+    lines.iter().filter_map(|v| v["data"]["id"].as_str()?.parse().ok()).collect()
+}
+
+/// A value of `key=` on the last log line containing `line` (e.g. the
+/// throughput line's `buffered=`).
+fn last_logged(log: &str, line: &str, key: &str) -> Option<u64> {
+    let l = log.lines().rev().find(|l| l.contains(line))?;
+    let at = l.find(&format!(" {key}="))? + key.len() + 2;
+    l[at..].trim_start_matches('"').split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// An X pipeline whose stage takes `busy_us` per post on one worker.
+fn slow_x_pipeline(dir: &Path, fake: &FakeX, busy_us: u32, buffer: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n")
+        .expect("rules");
+    let token = write_token(dir);
+    PipelineFile::new(&format!(
+        "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = {:?} }}\nbackoff_scale = 0.01",
+        fake.base,
+        token.display()
+    ))
+    .stage(&format!(
+        "name = \"slow\"\nplugin = {:?}\nconfig = {{ busy_us = {busy_us} }}",
+        traptor_tests::plugin_wasm("chaos").display()
+    ))
+    .tuning("workers = 1")
+    .tuning("batch_size = 100")
+    .tuning("channel_batches = 4")
+    .tuning("batch_timeout_ms = 20")
+    .stats_interval(1)
+    .table(&format!("[buffer]\n{buffer}"))
+    .write(dir)
+}
+
+/// How long the fake server took to write the session (from the stream's
+/// connection) and how long until `n` posts were out (same start).
+fn write_and_drain(fake: &FakeX, dir: &Path, n: usize) -> (Duration, Duration) {
+    let out = wait_for("every post out", Duration::from_secs(240), || {
+        Some(out_lines(dir)).filter(|v| v.len() >= n)
+    });
+    let done = std::time::Instant::now();
+    let (connected, written) = fake.with(|s| (s.stream_connects()[0].at, s.sessions_written.first().copied()));
+    let written = written.expect("the server wrote the session");
+    assert_eq!(out.len(), n);
+    (written - connected, done - connected)
+}
+
+/// Issue 12, buffer: a stream written as fast as the socket takes it while
+/// the stage costs 50 µs a post (one worker). With the buffer, the reader
+/// keeps up with the server, which finishes in well under half the time the
+/// pipeline needs; every post comes out once, in order. Without it (the
+/// control, so the test can fail), the server waits on the pipeline.
+#[test]
+fn a_slow_stage_never_slows_the_live_reader_with_the_buffer() {
+    const N: usize = 50_000;
+    let lines = numbered_stream(1_000_000, N);
+    let mut figures = Vec::new();
+    for enabled in [true, false] {
+        let fake = FakeX::start();
+        let mut s = Session::ok(lines.clone());
+        s.line_delay = Duration::ZERO;
+        fake.push_session(s);
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = slow_x_pipeline(dir.path(), &fake, 50, &format!("enabled = {enabled}\ndir = \"buffer\""));
+        let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+        let (server, pipeline) = write_and_drain(&fake, dir.path(), N);
+        let out = out_lines(dir.path());
+        assert_eq!(post_ids(&out), (1_000_000..1_000_000 + N as u64).collect::<Vec<_>>(), "once each, in order");
+        let (status, log) = host.stop();
+        assert!(status.success(), "{log}");
+        eprintln!("buffer {enabled}: server wrote {N} posts in {server:?}; the last was out after {pipeline:?}");
+        if enabled {
+            assert!(last_logged(&log, "pipeline finished", "buffer_to_disk").is_some_and(|n| n > 0), "{log}");
+        }
+        figures.push((server, pipeline));
+    }
+    let (with, without) = (figures[0], figures[1]);
+    assert!(with.0 * 2 < with.1, "with the buffer the server is not held back: {with:?}");
+    assert!(without.0 * 2 > without.1, "without it, it is (the control): {without:?}");
+}
+
+/// Issue 12, buffer: `kill -9` while the buffer holds 20,000 records; the
+/// restart delivers every one (the disk keeps them until the sink wrote
+/// them), with duplicates no more than were in flight.
+#[test]
+fn kill_9_with_20000_buffered_loses_nothing() {
+    const N: usize = 25_000;
+    let fake = FakeX::start();
+    let mut s = Session::ok(numbered_stream(5_000_000, N));
+    s.line_delay = Duration::ZERO;
+    fake.push_session(s);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = slow_x_pipeline(dir.path(), &fake, 300, "dir = \"buffer\"");
+    let arg = ["--pipeline", p.to_str().expect("utf8")];
+    let host = Host::spawn(&arg, &[]);
+    wait_for("20,000 records in the buffer, the rest written", LIMIT, || {
+        let buffered = last_logged(&host.log(), "throughput", "buffered")?;
+        let written = out_lines(dir.path()).len() as u64;
+        (buffered >= 20_000 && buffered + written >= N as u64).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = post_ids(&out_lines(dir.path()));
+    let _ = std::process::Command::new("kill").args(["-KILL", &host.pid().to_string()]).status();
+    drop(host);
+    let host = Host::spawn(&arg, &[]);
+    host.wait_log("buffer open", LIMIT);
+    let queued = last_logged(&host.log(), "buffer open", "queued").expect("queued");
+    assert!(queued >= 15_000, "the buffer came back: {queued}");
+    let all = wait_for("every post after the restart", Duration::from_secs(120), || {
+        let ids = post_ids(&out_lines(dir.path()));
+        let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        (distinct.len() >= N).then_some(ids)
+    });
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct, (5_000_000..5_000_000 + N as u64).collect(), "none lost");
+    // Duplicates: only what the sink had written but the buffer not yet
+    // removed at the kill (at most what is in flight: 4 channel batches,
+    // the worker's and the sink's, of 100).
+    let duplicates = all.len() - N;
+    assert!(duplicates <= 800, "{duplicates} duplicates");
+    assert!(before.len() < N - 15_000, "the kill came with the buffer full: {} written before", before.len());
+}
+
+/// Issue 12, buffer: a tiny `max_bytes` under each overflow policy: drops
+/// are counted exactly and nothing else is lost.
+#[test]
+fn overflow_policies_count_every_drop_and_lose_nothing_else() {
+    const N: usize = 4_000;
+    for policy in ["drop_oldest", "drop_newest", "block"] {
+        let fake = FakeX::start();
+        let mut s = Session::ok(numbered_stream(7_000_000, N));
+        s.line_delay = Duration::ZERO;
+        fake.push_session(s);
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = slow_x_pipeline(
+            dir.path(),
+            &fake,
+            500,
+            &format!("dir = \"buffer\"\nmax_bytes = 400000\noverflow = \"{policy}\""),
+        );
+        let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+        // Written by the server, and the buffer empty with nothing moving.
+        wait_for("the stream written and drained", Duration::from_secs(120), || {
+            fake.with(|s| s.sessions_written.first().copied())?;
+            let before = out_lines(dir.path()).len();
+            std::thread::sleep(Duration::from_millis(1500));
+            let log = host.log();
+            (last_logged(&log, "throughput", "buffered") == Some(0) && out_lines(dir.path()).len() == before)
+                .then_some(())
+        });
+        let (status, log) = host.stop();
+        assert!(status.success(), "{log}");
+        let ids = post_ids(&out_lines(dir.path()));
+        let oldest = last_logged(&log, "pipeline finished", "buffer_dropped_oldest").expect("counted");
+        let newest = last_logged(&log, "pipeline finished", "buffer_dropped_newest").expect("counted");
+        let mut sorted = ids.clone();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "{policy}: in order, once each");
+        assert_eq!(ids.len() as u64 + oldest + newest, N as u64, "{policy}: every post written or counted");
+        match policy {
+            "drop_oldest" => assert!(oldest > 0 && newest == 0, "{policy}: {oldest} {newest}"),
+            "drop_newest" => assert!(newest > 0 && oldest == 0, "{policy}: {oldest} {newest}"),
+            _ => assert_eq!((oldest, newest), (0, 0), "block drops nothing"),
+        }
+        if policy == "drop_oldest" {
+            assert_eq!(ids.last().copied(), Some(7_000_000 + N as u64 - 1), "the newest survive");
+        }
+    }
+}
+
+/// Issue 12, several sources: two fake X servers whose streams overlap by
+/// 30 % → every distinct post exactly once (with `[dedup]`), each naming
+/// its source in `traptor.source`, the duplicates counted.
+#[test]
+fn two_sources_merge_into_one_stream_each_post_once() {
+    let (a, b) = (FakeX::start(), FakeX::start());
+    // a: 0..10,000; b: 7,000..17,000 (3,000 of each stream are in both).
+    for (fake, first) in [(&a, 9_000_000u64), (&b, 9_007_000)] {
+        let mut s = Session::ok(numbered_stream(first, 10_000));
+        s.line_delay = Duration::ZERO;
+        fake.push_session(s);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n")
+        .expect("rules");
+    let token = write_token(dir.path());
+    let source = |name: &str, fake: &FakeX| {
+        format!(
+            "\n[[sources]]\nname = \"{name}\"\ntype = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = {:?} }}\nbackoff_scale = 0.01\n",
+            fake.base,
+            token.display()
+        )
+    };
+    let text = format!(
+        "[traptor]\ntype = \"track\"\nstats_interval_secs = 0\n{}{}\n[rules]\ntype = \"file\"\npath = \"rules.jsonl\"\n\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\n[buffer]\ndir = \"buffer\"\n\n[dedup]\nsnapshot = \"dedup.bin\"\n",
+        source("x-a", &a),
+        source("x-b", &b)
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, text).expect("write");
+    let v = traptor_tests::run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let said = traptor_tests::all_output(&v);
+    assert!(v.status.success() && said.contains("sources[0]") && said.contains("sources[1]"), "{said}");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = wait_for("17,000 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 17_000));
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let out_again = out_lines(dir.path());
+    assert_eq!(out_again.len(), 17_000, "no duplicate got through");
+    let ids: std::collections::BTreeSet<u64> = post_ids(&out).into_iter().collect();
+    assert_eq!(ids, (9_000_000..9_017_000).collect(), "every distinct post");
+    for v in &out {
+        let id: u64 = v["data"]["id"].as_str().and_then(|s| s.parse().ok()).expect("id");
+        let source = v["traptor"]["source"].as_str().expect("traptor.source");
+        match id - 9_000_000 {
+            0..7_000 => assert_eq!(source, "x-a"),
+            10_000.. => assert_eq!(source, "x-b"),
+            _ => assert!(source == "x-a" || source == "x-b"),
+        }
+        assert_eq!(rule_ids(v), vec!["r"]);
+    }
+    assert_eq!(last_logged(&log, "pipeline finished", "duplicates"), Some(3_000), "{log}");
+}

@@ -134,6 +134,32 @@ impl Collector for TraptorCollector {
         )?;
         let spool_bytes = s.metrics.spool_bytes.load(Relaxed);
         family(&mut e, "traptor_spool_bytes", "Bytes held by the Kafka spool", gauge, &[(vec![], spool_bytes)])?;
+        family(&mut e, "traptor_buffer_records", "Records waiting in the buffer's disk queue", gauge, &[(vec![], m.buffer_records)])?;
+        family(&mut e, "traptor_buffer_bytes", "Bytes waiting in the buffer's disk queue", gauge, &[(vec![], m.buffer_bytes)])?;
+        family(
+            &mut e,
+            "traptor_buffer_behind_seconds",
+            "Age of the oldest record in the buffer's disk queue (how far behind real time)",
+            gauge,
+            &[(vec![], m.buffer_behind_ms / 1000)],
+        )?;
+        family(
+            &mut e,
+            "traptor_buffer_moved_records",
+            "Records the buffer put on disk and took back",
+            counter,
+            &[(vec![("direction", "to_disk")], m.buffer_to_disk), (vec![("direction", "from_disk")], m.buffer_from_disk)],
+        )?;
+        family(
+            &mut e,
+            "traptor_buffer_dropped_records",
+            "Records a full buffer dropped, by overflow policy",
+            counter,
+            &[
+                (vec![("policy", "drop_oldest")], m.buffer_dropped_oldest),
+                (vec![("policy", "drop_newest")], m.buffer_dropped_newest),
+            ],
+        )?;
         histogram(
             &mut e,
             "traptor_kafka_delivery_duration_seconds",

@@ -112,6 +112,9 @@ pub enum AppError {
     /// The dedup snapshot cannot be read (or is not one).
     #[error(transparent)]
     Dedup(#[from] crate::pipeline::dedup::DedupError),
+    /// The buffer between sources and workers cannot be opened or written.
+    #[error(transparent)]
+    Buffer(#[from] crate::pipeline::buffer::BufferError),
 }
 
 impl AppError {
@@ -129,7 +132,9 @@ impl AppError {
             AppError::Source(e) if e.is_user_error() => ErrorKind::Config,
             AppError::Source(SourceError::Task(_)) | AppError::Sink(SinkError::Task(_)) => ErrorKind::Internal,
             AppError::Sink(e) if e.is_user_error() => ErrorKind::Config,
-            AppError::Source(_) | AppError::Sink(_) | AppError::Admin(_) => ErrorKind::Runtime,
+            AppError::Buffer(e) if e.is_user_error() => ErrorKind::Config,
+            AppError::Buffer(crate::pipeline::buffer::BufferError::Task(_)) => ErrorKind::Internal,
+            AppError::Source(_) | AppError::Sink(_) | AppError::Admin(_) | AppError::Buffer(_) => ErrorKind::Runtime,
         }
     }
 
@@ -317,6 +322,10 @@ impl RunReport {
             rule_limited = m.rule_limited,
             rule_sampled_out = m.rule_sampled_out,
             dedup_redis_errors = m.dedup_redis_errors,
+            buffer_to_disk = m.buffer_to_disk,
+            buffer_dropped_oldest = m.buffer_dropped_oldest,
+            buffer_dropped_newest = m.buffer_dropped_newest,
+            buffered = m.buffer_records,
             written = m.records_out,
             seconds = format!("{secs:.2}"),
             posts_per_sec = (m.posts as f64 / secs).round() as u64,

@@ -13,8 +13,9 @@ use super::{AppError, RunReport};
 use crate::config::LoadedConfig;
 use crate::coordination::stats::RuleHits;
 use crate::envelope::Identity;
+use crate::pipeline::buffer::{BufferConfig, BufferError, DiskQueue, Merge};
 use crate::pipeline::dedup::{Dedup, DedupError};
-use crate::pipeline::{Fatal, PipelineTuning, StageSet, WorkerContext, spawn_workers};
+use crate::pipeline::{Fatal, PipelineTuning, SourceInfo, StageSet, WorkerContext, spawn_workers};
 use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
 use crate::rules::RemoteRuleIds;
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
@@ -32,17 +33,33 @@ pub(super) fn batching(tuning: &PipelineTuning) -> Batching {
 #[derive(Debug)]
 pub struct TopologyParts {
     pub identity: Identity,
-    pub source: Result<Source, SourceError>,
+    /// Each source: the section it is configured in, its name for
+    /// `traptor.source` (`[[sources]]` only), and the source or why not.
+    pub sources: Vec<PartSource>,
     pub sink: Result<Sink, SinkError>,
     pub dead_letter: Option<Result<Sink, SinkError>>,
     pub stages: Result<Vec<Arc<Stage>>, Vec<StageLoadError>>,
     pub dedup: Result<Option<Arc<Dedup>>, DedupError>,
+    /// The buffer's directory and settings when it is on (opened, and
+    /// locked, by [`TopologyParts::into_topology`], not by `validate`).
+    pub buffer: Result<Option<(std::path::PathBuf, BufferConfig)>, BufferError>,
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
-    confirmed: Arc<AtomicU64>,
     remote_rule_ids: Arc<RemoteRuleIds>,
     source_live: bool,
+}
+
+/// One source of the pipeline, as built.
+#[derive(Debug)]
+pub struct PartSource {
+    /// `source` or `sources[i]`.
+    pub section: String,
+    /// `traptor.source` (`[[sources]]` only).
+    pub tag: Option<String>,
+    pub source: Result<Source, SourceError>,
+    /// The checkpoint the buffer confirms to it once the sink has written.
+    confirmed: Arc<AtomicU64>,
 }
 
 impl TopologyParts {
@@ -51,7 +68,27 @@ impl TopologyParts {
     pub fn build(cfg: &LoadedConfig, cx: &SourceContext, test_mode: bool) -> TopologyParts {
         let c = &cfg.config;
         let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
-        let source = Source::build(&c.source, cx).and_then(|s| s.check().map(|()| s));
+        let sources = c
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                // The first source keeps the run's context (the admin
+                // endpoint reads its connection); the others get their own
+                // checkpoint and connection counters.
+                let cx = if i == 0 {
+                    cx.clone()
+                } else {
+                    SourceContext { confirmed: Arc::default(), connection_stats: Arc::default(), ..cx.clone() }
+                };
+                PartSource {
+                    section: if s.listed { format!("sources[{i}]") } else { "source".into() },
+                    tag: s.listed.then(|| s.label().to_owned()),
+                    source: Source::build(&s.source, &cx).and_then(|s| s.check().map(|()| s)),
+                    confirmed: cx.confirmed.clone(),
+                }
+            })
+            .collect();
         let sink = if test_mode { StdoutConfig::default().build(identity) } else { Sink::build(&c.sink, identity) };
         let sink = sink.and_then(|s| s.check().map(|()| s));
         let dead_letter =
@@ -62,9 +99,16 @@ impl TopologyParts {
             .as_ref()
             .map(|d| Dedup::open(d, d.snapshot_path(identity.traptor_type.as_str(), identity.traptor_id)).map(Arc::new))
             .transpose();
+        let buffer = c
+            .buffer()
+            .map(|b| {
+                b.dir_for(identity.traptor_type.as_str(), identity.traptor_id).map(|d| (d, b)).ok_or(BufferError::NoDir)
+            })
+            .transpose();
         TopologyParts {
             identity,
-            source,
+            sources,
+            buffer,
             sink,
             dead_letter,
             stages,
@@ -72,25 +116,49 @@ impl TopologyParts {
             tuning: c.pipeline.clone(),
             forward_control: c.traptor.forward_control,
             stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
-            confirmed: cx.confirmed.clone(),
             remote_rule_ids: cx.remote_rule_ids.clone(),
-            source_live: c.source.component().live(),
+            source_live: c.any_live_source(),
         }
     }
 
     /// A topology if every part was built, else every error.
     pub fn into_topology(self) -> Result<Topology, Vec<AppError>> {
         let mut errors = Vec::new();
-        let source = self.source.map_err(|e| errors.push(e.into())).ok();
+        let mut sources = Vec::new();
+        for s in self.sources {
+            match s.source {
+                Ok(source) => sources.push((source, s.tag, s.confirmed)),
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        let queue = match self.buffer {
+            Ok(Some((dir, cfg))) => match DiskQueue::open(&dir, &cfg) {
+                Ok(q) => {
+                    let (records, bytes) = q.queued();
+                    tracing::info!(dir = %dir.display(), overflow = cfg.overflow.as_str(), max_bytes = cfg.max_bytes, queued = records, queued_bytes = bytes, "buffer open");
+                    Some(q)
+                }
+                Err(e) => {
+                    errors.push(e.into());
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                errors.push(e.into());
+                None
+            }
+        };
         let stages = self.stages.map_err(|e| errors.push(AppError::Plugins(e))).ok();
         let sink = self.sink.map_err(|e| errors.push(e.into())).ok();
         let dead_letter = self.dead_letter.transpose().map_err(|e| errors.push(e.into())).ok();
         let dedup = self.dedup.map_err(|e| errors.push(e.into())).ok();
-        match (source, stages, sink, dead_letter, dedup) {
-            (Some(source), Some(stages), Some(sink), Some(dead_letter), Some(dedup)) if errors.is_empty() => {
+        match (stages, sink, dead_letter, dedup) {
+            (Some(stages), Some(sink), Some(dead_letter), Some(dedup)) if errors.is_empty() => {
                 Ok(Topology {
                     identity: self.identity,
-                    source,
+                    sources,
+                    queue,
                     sink,
                     dead_letter,
                     stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
@@ -98,7 +166,6 @@ impl TopologyParts {
                     tuning: self.tuning,
                     forward_control: self.forward_control,
                     stats_interval: self.stats_interval,
-                    confirmed: self.confirmed,
                     remote_rule_ids: self.remote_rule_ids,
                     source_live: self.source_live,
                 })
@@ -112,7 +179,11 @@ impl TopologyParts {
 #[derive(Debug)]
 pub struct Topology {
     pub identity: Identity,
-    source: Source,
+    /// Each source, its `traptor.source` name, and the checkpoint the
+    /// buffer confirms to it.
+    sources: Vec<(Source, Option<String>, Arc<AtomicU64>)>,
+    /// The buffer's disk queue, when it is on.
+    queue: Option<DiskQueue>,
     sink: Sink,
     dead_letter: Option<Sink>,
     /// Replaced as a whole when SIGHUP finds only `[[stages]]` changed.
@@ -121,9 +192,6 @@ pub struct Topology {
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
-    /// The checkpoint the sink confirms and the source reads (the same as
-    /// the source context's).
-    confirmed: Arc<AtomicU64>,
     /// What the source learnt of server-side rule ids (the same as the source
     /// context's).
     remote_rule_ids: Arc<RemoteRuleIds>,
@@ -135,6 +203,7 @@ pub struct Topology {
 #[derive(Debug)]
 pub struct Outcome {
     source: Result<SourceSummary, SourceError>,
+    buffer: Result<(), BufferError>,
     sink: Result<SinkSummary, SinkError>,
     /// A task that panicked, if any.
     internal: Option<String>,
@@ -163,7 +232,7 @@ impl Topology {
             compiled: rules.compiled.clone(),
             health: cx.health.clone(),
             connection: cx.connection_stats.clone(),
-            source: self.source.name(),
+            source: self.source_names(),
             source_live: self.source_live,
             sink: self.sink.name(),
             redis: cx.redis.clone(),
@@ -171,6 +240,11 @@ impl Topology {
             started: Instant::now(),
             history: std::sync::Mutex::default(),
         }
+    }
+
+    /// The sources' names, for logs and the admin endpoint.
+    fn source_names(&self) -> String {
+        self.sources.iter().map(|(s, tag, _)| tag.clone().unwrap_or_else(|| s.name())).collect::<Vec<_>>().join(", ")
     }
 
     /// The stage set, for SIGHUP to replace.
@@ -190,30 +264,53 @@ impl Topology {
     ) -> Outcome {
         let fatal = Arc::new(Fatal::new(shutdown.clone()));
         let workers = self.tuning.workers();
-        tracing::info!(source = %self.source.name(), sink = %self.sink.name(), workers, "pipeline starting");
+        let names = self.source_names();
+        tracing::info!(source = %names, sink = %self.sink.name(), workers, buffer = self.queue.is_some(), "pipeline starting");
         let started = Instant::now();
-        let (raw_tx, raw_rx) = async_channel::bounded(self.tuning.channel_batches);
-        let (out_tx, out_rx) = async_channel::bounded(self.tuning.channel_batches);
+        let n = self.tuning.channel_batches;
+        let (merged_tx, merged_rx) = async_channel::bounded(n);
+        let (raw_tx, raw_rx) = async_channel::bounded(n);
+        let (out_tx, out_rx) = async_channel::bounded(n);
+        let infos: Arc<[SourceInfo]> = self
+            .sources
+            .iter()
+            .map(|(s, tag, _)| SourceInfo { name: s.name().into(), format: s.format(), tag: tag.as_deref().map(Arc::from) })
+            .collect();
+        let first = infos.first().cloned();
         let ctx = WorkerContext {
             identity: self.identity,
             forward_control: self.forward_control,
             metrics: metrics.clone(),
-            source_name: self.source.name().into(),
+            source_name: first.as_ref().map_or_else(|| names.as_str().into(), |f| f.name.clone()),
             stages: self.stages.clone(),
             fatal: fatal.clone(),
             rule_hits,
-            format: self.source.format(),
+            format: first.as_ref().map_or(crate::post::Format::TwitterV1, |f| f.format),
             remote_rule_ids: self.remote_rule_ids.clone(),
             dedup: self.dedup.clone(),
+            source_tag: first.and_then(|f| f.tag),
+            sources: infos,
         };
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
         let snapshots = self.dedup.clone().map(|d| tokio::spawn(save_every(d, DEDUP_SAVE_EVERY)));
         drop((raw_rx, out_tx));
         let reporter =
             tokio::spawn(telemetry::report_periodically(metrics.clone(), self.stats_interval, shutdown.child_token()));
+        let written = Arc::new(AtomicU64::new(0));
         let sink_task =
-            tokio::spawn(self.sink.run(out_rx, metrics.clone(), self.dead_letter, self.confirmed, shutdown.clone()));
-        let source = self.source.run(raw_tx, shutdown.clone()).await;
+            tokio::spawn(self.sink.run(out_rx, metrics.clone(), self.dead_letter, written.clone(), shutdown.clone()));
+        let merge = Merge {
+            input: merged_rx,
+            output: raw_tx,
+            queue: self.queue,
+            written,
+            checkpoints: self.sources.iter().map(|(_, _, c)| c.clone()).collect(),
+            metrics: metrics.clone(),
+            batch_size: self.tuning.batch_size,
+        };
+        let merge_task = tokio::spawn(merge.run(shutdown.clone()));
+        let source = run_sources(self.sources, merged_tx, &shutdown).await;
+        let settle = merge_task.await.unwrap_or_else(|e| Err(BufferError::Task(e.to_string())));
         let mut internal = None;
         for h in handles {
             if let Err(e) = h.await {
@@ -221,6 +318,7 @@ impl Topology {
             }
         }
         let sink = sink_task.await.unwrap_or_else(|e| Err(SinkError::Task(e.to_string())));
+        let buffer = settle.and_then(|s| s.finish());
         reporter.abort();
         if let Some(t) = snapshots {
             t.abort();
@@ -229,8 +327,57 @@ impl Topology {
             save_dedup(d).await;
         }
         let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
-        Outcome { source, sink, internal, fatal: fatal.error(), stages, started }
+        Outcome { source, buffer, sink, internal, fatal: fatal.error(), stages, started }
     }
+}
+
+/// Run every source into `merged` (one source directly; several each
+/// through a channel of its own that stamps its index on its batches).
+/// Returns their summed counts, or the first error.
+async fn run_sources(
+    sources: Vec<(Source, Option<String>, Arc<AtomicU64>)>,
+    merged: async_channel::Sender<crate::batch::RawBatch>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<SourceSummary, SourceError> {
+    if sources.len() == 1 {
+        let Some((source, _, _)) = sources.into_iter().next() else { return Ok(SourceSummary::default()) };
+        return source.run(merged, shutdown.clone()).await;
+    }
+    let mut tasks = Vec::new();
+    for (i, (source, _, _)) in sources.into_iter().enumerate() {
+        let (tx, rx) = async_channel::bounded::<crate::batch::RawBatch>(2);
+        let merged = merged.clone();
+        let index = i as u16;
+        let forward = tokio::spawn(async move {
+            while let Ok(mut b) = rx.recv().await {
+                b.source = index;
+                if merged.send(b).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let name = source.name();
+        let run = tokio::spawn(source.run(tx, shutdown.clone()));
+        tasks.push((name, run, forward));
+    }
+    drop(merged);
+    let mut total = SourceSummary::default();
+    let mut first_error = None;
+    for (name, run, forward) in tasks {
+        let r = run.await.unwrap_or_else(|e| Err(SourceError::Task(e.to_string())));
+        let _ = forward.await;
+        match r {
+            Ok(s) => {
+                total.records += s.records;
+                total.bytes += s.bytes;
+            }
+            Err(e) => {
+                tracing::error!(source = %name, error = %e, "source failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(total), Err)
 }
 
 /// How often the dedup ids are written while the pipeline runs.
@@ -272,6 +419,7 @@ impl Outcome {
             .map(AppError::Internal)
             .or(self.fatal.map(AppError::StageFailed))
             .or(sink_error)
+            .or(self.buffer.err().map(AppError::from))
             .or(source_error);
         let report = RunReport {
             metrics: metrics.snapshot(),

@@ -100,9 +100,22 @@ async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
 
 /// A note for each part that was built, an error naming each that was not.
 fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
-    match &parts.source {
-        Ok(s) => v.notes.push(format!("source: {}", s.name())),
-        Err(e) if e.is_user_error() => v.errors.push(format!("source: {e}")),
+    for p in &parts.sources {
+        let named = p.tag.as_ref().map(|t| format!(" (traptor.source {t:?})")).unwrap_or_default();
+        match &p.source {
+            Ok(s) => v.notes.push(format!("{}: {}{named}", p.section, s.name())),
+            Err(e) if e.is_user_error() => v.errors.push(format!("{}: {e}", p.section)),
+            Err(e) => v.errors.push(format!("{}: {e}", p.section)),
+        }
+    }
+    match &parts.buffer {
+        Ok(Some((dir, b))) => v.notes.push(format!(
+            "buffer: {} (up to {} bytes on disk, then {})",
+            dir.display(),
+            b.max_bytes,
+            b.overflow.as_str()
+        )),
+        Ok(None) => {}
         Err(e) => v.errors.push(e.to_string()),
     }
     match &parts.sink {

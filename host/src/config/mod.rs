@@ -42,8 +42,15 @@ pub const EXIT_CONFIG: i32 = 78;
 pub struct PipelineConfig {
     /// Who this collector is.
     pub traptor: TraptorConfig,
-    /// Where posts come from.
-    pub source: SourceConfig,
+    /// Where posts come from: `[source]`, the one-source form. Moved into
+    /// `sources` when the file is parsed.
+    #[serde(default, rename = "source")]
+    single_source: Option<SourceConfig>,
+    /// Where posts come from: `[[sources]]`, several merged into one stream
+    /// (each post's `traptor.source` names its source). After parsing, also
+    /// holds the `[source]` of the one-source form (with no name).
+    #[serde(default)]
+    pub sources: Vec<NamedSource>,
     /// Where rules come from.
     pub rules: RulesConfig,
     /// WebAssembly stages, run in order between matching and the sink.
@@ -66,12 +73,36 @@ pub struct PipelineConfig {
     /// The admin listener: `/metrics`, `/health`, `/ready` (off unless set).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// The on-disk queue between the sources and the workers.
+    #[serde(default)]
+    pub buffer: Option<crate::pipeline::buffer::BufferConfig>,
     /// Drop posts seen before, across sources and restarts.
     #[serde(default)]
     pub dedup: Option<crate::pipeline::dedup::DedupConfig>,
     /// Per-tag rate limits and sampling of rules: `[limits.<tag>]`.
     #[serde(default)]
     pub limits: crate::pipeline::limits::LimitsConfig,
+}
+
+/// One source of a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamedSource {
+    /// `[[sources]] name`: written to each post's `traptor.source` (default:
+    /// the source's type). `None` for the one-source form `[source]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub source: SourceConfig,
+    /// Given as `[[sources]]` (else `[source]`).
+    #[serde(skip)]
+    pub listed: bool,
+}
+
+impl NamedSource {
+    /// The name posts carry in `traptor.source`: the given one, else the type.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.source.type_name())
+    }
 }
 
 /// `[traptor]`: the collector's identity, as the original's `TRAPTOR_TYPE`/`TRAPTOR_ID`.
@@ -171,7 +202,9 @@ impl LoadedConfig {
         let mut add = |section: &str, list: Vec<(&'static str, &Path)>| {
             files.extend(list.into_iter().map(|(k, p)| (format!("{section}.{k}"), same_file_key(p))));
         };
-        add("source", c.source.component().files());
+        for (section, s) in c.source_sections() {
+            add(&section, s.source.component().files());
+        }
         add("rules", c.rules.component().files());
         add("sink", c.sink.component().files());
         if let Some(d) = &c.dead_letter {
@@ -197,7 +230,9 @@ impl LoadedConfig {
     fn resolved(mut self) -> LoadedConfig {
         let base = BaseDir::new(self.base_dir());
         let c = &mut self.config;
-        c.source.component_mut().resolve_paths(&base);
+        for s in &mut c.sources {
+            s.source.component_mut().resolve_paths(&base);
+        }
         c.rules.component_mut().resolve_paths(&base);
         for sink in std::iter::once(&mut c.sink).chain(c.dead_letter.as_mut()) {
             sink.component_mut().resolve_paths(&base);
@@ -211,6 +246,9 @@ impl LoadedConfig {
         c.pipeline.resolve_paths(&base);
         if let Some(d) = &mut c.dedup {
             d.resolve_paths(&base);
+        }
+        if let Some(b) = &mut c.buffer {
+            b.resolve_paths(&base);
         }
         self
     }
@@ -245,7 +283,34 @@ fn same_file_key(p: &Path) -> PathBuf {
 impl PipelineConfig {
     /// Parse TOML text. The message names the line, column and key at fault.
     pub fn parse(text: &str) -> Result<PipelineConfig, String> {
-        toml::from_str(text).map_err(|e| render_toml_error(text, &e))
+        let mut c: PipelineConfig = toml::from_str(text).map_err(|e| render_toml_error(text, &e))?;
+        for s in &mut c.sources {
+            s.listed = true;
+        }
+        match (c.single_source.take(), c.sources.is_empty()) {
+            (Some(_), false) => return Err("give either [source] (one source) or [[sources]] (several), not both".into()),
+            (None, true) => return Err("missing [source] (or [[sources]]): where posts come from".into()),
+            (Some(source), true) => c.sources.push(NamedSource { name: None, source, listed: false }),
+            (None, false) => {}
+        }
+        Ok(c)
+    }
+
+    /// Each source with the section its keys are reported under
+    /// (`source`, or `sources[i]`).
+    pub fn source_sections(&self) -> impl Iterator<Item = (String, &NamedSource)> {
+        self.sources.iter().enumerate().map(|(i, s)| (if s.listed { format!("sources[{i}]") } else { "source".into() }, s))
+    }
+
+    /// A source holds a live connection (the buffer is on by default).
+    pub fn any_live_source(&self) -> bool {
+        self.sources.iter().any(|s| s.source.component().live())
+    }
+
+    /// The buffer settings in effect (`[buffer]`, or the defaults), if it is on.
+    pub fn buffer(&self) -> Option<crate::pipeline::buffer::BufferConfig> {
+        let b = self.buffer.clone().unwrap_or_default();
+        b.is_on(self.any_live_source()).then_some(b)
     }
 
     /// Pure checks of values that parse but make no sense, each component
@@ -253,7 +318,26 @@ impl PipelineConfig {
     pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         Problems::new("traptor", &mut out).range("stats_interval_secs", self.traptor.stats_interval_secs, 0, 86_400);
-        self.source.component().check(&mut Problems::new("source", &mut out));
+        let mut names: Vec<(&str, String)> = Vec::new();
+        for (section, s) in self.source_sections() {
+            let mut p = Problems::new(&section, &mut out);
+            s.source.component().check(&mut p);
+            if let Some(n) = &s.name
+                && (n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                p.add("name", "a source name is 1 to 64 letters, digits, `-`, `_` or `.`");
+            }
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == s.label()) {
+                p.add("name", &format!("{:?} also names {first}; give each source its own name", s.label()));
+            }
+            names.push((s.label(), section.clone()));
+        }
+        if self.sources.len() > usize::from(u16::MAX) {
+            Problems::new("sources", &mut out).add("", "at most 65535 sources");
+        }
+        if let Some(b) = &self.buffer {
+            b.check(&mut Problems::new("buffer", &mut out));
+        }
         self.rules.component().check(&mut Problems::new("rules", &mut out));
         self.sink.component().check(&mut Problems::new("sink", &mut out));
         if let Some(d) = &self.dead_letter {

@@ -16,6 +16,7 @@
 //! * Shutdown: the source stops and drops its sender; workers drain what is
 //!   queued and exit; the sink writes everything it received, flushes, returns.
 
+pub mod buffer;
 pub mod dedup;
 pub mod limits;
 pub mod worker;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use worker::{
-    Compiled, Fatal, FatalStageError, StageSet, WorkerContext, WorkerScratch, process_batch, spawn_workers,
+    Compiled, Fatal, FatalStageError, SourceInfo, StageSet, WorkerContext, WorkerScratch, process_batch, spawn_workers,
 };
 
 use crate::component::{BaseDir, Problems};

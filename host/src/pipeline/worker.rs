@@ -88,6 +88,35 @@ pub struct WorkerContext {
     pub remote_rule_ids: Arc<RemoteRuleIds>,
     /// `[dedup]`: posts seen before are dropped (counted).
     pub dedup: Option<Arc<super::dedup::Dedup>>,
+    /// Written to each post's `traptor.source` (`[[sources]]` only).
+    pub source_tag: Option<Arc<str>>,
+    /// Every source of the pipeline, by the index a batch carries: the
+    /// fields above (`source_name`, `format`, `source_tag`) are taken from
+    /// here for each batch when there are several.
+    pub sources: Arc<[SourceInfo]>,
+}
+
+/// What the workers know of one source.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub name: Arc<str>,
+    pub format: Format,
+    pub tag: Option<Arc<str>>,
+}
+
+impl WorkerContext {
+    /// The context for a batch of source `i` (itself when there is one source).
+    fn for_source(&self, i: u16) -> std::borrow::Cow<'_, WorkerContext> {
+        match self.sources.get(usize::from(i)) {
+            Some(s) if self.sources.len() > 1 => std::borrow::Cow::Owned(WorkerContext {
+                source_name: s.name.clone(),
+                format: s.format,
+                source_tag: s.tag.clone(),
+                ..self.clone()
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
 }
 
 /// The stages of the pipeline, as one swappable set.
@@ -150,6 +179,7 @@ pub fn process_batch(
     batch: &RawBatch,
     scratch: &mut WorkerScratch,
 ) -> Result<OutBatch, FatalStageError> {
+    let ctx = &*ctx.for_source(batch.source);
     let m = &ctx.metrics;
     let mut out = OutBatch::with_seq(batch.seq);
     out.checkpoint = batch.checkpoint;
@@ -428,12 +458,12 @@ fn wrap_items(
         match &p.fate {
             Fate::Removed => {}
             Fate::Alive => {
-                let extra = Extra { enrichments, dead_letter: None };
+                let extra = Extra { enrichments, ..Extra::default() };
                 let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
                 out.push_written(|buf| wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, buf, 0), &p.view.id, ids);
             }
             Fate::DeadLetter { stage, error } => {
-                let extra = Extra { enrichments, dead_letter: Some((stage, error)) };
+                let extra = Extra { enrichments, dead_letter: Some((stage, error)), ..Extra::default() };
                 scratch.out.clear();
                 if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
                     out.push_dead(&scratch.out);
@@ -630,6 +660,7 @@ fn wrap(
     out: &mut Vec<u8>,
     origin: u64,
 ) -> bool {
+    let extra = Extra { source: ctx.source_tag.as_deref(), ..extra };
     match envelope::write_post(raw, post, ctx.identity, matched, compiled.matcher.rules(), extra, out) {
         Ok(()) => true,
         Err(e) => {

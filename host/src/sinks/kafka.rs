@@ -18,9 +18,9 @@
 //!   restart: it is replayed first.
 //! * Records sent directly are not copied: librdkafka holds the only copy
 //!   and hands it back with a failed delivery report, which is then spooled.
-//! * Checkpoints (a Kafka source's offsets, a Jetstream cursor) are confirmed
-//!   only when every record of a batch and of all earlier batches is delivered
-//!   or safely spooled.
+//! * A batch is confirmed (and with it the sources' checkpoints: a Kafka
+//!   source's offsets, a Jetstream cursor) only when every record of it and
+//!   of all earlier batches is delivered or safely spooled.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -496,9 +496,9 @@ fn send_raw(
 }
 
 /// A batch handed to the producer: records not yet delivered or safely
-/// spooled, its checkpoint, and (records, read time) for the end-to-end
+/// spooled, and (records, read time) for the end-to-end
 /// latency, observed when the last record is through.
-type OpenBatch = (usize, Option<u64>, Option<(u64, std::time::Instant)>);
+type OpenBatch = (usize, Option<(u64, std::time::Instant)>);
 
 /// The sink's state between select rounds.
 struct State<'a> {
@@ -519,7 +519,7 @@ struct State<'a> {
     /// The input has ended and the drain gave up: no more replay.
     purged: bool,
     inflight_bytes: u64,
-    /// Per batch: records not yet delivered or safely spooled, its checkpoint,
+    /// Per batch: records not yet delivered or safely spooled,
     /// and (records, read time) for the end-to-end latency.
     open: BTreeMap<u64, OpenBatch>,
     stats: Arc<KafkaStats>,
@@ -674,18 +674,16 @@ impl State<'_> {
         if let Some(e) = self.open.get_mut(&seq) {
             e.0 = e.0.saturating_sub(1);
             if e.0 == 0
-                && let Some((n, t)) = e.2.take()
+                && let Some((n, t)) = e.1.take()
             {
                 self.metrics.end_to_end.observe_n(t.elapsed(), n);
             }
         }
-        while let Some((_, &(left, cp, _))) = self.open.first_key_value() {
+        while let Some((&seq, &(left, _))) = self.open.first_key_value() {
             if left > 0 {
                 break;
             }
-            if let Some(c) = cp {
-                self.confirmed.fetch_max(c, Ordering::Release);
-            }
+            self.confirmed.fetch_max(seq + 1, Ordering::Release);
             self.open.pop_first();
         }
     }
@@ -748,7 +746,7 @@ impl State<'_> {
         {
             self.metrics.end_to_end.observe_n(t.elapsed(), n);
         }
-        self.open.insert(seq, (outstanding, b.checkpoint, latency.filter(|_| outstanding > 0)));
+        self.open.insert(seq, (outstanding, latency.filter(|_| outstanding > 0)));
         self.keep_all(spooled)?;
         self.batch_done_one(u64::MAX); // confirm batches that needed nothing
         Ok(())

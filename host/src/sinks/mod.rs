@@ -102,7 +102,9 @@ pub struct SinkRun {
     pub metrics: Arc<Metrics>,
     /// Where dead letters go; `None` when no stage sends any.
     pub dead_letters: DeadLetters,
-    /// Raised to the highest checkpoint written (and flushed) in order.
+    /// Raised as batches are written (and flushed) in order: every batch
+    /// whose `seq` is below it is written. The buffer turns this into the
+    /// sources' checkpoints and removes written records from disk.
     pub confirmed: Arc<AtomicU64>,
     pub shutdown: CancellationToken,
 }
@@ -258,7 +260,7 @@ pub(crate) fn write_all_batches(
 ) -> Result<SinkSummary, SinkError> {
     let mut reorder = Reorder::default();
     let mut summary = SinkSummary::default();
-    // Highest source checkpoint written; published once flushed.
+    // Batches below this sequence number are written; published once flushed.
     let mut written: u64 = 0;
     let write = |out: &mut dyn LineSink,
                  dead: &mut dyn LineSink,
@@ -281,7 +283,7 @@ pub(crate) fn write_all_batches(
     };
     while let Ok(batch) = input.recv_blocking() {
         for b in reorder.push(batch) {
-            written = written.max(b.checkpoint.unwrap_or(0));
+            written = written.max(b.seq + 1);
             write(out, dead, b, &mut summary)?;
         }
         if input.is_empty() {
@@ -291,7 +293,7 @@ pub(crate) fn write_all_batches(
         }
     }
     for b in reorder.drain() {
-        written = written.max(b.checkpoint.unwrap_or(0));
+        written = written.max(b.seq + 1);
         write(out, dead, b, &mut summary)?;
     }
     out.idle()?;

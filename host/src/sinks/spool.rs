@@ -402,7 +402,14 @@ fn read_frame(f: &mut impl Read) -> Option<u64> {
 
 /// Size of a record once spooled.
 pub fn spooled_size(r: &SpoolRecord) -> u64 {
-    encode(r).len() as u64
+    frame_size(r.key.len(), r.value.len(), r.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum())
+}
+
+/// Size of a frame holding a key, a value and headers of these lengths
+/// (`headers`: the encoded `k \0 v \0 …` bytes), without building it.
+pub fn frame_size(key: usize, value: usize, headers: usize) -> u64 {
+    // magic + len + three length prefixes + crc
+    (1 + 4 + 4 + key + 4 + value + 4 + headers + 4) as u64
 }
 
 #[cfg(test)]
@@ -437,6 +444,7 @@ mod tests {
         let bytes: u64 = rest.iter().map(|(_, r)| spooled_size(r)).sum();
         s.ack(rest.last().expect("some").0, 70, bytes).expect("ack");
         assert!(s.is_empty());
+        assert_eq!(spooled_size(&rec(7)), encode(&rec(7)).len() as u64);
         s.append(&[rec(500)]).expect("append after empty");
         assert_eq!(s.peek(5).expect("peek")[0].1, rec(500));
     }

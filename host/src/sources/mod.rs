@@ -57,6 +57,21 @@ registry! {
     }
 }
 
+impl SourceConfig {
+    /// The `type` key's value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Replay(_) => "replay",
+            SourceConfig::Synthetic(_) => "synthetic",
+            SourceConfig::XFilteredStream(_) => "x_filtered_stream",
+            SourceConfig::TwitterV1Filter(_) => "twitter_v1_filter",
+            SourceConfig::Kafka(_) => "kafka",
+            SourceConfig::Jetstream(_) => "jetstream",
+            SourceConfig::Mastodon(_) => "mastodon",
+        }
+    }
+}
+
 /// What every source's configuration provides.
 pub trait SourceComponent: std::fmt::Debug + Send + Sync {
     /// Pure checks of the values, run on every load; keys relative to `[source]`.

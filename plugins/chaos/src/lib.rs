@@ -11,6 +11,10 @@
 //! * `#drop` — drops that post.
 //!
 //! Every other post gets `{"length": <chars of text>}`.
+//!
+//! `busy_us` (either mode) spends that many microseconds on each post in a
+//! busy loop: a slow stage, for the tests and benchmarks of the buffer
+//! between sources and workers.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -18,6 +22,7 @@ use traptor_sdk::{Description, Enrichment, Level, Outcome, Post, Stage, StageKin
 
 pub struct Chaos {
     chaos: bool,
+    busy: std::time::Duration,
 }
 
 /// `config` of the stage.
@@ -27,6 +32,10 @@ pub struct ChaosConfig {
     /// `noop` keeps every post; `chaos` misbehaves on demand.
     #[serde(default)]
     mode: Mode,
+    /// Microseconds to spend on each post (a busy loop); 0: none.
+    #[serde(default)]
+    #[schemars(range(max = 1_000_000))]
+    busy_us: u32,
 }
 
 #[derive(Deserialize, JsonSchema, Default, PartialEq)]
@@ -46,10 +55,19 @@ impl Stage for Chaos {
     }
 
     fn init(config: ChaosConfig) -> Result<Self, String> {
-        Ok(Chaos { chaos: config.mode == Mode::Chaos })
+        Ok(Chaos {
+            chaos: config.mode == Mode::Chaos,
+            busy: std::time::Duration::from_micros(u64::from(config.busy_us.min(1_000_000))),
+        })
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
+        if !self.busy.is_zero() {
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.busy {
+                std::hint::spin_loop();
+            }
+        }
         if !self.chaos {
             return Outcome::Keep;
         }
@@ -92,6 +110,15 @@ mod tests {
     fn noop_keeps_everything() {
         let out = run::<Chaos>("{}", &[PostBuilder::new("1", "#panic").build()]).expect("init");
         assert_eq!(out, vec![Outcome::Keep]);
+    }
+
+    #[test]
+    fn busy_posts_take_their_time() {
+        let posts: Vec<Post> = (0..20).map(|i| PostBuilder::new(&i.to_string(), "x").build()).collect();
+        let start = std::time::Instant::now();
+        let out = run::<Chaos>(r#"{"busy_us":500}"#, &posts).expect("init");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(10), "{:?}", start.elapsed());
+        assert!(out.iter().all(|o| *o == Outcome::Keep));
     }
 
     #[test]
