@@ -250,7 +250,23 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
                 format!("{line}\r\n").into_bytes()
             }
         };
-        for (i, line) in session.lines.iter().enumerate() {
+        // Unpaced: lines go in chunks of up to 64 KiB, as fast as the
+        // connection takes them (a line at a time, the server itself would
+        // be the bottleneck of a "line rate" test).
+        if session.line_delay.is_zero() && session.cut_after.is_none() {
+            let mut chunk = Vec::with_capacity(1 << 16);
+            for line in &session.lines {
+                chunk.extend_from_slice(&frame(line));
+                if chunk.len() >= 1 << 16 && tx.send(Ok(bytes::Bytes::from(std::mem::take(&mut chunk)))).await.is_err() {
+                    return;
+                }
+            }
+            if !chunk.is_empty() && tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+        }
+        let paced = if session.line_delay.is_zero() && session.cut_after.is_none() { &[][..] } else { &session.lines[..] };
+        for (i, line) in paced.iter().enumerate() {
             if session.cut_after == Some(i) {
                 let f = frame(line);
                 let _ = tx.send(Ok(bytes::Bytes::from(f[..f.len() / 2].to_vec()))).await;
@@ -260,9 +276,7 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
             if tx.send(Ok(bytes::Bytes::from(frame(line)))).await.is_err() {
                 return;
             }
-            if !session.line_delay.is_zero() {
-                tokio::time::sleep(session.line_delay).await;
-            }
+            tokio::time::sleep(session.line_delay).await;
         }
         // Written into the connection (what the body channel and the socket
         // hold is on its way to the reader).

@@ -245,30 +245,46 @@ impl Spool {
         if capped && self.bytes + size > self.max_bytes {
             return Err(SpoolError::Full { max_bytes: self.max_bytes });
         }
+        // Frames bound for one segment go in one write (one system call per
+        // batch, not per record), unless every record is to be synced.
+        let mut pending: Vec<u8> = Vec::new();
         for f in frames {
             if self.tail.offset > 0 && self.tail.offset + f.len() as u64 > self.segment_bytes {
+                self.write_pending(&mut pending)?;
                 self.sync()?;
                 self.writer = None;
                 self.tail = Pos { segment: self.tail.segment + 1, offset: 0 };
             }
-            let path = seg_path(&self.dir, self.tail.segment);
-            let io = |source| SpoolError::Io { path: path.clone(), source };
-            if self.writer.is_none() {
-                self.writer = Some(OpenOptions::new().create(true).append(true).open(&path).map_err(io)?);
-            }
-            if let Some(w) = self.writer.as_mut() {
-                w.write_all(&f).map_err(io)?;
-                if self.fsync == Fsync::Always {
-                    w.sync_data().map_err(io)?;
-                }
-            }
+            pending.extend_from_slice(&f);
             self.tail.offset += f.len() as u64;
             self.bytes += f.len() as u64;
             self.records += 1;
+            if self.fsync == Fsync::Always {
+                self.write_pending(&mut pending)?;
+                self.sync()?;
+            }
         }
+        self.write_pending(&mut pending)?;
         if self.fsync == Fsync::Batch {
             self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Write `pending` at the end of the tail segment (opening it if needed).
+    fn write_pending(&mut self, pending: &mut Vec<u8>) -> Result<(), SpoolError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let path = seg_path(&self.dir, self.tail.segment);
+        let io = |source| SpoolError::Io { path: path.clone(), source };
+        if self.writer.is_none() {
+            self.writer = Some(OpenOptions::new().create(true).append(true).open(&path).map_err(io)?);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.write_all(pending).map_err(io)?;
+        }
+        pending.clear();
         Ok(())
     }
 

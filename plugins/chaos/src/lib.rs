@@ -12,9 +12,10 @@
 //!
 //! Every other post gets `{"length": <chars of text>}`.
 //!
-//! `busy_us` (either mode) spends that many microseconds on each post in a
-//! busy loop: a slow stage, for the tests and benchmarks of the buffer
-//! between sources and workers.
+//! `spin` (either mode) runs that many rounds of a small hash on each post:
+//! a slow stage, for the tests and benchmarks of the buffer between sources
+//! and workers (≈ 1 ns a round here: 50,000 ≈ 50 µs). A count, not a time:
+//! plugins see no real clock.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -22,7 +23,7 @@ use traptor_sdk::{Description, Enrichment, Level, Outcome, Post, Stage, StageKin
 
 pub struct Chaos {
     chaos: bool,
-    busy: std::time::Duration,
+    spin: u32,
 }
 
 /// `config` of the stage.
@@ -32,10 +33,9 @@ pub struct ChaosConfig {
     /// `noop` keeps every post; `chaos` misbehaves on demand.
     #[serde(default)]
     mode: Mode,
-    /// Microseconds to spend on each post (a busy loop); 0: none.
+    /// Rounds of busy work on each post (≈ 1 ns each); 0: none.
     #[serde(default)]
-    #[schemars(range(max = 1_000_000))]
-    busy_us: u32,
+    spin: u32,
 }
 
 #[derive(Deserialize, JsonSchema, Default, PartialEq)]
@@ -55,18 +55,12 @@ impl Stage for Chaos {
     }
 
     fn init(config: ChaosConfig) -> Result<Self, String> {
-        Ok(Chaos {
-            chaos: config.mode == Mode::Chaos,
-            busy: std::time::Duration::from_micros(u64::from(config.busy_us.min(1_000_000))),
-        })
+        Ok(Chaos { chaos: config.mode == Mode::Chaos, spin: config.spin })
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
-        if !self.busy.is_zero() {
-            let start = std::time::Instant::now();
-            while start.elapsed() < self.busy {
-                std::hint::spin_loop();
-            }
+        if self.spin > 0 {
+            std::hint::black_box(spin(post.id.len() as u64, self.spin));
         }
         if !self.chaos {
             return Outcome::Keep;
@@ -99,6 +93,18 @@ impl Stage for Chaos {
     }
 }
 
+/// `rounds` of xorshift from `seed`: work that takes time and cannot be skipped.
+fn spin(seed: u64, rounds: u32) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..rounds {
+        x = std::hint::black_box(x);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
 export_stage!(Chaos);
 
 #[cfg(test)]
@@ -113,12 +119,13 @@ mod tests {
     }
 
     #[test]
-    fn busy_posts_take_their_time() {
+    fn spinning_posts_take_their_time() {
         let posts: Vec<Post> = (0..20).map(|i| PostBuilder::new(&i.to_string(), "x").build()).collect();
         let start = std::time::Instant::now();
-        let out = run::<Chaos>(r#"{"busy_us":500}"#, &posts).expect("init");
-        assert!(start.elapsed() >= std::time::Duration::from_millis(10), "{:?}", start.elapsed());
+        let out = run::<Chaos>(r#"{"spin":500000}"#, &posts).expect("init");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(2), "{:?}", start.elapsed());
         assert!(out.iter().all(|o| *o == Outcome::Keep));
+        assert_ne!(spin(1, 10), spin(1, 11));
     }
 
     #[test]
