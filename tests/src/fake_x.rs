@@ -257,7 +257,8 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
             let mut chunk = Vec::with_capacity(1 << 16);
             for line in &session.lines {
                 chunk.extend_from_slice(&frame(line));
-                if chunk.len() >= 1 << 16 && tx.send(Ok(bytes::Bytes::from(std::mem::take(&mut chunk)))).await.is_err() {
+                if chunk.len() >= 1 << 16 && tx.send(Ok(bytes::Bytes::from(std::mem::take(&mut chunk)))).await.is_err()
+                {
                     return;
                 }
             }
@@ -265,7 +266,8 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
                 return;
             }
         }
-        let paced = if session.line_delay.is_zero() && session.cut_after.is_none() { &[][..] } else { &session.lines[..] };
+        let paced =
+            if session.line_delay.is_zero() && session.cut_after.is_none() { &[][..] } else { &session.lines[..] };
         for (i, line) in paced.iter().enumerate() {
             if session.cut_after == Some(i) {
                 let f = frame(line);

@@ -739,8 +739,11 @@ fn last_logged(log: &str, line: &str, key: &str) -> Option<u64> {
 /// An X pipeline whose stage takes about `busy_us` per post on one worker
 /// (the chaos plugin's `spin`, ≈ 1 ns a round).
 fn slow_x_pipeline(dir: &Path, fake: &FakeX, busy_us: u32, buffer: &str) -> PathBuf {
-    std::fs::write(dir.join("rules.jsonl"), "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n")
-        .expect("rules");
+    std::fs::write(
+        dir.join("rules.jsonl"),
+        "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n",
+    )
+    .expect("rules");
     let token = write_token(dir);
     PipelineFile::new(&format!(
         "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = {:?} }}\nbackoff_scale = 0.01",
@@ -945,8 +948,11 @@ fn two_sources_merge_into_one_stream_each_post_once() {
         fake.push_session(s);
     }
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n")
-        .expect("rules");
+    std::fs::write(
+        dir.path().join("rules.jsonl"),
+        "{\"rule_id\":\"r\",\"value\":\"#brexit\",\"rule_type\":\"track\",\"tag\":\"r\"}\n",
+    )
+    .expect("rules");
     let token = write_token(dir.path());
     let source = |name: &str, fake: &FakeX| {
         format!(

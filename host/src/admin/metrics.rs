@@ -134,8 +134,20 @@ impl Collector for TraptorCollector {
         )?;
         let spool_bytes = s.metrics.spool_bytes.load(Relaxed);
         family(&mut e, "traptor_spool_bytes", "Bytes held by the Kafka spool", gauge, &[(vec![], spool_bytes)])?;
-        family(&mut e, "traptor_buffer_records", "Records waiting in the buffer's disk queue", gauge, &[(vec![], m.buffer_records)])?;
-        family(&mut e, "traptor_buffer_bytes", "Bytes waiting in the buffer's disk queue", gauge, &[(vec![], m.buffer_bytes)])?;
+        family(
+            &mut e,
+            "traptor_buffer_records",
+            "Records waiting in the buffer's disk queue",
+            gauge,
+            &[(vec![], m.buffer_records)],
+        )?;
+        family(
+            &mut e,
+            "traptor_buffer_bytes",
+            "Bytes waiting in the buffer's disk queue",
+            gauge,
+            &[(vec![], m.buffer_bytes)],
+        )?;
         family(
             &mut e,
             "traptor_buffer_behind_seconds",
@@ -148,7 +160,10 @@ impl Collector for TraptorCollector {
             "traptor_buffer_moved_records",
             "Records the buffer put on disk and took back",
             counter,
-            &[(vec![("direction", "to_disk")], m.buffer_to_disk), (vec![("direction", "from_disk")], m.buffer_from_disk)],
+            &[
+                (vec![("direction", "to_disk")], m.buffer_to_disk),
+                (vec![("direction", "from_disk")], m.buffer_from_disk),
+            ],
         )?;
         family(
             &mut e,

@@ -154,22 +154,20 @@ impl TopologyParts {
         let dead_letter = self.dead_letter.transpose().map_err(|e| errors.push(e.into())).ok();
         let dedup = self.dedup.map_err(|e| errors.push(e.into())).ok();
         match (stages, sink, dead_letter, dedup) {
-            (Some(stages), Some(sink), Some(dead_letter), Some(dedup)) if errors.is_empty() => {
-                Ok(Topology {
-                    identity: self.identity,
-                    sources,
-                    queue,
-                    sink,
-                    dead_letter,
-                    stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
-                    dedup,
-                    tuning: self.tuning,
-                    forward_control: self.forward_control,
-                    stats_interval: self.stats_interval,
-                    remote_rule_ids: self.remote_rule_ids,
-                    source_live: self.source_live,
-                })
-            }
+            (Some(stages), Some(sink), Some(dead_letter), Some(dedup)) if errors.is_empty() => Ok(Topology {
+                identity: self.identity,
+                sources,
+                queue,
+                sink,
+                dead_letter,
+                stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
+                dedup,
+                tuning: self.tuning,
+                forward_control: self.forward_control,
+                stats_interval: self.stats_interval,
+                remote_rule_ids: self.remote_rule_ids,
+                source_live: self.source_live,
+            }),
             _ => Err(errors),
         }
     }
@@ -274,7 +272,11 @@ impl Topology {
         let infos: Arc<[SourceInfo]> = self
             .sources
             .iter()
-            .map(|(s, tag, _)| SourceInfo { name: s.name().into(), format: s.format(), tag: tag.as_deref().map(Arc::from) })
+            .map(|(s, tag, _)| SourceInfo {
+                name: s.name().into(),
+                format: s.format(),
+                tag: tag.as_deref().map(Arc::from),
+            })
             .collect();
         let first = infos.first().cloned();
         let ctx = WorkerContext {

@@ -288,7 +288,9 @@ impl PipelineConfig {
             s.listed = true;
         }
         match (c.single_source.take(), c.sources.is_empty()) {
-            (Some(_), false) => return Err("give either [source] (one source) or [[sources]] (several), not both".into()),
+            (Some(_), false) => {
+                return Err("give either [source] (one source) or [[sources]] (several), not both".into());
+            }
             (None, true) => return Err("missing [source] (or [[sources]]): where posts come from".into()),
             (Some(source), true) => c.sources.push(NamedSource { name: None, source, listed: false }),
             (None, false) => {}
@@ -299,7 +301,10 @@ impl PipelineConfig {
     /// Each source with the section its keys are reported under
     /// (`source`, or `sources[i]`).
     pub fn source_sections(&self) -> impl Iterator<Item = (String, &NamedSource)> {
-        self.sources.iter().enumerate().map(|(i, s)| (if s.listed { format!("sources[{i}]") } else { "source".into() }, s))
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (if s.listed { format!("sources[{i}]") } else { "source".into() }, s))
     }
 
     /// A source holds a live connection (the buffer is on by default).
@@ -328,7 +333,7 @@ impl PipelineConfig {
                 p.add("name", "a source name is 1 to 64 letters, digits, `-`, `_` or `.`");
             }
             if let Some((_, first)) = names.iter().find(|(n, _)| *n == s.label()) {
-                p.add("name", &format!("{:?} also names {first}; give each source its own name", s.label()));
+                p.add("name", format!("{:?} also names {first}; give each source its own name", s.label()));
             }
             names.push((s.label(), section.clone()));
         }

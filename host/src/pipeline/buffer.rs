@@ -163,7 +163,9 @@ pub enum BufferError {
         #[source]
         source: SpoolError,
     },
-    #[error("buffer {dir} is in use by another collector (its lock file {lock} is held); give each collector its own [buffer] dir")]
+    #[error(
+        "buffer {dir} is in use by another collector (its lock file {lock} is held); give each collector its own [buffer] dir"
+    )]
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("buffer {dir}: cannot lock {lock}: {source}")]
     Lock {
@@ -274,8 +276,7 @@ impl DiskQueue {
     /// queued again, ahead of anything new.
     pub fn open(dir: &Path, cfg: &BufferConfig) -> Result<DiskQueue, BufferError> {
         let spool_err = |source| BufferError::Spool { dir: dir.to_owned(), source };
-        std::fs::create_dir_all(dir)
-            .map_err(|source| spool_err(SpoolError::Io { path: dir.to_owned(), source }))?;
+        std::fs::create_dir_all(dir).map_err(|source| spool_err(SpoolError::Io { path: dir.to_owned(), source }))?;
         let lock_path = dir.join("lock");
         let lock = File::options()
             .create(true)
@@ -585,7 +586,12 @@ impl Merge {
                 Metrics::add(&m.buffer_to_disk, b.len() as u64);
                 if let Some(d) = dropped.filter(|d| d.records > 0) {
                     Metrics::add(&m.buffer_dropped_oldest, d.records);
-                    inflight.push_back(InFlight { seq: None, source: 0, checkpoint: None, disk: Some((d.end, d.records, d.bytes)) });
+                    inflight.push_back(InFlight {
+                        seq: None,
+                        source: 0,
+                        checkpoint: None,
+                        disk: Some((d.end, d.records, d.bytes)),
+                    });
                 }
                 Ok(None)
             }
