@@ -97,7 +97,10 @@ impl TopologyParts {
         let dedup = c
             .dedup
             .as_ref()
-            .map(|d| Dedup::open(d, d.snapshot_path(identity.traptor_type.as_str(), identity.traptor_id)).map(Arc::new))
+            .map(|d| {
+                let snapshot = d.snapshot_path(identity.traptor_type.as_str(), identity.traptor_id);
+                Dedup::open_with(d, snapshot, c.buffer().is_some()).map(Arc::new)
+            })
             .transpose();
         let buffer = c
             .buffer()
@@ -309,6 +312,7 @@ impl Topology {
             checkpoints: self.sources.iter().map(|(_, _, c)| c.clone()).collect(),
             metrics: metrics.clone(),
             batch_size: self.tuning.batch_size,
+            dedup: self.dedup.clone(),
         };
         let merge_task = tokio::spawn(merge.run(shutdown.clone()));
         let source = run_sources(self.sources, merged_tx, &shutdown).await;

@@ -484,6 +484,9 @@ pub struct Merge {
     pub metrics: Arc<Metrics>,
     /// Records per batch read back from disk.
     pub batch_size: usize,
+    /// `[dedup]`: the ids of written batches are committed before their
+    /// records leave the disk.
+    pub dedup: Option<Arc<crate::pipeline::dedup::Dedup>>,
 }
 
 /// What is still with the workers and the sink when the input has ended.
@@ -494,6 +497,7 @@ pub struct Settle {
     written: Arc<AtomicU64>,
     checkpoints: Vec<Arc<AtomicU64>>,
     metrics: Arc<Metrics>,
+    dedup: Option<Arc<crate::pipeline::dedup::Dedup>>,
 }
 
 impl Merge {
@@ -509,10 +513,12 @@ impl Merge {
         let mut held: Option<RawBatch> = None;
         let mut input_open = true;
         let mut announced = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        // Confirmations are looked at every few ms: the shorter, the fewer
+        // posts a crash finds written but not yet acknowledged.
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            settle(&mut self.queue, &mut inflight, &self.written, &self.checkpoints)?;
+            settle(&mut self.queue, &mut inflight, &self.written, &self.checkpoints, self.dedup.as_deref())?;
             if let Some(b) = held.take() {
                 held = self.spill(b, &mut inflight)?;
             }
@@ -557,8 +563,8 @@ impl Merge {
             }
         }
         self.gauges();
-        let Merge { queue, written, checkpoints, metrics, .. } = self;
-        Ok(Settle { queue, inflight, written, checkpoints, metrics })
+        let Merge { queue, written, checkpoints, metrics, dedup, .. } = self;
+        Ok(Settle { queue, inflight, written, checkpoints, metrics, dedup })
     }
 
     /// Number a batch and start handing it to the workers.
@@ -626,8 +632,15 @@ fn settle(
     inflight: &mut VecDeque<InFlight>,
     written: &AtomicU64,
     checkpoints: &[Arc<AtomicU64>],
+    dedup: Option<&crate::pipeline::dedup::Dedup>,
 ) -> Result<(), BufferError> {
     let upto = written.load(Ordering::Acquire);
+    if let Some(d) = dedup
+        && let Err(e) = d.commit(upto)
+    {
+        // The posts are written; a restart may write some of them again.
+        tracing::warn!(error = %e, "cannot journal the dedup ids of written posts");
+    }
     while let Some(f) = inflight.front() {
         if f.seq.is_some_and(|s| s >= upto) {
             break;
@@ -647,7 +660,7 @@ impl Settle {
     /// The sink has returned: acknowledge what it wrote. What it did not
     /// stays on disk for the next run.
     pub fn finish(mut self) -> Result<(), BufferError> {
-        settle(&mut self.queue, &mut self.inflight, &self.written, &self.checkpoints)?;
+        settle(&mut self.queue, &mut self.inflight, &self.written, &self.checkpoints, self.dedup.as_deref())?;
         let left = self.inflight.iter().filter_map(|f| f.disk.map(|d| d.1)).sum::<u64>();
         if left > 0 {
             tracing::warn!(records = left, "buffered records not written by the sink stay on disk for the next run");

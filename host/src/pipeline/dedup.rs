@@ -10,6 +10,15 @@
 //! skipped), so a restart does not let through what was already written.
 //! Duplicates are dropped before matching and counted (`duplicates`).
 //!
+//! With the buffer between sources and workers (whose records a restart
+//! replays until the sink has written them), an id counts as seen for the
+//! next run only once its post is written: the ids of each batch wait here
+//! until the sink confirms the batch, then go to a journal beside the
+//! snapshot (`<snapshot>.journal`, 12 bytes an id, emptied by every
+//! snapshot); a snapshot leaves out the ids still waiting. So a crash
+//! neither drops a replayed post that was never written (as a duplicate of
+//! itself) nor writes again one that was.
+//!
 //! With `redis`, every collector naming the same server and `key_prefix`
 //! shares the ids: after the local check, each batch's new ids are claimed
 //! in one pipelined round trip of `SET <prefix>:<network>:<id> 1 NX EX ttl`;
@@ -141,6 +150,24 @@ pub struct Dedup {
     max_per_shard: usize,
     snapshot: Option<PathBuf>,
     shared: Option<Shared>,
+    /// With the buffer: ids wait for their batch to be written.
+    journal: Option<Mutex<Journal>>,
+}
+
+/// Ids let through, by batch, until the sink has written the batch; then
+/// appended to the journal file.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    pending: std::collections::BTreeMap<u64, Vec<u64>>,
+}
+
+/// The journal beside a snapshot.
+fn journal_path(snapshot: &Path) -> PathBuf {
+    let mut p = snapshot.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
 }
 
 /// The Redis side: a connection made on first use and again after a failure.
@@ -180,6 +207,14 @@ impl Dedup {
     /// unreadable or foreign snapshot is an error: nothing would be
     /// deduplicated against it, and the user should know.
     pub fn open(cfg: &DedupConfig, snapshot: Option<PathBuf>) -> Result<Dedup, DedupError> {
+        Dedup::open_with(cfg, snapshot, false)
+    }
+
+    /// [`Dedup::open`]; with `journal` (the buffer is on), ids are kept for
+    /// the next run only once their batch is written ([`Dedup::stage`],
+    /// [`Dedup::commit`]). A journal left by an earlier run is read back
+    /// either way.
+    pub fn open_with(cfg: &DedupConfig, snapshot: Option<PathBuf>, journal: bool) -> Result<Dedup, DedupError> {
         let ttl = u32::try_from(cfg.ttl_secs).unwrap_or(u32::MAX);
         let max_per_shard = cfg.max_ids.div_ceil(SHARDS).max(1);
         let shared = cfg.redis.as_ref().map(|u| Shared {
@@ -188,11 +223,94 @@ impl Dedup {
             conn: tokio::sync::Mutex::new(None),
             retry_at: Mutex::new(std::time::Instant::now()),
         });
-        let d = Dedup { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), ttl, max_per_shard, snapshot, shared };
-        if let Some(path) = &d.snapshot {
-            d.load(path)?;
+        let mut d = Dedup {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ttl,
+            max_per_shard,
+            snapshot,
+            shared,
+            journal: None,
+        };
+        if let Some(path) = d.snapshot.clone() {
+            d.load(&path)?;
+            let jpath = journal_path(&path);
+            d.load_journal(&jpath)?;
+            if journal {
+                let err = |source| DedupError::Io { path: jpath.clone(), source };
+                if let Some(dir) = jpath.parent() {
+                    std::fs::create_dir_all(dir).map_err(err)?;
+                }
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&jpath).map_err(err)?;
+                d.journal = Some(Mutex::new(Journal { path: jpath, file, pending: Default::default() }));
+            }
         }
         Ok(d)
+    }
+
+    /// Ids of posts written after the last snapshot (a torn last entry is ignored).
+    fn load_journal(&self, path: &Path) -> Result<(), DedupError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(DedupError::Io { path: path.to_owned(), source }),
+        };
+        let now = now_secs();
+        let n = self.insert_all(&bytes, now);
+        if n > 0 {
+            tracing::info!(file = %path.display(), ids = n, "dedup ids read back from the journal");
+        }
+        Ok(())
+    }
+
+    /// Insert 12-byte `(key, time)` records that have not expired; how many.
+    fn insert_all(&self, records: &[u8], now: u32) -> usize {
+        let mut n = 0;
+        for rec in records.chunks_exact(12) {
+            let k = u64::from_le_bytes(rec[..8].try_into().unwrap_or_default());
+            let t = u32::from_le_bytes(rec[8..].try_into().unwrap_or_default());
+            if t.saturating_add(self.ttl) > now {
+                self.insert(k, t, now);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether ids wait for their batch to be written ([`Dedup::stage`]).
+    pub fn journals(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The keys let through in batch `seq` (its posts not yet written).
+    pub fn stage(&self, seq: u64, keys: Vec<u64>) {
+        if let Some(j) = &self.journal
+            && !keys.is_empty()
+            && let Ok(mut j) = j.lock()
+        {
+            j.pending.insert(seq, keys);
+        }
+    }
+
+    /// Batches below `upto` are written: their ids go to the journal.
+    pub fn commit(&self, upto: u64) -> Result<(), DedupError> {
+        let Some(j) = &self.journal else { return Ok(()) };
+        let Ok(mut j) = j.lock() else { return Ok(()) };
+        let now = now_secs();
+        let mut out = Vec::new();
+        while let Some(entry) = j.pending.first_entry() {
+            if *entry.key() >= upto {
+                break;
+            }
+            for k in entry.remove() {
+                out.extend_from_slice(&k.to_le_bytes());
+                out.extend_from_slice(&now.to_le_bytes());
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let path = j.path.clone();
+        j.file.write_all(&out).map_err(|source| DedupError::Io { path, source })
     }
 
     fn load(&self, path: &Path) -> Result<(), DedupError> {
@@ -208,15 +326,7 @@ impl Dedup {
             return Err(DedupError::Format { path: path.to_owned(), found });
         }
         let now = now_secs();
-        let mut n = 0usize;
-        for rec in bytes[MAGIC.len()..].chunks_exact(12) {
-            let k = u64::from_le_bytes(rec[..8].try_into().unwrap_or_default());
-            let t = u32::from_le_bytes(rec[8..].try_into().unwrap_or_default());
-            if t.saturating_add(self.ttl) > now {
-                self.insert(k, t, now);
-                n += 1;
-            }
-        }
+        let n = self.insert_all(&bytes[MAGIC.len()..], now);
         tracing::info!(file = %path.display(), ids = n, "dedup ids read back");
         Ok(())
     }
@@ -298,13 +408,19 @@ impl Dedup {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
+        // With a journal: held throughout, so no commit falls between the
+        // snapshot and the journal's truncation; ids whose posts are not
+        // yet written are left out (a replay must let them through).
+        let mut journal = self.journal.as_ref().and_then(|j| j.lock().ok());
+        let waiting: hashbrown::HashSet<u64> =
+            journal.as_ref().map(|j| j.pending.values().flatten().copied().collect()).unwrap_or_default();
         let mut out = Vec::with_capacity(MAGIC.len() + 12 * self.len());
         out.extend_from_slice(MAGIC);
         let mut n = 0;
         for shard in &self.shards {
             let Ok(s) = shard.lock() else { continue };
             for &(k, t) in &s.order {
-                if s.seen.get(&k) == Some(&t) {
+                if s.seen.get(&k) == Some(&t) && !waiting.contains(&k) {
                     out.extend_from_slice(&k.to_le_bytes());
                     out.extend_from_slice(&t.to_le_bytes());
                     n += 1;
@@ -315,6 +431,10 @@ impl Dedup {
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(&out).and_then(|()| f.sync_data()).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)?;
+        if let Some(j) = journal.as_mut() {
+            let jpath = j.path.clone();
+            j.file.set_len(0).map_err(|source| DedupError::Io { path: jpath, source })?;
+        }
         Ok(n)
     }
 }
@@ -365,6 +485,23 @@ mod tests {
         let back = Dedup::open(&cfg(3600, 1000), Some(path.clone())).expect("reopen");
         assert_eq!(back.len(), 500);
         assert!(!back.first("twitter-v1", "7") && back.first("twitter-v1", "500"));
+        // With the buffer: an id counts for the next run once its batch is
+        // written; the snapshot leaves out those still waiting.
+        let path2 = dir.path().join("j.bin");
+        let d = Dedup::open_with(&cfg(3600, 1000), Some(path2.clone()), true).expect("open");
+        for (seq, id) in [(0, "a"), (1, "b"), (2, "c")] {
+            assert!(d.first("x-v2", id));
+            d.stage(seq, vec![key("x-v2", id)]);
+        }
+        d.commit(1).expect("commit");
+        drop(d); // a crash: no snapshot; the journal holds "a"
+        let back = Dedup::open_with(&cfg(3600, 1000), Some(path2.clone()), true).expect("reopen");
+        assert!(!back.first("x-v2", "a"), "written: a duplicate after the restart");
+        assert!(back.first("x-v2", "b") && back.first("x-v2", "c"), "never written: let through again");
+        back.stage(5, vec![key("x-v2", "b")]);
+        back.commit(5).expect("commit");
+        assert_eq!(back.save().expect("save"), 2, "a and c; b waits for its batch");
+        assert_eq!(std::fs::metadata(journal_path(&path2)).expect("journal").len(), 0, "emptied by the snapshot");
         std::fs::write(&path, b"something else").expect("write");
         let e = Dedup::open(&cfg(3600, 1000), Some(path)).expect_err("foreign").to_string();
         assert!(e.contains("d.bin") && e.contains("not a snapshot"), "{e}");

@@ -194,6 +194,8 @@ pub fn process_batch(
     // every record is decoded up front (once) and taken from here below.
     let mut decoded: Option<Vec<Option<Decoded<'_>>>> = None;
     let mut shared_dups = Vec::new();
+    // With the buffer: the keys let through, kept until the batch is written.
+    let mut staged_keys = Vec::new();
     if let Some(d) = ctx.dedup.as_ref().filter(|d| d.is_shared()) {
         let all: Vec<Option<Decoded<'_>>> = batch.iter().map(|(raw, _)| Some(post::decode(ctx.format, raw))).collect();
         shared_dups = shared_duplicates(ctx, d, &all);
@@ -211,6 +213,9 @@ pub fn process_batch(
                     if duplicate {
                         Metrics::add(&m.duplicates_dropped, 1);
                         continue;
+                    }
+                    if d.journals() {
+                        staged_keys.push(super::dedup::key(post.source, &post.id));
                     }
                 }
                 attribute(ctx, compiled, &post, scratch, &mut tally);
@@ -244,6 +249,9 @@ pub fn process_batch(
         }
     }
     tally.publish(ctx, compiled, scratch);
+    if let Some(d) = &ctx.dedup {
+        d.stage(batch.seq, staged_keys);
+    }
     if !staged {
         return Ok(out);
     }
