@@ -908,6 +908,10 @@ fn overflow_policies_count_every_drop_and_lose_nothing_else() {
             500,
             &format!("dir = \"buffer\"\nmax_bytes = 400000\noverflow = \"{policy}\""),
         );
+        let port = traptor_tests::free_port();
+        let mut text = std::fs::read_to_string(&p).expect("read");
+        text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+        std::fs::write(&p, text).expect("write");
         let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
         // Written by the server, and the buffer empty with nothing moving.
         let mut count = LineCount::default();
@@ -919,6 +923,13 @@ fn overflow_policies_count_every_drop_and_lose_nothing_else() {
             let log = host.log();
             (last_logged(&log, "throughput", "buffered") == Some(0) && count.now(&out) == before).then_some(())
         });
+        let (code, text) = traptor_tests::http_get(port, "/metrics", "text/plain");
+        assert_eq!(code, 200);
+        let samples = traptor_tests::parse_metrics(&text, false);
+        let scraped = |policy: &str| {
+            traptor_tests::sample(&samples, "traptor_buffer_dropped_records_total", &[("policy", policy)])
+        };
+        let on_disk = traptor_tests::sample(&samples, "traptor_buffer_records", &[]);
         let (status, log) = host.stop();
         assert!(status.success(), "{log}");
         let ids = post_ids(&out_lines(dir.path()));
@@ -928,6 +939,9 @@ fn overflow_policies_count_every_drop_and_lose_nothing_else() {
         sorted.dedup();
         assert_eq!(sorted, ids, "{policy}: in order, once each");
         assert_eq!(ids.len() as u64 + oldest + newest, N as u64, "{policy}: every post written or counted");
+        assert_eq!(scraped("drop_oldest"), Some(oldest as f64), "{policy}: /metrics agrees");
+        assert_eq!(scraped("drop_newest"), Some(newest as f64), "{policy}: /metrics agrees");
+        assert_eq!(on_disk, Some(0.0), "{policy}: drained");
         match policy {
             "drop_oldest" => assert!(oldest > 0 && newest == 0, "{policy}: {oldest} {newest}"),
             "drop_newest" => assert!(newest > 0 && oldest == 0, "{policy}: {oldest} {newest}"),

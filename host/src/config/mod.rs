@@ -442,6 +442,41 @@ path = "dead.jsonl"
         assert_eq!(p[0].key, "stages[0].name");
     }
 
+    /// `[[sources]]`: several named sources; `[source]` or them, not both;
+    /// names unique and plain; each source's keys checked under its index.
+    #[test]
+    fn several_sources_are_named_and_checked_each() {
+        let two = GOOD.replace(
+            "[source]\ntype = \"replay\"\npath = \"posts.jsonl\"",
+            "[[sources]]\nname = \"a\"\ntype = \"replay\"\npath = \"a.jsonl\"\n\n[[sources]]\ntype = \"synthetic\"\nrate = -1",
+        );
+        let c = PipelineConfig::parse(&two).expect("parses");
+        assert_eq!(c.sources.iter().map(NamedSource::label).collect::<Vec<_>>(), ["a", "synthetic"]);
+        assert!(c.sources.iter().all(|s| s.listed));
+        let keys: Vec<String> = c.check().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["sources[1].rate"], "each source under its own index");
+        assert!(c.buffer().is_none(), "no live source: no buffer by default");
+
+        let one = PipelineConfig::parse(GOOD).expect("parses");
+        assert_eq!((one.sources.len(), one.sources[0].listed, one.sources[0].label()), (1, false, "replay"));
+
+        let both = GOOD.replace("[rules]", "[[sources]]\ntype = \"synthetic\"\n\n[rules]");
+        let e = PipelineConfig::parse(&both).expect_err("both forms");
+        assert!(e.contains("either [source]") && e.contains("not both"), "{e}");
+        let neither = GOOD.replace("[source]\ntype = \"replay\"\npath = \"posts.jsonl\"", "");
+        assert!(PipelineConfig::parse(&neither).expect_err("none").contains("missing [source]"));
+
+        let same = two.replace("type = \"synthetic\"\nrate = -1", "name = \"a\"\ntype = \"synthetic\"");
+        let p = PipelineConfig::parse(&same).expect("parses").check();
+        assert!(p.iter().any(|p| p.key == "sources[1].name" && p.message.contains("also names sources[0]")), "{p:?}");
+        let bad = two.replace("name = \"a\"", "name = \"a b\"");
+        let p = PipelineConfig::parse(&bad).expect("parses").check();
+        assert!(p.iter().any(|p| p.key == "sources[0].name"), "{p:?}");
+        let typo = two.replace("path = \"a.jsonl\"", "pth = \"a.jsonl\"");
+        let e = PipelineConfig::parse(&typo).expect_err("unknown key");
+        assert!(e.contains("pth"), "{e}");
+    }
+
     /// Issue 16, defect 8: a value of the wrong type in a tagged table was
     /// located at the table's header, not at its key.
     #[test]
