@@ -145,12 +145,9 @@ impl BufferConfig {
     /// The queue's directory: the configured one, else
     /// `$XDG_STATE_HOME/traptor/buffer/<type>-<id>` (or `~/.local/state/…`).
     pub fn dir_for(&self, traptor_type: &str, traptor_id: u32) -> Option<PathBuf> {
-        self.dir.clone().or_else(|| {
-            let base = std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-            Some(base.join("traptor").join("buffer").join(format!("{traptor_type}-{traptor_id}")))
-        })
+        self.dir
+            .clone()
+            .or_else(|| Some(crate::config::state_dir()?.join("buffer").join(format!("{traptor_type}-{traptor_id}"))))
     }
 }
 

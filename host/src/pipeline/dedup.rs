@@ -92,12 +92,9 @@ impl DedupConfig {
     /// The snapshot file: the configured one, else
     /// `$XDG_STATE_HOME/traptor/dedup-<type>-<id>.bin` (or `~/.local/state/…`).
     pub fn snapshot_path(&self, traptor_type: &str, traptor_id: u32) -> Option<PathBuf> {
-        self.snapshot.clone().or_else(|| {
-            let base = std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-            Some(base.join("traptor").join(format!("dedup-{traptor_type}-{traptor_id}.bin")))
-        })
+        self.snapshot
+            .clone()
+            .or_else(|| Some(crate::config::state_dir()?.join(format!("dedup-{traptor_type}-{traptor_id}.bin"))))
     }
 }
 
