@@ -15,7 +15,7 @@
 //! `spin` (either mode) runs that many rounds of a small hash on each post:
 //! a slow stage, for the tests and benchmarks of the buffer between sources
 //! and workers (≈ 1 ns a round here: 50,000 ≈ 50 µs). A count, not a time:
-//! plugins see no real clock.
+//! a stage's clocks stand still unless it is granted them.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
