@@ -468,6 +468,10 @@ struct InFlight {
 
 type Sending = Pin<Box<dyn Future<Output = bool> + Send>>;
 
+/// How often the merge step looks for confirmations with batches out, and without.
+const BUSY_LOOK: Duration = Duration::from_millis(1);
+const IDLE_LOOK: Duration = Duration::from_millis(50);
+
 /// Run disk work on this thread, telling a multi-threaded runtime to move
 /// its other tasks elsewhere meanwhile (a current-thread runtime cannot).
 fn off_reactor<R>(f: impl FnOnce() -> R) -> R {
@@ -519,10 +523,6 @@ impl Merge {
         let mut held: Option<RawBatch> = None;
         let mut input_open = true;
         let mut announced = false;
-        // Confirmations are looked at every few ms: the shorter, the fewer
-        // posts a crash finds written but not yet acknowledged.
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             settle(&mut self.queue, &mut inflight, &self.written, &self.checkpoints, self.dedup.as_deref())?;
             if let Some(b) = held.take() {
@@ -565,7 +565,10 @@ impl Merge {
                         return Err(BufferError::WorkersGone);
                     }
                 }
-                _ = tick.tick() => {}
+                // Confirmations are looked at every ms while batches are out
+                // (the sooner, the fewer posts a crash finds written but not
+                // yet journaled or removed from disk); rarely when idle.
+                () = tokio::time::sleep(if inflight.is_empty() { IDLE_LOOK } else { BUSY_LOOK }) => {}
             }
         }
         self.gauges();
