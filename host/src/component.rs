@@ -125,6 +125,15 @@ pub(crate) fn one() -> f64 {
     1.0
 }
 
+/// Where a collector keeps its state unless told otherwise:
+/// `$XDG_STATE_HOME/traptor`, else `~/.local/state/traptor`.
+pub fn state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("traptor"))
+}
+
 /// One list of components → their serde enum (`type = "…"` selects the
 /// variant, unknown types and keys are errors) and the one `match` that gives
 /// out the component behind a variant, as `&dyn` and `&mut dyn` of the

@@ -254,15 +254,6 @@ impl LoadedConfig {
     }
 }
 
-/// Where a collector keeps its state unless told otherwise:
-/// `$XDG_STATE_HOME/traptor`, else `~/.local/state/traptor`.
-pub fn state_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("traptor"))
-}
-
 /// A path as it names a file: through symbolic links when it exists, else
 /// with `.` and `..` taken out.
 fn same_file_key(p: &Path) -> PathBuf {

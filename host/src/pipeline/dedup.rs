@@ -94,7 +94,7 @@ impl DedupConfig {
     pub fn snapshot_path(&self, traptor_type: &str, traptor_id: u32) -> Option<PathBuf> {
         self.snapshot
             .clone()
-            .or_else(|| Some(crate::config::state_dir()?.join(format!("dedup-{traptor_type}-{traptor_id}.bin"))))
+            .or_else(|| Some(crate::component::state_dir()?.join(format!("dedup-{traptor_type}-{traptor_id}.bin"))))
     }
 }
 
