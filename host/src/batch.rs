@@ -166,8 +166,6 @@ pub struct OutBatch {
     /// Records for the dead-letter destination, in order.
     dead_data: Vec<u8>,
     dead_ends: Vec<usize>,
-    /// The source position of the raw batch this came from.
-    pub checkpoint: Option<u64>,
     /// When the raw batch's first record was read.
     pub read_at: Option<std::time::Instant>,
 }

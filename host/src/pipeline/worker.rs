@@ -182,7 +182,6 @@ pub fn process_batch(
     let ctx = &*ctx.for_source(batch.source);
     let m = &ctx.metrics;
     let mut out = OutBatch::with_seq(batch.seq);
-    out.checkpoint = batch.checkpoint;
     out.read_at = batch.read_at;
     Metrics::add(&m.records_in, batch.len() as u64);
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
