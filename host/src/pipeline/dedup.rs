@@ -339,7 +339,11 @@ impl Dedup {
     /// True the first time `network`/`id` is seen within the window (the
     /// post goes on); false for a duplicate.
     pub fn first(&self, network: &str, id: &str) -> bool {
-        let k = key(network, id);
+        self.first_key(key(network, id))
+    }
+
+    /// [`Dedup::first`] for a key already made with [`key`].
+    pub fn first_key(&self, k: u64) -> bool {
         let now = now_secs();
         let Ok(mut s) = self.shards[(k as usize) % SHARDS].lock() else { return true };
         // An expired entry reads as absent here; forgetting is done once, after inserting.

@@ -205,16 +205,19 @@ pub fn process_batch(
         match message.unwrap_or_else(|| post::decode(ctx.format, raw)) {
             Ok(Message::Post(post)) => {
                 if let Some(d) = &ctx.dedup {
+                    // The key is made once: checked here (locally), kept below
+                    // until the batch is written (with the buffer).
+                    let k = super::dedup::key(post.source, &post.id);
                     let duplicate = match &decoded {
                         Some(_) => shared_dups.get(i).copied().unwrap_or(false),
-                        None => !d.first(post.source, &post.id),
+                        None => !d.first_key(k),
                     };
                     if duplicate {
                         Metrics::add(&m.duplicates_dropped, 1);
                         continue;
                     }
                     if d.journals() {
-                        staged_keys.push(super::dedup::key(post.source, &post.id));
+                        staged_keys.push(k);
                     }
                 }
                 attribute(ctx, compiled, &post, scratch, &mut tally);
