@@ -219,6 +219,40 @@ impl Histogram {
     }
 }
 
+/// Counts of fields met in an unexpected JSON type, by (format, field).
+/// Both are `&'static str` from the decoders' declarations: a bounded set.
+/// Taken only for posts that had a surprise, so a lock is cheap enough.
+#[derive(Debug, Default)]
+pub struct FieldSurprises(std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>);
+
+impl FieldSurprises {
+    /// Count one; true the first time this format and field is seen.
+    pub fn add(&self, format: &'static str, field: &'static str) -> bool {
+        let Ok(mut m) = self.0.lock() else { return false };
+        let n = m.entry((format, field)).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// format → field → count.
+    pub fn snapshot(
+        &self,
+    ) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>> {
+        let mut out: std::collections::BTreeMap<_, std::collections::BTreeMap<_, _>> = Default::default();
+        if let Ok(m) = self.0.lock() {
+            for (&(format, field), &n) in m.iter() {
+                out.entry(format).or_default().insert(field, n);
+            }
+        }
+        out
+    }
+
+    /// Every count, summed.
+    pub fn total(&self) -> u64 {
+        self.0.lock().map_or(0, |m| m.values().sum())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub records_in: AtomicU64,
@@ -231,6 +265,9 @@ pub struct Metrics {
     /// Twitter's cumulative count of posts it could not deliver (latest `limit`).
     pub limit_undelivered: AtomicU64,
     pub malformed: AtomicU64,
+    /// Fields of posts read in an unexpected JSON type (converted or treated
+    /// as absent; the post went on), by format and field.
+    pub field_surprises: FieldSurprises,
     /// Records a live source dropped as redeliveries of ones already read.
     pub duplicates_dropped: AtomicU64,
     /// Attributions by the source (X v2 `matching_rules`) naming no local rule.
@@ -288,6 +325,8 @@ pub struct Snapshot {
     pub control: std::collections::BTreeMap<&'static str, u64>,
     pub limit_undelivered: u64,
     pub malformed: u64,
+    /// format → field → posts that had it in an unexpected JSON type.
+    pub field_surprises: std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>>,
     pub duplicates_dropped: u64,
     pub source_rules_unresolved: u64,
     pub rule_limited: u64,
@@ -342,6 +381,7 @@ impl Metrics {
                 .collect(),
             limit_undelivered: self.limit_undelivered.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
+            field_surprises: self.field_surprises.snapshot(),
             duplicates_dropped: self.duplicates_dropped.load(Relaxed),
             source_rules_unresolved: self.source_rules_unresolved.load(Relaxed),
             rule_limited: self.rule_limited.load(Relaxed),

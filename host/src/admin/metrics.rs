@@ -94,6 +94,20 @@ impl Collector for TraptorCollector {
             .collect();
         family(&mut e, "traptor_records", "Control messages (not posts) read, by kind", counter, &kinds)?;
         family(&mut e, "traptor_malformed", "Records that could not be decoded", counter, &[(vec![], m.malformed)])?;
+        let surprises: Vec<(Labels<'_>, u64)> = m
+            .field_surprises
+            .iter()
+            .flat_map(|(format, fields)| fields.iter().map(move |(field, n)| (vec![("format", *format), ("field", *field)], *n)))
+            .collect();
+        if !surprises.is_empty() {
+            family(
+                &mut e,
+                "traptor_field_surprises",
+                "Post fields read in an unexpected JSON type (converted, or treated as absent); the posts went on",
+                counter,
+                &surprises,
+            )?;
+        }
         family(
             &mut e,
             "traptor_duplicates_dropped",

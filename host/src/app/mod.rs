@@ -317,6 +317,7 @@ impl RunReport {
             unmatched = m.posts_unmatched,
             control = m.control.values().sum::<u64>(),
             malformed = m.malformed,
+            field_surprises = m.field_surprises.values().flat_map(|f| f.values()).sum::<u64>(),
             duplicates = m.duplicates_dropped,
             unresolved_rules = m.source_rules_unresolved,
             rule_limited = m.rule_limited,
@@ -336,6 +337,11 @@ impl RunReport {
             latency_max_ms = format!("{:.2}", m.latency_max_us as f64 / 1e3),
             "pipeline finished"
         );
+        for (format, fields) in &m.field_surprises {
+            for (field, n) in fields {
+                tracing::info!(format, field, posts = n, "field of an unexpected type (converted or read as absent; the posts went on)");
+            }
+        }
     }
 }
 

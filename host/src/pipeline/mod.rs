@@ -18,6 +18,8 @@
 
 pub mod buffer;
 pub mod dedup;
+#[cfg(test)]
+mod drift;
 pub mod limits;
 pub mod worker;
 

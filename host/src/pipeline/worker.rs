@@ -204,6 +204,9 @@ pub fn process_batch(
         let message = decoded.as_mut().and_then(|all| all.get_mut(i)).and_then(Option::take);
         match message.unwrap_or_else(|| post::decode(ctx.format, raw)) {
             Ok(Message::Post(post)) => {
+                if !post.surprises.is_empty() {
+                    surprised(ctx, &post);
+                }
                 if let Some(d) = &ctx.dedup {
                     // The key is made once: checked here (locally), kept below
                     // until the batch is written (with the buffer).
@@ -410,6 +413,24 @@ fn count_control(ctx: &WorkerContext, c: &post::Control) -> bool {
         Metrics::add(&m.control_dropped, 1);
     }
     ctx.forward_control
+}
+
+/// Count the fields a post had in an unexpected JSON type; log each format
+/// and field the first time, with the post's id (the post goes on).
+#[cold]
+fn surprised(ctx: &WorkerContext, post: &PostView<'_>) {
+    for s in &post.surprises {
+        if ctx.metrics.field_surprises.add(post.source, s.field) {
+            tracing::warn!(
+                input = %ctx.source_name,
+                format = post.source,
+                field = s.field,
+                post_id = %post.id,
+                handled = if s.converted { "converted" } else { "read as absent" },
+                "a post field has an unexpected JSON type; the post goes on (logged once per format and field)"
+            );
+        }
+    }
 }
 
 /// Count (and, the first few times, log with its origin) a record that

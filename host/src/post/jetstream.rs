@@ -14,127 +14,94 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
+use super::tolerant::{self, Id, Surprises, tolerant};
 use super::{Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, PostView, TextView, UserRef};
 
 /// The `source` name of posts decoded here.
 pub const SOURCE: &str = "bluesky";
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Event<'a> {
-    #[serde(borrow)]
-    did: Cow<'a, str>,
-    time_us: Option<u64>,
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    commit: Option<Commit<'a>>,
+tolerant! {
+    struct Event<'a> in "event" {
+        did: Cow<'a, str>,
+        kind: Cow<'a, str>,
+        commit: Commit<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Commit<'a> {
-    #[serde(borrow)]
-    operation: Cow<'a, str>,
-    #[serde(borrow)]
-    collection: Cow<'a, str>,
-    #[serde(borrow)]
-    rkey: Cow<'a, str>,
-    /// Parsed by collection (a like's or follow's record has other shapes).
-    #[serde(borrow)]
-    record: Option<&'a serde_json::value::RawValue>,
+tolerant! {
+    struct Commit<'a> in "commit" {
+        operation: Cow<'a, str>,
+        collection: Cow<'a, str>,
+        rkey: Id<'a>,
+        /// Read for both collections at once (a post's keys and a repost's
+        /// `subject`), so the record needs no second pass and may come before
+        /// or after `collection`.
+        record: Record<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Record<'a> {
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(borrow, rename = "createdAt")]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    langs: Vec<Cow<'a, str>>,
-    #[serde(borrow)]
-    facets: Vec<Facet<'a>>,
-    #[serde(borrow)]
-    reply: Option<Reply<'a>>,
-    #[serde(borrow)]
-    embed: Option<Embed<'a>>,
+tolerant! {
+    struct Record<'a> in "record" {
+        text: Cow<'a, str>,
+        created_at as "createdAt": Cow<'a, str>,
+        langs: Vec<Cow<'a, str>>,
+        facets: Vec<Facet<'a>>,
+        reply: Reply<'a>,
+        embed: Embed<'a>,
+        /// A repost's subject.
+        subject: StrongRef<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RepostRecord<'a> {
-    #[serde(borrow, rename = "createdAt")]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    subject: Option<StrongRef<'a>>,
+tolerant! {
+    struct Facet<'a> in "facet" {
+        index: ByteSlice,
+        features: Vec<Feature<'a>>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Facet<'a> {
-    index: Option<ByteSlice>,
-    #[serde(borrow)]
-    features: Vec<Feature<'a>>,
+tolerant! {
+    struct ByteSlice in "facet.index" {
+        byte_start as "byteStart": usize,
+        byte_end as "byteEnd": usize,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ByteSlice {
-    #[serde(rename = "byteStart")]
-    byte_start: usize,
-    #[serde(rename = "byteEnd")]
-    byte_end: usize,
+tolerant! {
+    struct Feature<'a> in "feature" {
+        kind as "$type": Cow<'a, str>,
+        tag: Cow<'a, str>,
+        did: Cow<'a, str>,
+        uri: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Feature<'a> {
-    #[serde(borrow, rename = "$type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    tag: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    did: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
+tolerant! {
+    struct Reply<'a> in "reply" {
+        parent: StrongRef<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Reply<'a> {
-    #[serde(borrow)]
-    parent: Option<StrongRef<'a>>,
+tolerant! {
+    struct StrongRef<'a> in "ref" {
+        uri: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct StrongRef<'a> {
-    #[serde(borrow)]
-    uri: Cow<'a, str>,
+tolerant! {
+    struct Embed<'a> in "embed" {
+        kind as "$type": Cow<'a, str>,
+        /// `app.bsky.embed.record`: `{record: {uri}}`;
+        /// `app.bsky.embed.recordWithMedia`: `{record: {record: {uri}}}`.
+        record: EmbedRecord<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Embed<'a> {
-    #[serde(borrow, rename = "$type")]
-    kind: Cow<'a, str>,
-    /// `app.bsky.embed.record`: `{record: {uri}}`;
-    /// `app.bsky.embed.recordWithMedia`: `{record: {record: {uri}}}`.
-    #[serde(borrow)]
-    record: Option<EmbedRecord<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct EmbedRecord<'a> {
-    #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    record: Option<StrongRef<'a>>,
+tolerant! {
+    struct EmbedRecord<'a> in "embed.record" {
+        uri: Cow<'a, str>,
+        record: StrongRef<'a>,
+    }
 }
 
 /// The DID in an AT URI (`at://did:plc:x/collection/rkey` → `did:plc:x`).
@@ -150,11 +117,13 @@ fn owned_did(uri: &str) -> Option<String> {
 /// The event's `time_us` (the cursor), if it has one — read without decoding
 /// the rest.
 pub fn time_us(bytes: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct T {
-        time_us: Option<u64>,
+    tolerant! {
+        struct T in "event" {
+            time_us: u64,
+        }
     }
-    serde_json::from_slice::<T>(bytes).ok()?.time_us
+    let text = std::str::from_utf8(bytes).ok()?;
+    tolerant::read_record::<T>(text, "event", &Surprises::default()).ok()??.time_us
 }
 
 /// Decode one Jetstream event.
@@ -165,33 +134,43 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 /// [`decode`] from text already known to be UTF-8 (validated once per
 /// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let ev: Event<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
-    let _ = ev.time_us;
+    let surprises = Surprises::default();
+    let ev: Event<'_> = match tolerant::read_record(text, "event", &surprises) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Err(DecodeError::NotAnObject),
+        Err(e) => return Err(DecodeError::Json(e)),
+    };
     let control = |kind| Ok(Message::Control(Control { kind, undelivered: None }));
-    match ev.kind.as_ref() {
-        "commit" => {}
-        "identity" => return control(ControlKind::Identity),
-        "account" => return control(ControlKind::Account),
-        _ => return control(ControlKind::Unknown),
+    match ev.kind.as_deref() {
+        Some("identity") => return control(ControlKind::Identity),
+        Some("account") => return control(ControlKind::Account),
+        // A commit; or a kind of another type, when a commit says what it is.
+        Some("commit") | None => {}
+        Some(_) => return control(ControlKind::Unknown),
     }
     let Some(commit) = ev.commit else { return control(ControlKind::Unknown) };
-    if commit.operation == "delete" {
-        return control(ControlKind::Delete);
+    // An operation of another type is taken for a create when the commit
+    // has a record, whatever its shape (a delete has none).
+    match commit.operation.as_deref() {
+        Some("delete") => return control(ControlKind::Delete),
+        Some("create") => {}
+        None if commit.has("record") => {}
+        _ => return control(ControlKind::Unknown),
     }
-    let is_post = commit.collection == "app.bsky.feed.post";
-    let is_repost = commit.collection == "app.bsky.feed.repost";
-    if commit.operation != "create" || !(is_post || is_repost) {
+    let collection = commit.collection.as_deref().unwrap_or_default();
+    let is_post = collection == "app.bsky.feed.post";
+    let is_repost = collection == "app.bsky.feed.repost";
+    let (Some(did), Some(rkey), true) = (ev.did, commit.rkey, is_post || is_repost) else {
         return control(ControlKind::Unknown);
-    }
-    let raw = commit.record.map_or("{}", |r| r.get());
-    let id = Cow::Owned(format!("at://{}/{}/{}", ev.did, commit.collection, commit.rkey));
-    let author = UserRef { id: Some(ev.did.clone()), handle: None };
+    };
+    let id = Cow::Owned(format!("at://{did}/{collection}/{}", rkey.as_str()));
+    let author = UserRef { id: Some(did), handle: None };
+    let record = commit.record.unwrap_or_default();
     if is_repost {
-        let record: RepostRecord<'_> = serde_json::from_str(raw).map_err(DecodeError::Shape)?;
-        let subject = record.subject.unwrap_or_default();
+        let subject = record.subject.and_then(|s| s.uri);
         let retweeted = EmbeddedPost {
-            author: UserRef { id: owned_did(&subject.uri).map(Cow::Owned), handle: None },
-            id: Some(subject.uri),
+            author: UserRef { id: subject.as_deref().and_then(owned_did).map(Cow::Owned), handle: None },
+            id: subject,
             text: TextView::default(),
         };
         return Ok(Message::Post(Box::new(PostView {
@@ -200,15 +179,15 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
             created_at: record.created_at,
             author,
             retweeted: Some(Box::new(retweeted)),
+            surprises: surprises.into_vec(),
             ..PostView::default()
         })));
     }
-    let record: Record<'_> = serde_json::from_str(raw).map_err(DecodeError::Shape)?;
-    let parent = record.reply.and_then(|r| r.parent);
+    let parent = record.reply.and_then(|r| r.parent).and_then(|p| p.uri);
     let quoted_uri = record.embed.and_then(|e| {
         let r = e.record?;
-        match e.kind.as_ref() {
-            "app.bsky.embed.recordWithMedia" => r.record.map(|s| s.uri),
+        match e.kind.as_deref() {
+            Some("app.bsky.embed.recordWithMedia") => r.record.and_then(|s| s.uri),
             _ => r.uri,
         }
     });
@@ -219,22 +198,23 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
             text: TextView::default(),
         })
     });
-    let text = text_view(record.text, record.facets);
+    let text = text_view(record.text.unwrap_or_default(), record.facets.unwrap_or_default());
     Ok(Message::Post(Box::new(PostView {
         source: SOURCE,
         id,
         created_at: record.created_at,
         author,
-        lang: record.langs.into_iter().next(),
+        lang: record.langs.and_then(|l| l.into_iter().next()),
         text,
-        in_reply_to_user_id: parent.as_ref().and_then(|p| owned_did(&p.uri)).map(Cow::Owned),
-        in_reply_to_post_id: parent.map(|p| p.uri),
+        in_reply_to_user_id: parent.as_deref().and_then(owned_did).map(Cow::Owned),
+        in_reply_to_post_id: parent,
         retweeted: None,
         quoted,
         coordinates: None,
         place_bbox: None,
         source_rules: None,
         edited_at: None,
+        surprises: surprises.into_vec(),
     })))
 }
 
@@ -242,11 +222,11 @@ fn text_view<'a>(text: Cow<'a, str>, facets: Vec<Facet<'a>>) -> TextView<'a> {
     let mut view = TextView::default();
     let mut spans = Vec::new();
     for f in facets {
-        let span = f.index.as_ref().map(|i| i.byte_start..i.byte_end).filter(|r| {
+        let span = f.index.as_ref().and_then(|i| Some(i.byte_start?..i.byte_end?)).filter(|r| {
             r.start < r.end && r.end <= text.len() && text.is_char_boundary(r.start) && text.is_char_boundary(r.end)
         });
-        for feat in f.features {
-            match feat.kind.as_ref() {
+        for feat in f.features.unwrap_or_default() {
+            match feat.kind.as_deref().unwrap_or_default() {
                 "app.bsky.richtext.facet#tag" => {
                     if let Some(tag) = feat.tag {
                         view.hashtags.push(tag);

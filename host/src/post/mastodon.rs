@@ -25,68 +25,49 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
+use super::tolerant::{self, Id, Present, Surprises, tolerant};
 use super::{Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, PostView, TextView, UserRef};
 
 /// The `source` name of posts decoded here.
 pub const SOURCE: &str = "mastodon";
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Status<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    edited_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    in_reply_to_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    in_reply_to_account_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    language: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    spoiler_text: Cow<'a, str>,
-    #[serde(borrow)]
-    content: Cow<'a, str>,
-    #[serde(borrow)]
-    account: Option<Account<'a>>,
-    #[serde(borrow)]
-    mentions: Vec<StatusMention<'a>>,
-    #[serde(borrow)]
-    tags: Vec<Tag<'a>>,
-    #[serde(borrow)]
-    reblog: Option<Box<Status<'a>>>,
-    /// Present on the delete notice the source makes of a `delete` event.
-    delete: Option<IgnoredAny>,
+tolerant! {
+    struct Status<'a> in "status" {
+        id: Id<'a>,
+        created_at: Cow<'a, str>,
+        edited_at: Cow<'a, str>,
+        in_reply_to_id: Id<'a>,
+        in_reply_to_account_id: Id<'a>,
+        language: Cow<'a, str>,
+        spoiler_text: Cow<'a, str>,
+        content: Cow<'a, str>,
+        account: Account<'a>,
+        mentions: Vec<StatusMention<'a>>,
+        tags: Vec<Tag<'a>>,
+        reblog: Box<Status<'a>>,
+        /// Present on the delete notice the source makes of a `delete` event.
+        delete: Present,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Account<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    acct: Option<Cow<'a, str>>,
+tolerant! {
+    struct Account<'a> in "account" {
+        id: Id<'a>,
+        acct: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct StatusMention<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    acct: Cow<'a, str>,
+tolerant! {
+    struct StatusMention<'a> in "mention" {
+        id: Id<'a>,
+        acct: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Tag<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
+tolerant! {
+    struct Tag<'a> in "tag" {
+        name: Cow<'a, str>,
+    }
 }
 
 /// Decode one status (or delete notice).
@@ -96,42 +77,64 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 
 /// [`decode`] from text already known to be UTF-8 (validated once per
 /// record, not once per string).
+///
+/// A status is an object with an id and an `account` key (whatever its
+/// value: an unusable account only loses the author).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let status: Status<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
+    let surprises = Surprises::default();
+    let status: Status<'_> = match tolerant::read_record(text, "status", &surprises) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(DecodeError::NotAnObject),
+        Err(e) => return Err(DecodeError::Json(e)),
+    };
     if status.delete.is_some() {
         return Ok(Message::Control(Control { kind: ControlKind::Delete, undelivered: None }));
     }
-    let (Some(id), Some(account)) = (status.id.clone(), status.account.as_ref()) else {
+    let (Some(id), true) = (status.id.clone(), status.has("account")) else {
         return Ok(Message::Control(Control { kind: ControlKind::Unknown, undelivered: None }));
     };
-    let author = UserRef { id: account.id.clone(), handle: account.acct.clone() };
+    let author = status.account.as_ref().map(Account::user).unwrap_or_default();
     let retweeted = status.reblog.map(|r| {
         Box::new(EmbeddedPost {
-            id: r.id.clone(),
-            author: r
-                .account
-                .as_ref()
-                .map(|a| UserRef { id: a.id.clone(), handle: a.acct.clone() })
-                .unwrap_or_default(),
-            text: text_view(&r.spoiler_text, &r.content, r.tags, r.mentions),
+            id: r.id.map(Id::into_cow),
+            author: r.account.as_ref().map(Account::user).unwrap_or_default(),
+            text: text_view(
+                r.spoiler_text.as_deref().unwrap_or_default(),
+                r.content.as_deref().unwrap_or_default(),
+                r.tags.unwrap_or_default(),
+                r.mentions.unwrap_or_default(),
+            ),
         })
     });
+    let text = text_view(
+        status.spoiler_text.as_deref().unwrap_or_default(),
+        status.content.as_deref().unwrap_or_default(),
+        status.tags.unwrap_or_default(),
+        status.mentions.unwrap_or_default(),
+    );
     Ok(Message::Post(Box::new(PostView {
         source: SOURCE,
-        id,
+        id: id.into_cow(),
         created_at: status.created_at,
         author,
         lang: status.language,
-        text: text_view(&status.spoiler_text, &status.content, status.tags, status.mentions),
-        in_reply_to_user_id: status.in_reply_to_account_id,
-        in_reply_to_post_id: status.in_reply_to_id,
+        text,
+        in_reply_to_user_id: status.in_reply_to_account_id.map(Id::into_cow),
+        in_reply_to_post_id: status.in_reply_to_id.map(Id::into_cow),
         retweeted,
         quoted: None,
         coordinates: None,
         place_bbox: None,
         source_rules: None,
         edited_at: status.edited_at,
+        surprises: surprises.into_vec(),
     })))
+}
+
+impl<'a> Account<'a> {
+    fn user(&self) -> UserRef<'a> {
+        UserRef { id: self.id.clone().map(Id::into_cow), handle: self.acct.clone() }
+    }
 }
 
 fn text_view<'a>(spoiler: &str, content: &str, tags: Vec<Tag<'a>>, mentions: Vec<StatusMention<'a>>) -> TextView<'a> {
@@ -144,8 +147,11 @@ fn text_view<'a>(spoiler: &str, content: &str, tags: Vec<Tag<'a>>, mentions: Vec
     TextView {
         text: Cow::Owned(plain.text.trim_end().to_owned()),
         entity_spans: plain.anchors.iter().map(|a| a.span.clone()).collect(),
-        hashtags: tags.into_iter().map(|t| t.name).collect(),
-        mentions: mentions.into_iter().map(|m| Mention { handle: m.acct, id: m.id }).collect(),
+        hashtags: tags.into_iter().filter_map(|t| t.name).collect(),
+        mentions: mentions
+            .into_iter()
+            .filter_map(|m| Some(Mention { handle: m.acct?, id: m.id.map(Id::into_cow) }))
+            .collect(),
         links: plain
             .anchors
             .into_iter()
@@ -379,7 +385,13 @@ mod tests {
         let u = decode(br#"{"event":"filters_changed"}"#).expect("decodes");
         assert!(matches!(u, Message::Control(Control { kind: ControlKind::Unknown, .. })));
         assert!(matches!(decode(b"{not json"), Err(DecodeError::Json(_))));
-        assert!(matches!(decode(br#"{"id":5,"account":{}}"#), Err(DecodeError::Shape(_))));
+        // An id sent as a number is converted; the post is not lost.
+        let Message::Post(p) = decode(br#"{"id":5,"account":{},"spoiler_text":0}"#).expect("decodes") else {
+            panic!("not a post")
+        };
+        assert_eq!(p.id, "5");
+        let fields: Vec<&str> = p.surprises.iter().map(|s| s.field).collect();
+        assert_eq!(fields, vec!["status.id", "status.spoiler_text"]);
     }
 
     #[test]

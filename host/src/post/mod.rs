@@ -17,11 +17,14 @@
 
 pub mod jetstream;
 pub mod mastodon;
+pub mod tolerant;
 pub mod v1;
 pub mod v2;
 
 use std::borrow::Cow;
 use std::ops::Range;
+
+pub use tolerant::Surprise;
 
 /// A point, longitude first (GeoJSON order, as Twitter sends it).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +143,9 @@ pub struct PostView<'a> {
     /// Set when this is a new version of a post published earlier (an edit):
     /// when it was edited. The envelope marks it (`"edit": true`).
     pub edited_at: Option<Cow<'a, str>>,
+    /// Fields the decoder met in an unexpected JSON type (converted or
+    /// treated as absent; see [`tolerant`]). Counted per format and field.
+    pub surprises: Vec<Surprise>,
 }
 
 /// One rule a source attributed a post to: the server's id for it, and
@@ -231,15 +237,14 @@ pub enum Message<'a> {
 }
 
 /// Why a line could not be decoded. The offending record is reported and skipped;
-/// nothing else is affected.
+/// nothing else is affected. A field of an unexpected type is never a reason
+/// (see [`tolerant`]): only bytes that are not a JSON object are.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("not valid JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error("not a JSON object")]
     NotAnObject,
-    #[error("post has a field of an unexpected type: {0}")]
-    Shape(#[source] serde_json::Error),
     #[error("not valid UTF-8 (at byte {0})")]
     Utf8(usize),
 }
@@ -250,16 +255,6 @@ pub enum DecodeError {
 /// SSE4.2 at run time; std's check was 4 % of a profile).
 pub fn text(bytes: &[u8]) -> Result<&str, DecodeError> {
     simdutf8::compat::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))
-}
-
-/// Why a decoder could not read `text`: not JSON, JSON that is not an
-/// object, or an object with a field of an unexpected type.
-fn read_error(text: &str, e: serde_json::Error) -> DecodeError {
-    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        Err(_) => DecodeError::Json(e),
-        Ok(_) if text.trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with('{') => DecodeError::Shape(e),
-        Ok(_) => DecodeError::NotAnObject,
-    }
 }
 
 /// The wire format of a source's messages.

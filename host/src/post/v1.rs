@@ -14,9 +14,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
+use super::tolerant::{self, Id, Present, Surprises, tolerant};
 use super::{
     BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, TextView, UserRef,
 };
@@ -31,13 +29,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 
 /// [`decode`] from text already known to be UTF-8 (validated once per
 /// record, not once per string).
+///
+/// A post is an object with a usable top-level id (`id_str`, or `id`) and any
+/// of the keys only a post has (`text`, `full_text`, `extended_tweet`,
+/// `user`), whatever their values: stream notices (`limit`, `delete` …) never
+/// carry a top-level id.
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let mut msg: V1Status<'_> = match serde_json::from_str(text) {
-        Ok(m) => m,
-        Err(e) => return Err(super::read_error(text, e)),
+    let surprises = Surprises::default();
+    let msg: V1Status<'_> = match tolerant::read_record(text, "status", &surprises) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(DecodeError::NotAnObject),
+        Err(e) => return Err(DecodeError::Json(e)),
     };
-    if (msg.id_str.is_some() || msg.id.is_some()) && (msg.text.is_some() || msg.full_text.is_some()) {
-        return Ok(Message::Post(Box::new(msg.into_view())));
+    let has_id = msg.id_str.is_some() || msg.id.is_some();
+    if has_id && ["text", "full_text", "extended_tweet", "user"].iter().any(|k| msg.has(k)) {
+        let mut view = msg.into_view();
+        view.surprises = surprises.into_vec();
+        return Ok(Message::Post(Box::new(view)));
     }
     let kind = if msg.limit.is_some() {
         ControlKind::Limit
@@ -56,149 +64,123 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
     } else {
         ControlKind::Unknown
     };
-    let undelivered = msg.limit.take().and_then(|l| l.track.or(l.follow).or(l.locations));
+    let undelivered = msg.limit.and_then(|l| l.track.or(l.follow).or(l.locations));
     Ok(Message::Control(Control { kind, undelivered }))
 }
 
-#[derive(Deserialize)]
-struct V1Limit {
-    track: Option<u64>,
-    follow: Option<u64>,
-    locations: Option<u64>,
+tolerant! {
+    /// `{"limit":{"track":N}}`: Twitter's count of posts it could not deliver.
+    struct V1Limit in "limit" {
+        track: u64,
+        follow: u64,
+        locations: u64,
+    }
 }
 
-/// Ids come as numbers (`id`) and strings (`id_str`); numbers above 2^53 are
-/// exact only in the string form, which is preferred.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V1Status<'a> {
-    #[serde(borrow)]
-    id_str: Option<Cow<'a, str>>,
-    id: Option<u64>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    full_text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    lang: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    user: Option<V1User<'a>>,
-    #[serde(borrow)]
-    in_reply_to_user_id_str: Option<Cow<'a, str>>,
-    in_reply_to_user_id: Option<u64>,
-    #[serde(borrow)]
-    in_reply_to_status_id_str: Option<Cow<'a, str>>,
-    in_reply_to_status_id: Option<u64>,
-    #[serde(borrow)]
-    entities: Option<V1Entities<'a>>,
-    #[serde(borrow)]
-    extended_entities: Option<V1Entities<'a>>,
-    #[serde(borrow)]
-    extended_tweet: Option<V1Extended<'a>>,
-    #[serde(borrow)]
-    retweeted_status: Option<Box<V1Status<'a>>>,
-    #[serde(borrow)]
-    quoted_status: Option<Box<V1Status<'a>>>,
-    coordinates: Option<V1Coordinates>,
-    place: Option<V1Place>,
-    // Non-post messages (top level only; `serde(flatten)` would buffer the whole
-    // post, so they live here).
-    limit: Option<V1Limit>,
-    delete: Option<IgnoredAny>,
-    scrub_geo: Option<IgnoredAny>,
-    status_withheld: Option<IgnoredAny>,
-    user_withheld: Option<IgnoredAny>,
-    warning: Option<IgnoredAny>,
-    disconnect: Option<IgnoredAny>,
+tolerant! {
+    /// Ids come as numbers (`id`) and strings (`id_str`); numbers above 2^53
+    /// are exact only in the string form, which is preferred.
+    struct V1Status<'a> in "status" {
+        id_str: Id<'a>,
+        id: u64,
+        text: Cow<'a, str>,
+        full_text: Cow<'a, str>,
+        created_at: Cow<'a, str>,
+        lang: Cow<'a, str>,
+        user: V1User<'a>,
+        in_reply_to_user_id_str: Id<'a>,
+        in_reply_to_user_id: u64,
+        in_reply_to_status_id_str: Id<'a>,
+        in_reply_to_status_id: u64,
+        entities: V1Entities<'a>,
+        extended_entities: V1Entities<'a>,
+        extended_tweet: V1Extended<'a>,
+        retweeted_status: Box<V1Status<'a>>,
+        quoted_status: Box<V1Status<'a>>,
+        coordinates: V1Coordinates,
+        place: V1Place,
+        // Non-post messages (top level only).
+        limit: V1Limit,
+        delete: Present,
+        scrub_geo: Present,
+        status_withheld: Present,
+        user_withheld: Present,
+        warning: Present,
+        disconnect: Present,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V1User<'a> {
-    #[serde(borrow)]
-    id_str: Option<Cow<'a, str>>,
-    id: Option<u64>,
-    #[serde(borrow)]
-    screen_name: Option<Cow<'a, str>>,
+tolerant! {
+    struct V1User<'a> in "user" {
+        id_str: Id<'a>,
+        id: u64,
+        screen_name: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V1Extended<'a> {
-    #[serde(borrow)]
-    full_text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    entities: Option<V1Entities<'a>>,
-    #[serde(borrow)]
-    extended_entities: Option<V1Entities<'a>>,
+tolerant! {
+    struct V1Extended<'a> in "extended_tweet" {
+        full_text: Cow<'a, str>,
+        entities: V1Entities<'a>,
+        extended_entities: V1Entities<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V1Entities<'a> {
-    #[serde(borrow)]
-    hashtags: Option<Vec<V1Tag<'a>>>,
-    #[serde(borrow)]
-    symbols: Option<Vec<V1Tag<'a>>>,
-    #[serde(borrow)]
-    user_mentions: Option<Vec<V1Mention<'a>>>,
-    #[serde(borrow)]
-    urls: Option<Vec<V1Url<'a>>>,
-    #[serde(borrow)]
-    media: Option<Vec<V1Url<'a>>>,
+tolerant! {
+    struct V1Entities<'a> in "entities" {
+        hashtags: Vec<V1Tag<'a>>,
+        symbols: Vec<V1Tag<'a>>,
+        user_mentions: Vec<V1Mention<'a>>,
+        urls: Vec<V1Url<'a>>,
+        media: Vec<V1Url<'a>>,
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Tag<'a> {
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(default)]
-    indices: Option<[u32; 2]>,
+tolerant! {
+    struct V1Tag<'a> in "hashtag" {
+        text: Cow<'a, str>,
+        indices: [u32; 2],
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Mention<'a> {
-    #[serde(borrow)]
-    screen_name: Cow<'a, str>,
-    #[serde(default, borrow)]
-    id_str: Option<Cow<'a, str>>,
-    #[serde(default)]
-    id: Option<u64>,
-    #[serde(default)]
-    indices: Option<[u32; 2]>,
+tolerant! {
+    struct V1Mention<'a> in "user_mention" {
+        screen_name: Cow<'a, str>,
+        id_str: Id<'a>,
+        id: u64,
+        indices: [u32; 2],
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Url<'a> {
-    #[serde(default, borrow)]
-    url: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    expanded_url: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    display_url: Option<Cow<'a, str>>,
-    #[serde(default)]
-    indices: Option<[u32; 2]>,
+tolerant! {
+    struct V1Url<'a> in "url" {
+        url: Cow<'a, str>,
+        expanded_url: Cow<'a, str>,
+        display_url: Cow<'a, str>,
+        indices: [u32; 2],
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Coordinates {
-    coordinates: Option<[f64; 2]>,
+tolerant! {
+    struct V1Coordinates in "coordinates" {
+        coordinates: [f64; 2],
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Place {
-    bounding_box: Option<V1Polygon>,
+tolerant! {
+    struct V1Place in "place" {
+        bounding_box: V1Polygon,
+    }
 }
 
-#[derive(Deserialize)]
-struct V1Polygon {
-    coordinates: Option<Vec<Vec<[f64; 2]>>>,
+tolerant! {
+    struct V1Polygon in "bounding_box" {
+        coordinates: Vec<Vec<[f64; 2]>>,
+    }
 }
 
-fn id_of<'a>(s: Option<Cow<'a, str>>, n: Option<u64>) -> Option<Cow<'a, str>> {
-    s.or_else(|| n.map(|n| Cow::Owned(n.to_string())))
+fn id_of<'a>(s: Option<Id<'a>>, n: Option<u64>) -> Option<Cow<'a, str>> {
+    s.map(Id::into_cow).or_else(|| n.map(|n| Cow::Owned(n.to_string())))
 }
 
 impl<'a> V1Status<'a> {
@@ -249,6 +231,7 @@ impl<'a> V1Status<'a> {
                 .and_then(|rings| BBox::around(rings.into_iter().flatten().map(|[lng, lat]| Point { lng, lat }))),
             source_rules: None,
             edited_at: None,
+            surprises: Vec::new(),
         }
     }
 
@@ -276,7 +259,7 @@ fn text_view<'a>(
     extended: Option<V1Extended<'a>>,
 ) -> TextView<'a> {
     let (raw, entities, media_from) = match extended {
-        Some(V1Extended { full_text: Some(ft), entities: e, extended_entities: ee }) => (ft, e, ee),
+        Some(V1Extended { full_text: Some(ft), entities: e, extended_entities: ee, .. }) => (ft, e, ee),
         _ => (full_text.or(text).unwrap_or(Cow::Borrowed("")), entities, extended_entities),
     };
     let mut view = TextView::default();
@@ -284,17 +267,19 @@ fn text_view<'a>(
     if let Some(e) = entities {
         let mut locator = Locator::new(&raw);
         for h in e.hashtags.unwrap_or_default() {
-            found.extend(locator.locate(h.indices, &['#', '＃'], &h.text));
-            view.hashtags.push(h.text);
+            let Some(tag) = h.text else { continue };
+            found.extend(locator.locate(h.indices, &['#', '＃'], &tag));
+            view.hashtags.push(tag);
         }
         for s in e.symbols.unwrap_or_default() {
             // Cashtags stay words of the text ("$AAPL" is the token "aapl"); they
             // are reported to plugins only.
-            view.cashtags.push(s.text);
+            view.cashtags.extend(s.text);
         }
         for m in e.user_mentions.unwrap_or_default() {
-            found.extend(locator.locate(m.indices, &['@', '＠'], &m.screen_name));
-            view.mentions.push(Mention { handle: m.screen_name, id: id_of(m.id_str, m.id) });
+            let Some(handle) = m.screen_name else { continue };
+            found.extend(locator.locate(m.indices, &['@', '＠'], &handle));
+            view.mentions.push(Mention { handle, id: id_of(m.id_str, m.id) });
         }
         let media = e.media.into_iter().flatten();
         // extended_entities.media repeats entities.media with more items (all
@@ -534,6 +519,13 @@ mod tests {
     fn bad_input_is_typed() {
         assert!(matches!(decode(b"{\"id_str\":"), Err(DecodeError::Json(_))));
         assert!(matches!(decode(b"[1,2]"), Err(DecodeError::NotAnObject)));
-        assert!(matches!(decode(br#"{"id_str":"1","text":5}"#), Err(DecodeError::Shape(_))));
+        // A field of an unexpected type is absent, not a reason to lose the post.
+        match decode(br#"{"id_str":"1","text":5}"#) {
+            Ok(Message::Post(p)) => {
+                assert_eq!(p.text.text, "");
+                assert_eq!(p.surprises, vec![super::super::Surprise { field: "status.text", converted: false }]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

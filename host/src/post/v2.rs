@@ -14,9 +14,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
+use super::tolerant::{self, Id, Surprises, tolerant};
 use super::{
     BBox, Control, ControlKind, DecodeError, EmbeddedPost, Link, Mention, Message, Point, PostView, SourceRule,
     TextView, UserRef,
@@ -26,168 +24,140 @@ use super::{
 /// The `source` name of posts decoded here.
 pub const SOURCE: &str = "x-v2";
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Message<'a> {
-    #[serde(borrow)]
-    data: Option<V2Tweet<'a>>,
-    #[serde(borrow)]
-    includes: Option<V2Includes<'a>>,
-    #[serde(borrow)]
-    matching_rules: Option<Vec<V2Rule<'a>>>,
-    errors: Option<IgnoredAny>,
+tolerant! {
+    struct V2Message<'a> in "message" {
+        data: V2Tweet<'a>,
+        includes: V2Includes<'a>,
+        matching_rules: Vec<V2Rule<'a>>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Rule<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    tag: Option<Cow<'a, str>>,
+tolerant! {
+    /// Early v2 (2021) sent `id` as a JSON number, later as a string.
+    struct V2Rule<'a> in "matching_rule" {
+        id: Id<'a>,
+        tag: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Includes<'a> {
-    #[serde(borrow)]
-    users: Vec<V2User<'a>>,
-    #[serde(borrow)]
-    tweets: Vec<V2Tweet<'a>>,
-    #[serde(borrow)]
-    places: Vec<V2Place<'a>>,
+tolerant! {
+    struct V2Includes<'a> in "includes" {
+        users: Vec<V2User<'a>>,
+        tweets: Vec<V2Tweet<'a>>,
+        places: Vec<V2Place<'a>>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2User<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+tolerant! {
+    struct V2User<'a> in "user" {
+        id: Id<'a>,
+        username: Cow<'a, str>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Place<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    geo: Option<V2PlaceGeo>,
+tolerant! {
+    struct V2Place<'a> in "place" {
+        id: Id<'a>,
+        geo: V2PlaceGeo,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2PlaceGeo {
-    /// `[west, south, east, north]`.
-    bbox: Option<[f64; 4]>,
+tolerant! {
+    struct V2PlaceGeo in "place.geo" {
+        /// `[west, south, east, north]`.
+        bbox: [f64; 4],
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Tweet<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(borrow)]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    author_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    lang: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    in_reply_to_user_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    entities: Option<V2Entities<'a>>,
-    #[serde(borrow)]
-    note_tweet: Option<V2Note<'a>>,
-    #[serde(borrow)]
-    referenced_tweets: Vec<V2Ref<'a>>,
-    #[serde(borrow)]
-    geo: Option<V2Geo<'a>>,
+tolerant! {
+    struct V2Tweet<'a> in "tweet" {
+        id: Id<'a>,
+        text: Cow<'a, str>,
+        created_at: Cow<'a, str>,
+        author_id: Id<'a>,
+        lang: Cow<'a, str>,
+        in_reply_to_user_id: Id<'a>,
+        entities: V2Entities<'a>,
+        note_tweet: V2Note<'a>,
+        referenced_tweets: Vec<V2Ref<'a>>,
+        geo: V2Geo<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Note<'a> {
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(borrow)]
-    entities: Option<V2Entities<'a>>,
+tolerant! {
+    struct V2Note<'a> in "note_tweet" {
+        text: Cow<'a, str>,
+        entities: V2Entities<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Ref<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    id: Cow<'a, str>,
+tolerant! {
+    struct V2Ref<'a> in "referenced_tweet" {
+        kind as "type": Cow<'a, str>,
+        id: Id<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Geo<'a> {
-    coordinates: Option<V2Point>,
-    #[serde(borrow)]
-    place_id: Option<Cow<'a, str>>,
+tolerant! {
+    struct V2Geo<'a> in "geo" {
+        coordinates: V2Point,
+        place_id: Id<'a>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Point {
-    /// `[longitude, latitude]`.
-    coordinates: Option<[f64; 2]>,
+tolerant! {
+    struct V2Point in "geo.coordinates" {
+        /// `[longitude, latitude]`.
+        coordinates: [f64; 2],
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Entities<'a> {
-    #[serde(borrow)]
-    hashtags: Vec<V2Tag<'a>>,
-    #[serde(borrow)]
-    cashtags: Vec<V2Tag<'a>>,
-    #[serde(borrow)]
-    mentions: Vec<V2Mention<'a>>,
-    #[serde(borrow)]
-    urls: Vec<V2Url<'a>>,
+tolerant! {
+    struct V2Entities<'a> in "entities" {
+        hashtags: Vec<V2Tag<'a>>,
+        cashtags: Vec<V2Tag<'a>>,
+        mentions: Vec<V2Mention<'a>>,
+        urls: Vec<V2Url<'a>>,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Tag<'a> {
-    #[serde(borrow)]
-    tag: Cow<'a, str>,
-    start: Option<u32>,
-    end: Option<u32>,
+tolerant! {
+    struct V2Tag<'a> in "hashtag" {
+        tag: Cow<'a, str>,
+        start: u32,
+        end: u32,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Mention<'a> {
-    #[serde(borrow)]
-    username: Cow<'a, str>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    start: Option<u32>,
-    end: Option<u32>,
+tolerant! {
+    struct V2Mention<'a> in "mention" {
+        username: Cow<'a, str>,
+        id: Id<'a>,
+        start: u32,
+        end: u32,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct V2Url<'a> {
-    #[serde(borrow)]
-    url: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    expanded_url: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    display_url: Option<Cow<'a, str>>,
-    start: Option<u32>,
-    end: Option<u32>,
+tolerant! {
+    struct V2Url<'a> in "url" {
+        url: Cow<'a, str>,
+        expanded_url: Cow<'a, str>,
+        display_url: Cow<'a, str>,
+        start: u32,
+        end: u32,
+    }
 }
 
 fn indices(start: Option<u32>, end: Option<u32>) -> Option<[u32; 2]> {
     Some([start?, end?])
+}
+
+fn id_str<'s>(id: &'s Option<Id<'_>>) -> Option<&'s str> {
+    id.as_ref().map(Id::as_str)
+}
+
+fn id_cow<'a>(id: &Option<Id<'a>>) -> Option<Cow<'a, str>> {
+    id.as_ref().map(|i| i.0.clone())
 }
 
 /// Decode one v2 stream message.
@@ -198,40 +168,50 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 /// [`decode`] from text already known to be UTF-8 (validated once per
 /// record, not once per string).
 pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
-    let msg: V2Message<'_> = serde_json::from_str(text).map_err(|e| super::read_error(text, e))?;
-    let Some(data) = msg.data.filter(|d| !d.id.is_empty()) else {
-        let _ = msg.errors;
+    let surprises = Surprises::default();
+    let msg: V2Message<'_> = match tolerant::read_record(text, "message", &surprises) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(DecodeError::NotAnObject),
+        Err(e) => return Err(DecodeError::Json(e)),
+    };
+    let Some(data) = msg.data.filter(|d| id_str(&d.id).is_some_and(|id| !id.is_empty())) else {
         return Ok(Message::Control(Control { kind: ControlKind::Unknown, undelivered: None }));
     };
     let includes = msg.includes.unwrap_or_default();
-    let users = &includes.users;
+    let users = includes.users.as_deref().unwrap_or_default();
+    let tweets = includes.tweets.as_deref().unwrap_or_default();
+    let places = includes.places.as_deref().unwrap_or_default();
+    let refs = data.referenced_tweets.as_deref().unwrap_or_default();
     let referenced = |kind: &str| -> Option<&V2Tweet<'_>> {
-        let r = data.referenced_tweets.iter().find(|r| r.kind == kind)?;
-        includes.tweets.iter().find(|t| t.id == r.id)
+        let r = refs.iter().find(|r| r.kind.as_deref() == Some(kind))?;
+        let id = id_str(&r.id)?;
+        tweets.iter().find(|t| id_str(&t.id) == Some(id))
     };
     let retweeted = referenced("retweeted").map(|t| embed(t, users));
     let quoted = referenced("quoted").map(|t| embed(t, users));
-    let in_reply_to_post_id = data.referenced_tweets.iter().find(|r| r.kind == "replied_to").map(|r| r.id.clone());
+    let in_reply_to_post_id =
+        refs.iter().find(|r| r.kind.as_deref() == Some("replied_to")).and_then(|r| id_cow(&r.id));
     let geo = data.geo.as_ref();
     let place_bbox = geo
-        .and_then(|g| g.place_id.as_deref())
-        .and_then(|pid| includes.places.iter().find(|p| p.id == pid))
+        .and_then(|g| id_str(&g.place_id))
+        .and_then(|pid| places.iter().find(|p| id_str(&p.id) == Some(pid)))
         .and_then(|p| p.geo.as_ref()?.bbox)
         .map(|[west, south, east, north]| BBox { west, south, east, north });
     let coordinates = geo
         .and_then(|g| g.coordinates.as_ref()?.coordinates)
         .map(|[lng, lat]| Point { lng, lat })
         .filter(|p| p.lng.is_finite() && p.lat.is_finite());
-    let source_rules =
-        msg.matching_rules.map(|rules| rules.into_iter().map(|r| SourceRule { id: r.id, tag: r.tag }).collect());
+    let source_rules = msg.matching_rules.map(|rules| {
+        rules.into_iter().map(|r| SourceRule { id: r.id.map(Id::into_cow), tag: r.tag }).collect()
+    });
     let view = PostView {
         source: SOURCE,
-        id: data.id.clone(),
+        id: id_cow(&data.id).unwrap_or_default(),
         created_at: data.created_at.clone(),
-        author: UserRef { id: data.author_id.clone(), handle: handle_of(users, data.author_id.as_deref()) },
+        author: UserRef { id: id_cow(&data.author_id), handle: handle_of(users, id_str(&data.author_id)) },
         lang: data.lang.clone(),
         text: text_view(&data),
-        in_reply_to_user_id: data.in_reply_to_user_id.clone(),
+        in_reply_to_user_id: id_cow(&data.in_reply_to_user_id),
         in_reply_to_post_id,
         retweeted,
         quoted,
@@ -239,19 +219,20 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         place_bbox,
         source_rules,
         edited_at: None,
+        surprises: surprises.into_vec(),
     };
     Ok(Message::Post(Box::new(view)))
 }
 
 fn handle_of<'a>(users: &[V2User<'a>], id: Option<&str>) -> Option<Cow<'a, str>> {
     let id = id?;
-    users.iter().find(|u| u.id == id).and_then(|u| u.username.clone())
+    users.iter().find(|u| id_str(&u.id) == Some(id)).and_then(|u| u.username.clone())
 }
 
 fn embed<'a>(t: &V2Tweet<'a>, users: &[V2User<'a>]) -> Box<EmbeddedPost<'a>> {
     Box::new(EmbeddedPost {
-        id: Some(t.id.clone()),
-        author: UserRef { id: t.author_id.clone(), handle: handle_of(users, t.author_id.as_deref()) },
+        id: id_cow(&t.id),
+        author: UserRef { id: id_cow(&t.author_id), handle: handle_of(users, id_str(&t.author_id)) },
         text: text_view(t),
     })
 }
@@ -259,25 +240,27 @@ fn embed<'a>(t: &V2Tweet<'a>, users: &[V2User<'a>]) -> Box<EmbeddedPost<'a>> {
 /// The full text (`note_tweet` for long posts) with its entities located.
 fn text_view<'a>(t: &V2Tweet<'a>) -> TextView<'a> {
     let (raw, entities) = match &t.note_tweet {
-        Some(n) if !n.text.is_empty() => (n.text.clone(), n.entities.as_ref()),
-        _ => (t.text.clone(), t.entities.as_ref()),
+        Some(V2Note { text: Some(text), entities, .. }) if !text.is_empty() => (text.clone(), entities.as_ref()),
+        _ => (t.text.clone().unwrap_or_default(), t.entities.as_ref()),
     };
     let mut view = TextView::default();
     let mut found = Vec::new();
     if let Some(e) = entities {
         let mut locator = Locator::new(&raw);
-        for h in &e.hashtags {
-            found.extend(locator.locate(indices(h.start, h.end), &['#', '＃'], &h.tag));
-            view.hashtags.push(h.tag.clone());
+        for h in e.hashtags.iter().flatten() {
+            let Some(tag) = &h.tag else { continue };
+            found.extend(locator.locate(indices(h.start, h.end), &['#', '＃'], tag));
+            view.hashtags.push(tag.clone());
         }
-        for c in &e.cashtags {
-            view.cashtags.push(c.tag.clone());
+        for c in e.cashtags.iter().flatten() {
+            view.cashtags.extend(c.tag.clone());
         }
-        for m in &e.mentions {
-            found.extend(locator.locate(indices(m.start, m.end), &['@', '＠'], &m.username));
-            view.mentions.push(Mention { handle: m.username.clone(), id: m.id.clone() });
+        for m in e.mentions.iter().flatten() {
+            let Some(handle) = &m.username else { continue };
+            found.extend(locator.locate(indices(m.start, m.end), &['@', '＠'], handle));
+            view.mentions.push(Mention { handle: handle.clone(), id: id_cow(&m.id) });
         }
-        for u in &e.urls {
+        for u in e.urls.iter().flatten() {
             if let Some(url) = u.url.as_deref() {
                 found.extend(locator.locate(indices(u.start, u.end), &[], url));
             }

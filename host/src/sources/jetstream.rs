@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
+
+use crate::post::tolerant::{self, Surprises, tolerant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -232,14 +234,15 @@ fn urlencode(s: &str) -> String {
 
 /// Identity of an event for de-duplication: `(did, time_us)`.
 fn event_key(bytes: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct K<'a> {
-        #[serde(borrow)]
-        did: std::borrow::Cow<'a, str>,
-        time_us: u64,
+    tolerant! {
+        struct K<'a> in "event" {
+            did: std::borrow::Cow<'a, str>,
+            time_us: u64,
+        }
     }
-    let k: K<'_> = serde_json::from_slice(bytes).ok()?;
-    Some(format!("{}:{}", k.did, k.time_us))
+    let text = std::str::from_utf8(bytes).ok()?;
+    let k = tolerant::read_record::<K<'_>>(text, "event", &Surprises::default()).ok()??;
+    Some(format!("{}:{}", k.did?, k.time_us?))
 }
 
 impl Connector for JetstreamConnector {

@@ -21,6 +21,8 @@
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::post::tolerant::{self, Id, Surprises, tolerant};
+
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, problem_detail, without_url};
 use super::live::{Connection, Connector, Frame, Live, LiveSettings};
@@ -346,17 +348,18 @@ impl EventParser {
 /// `id` for a first version, `id@edited_at` for an edit: each version of a
 /// status passes once.
 fn version_key(status: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Version<'a> {
-        #[serde(borrow)]
-        id: std::borrow::Cow<'a, str>,
-        #[serde(borrow, default)]
-        edited_at: Option<std::borrow::Cow<'a, str>>,
+    tolerant! {
+        struct Version<'a> in "status" {
+            id: Id<'a>,
+            edited_at: std::borrow::Cow<'a, str>,
+        }
     }
-    let v: Version<'_> = serde_json::from_slice(status).ok()?;
+    let text = std::str::from_utf8(status).ok()?;
+    let v = tolerant::read_record::<Version<'_>>(text, "status", &Surprises::default()).ok()??;
+    let id = v.id?;
     Some(match v.edited_at {
-        Some(at) => format!("{}@{at}", v.id),
-        None => v.id.into_owned(),
+        Some(at) => format!("{}@{at}", id.as_str()),
+        None => id.into_cow().into_owned(),
     })
 }
 

@@ -18,6 +18,8 @@
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::post::tolerant::{self, Id, Surprises, tolerant};
+
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, without_url};
 use super::live::{Connection, Connector, Frame, Live, LiveSettings, credential};
@@ -227,20 +229,21 @@ fn authorization(url: &str, pairs: &[(&str, &str)], keys: &OAuthKeys, fixed: Opt
     builder.post(url, &request)
 }
 
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    id_str: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    disconnect: Option<Disconnect>,
+tolerant! {
+    /// What the source reads of a message: the id to deduplicate by, and a
+    /// `disconnect` notice.
+    struct Peek<'a> in "status" {
+        id_str: Id<'a>,
+        id: u64,
+        disconnect: Disconnect<'a>,
+    }
 }
 
-#[derive(Deserialize)]
-struct Disconnect {
-    #[serde(default)]
-    code: u32,
-    #[serde(default)]
-    reason: String,
+tolerant! {
+    struct Disconnect<'a> in "disconnect" {
+        code: u32,
+        reason: std::borrow::Cow<'a, str>,
+    }
 }
 
 /// Framing state: plain lines, or `delimited=length`. Never holds more
@@ -447,10 +450,17 @@ impl Connection for V1Connection {
 /// notice, forwarded and then ending the connection: codes 6 (token revoked)
 /// and 7 (admin logout) stop, as bad credentials do.
 fn classify(msg: Vec<u8>) -> Frame {
-    let peek = serde_json::from_slice::<Peek<'_>>(&msg).ok();
-    let dedup = peek.as_ref().and_then(|p| p.id_str.as_deref()).map(str::to_owned);
-    match peek.and_then(|p| p.disconnect) {
-        Some(Disconnect { code, reason }) => Frame::End {
+    let peek = std::str::from_utf8(&msg)
+        .ok()
+        .and_then(|text| tolerant::read_record::<Peek<'_>>(text, "status", &Surprises::default()).ok().flatten());
+    let dedup = peek.as_ref().and_then(|p| match (&p.id_str, p.id) {
+        (Some(s), _) => Some(s.as_str().to_owned()),
+        (None, Some(n)) => Some(n.to_string()),
+        (None, None) => None,
+    });
+    let disconnect = peek.and_then(|p| p.disconnect).map(|d| (d.code.unwrap_or(0), d.reason.unwrap_or_default().into_owned()));
+    match disconnect {
+        Some((code, reason)) => Frame::End {
             record: Some(msg),
             failure: if matches!(code, 6 | 7) {
                 Failure::Unauthorized(401, format!("disconnect {code}: {reason}"))

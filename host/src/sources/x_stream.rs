@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
+
+use crate::post::tolerant::{self, Id, Present, Surprises, tolerant};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
@@ -49,10 +51,21 @@ const MAX_BOX_SIDE_MILES: f64 = 25.0;
 /// A v2 rule as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RemoteRule {
+    /// A string today; a JSON number in early v2 (2021): both are taken.
+    #[serde(deserialize_with = "string_or_integer")]
     pub id: String,
     pub value: String,
     #[serde(default)]
     pub tag: Option<String>,
+}
+
+/// An id the API sent as a string or, in early v2, as a JSON number.
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("a rule id must be a string or an integer, not {other}"))),
+    }
 }
 
 /// A term safe to send: quoted when it could read as an operator.
@@ -294,18 +307,26 @@ fn rate_limit_wait(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(reset.saturating_sub(now).clamp(1, 900)))
 }
 
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    data: Option<PeekData<'a>>,
-    #[serde(default)]
-    errors: Option<Vec<ApiError>>,
+tolerant! {
+    /// What the source reads of a stream line: the post's id (a string, or a
+    /// number in a drifted message), and whether it carries `errors`.
+    struct Peek<'a> in "message" {
+        data: PeekData<'a>,
+        errors: Present,
+    }
 }
 
+tolerant! {
+    struct PeekData<'a> in "tweet" {
+        id: Id<'a>,
+    }
+}
+
+/// The `errors` of an in-stream error message (read only when present).
 #[derive(Deserialize)]
-struct PeekData<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
+struct Errors {
+    #[serde(default)]
+    errors: Vec<ApiError>,
 }
 
 /// What one stream line is.
@@ -320,9 +341,16 @@ fn classify(line: &[u8]) -> Line {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Line::KeepAlive;
     }
-    match serde_json::from_slice::<Peek<'_>>(line) {
-        Ok(Peek { data: Some(d), .. }) => Line::Post(d.id.into_owned()),
-        Ok(Peek { errors: Some(errs), .. }) => {
+    let Ok(text) = std::str::from_utf8(line) else { return Line::Other };
+    let peek = match tolerant::read_record::<Peek<'_>>(text, "message", &Surprises::default()) {
+        Ok(Some(p)) => p,
+        _ => return Line::Other,
+    };
+    if let Some(id) = peek.data.and_then(|d| d.id) {
+        return Line::Post(id.into_cow().into_owned());
+    }
+    match peek.errors.map(|_| serde_json::from_str::<Errors>(text)) {
+        Some(Ok(Errors { errors: errs })) => {
             // Operational disconnects: match on title / type (disconnect_type
             // values are not a stable contract).
             let d = errs.iter().find(|e| {
@@ -332,7 +360,8 @@ fn classify(line: &[u8]) -> Line {
             });
             Line::Errors { disconnect: d.map(ApiError::reason) }
         }
-        _ => Line::Other,
+        Some(Err(_)) => Line::Errors { disconnect: None },
+        None => Line::Other,
     }
 }
 
