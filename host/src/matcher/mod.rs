@@ -179,6 +179,10 @@ impl Matcher {
         let mut n_terms = 0u32;
         let mut phrases = Vec::new();
         let mut follow = FollowIndex::default();
+        // Sized once: a table grown by doubling holds the old and the new
+        // one at once (at 1M ids, 18 + 36 MB at the load's peak).
+        let n_follow = rules.iter().filter(|r| matches!(r.criterion(), Criterion::Follow { .. })).count();
+        follow.numeric.reserve(n_follow);
         let mut boxes = Vec::new();
 
         for (i, rule) in rules.iter().enumerate() {
