@@ -1,48 +1,28 @@
 #!/usr/bin/env bash
-# End-to-end latency at a steady rate: the synthetic source paced at each
-# RATE (posts/s) into a file sink; prints p50 / p99 / max from the collector's
-# end-to-end histogram (read by the source → written by the sink), which has
-# bucket bounds 0.25, 0.5, 1, 2.5, 5, 10 … ms: p50/p99 are upper estimates,
-# max is exact. Usage:
+# End-to-end latency measured from outside the collector (issue 23): a
+# stand-in X API v2 filtered stream on a local socket (host/examples/
+# latency_probe.rs) writes posts of ~400 bytes at each RATE, one write each,
+# stamping the send time into each post's id; a reader takes the collector's
+# standard output (or its file sink) as it arrives and times every line. The
+# release binary runs with one track rule, the buffer on (the default for a
+# live source). Prints p50 / p99 / max from outside, and the p50 of the
+# collector's own /metrics end-to-end histogram beside it. Usage:
 #
-#   scripts/bench-latency.sh [SECONDS per rate (default 10)] [RATE …] (default 1000 10000)
+#   scripts/bench-latency.sh [SECONDS per rate (default 5)] [RATE …] (default 1000 10000 30000)
+#   SINK=file scripts/bench-latency.sh       # the file sink, read as it grows
+#   BUFFER=off scripts/bench-latency.sh      # without the disk buffer
+#   RUNS=3 scripts/bench-latency.sh          # each rate several times
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-10}
+secs=${1:-5}
 shift || true
 rates=("$@")
-[ ${#rates[@]} -gt 0 ] || rates=(1000 10000)
-cargo build --release -q -p traptor-host
-bin=target/release/traptor-host
-dir=target/bench
-mkdir -p "$dir"
-echo "rate_posts_per_s  posts  p50_ms  p99_ms  max_ms  ($(nproc) cores)"
+[ ${#rates[@]} -gt 0 ] || rates=(1000 10000 30000)
+cargo build --release -q -p traptor-host --bin traptor-host --example latency_probe
+echo "stand-in X v2 stream -> target/release/traptor-host -> ${SINK:-stdout}; $secs s per rate after a 1 s warm-up; $(nproc) cores" >&2
 for rate in "${rates[@]}"; do
-  count=$((rate * secs))
-  rm -f "$dir/latency-out.jsonl"*
-  cat > "$dir/latency.toml" <<TOML
-[traptor]
-type = "track"
-id = 0
-stats_interval_secs = 0
-
-[source]
-type = "synthetic"
-rate = $rate
-count = $count
-
-[rules]
-type = "file"
-path = "$(pwd)/examples/rules.jsonl"
-
-[sink]
-type = "file"
-path = "latency-out.jsonl"
-TOML
-  "$bin" --pipeline "$dir/latency.toml" --log-format json 2> "$dir/latency-log.jsonl"
-  python3 - "$dir/latency-log.jsonl" "$rate" <<'PY'
-import json, sys
-fin = [json.loads(l) for l in open(sys.argv[1]) if '"pipeline finished"' in l][-1]
-print(f"{sys.argv[2]:>16}  {fin['posts']:>5}  {fin['latency_p50_ms']:>6}  {fin['latency_p99_ms']:>6}  {fin['latency_max_ms']:>6}")
-PY
+  for _ in $(seq "${RUNS:-1}"); do
+    target/release/examples/latency_probe --bin target/release/traptor-host --rate "$rate" --seconds "$secs" \
+      --sink "${SINK:-stdout}" --buffer "${BUFFER:-on}" --dir target/bench
+  done
 done

@@ -119,6 +119,17 @@ impl Batcher {
         Batcher { max: max.max(1), next_seq: 0, current: RawBatch::default() }
     }
 
+    /// [`Batcher::push`] of a record whose bytes were read at `read_at`
+    /// (a live source stamps them as they come off the wire).
+    pub fn push_at(&mut self, record: &[u8], origin: u64, read_at: std::time::Instant) -> Option<RawBatch> {
+        let first = self.current.is_empty();
+        self.current.push(record, origin);
+        if first || self.current.read_at.is_none_or(|t| read_at < t) {
+            self.current.read_at = Some(read_at);
+        }
+        (self.current.len() >= self.max).then(|| self.take())
+    }
+
     /// Add a record; returns a full batch when one is complete.
     pub fn push(&mut self, record: &[u8], origin: u64) -> Option<RawBatch> {
         self.current.push(record, origin);
@@ -297,6 +308,51 @@ impl Reorder {
     /// Whatever is still waiting (only after a gap, which workers never leave).
     pub fn drain(&mut self) -> Vec<OutBatch> {
         std::mem::take(&mut self.waiting).into_values().collect()
+    }
+}
+
+/// Whether the workers want a batch now: how many are registered and how
+/// many wait for one. A live source hands over what it holds at once while
+/// a worker waits ("a batch must not wait to fill while a worker is idle")
+/// and lets the batch grow for a moment (up to [`Demand::HOLD`]) while every
+/// worker is busy, so that at high rates records cross the threads in
+/// batches instead of one by one.
+#[derive(Debug, Default)]
+pub struct Demand {
+    workers: std::sync::atomic::AtomicUsize,
+    waiting: std::sync::atomic::AtomicUsize,
+    wake: tokio::sync::Notify,
+}
+
+impl Demand {
+    /// How long a batch may grow while no worker waits.
+    pub const HOLD: std::time::Duration = std::time::Duration::from_millis(1);
+
+    /// A worker starts (it counts from now on).
+    pub fn register(&self) {
+        self.workers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// A worker ends.
+    pub fn unregister(&self) {
+        self.workers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// A worker is about to wait for a batch: tell a holding source.
+    pub fn enter_wait(&self) {
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+    pub fn leave_wait(&self) {
+        self.waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+    /// Hand over now? True while a worker waits, or when no worker is
+    /// registered (tools, tests: nothing to wait for).
+    pub fn wanted(&self) -> bool {
+        self.workers.load(std::sync::atomic::Ordering::Relaxed) == 0
+            || self.waiting.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+    /// Resolves when a worker starts waiting (or did since the last call).
+    pub async fn worker_waits(&self) {
+        self.wake.notified().await;
     }
 }
 

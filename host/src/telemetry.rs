@@ -106,12 +106,21 @@ pub const BAD_RECORDS_LOGGED: u64 = 20;
 /// Pipeline counters. Names match the metric names of the admin endpoint.
 /// Upper bounds of the end-to-end latency buckets, in microseconds (the
 /// last is +Inf).
-pub const E2E_BUCKETS_US: [u64; 16] = [
-    250,
+pub const E2E_BUCKETS_US: [u64; 28] = [
+    50,
+    100,
+    150,
+    200,
+    300,
+    400,
     500,
+    750,
     1_000,
-    2_500,
+    1_500,
+    2_000,
+    3_000,
     5_000,
+    7_500,
     10_000,
     25_000,
     50_000,
@@ -122,6 +131,9 @@ pub const E2E_BUCKETS_US: [u64; 16] = [
     2_500_000,
     5_000_000,
     10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
     u64::MAX,
 ];
 

@@ -246,6 +246,7 @@ async fn steps(
         remote_rule_ids: Arc::default(),
         key_pool,
         connection_stats: Arc::default(),
+        demand: Arc::default(),
     };
     let topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());

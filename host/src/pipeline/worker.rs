@@ -86,6 +86,8 @@ pub struct WorkerContext {
     pub format: Format,
     /// Server-side rule ids → local rules (X v2 `matching_rules`).
     pub remote_rule_ids: Arc<RemoteRuleIds>,
+    /// Workers say when they wait for a batch (live sources read it).
+    pub demand: Arc<crate::batch::Demand>,
     /// `[dedup]`: posts seen before are dropped (counted).
     pub dedup: Option<Arc<super::dedup::Dedup>>,
     /// Written to each post's `traptor.source` (`[[sources]]` only).
@@ -531,7 +533,20 @@ fn worker_loop(
     compiled: &ArcSwap<Compiled>,
 ) {
     let mut scratch = WorkerScratch::default();
-    while let Ok(batch) = rx.recv_blocking() {
+    let demand = &ctx.demand;
+    demand.register();
+    struct Unregister<'d>(&'d crate::batch::Demand);
+    impl Drop for Unregister<'_> {
+        fn drop(&mut self) {
+            self.0.unregister();
+        }
+    }
+    let _registered = Unregister(demand);
+    loop {
+        demand.enter_wait();
+        let next = rx.recv_blocking();
+        demand.leave_wait();
+        let Ok(batch) = next else { break };
         if ctx.fatal.is_raised() {
             return;
         }

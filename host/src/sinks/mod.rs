@@ -250,7 +250,17 @@ where
     Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(|e| SinkError::Task(e.to_string()))? })
 }
 
+/// How long written lines may wait in a sink's buffer while more batches
+/// are queued behind them: past it they are flushed even so (latency), below
+/// it more batches join the same write (throughput).
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The shared receive → reorder → write loop of the blocking sinks.
+///
+/// Lines are flushed when no batch is waiting, or when the oldest unflushed
+/// one was written [`FLUSH_AFTER`] ago; the end-to-end latency of a batch is
+/// observed when it is flushed (when a reader can see it), not when it
+/// entered the buffer.
 pub(crate) fn write_all_batches(
     input: &BatchRx,
     metrics: &Metrics,
@@ -262,10 +272,14 @@ pub(crate) fn write_all_batches(
     let mut summary = SinkSummary::default();
     // Batches below this sequence number are written; published once flushed.
     let mut written: u64 = 0;
+    // (read at, records) of the batches written since the last flush.
+    let mut unflushed: Vec<(Option<std::time::Instant>, u64)> = Vec::new();
+    let mut unflushed_since: Option<std::time::Instant> = None;
     let write = |out: &mut dyn LineSink,
                  dead: &mut dyn LineSink,
                  b: OutBatch,
-                 summary: &mut SinkSummary|
+                 summary: &mut SinkSummary,
+                 unflushed: &mut Vec<(Option<std::time::Instant>, u64)>|
      -> Result<(), SinkError> {
         out.write_lines(&b)?;
         for line in b.iter_dead() {
@@ -276,28 +290,40 @@ pub(crate) fn write_all_batches(
         summary.bytes += b.bytes() as u64 + b.len() as u64;
         Metrics::add(&metrics.records_out, b.len() as u64);
         Metrics::add(&metrics.bytes_out, b.bytes() as u64 + b.len() as u64);
-        if let Some(t) = b.read_at {
-            metrics.end_to_end.observe_n(t.elapsed(), b.len() as u64);
+        unflushed.push((b.read_at, b.len() as u64));
+        Ok(())
+    };
+    let flush = |out: &mut dyn LineSink,
+                 dead: &mut dyn LineSink,
+                 unflushed: &mut Vec<(Option<std::time::Instant>, u64)>,
+                 written: u64|
+     -> Result<(), SinkError> {
+        out.idle()?;
+        dead.idle()?;
+        let now = std::time::Instant::now();
+        for (read_at, n) in unflushed.drain(..) {
+            if let Some(t) = read_at {
+                metrics.end_to_end.observe_n(now.saturating_duration_since(t), n);
+            }
         }
+        confirmed.fetch_max(written, Ordering::Release);
         Ok(())
     };
     while let Ok(batch) = input.recv_blocking() {
         for b in reorder.push(batch) {
             written = written.max(b.seq + 1);
-            write(out, dead, b, &mut summary)?;
+            write(out, dead, b, &mut summary, &mut unflushed)?;
+            unflushed_since.get_or_insert_with(std::time::Instant::now);
         }
-        if input.is_empty() {
-            out.idle()?;
-            dead.idle()?;
-            confirmed.fetch_max(written, Ordering::Release);
+        if input.is_empty() || unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
+            flush(out, dead, &mut unflushed, written)?;
+            unflushed_since = None;
         }
     }
     for b in reorder.drain() {
         written = written.max(b.seq + 1);
-        write(out, dead, b, &mut summary)?;
+        write(out, dead, b, &mut summary, &mut unflushed)?;
     }
-    out.idle()?;
-    dead.idle()?;
-    confirmed.fetch_max(written, Ordering::Release);
+    flush(out, dead, &mut unflushed, written)?;
     Ok(summary)
 }

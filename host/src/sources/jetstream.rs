@@ -300,7 +300,7 @@ impl Connector for JetstreamConnector {
             false => None,
         };
         tracing::info!(source = "jetstream", cursor = ?cursor, "subscribed");
-        Ok(JetstreamConnection { ws: Box::new(ws), decompressor })
+        Ok(JetstreamConnection { ws: Box::new(ws), decompressor, arrived: None })
     }
 
     /// The sink has confirmed what it wrote by now: save it one last time.
@@ -318,6 +318,8 @@ type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsS
 pub struct JetstreamConnection {
     ws: Box<WebSocket>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// When the last message came off the wire.
+    arrived: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for JetstreamConnection {
@@ -327,12 +329,17 @@ impl std::fmt::Debug for JetstreamConnection {
 }
 
 impl Connection for JetstreamConnection {
+    fn arrived(&self) -> Option<std::time::Instant> {
+        self.arrived
+    }
+
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
         let msg = match self.ws.next().await {
             None => return Err(Failure::Network("connection closed by the server".into())),
             Some(Err(e)) => return Err(Failure::Network(e.to_string())),
             Some(Ok(m)) => m,
         };
+        self.arrived = Some(std::time::Instant::now());
         let bytes: Vec<u8> = match msg {
             WsMessage::Text(t) => t.as_bytes().to_vec(),
             WsMessage::Binary(b) => match self.decompressor.as_mut() {

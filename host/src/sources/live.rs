@@ -72,6 +72,11 @@ pub trait Connection: Send {
     /// Await the next piece from the wire (once), append what it completes
     /// to `frames`. An error ends the connection (closed, reset, unreadable).
     fn read(&mut self, frames: &mut Vec<Frame>) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// When the bytes of the last `read` came off the wire (before they were
+    /// framed and classified): where a record's end-to-end latency starts.
+    fn arrived(&self) -> Option<std::time::Instant> {
+        None
+    }
     /// Say goodbye where the protocol has a way to (WebSocket close).
     fn close(&mut self) -> impl Future<Output = ()> + Send {
         async {}
@@ -162,21 +167,50 @@ pub fn credential(cx: &SourceContext, key: &str, value: Option<&SecretRef>) -> R
     }
 }
 
-/// Keys seen recently, oldest forgotten first.
+/// Keys seen recently, oldest forgotten first. A key is kept as its 64-bit
+/// XXH3 hash (a collision inside a window of 10^7 keys: ~3·10^-6), in tables
+/// sized once for the window (up to 2^20 keys): growing a table rehashes it
+/// all at once, a latency spike of several ms at 7,168, 28,672 and 57,344
+/// keys seen from outside at 10,000 posts/s.
 #[derive(Debug)]
 pub struct Dedup {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u64, std::hash::BuildHasherDefault<IdentityHash>>,
+    order: VecDeque<u64>,
     cap: usize,
+}
+
+/// The keys are hashes already.
+#[derive(Debug, Default)]
+struct IdentityHash(u64);
+
+impl std::hash::Hasher for IdentityHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Dedup {
     pub fn new(cap: usize) -> Dedup {
-        Dedup { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
+        let cap = cap.max(1);
+        let sized = cap.min(1 << 20);
+        Dedup {
+            set: HashSet::with_capacity_and_hasher(sized + 1, Default::default()),
+            order: VecDeque::with_capacity(sized + 1),
+            cap,
+        }
     }
     /// True the first time a key is seen within the window.
     pub fn first(&mut self, key: &str) -> bool {
-        if self.set.contains(key) {
+        let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        if self.set.contains(&h) {
             return false;
         }
         if self.order.len() >= self.cap
@@ -184,8 +218,8 @@ impl Dedup {
         {
             self.set.remove(&old);
         }
-        self.set.insert(key.to_owned());
-        self.order.push_back(key.to_owned());
+        self.set.insert(h);
+        self.order.push_back(h);
         true
     }
 }
@@ -210,6 +244,8 @@ pub struct Live<C> {
     stats: Arc<ConnectionStats>,
     /// Shown in logs and errors (`x_filtered_stream https://api.x.com`).
     label: String,
+    /// Whether a worker waits for a batch (see `batch::Demand`).
+    demand: Arc<crate::batch::Demand>,
     /// Credentials from the API-key pool (keyed connectors only).
     key_pool: Option<KeyPoolHandle>,
     /// The pool key in use (name, claim serial), and the serial of the last
@@ -237,6 +273,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             metrics: cx.metrics.clone(),
             stats: cx.connection_stats.clone(),
             label,
+            demand: cx.demand.clone(),
             key_pool: if C::KEYED { cx.key_pool.clone() } else { None },
             key: None,
             refused: None,
@@ -417,6 +454,15 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                     }
                     flush_at = Instant::now() + max_wait;
                 }
+                // A worker waits: what is held goes now.
+                () = self.demand.worker_waits(), if st.batcher.pending() > 0 => {
+                    if let Some(b) = st.batcher.flush()
+                        && out.send(b).await.is_err()
+                    {
+                        return Ok(Ended::Shutdown);
+                    }
+                    flush_at = Instant::now() + max_wait;
+                }
                 changed = self.rules.changed(), if rules_open => {
                     if changed.is_err() {
                         rules_open = false;
@@ -442,43 +488,72 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                         Ok(Err(f)) => return Err(f),
                         Ok(Ok(())) => {}
                     }
-                    stall_at = Instant::now() + stall;
-                    for frame in frames.drain(..) {
-                        match frame {
-                            Frame::KeepAlive => {}
-                            Frame::Oversized => {
-                                let n = self.metrics.malformed.fetch_add(1, Relaxed);
-                                if n < crate::telemetry::BAD_RECORDS_LOGGED {
-                                    tracing::warn!(source = self.connector.name(), "message longer than max_record_bytes skipped");
+                    loop {
+                        stall_at = Instant::now() + stall;
+                        let arrived = conn.arrived().unwrap_or_else(std::time::Instant::now);
+                        for frame in frames.drain(..) {
+                            match frame {
+                                Frame::KeepAlive => {}
+                                Frame::Oversized => {
+                                    let n = self.metrics.malformed.fetch_add(1, Relaxed);
+                                    if n < crate::telemetry::BAD_RECORDS_LOGGED {
+                                        tracing::warn!(source = self.connector.name(), "message longer than max_record_bytes skipped");
+                                    }
+                                }
+                                Frame::Record { bytes, dedup, checkpoint } => {
+                                    if let Some(key) = dedup
+                                        && !st.dedup.first(&key)
+                                    {
+                                        Metrics::add(&self.metrics.duplicates_dropped, 1);
+                                        tracing::debug!(source = self.connector.name(), key, "redelivered record dropped");
+                                        continue;
+                                    }
+                                    if !push(st, &bytes, checkpoint, arrived, out).await {
+                                        return Ok(Ended::Shutdown);
+                                    }
+                                }
+                                Frame::End { record, failure } => {
+                                    if let Some(r) = record {
+                                        push(st, &r, None, arrived, out).await;
+                                    }
+                                    return Err(failure);
                                 }
                             }
-                            Frame::Record { bytes, dedup, checkpoint } => {
-                                if let Some(key) = dedup
-                                    && !st.dedup.first(&key)
-                                {
-                                    Metrics::add(&self.metrics.duplicates_dropped, 1);
-                                    tracing::debug!(source = self.connector.name(), key, "redelivered record dropped");
-                                    continue;
+                        }
+                        // Coalescing: what the connection already holds
+                        // (the source fell behind; the kernel has queued
+                        // more) joins this batch without waiting. One
+                        // record per batch at 30,000 posts/s was four thread
+                        // hops per post: the source fell further behind.
+                        if st.batcher.pending() == 0 {
+                            break;
+                        }
+                        match futures_util::FutureExt::now_or_never(conn.read(&mut frames)) {
+                            Some(Ok(())) => {}
+                            Some(Err(f)) => {
+                                if let Some(b) = st.batcher.flush() {
+                                    let _ = out.send(b).await;
                                 }
-                                if !push(st, &bytes, checkpoint, out).await {
-                                    return Ok(Ended::Shutdown);
-                                }
+                                return Err(f);
                             }
-                            Frame::End { record, failure } => {
-                                if let Some(r) = record {
-                                    push(st, &r, None, out).await;
-                                }
-                                return Err(failure);
-                            }
+                            None => break,
                         }
                     }
-                    // Adaptive batching: what the wire had is in; the next
-                    // read waits for more, so the records held go now.
-                    if let Some(b) = st.batcher.flush() {
-                        if out.send(b).await.is_err() {
-                            return Ok(Ended::Shutdown);
+                    // Adaptive batching: what the wire had is in. While a
+                    // worker waits, the records held go now; while every
+                    // worker is busy, the batch may grow for Demand::HOLD
+                    // (the branch above sends it as soon as one waits).
+                    if st.batcher.pending() > 0 {
+                        if self.demand.wanted() {
+                            if let Some(b) = st.batcher.flush() {
+                                if out.send(b).await.is_err() {
+                                    return Ok(Ended::Shutdown);
+                                }
+                                flush_at = Instant::now() + max_wait;
+                            }
+                        } else {
+                            flush_at = flush_at.min(Instant::now() + crate::batch::Demand::HOLD);
                         }
-                        flush_at = Instant::now() + max_wait;
                     }
                 }
             }
@@ -487,13 +562,19 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
 }
 
 /// Add a record; false when the pipeline has gone away.
-async fn push(st: &mut State, bytes: &[u8], checkpoint: Option<u64>, out: &BatchTx) -> bool {
+async fn push(
+    st: &mut State,
+    bytes: &[u8],
+    checkpoint: Option<u64>,
+    arrived: std::time::Instant,
+    out: &BatchTx,
+) -> bool {
     st.summary.records += 1;
     st.summary.bytes += bytes.len() as u64;
     if let Some(c) = checkpoint {
         st.batcher.checkpoint(c);
     }
-    match st.batcher.push(bytes, st.summary.records) {
+    match st.batcher.push_at(bytes, st.summary.records, arrived) {
         Some(b) => out.send(b).await.is_ok(),
         None => true,
     }

@@ -186,6 +186,7 @@ impl Connector for MastodonConnector {
         Ok(MastodonConnection {
             stream: Box::pin(resp.bytes_stream()),
             events: EventParser::new(self.max_record_bytes),
+            arrived: None,
         })
     }
 }
@@ -194,6 +195,8 @@ impl Connector for MastodonConnector {
 pub struct MastodonConnection {
     stream: ByteStream,
     events: EventParser,
+    /// When the last chunk came off the wire.
+    arrived: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for MastodonConnection {
@@ -203,6 +206,10 @@ impl std::fmt::Debug for MastodonConnection {
 }
 
 impl Connection for MastodonConnection {
+    fn arrived(&self) -> Option<std::time::Instant> {
+        self.arrived
+    }
+
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
         let chunk = match self.stream.next().await {
             None => {
@@ -214,6 +221,7 @@ impl Connection for MastodonConnection {
             Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
             Some(Ok(c)) => c,
         };
+        self.arrived = Some(std::time::Instant::now());
         self.events.feed(&chunk, frames);
         Ok(())
     }

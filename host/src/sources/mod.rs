@@ -166,6 +166,9 @@ pub struct SourceContext {
     pub key_pool: Option<crate::key_pool::KeyPoolHandle>,
     /// Connection counters of a live source (the admin endpoint reads them).
     pub connection_stats: Arc<backoff::ConnectionStats>,
+    /// Whether a worker waits for a batch (live sources hand over at once
+    /// then, and let a batch grow a moment otherwise).
+    pub demand: Arc<crate::batch::Demand>,
 }
 
 impl SourceContext {
@@ -183,6 +186,7 @@ impl SourceContext {
             remote_rule_ids: Arc::default(),
             key_pool: None,
             connection_stats: Arc::default(),
+            demand: Arc::default(),
         }
     }
 }

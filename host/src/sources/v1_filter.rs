@@ -407,6 +407,7 @@ impl Connector for V1Connector {
         Ok(V1Connection {
             stream: Box::pin(resp.bytes_stream()),
             framer: Framer::new(self.delimited, self.max_record_bytes),
+            arrived: None,
         })
     }
 
@@ -420,6 +421,8 @@ impl Connector for V1Connector {
 pub struct V1Connection {
     stream: ByteStream,
     framer: Framer,
+    /// When the last chunk came off the wire.
+    arrived: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for V1Connection {
@@ -429,12 +432,17 @@ impl std::fmt::Debug for V1Connection {
 }
 
 impl Connection for V1Connection {
+    fn arrived(&self) -> Option<std::time::Instant> {
+        self.arrived
+    }
+
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
         let chunk = match self.stream.next().await {
             None => return Err(Failure::Network("stream closed by the server".into())),
             Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
             Some(Ok(c)) => c,
         };
+        self.arrived = Some(std::time::Instant::now());
         self.framer.push(&chunk);
         while let Some(framed) = self.framer.next() {
             frames.push(match framed {

@@ -556,7 +556,7 @@ impl Connector for XConnector {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
-        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), lines: Lines::new(self.max_record_bytes) })
+        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), lines: Lines::new(self.max_record_bytes), arrived: None })
     }
 
     const KEYED: bool = true;
@@ -578,6 +578,8 @@ impl Connector for XConnector {
 pub struct XConnection {
     stream: ByteStream,
     lines: Lines,
+    /// When the last chunk came off the wire.
+    arrived: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for XConnection {
@@ -587,6 +589,10 @@ impl std::fmt::Debug for XConnection {
 }
 
 impl Connection for XConnection {
+    fn arrived(&self) -> Option<std::time::Instant> {
+        self.arrived
+    }
+
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
         let chunk = match self.stream.next().await {
             None => {
@@ -601,6 +607,7 @@ impl Connection for XConnection {
             Some(Err(e)) => return Err(Failure::Network(without_url(&e))),
             Some(Ok(c)) => c,
         };
+        self.arrived = Some(std::time::Instant::now());
         self.lines.feed(&chunk, |piece| {
             frames.push(match piece {
                 Piece::Oversized => Frame::Oversized,

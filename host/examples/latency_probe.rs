@@ -1,0 +1,338 @@
+//! Latency measured from outside the collector (issue 23, STYLE 21).
+//!
+//! A stand-in X API v2 filtered stream on a local socket feeds the release
+//! binary; a reader times each line as it can be read from the collector's
+//! standard output (or file sink). Each post's id is the time the stand-in
+//! wrote it (nanoseconds since the probe started), so one clock measures
+//! both ends; nothing inside the collector is trusted.
+//!
+//! ```sh
+//! cargo build --release -p traptor-host --example latency_probe
+//! target/release/examples/latency_probe --bin target/release/traptor-host --rate 10000 --seconds 5
+//! ```
+//!
+//! Prints one line per run: rate, posts, p50 / p99 / max from outside, and
+//! the p50 of the collector's own `/metrics` end-to-end histogram beside it
+//! (interpolated in its bucket). Posts are written one `write` each, paced
+//! to the rate by sleeping (never spinning: the probe must not take a core
+//! from the collector), in chunked HTTP as X sends them; each is stamped as
+//! it is written. The first second's posts are a warm-up, not counted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+struct Args {
+    bin: String,
+    rate: u64,
+    seconds: u64,
+    size: usize,
+    sink: String,
+    buffer: bool,
+    dir: std::path::PathBuf,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: latency_probe --bin TRAPTOR_HOST [--rate POSTS_PER_S (10000)] [--seconds S (5)] \
+         [--size POST_BYTES (400)] [--sink stdout|file] [--buffer on|off (on)] [--dir DIR (target/bench)]"
+    );
+    std::process::exit(2)
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bin: String::new(),
+        rate: 10_000,
+        seconds: 5,
+        size: 400,
+        sink: "stdout".into(),
+        buffer: true,
+        dir: "target/bench".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| usage());
+        match k.as_str() {
+            "--bin" => a.bin = v,
+            "--rate" => a.rate = v.parse().unwrap_or_else(|_| usage()),
+            "--seconds" => a.seconds = v.parse().unwrap_or_else(|_| usage()),
+            "--size" => a.size = v.parse().unwrap_or_else(|_| usage()),
+            "--sink" if v == "stdout" || v == "file" => a.sink = v,
+            "--buffer" if v == "on" || v == "off" => a.buffer = v == "on",
+            "--dir" => a.dir = v.into(),
+            _ => usage(),
+        }
+    }
+    if a.bin.is_empty() || a.rate == 0 {
+        usage()
+    }
+    a
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn main() -> std::io::Result<()> {
+    let a = args();
+    std::fs::create_dir_all(&a.dir)?;
+    let dir = std::fs::canonicalize(&a.dir)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let admin = free_port()?;
+    let out_file = dir.join("latency-probe-out.jsonl");
+    let _ = std::fs::remove_file(&out_file);
+    std::fs::write(dir.join("latency-probe-rules.jsonl"), "{\"rule_id\":\"r1\",\"value\":\"probe\",\"rule_type\":\"track\"}\n")?;
+    let sink = if a.sink == "file" {
+        format!("type = \"file\"\npath = \"{}\"", out_file.display())
+    } else {
+        "type = \"stdout\"".into()
+    };
+    let pipeline = dir.join("latency-probe.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[traptor]\ntype = \"track\"\nid = 0\nstats_interval_secs = 0\n\n\
+             [source]\ntype = \"x_filtered_stream\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
+             bearer_token = {{ env = \"PROBE_TOKEN\" }}\nsync_rules = false\n\n\
+             [rules]\ntype = \"file\"\npath = \"latency-probe-rules.jsonl\"\n\n\
+             [buffer]\nenabled = {}\ndir = \"latency-probe-buffer\"\n\n[sink]\n{sink}\n",
+            a.buffer
+        ),
+    )?;
+    let epoch = Instant::now();
+    let total = a.rate * (a.seconds + 1);
+    let warmup = a.rate;
+    let mut child = Command::new(&a.bin)
+        .args(["--pipeline", &pipeline.to_string_lossy(), "--admin", &format!("127.0.0.1:{admin}"), "--log-level", "warn"])
+        .env("PROBE_TOKEN", "probe")
+        .stdout(if a.sink == "stdout" { Stdio::piped() } else { Stdio::null() })
+        .spawn()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stdout = child.stdout.take();
+        let out_file = out_file.clone();
+        let done = done.clone();
+        std::thread::spawn(move || -> Vec<(u64, u64)> {
+            match stdout {
+                Some(s) => read_lines(BufReader::with_capacity(1 << 16, s), epoch, total, &done),
+                None => read_lines(Tail::new(out_file, done.clone()), epoch, total, &done),
+            }
+        })
+    };
+    // The rules list (read once at start), then the stream.
+    let sent = loop {
+        let (mut conn, _) = listener.accept()?;
+        let head = request_head(&mut conn)?;
+        if head.contains("/stream/rules") {
+            let body = r#"{"data":[],"meta":{"result_count":0}}"#;
+            write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            continue;
+        }
+        break serve(conn, &a, epoch, total)?;
+    };
+    // Wait for the reader (at most 10 s after the last post).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let inside = scrape_p50_ms(admin);
+    done.store(true, Ordering::Relaxed);
+    stop(&mut child);
+    let got = reader.join().unwrap_or_default();
+    if let Ok(path) = std::env::var("PROBE_DUMP") {
+        // One line per post: its number, its latency in µs (to look at when
+        // the slow ones happened).
+        let text: String = got.iter().map(|(i, l)| format!("{i} {}\n", l / 1000)).collect();
+        std::fs::write(path, text)?;
+    }
+    let mut lat: Vec<u64> = got.iter().filter(|(i, _)| *i >= warmup).map(|(_, l)| *l).collect();
+    lat.sort_unstable();
+    let q = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |v| *v as f64 / 1e6);
+    println!(
+        "rate {:>6}/s  sent {:>7}  read {:>7}  outside p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>8.3} ms  /metrics p50 {} ms  (sink {}, buffer {})",
+        a.rate,
+        sent,
+        got.len(),
+        q(0.5),
+        q(0.99),
+        lat.last().map_or(f64::NAN, |v| *v as f64 / 1e6),
+        inside.map_or("n/a".into(), |v| format!("{v:.3}")),
+        a.sink,
+        if a.buffer { "on" } else { "off" },
+    );
+    if (got.len() as u64) < total {
+        eprintln!("latency_probe: {} of {total} posts came out", got.len());
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// An HTTP request's head (a GET has no body).
+fn request_head(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Answer the stream request with a chunked stream of paced posts.
+fn serve(mut s: TcpStream, a: &Args, epoch: Instant, total: u64) -> std::io::Result<u64> {
+    s.set_nodelay(true)?;
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+    let pad = "x".repeat(a.size.saturating_sub(260));
+    let start = Instant::now();
+    let period = 1e9 / a.rate as f64;
+    let mut buf = Vec::with_capacity(a.size + 64);
+    for i in 0..total {
+        let due = start + Duration::from_nanos((i as f64 * period) as u64);
+        let now = Instant::now();
+        if due > now {
+            // No spinning: a busy core would be taken from the collector
+            // (2 cores). Posts that fell due meanwhile go out one by one.
+            std::thread::sleep(due - now);
+        }
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        let line = format!(
+            "{{\"data\":{{\"id\":\"{sent_ns}\",\"text\":\"probe post {i} {pad}\",\"author_id\":\"12\",\"created_at\":\"2021-04-01T10:00:00.000Z\",\"lang\":\"en\"}},\"includes\":{{\"users\":[{{\"id\":\"12\",\"username\":\"probe\"}}]}},\"matching_rules\":[{{\"id\":\"1\",\"tag\":\"r1\"}}]}}\r\n"
+        );
+        buf.clear();
+        write!(buf, "{:x}\r\n{line}\r\n", line.len())?;
+        s.write_all(&buf)?;
+    }
+    // Keep the connection open until the collector is stopped.
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 1024];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    Ok(total)
+}
+
+/// (post number, latency in ns) of each line, until `total` or `done`.
+fn read_lines(mut r: impl BufRead, epoch: Instant, total: u64, done: &AtomicBool) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(total as usize);
+    let mut line = Vec::new();
+    while (out.len() as u64) < total && !done.load(Ordering::Relaxed) {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        if let Some(sent) = sent_ns(&line) {
+            out.push((out.len() as u64, now.saturating_sub(sent)));
+        }
+    }
+    out
+}
+
+/// The send time in a post's id (`"data":{"id":"<ns>"`).
+fn sent_ns(line: &[u8]) -> Option<u64> {
+    let key = b"\"data\":{\"id\":\"";
+    let at = line.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+}
+
+/// A file read as it grows (the file sink), polled every 50 µs at its end.
+struct Tail {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: Arc<AtomicBool>,
+}
+
+impl Tail {
+    fn new(path: std::path::PathBuf, done: Arc<AtomicBool>) -> Tail {
+        Tail { path, file: None, buf: Vec::new(), pos: 0, done }
+    }
+}
+
+impl Read for Tail {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.fill_buf()?.len().min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Tail {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos == self.buf.len() {
+            if self.done.load(Ordering::Relaxed) {
+                return Ok(&[]);
+            }
+            if self.file.is_none() {
+                self.file = std::fs::File::open(&self.path).ok();
+            }
+            self.buf.resize(1 << 16, 0);
+            let n = match self.file.as_mut() {
+                Some(f) => f.read(&mut self.buf)?,
+                None => 0,
+            };
+            self.buf.truncate(n);
+            self.pos = 0;
+            if n == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        Ok(&self.buf[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// The p50 of `traptor_end_to_end_latency_seconds` from `/metrics`, in ms,
+/// interpolated linearly inside its bucket.
+fn scrape_p50_ms(port: u16) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for l in body.lines().filter(|l| l.starts_with("traptor_end_to_end_latency_seconds_bucket")) {
+        let le = l.split("le=\"").nth(1)?.split('"').next()?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+        buckets.push((le, n));
+    }
+    let total = buckets.last()?.1;
+    let want = total / 2.0;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, n) in buckets {
+        if n >= want {
+            let frac = if n > below { (want - below) / (n - below) } else { 0.0 };
+            let hi = if le.is_finite() { le } else { lo };
+            return Some((lo + (hi - lo) * frac) * 1e3);
+        }
+        lo = le;
+        below = n;
+    }
+    None
+}
+
+/// SIGTERM, then wait (a graceful stop drains and exits 0).
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
