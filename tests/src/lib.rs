@@ -121,6 +121,7 @@ pub fn run_host_with(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> O
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("traptor-host {args:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -403,6 +404,9 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 pub struct Host {
     child: std::process::Child,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The stderr reader: joined once the process has exited, so the log
+    /// holds every line (it ends at the pipe's end of file).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Host {
@@ -421,7 +425,7 @@ impl Host {
         let mut err = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = std::io::Read::read(&mut err, &mut buf) {
                 if n == 0 {
@@ -432,7 +436,23 @@ impl Host {
                 }
             }
         });
-        Host { child, log }
+        Host { child, log, reader: Some(reader) }
+    }
+
+    /// The process has exited: let the log reader read to the end.
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone (reaped: its files,
+    /// locks among them, are closed), as a supervisor would before a restart.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.join_reader();
+        self.log()
     }
 
     pub fn log(&self) -> String {
@@ -461,11 +481,13 @@ impl Host {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50)); // the log reader catches up
+                self.join_reader();
                 return status;
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.join_reader();
                 panic!("traptor-host did not end within {limit:?}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -476,7 +498,7 @@ impl Host {
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(50));
+        self.join_reader();
         let log = self.log();
         (status, log)
     }
@@ -504,8 +526,14 @@ impl Host {
 }
 
 impl Drop for Host {
+    /// Killed and reaped: a test that starts another collector on the same
+    /// state (buffer lock, output file) never races a dying one.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.join_reader();
     }
 }
 

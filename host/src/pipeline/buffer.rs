@@ -76,6 +76,15 @@ pub struct BufferConfig {
     /// nothing, the OS writes the pages back), `batch`, `always`.
     #[serde(default = "default_fsync")]
     pub fsync: Fsync,
+    /// How long to wait for the directory's lock when another collector
+    /// holds it (a killed predecessor still exiting, a supervisor's
+    /// restart) before refusing to start; 0 = refuse at once.
+    #[serde(default = "default_lock_wait_secs")]
+    pub lock_wait_secs: u64,
+}
+
+fn default_lock_wait_secs() -> u64 {
+    10
 }
 
 fn default_max_bytes() -> u64 {
@@ -97,6 +106,7 @@ impl Default for BufferConfig {
             overflow: BufferOverflow::default(),
             segment_bytes: default_segment_bytes(),
             fsync: default_fsync(),
+            lock_wait_secs: default_lock_wait_secs(),
         }
     }
 }
@@ -129,6 +139,7 @@ impl BufferConfig {
     pub fn check(&self, p: &mut Problems<'_>) {
         p.range("max_bytes", self.max_bytes, 1 << 10, 1 << 50);
         p.range("segment_bytes", self.segment_bytes, 1 << 10, 1 << 32);
+        p.range("lock_wait_secs", self.lock_wait_secs, 0, 3600);
     }
 
     pub fn resolve_paths(&mut self, base: &BaseDir) {
@@ -151,6 +162,58 @@ impl BufferConfig {
     }
 }
 
+/// Take the directory's lock (`<dir>/lock`, an advisory `flock` the kernel
+/// drops when its holder's files close), waiting up to `wait` for a holder
+/// to let go: a collector killed a moment ago holds it until its process has
+/// finished exiting, which a restart (a supervisor's, a test's) can beat.
+/// The holder writes who it is into the file, so a refusal can say.
+fn lock_dir(dir: &Path, wait: Duration) -> Result<File, BufferError> {
+    let lock_path = dir.join("lock");
+    let io_err = |source| BufferError::Lock { dir: dir.to_owned(), lock: lock_path.clone(), source };
+    let mut lock = File::options().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io_err)?;
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { "holder unknown".to_owned() } else { holder.trim().to_owned() };
+                if started.elapsed() >= wait {
+                    return Err(BufferError::Locked {
+                        dir: dir.to_owned(),
+                        lock: lock_path,
+                        holder,
+                        waited_secs: wait.as_secs(),
+                    });
+                }
+                if !warned {
+                    warned = true;
+                    tracing::warn!(dir = %dir.display(), %holder, wait_secs = wait.as_secs(), "buffer directory locked by another collector; waiting for it to exit");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io_err(source)),
+        }
+    }
+    if warned {
+        tracing::info!(dir = %dir.display(), waited_ms = started.elapsed().as_millis() as u64, "buffer directory lock taken");
+    }
+    // Who holds it now, for whoever finds it held.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let me = format!("pid {} on {} since {since} (unix time)\n", std::process::id(), host.trim());
+    let written = lock.set_len(0).and_then(|()| {
+        use std::io::{Seek, Write};
+        lock.seek(std::io::SeekFrom::Start(0))?;
+        lock.write_all(me.as_bytes())
+    });
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "could not note the buffer lock's holder");
+    }
+    Ok(lock)
+}
+
 /// Why the buffer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -161,9 +224,9 @@ pub enum BufferError {
         source: SpoolError,
     },
     #[error(
-        "buffer {dir} is in use by another collector (its lock file {lock} is held); give each collector its own [buffer] dir"
+        "buffer {dir} is in use by another collector ({holder}; its lock file {lock} was still held after {waited_secs} s); give each collector its own [buffer] dir"
     )]
-    Locked { dir: PathBuf, lock: PathBuf },
+    Locked { dir: PathBuf, lock: PathBuf, holder: String, waited_secs: u64 },
     #[error("buffer {dir}: cannot lock {lock}: {source}")]
     Lock {
         dir: PathBuf,
@@ -274,22 +337,7 @@ impl DiskQueue {
     pub fn open(dir: &Path, cfg: &BufferConfig) -> Result<DiskQueue, BufferError> {
         let spool_err = |source| BufferError::Spool { dir: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(|source| spool_err(SpoolError::Io { path: dir.to_owned(), source }))?;
-        let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| BufferError::Lock { dir: dir.to_owned(), lock: lock_path.clone(), source })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BufferError::Locked { dir: dir.to_owned(), lock: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(BufferError::Lock { dir: dir.to_owned(), lock: lock_path, source });
-            }
-        }
+        let lock = lock_dir(dir, Duration::from_secs(cfg.lock_wait_secs))?;
         // The cap is this queue's own (on queued records); the spool's is off.
         let spool = Spool::open(dir, cfg.segment_bytes, u64::MAX, cfg.fsync).map_err(spool_err)?;
         let mut q = DiskQueue {
@@ -530,10 +578,11 @@ impl Merge {
             }
             if sending.is_none()
                 && let Some(q) = self.queue.as_mut()
+                && q.queued().0 > 0
                 && let Some(d) = off_reactor(|| q.pop(self.batch_size))?
             {
                 Metrics::add(&self.metrics.buffer_from_disk, d.records);
-                sending = Some(self.forward(d.batch, Some((d.end, d.records, d.bytes)), &mut next_seq, &mut inflight));
+                sending = self.forward(d.batch, Some((d.end, d.records, d.bytes)), &mut next_seq, &mut inflight);
             }
             self.gauges();
             let queued = self.queue.as_ref().map_or(0, |q| q.queued().0);
@@ -548,23 +597,28 @@ impl Merge {
                 );
             }
             let can_take = input_open && held.is_none() && (self.queue.is_some() || sending.is_none());
+            // Biased: a hand-off the workers have room for completes before
+            // the next batch is looked at, so a batch goes to disk only when
+            // the workers are really full (a random pick sent batches to disk
+            // on a race, and every later one behind them: latency).
             tokio::select! {
-                r = self.input.recv(), if can_take => match r {
-                    Ok(b) => {
-                        if sending.is_none() && queued == 0 {
-                            sending = Some(self.forward(b, None, &mut next_seq, &mut inflight));
-                        } else {
-                            held = self.spill(b, &mut inflight)?;
-                        }
-                    }
-                    Err(_) => input_open = false,
-                },
+                biased;
                 ok = async { if let Some(s) = sending.as_mut() { s.await } else { std::future::pending().await } }, if sending.is_some() => {
                     sending = None;
                     if !ok {
                         return Err(BufferError::WorkersGone);
                     }
                 }
+                r = self.input.recv(), if can_take => match r {
+                    Ok(b) => {
+                        if sending.is_none() && queued == 0 {
+                            sending = self.forward(b, None, &mut next_seq, &mut inflight);
+                        } else {
+                            held = self.spill(b, &mut inflight)?;
+                        }
+                    }
+                    Err(_) => input_open = false,
+                },
                 // Confirmations are looked at every ms while batches are out
                 // (the sooner, the fewer posts a crash finds written but not
                 // yet journaled or removed from disk); rarely when idle.
@@ -576,19 +630,26 @@ impl Merge {
         Ok(Settle { queue, inflight, written, checkpoints, metrics, dedup })
     }
 
-    /// Number a batch and start handing it to the workers.
+    /// Number a batch and hand it to the workers: at once when they have
+    /// room (`None`), else the hand-off to wait for.
     fn forward(
         &self,
         mut b: RawBatch,
         disk: Option<(Pos, u64, u64)>,
         next_seq: &mut u64,
         inflight: &mut VecDeque<InFlight>,
-    ) -> Sending {
+    ) -> Option<Sending> {
         b.seq = *next_seq;
         *next_seq += 1;
         inflight.push_back(InFlight { seq: Some(b.seq), source: b.source, checkpoint: b.checkpoint, disk });
-        let tx = self.output.clone();
-        Box::pin(async move { tx.send(b).await.is_ok() })
+        match self.output.try_send(b) {
+            Ok(()) => None,
+            Err(async_channel::TrySendError::Full(b)) => {
+                let tx = self.output.clone();
+                Some(Box::pin(async move { tx.send(b).await.is_ok() }))
+            }
+            Err(async_channel::TrySendError::Closed(_)) => Some(Box::pin(async { false })),
+        }
     }
 
     /// Put a batch on disk; `Some(batch)` back when the queue is full under
@@ -701,12 +762,36 @@ mod tests {
         b.iter().map(|(_, origin)| origin).collect()
     }
 
+    /// Issue 23, point 7: a restarted collector found the lock of its
+    /// killed predecessor still held and refused at once. It waits now.
+    #[test]
+    fn a_held_lock_is_waited_for_then_taken() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = BufferConfig { lock_wait_secs: 20, ..cfg(1 << 20, BufferOverflow::Block) };
+        let first = DiskQueue::open(dir.path(), &c).expect("open");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let started = Instant::now();
+        let second = DiskQueue::open(dir.path(), &c);
+        assert!(second.is_ok(), "{:?}", second.err());
+        assert!(started.elapsed() >= Duration::from_millis(250), "it did wait for the holder");
+        release.join().expect("thread");
+    }
+
     #[test]
     fn records_come_back_in_order_by_source_and_survive_a_restart() {
         let dir = tempfile::tempdir().expect("tmp");
         let c = cfg(1 << 20, BufferOverflow::Block);
         let mut q = DiskQueue::open(dir.path(), &c).expect("open");
-        assert!(matches!(DiskQueue::open(dir.path(), &c), Err(BufferError::Locked { .. })), "one collector per dir");
+        let at_once = BufferConfig { lock_wait_secs: 0, ..c.clone() };
+        match DiskQueue::open(dir.path(), &at_once) {
+            Err(BufferError::Locked { holder, .. }) => {
+                assert!(holder.contains(&format!("pid {}", std::process::id())), "names the holder: {holder}");
+            }
+            other => panic!("one collector per dir: {other:?}"),
+        }
         assert_eq!(q.push(&batch(0, 0..10, Some(77))).expect("push"), Pushed::Stored { dropped: None });
         q.push(&batch(1, 10..15, None)).expect("push");
         q.push(&batch(0, 15..20, None)).expect("push");
