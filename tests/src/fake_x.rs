@@ -142,6 +142,11 @@ impl FakeX {
         self.with(|st| st.sessions.push_back(s));
     }
 
+    /// A rule the server already has, under a given id.
+    pub fn add_rule_with_id(&self, id: &str, value: &str, tag: Option<&str>) {
+        self.with(|st| st.rules.push(FakeRule { id: id.into(), value: value.into(), tag: tag.map(str::to_owned) }));
+    }
+
     pub fn add_rule(&self, value: &str, tag: &str) -> String {
         self.with(|st| {
             st.next_id += 1;

@@ -254,6 +254,45 @@ fn matching_rules_without_tags_are_attributed_by_the_server_rule_id() {
     assert!(status.success());
 }
 
+/// Issue 23: early v2 (2021) sent `matching_rules[].id` as a JSON number;
+/// the decoder expected a string and every post of such a session was lost
+/// as malformed. The session is collected whole and attributed by id.
+#[test]
+fn an_early_v2_session_with_numeric_rule_ids_is_collected_and_attributed() {
+    let rules = concat!(
+        "{\"rule_id\":\"blossoms\",\"value\":\"cherry blossoms\",\"rule_type\":\"track\"}\n",
+        "{\"rule_id\":\"forecast\",\"value\":\"forecast\",\"rule_type\":\"track\"}\n",
+    );
+    let text = std::fs::read_to_string(fixture("x-v2/early_v2_numeric_rule_ids.jsonl")).expect("fixture");
+    let lines: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect();
+    assert_eq!(lines.len(), 7);
+    let fake = FakeX::start();
+    // The server's ids for the two rules, as its rules list gives them (the
+    // tag is the local rule_id the rule sync created them with); the stream
+    // names them by id alone, as a number.
+    fake.add_rule_with_id("1377649934414049282", "cherry blossoms", Some("blossoms"));
+    fake.add_rule_with_id("1377649934414049283", "forecast", Some("forecast"));
+    fake.push_session(Session::ok(lines.clone()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = x_pipeline(dir.path(), &fake, rules, "sync_rules = false");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let out = wait_for("7 posts", LIMIT, || Some(out_lines(dir.path())).filter(|v| v.len() >= 7));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(out.len(), 7, "every post, once");
+    let want: [&[&str]; 7] =
+        [&["blossoms"], &["blossoms"], &["blossoms"], &["forecast"], &["blossoms", "forecast"], &["blossoms"], &["blossoms"]];
+    for (i, (v, want)) in out.iter().zip(want).enumerate() {
+        let mut got = rule_ids(v);
+        got.sort();
+        assert_eq!(got, want, "post {i} attributed by numeric id");
+    }
+    // The raw bytes went through: the numeric ids are still numbers.
+    assert!(out.iter().all(|v| v["matching_rules"][0]["id"].is_u64()), "{out:?}");
+    assert!(log.contains("malformed=0"), "nothing malformed: {log}");
+    assert!(log.contains("matching_rule.id"), "the converted ids are counted by field: {log}");
+}
+
 #[test]
 fn a_stall_reconnects_within_the_timeout() {
     let fake = FakeX::start();

@@ -206,6 +206,7 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
                       "uptime_secs": s.started.elapsed().as_secs()},
         "posts": m.posts, "matched": m.posts_matched, "unmatched": m.posts_unmatched, "written": m.records_out,
         "malformed": m.malformed, "duplicates": m.duplicates_dropped, "spool_backlog": m.spool_backlog,
+        "field_surprises": m.field_surprises,
         "rates": rates,
         "latency_ms": {"p50": m.latency_p50_us as f64 / 1e3, "p99": m.latency_p99_us as f64 / 1e3, "max": m.latency_max_us as f64 / 1e3},
         "source": {"name": &s.source, "live": s.source_live, "connected": c.connected.load(Relaxed) == 1,
