@@ -45,7 +45,10 @@ pub type RuleIdx = u32;
 pub struct Matcher {
     /// Shared with the snapshot the matcher was compiled from.
     rules: Arc<Vec<Rule>>,
-    by_id: IdIndex,
+    /// Built on first use: only attribution by a source (X v2) and the
+    /// admin API look rules up by id, and at 1M rules the table costs
+    /// ~10 MB and a tenth of the compile time.
+    by_id: std::sync::OnceLock<IdIndex>,
     track: TrackIndex,
     follow: FollowIndex,
     boxes: BoxIndex,
@@ -61,12 +64,34 @@ struct FollowIndex {
     /// a table that stays in cache instead of probing the large map
     /// (1,000,000 ids: 1 MB here, ~35 MB there).
     filter: Vec<u64>,
-    numeric: HashMap<u64, u32>,
+    numeric: HashMap<u64, u32, std::hash::BuildHasherDefault<IdHasher>>,
     text: HashMap<Box<str>, u32>,
     shared: Vec<Vec<RuleIdx>>,
 }
 
 const SHARED: u32 = 1 << 31;
+
+/// The hash of a numeric account id: one multiply (Fibonacci hashing)
+/// instead of SipHash, which was the largest part of a lookup. The keys come
+/// from the rules (trusted); a post only looks them up.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // The high bits pick the bucket group, the top 7 the control byte:
+        // mix the low bits (where ids differ most) up into both.
+        self.0 = (n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 impl FollowIndex {
     fn add(&mut self, user_id: &str, rule: RuleIdx) {
@@ -238,10 +263,9 @@ impl Matcher {
             let kind = (patterns.len() <= DFA_PATTERNS).then_some(AhoCorasickKind::DFA);
             AhoCorasick::builder().match_kind(MatchKind::Standard).kind(kind).build(&patterns).ok()
         };
-        let by_id = IdIndex::of(&rules);
         Matcher {
             rules,
-            by_id,
+            by_id: std::sync::OnceLock::new(),
             track: TrackIndex { ac, pattern_punct, pattern_terms, n_terms: n_terms as usize, phrases, by_first_term },
             follow,
             boxes: BoxIndex::new(boxes),
@@ -259,7 +283,7 @@ impl Matcher {
 
     /// The index of the rule with this `rule_id`.
     pub fn index_of(&self, rule_id: &str) -> Option<RuleIdx> {
-        self.by_id.get(&self.rules, rule_id)
+        self.by_id.get_or_init(|| IdIndex::of(&self.rules)).get(&self.rules, rule_id)
     }
 
     /// Every rule the post matches, in rule order, into `out` (cleared first).
