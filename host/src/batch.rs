@@ -189,9 +189,16 @@ impl Drop for OutBatch {
 
 impl OutBatch {
     pub fn with_seq(seq: u64) -> OutBatch {
+        OutBatch::with_room(seq, 0)
+    }
+
+    /// A batch whose buffer has room for `bytes` already: grown once, not
+    /// by doubling (each doubling of a megabyte buffer faults in fresh,
+    /// zeroed pages: 4 % of an end-to-end profile).
+    pub fn with_room(seq: u64, bytes: usize) -> OutBatch {
         let mut b = OutBatch::default();
         b.seq = seq;
-        b.data = buffers::take(0);
+        b.data = buffers::take(bytes);
         b
     }
     pub fn len(&self) -> usize {

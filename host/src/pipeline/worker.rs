@@ -183,7 +183,8 @@ pub fn process_batch(
 ) -> Result<OutBatch, FatalStageError> {
     let ctx = &*ctx.for_source(batch.source);
     let m = &ctx.metrics;
-    let mut out = OutBatch::with_seq(batch.seq);
+    // Room for the records and their envelopes (a few hundred bytes each).
+    let mut out = OutBatch::with_room(batch.seq, batch.bytes() + batch.len() * 512);
     out.read_at = batch.read_at;
     Metrics::add(&m.records_in, batch.len() as u64);
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
