@@ -899,7 +899,15 @@ fn rule_rate_limits_and_samples_hold_and_samples_repeat() {
         (with("capped"), with("tenth"), with("half"), stderr)
     };
     let (capped, tenth, half, stderr) = run();
-    assert!((450..=550).contains(&capped.len()), "rate_limit 100/s over 5 s: {}", capped.len());
+    // The replay is paced to 5 s; on a loaded machine the run can take
+    // longer, and the bucket refills for as long as it runs.
+    let secs: f64 = stderr
+        .lines()
+        .find(|l| l.contains("pipeline finished"))
+        .and_then(|l| l.split("seconds=").nth(1)?.split_whitespace().next()?.trim_matches('"').parse().ok())
+        .unwrap_or(5.0);
+    let most = (100.0 * secs.max(5.0) * 1.1) as usize;
+    assert!((450..=most).contains(&capped.len()), "rate_limit 100/s over {secs} s: {}", capped.len());
     assert!((400..=600).contains(&tenth.len()), "sample 0.1 of 5,000: {}", tenth.len());
     assert!((2_250..=2_750).contains(&half.len()), "the tag's sample 0.5: {}", half.len());
     let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary");
