@@ -137,8 +137,9 @@ def main():
     rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
     rules = []
     if shape == "v2":
-        here = __file__.rsplit("/", 2)[0] if "/" in __file__ else ".."
-        with open(f"{here}/examples/rules.jsonl") as f:
+        import os
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "examples", "rules.jsonl")) as f:
             rules = [json.loads(l) for l in f if l.strip()]
     if shape not in ("compact", "spaced", "escaped", "shuffled", "python", "v2"):
         print(f"unknown shape {shape!r}\n{__doc__}", file=sys.stderr)

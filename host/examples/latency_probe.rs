@@ -86,7 +86,10 @@ fn main() -> std::io::Result<()> {
     let admin = free_port()?;
     let out_file = dir.join("latency-probe-out.jsonl");
     let _ = std::fs::remove_file(&out_file);
-    std::fs::write(dir.join("latency-probe-rules.jsonl"), "{\"rule_id\":\"r1\",\"value\":\"probe\",\"rule_type\":\"track\"}\n")?;
+    std::fs::write(
+        dir.join("latency-probe-rules.jsonl"),
+        "{\"rule_id\":\"r1\",\"value\":\"probe\",\"rule_type\":\"track\"}\n",
+    )?;
     let sink = if a.sink == "file" {
         format!("type = \"file\"\npath = \"{}\"", out_file.display())
     } else {
@@ -108,7 +111,14 @@ fn main() -> std::io::Result<()> {
     let total = a.rate * (a.seconds + 1);
     let warmup = a.rate;
     let mut child = Command::new(&a.bin)
-        .args(["--pipeline", &pipeline.to_string_lossy(), "--admin", &format!("127.0.0.1:{admin}"), "--log-level", "warn"])
+        .args([
+            "--pipeline",
+            &pipeline.to_string_lossy(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--log-level",
+            "warn",
+        ])
         .env("PROBE_TOKEN", "probe")
         .stdout(if a.sink == "stdout" { Stdio::piped() } else { Stdio::null() })
         .spawn()?;
@@ -130,7 +140,11 @@ fn main() -> std::io::Result<()> {
         let head = request_head(&mut conn)?;
         if head.contains("/stream/rules") {
             let body = r#"{"data":[],"meta":{"result_count":0}}"#;
-            write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
             continue;
         }
         break serve(conn, &a, epoch, total)?;
@@ -152,7 +166,9 @@ fn main() -> std::io::Result<()> {
     }
     let mut lat: Vec<u64> = got.iter().filter(|(i, _)| *i >= warmup).map(|(_, l)| *l).collect();
     lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |v| *v as f64 / 1e6);
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |v| *v as f64 / 1e6)
+    };
     println!(
         "rate {:>6}/s  sent {:>7}  read {:>7}  outside p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>8.3} ms  /metrics p50 {} ms  (sink {}, buffer {})",
         a.rate,

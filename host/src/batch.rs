@@ -346,8 +346,13 @@ impl Demand {
     /// A worker is about to wait for a batch: tell a holding source.
     pub fn enter_wait(&self) {
         self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // notify_waiters wakes every source holding a batch; notify_one
+        // leaves a permit for a source not waiting right now (between two
+        // selects), so that wake-up is not lost either.
+        self.wake.notify_waiters();
         self.wake.notify_one();
     }
+    /// The worker got a batch (or the channel closed).
     pub fn leave_wait(&self) {
         self.waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -358,6 +363,7 @@ impl Demand {
             || self.waiting.load(std::sync::atomic::Ordering::Acquire) > 0
     }
     /// Resolves when a worker starts waiting (or did since the last call).
+    /// Every holder is woken (several live sources share the workers).
     pub async fn worker_waits(&self) {
         self.wake.notified().await;
     }

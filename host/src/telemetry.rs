@@ -238,18 +238,17 @@ impl Histogram {
 pub struct FieldSurprises(std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>);
 
 impl FieldSurprises {
-    /// Count one; true the first time this format and field is seen.
-    pub fn add(&self, format: &'static str, field: &'static str) -> bool {
+    /// Count `n` posts; true the first time this format and field is seen.
+    pub fn add(&self, format: &'static str, field: &'static str, n: u64) -> bool {
         let Ok(mut m) = self.0.lock() else { return false };
-        let n = m.entry((format, field)).or_insert(0);
-        *n += 1;
-        *n == 1
+        let count = m.entry((format, field)).or_insert(0);
+        let first = *count == 0;
+        *count += n;
+        first
     }
 
     /// format → field → count.
-    pub fn snapshot(
-        &self,
-    ) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>> {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>> {
         let mut out: std::collections::BTreeMap<_, std::collections::BTreeMap<_, _>> = Default::default();
         if let Ok(m) = self.0.lock() {
             for (&(format, field), &n) in m.iter() {

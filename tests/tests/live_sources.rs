@@ -283,8 +283,15 @@ fn an_early_v2_session_with_numeric_rule_ids_is_collected_and_attributed() {
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
     assert_eq!(out.len(), 7, "every post, once");
-    let want: [&[&str]; 7] =
-        [&["blossoms"], &["blossoms"], &["blossoms"], &["forecast"], &["blossoms", "forecast"], &["blossoms"], &["blossoms"]];
+    let want: [&[&str]; 7] = [
+        &["blossoms"],
+        &["blossoms"],
+        &["blossoms"],
+        &["forecast"],
+        &["blossoms", "forecast"],
+        &["blossoms"],
+        &["blossoms"],
+    ];
     for (i, (v, want)) in out.iter().zip(want).enumerate() {
         let mut got = rule_ids(v);
         got.sort();

@@ -97,7 +97,9 @@ impl Collector for TraptorCollector {
         let surprises: Vec<(Labels<'_>, u64)> = m
             .field_surprises
             .iter()
-            .flat_map(|(format, fields)| fields.iter().map(move |(field, n)| (vec![("format", *format), ("field", *field)], *n)))
+            .flat_map(|(format, fields)| {
+                fields.iter().map(move |(field, n)| (vec![("format", *format), ("field", *field)], *n))
+            })
             .collect();
         if !surprises.is_empty() {
             family(

@@ -340,7 +340,12 @@ impl RunReport {
         );
         for (format, fields) in &m.field_surprises {
             for (field, n) in fields {
-                tracing::info!(format, field, posts = n, "field of an unexpected type (converted or read as absent; the posts went on)");
+                tracing::info!(
+                    format,
+                    field,
+                    posts = n,
+                    "field of an unexpected type (converted or read as absent; the posts went on)"
+                );
             }
         }
     }

@@ -142,7 +142,18 @@ impl RulesService {
         snapshot.report(&origin);
         let compiling = std::time::Instant::now();
         let tags = Arc::new(cfg.config.limits.clone());
-        let compiled = Arc::new(ArcSwap::from_pointee(Compiled::new(&snapshot, &tags)));
+        // An X v2 source attributes posts by rule id: the id index is built
+        // with the matcher, off the workers (built on first use, the first
+        // post after a reload of 1M rules would wait ~100 ms for it).
+        let by_id = cfg.config.sources.iter().any(|s| s.source.component().format() == crate::post::Format::XV2);
+        let compile = move |snap: &RuleSnapshot, tags: &crate::pipeline::limits::LimitsConfig| {
+            let c = Compiled::new(snap, tags);
+            if by_id {
+                c.matcher.index_ids();
+            }
+            c
+        };
+        let compiled = Arc::new(ArcSwap::from_pointee(compile(&snapshot, &tags)));
         tracing::info!(
             rules = snapshot.rules.len(),
             invalid = snapshot.problems.len(),
@@ -165,7 +176,7 @@ impl RulesService {
                 let snap = changes.borrow_and_update().clone();
                 let started = std::time::Instant::now();
                 let tags = tags.clone();
-                let built = tokio::task::spawn_blocking(move || Compiled::new(&snap, &tags)).await;
+                let built = tokio::task::spawn_blocking(move || compile(&snap, &tags)).await;
                 if let Ok(built) = built {
                     let n = built.matcher.rules().len();
                     swap.store(Arc::new(built));

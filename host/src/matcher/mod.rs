@@ -87,8 +87,10 @@ impl std::hash::Hasher for IdHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        // The high bits pick the bucket group, the top 7 the control byte:
-        // mix the low bits (where ids differ most) up into both.
+        // hashbrown takes the bucket from the low bits and the control byte
+        // from the top 7. A product's low bits depend only on the factor's
+        // low bits, so the high half is folded in first; the multiply
+        // carries the low bits up into the top ones.
         self.0 = (n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
@@ -279,6 +281,11 @@ impl Matcher {
 
     pub fn rule(&self, idx: RuleIdx) -> &Rule {
         &self.rules[idx as usize]
+    }
+
+    /// Build the index of rule ids now (else on the first [`Matcher::index_of`]).
+    pub fn index_ids(&self) {
+        self.by_id.get_or_init(|| IdIndex::of(&self.rules));
     }
 
     /// The index of the rule with this `rule_id`.

@@ -170,7 +170,8 @@ impl BufferConfig {
 fn lock_dir(dir: &Path, wait: Duration) -> Result<File, BufferError> {
     let lock_path = dir.join("lock");
     let io_err = |source| BufferError::Lock { dir: dir.to_owned(), lock: lock_path.clone(), source };
-    let mut lock = File::options().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io_err)?;
+    let mut lock =
+        File::options().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io_err)?;
     let started = Instant::now();
     let mut warned = false;
     loop {
@@ -178,7 +179,8 @@ fn lock_dir(dir: &Path, wait: Duration) -> Result<File, BufferError> {
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-                let holder = if holder.trim().is_empty() { "holder unknown".to_owned() } else { holder.trim().to_owned() };
+                let holder =
+                    if holder.trim().is_empty() { "holder unknown".to_owned() } else { holder.trim().to_owned() };
                 if started.elapsed() >= wait {
                     return Err(BufferError::Locked {
                         dir: dir.to_owned(),
@@ -576,7 +578,10 @@ impl Merge {
             if let Some(b) = held.take() {
                 held = self.spill(b, &mut inflight)?;
             }
-            if sending.is_none()
+            // From disk while the workers take batches at once (a hand-off
+            // that completes leaves `sending` empty: pop the next one now,
+            // not after the next wake-up).
+            while sending.is_none()
                 && let Some(q) = self.queue.as_mut()
                 && q.queued().0 > 0
                 && let Some(d) = off_reactor(|| q.pop(self.batch_size))?

@@ -207,9 +207,6 @@ pub fn process_batch(
         let message = decoded.as_mut().and_then(|all| all.get_mut(i)).and_then(Option::take);
         match message.unwrap_or_else(|| post::decode(ctx.format, raw)) {
             Ok(Message::Post(post)) => {
-                if !post.surprises.is_empty() {
-                    surprised(ctx, &post);
-                }
                 if let Some(d) = &ctx.dedup {
                     // The key is made once: checked here (locally), kept below
                     // until the batch is written (with the buffer).
@@ -225,6 +222,9 @@ pub fn process_batch(
                     if d.journals() {
                         staged_keys.push(k);
                     }
+                }
+                if !post.surprises.is_empty() {
+                    tally.surprised(&post);
                 }
                 attribute(ctx, compiled, &post, scratch, &mut tally);
                 if staged {
@@ -316,11 +316,39 @@ struct Tally {
     posts: u64,
     matched_posts: u64,
     rule_matches: u64,
+    /// (format, field, posts, the first post's id) of the fields posts had
+    /// in an unexpected JSON type: a few at most, so a list.
+    surprises: Vec<(&'static str, &'static str, u64, String)>,
 }
 
 impl Tally {
+    /// Count each field a post had in an unexpected type, once per post.
+    #[cold]
+    fn surprised(&mut self, post: &PostView<'_>) {
+        for (i, s) in post.surprises.iter().enumerate() {
+            if post.surprises[..i].iter().any(|e| e.field == s.field) {
+                continue;
+            }
+            match self.surprises.iter_mut().find(|e| e.0 == post.source && e.1 == s.field) {
+                Some(e) => e.2 += 1,
+                None => self.surprises.push((post.source, s.field, 1, post.id.to_string())),
+            }
+        }
+    }
+
     fn publish(&self, ctx: &WorkerContext, compiled: &Compiled, scratch: &mut WorkerScratch) {
         let m = &ctx.metrics;
+        for (format, field, n, post_id) in &self.surprises {
+            if m.field_surprises.add(format, field, *n) {
+                tracing::warn!(
+                    input = %ctx.source_name,
+                    format = %format,
+                    field = %field,
+                    %post_id,
+                    "a post field has an unexpected JSON type (converted, or read as absent); the post goes on (logged once per format and field)"
+                );
+            }
+        }
         Metrics::add(&m.posts, self.posts);
         Metrics::add(&m.posts_matched, self.matched_posts);
         Metrics::add(&m.posts_unmatched, self.posts - self.matched_posts);
@@ -416,24 +444,6 @@ fn count_control(ctx: &WorkerContext, c: &post::Control) -> bool {
         Metrics::add(&m.control_dropped, 1);
     }
     ctx.forward_control
-}
-
-/// Count the fields a post had in an unexpected JSON type; log each format
-/// and field the first time, with the post's id (the post goes on).
-#[cold]
-fn surprised(ctx: &WorkerContext, post: &PostView<'_>) {
-    for s in &post.surprises {
-        if ctx.metrics.field_surprises.add(post.source, s.field) {
-            tracing::warn!(
-                input = %ctx.source_name,
-                format = post.source,
-                field = s.field,
-                post_id = %post.id,
-                handled = if s.converted { "converted" } else { "read as absent" },
-                "a post field has an unexpected JSON type; the post goes on (logged once per format and field)"
-            );
-        }
-    }
 }
 
 /// Count (and, the first few times, log with its origin) a record that

@@ -160,8 +160,11 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
     let collection = commit.collection.as_deref().unwrap_or_default();
     let is_post = collection == "app.bsky.feed.post";
     let is_repost = collection == "app.bsky.feed.repost";
-    let (Some(did), Some(rkey), true) = (ev.did, commit.rkey, is_post || is_repost) else {
+    if !(is_post || is_repost) {
         return control(ControlKind::Unknown);
+    }
+    let (Some(did), Some(rkey)) = (ev.did, commit.rkey) else {
+        return Err(DecodeError::NoPostId("did, commit.rkey"));
     };
     let id = Cow::Owned(format!("at://{did}/{collection}/{}", rkey.as_str()));
     let author = UserRef { id: Some(did), handle: None };

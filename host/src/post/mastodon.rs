@@ -90,8 +90,11 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
     if status.delete.is_some() {
         return Ok(Message::Control(Control { kind: ControlKind::Delete, undelivered: None }));
     }
-    let (Some(id), true) = (status.id.clone(), status.has("account")) else {
+    if !status.has("account") {
         return Ok(Message::Control(Control { kind: ControlKind::Unknown, undelivered: None }));
+    }
+    let Some(id) = status.id.clone() else {
+        return Err(DecodeError::NoPostId("id"));
     };
     let author = status.account.as_ref().map(Account::user).unwrap_or_default();
     let retweeted = status.reblog.map(|r| {

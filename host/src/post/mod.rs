@@ -247,6 +247,10 @@ pub enum DecodeError {
     NotAnObject,
     #[error("not valid UTF-8 (at byte {0})")]
     Utf8(usize),
+    /// A post by its keys, without an id in any usable type: it cannot be
+    /// keyed, deduplicated or attributed.
+    #[error("a post without a usable id ({0})")]
+    NoPostId(&'static str),
 }
 
 /// A record's bytes as text: every decoder reads from `&str`, so UTF-8 is

@@ -49,6 +49,10 @@ impl Surprises {
         self.0.borrow_mut().push(Surprise { field, converted });
     }
 
+    fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
     /// What was noted, in reading order.
     pub fn into_vec(self) -> Vec<Surprise> {
         self.0.into_inner()
@@ -464,6 +468,7 @@ impl<'de, T: Tolerant<'de> + Copy + Default, const N: usize> Visitor<'de> for Ar
         let mut out = [T::default(); N];
         let mut n = 0;
         let mut whole = true;
+        let noted = self.0.surprises.len();
         while let Some(item) = seq.next_element_seed(Seed::<T>(self.0, PhantomData))? {
             match item {
                 Some(v) if n < N => out[n] = v,
@@ -474,7 +479,10 @@ impl<'de, T: Tolerant<'de> + Copy + Default, const N: usize> Visitor<'de> for Ar
         if whole && n == N {
             Ok(Some(out))
         } else {
-            self.0.note(false);
+            // Once per value: an item that was itself unusable noted it.
+            if self.0.surprises.len() == noted {
+                self.0.note(false);
+            }
             Ok(None)
         }
     }
@@ -628,6 +636,8 @@ macro_rules! tolerant {
         }
 
         const _: () = {
+            // One bit of `present` per key.
+            assert!([$( stringify!($field) ),*].len() <= 64, "a tolerant struct holds at most 64 keys");
             use $crate::post::tolerant::{Cx, Seed, Tolerant};
             use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 

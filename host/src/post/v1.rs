@@ -42,7 +42,10 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         Err(e) => return Err(DecodeError::Json(e)),
     };
     let has_id = msg.id_str.is_some() || msg.id.is_some();
-    if has_id && ["text", "full_text", "extended_tweet", "user"].iter().any(|k| msg.has(k)) {
+    if ["text", "full_text", "extended_tweet", "user"].iter().any(|k| msg.has(k)) {
+        if !has_id {
+            return Err(DecodeError::NoPostId("id_str, id"));
+        }
         let mut view = msg.into_view();
         view.surprises = surprises.into_vec();
         return Ok(Message::Post(Box::new(view)));

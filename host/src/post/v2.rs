@@ -174,7 +174,11 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         Ok(None) => return Err(DecodeError::NotAnObject),
         Err(e) => return Err(DecodeError::Json(e)),
     };
+    let has_data = msg.has("data");
     let Some(data) = msg.data.filter(|d| id_str(&d.id).is_some_and(|id| !id.is_empty())) else {
+        if has_data {
+            return Err(DecodeError::NoPostId("data.id"));
+        }
         return Ok(Message::Control(Control { kind: ControlKind::Unknown, undelivered: None }));
     };
     let includes = msg.includes.unwrap_or_default();
@@ -189,8 +193,7 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
     };
     let retweeted = referenced("retweeted").map(|t| embed(t, users));
     let quoted = referenced("quoted").map(|t| embed(t, users));
-    let in_reply_to_post_id =
-        refs.iter().find(|r| r.kind.as_deref() == Some("replied_to")).and_then(|r| id_cow(&r.id));
+    let in_reply_to_post_id = refs.iter().find(|r| r.kind.as_deref() == Some("replied_to")).and_then(|r| id_cow(&r.id));
     let geo = data.geo.as_ref();
     let place_bbox = geo
         .and_then(|g| id_str(&g.place_id))
@@ -201,9 +204,9 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         .and_then(|g| g.coordinates.as_ref()?.coordinates)
         .map(|[lng, lat]| Point { lng, lat })
         .filter(|p| p.lng.is_finite() && p.lat.is_finite());
-    let source_rules = msg.matching_rules.map(|rules| {
-        rules.into_iter().map(|r| SourceRule { id: r.id.map(Id::into_cow), tag: r.tag }).collect()
-    });
+    let source_rules = msg
+        .matching_rules
+        .map(|rules| rules.into_iter().map(|r| SourceRule { id: r.id.map(Id::into_cow), tag: r.tag }).collect());
     let view = PostView {
         source: SOURCE,
         id: id_cow(&data.id).unwrap_or_default(),

@@ -373,6 +373,13 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                 }
                 Err(f) => f,
             };
+            // What a connection read before it ended goes now, not after
+            // the backoff (a batch may be held while the workers are busy).
+            if let Some(b) = st.batcher.flush()
+                && out.send(b).await.is_err()
+            {
+                return None;
+            }
             self.stats.count(&failure);
             match backoff.failed(&failure, Instant::now()) {
                 Decision::Stop => return Some(failure),
@@ -454,14 +461,17 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                     }
                     flush_at = Instant::now() + max_wait;
                 }
-                // A worker waits: what is held goes now.
+                // A worker waits: what is held goes now (unless that worker
+                // took a batch meanwhile: a stale wake-up keeps the hold).
                 () = self.demand.worker_waits(), if st.batcher.pending() > 0 => {
-                    if let Some(b) = st.batcher.flush()
-                        && out.send(b).await.is_err()
-                    {
-                        return Ok(Ended::Shutdown);
+                    if self.demand.wanted() {
+                        if let Some(b) = st.batcher.flush()
+                            && out.send(b).await.is_err()
+                        {
+                            return Ok(Ended::Shutdown);
+                        }
+                        flush_at = Instant::now() + max_wait;
                     }
-                    flush_at = Instant::now() + max_wait;
                 }
                 changed = self.rules.changed(), if rules_open => {
                     if changed.is_err() {

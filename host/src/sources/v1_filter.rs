@@ -466,7 +466,8 @@ fn classify(msg: Vec<u8>) -> Frame {
         (None, Some(n)) => Some(n.to_string()),
         (None, None) => None,
     });
-    let disconnect = peek.and_then(|p| p.disconnect).map(|d| (d.code.unwrap_or(0), d.reason.unwrap_or_default().into_owned()));
+    let disconnect =
+        peek.and_then(|p| p.disconnect).map(|d| (d.code.unwrap_or(0), d.reason.unwrap_or_default().into_owned()));
     match disconnect {
         Some((code, reason)) => Frame::End {
             record: Some(msg),

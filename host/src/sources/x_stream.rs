@@ -341,7 +341,7 @@ fn classify(line: &[u8]) -> Line {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Line::KeepAlive;
     }
-    let Ok(text) = std::str::from_utf8(line) else { return Line::Other };
+    let Ok(text) = crate::post::text(line) else { return Line::Other };
     let peek = match tolerant::read_record::<Peek<'_>>(text, "message", &Surprises::default()) {
         Ok(Some(p)) => p,
         _ => return Line::Other,
@@ -556,7 +556,11 @@ impl Connector for XConnector {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
-        Ok(XConnection { stream: Box::pin(resp.bytes_stream()), lines: Lines::new(self.max_record_bytes), arrived: None })
+        Ok(XConnection {
+            stream: Box::pin(resp.bytes_stream()),
+            lines: Lines::new(self.max_record_bytes),
+            arrived: None,
+        })
     }
 
     const KEYED: bool = true;
