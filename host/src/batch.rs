@@ -95,6 +95,42 @@ impl RawBatch {
         self.ends.push(self.data.len());
         self.origins.push(origin);
     }
+    /// Cut into batches of at most `max_bytes` of records each (at least one
+    /// record each), in order; the checkpoint goes with the last piece, the
+    /// read time and source with every piece.
+    pub fn split(self, max_bytes: usize) -> Vec<RawBatch> {
+        let empty = || {
+            let mut b = RawBatch::default();
+            (b.seq, b.source, b.read_at) = (self.seq, self.source, self.read_at);
+            b
+        };
+        let mut out = Vec::new();
+        let mut piece = empty();
+        for (r, origin) in self.iter() {
+            if !piece.is_empty() && piece.bytes() + r.len() > max_bytes {
+                out.push(std::mem::replace(&mut piece, empty()));
+            }
+            piece.data.extend_from_slice(r);
+            piece.ends.push(piece.data.len());
+            piece.origins.push(origin);
+        }
+        piece.checkpoint = self.checkpoint;
+        out.push(piece);
+        out
+    }
+
+    /// Append another batch's records (same source) after these.
+    pub fn append(&mut self, other: &RawBatch) {
+        for (r, origin) in other.iter() {
+            self.data.extend_from_slice(r);
+            self.ends.push(self.data.len());
+            self.origins.push(origin);
+        }
+        if other.checkpoint.is_some() {
+            self.checkpoint = other.checkpoint;
+        }
+    }
+
     /// Records with their origins.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
         let mut start = 0;
@@ -372,6 +408,29 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_splits_by_bytes_and_appends_back() {
+        let mut b = RawBatch::default();
+        b.source = 3;
+        for i in 0..10u64 {
+            b.push(format!("record-{i}").as_bytes(), 100 + i);
+        }
+        b.checkpoint = Some(42);
+        let pieces = b.clone().split(20);
+        assert!(pieces.len() > 1 && pieces.iter().all(|p| p.bytes() <= 20 && p.source == 3));
+        assert_eq!(pieces.iter().filter_map(|p| p.checkpoint).collect::<Vec<_>>(), vec![42], "on the last piece");
+        let mut whole = pieces[0].clone();
+        for p in &pieces[1..] {
+            whole.append(p);
+        }
+        let got: Vec<(Vec<u8>, u64)> = whole.iter().map(|(r, o)| (r.to_vec(), o)).collect();
+        let want: Vec<(Vec<u8>, u64)> = b.iter().map(|(r, o)| (r.to_vec(), o)).collect();
+        assert_eq!(got, want);
+        assert_eq!(whole.checkpoint, Some(42));
+        // A record larger than the limit is a piece of its own.
+        assert_eq!(b.split(1).len(), 10);
+    }
 
     #[test]
     fn batcher_numbers_and_splits() {

@@ -658,8 +658,30 @@ impl Merge {
     }
 
     /// Put a batch on disk; `Some(batch)` back when the queue is full under
-    /// `block` (offer it again later).
+    /// `block` (offer it again later). A batch larger than half the queue
+    /// goes in pieces, so that the policy acts on records, not on whole
+    /// batches: under `drop_oldest` a batch larger than `max_bytes` kept its
+    /// newest records, it was not refused as a whole (counted as newest).
     fn spill(&mut self, b: RawBatch, inflight: &mut VecDeque<InFlight>) -> Result<Option<RawBatch>, BufferError> {
+        let Some(q) = self.queue.as_ref() else { return Ok(Some(b)) };
+        let half = usize::try_from(q.max_bytes / 2).unwrap_or(usize::MAX).max(1);
+        if b.bytes() <= half {
+            return self.spill_one(b, inflight);
+        }
+        let mut pieces = b.split(half).into_iter();
+        while let Some(p) = pieces.next() {
+            if let Some(mut back) = self.spill_one(p, inflight)? {
+                // Full under `block`: the rest waits, as one batch.
+                for rest in pieces {
+                    back.append(&rest);
+                }
+                return Ok(Some(back));
+            }
+        }
+        Ok(None)
+    }
+
+    fn spill_one(&mut self, b: RawBatch, inflight: &mut VecDeque<InFlight>) -> Result<Option<RawBatch>, BufferError> {
         let Some(q) = self.queue.as_mut() else { return Ok(Some(b)) };
         let m = &self.metrics;
         match off_reactor(|| q.push(&b))? {
