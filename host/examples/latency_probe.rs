@@ -154,7 +154,7 @@ fn main() -> std::io::Result<()> {
     while !reader.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let inside = scrape_p50_ms(admin);
+    let inside = scrape_ms(admin);
     done.store(true, Ordering::Relaxed);
     stop(&mut child);
     let got = reader.join().unwrap_or_default();
@@ -177,7 +177,7 @@ fn main() -> std::io::Result<()> {
         q(0.5),
         q(0.99),
         lat.last().map_or(f64::NAN, |v| *v as f64 / 1e6),
-        inside.map_or("n/a".into(), |v| format!("{v:.3}")),
+        inside.map_or("n/a".into(), |(p50, p99)| format!("{p50:.3}, p99 {p99:.3}")),
         a.sink,
         if a.buffer { "on" } else { "off" },
     );
@@ -310,9 +310,9 @@ impl BufRead for Tail {
     }
 }
 
-/// The p50 of `traptor_end_to_end_latency_seconds` from `/metrics`, in ms,
-/// interpolated linearly inside its bucket.
-fn scrape_p50_ms(port: u16) -> Option<f64> {
+/// The p50 and p99 of `traptor_end_to_end_latency_seconds` from
+/// `/metrics`, in ms, interpolated linearly inside their buckets.
+fn scrape_ms(port: u16) -> Option<(f64, f64)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").ok()?;
     let mut body = String::new();
@@ -325,18 +325,21 @@ fn scrape_p50_ms(port: u16) -> Option<f64> {
         buckets.push((le, n));
     }
     let total = buckets.last()?.1;
-    let want = total / 2.0;
-    let (mut lo, mut below) = (0.0, 0.0);
-    for (le, n) in buckets {
-        if n >= want {
-            let frac = if n > below { (want - below) / (n - below) } else { 0.0 };
-            let hi = if le.is_finite() { le } else { lo };
-            return Some((lo + (hi - lo) * frac) * 1e3);
+    let quantile = |q: f64| -> Option<f64> {
+        let want = total * q;
+        let (mut lo, mut below) = (0.0, 0.0);
+        for &(le, n) in &buckets {
+            if n >= want {
+                let frac = if n > below { (want - below) / (n - below) } else { 0.0 };
+                let hi = if le.is_finite() { le } else { lo };
+                return Some((lo + (hi - lo) * frac) * 1e3);
+            }
+            lo = le;
+            below = n;
         }
-        lo = le;
-        below = n;
-    }
-    None
+        None
+    };
+    Some((quantile(0.5)?, quantile(0.99)?))
 }
 
 /// SIGTERM, then wait (a graceful stop drains and exits 0).

@@ -498,6 +498,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                         Ok(Err(f)) => return Err(f),
                         Ok(Ok(())) => {}
                     }
+                    let mut yielded = false;
                     loop {
                         stall_at = Instant::now() + stall;
                         let arrived = conn.arrived().unwrap_or_else(std::time::Instant::now);
@@ -545,6 +546,25 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                                     let _ = out.send(b).await;
                                 }
                                 return Err(f);
+                            }
+                            // The HTTP client hands over one chunk per poll
+                            // of its connection task: let it run once (it
+                            // may hold more, already read), then look again.
+                            // Without this a source that fell behind caught
+                            // up one chunk per task switch.
+                            None if !yielded => {
+                                yielded = true;
+                                tokio::task::yield_now().await;
+                                match futures_util::FutureExt::now_or_never(conn.read(&mut frames)) {
+                                    Some(Ok(())) => {}
+                                    Some(Err(f)) => {
+                                        if let Some(b) = st.batcher.flush() {
+                                            let _ = out.send(b).await;
+                                        }
+                                        return Err(f);
+                                    }
+                                    None => break,
+                                }
                             }
                             None => break,
                         }
