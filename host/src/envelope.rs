@@ -16,14 +16,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::post::PostView;
-use crate::rules::{Rule, RuleType};
-
-/// The collector identity written into every envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    pub traptor_type: RuleType,
-    pub traptor_id: u32,
-}
+use crate::rules::{Collector, Rule};
 
 /// Optional members of the `traptor` object.
 #[derive(Debug, Clone, Copy, Default)]
@@ -144,14 +137,14 @@ fn v1_time(s: &str) -> Option<DateTime<FixedOffset>> {
 pub fn write_post(
     raw: &[u8],
     post: &PostView<'_>,
-    id: Identity,
+    id: Collector,
     matched: &[u32],
     rules: &[Rule],
     extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
     let mut t = String::with_capacity(128 + 256 * matched.len());
-    let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.traptor_id, id.traptor_type);
+    let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.id, id.rule_type);
     if let Some(created_at) = post.created_at.as_deref() {
         with_created_at_iso(created_at, |iso| {
             if let Some(iso) = iso {
@@ -171,7 +164,7 @@ pub fn write_post(
         let _ = write!(
             t,
             ",\"rule_type\":\"{}\",\"id\":{},\"rule_tag\":\"Not Found\",\"rule_value\":\"Not Found\"",
-            id.traptor_type, id.traptor_id
+            id.rule_type, id.id
         );
     } else {
         t.push_str(",\"collection_rules\":[");
@@ -307,9 +300,10 @@ fn minify_into(raw: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::post::{Message, v1};
+    use crate::rules::RuleType;
 
-    fn id() -> Identity {
-        Identity { traptor_type: RuleType::Track, traptor_id: 0 }
+    fn id() -> Collector {
+        Collector::new(RuleType::Track, 0)
     }
 
     #[test]

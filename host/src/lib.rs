@@ -15,14 +15,17 @@
 //! * [`coordination`] — Redis: heartbeats, rule stats, API-key leases, the rule planner.
 //! * [`telemetry`] — logs and counters.
 //! * [`app`] — wiring, supervision, reload, shutdown.
+//! * [`cli`] — the command line: one file per command group; [`exit`] — exit codes.
 
 pub mod admin;
 pub mod app;
 pub mod batch;
+pub mod cli;
 pub mod component;
 pub mod config;
 pub mod coordination;
 pub mod envelope;
+pub mod exit;
 pub mod jitter;
 pub mod key_pool;
 pub mod matcher;

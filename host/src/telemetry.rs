@@ -66,11 +66,8 @@ static LOG_IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Tag every JSON log line from now on with the collector's identity (as the
 /// original tagged its ELK records); every line carries `version` anyway.
-pub fn tag_logs(traptor_type: &str, traptor_id: u32) {
-    let _ = LOG_IDENTITY.set(format!(
-        "\"traptor_type\":{},\"traptor_id\":{traptor_id},",
-        serde_json::Value::String(traptor_type.to_owned())
-    ));
+pub fn tag_logs(who: crate::rules::Collector) {
+    let _ = LOG_IDENTITY.set(format!("\"traptor_type\":\"{}\",\"traptor_id\":{},", who.rule_type, who.id));
 }
 
 /// The JSON event format with the identity and version spliced in first.

@@ -79,8 +79,9 @@ impl Collector for TraptorCollector {
         let gauge = MetricType::Gauge;
         let mut info =
             e.encode_descriptor("traptor_build", "Version and identity of this collector", None, MetricType::Info)?;
-        let id = s.traptor_id.to_string();
-        info.encode_info(&vec![("version", env!("CARGO_PKG_VERSION")), ("type", s.traptor_type), ("id", id.as_str())])?;
+        let id = s.collector.id.to_string();
+        let t = s.collector.rule_type.as_str();
+        info.encode_info(&vec![("version", env!("CARGO_PKG_VERSION")), ("type", t), ("id", id.as_str())])?;
         family(
             &mut e,
             "traptor_posts",

@@ -64,8 +64,7 @@ pub enum AdminError {
 /// What the endpoints read: shared with the running pipeline.
 #[derive(Debug)]
 pub struct AdminState {
-    pub traptor_type: &'static str,
-    pub traptor_id: u32,
+    pub collector: crate::rules::Collector,
     pub metrics: Arc<Metrics>,
     pub stages: Arc<ArcSwap<StageSet>>,
     pub compiled: Arc<ArcSwap<Compiled>>,
@@ -202,7 +201,7 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
         .collect();
     let c = &s.connection;
     let body = serde_json::json!({
-        "collector": {"type": s.traptor_type, "id": s.traptor_id, "version": env!("CARGO_PKG_VERSION"),
+        "collector": {"type": s.collector.rule_type, "id": s.collector.id, "version": env!("CARGO_PKG_VERSION"),
                       "uptime_secs": s.started.elapsed().as_secs()},
         "posts": m.posts, "matched": m.posts_matched, "unmatched": m.posts_unmatched, "written": m.records_out,
         "malformed": m.malformed, "duplicates": m.duplicates_dropped, "spool_backlog": m.spool_backlog,

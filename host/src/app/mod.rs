@@ -32,18 +32,14 @@ pub use services::Background;
 pub use topology::{Topology, TopologyParts};
 pub use validate::{Validation, validate};
 
-use crate::config::{ConfigError, EXIT_CONFIG, LoadedConfig};
+use crate::config::{ConfigError, LoadedConfig};
 use crate::coordination::CoordinationError;
+use crate::exit::Exit;
 use crate::plugins::{StageLoadError, StageSnapshot};
-use crate::rules::{Collector, RulesError};
+use crate::rules::RulesError;
 use crate::sinks::{SinkError, SinkSummary};
 use crate::sources::{SourceContext, SourceError, SourceSummary};
 use crate::telemetry::{Health, Metrics, Snapshot};
-
-/// Exit code of an internal error (sysexits `EX_SOFTWARE`).
-pub const EXIT_SOFTWARE: i32 = 70;
-/// Exit code of a runtime failure (something outside failed).
-pub const EXIT_RUNTIME: i32 = 2;
 
 /// Options from the command line that override the file.
 #[derive(Debug, Clone, Default)]
@@ -65,26 +61,7 @@ pub struct RunReport {
     pub elapsed: Duration,
 }
 
-/// Who is at fault for an error, which decides the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The configuration (file, rules, plugins, secrets): fix it, then rerun (78).
-    Config,
-    /// Something outside at run time (a server, the network, the disk): may pass (2).
-    Runtime,
-    /// A bug in traptor (a task panicked, an impossible state) (70).
-    Internal,
-}
-
-impl ErrorKind {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ErrorKind::Config => EXIT_CONFIG,
-            ErrorKind::Runtime => EXIT_RUNTIME,
-            ErrorKind::Internal => EXIT_SOFTWARE,
-        }
-    }
-}
+pub use crate::exit::ErrorKind;
 
 /// Why a run failed; each knows its kind (STYLE 7).
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +117,8 @@ impl AppError {
 
     /// 78 for what the user must fix in the configuration, 2 for runtime
     /// failures, 70 for bugs.
-    pub fn exit_code(&self) -> i32 {
-        self.kind().exit_code()
+    pub fn exit(&self) -> Exit {
+        self.kind().exit()
     }
 }
 
@@ -157,7 +134,7 @@ pub fn install_signal_handlers(token: CancellationToken) {
                 token.cancel();
             } else {
                 tracing::warn!("second signal: exiting without draining");
-                std::process::exit(130);
+                Exit::Interrupted.exit_now();
             }
         }
     });
@@ -217,7 +194,7 @@ async fn steps(
     coordination: &mut services::CoordinationTasks,
 ) -> Result<Option<topology::Outcome>, AppError> {
     let c = &cfg.config;
-    let who = Collector { rule_type: c.traptor.traptor_type, id: c.traptor.id };
+    let who = c.traptor.collector();
     // From here on SIGHUP no longer ends the process.
     let hup = hangup::Listener::new();
 

@@ -13,13 +13,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::AppError;
+use crate::config::Coordination;
 use crate::config::LoadedConfig;
 use crate::coordination::keys::{self, KeySource, PoolSettings};
 use crate::coordination::stats::{self, RuleHits, StatsKeys};
-use crate::coordination::{ApiKeysConfig, CoordinationConfig, CoordinationError, heartbeat};
+use crate::coordination::{ApiKeysConfig, CoordinationError, heartbeat};
 use crate::key_pool::{KeyPoolEnd, KeyPoolHandle};
 use crate::pipeline::Compiled;
-use crate::redis_conn::{DEFAULT_REDIS_URL, RedisAccess, RedisUrl, connect_with_retry};
+use crate::redis_conn::connect_with_retry;
 use crate::rules::{Collector, RuleSnapshot, RulesConfig};
 use crate::telemetry::{Health, Metrics};
 
@@ -72,27 +73,6 @@ impl Background {
     }
 }
 
-/// The Redis server coordination talks to, if coordination is on: always
-/// when the rules are in Redis, else when `[coordination]` is present.
-pub(super) fn coordination_url(cfg: &LoadedConfig) -> Option<(RedisUrl, CoordinationConfig)> {
-    let c = &cfg.config;
-    let rules_url = c.rules.component().redis_url();
-    let own = |co: &CoordinationConfig, url: String| {
-        RedisUrl::new(url).with_access(RedisAccess {
-            tls_ca_file: co.tls_ca_file.clone(),
-            tls_insecure: co.tls_insecure,
-            password: co.password.clone(),
-        })
-    };
-    match (&c.coordination, rules_url) {
-        (Some(co), _) if co.url.is_some() => Some((own(co, co.url.clone().unwrap_or_default()), co.clone())),
-        (Some(co), Some(r)) => Some((r, co.clone())),
-        (Some(co), None) => Some((own(co, DEFAULT_REDIS_URL.to_owned()), co.clone())),
-        (None, Some(r)) => Some((r, CoordinationConfig::default())),
-        (None, None) => None,
-    }
-}
-
 /// The outcome of step 1.
 #[derive(Debug)]
 pub(super) enum Connected {
@@ -107,8 +87,8 @@ pub(super) async fn connect_coordination(
     cfg: &LoadedConfig,
     shutdown: &CancellationToken,
 ) -> Result<Connected, AppError> {
-    let Some((url, _)) = coordination_url(cfg) else { return Ok(Connected::Yes(None)) };
-    match connect_with_retry(&url, None, shutdown).await.map_err(CoordinationError::from)? {
+    let Some(Coordination { url, .. }) = &cfg.coordination else { return Ok(Connected::Yes(None)) };
+    match connect_with_retry(url, None, shutdown).await.map_err(CoordinationError::from)? {
         Some(c) => {
             tracing::info!(redis = %url, "connected to Redis");
             Ok(Connected::Yes(Some(c)))
@@ -233,15 +213,15 @@ pub(super) struct CoordinationTasks {
 /// Per-rule match counts: written to Redis (coordination stats), kept in
 /// memory for `/api/rules` (admin listener), both, or neither (`None`).
 pub(super) fn rule_hits(cfg: &LoadedConfig, admin: bool) -> Option<Arc<RuleHits>> {
-    let to_redis = coordination_url(cfg).is_some_and(|(_, co)| co.stats);
+    let to_redis = cfg.coordination.as_ref().is_some_and(|co| co.settings.stats);
     (to_redis || admin).then(|| Arc::new(RuleHits::new(to_redis, admin)))
 }
 
 /// The source's end of the API-key pool, and the end its task will run, when
 /// `[coordination.api_keys]` is configured (and coordination is on).
 pub(super) fn key_pool(cfg: &LoadedConfig) -> (Option<KeyPoolHandle>, Option<KeyPoolEnd>) {
-    match coordination_url(cfg) {
-        Some((_, co)) if co.api_keys.is_some() => {
+    match &cfg.coordination {
+        Some(co) if co.settings.api_keys.is_some() => {
             let (handle, end) = crate::key_pool::channel();
             (Some(handle), Some(end))
         }
@@ -259,10 +239,9 @@ impl CoordinationTasks {
         rule_hits: Option<Arc<RuleHits>>,
         background: &mut Background,
     ) -> Result<CoordinationTasks, AppError> {
-        let (Some((_, co)), Some(conn)) = (coordination_url(cfg), redis) else {
+        let (Some(Coordination { settings: co, .. }), Some(conn)) = (&cfg.coordination, redis) else {
             return Ok(CoordinationTasks { rule_hits });
         };
-        let t = who.rule_type.as_str();
         let interval = Duration::from_secs(co.heartbeat_interval_secs);
         if let (Some(k), Some(end)) = (&co.api_keys, key_pool) {
             let settings = pool_settings(k, who, interval)?;
@@ -271,12 +250,12 @@ impl CoordinationTasks {
             let pool = keys::run_pool(conn.clone(), settings, end, health.clone(), background.token());
             background.spawn("API-key pool", pool);
         }
-        let beat = heartbeat::run(conn.clone(), heartbeat::key(t, who.id), interval, health, background.token());
+        let beat = heartbeat::run(conn.clone(), heartbeat::key(who), interval, health, background.token());
         background.spawn("heartbeat", beat);
         if let Some(hits) = rule_hits.clone().filter(|_| co.stats) {
             let flush = stats::run(
                 conn.clone(),
-                StatsKeys::new(t, who.id),
+                StatsKeys::new(who),
                 hits.clone(),
                 Duration::from_secs(co.stats_window_secs),
                 Duration::from_millis(co.stats_flush_ms),
@@ -298,7 +277,7 @@ fn pool_settings(k: &ApiKeysConfig, who: Collector, renew_every: Duration) -> Re
     };
     Ok(PoolSettings {
         source,
-        owner: format!("{}:{}:{}", who.rule_type, who.id, std::process::id()),
+        owner: format!("{who}:{}", std::process::id()),
         ttl: Duration::from_secs(k.lease_secs),
         renew_every,
     })

@@ -12,11 +12,11 @@ use super::services::RulesService;
 use super::{AppError, RunReport};
 use crate::config::LoadedConfig;
 use crate::coordination::stats::RuleHits;
-use crate::envelope::Identity;
 use crate::pipeline::buffer::{BufferConfig, BufferError, DiskQueue, Merge};
 use crate::pipeline::dedup::{Dedup, DedupError};
 use crate::pipeline::{Fatal, PipelineTuning, SourceInfo, StageSet, WorkerContext, spawn_workers};
 use crate::plugins::{Stage, StageLoadError, StageSnapshot, stages};
+use crate::rules::Collector;
 use crate::rules::RemoteRuleIds;
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
 use crate::sinks::{SinkComponent, SinkConfig};
@@ -32,7 +32,7 @@ pub(super) fn batching(tuning: &PipelineTuning) -> Batching {
 /// `validate` can report on all of them at once.
 #[derive(Debug)]
 pub struct TopologyParts {
-    pub identity: Identity,
+    pub identity: Collector,
     /// Each source: the section it is configured in, its name for
     /// `traptor.source` (`[[sources]]` only), and the source or why not.
     pub sources: Vec<PartSource>,
@@ -68,7 +68,7 @@ impl TopologyParts {
     /// taken from the cache). Blocking: run it off the reactor.
     pub fn build(cfg: &LoadedConfig, cx: &SourceContext, test_mode: bool) -> TopologyParts {
         let c = &cfg.config;
-        let identity = Identity { traptor_type: c.traptor.traptor_type, traptor_id: c.traptor.id };
+        let identity = c.traptor.collector();
         let sources = c
             .sources
             .iter()
@@ -99,16 +99,11 @@ impl TopologyParts {
             .dedup
             .as_ref()
             .map(|d| {
-                let snapshot = d.snapshot_path(identity.traptor_type.as_str(), identity.traptor_id);
+                let snapshot = d.snapshot_path(identity);
                 Dedup::open_with(d, snapshot, c.buffer().is_some()).map(Arc::new)
             })
             .transpose();
-        let buffer = c
-            .buffer()
-            .map(|b| {
-                b.dir_for(identity.traptor_type.as_str(), identity.traptor_id).map(|d| (d, b)).ok_or(BufferError::NoDir)
-            })
-            .transpose();
+        let buffer = c.buffer().map(|b| b.dir_for(identity).map(|d| (d, b)).ok_or(BufferError::NoDir)).transpose();
         TopologyParts {
             identity,
             sources,
@@ -182,7 +177,7 @@ impl TopologyParts {
 /// A pipeline, built and ready to run.
 #[derive(Debug)]
 pub struct Topology {
-    pub identity: Identity,
+    pub identity: Collector,
     /// Each source, its `traptor.source` name, and the checkpoint the
     /// buffer confirms to it.
     sources: Vec<(Source, Option<String>, Arc<AtomicU64>)>,
@@ -231,8 +226,7 @@ impl Topology {
         rule_hits: Option<Arc<RuleHits>>,
     ) -> crate::admin::AdminState {
         crate::admin::AdminState {
-            traptor_type: who.rule_type.as_str(),
-            traptor_id: who.id,
+            collector: who,
             metrics: metrics.clone(),
             stages: self.stages.clone(),
             compiled: rules.compiled.clone(),

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use super::TopologyParts;
-use super::services::coordination_url;
-use crate::config::{ConfigError, EXIT_CONFIG, IdentityOverride, LoadedConfig};
+use crate::config::Coordination;
+use crate::config::{ConfigError, IdentityOverride, LoadedConfig};
+use crate::exit::Exit;
 use crate::plugins::ABI_VERSION;
-use crate::rules::Collector;
 use crate::sources::SourceContext;
 
 /// The outcome of `validate`.
@@ -24,8 +24,8 @@ pub struct Validation {
 }
 
 impl Validation {
-    pub fn exit_code(&self) -> i32 {
-        if self.errors.is_empty() { 0 } else { EXIT_CONFIG }
+    pub fn exit(&self) -> Exit {
+        if self.errors.is_empty() { Exit::Success } else { Exit::Config }
     }
 }
 
@@ -45,7 +45,7 @@ pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
     };
     let c = &cfg.config;
     v.resolved = Some(printable(&cfg));
-    v.notes.push(format!("pipeline {}: traptor {}:{}", path.display(), c.traptor.traptor_type, c.traptor.id));
+    v.notes.push(format!("pipeline {}: traptor {}", path.display(), c.traptor.collector()));
     check_rules(&cfg, &mut v).await;
     let parts = {
         let cfg = cfg.clone();
@@ -63,10 +63,10 @@ pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
 /// The rules: reachable, each valid, within the per-connection limits.
 async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
     let c = &cfg.config;
-    let who = Collector { rule_type: c.traptor.traptor_type, id: c.traptor.id };
+    let who = c.traptor.collector();
     let mut conn = None;
-    if let Some((url, _)) = coordination_url(cfg) {
-        match crate::redis_conn::connect(&url, None).await {
+    if let Some(Coordination { url, .. }) = &cfg.coordination {
+        match crate::redis_conn::connect(url, None).await {
             Ok(c) => {
                 v.notes.push(format!("redis: {url} reachable"));
                 conn = Some(c);

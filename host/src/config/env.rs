@@ -109,9 +109,9 @@ impl IdentityOverride {
     pub fn or_from_env(self, get: impl Fn(&str) -> Option<String>) -> Result<IdentityOverride, EnvError> {
         let traptor_type = match (self.traptor_type, get("TRAPTOR_TYPE").filter(|t| !t.is_empty())) {
             (Some(t), _) => Some(t),
-            (None, Some(t)) => Some(RuleType::parse(&t).ok_or_else(|| {
-                EnvError::Identity(format!("TRAPTOR_TYPE={t:?}: expected track, follow or locations"))
-            })?),
+            (None, Some(t)) => {
+                Some(t.parse::<RuleType>().map_err(|e| EnvError::Identity(format!("TRAPTOR_TYPE={e}")))?)
+            }
             (None, None) => None,
         };
         let from_hostname = get("TRAPTOR_ID_FROM_HOSTNAME").is_some_and(|v| v == "true" || v == "1");

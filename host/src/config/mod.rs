@@ -27,14 +27,12 @@ use crate::component::{BaseDir, Problems, yes};
 use crate::coordination::CoordinationConfig;
 use crate::pipeline::PipelineTuning;
 use crate::plugins::StageConfig;
+use crate::redis_conn::{DEFAULT_REDIS_URL, RedisAccess, RedisUrl};
 use crate::rules::{RuleType, RulesConfig};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 pub use env::{EnvError, IdentityOverride};
 use locate::render_toml_error;
-
-/// Exit code for an invalid configuration (sysexits `EX_CONFIG`).
-pub const EXIT_CONFIG: i32 = 78;
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +121,13 @@ pub struct TraptorConfig {
     pub stats_interval_secs: u64,
 }
 
+impl TraptorConfig {
+    /// Who this collector is.
+    pub fn collector(&self) -> crate::rules::Collector {
+        crate::rules::Collector::new(self.traptor_type, self.id)
+    }
+}
+
 fn default_stats_secs() -> u64 {
     10
 }
@@ -155,6 +160,39 @@ pub struct LoadedConfig {
     pub config: PipelineConfig,
     /// The file's text with the environment's values in (`validate --print`).
     pub text: String,
+    /// Coordination as it will run (`None`: off), derived once at load.
+    pub coordination: Option<Coordination>,
+}
+
+/// Coordination as it runs: the Redis server and the `[coordination]` settings.
+#[derive(Debug, Clone)]
+pub struct Coordination {
+    pub url: RedisUrl,
+    pub settings: CoordinationConfig,
+}
+
+impl Coordination {
+    /// The Redis server coordination talks to, if coordination is on: always
+    /// when the rules are in Redis (their server, unless `[coordination] url`
+    /// names another), else when `[coordination]` is present.
+    fn derive(c: &PipelineConfig) -> Option<Coordination> {
+        let rules_url = c.rules.component().redis_url();
+        let own = |co: &CoordinationConfig, url: String| {
+            RedisUrl::new(url).with_access(RedisAccess {
+                tls_ca_file: co.tls_ca_file.clone(),
+                tls_insecure: co.tls_insecure,
+                password: co.password.clone(),
+            })
+        };
+        let (url, settings) = match (&c.coordination, rules_url) {
+            (Some(co), _) if co.url.is_some() => (own(co, co.url.clone().unwrap_or_default()), co.clone()),
+            (Some(co), Some(r)) => (r, co.clone()),
+            (Some(co), None) => (own(co, DEFAULT_REDIS_URL.to_owned()), co.clone()),
+            (None, Some(r)) => (r, CoordinationConfig::default()),
+            (None, None) => return None,
+        };
+        Some(Coordination { url, settings })
+    }
 }
 
 impl LoadedConfig {
@@ -185,7 +223,7 @@ impl LoadedConfig {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         }
-        let loaded = LoadedConfig { path: path.to_owned(), config, text }.resolved();
+        let loaded = LoadedConfig { path: path.to_owned(), config, text, coordination: None }.resolved();
         let problems = loaded.check_files();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
@@ -250,6 +288,7 @@ impl LoadedConfig {
         if let Some(b) = &mut c.buffer {
             b.resolve_paths(&base);
         }
+        self.coordination = Coordination::derive(&self.config);
         self
     }
 }

@@ -11,14 +11,15 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::rules::Collector;
 use crate::telemetry::Health;
 
 /// The shortest interval allowed (seconds).
 pub const MIN_INTERVAL_SECS: u64 = 5;
 
 /// The heartbeat key of a collector.
-pub fn key(traptor_type: &str, id: u32) -> String {
-    format!("{traptor_type}:{id}:heartbeat")
+pub fn key(who: Collector) -> String {
+    format!("{who}:heartbeat")
 }
 
 /// TTL for an interval: 1.5 × interval, rounded up to whole seconds.
@@ -80,6 +81,6 @@ mod tests {
     fn ttl_is_one_and_a_half_intervals() {
         assert_eq!(ttl_secs(Duration::from_secs(10)), 15);
         assert_eq!(ttl_secs(Duration::from_secs(5)), 8);
-        assert_eq!(key("track", 3), "track:3:heartbeat");
+        assert_eq!(key(Collector::new(crate::rules::RuleType::Track, 3)), "track:3:heartbeat");
     }
 }

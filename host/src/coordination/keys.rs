@@ -278,6 +278,34 @@ pub async fn clear_bad(conn: &mut ConnectionManager, hash: &str, name: Option<&s
     Ok(n)
 }
 
+/// Add key `name` to the pool's hash, or replace it: its credentials as
+/// [`check_key_json`] accepts them, stored compact.
+pub async fn add_key(
+    conn: &mut ConnectionManager,
+    hash: &str,
+    name: &str,
+    json: &str,
+) -> Result<(), CoordinationError> {
+    check_key_json(json).map_err(|e| CoordinationError::Invalid(format!("key {name:?}: {e}")))?;
+    let compact = serde_json::from_str::<serde_json::Value>(json)
+        .map_err(|e| CoordinationError::Invalid(format!("key {name:?}: not valid JSON: {e}")))?
+        .to_string();
+    conn.hset::<_, _, _, ()>(hash, name, compact).await?;
+    Ok(())
+}
+
+/// Remove key `name` from the pool and its bad mark; false when the pool has
+/// no such key. A collector holding it keeps it until it restarts or the key
+/// is refused.
+pub async fn remove_key(conn: &mut ConnectionManager, hash: &str, name: &str) -> Result<bool, CoordinationError> {
+    let removed: u64 = conn.hdel(hash, name).await?;
+    if removed == 0 {
+        return Ok(false);
+    }
+    clear_bad(conn, hash, Some(name)).await?;
+    Ok(true)
+}
+
 /// The collector's health problem while it holds no key.
 pub const WAITING_FOR_KEY: &str = "no API key: every key of the pool is leased or bad";
 

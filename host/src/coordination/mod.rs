@@ -14,10 +14,10 @@
 //! in pipelines, and when Redis is away the counts are kept as numbers and
 //! written when it returns. Collection continues on the last good rules.
 
-pub mod cli;
 pub mod heartbeat;
 pub mod keys;
 pub mod plan;
+pub mod rules_admin;
 pub mod stats;
 
 use std::path::PathBuf;

@@ -144,8 +144,8 @@ pub struct StatsKeys {
 }
 
 impl StatsKeys {
-    pub fn new(traptor_type: &str, id: u32) -> StatsKeys {
-        StatsKeys { prefix: format!("stats:{traptor_type}:{id}:"), limit: format!("limit:{traptor_type}:{id}") }
+    pub fn new(who: crate::rules::Collector) -> StatsKeys {
+        StatsKeys { prefix: format!("stats:{who}:"), limit: format!("limit:{who}") }
     }
     pub fn rule(&self, rule_id: &str) -> String {
         format!("{}{rule_id}", self.prefix)

@@ -155,9 +155,9 @@ impl BufferConfig {
 
     /// The queue's directory: the configured one, else
     /// `$XDG_STATE_HOME/traptor/buffer/<type>-<id>` (or `~/.local/state/…`).
-    pub fn dir_for(&self, traptor_type: &str, traptor_id: u32) -> Option<PathBuf> {
+    pub fn dir_for(&self, who: crate::rules::Collector) -> Option<PathBuf> {
         self.dir.clone().or_else(|| {
-            Some(crate::component::state_dir()?.join("buffer").join(format!("{traptor_type}-{traptor_id}")))
+            Some(crate::component::state_dir()?.join("buffer").join(format!("{}-{}", who.rule_type, who.id)))
         })
     }
 }

@@ -91,10 +91,10 @@ impl DedupConfig {
 
     /// The snapshot file: the configured one, else
     /// `$XDG_STATE_HOME/traptor/dedup-<type>-<id>.bin` (or `~/.local/state/…`).
-    pub fn snapshot_path(&self, traptor_type: &str, traptor_id: u32) -> Option<PathBuf> {
+    pub fn snapshot_path(&self, who: crate::rules::Collector) -> Option<PathBuf> {
         self.snapshot
             .clone()
-            .or_else(|| Some(crate::component::state_dir()?.join(format!("dedup-{traptor_type}-{traptor_id}.bin"))))
+            .or_else(|| Some(crate::component::state_dir()?.join(format!("dedup-{}-{}.bin", who.rule_type, who.id))))
     }
 }
 

@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 use super::limits::LimitsConfig;
 use super::worker::{Compiled, Fatal, SourceInfo, StageSet, WorkerContext, WorkerScratch, process_batch};
 use crate::batch::RawBatch;
-use crate::envelope::Identity;
 use crate::post::Format;
+use crate::rules::Collector;
 use crate::rules::{RemoteRuleIds, RuleSnapshot, RuleType};
 use crate::telemetry::Metrics;
 
@@ -263,7 +263,7 @@ fn reordered(v: &Value) -> Value {
 
 fn context(format: Format) -> WorkerContext {
     WorkerContext {
-        identity: Identity { traptor_type: RuleType::Track, traptor_id: 0 },
+        identity: Collector::new(RuleType::Track, 0),
         forward_control: true,
         metrics: Arc::new(Metrics::default()),
         source_name: "drift".into(),

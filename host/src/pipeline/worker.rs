@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use arc_swap::ArcSwap;
 
 use crate::coordination::stats::RuleHits;
-use crate::envelope::{self, Extra, Identity};
+use crate::envelope::{self, Extra};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
 use crate::post::{self, Format, Message, PostView};
+use crate::rules::Collector;
 use crate::rules::{RemoteRuleIds, RuleSnapshot};
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
@@ -71,7 +72,7 @@ impl Fatal {
 /// What every worker shares.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
-    pub identity: Identity,
+    pub identity: Collector,
     pub forward_control: bool,
     pub metrics: Arc<Metrics>,
     /// Names the input in error reports (a file path, "synthetic" …).

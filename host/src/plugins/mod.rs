@@ -124,6 +124,19 @@ pub enum PluginError {
     Oci(#[from] oci::OciError),
 }
 
+impl PluginError {
+    /// A registry that cannot be reached or refuses is the outside world's
+    /// fault; everything else (a reference, a file, a lock, a component) is
+    /// the caller's to fix.
+    pub fn kind(&self) -> crate::exit::ErrorKind {
+        use crate::exit::ErrorKind;
+        match self {
+            PluginError::Oci(oci::OciError::Registry { .. } | oci::OciError::Runtime(_)) => ErrorKind::Runtime,
+            _ => ErrorKind::Config,
+        }
+    }
+}
+
 /// Store data of one plugin instance.
 pub struct StageState {
     wasi: WasiCtx,

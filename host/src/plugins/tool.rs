@@ -95,6 +95,17 @@ pub enum RunError {
     Case { path: PathBuf, line: usize, message: String },
 }
 
+impl RunError {
+    /// Standard output that cannot be written is the outside world's fault.
+    pub fn kind(&self) -> crate::exit::ErrorKind {
+        match self {
+            RunError::Write(_) => crate::exit::ErrorKind::Runtime,
+            RunError::Plugin(e) => e.kind(),
+            _ => crate::exit::ErrorKind::Config,
+        }
+    }
+}
+
 /// Turn `k=v` pairs into the JSON object `init` receives. A value that parses
 /// as JSON is taken as JSON (`n=3`, `langs=["en"]`), otherwise as a string.
 pub fn config_from_pairs(pairs: &[String]) -> Result<String, RunError> {

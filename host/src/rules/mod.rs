@@ -22,7 +22,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use model::{Criterion, LimitExceeded, Rule, RuleError, RuleType, check_limits};
+pub use model::{
+    BadCollector, Collector, Criterion, LimitExceeded, Rule, RuleError, RuleType, UnknownRuleType, check_limits,
+};
 pub use remote::RemoteRuleIds;
 
 use crate::component::{BaseDir, Problems, registry};
@@ -37,13 +39,6 @@ registry! {
         /// `<type>:<id>` message on `channel` and every `rule_check_interval_secs`.
         Redis(redis::RedisRulesConfig),
     }
-}
-
-/// The collector whose rules a store holds (`traptor-<type>:<id>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Collector {
-    pub rule_type: RuleType,
-    pub id: u32,
 }
 
 /// A store's first load.

@@ -51,16 +51,6 @@ impl RuleType {
         }
     }
 
-    pub fn parse(s: &str) -> Option<RuleType> {
-        match s {
-            "track" => Some(RuleType::Track),
-            "follow" => Some(RuleType::Follow),
-            "locations" => Some(RuleType::Locations),
-            "x_v2" => Some(RuleType::XV2),
-            _ => None,
-        }
-    }
-
     /// How many units (phrases, ids, boxes) one connection may carry.
     pub fn connection_limit(self) -> usize {
         match self {
@@ -75,6 +65,63 @@ impl RuleType {
 impl fmt::Display for RuleType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A rule type's name that is none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected track, follow, locations or x_v2")]
+pub struct UnknownRuleType(pub String);
+
+/// The one parser of rule-type names (files, Redis keys, environment,
+/// command line).
+impl std::str::FromStr for RuleType {
+    type Err = UnknownRuleType;
+
+    fn from_str(s: &str) -> Result<RuleType, UnknownRuleType> {
+        match s {
+            "track" => Ok(RuleType::Track),
+            "follow" => Ok(RuleType::Follow),
+            "locations" => Ok(RuleType::Locations),
+            "x_v2" => Ok(RuleType::XV2),
+            _ => Err(UnknownRuleType(s.to_owned())),
+        }
+    }
+}
+
+/// A collector: its type and id (`[traptor] type` and `id`), written
+/// `<type>:<id>` (`track:0`) in Redis keys, notices, heartbeats, leases and
+/// on the command line, and as `traptor_type`/`traptor_id` in envelopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Collector {
+    pub rule_type: RuleType,
+    pub id: u32,
+}
+
+impl Collector {
+    pub fn new(rule_type: RuleType, id: u32) -> Collector {
+        Collector { rule_type, id }
+    }
+}
+
+impl fmt::Display for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.rule_type, self.id)
+    }
+}
+
+/// Why a `TYPE:ID` text is not a collector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected TYPE:ID, e.g. track:0")]
+pub struct BadCollector(pub String);
+
+impl std::str::FromStr for Collector {
+    type Err = BadCollector;
+
+    fn from_str(s: &str) -> Result<Collector, BadCollector> {
+        let bad = || BadCollector(s.to_owned());
+        let (t, id) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Collector { rule_type: t.parse().map_err(|_| bad())?, id: id.parse().map_err(|_| bad())? })
     }
 }
 
@@ -213,7 +260,7 @@ impl Rule {
         }
         let rule_type = match get("rule_type") {
             None | Some("") => default_type,
-            Some(t) => RuleType::parse(t).ok_or_else(|| RuleError::UnknownType(t.to_owned()))?,
+            Some(t) => t.parse().map_err(|_| RuleError::UnknownType(t.to_owned()))?,
         };
         // Checked here, read when the matcher is compiled (Rule::limits).
         if let Some(v) = get("rate_limit").filter(|v| !v.is_empty()) {
@@ -642,6 +689,21 @@ pub fn check_limits(rules: &[Rule]) -> Vec<LimitExceeded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_types_and_collectors_read_back_what_they_write() {
+        for t in [RuleType::Track, RuleType::Follow, RuleType::Locations, RuleType::XV2] {
+            assert_eq!(t.as_str().parse::<RuleType>(), Ok(t));
+            let who = Collector::new(t, 12);
+            assert_eq!(who.to_string().parse::<Collector>(), Ok(who));
+        }
+        assert_eq!("track:0".parse::<Collector>(), Ok(Collector::new(RuleType::Track, 0)));
+        for bad in ["tracks:0", "track", "track:", "track:-1", ":3", "track:1:2"] {
+            let e = bad.parse::<Collector>().expect_err(bad);
+            assert!(e.to_string().contains("expected TYPE:ID"), "{bad}: {e}");
+        }
+        assert!("Track".parse::<RuleType>().expect_err("case matters").to_string().contains("expected track"));
+    }
 
     fn rule(pairs: &[(&str, &str)]) -> Result<Rule, RuleError> {
         Rule::from_fields(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), RuleType::Track)

@@ -86,13 +86,13 @@ impl RulesComponent for RedisRulesConfig {
     }
 
     fn describe(&self, who: Collector) -> String {
-        format!("{} ({}:*)", self.server(), collector_prefix(who.rule_type, who.id))
+        format!("{} ({}:*)", self.server(), collector_prefix(who))
     }
 
     fn load<'a>(&'a self, who: Collector, redis: Option<&'a mut ConnectionManager>) -> LoadFuture<'a> {
         Box::pin(async move {
             let conn = redis.ok_or(RulesError::NoConnection)?;
-            Ok(load(conn, who.rule_type, who.id, self.max_rule_bytes).await?)
+            Ok(load(conn, who, self.max_rule_bytes).await?)
         })
     }
 
@@ -108,8 +108,7 @@ impl RulesComponent for RedisRulesConfig {
             reload,
             url: self.server(),
             channel: self.channel.clone(),
-            rule_type: who.rule_type,
-            id: who.id,
+            who,
             check_every: Duration::from_secs(self.rule_check_interval_secs),
             max_rule_bytes: self.max_rule_bytes,
         };
@@ -135,8 +134,8 @@ impl RedisRulesConfig {
 }
 
 /// `traptor-<type>:<id>`.
-pub fn collector_prefix(t: RuleType, id: u32) -> String {
-    format!("traptor-{t}:{id}")
+pub fn collector_prefix(who: Collector) -> String {
+    format!("traptor-{who}")
 }
 
 /// The numeric `<n>` of a rule key, for ordering.
@@ -183,11 +182,11 @@ pub async fn hgetall_many(
 /// `max_rule_bytes` (its fields' names and values) is refused with its key.
 pub async fn load(
     conn: &mut ConnectionManager,
-    t: RuleType,
-    id: u32,
+    who: Collector,
     max_rule_bytes: usize,
 ) -> Result<RuleSnapshot, RedisError> {
-    let keys = scan(conn, &format!("{}:*", collector_prefix(t, id))).await?;
+    let t = who.rule_type;
+    let keys = scan(conn, &format!("{}:*", collector_prefix(who))).await?;
     let hashes = hgetall_many(conn, &keys).await?;
     let mut snap = RuleSnapshot::default();
     let mut rules = Vec::with_capacity(keys.len());
@@ -226,8 +225,7 @@ pub struct WatchOptions {
     pub reload: Arc<tokio::sync::Notify>,
     pub url: RedisUrl,
     pub channel: String,
-    pub rule_type: RuleType,
-    pub id: u32,
+    pub who: Collector,
     pub check_every: Duration,
     pub max_rule_bytes: usize,
 }
@@ -240,7 +238,7 @@ pub async fn watch(
     tx: watch::Sender<Arc<RuleSnapshot>>,
     shutdown: CancellationToken,
 ) {
-    let me = format!("{}:{}", opts.rule_type, opts.id);
+    let me = opts.who.to_string();
     let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut sub = match connect_with_retry(&opts.url, Some(push_tx), &shutdown).await {
         Ok(Some(c)) => c,
@@ -281,7 +279,7 @@ pub async fn watch(
                 let payload = msg.data.get(1).and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
                 match payload {
                     Some(p) if p == me => Some(Instant::now()),
-                    Some(p) if p.split_once(':').is_some_and(|(t, id)| RuleType::parse(t).is_some() && id.parse::<u32>().is_ok()) => continue,
+                    Some(p) if p.parse::<Collector>().is_ok() => continue,
                     other => {
                         tracing::warn!(channel = %opts.channel, message = ?other, "ignoring a malformed rule notice (expected <type>:<id>)");
                         continue;
@@ -315,7 +313,7 @@ async fn reload(
     tx: &watch::Sender<Arc<RuleSnapshot>>,
     notified_at: Option<Instant>,
 ) {
-    match load(conn, opts.rule_type, opts.id, opts.max_rule_bytes).await {
+    match load(conn, opts.who, opts.max_rule_bytes).await {
         Ok(snap) => {
             if **tx.borrow() == snap {
                 if notified_at.is_some() {
@@ -345,7 +343,7 @@ pub async fn write_rule(conn: &mut ConnectionManager, key: &str, rule: &Rule) ->
 
 /// `traptor-<type>:<id>:<n>`.
 pub fn rule_key(t: RuleType, id: u32, n: u64) -> String {
-    format!("{}:{n}", collector_prefix(t, id))
+    format!("{}:{n}", collector_prefix(Collector::new(t, id)))
 }
 
 /// Delete a key.

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::batch::OutBatch;
 use crate::component::{BaseDir, Problems};
-use crate::envelope::Identity;
+use crate::rules::Collector;
 
 /// `[sink]` (or `[dead_letter]`) with `type = "file"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +47,7 @@ impl SinkComponent for FileSinkConfig {
         vec![("path", &self.path)]
     }
 
-    fn build(&self, _identity: Identity) -> Result<Sink, SinkError> {
+    fn build(&self, _identity: Collector) -> Result<Sink, SinkError> {
         Ok(Sink::new(FileSink::new(self.path.clone(), self.rotate_bytes)))
     }
 }

@@ -40,7 +40,7 @@ use super::spool::{Fsync, Overflow, Pos, Spool, SpoolError, SpoolRecord, spooled
 use super::{BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, SinkSummary};
 use crate::batch::{OutBatch, Reorder};
 use crate::component::{BaseDir, Problems};
-use crate::envelope::Identity;
+use crate::rules::Collector;
 use crate::secret::SecretRef;
 use crate::telemetry::Metrics;
 
@@ -162,7 +162,7 @@ impl SinkComponent for KafkaSinkConfig {
         }
     }
 
-    fn build(&self, identity: Identity) -> Result<Sink, SinkError> {
+    fn build(&self, identity: Collector) -> Result<Sink, SinkError> {
         let mut properties: Vec<(String, String)> =
             self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (k, s) in &self.secret_properties {
@@ -188,8 +188,8 @@ impl SinkComponent for KafkaSinkConfig {
                 fsync: s.fsync,
                 overflow: s.overflow,
             }),
-            traptor_type: identity.traptor_type.as_str().to_owned(),
-            traptor_id: identity.traptor_id,
+            traptor_type: identity.rule_type.as_str().to_owned(),
+            traptor_id: identity.id,
         }))
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{OutBatch, Reorder};
 use crate::component::{BaseDir, Problems, registry};
-use crate::envelope::Identity;
+use crate::rules::Collector;
 use crate::telemetry::Metrics;
 
 registry! {
@@ -53,7 +53,7 @@ pub trait SinkComponent: std::fmt::Debug + Send + Sync {
     }
     /// Build the running sink; `identity` names the collector (Kafka headers).
     /// Secrets are read here.
-    fn build(&self, identity: Identity) -> Result<Sink, SinkError>;
+    fn build(&self, identity: Collector) -> Result<Sink, SinkError>;
 }
 
 /// Receiver side of the workers → sink channel.
@@ -135,7 +135,7 @@ impl Sink {
     }
 
     /// Build from configuration (paths already resolved).
-    pub fn build(cfg: &SinkConfig, identity: Identity) -> Result<Sink, SinkError> {
+    pub fn build(cfg: &SinkConfig, identity: Collector) -> Result<Sink, SinkError> {
         cfg.component().build(identity)
     }
 

@@ -12,7 +12,7 @@ use super::{
     write_all_batches,
 };
 use crate::component::Problems;
-use crate::envelope::Identity;
+use crate::rules::Collector;
 
 /// `[sink]` with `type = "stdout"`: no keys.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,7 +22,7 @@ pub struct StdoutConfig {}
 impl SinkComponent for StdoutConfig {
     fn check(&self, _problems: &mut Problems<'_>) {}
 
-    fn build(&self, _identity: Identity) -> Result<Sink, SinkError> {
+    fn build(&self, _identity: Collector) -> Result<Sink, SinkError> {
         Ok(Sink::new(StdoutSink))
     }
 }

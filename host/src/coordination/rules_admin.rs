@@ -1,4 +1,5 @@
-//! `traptor-host rules …`: import, list, plan and notify rules in Redis.
+//! Rules in Redis as `traptor-host rules …` administers them: import, list,
+//! plan and notify.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -10,13 +11,13 @@ use redis::aio::ConnectionManager;
 use super::CoordinationError;
 use super::plan::{self, Placed, Slot};
 use crate::redis_conn::RedisUrl;
-use crate::rules::{self, Rule, RuleType};
+use crate::rules::{self, Collector, Rule, RuleType};
 
 /// Parse `traptor-<type>:<id>:<n>`.
 pub fn parse_rule_key(key: &str) -> Option<(RuleType, Slot)> {
     let rest = key.strip_prefix("traptor-")?;
     let mut it = rest.splitn(3, ':');
-    let t = RuleType::parse(it.next()?)?;
+    let t: RuleType = it.next()?.parse().ok()?;
     let id = it.next()?.parse().ok()?;
     let n = it.next()?.parse().ok()?;
     Some((t, Slot { id, n }))
@@ -49,13 +50,8 @@ pub async fn load_type(
 }
 
 /// PUBLISH `<type>:<id>` on `channel`; returns how many subscribers got it.
-pub async fn notify(
-    conn: &mut ConnectionManager,
-    channel: &str,
-    t: RuleType,
-    id: u32,
-) -> Result<u64, CoordinationError> {
-    Ok(conn.publish(channel, format!("{t}:{id}")).await?)
+pub async fn notify(conn: &mut ConnectionManager, channel: &str, who: Collector) -> Result<u64, CoordinationError> {
+    Ok(conn.publish(channel, who.to_string()).await?)
 }
 
 /// What `import` or `plan --apply` did.
@@ -98,7 +94,7 @@ async fn apply(
         }
     }
     for id in changed {
-        notify(conn, channel, t, id).await?;
+        notify(conn, channel, Collector::new(t, id)).await?;
         out.notified.insert(id);
     }
     Ok(out)
@@ -215,7 +211,7 @@ pub async fn list(
     Ok(n)
 }
 
-/// Connect for a CLI command (no retry: a clear error at once).
+/// Connect for a command (no retry: a clear error at once).
 pub async fn connect_cli(url: &RedisUrl) -> Result<ConnectionManager, CoordinationError> {
     Ok(crate::redis_conn::connect(url, None).await?)
 }
