@@ -81,16 +81,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         });
-        let r = kafka::deliver(
-            opts,
-            rx,
-            Arc::new(Metrics::default()),
-            Arc::new(AtomicU64::new(0)),
-            stats.clone(),
-            traptor_host::sinks::DeadLetters::none(),
-            Default::default(),
-        )
-        .await;
+        let d = kafka::Delivery {
+            metrics: Arc::new(Metrics::default()),
+            confirmed: Arc::new(AtomicU64::new(0)),
+            stats: stats.clone(),
+            dead: traptor_host::sinks::DeadLetters::none(),
+            shutdown: Default::default(),
+        };
+        let r = kafka::deliver(opts, rx, d).await;
         let _ = feed.await;
         r
     })?;
