@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::mode::{self, IntakeChange, Mode, ReplayEvent};
-use super::producer::{Failed, Producer, Reports, direct_headers, headers, producer, send_raw};
-use super::replay::{REPLAY_TOKEN, ReplayEntry};
+use super::producer::{
+    Failed, Producer, REPLAY_TOKEN, ReplayEntry, Reports, direct_headers, headers, producer, send_raw,
+};
 use super::{Delivery, KafkaOptions, KafkaStats};
 use crate::batch::OutBatch;
 use crate::sinks::spool::{Overflow, Pos, Spool, SpoolError, SpoolRecord};

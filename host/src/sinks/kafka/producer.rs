@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 
 use super::KafkaOptions;
 use crate::sinks::SinkError;
-use crate::sinks::spool::SpoolRecord;
+use crate::sinks::spool::{Pos, SpoolRecord};
 
 /// librdkafka's own log and error callbacks, made quiet: an outage produces
 /// one warning per kind of error every 30 s instead of several lines a second.
@@ -211,3 +211,22 @@ pub(super) fn send_raw(
     }
     producer.send(r).map_err(|(e, _)| failed(&e))
 }
+
+/// A replayed record's report.
+pub(super) type ReplayResult = Result<(), Failed>;
+
+/// A replayed record in flight, in spool order.
+#[derive(Debug)]
+pub(super) struct ReplayEntry {
+    /// Position after it, spooled size, value bytes.
+    pub(super) pos: Pos,
+    pub(super) size: u64,
+    pub(super) bytes: u64,
+    /// Delivered in an earlier window: acknowledged without sending.
+    pub(super) already: bool,
+    /// Its report, once in.
+    pub(super) result: Option<ReplayResult>,
+}
+
+/// Tokens of replayed records carry this bit; direct sends do not.
+pub(super) const REPLAY_TOKEN: usize = 1 << (usize::BITS - 1);

@@ -7,28 +7,9 @@ use std::sync::atomic::Ordering;
 
 use super::delivery::State;
 use super::mode::{Fill, ReplayAction, ReplayEvent};
-use super::producer::{Failed, owned_headers, send_raw};
+use super::producer::{REPLAY_TOKEN, ReplayEntry, owned_headers, send_raw};
 use crate::sinks::SinkError;
-use crate::sinks::spool::{Pos, spooled_size};
-
-/// A replayed record's report.
-pub(super) type ReplayResult = Result<(), Failed>;
-
-/// A replayed record in flight, in spool order.
-#[derive(Debug)]
-pub(super) struct ReplayEntry {
-    /// Position after it, spooled size, value bytes.
-    pub(super) pos: Pos,
-    pub(super) size: u64,
-    pub(super) bytes: u64,
-    /// Delivered in an earlier window: acknowledged without sending.
-    pub(super) already: bool,
-    /// Its report, once in.
-    pub(super) result: Option<ReplayResult>,
-}
-
-/// Tokens of replayed records carry this bit; direct sends do not.
-pub(super) const REPLAY_TOKEN: usize = 1 << (usize::BITS - 1);
+use crate::sinks::spool::spooled_size;
 
 /// Replayed records in flight at most (also bounded by `max_inflight_bytes`).
 const REPLAY_WINDOW: usize = 20_000;
