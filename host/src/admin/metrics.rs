@@ -2,6 +2,10 @@
 //! the same atomics the throughput line and the exit summary read (one
 //! telemetry path, nothing counted twice, nothing on the hot path).
 //!
+//! The pipeline's metrics are encoded from their declarations
+//! ([`crate::telemetry::METRICS`]); the build info, the source's connection,
+//! the rule set and the stages, which live elsewhere, by hand below.
+//!
 //! Encoded by `prometheus-client` (OpenMetrics); [`to_prometheus_text`]
 //! turns that into the Prometheus text format 0.0.4 for scrapers that do not
 //! ask for OpenMetrics. Per-rule counts are not labels (unbounded
@@ -17,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::AdminState;
-use crate::post::ControlKind;
+use crate::telemetry::{Desc, HistogramSnapshot, Kind, Label, Samples, Snapshot};
 
 /// The registry `/metrics` encodes: one collector over the admin state.
 pub fn registry(state: std::sync::Arc<AdminState>) -> Registry {
@@ -51,17 +55,21 @@ fn family(
     Ok(())
 }
 
-/// One unlabelled histogram.
+/// One histogram, unlabelled when `labels` is empty.
 fn histogram(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    h: &crate::telemetry::Histogram,
+    labels: &Labels<'_>,
+    h: &HistogramSnapshot,
 ) -> Result<(), std::fmt::Error> {
     let (buckets, sum) = h.buckets_seconds();
-    let count = buckets.iter().map(|(_, n)| n).sum();
-    e.encode_descriptor(name, help, None, MetricType::Histogram)?
-        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    let count = h.count();
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    if labels.is_empty() {
+        return m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None);
+    }
+    m.encode_family(labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
 fn value(kind: MetricType, v: u64, enc: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -71,59 +79,92 @@ fn value(kind: MetricType, v: u64, enc: MetricEncoder<'_>) -> Result<(), std::fm
     }
 }
 
+/// A declaration's labels, the source's and sink's names filled in.
+fn labels<'a>(s: &'a AdminState, d: &Desc) -> Labels<'a> {
+    d.labels
+        .iter()
+        .map(|&(k, v)| {
+            let v = match v {
+                Label::Fixed(v) => v,
+                Label::Source => s.source.as_str(),
+                Label::Sink => s.sink.as_str(),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
 impl Collector for TraptorCollector {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
         let m = s.metrics.snapshot();
-        let counter = MetricType::Counter;
-        let gauge = MetricType::Gauge;
         let mut info =
             e.encode_descriptor("traptor_build", "Version and identity of this collector", None, MetricType::Info)?;
         let id = s.collector.id.to_string();
         let t = s.collector.rule_type.as_str();
         info.encode_info(&vec![("version", env!("CARGO_PKG_VERSION")), ("type", t), ("id", id.as_str())])?;
-        family(
-            &mut e,
-            "traptor_posts",
-            "Posts that went through matching, by result (their sum is every post)",
-            counter,
-            &[(vec![("result", "matched")], m.posts_matched), (vec![("result", "unmatched")], m.posts_unmatched)],
-        )?;
-        let kinds: Vec<(Labels<'_>, u64)> = ControlKind::ALL
-            .iter()
-            .map(|k| (vec![("kind", k.as_str())], m.control.get(k.as_str()).copied().unwrap_or(0)))
-            .collect();
-        family(&mut e, "traptor_records", "Control messages (not posts) read, by kind", counter, &kinds)?;
-        family(&mut e, "traptor_malformed", "Records that could not be decoded", counter, &[(vec![], m.malformed)])?;
-        let surprises: Vec<(Labels<'_>, u64)> = m
-            .field_surprises
-            .iter()
-            .flat_map(|(format, fields)| {
-                fields.iter().map(move |(field, n)| (vec![("format", *format), ("field", *field)], *n))
-            })
-            .collect();
-        if !surprises.is_empty() {
-            family(
-                &mut e,
-                "traptor_field_surprises",
-                "Post fields read in an unexpected JSON type (converted, or treated as absent); the posts went on",
-                counter,
-                &surprises,
-            )?;
+        self.encode_declared(&mut e, &m)?;
+        self.encode_connection(&mut e)?;
+        self.encode_rules(&mut e)?;
+        self.encode_stages(&mut e)
+    }
+}
+
+impl TraptorCollector {
+    /// Every declared metric: one family per run of declarations with the
+    /// same name (`traptor_posts` is `posts_matched` and `posts_unmatched`);
+    /// a family with no samples (no field surprises yet) is left out.
+    fn encode_declared(&self, e: &mut DescriptorEncoder<'_>, m: &Snapshot) -> Result<(), std::fmt::Error> {
+        let s = &*self.0;
+        let declared: Vec<(&Desc, Samples<'_>)> = m.samples().filter(|(d, _)| d.kind != Kind::SumOf).collect();
+        for members in declared.chunk_by(|a, b| a.0.name == b.0.name) {
+            let Some(&(first, _)) = members.first() else { continue };
+            let kind = match first.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => {
+                    for (d, v) in members {
+                        if let Samples::Histogram(h) = v {
+                            histogram(e, d.name, d.help, &labels(s, d), h)?;
+                        }
+                    }
+                    continue;
+                }
+                Kind::SumOf => continue,
+            };
+            let mut values: Vec<(Labels<'_>, u64)> = Vec::new();
+            for (d, v) in members {
+                let base = labels(s, d);
+                match v {
+                    Samples::One(n) => values.push((base, *n)),
+                    Samples::Labelled(rows) => {
+                        for (own, n) in rows {
+                            let mut l = base.clone();
+                            for &(k, v) in own {
+                                l.push((k, v));
+                            }
+                            values.push((l, *n));
+                        }
+                    }
+                    Samples::Histogram(_) => {}
+                }
+            }
+            if !values.is_empty() {
+                family(e, first.name, first.help, kind, &values)?;
+            }
         }
-        family(
-            &mut e,
-            "traptor_duplicates_dropped",
-            "Redeliveries a live source dropped",
-            counter,
-            &[(vec![("source", s.source.as_str())], m.duplicates_dropped)],
-        )?;
+        Ok(())
+    }
+
+    /// The live source's connection (kept by the source, not declared).
+    fn encode_connection(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &*self.0;
         let c = &s.connection;
         family(
-            &mut e,
+            e,
             "traptor_source_connected",
             "1 while the live source's connection is up",
-            gauge,
+            MetricType::Gauge,
             &[(vec![("source", s.source.as_str())], c.connected.load(Relaxed))],
         )?;
         let reasons = [
@@ -134,108 +175,18 @@ impl Collector for TraptorCollector {
         ];
         let reconnects: Vec<(Labels<'_>, u64)> =
             reasons.iter().map(|(r, n)| (vec![("source", s.source.as_str()), ("reason", *r)], *n)).collect();
-        family(&mut e, "traptor_source_reconnects", "Connections that ended, by reason", counter, &reconnects)?;
-        family(
-            &mut e,
-            "traptor_sink_records",
-            "Records the sink wrote (or the broker confirmed)",
-            counter,
-            &[(vec![("sink", s.sink.as_str())], m.records_out)],
-        )?;
-        family(
-            &mut e,
-            "traptor_spool_records",
-            "Records waiting in the Kafka spool",
-            gauge,
-            &[(vec![], m.spool_backlog)],
-        )?;
-        let spool_bytes = s.metrics.spool_bytes.load(Relaxed);
-        family(&mut e, "traptor_spool_bytes", "Bytes held by the Kafka spool", gauge, &[(vec![], spool_bytes)])?;
-        family(
-            &mut e,
-            "traptor_buffer_records",
-            "Records waiting in the buffer's disk queue",
-            gauge,
-            &[(vec![], m.buffer_records)],
-        )?;
-        family(
-            &mut e,
-            "traptor_buffer_bytes",
-            "Bytes waiting in the buffer's disk queue",
-            gauge,
-            &[(vec![], m.buffer_bytes)],
-        )?;
-        family(
-            &mut e,
-            "traptor_buffer_behind_seconds",
-            "Age of the oldest record in the buffer's disk queue (how far behind real time)",
-            gauge,
-            &[(vec![], m.buffer_behind_ms / 1000)],
-        )?;
-        family(
-            &mut e,
-            "traptor_buffer_moved_records",
-            "Records the buffer put on disk and took back",
-            counter,
-            &[
-                (vec![("direction", "to_disk")], m.buffer_to_disk),
-                (vec![("direction", "from_disk")], m.buffer_from_disk),
-            ],
-        )?;
-        family(
-            &mut e,
-            "traptor_buffer_dropped_records",
-            "Records a full buffer dropped, by overflow policy",
-            counter,
-            &[
-                (vec![("policy", "drop_oldest")], m.buffer_dropped_oldest),
-                (vec![("policy", "drop_newest")], m.buffer_dropped_newest),
-            ],
-        )?;
-        histogram(
-            &mut e,
-            "traptor_kafka_delivery_duration_seconds",
-            "From handing a record to the Kafka producer to the broker's confirmation",
-            &s.metrics.kafka_delivery,
-        )?;
-        self.encode_rules(&mut e, &m)?;
-        self.encode_stages(&mut e)
+        family(e, "traptor_source_reconnects", "Connections that ended, by reason", MetricType::Counter, &reconnects)
     }
-}
 
-impl TraptorCollector {
-    fn encode_rules(
-        &self,
-        e: &mut DescriptorEncoder<'_>,
-        m: &crate::telemetry::Snapshot,
-    ) -> Result<(), std::fmt::Error> {
+    /// The running rule set, by type.
+    fn encode_rules(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let compiled = self.0.compiled.load();
         let mut by_type = std::collections::BTreeMap::new();
         for r in compiled.matcher.rules() {
             *by_type.entry(r.rule_type().as_str()).or_insert(0u64) += 1;
         }
         let rules: Vec<(Labels<'_>, u64)> = by_type.iter().map(|(t, n)| (vec![("type", *t)], *n)).collect();
-        family(e, "traptor_rules", "Rules in the running matcher, by type", MetricType::Gauge, &rules)?;
-        family(
-            e,
-            "traptor_rules_reloads",
-            "Times a new rule set was swapped in",
-            MetricType::Counter,
-            &[(vec![], m.rule_reloads)],
-        )?;
-        let s = &*self.0;
-        histogram(
-            e,
-            "traptor_rules_reload_duration_seconds",
-            "Time to compile a new rule set and swap it in",
-            &s.metrics.rules_reload,
-        )?;
-        histogram(
-            e,
-            "traptor_end_to_end_latency_seconds",
-            "From a record's read by the source to its write by the sink (or the broker's confirmation)",
-            &s.metrics.end_to_end,
-        )
+        family(e, "traptor_rules", "Rules in the running matcher, by type", MetricType::Gauge, &rules)
     }
 
     fn encode_stages(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -332,7 +283,10 @@ pub fn to_prometheus_text(open_metrics: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::telemetry::{METRICS, Metrics};
 
     #[test]
     fn counters_are_typed_by_their_total_name_in_the_prometheus_format() {
@@ -343,5 +297,168 @@ mod tests {
             "# HELP a_posts_total Posts.\n# TYPE a_posts_total counter\na_posts_total{r=\"x\"} 3\n# TYPE g gauge\ng 1\n\
              # HELP b_info Build.\n# TYPE b_info gauge\nb_info{v=\"1\"} 1\n"
         );
+    }
+
+    /// An admin state over `metrics`: source "replay", sink "file", no
+    /// rules, no stages.
+    fn state(metrics: Arc<Metrics>) -> AdminState {
+        let compiled = crate::pipeline::Compiled::new(
+            &crate::rules::RuleSnapshot::default(),
+            &crate::pipeline::limits::LimitsConfig::default(),
+        );
+        AdminState {
+            collector: crate::rules::Collector::new(crate::rules::RuleType::Track, 7),
+            metrics,
+            stages: Arc::new(arc_swap::ArcSwap::from_pointee(crate::pipeline::StageSet::default())),
+            compiled: Arc::new(arc_swap::ArcSwap::from_pointee(compiled)),
+            health: Arc::default(),
+            connection: Arc::default(),
+            source: "replay".to_owned(),
+            source_live: false,
+            sink: "file".to_owned(),
+            redis: None,
+            rule_hits: None,
+            started: std::time::Instant::now(),
+            history: std::sync::Mutex::default(),
+        }
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    fn scrape(metrics: Arc<Metrics>) -> String {
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &registry(Arc::new(state(metrics)))).expect("encodes");
+        to_prometheus_text(&om)
+    }
+
+    /// Metrics with a field surprise: the one family left out while empty.
+    fn some_metrics() -> Arc<Metrics> {
+        let m = Arc::new(Metrics::default());
+        m.field_surprises.add("twitter_v1", "id", 1);
+        m
+    }
+
+    /// Issue 24, point 2: every declared metric is in `/metrics`, typed and
+    /// described as declared, a sample carrying its declared labels.
+    #[test]
+    fn every_declared_metric_is_in_the_metrics_endpoint() {
+        let text = scrape(some_metrics());
+        for d in METRICS {
+            // `posts` is the sum of `traptor_posts{result}`: that family.
+            let f = if d.kind == Kind::SumOf {
+                METRICS.iter().find(|f| f.name == d.name && f.kind != Kind::SumOf).expect("summed family")
+            } else {
+                d
+            };
+            let (name, kind, sample) = match f.kind {
+                Kind::Counter => (format!("{}_total", f.name), "counter", format!("{}_total", f.name)),
+                Kind::Gauge => (f.name.to_owned(), "gauge", f.name.to_owned()),
+                Kind::Histogram | Kind::SumOf => (f.name.to_owned(), "histogram", format!("{}_count", f.name)),
+            };
+            assert!(text.contains(&format!("\n# TYPE {name} {kind}\n")), "{}: no {name} {kind} in\n{text}", d.field);
+            assert!(text.contains(&format!("\n# HELP {name} {}\n", f.help)), "{}: help of {name} in\n{text}", d.field);
+            let want: Vec<String> = f
+                .labels
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Label::Fixed(v) => v,
+                        Label::Source => "replay",
+                        Label::Sink => "file",
+                    };
+                    format!("{k}=\"{v}\"")
+                })
+                .collect();
+            assert!(
+                text.lines().any(|l| l.split(['{', ' ']).next() == Some(sample.as_str())
+                    && want.iter().all(|w| l.contains(w.as_str()))),
+                "{}: no {sample} sample with {want:?} in\n{text}",
+                d.field
+            );
+        }
+    }
+
+    /// What `/metrics` showed before the metrics were declared (names,
+    /// types, help, label sets): unchanged.
+    #[test]
+    fn the_families_shown_before_are_unchanged() {
+        let text = scrape(some_metrics());
+        let before = [
+            ("traptor_build_info", "gauge", "Version and identity of this collector"),
+            ("traptor_posts_total", "counter", "Posts that went through matching, by result (their sum is every post)"),
+            ("traptor_records_total", "counter", "Control messages (not posts) read, by kind"),
+            ("traptor_malformed_total", "counter", "Records that could not be decoded"),
+            (
+                "traptor_field_surprises_total",
+                "counter",
+                "Post fields read in an unexpected JSON type (converted, or treated as absent); the posts went on",
+            ),
+            ("traptor_duplicates_dropped_total", "counter", "Redeliveries a live source dropped"),
+            ("traptor_source_connected", "gauge", "1 while the live source's connection is up"),
+            ("traptor_source_reconnects_total", "counter", "Connections that ended, by reason"),
+            ("traptor_sink_records_total", "counter", "Records the sink wrote (or the broker confirmed)"),
+            ("traptor_spool_records", "gauge", "Records waiting in the Kafka spool"),
+            ("traptor_spool_bytes", "gauge", "Bytes held by the Kafka spool"),
+            ("traptor_buffer_records", "gauge", "Records waiting in the buffer's disk queue"),
+            ("traptor_buffer_bytes", "gauge", "Bytes waiting in the buffer's disk queue"),
+            (
+                "traptor_buffer_behind_seconds",
+                "gauge",
+                "Age of the oldest record in the buffer's disk queue (how far behind real time)",
+            ),
+            ("traptor_buffer_moved_records_total", "counter", "Records the buffer put on disk and took back"),
+            ("traptor_buffer_dropped_records_total", "counter", "Records a full buffer dropped, by overflow policy"),
+            (
+                "traptor_kafka_delivery_duration_seconds",
+                "histogram",
+                "From handing a record to the Kafka producer to the broker's confirmation",
+            ),
+            ("traptor_rules", "gauge", "Rules in the running matcher, by type"),
+            ("traptor_rules_reloads_total", "counter", "Times a new rule set was swapped in"),
+            ("traptor_rules_reload_duration_seconds", "histogram", "Time to compile a new rule set and swap it in"),
+            (
+                "traptor_end_to_end_latency_seconds",
+                "histogram",
+                "From a record's read by the source to its write by the sink (or the broker's confirmation)",
+            ),
+            ("traptor_stage_posts_total", "counter", "Posts through each stage, by outcome"),
+            ("traptor_stage_failures_total", "counter", "Failed stage batches, by kind"),
+            ("traptor_stage_circuit_open", "gauge", "1 while a stage is bypassed by its breaker"),
+            ("traptor_plugin_counter_total", "counter", "Counters plugins bump through the host's counter import"),
+            ("traptor_stage_batch_duration_seconds", "histogram", "Time a stage took per batch"),
+        ];
+        for (name, kind, help) in before {
+            assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")), "{name} in\n{text}");
+        }
+        let mut samples = vec![
+            "traptor_posts_total{result=\"matched\"} 0".to_owned(),
+            "traptor_posts_total{result=\"unmatched\"} 0".to_owned(),
+            "traptor_malformed_total 0".to_owned(),
+            "traptor_field_surprises_total{format=\"twitter_v1\",field=\"id\"} 1".to_owned(),
+            "traptor_duplicates_dropped_total{source=\"replay\"} 0".to_owned(),
+            "traptor_source_connected{source=\"replay\"} 0".to_owned(),
+            "traptor_source_reconnects_total{source=\"replay\",reason=\"network\"} 0".to_owned(),
+            "traptor_sink_records_total{sink=\"file\"} 0".to_owned(),
+            "traptor_spool_records 0".to_owned(),
+            "traptor_spool_bytes 0".to_owned(),
+            "traptor_buffer_records 0".to_owned(),
+            "traptor_buffer_bytes 0".to_owned(),
+            "traptor_buffer_behind_seconds 0".to_owned(),
+            "traptor_buffer_moved_records_total{direction=\"to_disk\"} 0".to_owned(),
+            "traptor_buffer_moved_records_total{direction=\"from_disk\"} 0".to_owned(),
+            "traptor_buffer_dropped_records_total{policy=\"drop_oldest\"} 0".to_owned(),
+            "traptor_buffer_dropped_records_total{policy=\"drop_newest\"} 0".to_owned(),
+            "traptor_kafka_delivery_duration_seconds_count 0".to_owned(),
+            "traptor_rules_reloads_total 0".to_owned(),
+            "traptor_rules_reload_duration_seconds_count 0".to_owned(),
+            "traptor_end_to_end_latency_seconds_count 0".to_owned(),
+        ];
+        for kind in crate::post::ControlKind::ALL {
+            samples.push(format!("traptor_records_total{{kind=\"{}\"}} 0", kind.as_str()));
+        }
+        for s in &samples {
+            assert!(text.lines().any(|l| l == s), "no {s} in\n{text}");
+        }
+        // No field surprise yet: no family (as before).
+        assert!(!scrape(Arc::new(Metrics::default())).contains("traptor_field_surprises"));
     }
 }

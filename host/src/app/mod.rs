@@ -284,37 +284,11 @@ impl RunReport {
         }
     }
 
-    /// The end-of-run summary line.
+    /// The end-of-run summary line (its keys are declared with the metrics,
+    /// in `telemetry.rs`), then one line per surprising field.
     fn log(&self) {
         let m = &self.metrics;
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
-        tracing::info!(
-            records = m.records_in,
-            posts = m.posts,
-            matched = m.posts_matched,
-            unmatched = m.posts_unmatched,
-            control = m.control.values().sum::<u64>(),
-            malformed = m.malformed,
-            field_surprises = m.field_surprises.values().flat_map(|f| f.values()).sum::<u64>(),
-            duplicates = m.duplicates_dropped,
-            unresolved_rules = m.source_rules_unresolved,
-            rule_limited = m.rule_limited,
-            rule_sampled_out = m.rule_sampled_out,
-            dedup_redis_errors = m.dedup_redis_errors,
-            buffer_to_disk = m.buffer_to_disk,
-            buffer_dropped_oldest = m.buffer_dropped_oldest,
-            buffer_dropped_newest = m.buffer_dropped_newest,
-            buffered = m.buffer_records,
-            written = m.records_out,
-            seconds = format!("{secs:.2}"),
-            posts_per_sec = (m.posts as f64 / secs).round() as u64,
-            in_mib_per_sec = format!("{:.1}", m.bytes_in as f64 / secs / 1_048_576.0),
-            out_mib_per_sec = format!("{:.1}", m.bytes_out as f64 / secs / 1_048_576.0),
-            latency_p50_ms = format!("{:.2}", m.latency_p50_us as f64 / 1e3),
-            latency_p99_ms = format!("{:.2}", m.latency_p99_us as f64 / 1e3),
-            latency_max_ms = format!("{:.2}", m.latency_max_us as f64 / 1e3),
-            "pipeline finished"
-        );
+        m.log_summary(self.elapsed);
         for (format, fields) in &m.field_surprises {
             for (field, n) in fields {
                 tracing::info!(
