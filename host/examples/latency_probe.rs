@@ -20,6 +20,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,15 +78,8 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn main() -> std::io::Result<()> {
-    let a = args();
-    std::fs::create_dir_all(&a.dir)?;
-    let dir = std::fs::canonicalize(&a.dir)?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let admin = free_port()?;
-    let out_file = dir.join("latency-probe-out.jsonl");
-    let _ = std::fs::remove_file(&out_file);
+/// The rules file and the pipeline file the probe runs the collector with.
+fn write_pipeline(a: &Args, dir: &Path, port: u16, out_file: &Path) -> std::io::Result<PathBuf> {
     std::fs::write(
         dir.join("latency-probe-rules.jsonl"),
         "{\"rule_id\":\"r1\",\"value\":\"probe\",\"rule_type\":\"track\"}\n",
@@ -107,9 +101,40 @@ fn main() -> std::io::Result<()> {
             a.buffer
         ),
     )?;
+    Ok(pipeline)
+}
+
+/// Answer the rules list (read once at start), then serve the stream; the
+/// number of posts sent.
+fn serve_collector(listener: &TcpListener, a: &Args, epoch: Instant, total: u64) -> std::io::Result<u64> {
+    loop {
+        let (mut conn, _) = listener.accept()?;
+        let head = request_head(&mut conn)?;
+        if head.contains("/stream/rules") {
+            let body = r#"{"data":[],"meta":{"result_count":0}}"#;
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
+        return serve(conn, a, epoch, total);
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let a = args();
+    std::fs::create_dir_all(&a.dir)?;
+    let dir = std::fs::canonicalize(&a.dir)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let admin = free_port()?;
+    let out_file = dir.join("latency-probe-out.jsonl");
+    let _ = std::fs::remove_file(&out_file);
+    let pipeline = write_pipeline(&a, &dir, port, &out_file)?;
     let epoch = Instant::now();
     let total = a.rate * (a.seconds + 1);
-    let warmup = a.rate;
     let mut child = Command::new(&a.bin)
         .args([
             "--pipeline",
@@ -134,21 +159,7 @@ fn main() -> std::io::Result<()> {
             }
         })
     };
-    // The rules list (read once at start), then the stream.
-    let sent = loop {
-        let (mut conn, _) = listener.accept()?;
-        let head = request_head(&mut conn)?;
-        if head.contains("/stream/rules") {
-            let body = r#"{"data":[],"meta":{"result_count":0}}"#;
-            write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            continue;
-        }
-        break serve(conn, &a, epoch, total)?;
-    };
+    let sent = serve_collector(&listener, &a, epoch, total)?;
     // Wait for the reader (at most 10 s after the last post).
     let deadline = Instant::now() + Duration::from_secs(10);
     while !reader.is_finished() && Instant::now() < deadline {
@@ -158,12 +169,23 @@ fn main() -> std::io::Result<()> {
     done.store(true, Ordering::Relaxed);
     stop(&mut child);
     let got = reader.join().unwrap_or_default();
+    report(&a, sent, &got, inside)?;
+    if (got.len() as u64) < total {
+        eprintln!("latency_probe: {} of {total} posts came out", got.len());
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The figures line (posts of the first second are warm-up, left out), and
+/// with `PROBE_DUMP` one line per post: its number and latency in µs (to
+/// look at when the slow ones happened).
+fn report(a: &Args, sent: u64, got: &[(u64, u64)], inside: Option<(f64, f64)>) -> std::io::Result<()> {
     if let Ok(path) = std::env::var("PROBE_DUMP") {
-        // One line per post: its number, its latency in µs (to look at when
-        // the slow ones happened).
         let text: String = got.iter().map(|(i, l)| format!("{i} {}\n", l / 1000)).collect();
         std::fs::write(path, text)?;
     }
+    let warmup = a.rate;
     let mut lat: Vec<u64> = got.iter().filter(|(i, _)| *i >= warmup).map(|(_, l)| *l).collect();
     lat.sort_unstable();
     let q = |p: f64| {
@@ -181,10 +203,6 @@ fn main() -> std::io::Result<()> {
         a.sink,
         if a.buffer { "on" } else { "off" },
     );
-    if (got.len() as u64) < total {
-        eprintln!("latency_probe: {} of {total} posts came out", got.len());
-        std::process::exit(1);
-    }
     Ok(())
 }
 

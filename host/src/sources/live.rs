@@ -427,6 +427,8 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
         (result, Some(connected_at))
     }
 
+    /// Stream until the connection ends, the rules ask for a reconnect or
+    /// the run stops; records go out in batches as workers ask for them.
     async fn stream(
         &mut self,
         conn: &mut C::Connection,
@@ -436,9 +438,8 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
         connected_at: Instant,
     ) -> Result<Ended, Failure> {
         let stall = self.settings.stall_timeout;
-        let max_wait = self.batching.max_wait;
         let mut frames = Vec::new();
-        let mut flush_at = Instant::now() + max_wait;
+        let mut flush_at = Instant::now() + self.batching.max_wait;
         let mut stall_at = Instant::now() + stall;
         let mut reconnect_at: Option<Instant> = None;
         let mut rules_open = true;
@@ -454,37 +455,21 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                         conn.close().await;
                         return Ok(Ended::Reconnect);
                     }
-                    if let Some(b) = st.batcher.flush()
-                        && out.send(b).await.is_err()
-                    {
+                    if !self.flush_now(st, out, &mut flush_at).await {
                         return Ok(Ended::Shutdown);
                     }
-                    flush_at = Instant::now() + max_wait;
                 }
                 // A worker waits: what is held goes now (unless that worker
                 // took a batch meanwhile: a stale wake-up keeps the hold).
                 () = self.demand.worker_waits(), if st.batcher.pending() > 0 => {
-                    if self.demand.wanted() {
-                        if let Some(b) = st.batcher.flush()
-                            && out.send(b).await.is_err()
-                        {
-                            return Ok(Ended::Shutdown);
-                        }
-                        flush_at = Instant::now() + max_wait;
+                    if self.demand.wanted() && !self.flush_now(st, out, &mut flush_at).await {
+                        return Ok(Ended::Shutdown);
                     }
                 }
                 changed = self.rules.changed(), if rules_open => {
-                    if changed.is_err() {
-                        rules_open = false;
-                        continue;
-                    }
-                    let snapshot = self.rules.borrow_and_update().clone();
-                    if self.connector.needs_reconnect(&snapshot) {
-                        let earliest = connected_at + self.settings.min_rule_reconnect;
-                        reconnect_at = Some(earliest.max(Instant::now() + Duration::from_millis(100)));
-                        tracing::info!(source = self.connector.name(), "rules changed; reconnecting with the new parameters");
-                    } else {
-                        reconnect_at = None;
+                    match changed {
+                        Ok(()) => reconnect_at = self.rules_changed(connected_at),
+                        Err(_) => rules_open = false,
                     }
                 }
                 read = tokio::time::timeout_at(stall_at, conn.read(&mut frames)) => {
@@ -498,96 +483,151 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                         Ok(Err(f)) => return Err(f),
                         Ok(Ok(())) => {}
                     }
-                    let mut yielded = false;
-                    loop {
-                        stall_at = Instant::now() + stall;
-                        let arrived = conn.arrived().unwrap_or_else(std::time::Instant::now);
-                        for frame in frames.drain(..) {
-                            match frame {
-                                Frame::KeepAlive => {}
-                                Frame::Oversized => {
-                                    let n = self.metrics.malformed.fetch_add(1, Relaxed);
-                                    if n < crate::telemetry::BAD_RECORDS_LOGGED {
-                                        tracing::warn!(source = self.connector.name(), "message longer than max_record_bytes skipped");
-                                    }
-                                }
-                                Frame::Record { bytes, dedup, checkpoint } => {
-                                    if let Some(key) = dedup
-                                        && !st.dedup.first(&key)
-                                    {
-                                        Metrics::add(&self.metrics.duplicates_dropped, 1);
-                                        tracing::debug!(source = self.connector.name(), key, "redelivered record dropped");
-                                        continue;
-                                    }
-                                    if !push(st, &bytes, checkpoint, arrived, out).await {
-                                        return Ok(Ended::Shutdown);
-                                    }
-                                }
-                                Frame::End { record, failure } => {
-                                    if let Some(r) = record {
-                                        push(st, &r, None, arrived, out).await;
-                                    }
-                                    return Err(failure);
-                                }
-                            }
-                        }
-                        // Coalescing: what the connection already holds
-                        // (the source fell behind; the kernel has queued
-                        // more) joins this batch without waiting. One
-                        // record per batch at 30,000 posts/s was four thread
-                        // hops per post: the source fell further behind.
-                        if st.batcher.pending() == 0 {
-                            break;
-                        }
-                        match futures_util::FutureExt::now_or_never(conn.read(&mut frames)) {
-                            Some(Ok(())) => {}
-                            Some(Err(f)) => {
-                                if let Some(b) = st.batcher.flush() {
-                                    let _ = out.send(b).await;
-                                }
-                                return Err(f);
-                            }
-                            // The HTTP client hands over one chunk per poll
-                            // of its connection task: let it run once (it
-                            // may hold more, already read), then look again.
-                            // Without this a source that fell behind caught
-                            // up one chunk per task switch.
-                            None if !yielded => {
-                                yielded = true;
-                                tokio::task::yield_now().await;
-                                match futures_util::FutureExt::now_or_never(conn.read(&mut frames)) {
-                                    Some(Ok(())) => {}
-                                    Some(Err(f)) => {
-                                        if let Some(b) = st.batcher.flush() {
-                                            let _ = out.send(b).await;
-                                        }
-                                        return Err(f);
-                                    }
-                                    None => break,
-                                }
-                            }
-                            None => break,
-                        }
+                    if let Some(end) = self.take_ready(conn, &mut frames, st, out, &mut stall_at).await {
+                        return end;
                     }
-                    // Adaptive batching: what the wire had is in. While a
-                    // worker waits, the records held go now; while every
-                    // worker is busy, the batch may grow for Demand::HOLD
-                    // (the branch above sends it as soon as one waits).
-                    if st.batcher.pending() > 0 {
-                        if self.demand.wanted() {
-                            if let Some(b) = st.batcher.flush() {
-                                if out.send(b).await.is_err() {
-                                    return Ok(Ended::Shutdown);
-                                }
-                                flush_at = Instant::now() + max_wait;
-                            }
-                        } else {
-                            flush_at = flush_at.min(Instant::now() + crate::batch::Demand::HOLD);
-                        }
+                    if !self.send_or_hold(st, out, &mut flush_at).await {
+                        return Ok(Ended::Shutdown);
                     }
                 }
             }
         }
+    }
+
+    /// New rules arrived: when the connection must carry them, when to
+    /// reconnect (not before `min_rule_reconnect` after connecting).
+    fn rules_changed(&mut self, connected_at: Instant) -> Option<Instant> {
+        let snapshot = self.rules.borrow_and_update().clone();
+        if !self.connector.needs_reconnect(&snapshot) {
+            return None;
+        }
+        tracing::info!(source = self.connector.name(), "rules changed; reconnecting with the new parameters");
+        let earliest = connected_at + self.settings.min_rule_reconnect;
+        Some(earliest.max(Instant::now() + Duration::from_millis(100)))
+    }
+
+    /// Send what is held now; false when the pipeline has gone away.
+    async fn flush_now(&mut self, st: &mut State, out: &BatchTx, flush_at: &mut Instant) -> bool {
+        if let Some(b) = st.batcher.flush()
+            && out.send(b).await.is_err()
+        {
+            return false;
+        }
+        *flush_at = Instant::now() + self.batching.max_wait;
+        true
+    }
+
+    /// Adaptive batching: what the wire had is in. While a worker waits,
+    /// the records held go now; while every worker is busy, the batch may
+    /// grow for `Demand::HOLD` (the `worker_waits` branch sends it as soon as
+    /// one waits). False when the pipeline has gone away.
+    async fn send_or_hold(&mut self, st: &mut State, out: &BatchTx, flush_at: &mut Instant) -> bool {
+        if st.batcher.pending() == 0 {
+            return true;
+        }
+        if self.demand.wanted() {
+            return self.flush_now(st, out, flush_at).await;
+        }
+        *flush_at = (*flush_at).min(Instant::now() + crate::batch::Demand::HOLD);
+        true
+    }
+
+    /// Take the frames read, then what the connection already holds.
+    /// Coalescing: what the connection already holds (the source fell
+    /// behind; the kernel has queued more) joins this batch without waiting.
+    /// One record per batch at 30,000 posts/s was four thread hops per post:
+    /// the source fell further behind. `Some` when the stream ends.
+    async fn take_ready(
+        &mut self,
+        conn: &mut C::Connection,
+        frames: &mut Vec<Frame>,
+        st: &mut State,
+        out: &BatchTx,
+        stall_at: &mut Instant,
+    ) -> Option<Result<Ended, Failure>> {
+        let mut yielded = false;
+        loop {
+            *stall_at = Instant::now() + self.settings.stall_timeout;
+            let arrived = conn.arrived().unwrap_or_else(std::time::Instant::now);
+            if let Some(end) = self.take_frames(frames, st, arrived, out).await {
+                return Some(end);
+            }
+            if st.batcher.pending() == 0 {
+                return None;
+            }
+            match read_ready(conn, frames, &mut yielded).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(f) => {
+                    if let Some(b) = st.batcher.flush() {
+                        let _ = out.send(b).await;
+                    }
+                    return Some(Err(f));
+                }
+            }
+        }
+    }
+
+    /// Batch the frames read (dropping redelivered records and counting
+    /// oversized ones). `Some` when the stream ends.
+    async fn take_frames(
+        &mut self,
+        frames: &mut Vec<Frame>,
+        st: &mut State,
+        arrived: std::time::Instant,
+        out: &BatchTx,
+    ) -> Option<Result<Ended, Failure>> {
+        for frame in frames.drain(..) {
+            match frame {
+                Frame::KeepAlive => {}
+                Frame::Oversized => {
+                    let n = self.metrics.malformed.fetch_add(1, Relaxed);
+                    if n < crate::telemetry::BAD_RECORDS_LOGGED {
+                        tracing::warn!(source = self.connector.name(), "message longer than max_record_bytes skipped");
+                    }
+                }
+                Frame::Record { bytes, dedup, checkpoint } => {
+                    if let Some(key) = dedup
+                        && !st.dedup.first(&key)
+                    {
+                        Metrics::add(&self.metrics.duplicates_dropped, 1);
+                        tracing::debug!(source = self.connector.name(), key, "redelivered record dropped");
+                        continue;
+                    }
+                    if !push(st, &bytes, checkpoint, arrived, out).await {
+                        return Some(Ok(Ended::Shutdown));
+                    }
+                }
+                Frame::End { record, failure } => {
+                    if let Some(r) = record {
+                        push(st, &r, None, arrived, out).await;
+                    }
+                    return Some(Err(failure));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Read what the connection holds without waiting: true when frames came.
+/// The HTTP client hands over one chunk per poll of its connection task: when
+/// nothing is ready, let it run once (it may hold more, already read) and
+/// look again. Without this a source that fell behind caught up one chunk per
+/// task switch.
+async fn read_ready<K: Connection>(conn: &mut K, frames: &mut Vec<Frame>, yielded: &mut bool) -> Result<bool, Failure> {
+    use futures_util::FutureExt as _;
+    if let Some(r) = conn.read(frames).now_or_never() {
+        return r.map(|()| true);
+    }
+    if *yielded {
+        return Ok(false);
+    }
+    *yielded = true;
+    tokio::task::yield_now().await;
+    match conn.read(frames).now_or_never() {
+        Some(r) => r.map(|()| true),
+        None => Ok(false),
     }
 }
 

@@ -490,32 +490,13 @@ impl Generator {
             post["in_reply_to_user_id_str"] = json!(user_id(to).to_string());
             post["in_reply_to_screen_name"] = json!(screen_name(to));
         }
-        if b.chars > 140 {
-            // Compatibility mode: truncated text with a link to the full post.
-            let short: String = b.text.chars().take(115).collect();
-            let link = format!("https://t.co/{}", id % 10_000_000_000);
-            let text = format!("{short}… {link}");
-            let start = short.chars().count() + 2;
-            post["text"] = json!(text);
-            post["truncated"] = json!(true);
-            let visible = |v: &Vec<Value>| -> Vec<Value> {
-                v.iter().filter(|e| e["indices"][1].as_u64().is_some_and(|end| end <= 115)).cloned().collect()
-            };
-            post["entities"] = json!({
-                "hashtags": visible(&b.hashtags),
-                "urls": [{"url": link, "expanded_url": format!("https://twitter.com/i/web/status/{id}"), "display_url": format!("twitter.com/i/web/status/{}…", id / 1_000_000_000_000), "indices": [start, start + 23]}],
-                "user_mentions": visible(&b.mentions),
-                "symbols": visible(&b.symbols),
-            });
-            post["extended_tweet"] = json!({
-                "full_text": b.text,
-                "display_text_range": [0, b.chars],
-                "entities": b.entities(),
-            });
-        } else {
-            post["text"] = json!(b.text);
-            post["entities"] = b.entities();
-        }
+        set_text(&mut post, &b, id);
+        self.place(&mut post);
+        post
+    }
+
+    /// One post in ten has a place; three of those, exact coordinates in it.
+    fn place(&mut self, post: &mut Value) {
         if self.rng.chance(0.1) {
             let p = *self.rng.pick(PLACES);
             post["place"] = json!({
@@ -536,7 +517,6 @@ impl Generator {
                 post["geo"] = json!({"type": "Point", "coordinates": [lat, lng]});
             }
         }
-        post
     }
 
     /// The next post as one JSON line (no newline).
@@ -675,6 +655,38 @@ impl Synthetic {
             let _ = out.send_blocking(b);
         }
         summary
+    }
+}
+
+/// The post's text and entities; over 140 characters, compatibility mode: a
+/// truncated text with a link to the full post, the full one in
+/// `extended_tweet`.
+fn set_text(post: &mut Value, b: &TextBuilder, id: u64) {
+    if b.chars > 140 {
+        // Compatibility mode: truncated text with a link to the full post.
+        let short: String = b.text.chars().take(115).collect();
+        let link = format!("https://t.co/{}", id % 10_000_000_000);
+        let text = format!("{short}… {link}");
+        let start = short.chars().count() + 2;
+        post["text"] = json!(text);
+        post["truncated"] = json!(true);
+        let visible = |v: &Vec<Value>| -> Vec<Value> {
+            v.iter().filter(|e| e["indices"][1].as_u64().is_some_and(|end| end <= 115)).cloned().collect()
+        };
+        post["entities"] = json!({
+            "hashtags": visible(&b.hashtags),
+            "urls": [{"url": link, "expanded_url": format!("https://twitter.com/i/web/status/{id}"), "display_url": format!("twitter.com/i/web/status/{}…", id / 1_000_000_000_000), "indices": [start, start + 23]}],
+            "user_mentions": visible(&b.mentions),
+            "symbols": visible(&b.symbols),
+        });
+        post["extended_tweet"] = json!({
+            "full_text": b.text,
+            "display_text_range": [0, b.chars],
+            "entities": b.entities(),
+        });
+    } else {
+        post["text"] = json!(b.text);
+        post["entities"] = b.entities();
     }
 }
 
