@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
+/// `max_record_bytes` unless set: 16 MiB (the longest record a source
+/// frames and a batch holds).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+
 /// Record buffers of batches that were dropped, for the next batches.
 ///
 /// A batch buffer holds megabytes; a fresh one costs a page fault per page

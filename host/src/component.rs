@@ -135,24 +135,32 @@ pub fn state_dir() -> Option<PathBuf> {
 }
 
 /// One list of components → their serde enum (`type = "…"` selects the
-/// variant, unknown types and keys are errors) and the one `match` that gives
-/// out the component behind a variant, as `&dyn` and `&mut dyn` of the
-/// family's trait. Adding a component is one line in the list.
+/// variant, unknown types and keys are errors), its `type_name`, and the one
+/// `match` that gives out the component behind a variant, as `&dyn` and
+/// `&mut dyn` of the family's trait. Adding a component is one line in the
+/// list: `Variant = "type" (module::XxxConfig),`.
 macro_rules! registry {
     (
         $(#[$meta:meta])*
         pub enum $name:ident: dyn $trait:path {
-            $( $(#[$vmeta:meta])* $variant:ident($config:ty), )+
+            $( $(#[$vmeta:meta])* $variant:ident = $tag:literal ($config:ty), )+
         }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, serde::Deserialize)]
-        #[serde(tag = "type", rename_all = "snake_case")]
+        #[serde(tag = "type")]
         pub enum $name {
-            $( $(#[$vmeta])* $variant($config), )+
+            $( $(#[$vmeta])* #[serde(rename = $tag)] $variant($config), )+
         }
 
         impl $name {
+            /// The `type` key's value.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $( $name::$variant(_) => $tag, )+
+                }
+            }
+
             /// The component behind this variant.
             pub fn component(&self) -> &dyn $trait {
                 match self {

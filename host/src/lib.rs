@@ -11,7 +11,8 @@
 //! * [`envelope`] — the output `traptor` object spliced onto original bytes.
 //! * [`plugins`] — the WebAssembly stage runtime (wasmtime).
 //! * [`pipeline`] — batches, workers, ordering.
-//! * [`sources`], [`sinks`] — the edges.
+//! * [`sources`], [`sinks`] — the edges; [`spool`] — the on-disk record queue
+//!   format the Kafka sink and the pipeline buffer share.
 //! * [`coordination`] — Redis: heartbeats, rule stats, API-key leases, the rule planner.
 //! * [`telemetry`] — logs and counters.
 //! * [`app`] — wiring, supervision, reload, shutdown.
@@ -37,6 +38,7 @@ pub mod rules;
 pub mod secret;
 pub mod sinks;
 pub mod sources;
+pub mod spool;
 pub mod telemetry;
 
 #[cfg(test)]

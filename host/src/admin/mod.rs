@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::Problems;
 use crate::pipeline::{Compiled, StageSet};
-use crate::sources::backoff::ConnectionStats;
+use crate::telemetry::ConnectionStats;
 use crate::telemetry::{Health, Metrics};
 
 /// `[admin]`.
@@ -77,7 +77,7 @@ pub struct AdminState {
     /// The coordination / rules server, pinged by `/ready`.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Per-rule match counts (totals and the last 15 minutes).
-    pub rule_hits: Option<Arc<crate::coordination::stats::RuleHits>>,
+    pub rule_hits: Option<Arc<crate::telemetry::RuleHits>>,
     pub started: Instant,
     /// Once a second: (unix seconds, posts in, records out), 10 minutes.
     pub history: std::sync::Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
@@ -233,7 +233,7 @@ async fn api_rules(State(s): State<Arc<AdminState>>, q: axum::extract::Query<Rul
 /// ever), with their counts.
 fn top_rules(s: &AdminState, limit: usize) -> Vec<serde_json::Value> {
     let windows = s.rule_hits.as_ref().map(|h| h.windows()).unwrap_or_default();
-    let now = crate::coordination::stats::now_slot();
+    let now = crate::telemetry::now_slot();
     let compiled = s.compiled.load();
     let mut rows: Vec<(u64, u64, u64, &crate::rules::Rule)> = compiled
         .matcher

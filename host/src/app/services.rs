@@ -16,12 +16,13 @@ use super::AppError;
 use crate::config::Coordination;
 use crate::config::LoadedConfig;
 use crate::coordination::keys::{self, KeySource, PoolSettings};
-use crate::coordination::stats::{self, RuleHits, StatsKeys};
+use crate::coordination::stats::{self, StatsKeys};
 use crate::coordination::{ApiKeysConfig, CoordinationError, heartbeat};
 use crate::key_pool::{KeyPoolEnd, KeyPoolHandle};
 use crate::pipeline::Compiled;
 use crate::redis_conn::connect_with_retry;
 use crate::rules::{Collector, RuleSnapshot, RulesConfig};
+use crate::telemetry::RuleHits;
 use crate::telemetry::{Health, Metrics};
 
 /// How long stopping may wait for one background task.

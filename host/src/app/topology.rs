@@ -11,7 +11,6 @@ use arc_swap::ArcSwap;
 use super::services::RulesService;
 use super::{AppError, RunReport};
 use crate::config::LoadedConfig;
-use crate::coordination::stats::RuleHits;
 use crate::pipeline::buffer::{BufferConfig, BufferError, DiskQueue, Merge};
 use crate::pipeline::dedup::{Dedup, DedupError};
 use crate::pipeline::{Fatal, PipelineTuning, SourceInfo, StageSet, WorkerContext, spawn_workers};
@@ -21,6 +20,7 @@ use crate::rules::RemoteRuleIds;
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
 use crate::sinks::{SinkComponent, SinkConfig};
 use crate::sources::{Batching, Source, SourceContext, SourceError, SourceSummary};
+use crate::telemetry::RuleHits;
 use crate::telemetry::{self, Metrics};
 
 /// Batching of the source, from `[pipeline]`.

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::RawBatch;
 use crate::component::{BaseDir, Problems};
-use crate::sinks::spool::{Fsync, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
+use crate::spool::{Fsync, Pos, Spool, SpoolError, SpoolRecord, spooled_size};
 use crate::telemetry::Metrics;
 
 /// `[buffer]`: the on-disk queue between the sources and the workers.

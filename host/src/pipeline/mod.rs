@@ -68,11 +68,8 @@ pub fn max_workers() -> usize {
     cores.saturating_mul(4).min(MAX_WORKERS)
 }
 
-/// `max_record_bytes` unless set: 16 MiB.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
-
 fn default_max_record_bytes() -> usize {
-    DEFAULT_MAX_RECORD_BYTES
+    crate::batch::DEFAULT_MAX_RECORD_BYTES
 }
 
 fn default_batch_size() -> usize {
@@ -93,7 +90,7 @@ impl Default for PipelineTuning {
             batch_timeout_ms: default_batch_timeout_ms(),
             channel_batches: default_channel_batches(),
             plugin_cache_dir: None,
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: crate::batch::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use arc_swap::ArcSwap;
 
-use crate::coordination::stats::RuleHits;
 use crate::envelope::{self, Extra};
 use crate::matcher::{Matcher, Scratch};
 use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
 use crate::post::{self, Format, Message, PostView};
 use crate::rules::Collector;
 use crate::rules::{RemoteRuleIds, RuleSnapshot};
+use crate::telemetry::RuleHits;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
 use crate::batch::{OutBatch, RawBatch};

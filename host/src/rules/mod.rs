@@ -34,10 +34,10 @@ registry! {
     /// `[rules]`: where rules come from. `type` selects the store.
     pub enum RulesConfig: dyn RulesComponent {
         /// JSON lines, one rule per line; reloaded when the file changes.
-        File(file::FileRulesConfig),
+        File = "file" (file::FileRulesConfig),
         /// One HASH per rule at `traptor-<type>:<id>:<n>`; reloaded on a
         /// `<type>:<id>` message on `channel` and every `rule_check_interval_secs`.
-        Redis(redis::RedisRulesConfig),
+        Redis = "redis" (redis::RedisRulesConfig),
     }
 }
 

@@ -13,7 +13,6 @@
 
 pub mod file;
 pub mod kafka;
-pub mod spool;
 pub mod stdout;
 
 use std::future::Future;
@@ -32,11 +31,11 @@ registry! {
     /// `[sink]` (and `[dead_letter]`): where enriched posts go. `type` selects the sink.
     pub enum SinkConfig: dyn SinkComponent {
         /// JSON lines on standard output.
-        Stdout(stdout::StdoutConfig),
+        Stdout = "stdout" (stdout::StdoutConfig),
         /// JSON lines in a file.
-        File(file::FileSinkConfig),
+        File = "file" (file::FileSinkConfig),
         /// Kafka (librdkafka): lossless, with an on-disk spool.
-        Kafka(kafka::KafkaSinkConfig),
+        Kafka = "kafka" (kafka::KafkaSinkConfig),
     }
 }
 

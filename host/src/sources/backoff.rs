@@ -18,12 +18,13 @@
 //! One [`Backoff`] serves every live source; the driver ([`super::live`])
 //! applies it, logging and counting every change.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::jitter::Jitter;
+use crate::telemetry::ConnectionStats;
 
 /// How long a connection must have been up for the counters to reset.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -160,27 +161,16 @@ fn doubling(first: Duration, attempt: u32, max: Duration) -> Duration {
     first.saturating_mul(1u32 << (attempt - 1).min(20)).min(max)
 }
 
-/// Counters of a reconnecting connection.
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Gauge: 1 while a connection is up and data may flow.
-    pub connected: AtomicU64,
-    pub connects: AtomicU64,
-    pub network_failures: AtomicU64,
-    pub http_failures: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub unauthorized: AtomicU64,
-}
-
-impl ConnectionStats {
-    /// Count a failure by its class.
-    pub fn count(&self, f: &Failure) {
-        match f {
-            Failure::Network(_) => self.network_failures.fetch_add(1, Relaxed),
-            Failure::Http(..) => self.http_failures.fetch_add(1, Relaxed),
-            Failure::RateLimited(..) => self.rate_limited.fetch_add(1, Relaxed),
-            Failure::Unauthorized(..) => self.unauthorized.fetch_add(1, Relaxed),
+impl Failure {
+    /// Count this failure by its class.
+    pub fn count_in(&self, stats: &ConnectionStats) {
+        let counter = match self {
+            Failure::Network(_) => &stats.network_failures,
+            Failure::Http(..) => &stats.http_failures,
+            Failure::RateLimited(..) => &stats.rate_limited,
+            Failure::Unauthorized(..) => &stats.unauthorized,
         };
+        counter.fetch_add(1, Relaxed);
     }
 }
 

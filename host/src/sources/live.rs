@@ -34,14 +34,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Backoff, ConnectionStats, Decision, Failure};
+use super::backoff::{Backoff, Decision, Failure};
 use super::{BatchTx, Batching, RunSource, SourceContext, SourceError, SourceFuture, SourceSummary};
 use crate::batch::Batcher;
 use crate::component::Problems;
 use crate::key_pool::{KeyPoolHandle, PooledKey};
 use crate::rules::RuleSnapshot;
 use crate::secret::{Secret, SecretRef};
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::{ConnectionStats, Health, Metrics};
 
 /// Default number of dedup keys remembered.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
@@ -380,7 +380,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             {
                 return None;
             }
-            self.stats.count(&failure);
+            failure.count_in(&self.stats);
             match backoff.failed(&failure, Instant::now()) {
                 Decision::Stop => return Some(failure),
                 Decision::RetryAfter(wait) => {

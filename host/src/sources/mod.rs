@@ -41,34 +41,19 @@ registry! {
     /// `[source]`: where posts come from. `type` selects the source.
     pub enum SourceConfig: dyn SourceComponent {
         /// Replay a JSON-lines file (`.gz` too), one message per line.
-        Replay(replay::ReplayConfig),
+        Replay = "replay" (replay::ReplayConfig),
         /// Generate realistic v1.1-shaped posts.
-        Synthetic(synthetic::SyntheticConfig),
+        Synthetic = "synthetic" (synthetic::SyntheticConfig),
         /// X API v2 filtered stream, with rule sync.
-        XFilteredStream(x_stream::XStreamConfig),
+        XFilteredStream = "x_filtered_stream" (x_stream::XStreamConfig),
         /// Twitter API v1.1 `statuses/filter` (and endpoints that speak it).
-        TwitterV1Filter(v1_filter::V1FilterConfig),
+        TwitterV1Filter = "twitter_v1_filter" (v1_filter::V1FilterConfig),
         /// A Kafka consumer group (enrichment workers; at-least-once).
-        Kafka(kafka::KafkaSourceConfig),
+        Kafka = "kafka" (kafka::KafkaSourceConfig),
         /// Bluesky Jetstream over WebSocket.
-        Jetstream(jetstream::JetstreamConfig),
+        Jetstream = "jetstream" (jetstream::JetstreamConfig),
         /// A Mastodon server's streaming API (server-sent events).
-        Mastodon(mastodon::MastodonConfig),
-    }
-}
-
-impl SourceConfig {
-    /// The `type` key's value.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SourceConfig::Replay(_) => "replay",
-            SourceConfig::Synthetic(_) => "synthetic",
-            SourceConfig::XFilteredStream(_) => "x_filtered_stream",
-            SourceConfig::TwitterV1Filter(_) => "twitter_v1_filter",
-            SourceConfig::Kafka(_) => "kafka",
-            SourceConfig::Jetstream(_) => "jetstream",
-            SourceConfig::Mastodon(_) => "mastodon",
-        }
+        Mastodon = "mastodon" (mastodon::MastodonConfig),
     }
 }
 
@@ -165,7 +150,7 @@ pub struct SourceContext {
     /// credentials (pipeline credentials are then the fallback).
     pub key_pool: Option<crate::key_pool::KeyPoolHandle>,
     /// Connection counters of a live source (the admin endpoint reads them).
-    pub connection_stats: Arc<backoff::ConnectionStats>,
+    pub connection_stats: Arc<crate::telemetry::ConnectionStats>,
     /// Whether a worker waits for a batch (live sources hand over at once
     /// then, and let a batch grow a moment otherwise).
     pub demand: Arc<crate::batch::Demand>,
@@ -182,7 +167,7 @@ impl SourceContext {
             confirmed: Arc::default(),
             redis: None,
             metrics: Arc::default(),
-            max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: crate::batch::DEFAULT_MAX_RECORD_BYTES,
             remote_rule_ids: Arc::default(),
             key_pool: None,
             connection_stats: Arc::default(),

@@ -8,13 +8,17 @@
 //! Nothing is logged per record above DEBUG, except the first few bad records,
 //! which are logged at WARN with their location so a user can find them.
 
+mod connection;
 mod histogram;
 mod metrics;
+mod rule_hits;
 
+pub use connection::ConnectionStats;
 pub use histogram::{E2E_BUCKETS_US, Histogram, HistogramSnapshot};
 pub use metrics::{
     Desc, FieldSurprises, Kind, Label, METRICS, Metrics, PerControlKind, ReadTime, Samples, Snapshot, Stat,
 };
+pub use rule_hits::{RuleHits, RuleWindow, now_slot};
 
 use std::time::{Duration, Instant};
 

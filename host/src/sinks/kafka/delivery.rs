@@ -13,8 +13,8 @@ use super::producer::{
 };
 use super::{Delivery, KafkaOptions, KafkaStats};
 use crate::batch::OutBatch;
-use crate::sinks::spool::{Overflow, Pos, Spool, SpoolError, SpoolRecord};
 use crate::sinks::{DeadLetters, LineSink as _, SinkError, SinkSummary};
+use crate::spool::{Overflow, Pos, Spool, SpoolError, SpoolRecord};
 use crate::telemetry::Metrics;
 
 /// A batch handed to the producer: records not yet delivered or safely

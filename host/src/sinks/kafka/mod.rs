@@ -45,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::State;
 use self::mode::{PhaseEvent, Step};
 pub use self::producer::{Producer, QuietContext, Reports, SinkContext, producer};
-use super::spool::{Fsync, Overflow, Spool};
 use super::{
     BatchRx, DeadLetters, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, SinkSummary,
 };
@@ -53,6 +52,7 @@ use crate::batch::Reorder;
 use crate::component::{BaseDir, Problems};
 use crate::rules::Collector;
 use crate::secret::SecretRef;
+use crate::spool::{Fsync, Overflow, Spool};
 use crate::telemetry::Metrics;
 
 /// `[sink]` with `type = "kafka"`.

@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 
 use super::KafkaOptions;
 use crate::sinks::SinkError;
-use crate::sinks::spool::{Pos, SpoolRecord};
+use crate::spool::{Pos, SpoolRecord};
 
 /// librdkafka's own log and error callbacks, made quiet: an outage produces
 /// one warning per kind of error every 30 s instead of several lines a second.

@@ -9,7 +9,7 @@ use super::delivery::State;
 use super::mode::{Fill, ReplayAction, ReplayEvent};
 use super::producer::{REPLAY_TOKEN, ReplayEntry, owned_headers, send_raw};
 use crate::sinks::SinkError;
-use crate::sinks::spool::spooled_size;
+use crate::spool::spooled_size;
 
 /// Replayed records in flight at most (also bounded by `max_inflight_bytes`).
 const REPLAY_WINDOW: usize = 20_000;

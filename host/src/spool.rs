@@ -1,4 +1,6 @@
-//! An on-disk FIFO of records waiting for the broker: the Kafka sink's spool.
+//! An on-disk FIFO of records: the Kafka sink's spool and the pipeline
+//! buffer's disk queue share this file format (below both, depending on
+//! nothing of ours).
 //!
 //! Format (documented so an operator can inspect or salvage it): a directory
 //! of segment files `<n>.spool` (n = 20-digit sequence) holding records
