@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build every example plugin from the same WIT (sdk/wit/):
+# Build every example plugin from the same WIT (wit/):
 #   Rust       cargo (plugins/ workspace)  → plugins/target/wasm32-wasip2/release/<name>.wasm
 #   Python     componentize-py 0.25.1      → plugins/target/python/<name>.wasm
 #   JavaScript componentize-js 0.23.0      → plugins/target/js/<name>.wasm
@@ -41,9 +41,9 @@ fi
 for dir in plugins/python/*/; do
   name=$(basename "$dir")
   out="plugins/target/python/$name.wasm"
-  if stale "$out" "$dir" sdk/wit; then
+  if stale "$out" "$dir" wit; then
     log "python plugin $name (componentize-py $PY_VERSION)"
-    (cd "$dir" && "$py/bin/componentize-py" -d "$root/sdk/wit" -w plugin componentize app -o "$root/$out.tmp" >/dev/null)
+    (cd "$dir" && "$py/bin/componentize-py" -d "$root/wit" -w plugin componentize app -o "$root/$out.tmp" >/dev/null)
     mv "$out.tmp" "$out"
   fi
 done
@@ -58,13 +58,13 @@ fi
 for dir in plugins/js/*/; do
   name=$(basename "$dir")
   out="plugins/target/js/$name.wasm"
-  if stale "$out" "$dir" sdk/wit; then
+  if stale "$out" "$dir" wit; then
     log "javascript plugin $name (componentize-js $JS_VERSION)"
     # componentize-js wants the WIT folder inside the project: build in a copy.
     build="plugins/target/js/$name-build"
     rm -rf "$build"
     mkdir -p "$build"
-    cp -r sdk/wit "$build/wit"
+    cp -r wit "$build/wit"
     find "$dir" -maxdepth 1 -name '*.js' ! -name '*.test.js' -exec cp {} "$build/" \;
     cp "$dir/package.json" "$build/"
     # -d http fetch-event: no wasi-http import (the host does not provide it).

@@ -45,7 +45,10 @@ if ! "$oras_dir/bin/python" -c 'import oras.client' >/dev/null 2>&1; then
 fi
 export TRAPTOR_ORAS_PYTHON="$oras_dir/bin/python"
 
-step "build (one target directory for everything)"
+step "no function over 100 lines, tests included (scripts/fn-lengths.py)"
+python3 scripts/fn-lengths.py --max 100 --top 3
+
+step "build (one target directory for everything; the tests build nothing themselves)"
 cargo build --workspace --all-targets --locked
 
 step "the SDK packages alone (what a plugin project outside this repository depends on)"

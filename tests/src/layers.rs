@@ -1,5 +1,8 @@
-//! The dependency rule of DESIGN §1, checked: no import circle between the
-//! top-level modules of `host/src` or `sdk/src`, nor between the files of one
+//! The dependency rule of DESIGN §1, checked: a top-level module of
+//! `host/src` or `sdk/src` imports only modules of its own layer or of the
+//! layers below, as `docs/ARCHITECTURE.md` draws them (its `layers` blocks are
+//! the list this check reads, so the drawing cannot drift from the code); no
+//! import circle between top-level modules, nor between the files of one
 //! folder module (a parent's `mod.rs` aside: it lists its children).
 //!
 //! A module depends on another when its code (tests and comments aside)
@@ -179,6 +182,58 @@ pub fn circles(g: &Graph) -> Vec<Vec<String>> {
     found
 }
 
+/// The layers drawn for `src` (e.g. `host/src`) in `doc`: the lines of its
+/// fenced block opened by ```` ```layers host/src ````, top first, each a
+/// list of module names separated by spaces. `None` when the block is missing.
+pub fn documented_layers(doc: &str, src: &str) -> Option<Vec<Vec<String>>> {
+    let open = format!("```layers {src}");
+    let mut lines = doc.lines().skip_while(|l| l.trim() != open);
+    lines.next()?;
+    let layers = lines
+        .take_while(|l| l.trim() != "```")
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Some(layers)
+}
+
+/// What in `g` disagrees with `layers` (top first): an import that runs up
+/// to a higher layer, a module the drawing does not name, a name the drawing
+/// has and the code does not, a name drawn twice.
+pub fn layer_violations(g: &Graph, layers: &[Vec<String>]) -> Vec<String> {
+    let mut out = Vec::new();
+    // Depth from the bottom: the last line is 0.
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, layer) in layers.iter().enumerate() {
+        for m in layer {
+            if depth.insert(m, layers.len() - 1 - i).is_some() {
+                out.push(format!("{m} is drawn twice"));
+            }
+        }
+    }
+    for (from, tos) in g {
+        let Some(&df) = depth.get(from.as_str()) else {
+            out.push(format!("{from} is not in the drawing"));
+            continue;
+        };
+        for to in tos {
+            match depth.get(to.as_str()) {
+                Some(&dt) if dt > df => out.push(format!("{from} imports {to}, a layer above it")),
+                Some(_) => {}
+                None => out.push(format!("{to} (imported by {from}) is not in the drawing")),
+            }
+        }
+    }
+    for m in depth.keys() {
+        if !g.contains_key(*m) {
+            out.push(format!("{m} is drawn but there is no such module"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +259,41 @@ mod tests {
                 assert!(found.is_empty(), "{krate}/src/{folder}: import circles:\n{}", found.join("\n"));
             }
         }
+    }
+
+    #[test]
+    fn modules_import_only_lower_layers_as_the_architecture_draws_them() {
+        let path = crate::repo_root().join("docs/ARCHITECTURE.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        for krate in ["host", "sdk"] {
+            let name = format!("{krate}/src");
+            let layers = documented_layers(&doc, &name)
+                .unwrap_or_else(|| panic!("{}: no ```layers {name} block", path.display()));
+            let found = layer_violations(&top_level_graph(&crate_src(krate)), &layers);
+            assert!(found.is_empty(), "{name} against the layers of {}:\n{}", path.display(), found.join("\n"));
+        }
+    }
+
+    #[test]
+    fn the_layer_check_sees_upward_imports_and_missing_modules() {
+        let doc = "text\n```layers x/src\napp\nrules  post\n```\n```layers y/src\na\n```\n";
+        let layers = documented_layers(doc, "x/src").expect("the x/src block");
+        assert_eq!(layers, vec![vec!["app"], vec!["rules", "post"]]);
+        assert!(documented_layers(doc, "z/src").is_none());
+        let mut g = Graph::new();
+        g.entry("app".into()).or_default().insert("rules".into());
+        g.entry("rules".into()).or_default().insert("post".into());
+        g.entry("post".into()).or_default();
+        assert!(layer_violations(&g, &layers).is_empty(), "down and sideways are fine");
+        g.entry("post".into()).or_default().insert("app".into());
+        g.entry("new".into()).or_default();
+        assert_eq!(layer_violations(&g, &layers), ["new is not in the drawing", "post imports app, a layer above it"]);
+        g.remove("new");
+        g.remove("app");
+        assert_eq!(
+            layer_violations(&g, &layers),
+            ["app is drawn but there is no such module", "post imports app, a layer above it"]
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Helpers for the end-to-end tests: locate (and build) the `traptor-host`
-//! binary, write pipeline files, run the binary with a deadline.
+//! Helpers for the end-to-end tests: locate the `traptor-host` binary (built
+//! before the tests, never by them), write pipeline files, run the binary with a deadline.
 
 pub mod fake_http;
 pub mod fake_jetstream;
@@ -26,28 +26,41 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(rel)
 }
 
-/// Path of a freshly built `traptor-host` (debug profile). Builds it once per
-/// test process, so the tests never run a stale binary. The command is the
-/// one `scripts/test.sh` runs (`--workspace --all-targets`): the same feature
-/// resolution, so it is a no-op there instead of a second build of every
-/// dependency with other features.
+/// Path of the `traptor-host` binary (debug profile), built before the
+/// tests run (`scripts/test.sh` runs `cargo build --workspace --all-targets`
+/// once): a test builds nothing. `TRAPTOR_HOST_BIN` points at another build.
+/// A missing binary, or one older than the host's sources, fails the test
+/// with the command that builds it, so no test runs a stale binary.
 pub fn traptor_host() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("TRAPTOR_HOST_BIN") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "--workspace", "--all-targets"])
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p traptor-host failed");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
-        target.join("debug").join("traptor-host")
+        let bin = target.join("debug").join("traptor-host");
+        let build = "run `cargo build --workspace --all-targets` first (scripts/test.sh does)";
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| panic!("no {}: {build}", bin.display()));
+        if let Some(newer) = newer_source(&bin, built) {
+            panic!("{} is older than {}: {build}", bin.display(), newer.display());
+        }
+        bin
     })
     .clone()
+}
+
+/// A source file the binary was built from (cargo's dep-info beside it,
+/// `traptor-host.d`) modified after `built`.
+fn newer_source(bin: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
+    let dep_info = std::fs::read_to_string(bin.with_extension("d")).ok()?;
+    let (_, deps) = dep_info.split_once(": ")?;
+    deps.lines()
+        .next()?
+        .split_whitespace()
+        .map(PathBuf::from)
+        .find(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > built))
 }
 
 /// A state directory of its own for each collector a test starts (the
@@ -60,30 +73,22 @@ pub fn fresh_state_dir() -> PathBuf {
     repo_root().join("target/test-state").join(format!("{}-{n}", std::process::id()))
 }
 
-/// Path of an example plugin component (Rust, Python or JavaScript), building
-/// them all once per test binary with `scripts/build-plugins.sh` (idempotent,
-/// installs componentize-py / componentize-js outside the clone if missing).
+/// Path of an example plugin component (Rust, Python or JavaScript), built
+/// before the tests run by `scripts/build-plugins.sh` (`scripts/test.sh`
+/// runs it): a test builds nothing.
 pub fn plugin_wasm(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(repo_root().join("scripts/build-plugins.sh"))
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run scripts/build-plugins.sh");
-        assert!(status.success(), "building the example plugins failed (scripts/build-plugins.sh)");
-    });
     let target = repo_root().join("plugins/target");
     let candidates = [
         target.join("wasm32-wasip2/release").join(format!("{name}.wasm")),
         target.join("python").join(format!("{name}.wasm")),
         target.join("js").join(format!("{name}.wasm")),
     ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| panic!("no plugin {name}.wasm under {}", target.display()))
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "no plugin {name}.wasm under {}: run `bash scripts/build-plugins.sh` first (scripts/test.sh does)",
+            target.display()
+        )
+    })
 }
 
 /// Run `traptor-host` with `args`, killing it after `limit`.

@@ -41,18 +41,18 @@ pub use metrics::{StageMetrics, StageSnapshot};
 pub use stage::{CallFailure, Stage, StageInstance, StageSpec};
 pub use stages::{OnError, StageConfig, StageLoadError};
 
-/// Generated from `sdk/wit/plugin.wit`.
+/// Generated from `wit/plugin.wit`.
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../sdk/wit",
+        path: "../wit",
         world: "plugin",
     });
 }
 
 pub use bindings::traptor::plugin::types as wit;
 
-/// The ABI (WIT package) version, as written in `sdk/wit/plugin.wit` (read by
+/// The ABI (WIT package) version, as written in `wit/plugin.wit` (read by
 /// the SDK at build time: the one place it is written).
 pub const ABI_VERSION: &str = traptor_sdk::ABI_VERSION;
 /// The export a component must have, without its version: the stage

@@ -38,7 +38,7 @@ pub enum ScaffoldError {
     },
 }
 
-const WIT: &str = include_str!("../../../sdk/wit/plugin.wit");
+const WIT: &str = include_str!("../../../wit/plugin.wit");
 
 /// Where the SDK is for a new Rust project: the source tree this binary
 /// was built from when it is still there, else the project's repository.
