@@ -5,7 +5,8 @@
 //! import circle between top-level modules, nor between the files of one
 //! folder module (a parent's `mod.rs` aside: it lists its children).
 //!
-//! A module depends on another when its code (tests and comments aside)
+//! A module depends on another when its code (tests, `tests.rs` and
+//! `*_tests.rs` files and comments aside)
 //! names `crate::<other>` (also inside `crate::{…}`), or, for files of one
 //! folder, `super::<sibling>`.
 
@@ -72,6 +73,12 @@ fn heads(code: &str, prefix: &str) -> BTreeSet<String> {
     out
 }
 
+/// A file of tests (`tests.rs`, `<module>_tests.rs`): tests aside, like a
+/// file's `#[cfg(test)]` part.
+fn is_test_file(p: &Path) -> bool {
+    p.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s == "tests" || s.ends_with("_tests"))
+}
+
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -80,7 +87,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else if p.extension().is_some_and(|x| x == "rs") && !is_test_file(&p) {
                 out.push(p);
             }
         }

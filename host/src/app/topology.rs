@@ -43,11 +43,22 @@ pub struct TopologyParts {
     /// The buffer's directory and settings when it is on (opened, and
     /// locked, by [`TopologyParts::into_topology`], not by `validate`).
     pub buffer: Result<Option<(std::path::PathBuf, BufferConfig)>, BufferError>,
+    settings: RunSettings,
+}
+
+/// What the parts of a run share, read once from the configuration and the
+/// source context (the parts, then the topology, carry it to the workers).
+#[derive(Debug)]
+struct RunSettings {
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
+    /// What the source learnt of server-side rule ids (the same as the source
+    /// context's).
     remote_rule_ids: Arc<RemoteRuleIds>,
+    /// Shared by the workers and the live sources (see `batch::Demand`).
     demand: Arc<crate::batch::Demand>,
+    /// The source holds a connection (readiness waits for it).
     source_live: bool,
 }
 
@@ -112,12 +123,14 @@ impl TopologyParts {
             dead_letter,
             stages,
             dedup,
-            tuning: c.pipeline.clone(),
-            forward_control: c.traptor.forward_control,
-            stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
-            remote_rule_ids: cx.remote_rule_ids.clone(),
-            demand: cx.demand.clone(),
-            source_live: c.any_live_source(),
+            settings: RunSettings {
+                tuning: c.pipeline.clone(),
+                forward_control: c.traptor.forward_control,
+                stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
+                remote_rule_ids: cx.remote_rule_ids.clone(),
+                demand: cx.demand.clone(),
+                source_live: c.any_live_source(),
+            },
         }
     }
 
@@ -162,12 +175,7 @@ impl TopologyParts {
                 dead_letter,
                 stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
                 dedup,
-                tuning: self.tuning,
-                forward_control: self.forward_control,
-                stats_interval: self.stats_interval,
-                remote_rule_ids: self.remote_rule_ids,
-                demand: self.demand,
-                source_live: self.source_live,
+                settings: self.settings,
             }),
             _ => Err(errors),
         }
@@ -188,16 +196,7 @@ pub struct Topology {
     /// Replaced as a whole when SIGHUP finds only `[[stages]]` changed.
     stages: Arc<ArcSwap<StageSet>>,
     dedup: Option<Arc<Dedup>>,
-    tuning: PipelineTuning,
-    forward_control: bool,
-    stats_interval: Duration,
-    /// What the source learnt of server-side rule ids (the same as the source
-    /// context's).
-    remote_rule_ids: Arc<RemoteRuleIds>,
-    /// Shared by the workers and the live sources (see `batch::Demand`).
-    demand: Arc<crate::batch::Demand>,
-    /// The source holds a connection (readiness waits for it).
-    source_live: bool,
+    settings: RunSettings,
 }
 
 /// How the parts of a run ended.
@@ -233,7 +232,7 @@ impl Topology {
             health: cx.health.clone(),
             connection: cx.connection_stats.clone(),
             source: self.source_names(),
-            source_live: self.source_live,
+            source_live: self.settings.source_live,
             sink: self.sink.name(),
             redis: cx.redis.clone(),
             rule_hits,
@@ -263,11 +262,11 @@ impl Topology {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Outcome {
         let fatal = Arc::new(Fatal::new(shutdown.clone()));
-        let workers = self.tuning.workers();
+        let workers = self.settings.tuning.workers();
         let names = self.source_names();
         tracing::info!(source = %names, sink = %self.sink.name(), workers, buffer = self.queue.is_some(), "pipeline starting");
         let started = Instant::now();
-        let n = self.tuning.channel_batches;
+        let n = self.settings.tuning.channel_batches;
         let (merged_tx, merged_rx) = async_channel::bounded(n);
         let (raw_tx, raw_rx) = async_channel::bounded(n);
         let (out_tx, out_rx) = async_channel::bounded(n);
@@ -283,15 +282,15 @@ impl Topology {
         let first = infos.first().cloned();
         let ctx = WorkerContext {
             identity: self.identity,
-            forward_control: self.forward_control,
+            forward_control: self.settings.forward_control,
             metrics: metrics.clone(),
             source_name: first.as_ref().map_or_else(|| names.as_str().into(), |f| f.name.clone()),
             stages: self.stages.clone(),
             fatal: fatal.clone(),
             rule_hits,
             format: first.as_ref().map_or(crate::post::Format::TwitterV1, |f| f.format),
-            remote_rule_ids: self.remote_rule_ids.clone(),
-            demand: self.demand.clone(),
+            remote_rule_ids: self.settings.remote_rule_ids.clone(),
+            demand: self.settings.demand.clone(),
             dedup: self.dedup.clone(),
             source_tag: first.and_then(|f| f.tag),
             sources: infos,
@@ -299,8 +298,11 @@ impl Topology {
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
         let snapshots = self.dedup.clone().map(|d| tokio::spawn(save_every(d, DEDUP_SAVE_EVERY)));
         drop((raw_rx, out_tx));
-        let reporter =
-            tokio::spawn(telemetry::report_periodically(metrics.clone(), self.stats_interval, shutdown.child_token()));
+        let reporter = tokio::spawn(telemetry::report_periodically(
+            metrics.clone(),
+            self.settings.stats_interval,
+            shutdown.child_token(),
+        ));
         let written = Arc::new(AtomicU64::new(0));
         let sink_task =
             tokio::spawn(self.sink.run(out_rx, metrics.clone(), self.dead_letter, written.clone(), shutdown.clone()));
@@ -311,7 +313,7 @@ impl Topology {
             written,
             checkpoints: self.sources.iter().map(|(_, _, c)| c.clone()).collect(),
             metrics: metrics.clone(),
-            batch_size: self.tuning.batch_size,
+            batch_size: self.settings.tuning.batch_size,
             dedup: self.dedup.clone(),
         };
         let merge_task = tokio::spawn(merge.run(shutdown.clone()));

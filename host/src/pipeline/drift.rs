@@ -16,8 +16,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use serde_json::{Map, Value};
 
+use super::context::{Compiled, Fatal, SourceInfo, StageSet, WorkerContext};
 use super::limits::LimitsConfig;
-use super::worker::{Compiled, Fatal, SourceInfo, StageSet, WorkerContext, WorkerScratch, process_batch};
+use super::worker::{WorkerScratch, process_batch};
 use crate::batch::RawBatch;
 use crate::post::Format;
 use crate::rules::Collector;

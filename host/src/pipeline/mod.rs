@@ -17,7 +17,9 @@
 //!   queued and exit; the sink writes everything it received, flushes, returns.
 
 pub mod buffer;
+mod context;
 pub mod dedup;
+mod disk_queue;
 #[cfg(test)]
 mod drift;
 pub mod limits;
@@ -27,9 +29,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use worker::{
-    Compiled, Fatal, FatalStageError, SourceInfo, StageSet, WorkerContext, WorkerScratch, process_batch, spawn_workers,
-};
+pub use context::{Compiled, Fatal, SourceInfo, StageSet, WorkerContext};
+pub use worker::{FatalStageError, WorkerScratch, process_batch, spawn_workers};
 
 use crate::component::{BaseDir, Problems};
 
