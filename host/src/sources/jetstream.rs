@@ -19,16 +19,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 
 use crate::post::tolerant::{self, Surprises, tolerant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
-use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, LiveContext, live_source_config};
 use super::{Source, SourceComponent, SourceContext, SourceError};
-use crate::component::{BaseDir, Problems, one};
+use crate::component::{BaseDir, Problems};
 use crate::post::Format;
 use crate::post::jetstream::time_us;
 use crate::rules::RuleSnapshot;
@@ -73,41 +72,34 @@ impl CursorStore {
     }
 }
 
-/// `[source]` with `type = "jetstream"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JetstreamConfig {
-    /// Subscribe endpoint.
-    #[serde(default = "default_url")]
-    pub url: String,
-    /// Collections to receive (Jetstream filters server-side).
-    #[serde(default = "default_collections")]
-    pub wanted_collections: Vec<String>,
-    /// Only these repositories (DIDs); empty for all.
-    #[serde(default)]
-    pub wanted_dids: Vec<String>,
-    /// zstd-compressed frames (Jetstream's dictionary is built in).
-    #[serde(default)]
-    pub compress: bool,
-    /// File holding the confirmed cursor (time_us), to resume after a restart.
-    #[serde(default)]
-    pub cursor_path: Option<PathBuf>,
-    /// Or a Redis key for it (uses `[coordination]`'s server).
-    #[serde(default)]
-    pub cursor_redis_key: Option<String>,
-    /// Resume this much before the saved cursor (no gap at the cost of a
-    /// few repeats, which dedup drops).
-    #[serde(default = "default_rewind_secs")]
-    pub cursor_rewind_secs: u64,
-    /// No event for this long: reconnect.
-    #[serde(default = "default_stall_secs")]
-    pub stall_timeout_secs: u64,
-    /// Events remembered by (DID, time) to drop repeats after a reconnect.
-    #[serde(default = "default_dedup_window")]
-    pub dedup_window: usize,
-    /// Multiplies every reconnect wait (tests only; keep 1).
-    #[serde(default = "one")]
-    pub backoff_scale: f64,
+live_source_config! {
+    /// `[source]` with `type = "jetstream"`.
+    pub struct JetstreamConfig {
+        /// Subscribe endpoint.
+        #[serde(default = "default_url")]
+        pub url: String,
+        /// Collections to receive (Jetstream filters server-side).
+        #[serde(default = "default_collections")]
+        pub wanted_collections: Vec<String>,
+        /// Only these repositories (DIDs); empty for all.
+        #[serde(default)]
+        pub wanted_dids: Vec<String>,
+        /// zstd-compressed frames (Jetstream's dictionary is built in).
+        #[serde(default)]
+        pub compress: bool,
+        /// File holding the confirmed cursor (time_us), to resume after a restart.
+        #[serde(default)]
+        pub cursor_path: Option<PathBuf>,
+        /// Or a Redis key for it (uses `[coordination]`'s server).
+        #[serde(default)]
+        pub cursor_redis_key: Option<String>,
+        /// Resume this much before the saved cursor (no gap at the cost of a
+        /// few repeats, which dedup drops).
+        #[serde(default = "default_rewind_secs")]
+        pub cursor_rewind_secs: u64,
+    }
+    stall_timeout_secs: "No event for this long: reconnect.", 60 s;
+    dedup_window: "Events remembered by (DID, time) to drop repeats after a reconnect.", "default_dedup_window";
 }
 
 fn default_url() -> String {
@@ -118,9 +110,6 @@ fn default_collections() -> Vec<String> {
 }
 fn default_rewind_secs() -> u64 {
     5
-}
-fn default_stall_secs() -> u64 {
-    60
 }
 /// A firehose: a larger window than the X sources'.
 fn default_dedup_window() -> usize {
@@ -134,7 +123,7 @@ impl SourceComponent for JetstreamConfig {
             p.add("cursor_path", "give cursor_path or cursor_redis_key, not both");
         }
         p.range("cursor_rewind_secs", self.cursor_rewind_secs, 0, 86_400);
-        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        self.check_live(p);
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {
@@ -179,7 +168,7 @@ impl SourceComponent for JetstreamConfig {
             confirmed: cx.confirmed.clone(),
             persister: None,
         };
-        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("jetstream {}", self.url)), self.format()))
     }
 }

@@ -25,9 +25,9 @@ use crate::post::tolerant::{self, Id, Surprises, tolerant};
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, Frame, Live, LiveSettings};
+use super::live::{Connection, Connector, Frame, Live, live_source_config};
 use super::{Source, SourceComponent, SourceContext, SourceError};
-use crate::component::{BaseDir, Problems, one};
+use crate::component::{BaseDir, Problems};
 use crate::key_pool::PooledKey;
 use crate::post::Format;
 use crate::rules::RuleSnapshot;
@@ -48,35 +48,23 @@ pub enum Stream {
     Hashtag,
 }
 
-/// `[source]` with `type = "mastodon"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MastodonConfig {
-    /// The server, e.g. `https://mastodon.social`.
-    pub base_url: String,
-    /// `public` (default), `public:local` or `hashtag`.
-    #[serde(default)]
-    pub stream: Stream,
-    /// The hashtag (without `#`), with `stream = "hashtag"`.
-    #[serde(default)]
-    pub tag: Option<String>,
-    /// `{ env = "MASTODON_TOKEN" }` or `{ file = "…" }`; optional.
-    #[serde(default)]
-    pub access_token: Option<SecretRef>,
-    /// No event and no heartbeat for this long: reconnect (servers send a
-    /// heartbeat comment every few seconds).
-    #[serde(default = "default_stall_secs")]
-    pub stall_timeout_secs: u64,
-    /// Status versions remembered to drop redeliveries after a reconnect.
-    #[serde(default = "super::live::default_dedup_window")]
-    pub dedup_window: usize,
-    /// Multiplies every reconnect wait (tests only; keep 1).
-    #[serde(default = "one")]
-    pub backoff_scale: f64,
-}
-
-fn default_stall_secs() -> u64 {
-    60
+live_source_config! {
+    /// `[source]` with `type = "mastodon"`.
+    pub struct MastodonConfig {
+        /// The server, e.g. `https://mastodon.social`.
+        pub base_url: String,
+        /// `public` (default), `public:local` or `hashtag`.
+        #[serde(default)]
+        pub stream: Stream,
+        /// The hashtag (without `#`), with `stream = "hashtag"`.
+        #[serde(default)]
+        pub tag: Option<String>,
+        /// `{ env = "MASTODON_TOKEN" }` or `{ file = "…" }`; optional.
+        #[serde(default)]
+        pub access_token: Option<SecretRef>,
+    }
+    stall_timeout_secs: "No event and no heartbeat for this long: reconnect (servers send a heartbeat comment every few seconds).", 60 s;
+    dedup_window: "Status versions remembered to drop redeliveries after a reconnect.", "super::live::default_dedup_window";
 }
 
 impl MastodonConfig {
@@ -105,7 +93,7 @@ impl SourceComponent for MastodonConfig {
             }
             _ => {}
         }
-        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        self.check_live(p);
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {
@@ -135,7 +123,7 @@ impl SourceComponent for MastodonConfig {
             token,
             max_record_bytes: cx.max_record_bytes,
         };
-        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("mastodon {url}")), self.format()))
     }
 }

@@ -16,15 +16,14 @@
 //!   `min_rule_reconnect_secs`: changes in between are coalesced.
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 
 use crate::post::tolerant::{self, Id, Surprises, tolerant};
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, without_url};
-use super::live::{Connection, Connector, Frame, Live, LiveSettings, credential};
+use super::live::{Connection, Connector, Frame, Live, credential, live_source_config};
 use super::{Source, SourceComponent, SourceContext, SourceError};
-use crate::component::{BaseDir, Problems, one, yes};
+use crate::component::{BaseDir, Problems, yes};
 use crate::key_pool::PooledKey;
 use crate::post::Format;
 use crate::rules::{Criterion, Rule, RuleSnapshot, RuleType};
@@ -97,50 +96,38 @@ pub struct OAuthKeys {
     pub access_token_secret: Secret,
 }
 
-/// `[source]` with `type = "twitter_v1_filter"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct V1FilterConfig {
-    /// API root.
-    #[serde(default = "default_base")]
-    pub base_url: String,
-    /// OAuth 1.0a consumer key, `{ env = "…" }` or `{ file = "…" }`. The
-    /// four credentials are not needed when `[coordination.api_keys]` hands
-    /// out keys (fields of the same names).
-    #[serde(default)]
-    pub consumer_key: Option<SecretRef>,
-    /// OAuth 1.0a consumer secret.
-    #[serde(default)]
-    pub consumer_secret: Option<SecretRef>,
-    /// OAuth 1.0a access token.
-    #[serde(default)]
-    pub access_token: Option<SecretRef>,
-    /// OAuth 1.0a access token secret.
-    #[serde(default)]
-    pub access_token_secret: Option<SecretRef>,
-    /// No data and no keep-alive for this long: reconnect (Twitter sends a
-    /// keep-alive every 30 s and documents 90 s as the stall).
-    #[serde(default = "default_stall_secs")]
-    pub stall_timeout_secs: u64,
-    /// `delimited=length` framing.
-    #[serde(default = "yes")]
-    pub delimited: bool,
-    /// A rule change reconnects at most this often (changes in between coalesce).
-    #[serde(default = "default_min_rule_reconnect_secs")]
-    pub min_rule_reconnect_secs: u64,
-    /// Post ids remembered to drop redeliveries after a reconnect.
-    #[serde(default = "super::live::default_dedup_window")]
-    pub dedup_window: usize,
-    /// Multiplies every reconnect wait (tests only; keep 1).
-    #[serde(default = "one")]
-    pub backoff_scale: f64,
+live_source_config! {
+    /// `[source]` with `type = "twitter_v1_filter"`.
+    pub struct V1FilterConfig {
+        /// API root.
+        #[serde(default = "default_base")]
+        pub base_url: String,
+        /// OAuth 1.0a consumer key, `{ env = "…" }` or `{ file = "…" }`. The
+        /// four credentials are not needed when `[coordination.api_keys]` hands
+        /// out keys (fields of the same names).
+        #[serde(default)]
+        pub consumer_key: Option<SecretRef>,
+        /// OAuth 1.0a consumer secret.
+        #[serde(default)]
+        pub consumer_secret: Option<SecretRef>,
+        /// OAuth 1.0a access token.
+        #[serde(default)]
+        pub access_token: Option<SecretRef>,
+        /// OAuth 1.0a access token secret.
+        #[serde(default)]
+        pub access_token_secret: Option<SecretRef>,
+        /// `delimited=length` framing.
+        #[serde(default = "yes")]
+        pub delimited: bool,
+        /// A rule change reconnects at most this often (changes in between coalesce).
+        #[serde(default = "default_min_rule_reconnect_secs")]
+        pub min_rule_reconnect_secs: u64,
+    }
+    stall_timeout_secs: "No data and no keep-alive for this long: reconnect (Twitter sends a keep-alive every 30 s and documents 90 s as the stall).", 90 s;
 }
 
 fn default_base() -> String {
     "https://stream.twitter.com".into()
-}
-fn default_stall_secs() -> u64 {
-    90
 }
 fn default_min_rule_reconnect_secs() -> u64 {
     10
@@ -150,7 +137,7 @@ impl SourceComponent for V1FilterConfig {
     fn check(&self, p: &mut Problems<'_>) {
         p.url("base_url", &self.base_url, &["http", "https"]);
         p.range("min_rule_reconnect_secs", self.min_rule_reconnect_secs, 0, 3600);
-        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        self.check_live(p);
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {
@@ -187,7 +174,7 @@ impl SourceComponent for V1FilterConfig {
             max_record_bytes: cx.max_record_bytes,
             params: FilterParams::default(),
         };
-        let mut settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        let mut settings = self.live_settings();
         settings.min_rule_reconnect = std::time::Duration::from_secs(self.min_rule_reconnect_secs);
         Ok(Source::new(Live::new(connector, settings, cx, format!("twitter_v1_filter {base_url}")), self.format()))
     }

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
 use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, Frame, Live, LiveContext, LiveSettings, credential};
+use super::live::{Connection, Connector, Frame, Live, LiveContext, credential, live_source_config};
 use super::{Source, SourceComponent, SourceContext, SourceError};
-use crate::component::{BaseDir, Problems, one, yes};
+use crate::component::{BaseDir, Problems, yes};
 use crate::key_pool::{PooledKey, SecretCell};
 use crate::post::Format;
 use crate::rules::{Criterion, RemoteRuleIds, Rule, RuleSnapshot};
@@ -365,43 +365,31 @@ fn classify(line: &[u8]) -> Line {
     }
 }
 
-/// `[source]` with `type = "x_filtered_stream"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct XStreamConfig {
-    /// API root (tests and enterprise endpoints point elsewhere).
-    #[serde(default = "default_base")]
-    pub base_url: String,
-    /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`. Not needed when
-    /// `[coordination.api_keys]` hands out keys (field `bearer_token`).
-    #[serde(default)]
-    pub bearer_token: Option<SecretRef>,
-    /// No data and no keep-alive for this long: reconnect (X sends a
-    /// keep-alive every 20 s).
-    #[serde(default = "default_stall_secs")]
-    pub stall_timeout_secs: u64,
-    /// Make the app's stream rules equal to the local rules.
-    #[serde(default = "yes")]
-    pub sync_rules: bool,
-    /// The tier's rule count.
-    #[serde(default = "default_max_rules")]
-    pub max_rules: usize,
-    /// The tier's rule length (characters).
-    #[serde(default = "default_max_rule_length")]
-    pub max_rule_length: usize,
-    /// Post ids remembered to drop redeliveries after a reconnect.
-    #[serde(default = "super::live::default_dedup_window")]
-    pub dedup_window: usize,
-    /// Multiplies every reconnect wait (tests only; keep 1).
-    #[serde(default = "one")]
-    pub backoff_scale: f64,
+live_source_config! {
+    /// `[source]` with `type = "x_filtered_stream"`.
+    pub struct XStreamConfig {
+        /// API root (tests and enterprise endpoints point elsewhere).
+        #[serde(default = "default_base")]
+        pub base_url: String,
+        /// `{ env = "X_BEARER_TOKEN" }` or `{ file = "…" }`. Not needed when
+        /// `[coordination.api_keys]` hands out keys (field `bearer_token`).
+        #[serde(default)]
+        pub bearer_token: Option<SecretRef>,
+        /// Make the app's stream rules equal to the local rules.
+        #[serde(default = "yes")]
+        pub sync_rules: bool,
+        /// The tier's rule count.
+        #[serde(default = "default_max_rules")]
+        pub max_rules: usize,
+        /// The tier's rule length (characters).
+        #[serde(default = "default_max_rule_length")]
+        pub max_rule_length: usize,
+    }
+    stall_timeout_secs: "No data and no keep-alive for this long: reconnect (X sends a keep-alive every 20 s).", 20 s;
 }
 
 fn default_base() -> String {
     "https://api.x.com".into()
-}
-fn default_stall_secs() -> u64 {
-    20
 }
 fn default_max_rules() -> usize {
     1000
@@ -415,7 +403,7 @@ impl SourceComponent for XStreamConfig {
         p.url("base_url", &self.base_url, &["http", "https"]);
         p.range("max_rules", self.max_rules as u64, 1, 100_000);
         p.range("max_rule_length", self.max_rule_length as u64, 1, 65_536);
-        LiveSettings::check(p, self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        self.check_live(p);
     }
 
     fn resolve_paths(&mut self, base: &BaseDir) {
@@ -448,7 +436,7 @@ impl SourceComponent for XStreamConfig {
             remote_ids: cx.remote_rule_ids.clone(),
             syncer: None,
         };
-        let settings = LiveSettings::new(self.stall_timeout_secs, self.dedup_window, self.backoff_scale);
+        let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("x_filtered_stream {base_url}")), self.format()))
     }
 }
