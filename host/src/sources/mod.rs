@@ -17,6 +17,7 @@ pub mod http;
 pub mod jetstream;
 pub mod kafka;
 pub mod live;
+mod live_config;
 pub mod mastodon;
 pub mod replay;
 pub mod synthetic;
