@@ -51,8 +51,8 @@ def blank_out(src):
                     j += 1
             blank(i, j)
             i = j
-        elif c == "r" or c == "b" and src.startswith("br", i):
-            m = re.compile(r'b?r(#*)"').match(src, i)
+        elif c in "rbc" and re.compile(r'[bc]?r#*"').match(src, i):
+            m = re.compile(r'[bc]?r(#*)"').match(src, i)
             if m and (i == 0 or not (src[i - 1].isalnum() or src[i - 1] == "_")):
                 end = '"' + m.group(1)
                 j = src.find(end, m.end())
@@ -68,8 +68,8 @@ def blank_out(src):
             blank(i + 1, j)
             i = j + 1
         elif c == "'":
-            # A char literal ('x', '\n', '\u{..}', '{') or a lifetime ('a).
-            m = re.compile(r"'(\\u\{[0-9a-fA-F]+\}|\\.|[^\\'\n])'").match(src, i)
+            # A char literal ('x', '\n', '\x7b', '\u{..}', '{') or a lifetime ('a).
+            m = re.compile(r"'(\\u\{[0-9a-fA-F]+\}|\\x[0-9a-fA-F]{2}|\\.|[^\\'\n])'").match(src, i)
             if m:
                 blank(i + 1, m.end() - 1)
                 i = m.end()

@@ -37,7 +37,9 @@ pub fn traptor_host() -> PathBuf {
         if let Some(p) = std::env::var_os("TRAPTOR_HOST_BIN") {
             return PathBuf::from(p);
         }
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+        // A relative CARGO_TARGET_DIR is the workspace's (tests run in tests/).
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), |t| repo_root().join(t));
         let bin = target.join("debug").join("traptor-host");
         let build = "run `cargo build --workspace --all-targets` first (scripts/test.sh does)";
         let built = std::fs::metadata(&bin)
@@ -52,15 +54,14 @@ pub fn traptor_host() -> PathBuf {
 }
 
 /// A source file the binary was built from (cargo's dep-info beside it,
-/// `traptor-host.d`) modified after `built`.
+/// `traptor-host.d`) modified after `built` (a file dated in the future is
+/// left out: cargo rebuilds for it every time, so it says nothing).
 fn newer_source(bin: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
     let dep_info = std::fs::read_to_string(bin.with_extension("d")).ok()?;
     let (_, deps) = dep_info.split_once(": ")?;
-    deps.lines()
-        .next()?
-        .split_whitespace()
-        .map(PathBuf::from)
-        .find(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > built))
+    deps.lines().next()?.split_whitespace().map(PathBuf::from).find(|p| {
+        std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > built && t <= std::time::SystemTime::now())
+    })
 }
 
 /// A state directory of its own for each collector a test starts (the

@@ -9,7 +9,7 @@ use crate::component::Problems;
 /// Default number of dedup keys remembered.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 
-/// `#[serde(default = "super::live::default_dedup_window")]` of the live sources.
+/// The `dedup_window` default of the live sources (`live_source_config!`).
 pub(crate) fn default_dedup_window() -> usize {
     DEFAULT_DEDUP_WINDOW
 }
