@@ -1017,3 +1017,99 @@ fn every_recorded_fixture_replays_with_nothing_malformed() {
         assert_eq!(enveloped, posts, "{format}: every post written once");
     }
 }
+
+/// Polygon rules (issue 28), through the real binary: a WKT square with a
+/// hole and Chile from the shipped Natural Earth outlines (imported with
+/// `rules import --geojson … --print`). A point in the hole, a place box
+/// inside the hole and a point in Argentina inside Chile's envelope are not
+/// attributed, and are counted as outside_polygon.
+#[test]
+fn polygon_rules_attribute_points_and_places_exactly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let countries = repo_root().join("examples/places/countries.geojson");
+    let o = run_host(
+        &["rules", "import", "--geojson", countries.to_str().expect("utf8"), "--property", "NAME", "--print"],
+        LIMIT,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).expect("utf8");
+    assert!(text.lines().count() >= 170, "one rule per country");
+    let chile = text.lines().find(|l| l.contains("\"rule_id\":\"geo-chile\"")).expect("Chile");
+    let donut = r#"{"rule_id":"donut","value":"POLYGON((0 0, 10 0, 10 10, 0 10, 0 0), (4 4, 6 4, 6 6, 4 6, 4 4))","rule_type":"locations"}"#;
+    write(&dir.path().join("rules.jsonl"), &format!("{donut}\n{chile}\n"));
+    let point = |id: u32, x: f64, y: f64| {
+        format!(
+            r#"{{"id_str":"{id}","text":"here","user":{{"id_str":"5"}},"coordinates":{{"type":"Point","coordinates":[{x},{y}]}}}}"#
+        )
+    };
+    let place = |id: u32, w: f64, s: f64, e: f64, n: f64| {
+        format!(
+            r#"{{"id_str":"{id}","text":"near","user":{{"id_str":"5"}},"place":{{"bounding_box":{{"type":"Polygon","coordinates":[[[{w},{s}],[{w},{n}],[{e},{n}],[{e},{s}]]]}}}}}}"#
+        )
+    };
+    let posts = [
+        point(1, 2.0, 2.0),             // in the square
+        point(2, 5.0, 5.0),             // in the hole
+        point(3, 4.0, 5.0),             // on the hole's edge: inside
+        place(4, 4.5, 4.5, 5.5, 5.5),   // a place inside the hole
+        place(5, 9.0, 9.0, 12.0, 12.0), // a place across the square's corner
+        point(6, -70.65, -33.45),       // Santiago de Chile
+        point(7, -68.83, -32.89),       // Mendoza, Argentina: in Chile's envelope, not in Chile
+        point(8, 50.0, 50.0),           // nowhere near
+    ];
+    write(&dir.path().join("in.jsonl"), &(posts.join("\n") + "\n"));
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"in.jsonl\"",
+        &dir.path().join("rules.jsonl"),
+        "type = \"file\"\npath = \"out.jsonl\"",
+    );
+    let (lines, stderr) = run_to_file(&p, &dir.path().join("out.jsonl"));
+    let ids: Vec<Vec<String>> = lines.iter().map(rule_ids).collect();
+    let want: [&[&str]; 8] = [
+        &["donut"],
+        &["Not Found"],
+        &["donut"],
+        &["Not Found"],
+        &["donut"],
+        &["geo-chile"],
+        &["Not Found"],
+        &["Not Found"],
+    ];
+    assert_eq!(ids, want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+    let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary");
+    assert!(summary.contains("outside_polygon=3"), "{summary}");
+    // `validate` reports each polygon and its v1.1 cover.
+    let o = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("rule \"geo-chile\": polygon of") && out.contains("% of the boxes' area outside"), "{out}");
+}
+
+/// A broken polygon is refused naming the rule's line and the reason; the
+/// other rules load.
+#[test]
+fn a_broken_polygon_rule_is_named_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        &dir.path().join("rules.jsonl"),
+        concat!(
+            "{\"rule_id\":\"ok\",\"value\":\"POLYGON((0 0, 1 0, 1 1, 0 0))\",\"rule_type\":\"locations\"}\n",
+            "{\"rule_id\":\"open\",\"value\":\"POLYGON((0 0, 1 0, 1 1, 0 1))\",\"rule_type\":\"locations\"}\n",
+            "{\"rule_id\":\"bowtie\",\"value\":\"{\\\"type\\\":\\\"Polygon\\\",\\\"coordinates\\\":[[[0,0],[2,2],[2,0],[0,2],[0,0]]]}\",\"rule_type\":\"locations\"}\n",
+        ),
+    );
+    write(&dir.path().join("in.jsonl"), "");
+    let p = pipeline(
+        dir.path(),
+        "type = \"replay\"\npath = \"in.jsonl\"",
+        &dir.path().join("rules.jsonl"),
+        "type = \"stdout\"",
+    );
+    let o = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(78), "{out}");
+    assert!(out.contains("rules: 1 valid"), "{out}");
+    assert!(out.contains("rules.jsonl:2: rule \"open\": locations polygon") && out.contains("not closed"), "{out}");
+    assert!(out.contains("rules.jsonl:3: rule \"bowtie\"") && out.contains("self-intersection"), "{out}");
+}

@@ -60,6 +60,23 @@ pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
     v
 }
 
+/// A line per polygon rule (the first 20): its size and its v1.1 cover.
+fn polygon_notes(rules: &[crate::rules::Rule], v: &mut Validation) {
+    let polygons: Vec<_> = rules
+        .iter()
+        .filter_map(|r| match r.criterion() {
+            crate::rules::Criterion::Polygon { shape } => Some((r.rule_id(), shape)),
+            _ => None,
+        })
+        .collect();
+    for (id, shape) in polygons.iter().take(20) {
+        v.notes.push(format!("rule {id:?}: {}", shape.summary()));
+    }
+    if polygons.len() > 20 {
+        v.notes.push(format!("… and {} more polygon rules", polygons.len() - 20));
+    }
+}
+
 /// The rules: reachable, each valid, within the per-connection limits.
 async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
     let c = &cfg.config;
@@ -84,6 +101,7 @@ async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
         Ok(snap) => {
             let origin = store.describe(who);
             v.notes.push(format!("rules: {} valid in {origin}", snap.rules.len()));
+            polygon_notes(&snap.rules, v);
             for p in &snap.problems {
                 v.errors.push(format!("invalid rule at {p}"));
             }

@@ -111,11 +111,22 @@ pub async fn import(
 ) -> Result<Applied, CoordinationError> {
     let snap = rules::file::load(path, t).map_err(|e| CoordinationError::Invalid(e.to_string()))?;
     problems.extend(snap.problems.iter().map(|p| format!("{p} (skipped)")));
+    import_rules(conn, snap.rules.iter().cloned(), t, channel, problems).await
+}
+
+/// Add or update `rules` of type `t` in Redis, placing new ones by the planner.
+pub async fn import_rules(
+    conn: &mut ConnectionManager,
+    rules: impl IntoIterator<Item = Rule>,
+    t: RuleType,
+    channel: &str,
+    problems: &mut Vec<String>,
+) -> Result<Applied, CoordinationError> {
     let mut existing = load_type(conn, t, problems).await?;
     let index: BTreeMap<String, usize> =
         existing.iter().enumerate().map(|(i, p)| (p.rule.rule_id().to_owned(), i)).collect();
     let mut updated = BTreeMap::new();
-    for rule in snap.rules.iter().cloned() {
+    for rule in rules {
         if rule.rule_type() != t {
             problems.push(format!(
                 "rule {:?} is {} but --type is {t}; skipped (import it with --type {})",
@@ -167,6 +178,11 @@ pub async fn plan_type(
     );
     for (id, used) in &p.load {
         w(out, format!("  {t}:{id}  {used} units"));
+    }
+    for (rule, slot) in &p.assignment {
+        if let crate::rules::Criterion::Polygon { shape } = rule.criterion() {
+            w(out, format!("  rule {} on {t}:{}: {}", rule.rule_id(), slot.id, shape.summary()));
+        }
     }
     for m in &p.moves {
         let from = m.from.map_or_else(|| "(new)".to_owned(), |f| format!("{t}:{}:{}", f.id, f.n));

@@ -14,10 +14,12 @@
 //! * follow: a hash map from user id to rules, probed with the author, the
 //!   retweeted author and the replied-to user (never mentions).
 //! * locations: boxes tested against the point, else the place's box (an
-//!   R-tree finds the candidates beyond 64 boxes, `boxes.rs`); native
-//!   retweets never match by location.
+//!   R-tree finds the candidates beyond 64 boxes, `boxes.rs`); polygons the
+//!   same way, with an exact test in a grid per polygon (`polygons.rs`);
+//!   native retweets never match by location.
 
 mod boxes;
+mod polygons;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use crate::post::PostView;
 use crate::rules::{Criterion, IdIndex, Rule};
 use boxes::BoxIndex;
+use polygons::PolygonIndex;
 use tokens::{Haystack, SegKind, is_punct, is_token};
 
 /// Up to this many distinct track terms the automaton is a DFA (matcher
@@ -52,6 +55,7 @@ pub struct Matcher {
     track: TrackIndex,
     follow: FollowIndex,
     boxes: BoxIndex,
+    polygons: PolygonIndex,
 }
 
 /// Followed accounts: numeric ids as `u64` keys (a million cost ~20 MB),
@@ -181,9 +185,16 @@ pub struct Scratch {
     hay: Haystack,
     hit: Vec<u64>,
     hit_list: Vec<u32>,
+    outside_polygon: bool,
 }
 
 impl Scratch {
+    /// The last post matched was inside a polygon rule's envelope (so in
+    /// the boxes an API was asked for) but outside the polygon, and was not
+    /// attributed to that rule (`traptor_posts_outside_polygon_total`).
+    pub fn outside_polygon(&self) -> bool {
+        self.outside_polygon
+    }
     fn mark(&mut self, term: u32) {
         let (w, b) = ((term / 64) as usize, term % 64);
         if self.hit[w] & (1 << b) == 0 {
@@ -211,6 +222,7 @@ impl Matcher {
         let n_follow = rules.iter().filter(|r| matches!(r.criterion(), Criterion::Follow { .. })).count();
         follow.numeric.reserve(n_follow);
         let mut boxes = Vec::new();
+        let mut shapes = Vec::new();
 
         for (i, rule) in rules.iter().enumerate() {
             let idx = i as RuleIdx;
@@ -235,6 +247,7 @@ impl Matcher {
                 }
                 Criterion::Follow { user_id } => follow.add(user_id, idx),
                 Criterion::Locations { boxes: bs } => boxes.extend(bs.iter().map(|b| (*b, idx))),
+                Criterion::Polygon { shape } => shapes.push((Arc::clone(shape), idx)),
                 // Attributed by the source (X v2 `matching_rules`), never locally.
                 Criterion::Verbatim => {}
             }
@@ -271,6 +284,7 @@ impl Matcher {
             track: TrackIndex { ac, pattern_punct, pattern_terms, n_terms: n_terms as usize, phrases, by_first_term },
             follow,
             boxes: BoxIndex::new(boxes),
+            polygons: PolygonIndex::new(shapes),
         }
     }
 
@@ -298,7 +312,8 @@ impl Matcher {
         out.clear();
         self.match_track(post, scratch, out);
         self.match_follow(post, out);
-        self.match_locations(post, out);
+        scratch.outside_polygon = false;
+        self.match_locations(post, scratch, out);
         out.sort_unstable();
         out.dedup();
     }
@@ -352,14 +367,32 @@ impl Matcher {
         }
     }
 
-    fn match_locations(&self, post: &PostView<'_>, out: &mut Vec<RuleIdx>) {
-        if self.boxes.is_empty() || post.is_retweet() {
+    /// For a rule the source attributed (X v2 `matching_rules`): true when
+    /// it is a polygon rule and the post lies outside the polygon (the API
+    /// matched the boxes that cover it).
+    pub fn outside_polygon_rule(&self, idx: RuleIdx, post: &PostView<'_>) -> bool {
+        if !matches!(self.rule(idx).criterion(), Criterion::Polygon { .. }) {
+            return false;
+        }
+        let mut hits = Vec::new();
+        if let Some(p) = post.coordinates {
+            self.polygons.at_point(p, &mut hits);
+        } else if let Some(place) = post.place_bbox {
+            self.polygons.overlapping(&place, &mut hits);
+        }
+        !hits.contains(&idx)
+    }
+
+    fn match_locations(&self, post: &PostView<'_>, s: &mut Scratch, out: &mut Vec<RuleIdx>) {
+        if (self.boxes.is_empty() && self.polygons.is_empty()) || post.is_retweet() {
             return;
         }
         if let Some(p) = post.coordinates {
             self.boxes.at_point(p, out);
+            s.outside_polygon = !self.polygons.is_empty() && self.polygons.at_point(p, out);
         } else if let Some(place) = post.place_bbox {
             self.boxes.overlapping(&place, out);
+            s.outside_polygon = !self.polygons.is_empty() && self.polygons.overlapping(&place, out);
         }
     }
 }

@@ -203,6 +203,8 @@ struct Tally {
     posts: u64,
     matched_posts: u64,
     rule_matches: u64,
+    /// Posts in a polygon rule's covering boxes but outside the polygon.
+    outside_polygon: u64,
     /// (format, field, posts, the first post's id) of the fields posts had
     /// in an unexpected JSON type: a few at most, so a list.
     surprises: Vec<(&'static str, &'static str, u64, String)>,
@@ -240,6 +242,7 @@ impl Tally {
         Metrics::add(&m.posts_matched, self.matched_posts);
         Metrics::add(&m.posts_unmatched, self.posts - self.matched_posts);
         Metrics::add(&m.rule_matches, self.rule_matches);
+        Metrics::add(&m.posts_outside_polygon, self.outside_polygon);
         if let Some(h) = &ctx.rule_hits
             && self.rule_matches > 0
         {
@@ -266,6 +269,8 @@ fn attribute(
             scratch.matched.clear();
             for e in entries {
                 match resolve_source_rule(&ctx.remote_rule_ids, &compiled.matcher, e) {
+                    // The API matched a polygon's covering boxes: the polygon decides.
+                    Some(i) if compiled.matcher.outside_polygon_rule(i, post) => tally.outside_polygon += 1,
                     Some(i) => scratch.matched.push(i),
                     None => unresolved_source_rule(ctx, e),
                 }
@@ -273,7 +278,10 @@ fn attribute(
             scratch.matched.sort_unstable();
             scratch.matched.dedup();
         }
-        None => compiled.matcher.match_post(post, &mut scratch.matcher, &mut scratch.matched),
+        None => {
+            compiled.matcher.match_post(post, &mut scratch.matcher, &mut scratch.matched);
+            tally.outside_polygon += u64::from(scratch.matcher.outside_polygon());
+        }
     }
     if let Some(l) = &compiled.limits
         && !scratch.matched.is_empty()

@@ -269,7 +269,19 @@ impl<'a> Parser<'a> {
                     self.snap.problems.push(problem(format!("duplicate rule_id {id:?}; the first definition is kept")));
                 }
             }
-            Err(e) => self.snap.problems.push(problem(e.to_string())),
+            Err(e) => {
+                // Named by its id too, when the line has one.
+                let id = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| match v.get("rule_id") {
+                    Some(serde_json::Value::String(s)) => Some(format!("{s:?}")),
+                    Some(n @ serde_json::Value::Number(_)) => Some(n.to_string()),
+                    _ => None,
+                });
+                let message = match id {
+                    Some(id) => format!("rule {id}: {e}"),
+                    None => e.to_string(),
+                };
+                self.snap.problems.push(problem(message));
+            }
         }
     }
 

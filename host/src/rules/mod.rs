@@ -8,8 +8,11 @@
 //! Stores are a closed list ([`RulesConfig`]); each store's file holds its
 //! keys, checks, loading and watching.
 
+pub mod cover;
 pub mod file;
+pub mod geometry;
 pub mod model;
+pub mod places;
 pub mod redis;
 pub mod remote;
 

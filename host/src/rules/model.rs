@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
+use super::geometry::{DEFAULT_MAX_BOXES, Shape, is_polygon, parse_shape};
 use crate::post::BBox;
 
 /// Twitter v1.1 statuses/filter limits per connection ("Basic stream parameters").
@@ -135,6 +137,8 @@ pub enum Criterion {
     Follow { user_id: String },
     /// One or more boxes (`sw_lng,sw_lat,ne_lng,ne_lat`, repeated).
     Locations { boxes: Vec<BBox> },
+    /// A polygon or several (GeoJSON or WKT), holes allowed.
+    Polygon { shape: Arc<Shape> },
     /// An X v2 rule, opaque here.
     Verbatim,
 }
@@ -200,6 +204,8 @@ pub enum RuleError {
     FollowNotNumeric(String),
     #[error("locations value {value:?}: {reason}")]
     BadBox { value: String, reason: String },
+    #[error("locations polygon: {0}")]
+    BadPolygon(String),
     #[error("field `{0}` must be a string, number or boolean, not an object or array")]
     NotScalar(String),
     #[error("a rule must be a JSON object")]
@@ -270,7 +276,11 @@ impl Rule {
             parse_sample(v)?;
         }
         let hashtag_only = get("orig_type") == Some("hashtag");
-        let criterion = parse_criterion(rule_type, value, hashtag_only)?;
+        let max_boxes = match get("max_boxes").filter(|v| !v.is_empty()) {
+            Some(v) => parse_max_boxes(v)?,
+            None => DEFAULT_MAX_BOXES,
+        };
+        let criterion = parse_criterion(rule_type, value, hashtag_only, max_boxes)?;
         let tag = get("tag");
 
         let mut json = String::with_capacity(pairs.clone().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>() + 2);
@@ -420,6 +430,7 @@ impl Rule {
     pub fn units(&self) -> usize {
         match &self.criterion {
             Criterion::Locations { boxes } => boxes.len(),
+            Criterion::Polygon { shape } => shape.cover().boxes.len(),
             _ => 1,
         }
     }
@@ -559,7 +570,25 @@ impl<'de> serde::Deserialize<'de> for Text<'de> {
     }
 }
 
-fn parse_criterion(rule_type: RuleType, value: &str, hashtag_only: bool) -> Result<Criterion, RuleError> {
+/// `max_boxes`: how many boxes a polygon's cover may use on a v1.1
+/// connection, 1 to 25.
+pub fn parse_max_boxes(v: &str) -> Result<usize, RuleError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=limits::LOCATION_BOXES).contains(&n) => Ok(n),
+        _ => Err(RuleError::BadLimit {
+            field: "max_boxes",
+            value: v.to_owned(),
+            reason: "expected a whole number of boxes from 1 to 25",
+        }),
+    }
+}
+
+fn parse_criterion(
+    rule_type: RuleType,
+    value: &str,
+    hashtag_only: bool,
+    max_boxes: usize,
+) -> Result<Criterion, RuleError> {
     match rule_type {
         RuleType::Track => {
             let trimmed = value.trim();
@@ -597,6 +626,9 @@ fn parse_criterion(rule_type: RuleType, value: &str, hashtag_only: bool) -> Resu
                 _ => Err(RuleError::FollowNotNumeric(value.to_owned())),
             }
         }
+        RuleType::Locations if is_polygon(value) => parse_shape(value, max_boxes)
+            .map(|shape| Criterion::Polygon { shape: Arc::new(shape) })
+            .map_err(|e| RuleError::BadPolygon(e.0)),
         RuleType::Locations => parse_boxes(value).map(|boxes| Criterion::Locations { boxes }),
         RuleType::XV2 => Ok(Criterion::Verbatim),
     }

@@ -68,6 +68,13 @@ pub fn filter_params(rules: &[Rule]) -> (FilterParams, Vec<(String, String)>) {
                     boxes.push(format!("{},{},{},{}", b.west, b.south, b.east, b.north));
                 }
             }
+            // The API takes boxes: the polygon's cover; the matcher keeps
+            // the posts inside the polygon.
+            Criterion::Polygon { shape } => {
+                for b in &shape.cover().boxes {
+                    boxes.push(format!("{},{},{},{}", b.west, b.south, b.east, b.north));
+                }
+            }
             Criterion::Verbatim => refused.push((r.rule_id().to_owned(), "x_v2 rules are for the v2 API".into())),
         }
     }

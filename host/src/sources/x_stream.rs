@@ -105,8 +105,39 @@ pub fn to_v2(rule: &Rule) -> Result<String, String> {
             }
             Ok(if parts.len() == 1 { parts.remove(0) } else { format!("({})", parts.join(" OR ")) })
         }
+        Criterion::Polygon { shape } => polygon_to_v2(shape),
         Criterion::Verbatim => Ok(rule.value().to_owned()),
     }
+}
+
+/// More boxes than any tier's rule length could hold (1024 characters hold
+/// about 20): refused before they are written out.
+const MAX_V2_BOXES: usize = 200;
+
+/// A polygon as `bounding_box:` operators of at most 25 miles a side
+/// (slightly less, so rounding outward keeps them within the limit).
+fn polygon_to_v2(shape: &crate::rules::geometry::Shape) -> Result<String, String> {
+    let env = shape.envelope();
+    let side = MAX_BOX_SIDE_MILES * 0.99;
+    let widest = env.south.abs().max(env.north.abs()).min(89.0).to_radians().cos();
+    let (lng, lat) = (side / (MILES_PER_DEGREE * widest), side / MILES_PER_DEGREE);
+    let boxes = crate::rules::cover::cover_by_size(shape.polygons(), lng, lat);
+    if boxes.len() > MAX_V2_BOXES {
+        return Err(format!(
+            "the polygon spans {:.0} × {:.0} miles and needs {} boxes of at most {MAX_BOX_SIDE_MILES} miles a side (the v2 API's limit; at most {MAX_V2_BOXES} are written): collect it with the v1.1 filter, Jetstream or Mastodon, or split it",
+            (env.east - env.west) * MILES_PER_DEGREE * widest,
+            (env.north - env.south) * MILES_PER_DEGREE,
+            boxes.len()
+        ));
+    }
+    let parts: Vec<String> = boxes
+        .iter()
+        .map(|b| {
+            let b = crate::rules::cover::round_out(b, 1e5);
+            format!("bounding_box:[{} {} {} {}]", b.west, b.south, b.east, b.north)
+        })
+        .collect();
+    Ok(if parts.len() == 1 { parts.join("") } else { format!("({})", parts.join(" OR ")) })
 }
 
 /// What a sync did.
@@ -232,7 +263,14 @@ impl RulesApi {
             match to_v2(r) {
                 Ok(v) if v.chars().count() > max_len => report.rejected.push((
                     r.rule_id().to_owned(),
-                    format!("{} characters; the tier allows {max_len}", v.chars().count()),
+                    match r.criterion() {
+                        Criterion::Polygon { .. } => format!(
+                            "{} characters ({} bounding boxes of at most {MAX_BOX_SIDE_MILES} miles a side cover the polygon); the tier allows {max_len}: collect it with the v1.1 filter, Jetstream or Mastodon, or split it",
+                            v.chars().count(),
+                            v.matches("bounding_box:").count()
+                        ),
+                        _ => format!("{} characters; the tier allows {max_len}", v.chars().count()),
+                    },
                 )),
                 Ok(_) if desired.len() >= max_rules => {
                     report.rejected.push((r.rule_id().to_owned(), format!("beyond the tier's {max_rules} rules")))

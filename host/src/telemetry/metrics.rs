@@ -352,6 +352,11 @@ metrics! {
         summary(matched);
     posts_unmatched: AtomicU64 => Counter("traptor_posts", &[("result", Label::Fixed("unmatched"))], POSTS_HELP),
         summary(unmatched);
+    /// Posts in a polygon rule's envelope or covering boxes (what the API was
+    /// asked for) but outside the polygon: not attributed to that rule.
+    posts_outside_polygon: AtomicU64 => Counter("traptor_posts_outside_polygon", NONE,
+        "Posts inside a polygon rule's covering boxes but outside the polygon, so not attributed to it"),
+        summary(outside_polygon);
     /// Rule attributions (a post matching three rules counts three).
     rule_matches: AtomicU64 => Counter("traptor_rule_matches", NONE,
         "Rule attributions made (a post matching three rules counts three)"),
