@@ -5,12 +5,14 @@
 #   track phrases   400 / 10,000 / 100,000
 #   follow ids      5,000 / 100,000 / 1,000,000
 #   location boxes  25 / 1,000 / 10,000
+#   polygons        25 boxes (the base) / 1,000 polygons of 1,000 vertices each
+#                   (one over each of the corpus' places, the rest on a world grid)
 #
 # Each figure is also given as a ratio to the smallest set of its kind and to
 # the JSON floor (examples/floor.rs: one thread, serde_json parse + one field
 # + write) measured in the same run on the same corpus. Usage:
 #
-#   scripts/bench-scale.sh [POSTS (default 100000)] [KIND…]    KIND: track follow locations
+#   scripts/bench-scale.sh [POSTS (default 100000)] [KIND…]    KIND: track follow locations polygons
 #
 # Each set runs RUNS times (environment, default 3); the run with the median
 # posts/s is shown (one run on 2 cores varies by ±10 %).
@@ -83,6 +85,25 @@ for n in (5000, 100_000, 1_000_000):
     write(f"follow-{n}.jsonl", follow(n))
 for n in (25, 1000, 10_000):
     write(f"locations-{n}.jsonl", boxes(n))
+def polygons(n, vertices=1000):
+    import math
+    places = [(-122.6, 37.3, -121.9, 37.9), (-74.1, 40.6, -73.8, 40.9), (-0.6, 51.2, 0.4, 51.7),
+              (2.2, 48.8, 2.5, 48.95), (139.5, 35.5, 140.0, 35.9)]
+    r = random.Random(28)
+    cols = int(n ** 0.5 + 0.999)
+    for i in range(n):
+        if i < len(places):
+            w, s, e, nn = places[i]
+            cx, cy, rx, ry = (w + e) / 2, (s + nn) / 2, (e - w) / 2, (nn - s) / 2
+        else:
+            cx, cy, rx, ry = -178 + (i % cols) * 356 / cols, -80 + (i // cols) * 160 / cols, 0.3, 0.2
+        pts = []
+        for k in range(vertices):
+            a, f = 2 * math.pi * k / vertices, 0.8 + 0.4 * r.random()
+            pts.append(f"{cx + rx * f * math.cos(a):.6f} {cy + ry * f * math.sin(a):.6f}")
+        pts.append(pts[0])
+        yield {"rule_id": f"p{i}", "tag": f"tag{i % 50}", "value": f"POLYGON(({', '.join(pts)}))", "rule_type": "locations"}
+write("polygons-1000.jsonl", polygons(1000))
 PY
 [ -z "${RULES_ONLY:-}" ] || exit 0
 
@@ -97,7 +118,10 @@ done | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
 echo "floor (median): $floor_rate posts/s" >&2
 
 run() { # kind size → "posts/s rss_mb load_ms compile_ms"
-    local kind=$1 n=$2
+    local kind=$1 n=$2 file="$1-$2.jsonl"
+    # The polygons' base is the 25 boxes.
+    [ "$kind" != polygons ] || [ "$n" != 25 ] || file="locations-25.jsonl"
+    [ "$kind" != polygons ] || kind=locations
     rm -f "$dir/out.jsonl"*
     cat > "$dir/p.toml" <<TOML
 [traptor]
@@ -108,7 +132,7 @@ type = "replay"
 path = "$corpus"
 [rules]
 type = "file"
-path = "$dir/$kind-$n.jsonl"
+path = "$dir/$file"
 [sink]
 type = "file"
 path = "$dir/out.jsonl"
@@ -133,7 +157,8 @@ for kind in "${kinds[@]}"; do
         track) sizes=(400 10000 100000) ;;
         follow) sizes=(5000 100000 1000000) ;;
         locations) sizes=(25 1000 10000) ;;
-        *) echo "unknown kind $kind (track, follow, locations)" >&2; exit 2 ;;
+        polygons) sizes=(25 1000) ;;
+        *) echo "unknown kind $kind (track, follow, locations, polygons)" >&2; exit 2 ;;
     esac
     base=""
     for n in "${sizes[@]}"; do

@@ -88,6 +88,96 @@ fn grid_boxes(n: usize) -> Vec<Rule> {
         .collect()
 }
 
+/// The synthetic corpus' places (west, south, east, north).
+const PLACE_BOXES: [[f64; 4]; 10] = [
+    [-122.514926, 37.708075, -122.357031, 37.833238],
+    [-122.065206, 37.330068, -121.982475, 37.426726],
+    [-74.026675, 40.683935, -73.910408, 40.877483],
+    [-0.510375, 51.28676, 0.334015, 51.691874],
+    [2.224101, 48.815573, 2.469920, 48.902145],
+    [139.563, 35.528, 139.918, 35.817],
+    [37.319, 55.489, 37.967, 55.958],
+    [-46.826, -24.008, -46.365, -23.357],
+    [150.520, -34.118, 151.343, -33.578],
+    [3.098, 6.393, 3.696, 6.703],
+];
+
+/// A star of `n` vertices around (cx, cy): radius rx × ry, wobbling ±20 %.
+fn star(cx: f64, cy: f64, rx: f64, ry: f64, n: usize, seed: u64) -> String {
+    let mut r = Rng::new(seed);
+    let mut pts: Vec<String> = (0..n)
+        .map(|i| {
+            let a = std::f64::consts::TAU * i as f64 / n as f64;
+            let k = 0.8 + 0.4 * (r.below(1000) as f64 / 1000.0);
+            format!("{:.6} {:.6}", cx + rx * k * a.cos(), cy + ry * k * a.sin())
+        })
+        .collect();
+    pts.push(pts[0].clone());
+    format!("POLYGON(({}))", pts.join(", "))
+}
+
+/// `n` polygons of `vertices` vertices: one over each synthetic place (so
+/// every post with a location is tested against a polygon, about half of
+/// its place's box inside), the rest small, on a world grid.
+fn polygon_rules(n: usize, vertices: usize) -> Vec<Rule> {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    (0..n)
+        .map(|i| {
+            let v = match PLACE_BOXES.get(i) {
+                Some([w, s, e, nn]) => {
+                    star((w + e) / 2.0, (s + nn) / 2.0, (e - w) / 2.0, (nn - s) / 2.0, vertices, i as u64)
+                }
+                None => {
+                    let (x, y) = (
+                        -178.0 + (i % cols) as f64 * 356.0 / cols as f64,
+                        -80.0 + (i / cols) as f64 * 160.0 / cols as f64,
+                    );
+                    star(x, y, 0.3, 0.2, vertices, i as u64)
+                }
+            };
+            rule(i, "locations", v)
+        })
+        .collect()
+}
+
+/// Only the posts with a point or a place: what location rules cost when
+/// every post has to be placed (the corpus: one in ten).
+fn bench_geo_posts(c: &mut Criterion, posts: &[PostView<'_>]) {
+    let geo: Vec<&PostView<'_>> = posts.iter().filter(|p| p.coordinates.is_some() || p.place_bbox.is_some()).collect();
+    let mut group = c.benchmark_group("match_geo_post");
+    group.throughput(Throughput::Elements(geo.len() as u64));
+    for (name, rules) in [
+        ("locations_25", location_rules(25)),
+        ("locations_grid_25", grid_boxes(25)),
+        (
+            "places_25",
+            (0..25)
+                .map(|i| {
+                    let [w, s, e, n] = PLACE_BOXES[i % 10];
+                    rule(i, "locations", format!("{w},{s},{e},{n}"))
+                })
+                .collect(),
+        ),
+        ("polygons_10x1000", polygon_rules(10, 1000)),
+        ("polygons_1000x1000", polygon_rules(1000, 1000)),
+    ] {
+        let m = Matcher::new(rules);
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut hits = 0;
+                for p in &geo {
+                    m.match_post(black_box(p), &mut scratch, &mut out);
+                    hits += out.len();
+                }
+                hits
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = Generator::new(1);
     let raws: Vec<Vec<u8>> = (0..2000).map(|_| g.next_post()).collect();
@@ -111,6 +201,7 @@ fn bench(c: &mut Criterion) {
         ("locations_grid_25", grid_boxes(25)),
         ("locations_grid_1000", grid_boxes(1000)),
         ("locations_grid_10000", grid_boxes(10_000)),
+        ("polygons_1000x1000", polygon_rules(1000, 1000)),
         ("all_three", {
             let mut all = track_rules(400);
             all.extend(follow_rules(5000));
@@ -133,6 +224,13 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    bench_geo_posts(c, &posts);
+
+    c.bench_function("compile_polygons_1000x1000", |b| {
+        let rules = polygon_rules(1000, 1000);
+        b.iter(|| Matcher::new(black_box(rules.clone())))
+    });
 
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(raws.len() as u64));

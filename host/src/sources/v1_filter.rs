@@ -485,6 +485,26 @@ mod tests {
         Rule::from_fields(f, RuleType::Track).expect("valid")
     }
 
+    /// A polygon is sent as its cover (at most `max_boxes` boxes), after
+    /// the plain boxes, within the 25-box limit.
+    #[test]
+    fn a_polygon_is_sent_as_its_cover() {
+        let l = "POLYGON((0 0, 3 0, 3 1, 1 1, 1 3, 0 3, 0 0))";
+        let rules = vec![
+            rule("1", "locations", "-122.75,36.8,-121.75,37.8", &[]),
+            rule("2", "locations", l, &[("max_boxes", "3")]),
+        ];
+        let (p, refused) = filter_params(&rules);
+        assert!(refused.is_empty(), "{refused:?}");
+        let n: Vec<f64> = p.locations.split(',').map(|x| x.parse().expect("number")).collect();
+        assert_eq!(n.len() % 4, 0);
+        assert!(n.len() / 4 >= 2 && n.len() / 4 <= 4, "{}", p.locations);
+        assert_eq!(&n[..4], &[-122.75, 36.8, -121.75, 37.8]);
+        let covered = |x: f64, y: f64| n[4..].chunks(4).any(|b| b[0] <= x && x <= b[2] && b[1] <= y && y <= b[3]);
+        assert!(covered(0.0, 0.0) && covered(3.0, 1.0) && covered(1.0, 3.0) && covered(0.5, 2.5));
+        assert!(rules[1].units() <= 3);
+    }
+
     #[test]
     fn params_as_the_original_built_them() {
         // The original's test: '#apple,#sliding #door,#summer,happy'.

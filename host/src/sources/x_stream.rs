@@ -687,6 +687,38 @@ mod tests {
         Rule::from_fields(f, RuleType::Track).expect("valid")
     }
 
+    /// A city-sized polygon becomes 25-mile boxes that cover it; a country
+    /// is refused for v2 with the reason and what to use instead.
+    #[test]
+    fn polygons_become_bounding_boxes_or_a_clear_refusal() {
+        // About 40 × 35 miles around San Francisco Bay, an L.
+        let sf = "POLYGON((-122.6 37.3, -121.9 37.3, -121.9 37.5, -122.3 37.5, -122.3 37.8, -122.6 37.8, -122.6 37.3))";
+        let v = to_v2(&rule("locations", sf, &[])).expect("fits");
+        let boxes: Vec<[f64; 4]> = v
+            .split("bounding_box:[")
+            .skip(1)
+            .map(|b| {
+                let n: Vec<f64> =
+                    b.split(']').next().unwrap_or("").split(' ').map(|x| x.parse().expect("number")).collect();
+                [n[0], n[1], n[2], n[3]]
+            })
+            .collect();
+        assert!(boxes.len() > 1 && v.starts_with('(') && v.contains(" OR "), "{v}");
+        for [w, s, e, n] in &boxes {
+            let width = (e - w) * MILES_PER_DEGREE * ((s + n) / 2.0f64).to_radians().cos();
+            assert!(width <= MAX_BOX_SIDE_MILES && (n - s) * MILES_PER_DEGREE <= MAX_BOX_SIDE_MILES, "{v}");
+        }
+        for (x, y) in [(-122.6, 37.3), (-121.9, 37.5), (-122.3, 37.8), (-122.45, 37.75), (-122.0, 37.4)] {
+            assert!(
+                boxes.iter().any(|[w, s, e, n]| *w <= x && x <= *e && *s <= y && y <= *n),
+                "({x}, {y}) not covered: {v}"
+            );
+        }
+        let chile = "POLYGON((-75 -55, -66 -55, -67 -17, -70 -17, -75 -55))";
+        let e = to_v2(&rule("locations", chile, &[])).expect_err("far too large for 25-mile boxes");
+        assert!(e.contains("25 miles") && e.contains("v1.1"), "{e}");
+    }
+
     #[test]
     fn translation_by_type() {
         assert_eq!(to_v2(&rule("track", "Happy Birthday", &[])), Ok("happy birthday".into()));
