@@ -161,21 +161,31 @@ fn bench_geo_posts(c: &mut Criterion, posts: &[PostView<'_>]) {
         ("polygons_10x1000", polygon_rules(10, 1000)),
         ("polygons_1000x1000", polygon_rules(1000, 1000)),
     ] {
-        let m = Matcher::new(rules);
-        let mut scratch = Scratch::default();
-        let mut out = Vec::new();
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let mut hits = 0;
-                for p in &geo {
-                    m.match_post(black_box(p), &mut scratch, &mut out);
-                    hits += out.len();
-                }
-                hits
-            })
-        });
+        bench_matching(&mut group, name, rules, geo.iter().copied());
     }
     group.finish();
+}
+
+/// Time matching every post of `posts` against `rules`, as `name`.
+fn bench_matching<'a, 'p: 'a>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rules: Vec<Rule>,
+    posts: impl Iterator<Item = &'a PostView<'p>> + Clone,
+) {
+    let m = Matcher::new(rules);
+    let mut scratch = Scratch::default();
+    let mut out = Vec::new();
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for p in posts.clone() {
+                m.match_post(black_box(p), &mut scratch, &mut out);
+                hits += out.len();
+            }
+            hits
+        })
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -209,19 +219,7 @@ fn bench(c: &mut Criterion) {
             all
         }),
     ] {
-        let m = Matcher::new(rules);
-        let mut scratch = Scratch::default();
-        let mut out = Vec::new();
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let mut hits = 0;
-                for p in &posts {
-                    m.match_post(black_box(p), &mut scratch, &mut out);
-                    hits += out.len();
-                }
-                hits
-            })
-        });
+        bench_matching(&mut group, name, rules, posts.iter());
     }
     group.finish();
 

@@ -1079,6 +1079,15 @@ fn polygon_rules_attribute_points_and_places_exactly() {
     assert_eq!(ids, want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
     let summary = stderr.lines().find(|l| l.contains("pipeline finished")).expect("summary");
     assert!(summary.contains("outside_polygon=3"), "{summary}");
+    // A post names a polygon rule by digest, with its other fields; the
+    // geometry (kilobytes for a country) is not copied into every post.
+    let entry = |i: usize| lines[i]["traptor"]["collection_rules"][0].clone();
+    assert!(entry(0)["rule_value"].as_str().is_some_and(|v| v.starts_with("POLYGON sha256:")), "{}", entry(0));
+    assert_eq!(entry(0)["value"], entry(0)["rule_value"]);
+    assert_eq!(entry(0)["rule_type"], "locations");
+    assert!(entry(5)["rule_value"].as_str().is_some_and(|v| v.starts_with("MULTIPOLYGON sha256:")), "{}", entry(5));
+    assert_eq!(entry(5)["name"], "Chile");
+    assert!(lines[5].to_string().len() < 1024, "{}", lines[5]);
     // `validate` reports each polygon and its v1.1 cover.
     let o = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
     let out = String::from_utf8_lossy(&o.stdout);

@@ -374,13 +374,7 @@ impl Matcher {
         if !matches!(self.rule(idx).criterion(), Criterion::Polygon { .. }) {
             return false;
         }
-        let mut hits = Vec::new();
-        if let Some(p) = post.coordinates {
-            self.polygons.at_point(p, &mut hits);
-        } else if let Some(place) = post.place_bbox {
-            self.polygons.overlapping(&place, &mut hits);
-        }
-        !hits.contains(&idx)
+        !self.polygons.holds(idx, post.coordinates, post.place_bbox)
     }
 
     fn match_locations(&self, post: &PostView<'_>, s: &mut Scratch, out: &mut Vec<RuleIdx>) {

@@ -11,32 +11,21 @@
 //! and only a point in a boundary cell is tested against the edges of its
 //! horizontal band (crossing parity with `geo`'s exact orientation
 //! predicate, so a point on an edge is found on it whatever the rounding).
-//! A place's box is tested with `geo`'s rectangle–polygon intersection.
-//!
-//! Why the grid is exact: a cell's index is a monotone function of the
-//! coordinates, so every point of an edge falls in a cell its bounding box
-//! marks; a cell no edge marks holds no boundary point, so all of it is on
-//! one side of the boundary, and its centre (checked to fall back in the
-//! cell) says which.
+//! A place's box: a point of it inside, or an edge meeting it.
+//! The grid, the parity and why they are exact: `rules/grid.rs`.
 
 use std::sync::Arc;
-
-use geo::kernels::{Kernel, Orientation, RobustKernel};
-use geo::{Coord, Intersects, Polygon, Rect};
 
 use super::RuleIdx;
 use crate::post::{BBox, Point};
 use crate::rules::geometry::Shape;
+use crate::rules::grid::{self, Axis, Edge, INSIDE, OUTSIDE};
 
 /// Below this many polygons, a linear scan of the envelopes.
 const SCAN_MAX: usize = 32;
 /// Grid cells per side: about two per √vertex, within these bounds.
 const GRID_MIN: usize = 4;
 const GRID_MAX: usize = 128;
-
-const OUTSIDE: u8 = 0;
-const INSIDE: u8 = 1;
-const BOUNDARY: u8 = 2;
 
 /// The polygons of every polygon rule, each part of a multipolygon apart.
 #[derive(Debug, Default)]
@@ -110,38 +99,12 @@ const MAX_QUERY_CELLS: usize = 4096;
 struct Part {
     rule: RuleIdx,
     env: BBox,
-    shape: Arc<Shape>,
-    /// Which polygon of the shape.
-    k: usize,
     grid: Grid,
     /// Every edge of every ring: `[x0, y0, x1, y1]`.
-    edges: Vec<[f64; 4]>,
+    edges: Vec<Edge>,
     /// Edge indices by horizontal band (CSR: `band_start[b]..band_start[b + 1]`).
     band_start: Vec<u32>,
     band_edges: Vec<u32>,
-}
-
-/// A monotone map from a coordinate to one of `n` cells over `[lo, hi]`.
-#[derive(Debug, Clone, Copy)]
-struct Axis {
-    lo: f64,
-    scale: f64,
-    n: usize,
-}
-
-impl Axis {
-    fn new(lo: f64, hi: f64, n: usize) -> Axis {
-        let span = hi - lo;
-        Axis { lo, scale: if span > 0.0 { n as f64 / span } else { 0.0 }, n }
-    }
-    #[inline]
-    fn cell(&self, v: f64) -> usize {
-        // `as` saturates (and maps NaN to 0); `min` keeps the top edge in.
-        (((v - self.lo) * self.scale) as usize).min(self.n - 1)
-    }
-    fn centre(&self, i: usize) -> f64 {
-        if self.scale == 0.0 { self.lo } else { self.lo + (i as f64 + 0.5) / self.scale }
-    }
 }
 
 #[derive(Debug)]
@@ -153,10 +116,8 @@ struct Grid {
 
 impl PolygonIndex {
     pub fn new(shapes: Vec<(Arc<Shape>, RuleIdx)>) -> PolygonIndex {
-        let parts: Vec<Part> = shapes
-            .iter()
-            .flat_map(|(s, r)| (0..s.polygons().0.len()).map(move |k| Part::new(Arc::clone(s), k, *r)))
-            .collect();
+        let parts: Vec<Part> =
+            shapes.iter().flat_map(|(s, r)| s.polygons().0.iter().map(move |p| Part::new(p, *r))).collect();
         let buckets = (parts.len() > SCAN_MAX).then(|| Buckets::new(&parts));
         PolygonIndex { parts, buckets }
     }
@@ -207,6 +168,19 @@ impl PolygonIndex {
         outside
     }
 
+    /// Whether rule `rule`'s polygon holds the point, else meets the place.
+    pub fn holds(&self, rule: RuleIdx, point: Option<Point>, place: Option<BBox>) -> bool {
+        let mut yes = false;
+        match (point, place) {
+            (Some(p), _) => self.candidates(&BBox { west: p.lng, south: p.lat, east: p.lng, north: p.lat }, |part| {
+                yes |= part.rule == rule && part.contains(p);
+            }),
+            (None, Some(q)) => self.candidates(&q, |part| yes |= part.rule == rule && part.meets(&q)),
+            (None, None) => {}
+        }
+        yes
+    }
+
     /// The rules whose polygon meets `place`; true as for [`Self::at_point`].
     pub fn overlapping(&self, place: &BBox, out: &mut Vec<RuleIdx>) -> bool {
         let mut outside = false;
@@ -222,65 +196,19 @@ impl PolygonIndex {
 }
 
 impl Part {
-    fn new(shape: Arc<Shape>, k: usize, rule: RuleIdx) -> Part {
-        let poly = &shape.polygons().0[k];
-        let edges: Vec<[f64; 4]> = std::iter::once(poly.exterior())
-            .chain(poly.interiors())
-            .flat_map(|ring| ring.lines().map(|l| [l.start.x, l.start.y, l.end.x, l.end.y]))
-            .collect();
-        let env = BBox::around(poly.exterior().coords().map(|c| Point { lng: c.x, lat: c.y })).unwrap_or(BBox {
-            west: 0.0,
-            south: 0.0,
-            east: -1.0,
-            north: -1.0,
-        });
-        let n = ((edges.len() as f64).sqrt() * 2.0) as usize;
-        let g = n.clamp(GRID_MIN, GRID_MAX);
-        let grid =
-            Grid { x: Axis::new(env.west, env.east, g), y: Axis::new(env.south, env.north, g), cells: Vec::new() };
+    fn new(poly: &geo::Polygon<f64>, rule: RuleIdx) -> Part {
+        let edges = grid::edges(poly);
+        let env = grid::envelope(poly).unwrap_or(BBox { west: 0.0, south: 0.0, east: -1.0, north: -1.0 });
+        let g = (((edges.len() as f64).sqrt() * 2.0) as usize).clamp(GRID_MIN, GRID_MAX);
+        let (x, y) = (Axis::new(env.west, env.east, g), Axis::new(env.south, env.north, g));
         let (band_start, band_edges) = bands(&edges, env);
-        let mut part = Part { rule, env, shape, k, grid, edges, band_start, band_edges };
-        part.grid.cells = part.classify();
+        let mut part = Part { rule, env, grid: Grid { x, y, cells: Vec::new() }, edges, band_start, band_edges };
+        part.grid.cells = grid::classify(&part.edges, x, y, |p| part.exact(p));
         part
     }
 
     fn bands(&self) -> Axis {
         Axis::new(self.env.south, self.env.north, self.band_start.len() - 1)
-    }
-
-    /// Mark boundary cells from the edges' boxes, then each run of unmarked
-    /// cells in a row (all on one side) by its first cell's centre.
-    fn classify(&self) -> Vec<u8> {
-        let Grid { x, y, .. } = self.grid;
-        let mut cells = vec![OUTSIDE; x.n * y.n];
-        for &[x0, y0, x1, y1] in &self.edges {
-            let (c0, c1) = (x.cell(x0.min(x1)), x.cell(x0.max(x1)));
-            for r in y.cell(y0.min(y1))..=y.cell(y0.max(y1)) {
-                cells[r * x.n + c0..=r * x.n + c1].iter_mut().for_each(|c| *c = BOUNDARY);
-            }
-        }
-        for r in 0..y.n {
-            let mut state = None;
-            for c in 0..x.n {
-                let i = r * x.n + c;
-                if cells[i] == BOUNDARY {
-                    state = None;
-                    continue;
-                }
-                let s = *state.get_or_insert_with(|| {
-                    let p = Point { lng: x.centre(c), lat: y.centre(r) };
-                    if x.cell(p.lng) != c || y.cell(p.lat) != r {
-                        BOUNDARY // the centre rounds into another cell: test exactly
-                    } else if self.exact(p) {
-                        INSIDE
-                    } else {
-                        OUTSIDE
-                    }
-                });
-                cells[i] = s;
-            }
-        }
-        cells
     }
 
     /// Inside or on the boundary, by the grid, else exactly.
@@ -297,48 +225,33 @@ impl Part {
         }
     }
 
-    /// Crossing parity of a ray to +x over the edges of `p`'s band; a point
-    /// on an edge is inside.
+    /// Crossing parity over the edges of `p`'s band (the only edges a ray
+    /// to +x from `p` can cross); a point on an edge is inside.
     fn exact(&self, p: Point) -> bool {
         let b = self.bands().cell(p.lat);
-        let c = Coord { x: p.lng, y: p.lat };
-        let mut inside = false;
-        for &e in &self.band_edges[self.band_start[b] as usize..self.band_start[b + 1] as usize] {
-            let [x0, y0, x1, y1] = self.edges[e as usize];
-            let (a, z) = (Coord { x: x0, y: y0 }, Coord { x: x1, y: y1 });
-            let up = y0 <= p.lat && p.lat < y1;
-            let down = y1 <= p.lat && p.lat < y0;
-            let within = x0.min(x1) <= p.lng && p.lng <= x0.max(x1) && y0.min(y1) <= p.lat && p.lat <= y0.max(y1);
-            if !(up || down || within) {
-                continue;
-            }
-            let o = RobustKernel::orient2d(a, z, c);
-            if o == Orientation::Collinear && within {
-                return true;
-            }
-            if (up && o == Orientation::CounterClockwise) || (down && o == Orientation::Clockwise) {
-                inside = !inside;
-            }
-        }
-        inside
+        let band = &self.band_edges[self.band_start[b] as usize..self.band_start[b + 1] as usize];
+        grid::parity(band.iter().map(|&e| self.edges[e as usize]), p).unwrap_or(true)
     }
 
-    /// A place's box meets the polygon (touching counts).
-    fn meets(&self, place: &BBox) -> bool {
-        let centre = Point { lng: (place.west + place.east) / 2.0, lat: (place.south + place.north) / 2.0 };
-        if self.contains(centre) {
+    /// A place's box meets the polygon (touching counts): a point of the box
+    /// is inside, or an edge meets the box. If no edge meets it, the box is
+    /// wholly inside or outside, and its centre says which.
+    fn meets(&self, q: &BBox) -> bool {
+        if self.contains(Point { lng: (q.west + q.east) / 2.0, lat: (q.south + q.north) / 2.0 }) {
             return true;
         }
-        let poly: &Polygon<f64> = &self.shape.polygons().0[self.k];
-        let rect = Rect::new(Coord { x: place.west, y: place.south }, Coord { x: place.east, y: place.north });
-        rect.intersects(poly)
+        let bands = self.bands();
+        let (b0, b1) = (bands.cell(q.south), bands.cell(q.north));
+        let (from, to) = (self.band_start[b0] as usize, self.band_start[b1 + 1] as usize);
+        // Edges in the box's bands (an edge in several is tested in each).
+        self.band_edges[from..to].iter().any(|&e| grid::edge_meets_box(self.edges[e as usize], q))
     }
 }
 
 /// Edge indices by horizontal band (an edge is in every band its latitudes
 /// span): one band per edge or so, fewer when tall edges would make the
 /// lists more than 8 entries per edge.
-fn bands(edges: &[[f64; 4]], env: BBox) -> (Vec<u32>, Vec<u32>) {
+fn bands(edges: &[Edge], env: BBox) -> (Vec<u32>, Vec<u32>) {
     let mut n = edges.len().clamp(1, 4096);
     let (axis, mut count) = loop {
         let axis = Axis::new(env.south, env.north, n);
@@ -354,7 +267,7 @@ fn bands(edges: &[[f64; 4]], env: BBox) -> (Vec<u32>, Vec<u32>) {
         }
         n /= 2;
     };
-    let span = |e: &[f64; 4]| axis.cell(e[1].min(e[3]))..=axis.cell(e[1].max(e[3]));
+    let span = |e: &Edge| axis.cell(e[1].min(e[3]))..=axis.cell(e[1].max(e[3]));
     for b in 0..axis.n {
         count[b + 1] += count[b];
     }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::rules::geometry::{DEFAULT_MAX_BOXES, parse_shape};
+use geo::{Coord, Intersects};
 use proptest::prelude::*;
 
 fn index(values: &[&str]) -> PolygonIndex {
@@ -166,6 +167,8 @@ proptest! {
             // Places: the buckets find what the scan finds, each rule once.
             let (alone_hits, mut many_hits) = (place(&alone, lng, lat, lng + 0.75, lat + 0.5), place(&many, lng, lat, lng + 0.75, lat + 0.5));
             prop_assert_eq!(alone_hits == [0], many_hits.contains(&0));
+            let rect = geo::Rect::new(Coord { x: lng, y: lat }, Coord { x: lng + 0.75, y: lat + 0.5 });
+            prop_assert_eq!(alone_hits == [0], rect.intersects(poly), "place at ({}, {}) against geo", lng, lat);
             let n = many_hits.len();
             many_hits.sort_unstable();
             many_hits.dedup();

@@ -336,3 +336,31 @@ proptest! {
         prop_assert_eq!(got, naive(&rules, &post), "text {:?} rules {:?}", body, phrases);
     }
 }
+
+/// Polygons among the other rules: a point in the hole is not attributed
+/// and flags `outside_polygon`; a rule the source attributed (X v2) is
+/// checked against its polygon, other rules are not.
+#[test]
+fn polygon_rules_beside_boxes_and_source_attribution() {
+    let m = Matcher::new(vec![
+        rule("donut", "locations", "POLYGON((0 0, 10 0, 10 10, 0 10, 0 0), (4 4, 6 4, 6 6, 4 6, 4 4))", &[]),
+        rule("box", "locations", "3,3,5,5", &[]),
+        rule("kw", "track", "here", &[]),
+    ]);
+    let post = |x: f64, y: f64| {
+        format!(r#"{{"id_str":"1","text":"here","coordinates":{{"type":"Point","coordinates":[{x},{y}]}}}}"#)
+    };
+    let flags = |json: &str| {
+        let Message::Post(p) = v1::decode(json.as_bytes()).expect("decodes") else { panic!("not a post") };
+        let mut s = Scratch::default();
+        let mut out = Vec::new();
+        m.match_post(&p, &mut s, &mut out);
+        let ids: Vec<&str> = out.iter().map(|&i| m.rule(i).rule_id()).collect();
+        let v2 = [0, 2].map(|i| m.outside_polygon_rule(i, &p));
+        (ids.join(","), s.outside_polygon(), v2)
+    };
+    assert_eq!(flags(&post(2.0, 2.0)), ("donut,kw".into(), false, [false, false]));
+    assert_eq!(flags(&post(4.5, 4.5)), ("box,kw".into(), true, [true, false]));
+    assert_eq!(flags(&post(4.0, 5.0)), ("donut,box,kw".into(), false, [false, false]));
+    assert_eq!(flags(&post(20.0, 20.0)), ("kw".into(), false, [true, false]));
+}

@@ -5,14 +5,14 @@
 //! whole polygon and should hold little else.
 //!
 //! Each polygon is cut into a grid over its envelope; the cells an edge
-//! passes through (conservatively: the cells its bounding box touches) or
-//! whose centre lies inside are kept; a row's runs of kept cells stacked
+//! may pass through or that lie inside are kept (`grid::classify`); a row's runs of kept cells stacked
 //! with the same runs of the rows below make rectangles; then the two
 //! rectangles whose merger adds least area are merged until the budget is
 //! met. Merging only grows boxes, so the cover always holds the polygon.
 
-use geo::{ChamberlainDuquetteArea, Contains, Coord, Intersects, MultiPolygon, Polygon, Rect};
+use geo::{ChamberlainDuquetteArea, Coord, Intersects, MultiPolygon, Polygon, Rect};
 
+use super::grid::{self, Axis, OUTSIDE};
 use crate::post::BBox;
 
 /// A polygon's boxes.
@@ -59,7 +59,7 @@ pub fn cover(polys: &MultiPolygon<f64>, max_boxes: usize) -> Cover {
 pub fn cover_by_size(polys: &MultiPolygon<f64>, side_lng: f64, side_lat: f64) -> Vec<BBox> {
     let mut out = Vec::new();
     for p in &polys.0 {
-        let Some(env) = envelope(p) else { continue };
+        let Some(env) = grid::envelope(p) else { continue };
         let cols = (((env.east - env.west) / side_lng).ceil() as usize).max(1);
         let rows = (((env.north - env.south) / side_lat).ceil() as usize).max(1);
         if cols.saturating_mul(rows) > 1 << 20 {
@@ -72,12 +72,8 @@ pub fn cover_by_size(polys: &MultiPolygon<f64>, side_lng: f64, side_lat: f64) ->
     out
 }
 
-fn envelope(p: &Polygon<f64>) -> Option<BBox> {
-    BBox::around(p.exterior().coords().map(|c| crate::post::Point { lng: c.x, lat: c.y }))
-}
-
 fn cells(p: &Polygon<f64>, grid: usize) -> Vec<BBox> {
-    match envelope(p) {
+    match grid::envelope(p) {
         Some(env) => grid_rects(p, env, grid, grid, true),
         None => Vec::new(),
     }
@@ -86,36 +82,19 @@ fn cells(p: &Polygon<f64>, grid: usize) -> Vec<BBox> {
 /// The kept cells of a `cols` × `rows` grid over `env`, as rectangles
 /// (stacked when `stack`, else one per run of a row).
 fn grid_rects(p: &Polygon<f64>, env: BBox, cols: usize, rows: usize, stack: bool) -> Vec<BBox> {
-    let (cw, ch) = ((env.east - env.west) / cols as f64, (env.north - env.south) / rows as f64);
-    let col = |x: f64| (((x - env.west) / cw) as usize).min(cols - 1);
-    let row = |y: f64| (((y - env.south) / ch) as usize).min(rows - 1);
-    let mut kept = vec![false; cols * rows];
-    for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
-        for l in ring.lines() {
-            let (c0, c1) = (col(l.start.x.min(l.end.x)), col(l.start.x.max(l.end.x)));
-            let (r0, r1) = (row(l.start.y.min(l.end.y)), row(l.start.y.max(l.end.y)));
-            for r in r0..=r1 {
-                kept[r * cols + c0..=r * cols + c1].iter_mut().for_each(|k| *k = true);
-            }
-        }
-    }
-    for r in 0..rows {
-        for c in 0..cols {
-            if !kept[r * cols + c] {
-                let centre = Coord { x: env.west + (c as f64 + 0.5) * cw, y: env.south + (r as f64 + 0.5) * ch };
-                kept[r * cols + c] = p.contains(&centre);
-            }
-        }
-    }
+    let (x, y) = (Axis::new(env.west, env.east, cols), Axis::new(env.south, env.north, rows));
+    let edges = grid::edges(p);
+    let cells = grid::classify(&edges, x, y, |c| grid::parity(edges.iter().copied(), c) != Some(false));
+    let kept: Vec<bool> = cells.iter().map(|&c| c != OUTSIDE).collect();
     // Bounds of cells c0..=c1 (rows r0..=r1), a hair wider than the cells
     // so rounding can never leave a sliver of the polygon out.
     let bounds = |c0: usize, c1: usize, r0: usize, r1: usize| {
-        let (ex, ey) = (cw * 1e-9, ch * 1e-9);
+        let (ex, ey) = ((env.east - env.west) * 1e-9, (env.north - env.south) * 1e-9);
         BBox {
-            west: if c0 == 0 { env.west } else { (env.west + c0 as f64 * cw - ex).max(env.west) },
-            east: if c1 + 1 == cols { env.east } else { (env.west + (c1 + 1) as f64 * cw + ex).min(env.east) },
-            south: if r0 == 0 { env.south } else { (env.south + r0 as f64 * ch - ey).max(env.south) },
-            north: if r1 + 1 == rows { env.north } else { (env.south + (r1 + 1) as f64 * ch + ey).min(env.north) },
+            west: if c0 == 0 { env.west } else { (x.start(c0) - ex).max(env.west) },
+            east: if c1 + 1 == cols { env.east } else { (x.start(c1 + 1) + ex).min(env.east) },
+            south: if r0 == 0 { env.south } else { (y.start(r0) - ey).max(env.south) },
+            north: if r1 + 1 == rows { env.north } else { (y.start(r1 + 1) + ey).min(env.north) },
         }
     };
     // Runs per row; a run continues upward while the next row has it too.

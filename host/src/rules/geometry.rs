@@ -6,18 +6,19 @@
 //! at least 4 positions and is closed, every position is a finite
 //! longitude −180…180 and latitude −90…90, no edge jumps more than 180° of
 //! longitude (a shape across the antimeridian must be a `MultiPolygon` split
-//! at 180°), and `geo`'s validation finds no self-intersection, no hole
-//! outside its shell and no overlapping parts. Pure: no I/O.
+//! at 180°), and no edges cross, no hole lies outside its shell and no parts
+//! overlap (`topology.rs`). Pure: no I/O.
 //!
 //! Matching is `matcher/polygons.rs`; the boxes an API that takes only boxes
 //! is given are `cover.rs`.
 
 use std::sync::OnceLock;
 
-use geo::{Coord, LineString, MultiPolygon, Polygon, Validation};
+use geo::{Coord, LineString, MultiPolygon, Polygon};
 use serde_json::Value;
 
 use super::cover::{Cover, cover};
+use super::topology;
 use crate::post::BBox;
 
 /// Why a polygon value was refused; the rule's error names the rule.
@@ -81,6 +82,18 @@ impl Shape {
     }
 }
 
+/// How a polygon rule's value appears in a post's `collection_rules`
+/// entry: its kind (MULTIPOLYGON with several parts) and the SHA-256 of the value as written (first 16 hex
+/// digits), e.g. `POLYGON sha256:9f86d081884c7d65` — not the geometry,
+/// which can be kilobytes, in every post.
+pub fn reference(value: &str, shape: &Shape) -> String {
+    use sha2::{Digest, Sha256};
+    let kind = if shape.polygons.0.len() > 1 { "MULTIPOLYGON" } else { "POLYGON" };
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind} sha256:{hex}")
+}
+
 /// True when a `locations` value is written as a polygon, not as boxes.
 pub fn is_polygon(value: &str) -> bool {
     let v = value.trim_start();
@@ -121,9 +134,7 @@ fn build(polys: Rings, max_boxes: usize) -> Result<Shape, BadShape> {
         out.push(Polygon::new(shell, lines.collect()));
     }
     let polygons = MultiPolygon::new(out);
-    if let Some(e) = polygons.validation_errors().into_iter().next() {
-        return bad(e.to_string());
-    }
+    topology::check(&polygons).map_err(BadShape)?;
     let envelope = BBox::around(
         polygons.0.iter().flat_map(|p| p.exterior().coords()).map(|c| crate::post::Point { lng: c.x, lat: c.y }),
     )

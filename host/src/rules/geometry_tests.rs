@@ -93,3 +93,13 @@ fn broken_text_names_where() {
     assert!(err(r#"{"type":"Polygon","coordinates":[[[0,0],[1],[1,1],[0,0]]]}"#).contains("coordinates[0][1]"));
     assert!(err(r#"{"type":"Polygon""#).contains("not valid GeoJSON"));
 }
+
+#[test]
+fn a_post_names_a_polygon_by_digest() {
+    let v = "POLYGON((0 0, 1 0, 1 1, 0 0))";
+    let r = reference(v, &shape(v).expect("valid"));
+    assert!(r.starts_with("POLYGON sha256:") && r.len() == "POLYGON sha256:".len() + 16, "{r}");
+    assert_ne!(r, reference("POLYGON((0 0, 2 0, 2 2, 0 0))", &shape("POLYGON((0 0, 2 0, 2 2, 0 0))").expect("valid")));
+    let m = "MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5)))";
+    assert!(reference(m, &shape(m).expect("valid")).starts_with("MULTIPOLYGON sha256:"));
+}

@@ -11,10 +11,12 @@
 pub mod cover;
 pub mod file;
 pub mod geometry;
+pub mod grid;
 pub mod model;
 pub mod places;
 pub mod redis;
 pub mod remote;
+pub mod topology;
 
 use std::fmt;
 use std::future::Future;

@@ -161,7 +161,8 @@ pub struct Rule {
     /// Unescaped `rule_id`, `value`, `tag`, when a literal holds an escape.
     plain: Option<Box<Plain>>,
     /// The whole `collection_rules` entry, when the fields themselves carry
-    /// `rule_tag` or `rule_value` (which the entry overwrites).
+    /// `rule_tag` or `rule_value` (which the entry overwrites), or when the
+    /// rule is a polygon (named by digest there, not copied).
     entry: Option<Box<str>>,
     rule_type: RuleType,
     criterion: Criterion,
@@ -313,15 +314,13 @@ impl Rule {
         let plain = escaped.then(|| {
             Box::new(Plain { rule_id: rule_id.to_owned(), value: value.to_owned(), tag: tag.map(str::to_owned) })
         });
-        let entry = overwritten.then(|| {
-            let mut obj = serde_json::Map::new();
-            for (k, v) in pairs.clone() {
-                obj.entry(k).or_insert_with(|| serde_json::Value::String(v.to_owned()));
-            }
-            obj.insert("rule_tag".into(), tag.map_or(serde_json::Value::Null, |t| serde_json::Value::String(t.into())));
-            obj.insert("rule_value".into(), serde_json::Value::String(value.to_owned()));
-            serde_json::Value::Object(obj).to_string().into_boxed_str()
-        });
+        // A polygon's text can be many kilobytes: a post's entry names it by
+        // digest instead (the rule store holds the geometry).
+        let shown = match &criterion {
+            Criterion::Polygon { shape } => Some(super::geometry::reference(value, shape)),
+            _ => None,
+        };
+        let entry = entry_of(pairs.clone(), tag, value, shown.as_deref(), overwritten);
         Ok(Rule {
             json: json.into_boxed_str(),
             rule_id: rule_id_lit,
@@ -440,6 +439,51 @@ impl Rule {
     }
     fn inner(&self, l: Lit) -> &str {
         &self.json[l.start as usize + 1..l.end as usize - 1]
+    }
+}
+
+/// The `collection_rules` entry kept apart from the fields (`None`: the
+/// fields as stored, with `rule_tag` and `rule_value`): when the fields carry
+/// `rule_tag`/`rule_value` themselves, or when `shown` stands for the value.
+fn entry_of<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    tag: Option<&str>,
+    value: &str,
+    shown: Option<&str>,
+    overwritten: bool,
+) -> Option<Box<str>> {
+    let shown_value = shown.unwrap_or(value);
+    if overwritten {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in pairs {
+            let v = if k == "value" { shown_value } else { v };
+            obj.entry(k).or_insert_with(|| serde_json::Value::String(v.to_owned()));
+        }
+        obj.insert("rule_tag".into(), tag.map_or(serde_json::Value::Null, |t| serde_json::Value::String(t.into())));
+        obj.insert("rule_value".into(), serde_json::Value::String(shown_value.to_owned()));
+        Some(serde_json::Value::Object(obj).to_string().into_boxed_str())
+    } else {
+        shown.map(|r| {
+            let mut e = String::new();
+            e.push('{');
+            for (i, (k, v)) in pairs.enumerate() {
+                if i > 0 {
+                    e.push(',');
+                }
+                write_json_str(&mut e, k);
+                e.push(':');
+                write_json_str(&mut e, if k == "value" { r } else { v });
+            }
+            e.push_str(",\"rule_tag\":");
+            match tag {
+                Some(t) => write_json_str(&mut e, t),
+                None => e.push_str("null"),
+            }
+            e.push_str(",\"rule_value\":");
+            write_json_str(&mut e, r);
+            e.push('}');
+            e.into_boxed_str()
+        })
     }
 }
 
