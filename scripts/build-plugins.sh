@@ -41,9 +41,10 @@ fi
 for dir in plugins/python/*/; do
   name=$(basename "$dir")
   out="plugins/target/python/$name.wasm"
-  if stale "$out" "$dir" wit; then
+  if stale "$out" "$dir" wit sdk/python; then
     log "python plugin $name (componentize-py $PY_VERSION)"
-    (cd "$dir" && "$py/bin/componentize-py" -d "$root/wit" -w plugin componentize app -o "$root/$out.tmp" >/dev/null)
+    # sdk/python: the ABI helper (traptor_stage.py) every Python stage imports.
+    (cd "$dir" && "$py/bin/componentize-py" -d "$root/wit" -w plugin componentize app -p . -p "$root/sdk/python" -o "$root/$out.tmp" >/dev/null)
     mv "$out.tmp" "$out"
   fi
 done
@@ -58,7 +59,7 @@ fi
 for dir in plugins/js/*/; do
   name=$(basename "$dir")
   out="plugins/target/js/$name.wasm"
-  if stale "$out" "$dir" wit; then
+  if stale "$out" "$dir" wit sdk/js; then
     log "javascript plugin $name (componentize-js $JS_VERSION)"
     # componentize-js wants the WIT folder inside the project: build in a copy.
     build="plugins/target/js/$name-build"
@@ -66,6 +67,7 @@ for dir in plugins/js/*/; do
     mkdir -p "$build"
     cp -r wit "$build/wit"
     find "$dir" -maxdepth 1 -name '*.js' ! -name '*.test.js' -exec cp {} "$build/" \;
+    cp sdk/js/traptor_stage.js "$build/"   # the ABI helper every JavaScript stage imports
     cp "$dir/package.json" "$build/"
     # -d http fetch-event: no wasi-http import (the host does not provide it).
     (cd "$build" && "$js/node_modules/.bin/componentize-js" app.js --wit wit -n plugin -d http fetch-event -o "$root/$out.tmp" >/dev/null)

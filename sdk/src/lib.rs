@@ -29,7 +29,7 @@
 //! ```
 //! use schemars::JsonSchema;
 //! use serde::Deserialize;
-//! use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+//! use traptor_sdk::{Description, Enrichment, Fields, Outcome, Post, Stage, StageKind, export_stage};
 //!
 //! /// Flags posts written in capitals.
 //! pub struct Shouting {
@@ -57,6 +57,8 @@
 //!     fn describe() -> Description {
 //!         Description::new("shouting", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
 //!             .summary("Flags posts written in capital letters")
+//!             // The host sends only the fields a stage reads.
+//!             .reads(Fields::TEXT)
 //!     }
 //!
 //!     fn init(config: ShoutingConfig) -> Result<Self, String> {
@@ -64,7 +66,7 @@
 //!     }
 //!
 //!     fn process(&mut self, post: &Post) -> Outcome {
-//!         let letters: Vec<char> = post.text.chars().filter(|c| c.is_alphabetic()).collect();
+//!         let letters: Vec<char> = post.text().chars().filter(|c| c.is_alphabetic()).collect();
 //!         let upper = letters.iter().filter(|c| c.is_uppercase()).count();
 //!         let shouting = letters.len() >= self.min_letters && upper == letters.len();
 //!         Enrichment::new().field("shouting", shouting).into()
@@ -80,6 +82,22 @@
 //! // A typo in the pipeline's config is refused, naming the key.
 //! let err = run::<Shouting>(r#"{"min_leters": 3}"#, &[]).unwrap_err();
 //! assert!(err.contains("unknown config key `min_leters`"), "{err}");
+//! // A field read but not declared fails loudly, here before in production.
+//! struct Sloppy;
+//! impl Stage for Sloppy {
+//!     type Config = traptor_sdk::Config;
+//!     fn describe() -> Description {
+//!         Description::new("sloppy", "1.0.0", StageKind::Filter).reads(Fields::TEXT)
+//!     }
+//!     fn init(_: traptor_sdk::Config) -> Result<Self, String> {
+//!         Ok(Sloppy)
+//!     }
+//!     fn process(&mut self, post: &Post) -> Outcome {
+//!         if post.lang() == Some("en") { Outcome::Keep } else { Outcome::Drop("not English".into()) }
+//!     }
+//! }
+//! let read = std::panic::catch_unwind(|| run::<Sloppy>("{}", &[PostBuilder::new("1", "hi").build()]));
+//! assert!(read.is_err());
 //! // The schema the host shows is derived from the struct.
 //! let d = traptor_sdk::runtime::describe::<Shouting>();
 //! assert!(d.config_schema.contains("min_letters") && d.config_schema.contains("never shouting"));
@@ -106,19 +124,21 @@ pub mod bindings {
 pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::traptor::plugin::host::Level;
-pub use bindings::traptor::plugin::types::{Description, Field, MatchedRule, Outcome, Point, Post, StageKind};
+pub use bindings::traptor::plugin::types::{Description, Fields, Point, StageKind};
 pub use schemars;
 pub use serde_json;
 
 mod config;
 mod host;
 mod outcome;
+mod post;
 #[doc(hidden)]
 pub mod runtime;
 pub mod testing;
 
 pub use config::Config;
-pub use outcome::Enrichment;
+pub use outcome::{Enrichment, Field, Outcome};
+pub use post::{Batch, MatchedRule, Post, Strings};
 
 /// The ABI version this SDK implements: the version of the WIT package
 /// `traptor:plugin`, read from `wit/plugin.wit` (in this crate) when it is built.
@@ -180,19 +200,28 @@ pub trait Stage: Sized + 'static {
     /// key is wrong and why.
     fn init(config: Self::Config) -> Result<Self, String>;
 
+    /// The fields this configured stage reads: by default all that
+    /// [`Stage::describe`] declares. Narrow it when a configuration needs
+    /// fewer (the host then sends less); more than the description declares
+    /// is ignored.
+    fn reads(&self) -> Fields {
+        Self::describe().reads
+    }
+
     /// Decide the outcome of one post.
-    fn process(&mut self, post: &Post) -> Outcome;
+    fn process(&mut self, post: &Post<'_>) -> Outcome;
 
     /// Decide the outcomes of a batch (one per post, in order). The default
     /// calls [`Stage::process`] for each post.
-    fn process_batch(&mut self, batch: &[Post]) -> Vec<Outcome> {
-        batch.iter().map(|p| self.process(p)).collect()
+    fn process_batch(&mut self, batch: &Batch<'_>) -> Vec<Outcome> {
+        batch.posts().map(|p| self.process(&p)).collect()
     }
 }
 
 impl Description {
-    /// A description with an empty summary and no raw JSON; the export
-    /// fills the schema in from the stage's `Config` type.
+    /// A description with an empty summary that reads no field (add them
+    /// with [`Description::reads`]); the export fills the schema in from the
+    /// stage's `Config` type.
     pub fn new(name: &str, version: &str, kind: StageKind) -> Description {
         Description {
             name: name.to_owned(),
@@ -200,16 +229,27 @@ impl Description {
             kind,
             summary: String::new(),
             config_schema: r#"{"type":"object"}"#.to_owned(),
-            wants_raw: false,
+            reads: Fields::empty(),
         }
+    }
+    /// The fields the stage reads (`Fields::TEXT | Fields::HASHTAGS`): the
+    /// host sends only those; reading another one panics, naming it.
+    pub fn reads(mut self, fields: Fields) -> Description {
+        self.reads |= fields;
+        self
     }
     pub fn summary(mut self, s: &str) -> Description {
         self.summary = s.to_owned();
         self
     }
-    /// Ask for each post's original JSON in [`Post::raw`].
+    /// Ask for each post's original JSON ([`Post::raw`]); the same as
+    /// `.reads(Fields::RAW)`.
     pub fn wants_raw(mut self, yes: bool) -> Description {
-        self.wants_raw = yes;
+        if yes {
+            self.reads |= Fields::RAW;
+        } else {
+            self.reads &= !Fields::RAW;
+        }
         self
     }
 }
@@ -238,10 +278,10 @@ macro_rules! export_stage {
             fn describe() -> $crate::Description {
                 $crate::runtime::describe::<$t>()
             }
-            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            fn init(config: ::std::string::String) -> ::std::result::Result<$crate::Fields, ::std::string::String> {
                 $crate::runtime::init::<$t>(&config)
             }
-            fn process(batch: ::std::vec::Vec<$crate::Post>) -> ::std::vec::Vec<$crate::Outcome> {
+            fn process(batch: $crate::runtime::WitBatch) -> $crate::runtime::WitResults {
                 $crate::runtime::process::<$t>(batch)
             }
         }

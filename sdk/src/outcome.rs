@@ -1,8 +1,29 @@
-//! Building outcomes.
+//! Outcomes, and building them.
 
 use serde::Serialize;
 
-use crate::{Field, Outcome};
+/// One field added under `traptor.enrichments.<stage name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Key inside the stage's object.
+    pub name: String,
+    /// The value as JSON text (`0.5`, `"en"`, `["a","b"]`, `{"k":1}`).
+    pub value: String,
+}
+
+/// What happens to one post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Keep the post unchanged (costs nothing to return).
+    Keep,
+    /// Keep the post and add these fields.
+    Enrich(Vec<Field>),
+    /// Remove the post from the stream; the reason is counted and logged.
+    Drop(String),
+    /// This post could not be processed; the stage's `on_error` policy
+    /// decides what happens to it. The plugin stays usable.
+    Error(String),
+}
 
 /// Fields to add to a post, built one by one.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -6,10 +6,19 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::{Description, Outcome, Post, Stage};
+use crate::bindings::traptor::plugin::types as wit;
+use crate::post::Batch;
+use crate::{Description, Fields, Outcome, Stage};
+
+pub use wit::{Batch as WitBatch, Results as WitResults};
+
+struct State {
+    stage: Box<dyn Any>,
+    reads: Fields,
+}
 
 thread_local! {
-    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
 /// `describe` export: the stage's description with the JSON Schema of its
@@ -21,30 +30,82 @@ pub fn describe<T: Stage>() -> Description {
     d
 }
 
-/// `init` export: build the stage from its JSON configuration.
-pub fn init<T: Stage>(config: &str) -> Result<(), String> {
+/// `init` export: build the stage from its JSON configuration; answers the
+/// fields this configuration reads.
+pub fn init<T: Stage>(config: &str) -> Result<Fields, String> {
     let json = if config.trim().is_empty() { "{}" } else { config };
     let config: T::Config = serde_json::from_str(json).map_err(|e| config_error(&e))?;
     let stage = T::init(config)?;
-    STATE.with(|s| *s.borrow_mut() = Some(Box::new(stage)));
-    Ok(())
+    let reads = stage.reads() & T::describe().reads;
+    STATE.with(|s| *s.borrow_mut() = Some(State { stage: Box::new(stage), reads }));
+    Ok(reads)
 }
 
-/// `process` export: one outcome per post.
-pub fn process<T: Stage>(batch: Vec<Post>) -> Vec<Outcome> {
+/// `process` export: the changes to the batch (kept posts are not named).
+pub fn process<T: Stage>(batch: wit::Batch) -> wit::Results {
+    let mut results = wit::Results { data: Vec::new(), changes: Vec::new() };
     STATE.with(|s| {
         let mut guard = s.borrow_mut();
-        match guard.as_mut().and_then(|b| b.downcast_mut::<T>()) {
-            Some(stage) => {
-                let mut out = stage.process_batch(&batch);
-                // Keep the ABI promise even if an override miscounts.
-                out.resize_with(batch.len(), || Outcome::Error("stage returned too few outcomes".into()));
-                out.truncate(batch.len());
-                out
-            }
-            None => batch.iter().map(|_| Outcome::Error("stage used before init".into())).collect(),
+        let Some(state) = guard.as_mut() else {
+            return fail_all(&mut results, batch.count as usize, "stage used before init");
+        };
+        let reads = state.reads;
+        let Some(stage) = state.stage.downcast_mut::<T>() else {
+            return fail_all(&mut results, batch.count as usize, "stage used before init");
+        };
+        let view = match Batch::new(&batch, reads) {
+            Ok(v) => v,
+            Err(e) => return fail_all(&mut results, batch.count as usize, &e),
+        };
+        let mut outcomes = stage.process_batch(&view);
+        // Keep the ABI promise even if an override miscounts.
+        let n = batch.count as usize;
+        outcomes.resize_with(n, || Outcome::Error("stage returned too few outcomes".into()));
+        for (i, o) in outcomes.into_iter().take(n).enumerate() {
+            push(&mut results, i, o);
         }
-    })
+    });
+    results
+}
+
+fn fail_all(results: &mut wit::Results, posts: usize, why: &str) {
+    for i in 0..posts {
+        push(results, i, Outcome::Error(why.to_owned()));
+    }
+}
+
+/// Append one outcome to the results: nothing for `Keep`; an enrichment as
+/// the JSON object of its fields.
+fn push(results: &mut wit::Results, post: usize, outcome: Outcome) {
+    let data = &mut results.data;
+    let start = data.len();
+    let action = match outcome {
+        Outcome::Keep => return,
+        Outcome::Enrich(fields) => {
+            data.push(b'{');
+            for (n, f) in fields.iter().enumerate() {
+                if n > 0 {
+                    data.push(b',');
+                }
+                // A name is always a valid JSON string.
+                let _ = serde_json::to_writer(&mut *data, &f.name);
+                data.push(b':');
+                data.extend_from_slice(f.value.trim().as_bytes());
+            }
+            data.push(b'}');
+            wit::Action::Enrich
+        }
+        Outcome::Drop(reason) => {
+            data.extend_from_slice(reason.as_bytes());
+            wit::Action::Drop
+        }
+        Outcome::Error(e) => {
+            data.extend_from_slice(e.as_bytes());
+            wit::Action::Error
+        }
+    };
+    let text = wit::Span { start: start as u32, len: (data.len() - start) as u32 };
+    results.changes.push(wit::Change { post: post as u32, action, text });
 }
 
 /// Forget the stage (tests).

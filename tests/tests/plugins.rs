@@ -192,7 +192,7 @@ fn lang_filter_drops_other_languages() {
 }
 
 /// `lang_filter.wasm` as if built against the WIT package at `version`:
-/// every `traptor:plugin/…@0.1.0` name rewritten in place (same length, so
+/// every `traptor:plugin/…@<current ABI>` name rewritten in place (same length, so
 /// the binary stays valid — what a newer or older SDK would have written).
 fn lang_filter_at_abi(dir: &Path, version: &str) -> PathBuf {
     let current = format!("@{}", traptor_sdk::ABI_VERSION);
@@ -217,21 +217,22 @@ fn lang_filter_at_abi(dir: &Path, version: &str) -> PathBuf {
 
 /// Issue 14: a component built for another patch (or, at 1.x, minor) of
 /// the ABI runs; one built for an incompatible version is refused with
-/// both versions named. The semver rule is the component model's.
+/// the versions named. The semver rule is the component model's.
 #[test]
 fn components_of_a_compatible_abi_version_run_and_others_are_refused() {
     let f = Fixture::with_langs(&[("1", "en"), ("2", "fr")]);
-    let newer = lang_filter_at_abi(f.dir.path(), "0.1.9");
+    let newer = lang_filter_at_abi(f.dir.path(), "0.2.9");
     let stage =
         |p: &Path| format!("name = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\"] }}\n", p.display());
     let (out, stderr) = run(&f.pipeline(&stage(&newer), 2));
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(ids(&f.out("out.jsonl")), vec!["1"], "the 0.1.9 component filtered: {stderr}");
+    assert_eq!(ids(&f.out("out.jsonl")), vec!["1"], "the 0.2.9 component filtered: {stderr}");
     let inspect = run_host(&["plugin", "inspect", newer.to_str().expect("utf8")], LIMIT);
     let text = String::from_utf8_lossy(&inspect.stdout);
-    assert!(text.contains("traptor:plugin/stage@0.1.9") && text.contains("runs ABI 0.1.x"), "{text}");
+    assert!(text.contains("traptor:plugin/stage@0.2.9") && text.contains("runs ABI 0.2.x or 0.1.x"), "{text}");
+    assert!(text.contains("reads:       lang\n"), "{text}");
 
-    for incompatible in ["0.2.0", "1.1.0", "0.0.0"] {
+    for incompatible in ["0.3.0", "1.1.0", "0.0.0"] {
         let p = lang_filter_at_abi(f.dir.path(), incompatible);
         let out = run_host(&["validate", "--pipeline", f.pipeline(&stage(&p), 2).to_str().expect("utf8")], LIMIT);
         let text = String::from_utf8_lossy(&out.stdout);
@@ -239,11 +240,109 @@ fn components_of_a_compatible_abi_version_run_and_others_are_refused() {
         assert!(
             text.contains("\"langs\"")
                 && text.contains(&format!("built for the traptor plugin ABI {incompatible}"))
-                && text.contains("runs ABI 0.1.x")
+                && text.contains("runs ABI 0.2.x or 0.1.x")
                 && text.contains(traptor_sdk::ABI_VERSION),
             "{text}"
         );
     }
+}
+
+/// Issue 29: a component built for ABI 0.1 (the `chaos` plugin as built
+/// before 0.2, kept in tests/fixtures/plugins) still runs beside 0.2 ones —
+/// its enrichments, drops, errors and traps handled as before — and so does
+/// one built for a later 0.1 patch.
+#[test]
+fn components_built_for_abi_0_1_still_run() {
+    let old = traptor_tests::fixture("plugins/chaos-abi-0.1.wasm");
+    let f = Fixture::new(&[("1", "hello world"), ("2", "#panic"), ("3", "héllo"), ("4", "#error"), ("5", "#drop")]);
+    let bytes = std::fs::read(&old).expect("fixture");
+    let patched = bytes_replaced(&bytes, b"traptor:plugin/stage@0.1.0", b"traptor:plugin/stage@0.1.7");
+    std::fs::write(f.path("chaos-0.1.7.wasm"), patched).expect("write");
+    for plugin in [old.clone(), f.path("chaos-0.1.7.wasm")] {
+        let stage = format!(
+            "name = \"chaos\"\nplugin = {:?}\non_error = \"dead_letter\"\nconfig = {{ mode = \"chaos\" }}\n\n\
+             [[stages]]\nname = \"langs\"\nplugin = {:?}\nconfig = {{ languages = [\"en\"] }}\n",
+            plugin.display(),
+            plugin_wasm("lang_filter").display()
+        );
+        let _ = std::fs::remove_file(f.path("out.jsonl"));
+        let _ = std::fs::remove_file(f.path("dead.jsonl"));
+        let (out, stderr) = run(&f.pipeline(&stage, 1));
+        assert!(out.status.success(), "{stderr}");
+        let good = f.out("out.jsonl");
+        assert_eq!(ids(&good), vec!["1", "3"], "{stderr}");
+        assert_eq!(good[1]["traptor"]["enrichments"]["chaos"]["length"], 5);
+        assert_eq!(ids(&f.out("dead.jsonl")), vec!["2", "4"], "{stderr}");
+        let line = stage_line(&stderr, "chaos");
+        assert_eq!(field(line, "dropped"), 1, "{line}");
+        assert_eq!(field(line, "traps"), 1, "{line}");
+    }
+    let inspect = run_host(&["plugin", "inspect", old.to_str().expect("utf8")], LIMIT);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("traptor:plugin/stage@0.1.0") && text.contains("rebuild on 0.2"), "{text}");
+}
+
+fn bytes_replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(p) = out[i..].windows(from.len()).position(|w| w == from) {
+        out[i + p..i + p + to.len()].copy_from_slice(to);
+        i += p + to.len();
+        n += 1;
+    }
+    assert!(n > 0, "{} not found", String::from_utf8_lossy(from));
+    out
+}
+
+/// Issue 29: what a stage reads arrives intact through ABI 0.2's one buffer
+/// per batch — a real recorded post (the original project's fixture) through
+/// `chaos` in `echo` mode, which adds back every field it was sent.
+#[test]
+fn every_field_a_stage_reads_arrives_intact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = Fixture { dir };
+    let text = std::fs::read_to_string(traptor_tests::fixture("upstream-traptor/track_tweet.json")).expect("fixture");
+    let post: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let line = post.to_string();
+    std::fs::write(f.path("in.jsonl"), format!("{line}\n")).expect("write");
+    std::fs::write(
+        f.path("rules.jsonl"),
+        "{\"rule_id\":\"b1\",\"tag\":\"birthdays\",\"value\":\"happy birthday\"}\n\
+         {\"rule_id\":\"x\",\"value\":\"unrelated\"}\n",
+    )
+    .expect("write");
+    let stage =
+        format!("name = \"echo\"\nplugin = {:?}\nconfig = {{ mode = \"echo\" }}\n", plugin_wasm("chaos").display());
+    let (out, stderr) = run(&f.pipeline(&stage, 4));
+    assert!(out.status.success(), "{stderr}");
+    let got = f.out("out.jsonl");
+    assert_eq!(got.len(), 1, "{stderr}");
+    let e = &got[0]["traptor"]["enrichments"]["echo"];
+    let mentions: Vec<&str> = post["entities"]["user_mentions"]
+        .as_array()
+        .expect("mentions")
+        .iter()
+        .map(|m| m["screen_name"].as_str().expect("name"))
+        .collect();
+    let want = serde_json::json!({
+        "raw_bytes": line.len(),
+        "id": post["id_str"],
+        "source": "twitter-v1",
+        "text": post["text"],
+        "author": [post["user"]["id_str"], post["user"]["screen_name"]],
+        "lang": "en",
+        "created_at": "2016-02-22T01:34:53+00:00",
+        "hashtags": [],
+        "mentions": mentions,
+        "urls": [],
+        "cashtags": [],
+        "coordinates": null,
+        "kinds": [false, true, false],
+        "matched_rules": [["b1", "birthdays", "happy birthday", "track"]],
+    });
+    assert_eq!(e, &want, "{stderr}");
 }
 
 #[test]
@@ -305,7 +404,9 @@ fn plugin_run_prints_one_outcome_per_post() {
     assert_eq!(lines[2]["outcome"], "drop");
     let out = run_host(&["plugin", "inspect", plugin_wasm("lang_filter").to_str().expect("utf8")], LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("lang-filter 0.1.0 (filter)") && stdout.contains("traptor:plugin/stage@0.1.0"), "{stdout}");
+    let abi = format!("traptor:plugin/stage@{}", traptor_sdk::ABI_VERSION);
+    assert!(stdout.contains("lang-filter 0.1.0 (filter)") && stdout.contains(&abi), "{stdout}");
+    assert!(stdout.contains("reads:       lang\n"), "{stdout}");
 }
 
 #[test]

@@ -55,6 +55,20 @@ fn family(
     Ok(())
 }
 
+/// A labelled counter family of seconds (fractional).
+fn counter_f64(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: &[(Labels<'_>, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 /// One histogram, unlabelled when `labels` is empty.
 fn histogram(
     e: &mut DescriptorEncoder<'_>,
@@ -236,6 +250,33 @@ impl TraptorCollector {
             MetricType::Counter,
             &plugin,
         )?;
+        let mut parts = Vec::new();
+        for (name, s, _) in &stages {
+            for (part, ns) in
+                [("prepare", s.prepare_ns), ("lower", s.lower_ns), ("guest", s.guest_ns), ("lift", s.lift_ns)]
+            {
+                parts.push((vec![("stage", name.as_str()), ("part", part)], ns as f64 / 1e9));
+            }
+        }
+        counter_f64(
+            e,
+            "traptor_stage_seconds",
+            "Time spent in each stage, by part: prepare (the host building the batch), lower (copying it into the \
+             plugin), guest (the plugin's code), lift (reading its answers back)",
+            &parts,
+        )?;
+        let mut h = e.encode_descriptor(
+            "traptor_stage_post_duration_seconds",
+            "What a stage costs per post: each batch's time over its posts",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (name, _, st) in &stages {
+            let (buckets, sum) = st.metrics.per_post.buckets_seconds();
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            let labels = vec![("stage", name.as_str())];
+            h.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
         let mut h = e.encode_descriptor(
             "traptor_stage_batch_duration_seconds",
             "Time a stage took per batch",
@@ -425,6 +466,11 @@ mod tests {
             ("traptor_stage_circuit_open", "gauge", "1 while a stage is bypassed by its breaker"),
             ("traptor_plugin_counter_total", "counter", "Counters plugins bump through the host's counter import"),
             ("traptor_stage_batch_duration_seconds", "histogram", "Time a stage took per batch"),
+            (
+                "traptor_stage_post_duration_seconds",
+                "histogram",
+                "What a stage costs per post: each batch's time over its posts",
+            ),
         ];
         for (name, kind, help) in before {
             assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")), "{name} in\n{text}");

@@ -319,6 +319,10 @@ fn log_stages(stages: &[(String, StageSnapshot)]) {
             dead_lettered = s.dead_lettered,
             circuit_opened = s.circuit_opened,
             mean_batch_us = s.latency_sum_us.checked_div(s.batches).unwrap_or(0),
+            prepare_ns = s.prepare_ns,
+            lower_ns = s.lower_ns,
+            guest_ns = s.guest_ns,
+            lift_ns = s.lift_ns,
             "stage finished"
         );
     }

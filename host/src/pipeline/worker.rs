@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::envelope::{self, Extra};
 use crate::matcher::{Matcher, Scratch};
-use crate::plugins::{OnError, Stage, StageInstance, to_wit_post, wit};
+use crate::plugins::{Action, OnError, Stage, StageInstance, StagePost};
 use crate::post::{self, Message, PostView};
 use crate::rules::RemoteRuleIds;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
@@ -483,7 +483,8 @@ fn worker_loop(
     }
 }
 
-/// Run one stage over the posts still alive and apply the outcomes.
+/// Run one stage over the posts still alive and apply its answers (a post
+/// it does not name is kept).
 fn run_stage(
     stage: &Stage,
     slot: &mut Option<StageInstance>,
@@ -499,58 +500,55 @@ fn run_stage(
     if alive.is_empty() {
         return Ok(());
     }
-    let wants_raw = stage.wants_raw();
-    let batch: Vec<wit::Post> = alive
+    let batch: Vec<StagePost<'_>> = alive
         .iter()
         .filter_map(|&i| match &items[i] {
-            Item::Post(p) => {
-                Some(to_wit_post(&p.view, p.raw, p.matched.iter().map(|&r| compiled.matcher.rule(r)), wants_raw))
-            }
+            Item::Post(p) => Some(StagePost { view: &p.view, raw: p.raw, matched: &p.matched }),
             Item::Control(_) => None,
         })
         .collect();
     let m = &stage.metrics;
-    match stage.process(slot, &batch) {
-        Ok(outcomes) => {
-            for (&i, outcome) in alive.iter().zip(outcomes) {
-                let Item::Post(p) = &mut items[i] else { continue };
-                match outcome {
-                    wit::Outcome::Keep => {
-                        m.kept.fetch_add(1, Relaxed);
-                    }
-                    wit::Outcome::Enrich(fields) => match fields_json(&fields) {
-                        Ok(obj) => {
-                            m.enriched.fetch_add(1, Relaxed);
-                            if !p.enrichments.is_empty() {
-                                p.enrichments.push(',');
-                            }
-                            p.enrichments.push_str(&serde_json::Value::from(&*stage.name).to_string());
-                            p.enrichments.push(':');
-                            p.enrichments.push_str(&obj);
-                        }
-                        Err(e) => {
-                            m.protocol_errors.fetch_add(1, Relaxed);
-                            on_error(stage, p, e)?;
-                        }
-                    },
-                    wit::Outcome::Drop(reason) => {
-                        m.dropped.fetch_add(1, Relaxed);
-                        tracing::debug!(stage = &*stage.name, post = %p.view.id, reason, "post dropped by stage");
-                        p.fate = Fate::Removed;
-                    }
-                    wit::Outcome::Error(e) => {
-                        m.post_errors.fetch_add(1, Relaxed);
-                        on_error(stage, p, e)?;
-                    }
-                }
-            }
-        }
+    let result = stage.process(slot, &batch, compiled.matcher.rules());
+    drop(batch);
+    let answers = match result {
+        Ok(answers) => answers,
         Err(failure) => {
             let msg = failure.to_string();
             for &i in &alive {
                 if let Item::Post(p) = &mut items[i] {
                     on_error(stage, p, msg.clone())?;
                 }
+            }
+            return Ok(());
+        }
+    };
+    m.kept.fetch_add((alive.len() - answers.changes.len()) as u64, Relaxed);
+    for a in &answers.changes {
+        let Some(Item::Post(p)) = alive.get(a.post).and_then(|&i| items.get_mut(i)) else { continue };
+        match a.action {
+            Action::Enrich => match enrichment(answers.bytes(a)) {
+                Ok(obj) => {
+                    m.enriched.fetch_add(1, Relaxed);
+                    if !p.enrichments.is_empty() {
+                        p.enrichments.push(',');
+                    }
+                    p.enrichments.push_str(&serde_json::Value::from(&*stage.name).to_string());
+                    p.enrichments.push(':');
+                    p.enrichments.push_str(obj);
+                }
+                Err(e) => {
+                    m.protocol_errors.fetch_add(1, Relaxed);
+                    on_error(stage, p, e)?;
+                }
+            },
+            Action::Drop => {
+                m.dropped.fetch_add(1, Relaxed);
+                tracing::debug!(stage = &*stage.name, post = %p.view.id, reason = %answers.text(a), "post dropped by stage");
+                p.fate = Fate::Removed;
+            }
+            Action::Error => {
+                m.post_errors.fetch_add(1, Relaxed);
+                on_error(stage, p, answers.text(a).into_owned())?;
             }
         }
     }
@@ -582,22 +580,16 @@ fn on_error(stage: &Stage, p: &mut PostItem<'_>, error: String) -> Result<(), Fa
     Ok(())
 }
 
-/// `{"name":value,...}` from a plugin's fields; every value must be JSON.
-fn fields_json(fields: &[wit::Field]) -> Result<String, String> {
-    let mut s = String::from("{");
-    for (i, f) in fields.iter().enumerate() {
-        if serde_json::from_str::<serde::de::IgnoredAny>(&f.value).is_err() {
-            return Err(format!("field {:?} is not valid JSON: {:.80}", f.name, f.value));
-        }
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&serde_json::Value::from(f.name.as_str()).to_string());
-        s.push(':');
-        s.push_str(f.value.trim());
+/// A plugin's enrichment, spliced as it is once checked: one JSON object.
+fn enrichment(bytes: &[u8]) -> Result<&str, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("enrichment is not UTF-8: {e}"))?.trim();
+    if !text.starts_with('{') {
+        return Err(format!("enrichment is not a JSON object: {text:.80}"));
     }
-    s.push('}');
-    Ok(s)
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => Ok(text),
+        Err(e) => Err(format!("enrichment is not valid JSON ({e}): {text:.80}")),
+    }
 }
 
 /// Wrap one post; false (and counted, logged) if it cannot be wrapped.

@@ -1,12 +1,14 @@
-//! From the host's post view to the WIT `post` record.
+//! ABI 0.1: the host's post view as the 0.1 `post` record (every field, each
+//! string its own allocation), and its outcomes as [`Answers`].
 
-use super::wit;
+use super::answers::{Action, Answers};
+use super::wit_v01 as wit;
 use crate::envelope::created_at_iso;
 use crate::post::PostView;
 use crate::rules::Rule;
 
 /// Build the record a plugin receives. `raw` is copied only if the stage wants it.
-pub fn to_wit_post<'r>(
+pub fn to_v01_post<'r>(
     view: &PostView<'_>,
     raw: &[u8],
     rules: impl Iterator<Item = &'r Rule>,
@@ -44,4 +46,31 @@ pub fn to_wit_post<'r>(
             })
             .collect(),
     }
+}
+
+/// The changes among a 0.1 plugin's outcomes (one per post): an enrichment
+/// becomes the JSON object of its fields (checked by the worker, as from 0.2).
+pub fn answers_from_v01(outcomes: Vec<wit::Outcome>) -> Answers {
+    let mut a = Answers::default();
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
+            wit::Outcome::Keep => {}
+            wit::Outcome::Enrich(fields) => {
+                let mut s = String::from("{");
+                for (n, f) in fields.iter().enumerate() {
+                    if n > 0 {
+                        s.push(',');
+                    }
+                    s.push_str(&serde_json::Value::from(f.name.as_str()).to_string());
+                    s.push(':');
+                    s.push_str(f.value.trim());
+                }
+                s.push('}');
+                a.push(i, Action::Enrich, s.as_bytes());
+            }
+            wit::Outcome::Drop(reason) => a.push(i, Action::Drop, reason.as_bytes()),
+            wit::Outcome::Error(e) => a.push(i, Action::Error, e.as_bytes()),
+        }
+    }
+    a
 }

@@ -35,6 +35,13 @@ pub struct StageMetrics {
     pub dead_lettered: AtomicU64,
     /// Time per batch.
     pub latency: BatchLatency,
+    /// Time per post (a batch's time over its posts).
+    pub per_post: PostCost,
+    /// Where the stage's time went, summed over its calls (ns).
+    pub prepare_ns: AtomicU64,
+    pub lower_ns: AtomicU64,
+    pub guest_ns: AtomicU64,
+    pub lift_ns: AtomicU64,
     plugin: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -45,6 +52,47 @@ pub struct BatchLatency(pub Histogram);
 impl Default for BatchLatency {
     fn default() -> BatchLatency {
         BatchLatency(Histogram::new(&LATENCY_BUCKETS_US))
+    }
+}
+
+/// Upper bounds of the per-post cost buckets, in nanoseconds (the last is +Inf).
+pub const POST_COST_BUCKETS_NS: [u64; 14] =
+    [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 1_000_000, 10_000_000, u64::MAX];
+
+/// What a stage costs per post: each batch adds its posts to the bucket of
+/// its time divided by its posts.
+#[derive(Debug)]
+pub struct PostCost {
+    counts: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
+}
+
+impl Default for PostCost {
+    fn default() -> PostCost {
+        PostCost { counts: POST_COST_BUCKETS_NS.iter().map(|_| AtomicU64::new(0)).collect(), sum_ns: AtomicU64::new(0) }
+    }
+}
+
+impl PostCost {
+    pub fn observe(&self, batch: Duration, posts: usize) {
+        if posts == 0 {
+            return;
+        }
+        let total = batch.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let each = total / posts as u64;
+        let i = POST_COST_BUCKETS_NS.iter().position(|&b| each <= b).unwrap_or(POST_COST_BUCKETS_NS.len() - 1);
+        self.counts[i].fetch_add(posts as u64, Relaxed);
+        self.sum_ns.fetch_add(total, Relaxed);
+    }
+
+    /// (upper bound in seconds — +Inf last —, posts) per bucket, and the sum in seconds.
+    pub fn buckets_seconds(&self) -> (Vec<(f64, u64)>, f64) {
+        let buckets = POST_COST_BUCKETS_NS
+            .iter()
+            .zip(&self.counts)
+            .map(|(&b, n)| (if b == u64::MAX { f64::INFINITY } else { b as f64 / 1e9 }, n.load(Relaxed)))
+            .collect();
+        (buckets, self.sum_ns.load(Relaxed) as f64 / 1e9)
     }
 }
 
@@ -69,6 +117,12 @@ pub struct StageSnapshot {
     /// (upper bound µs, batches) for every non-empty bucket.
     pub latency_us: Vec<(u64, u64)>,
     pub latency_sum_us: u64,
+    /// Where the stage's time went (ns, summed): building the batch, copying
+    /// it into the guest, the guest's own code, reading the answers back.
+    pub prepare_ns: u64,
+    pub lower_ns: u64,
+    pub guest_ns: u64,
+    pub lift_ns: u64,
     /// Counters the plugin bumped through the `counter` import.
     pub plugin: BTreeMap<String, u64>,
 }
@@ -76,6 +130,18 @@ pub struct StageSnapshot {
 impl StageMetrics {
     pub fn observe_latency(&self, d: Duration) {
         self.latency.0.observe_n(d, 1);
+    }
+
+    /// One call of `posts` posts took `d`, split as `parts` when known.
+    pub fn observe_call(&self, d: Duration, posts: usize, parts: Option<super::stage::Parts>) {
+        self.latency.0.observe_n(d, 1);
+        self.per_post.observe(d, posts);
+        if let Some(p) = parts {
+            self.prepare_ns.fetch_add(p.prepare, Relaxed);
+            self.lower_ns.fetch_add(p.lower, Relaxed);
+            self.guest_ns.fetch_add(p.guest, Relaxed);
+            self.lift_ns.fetch_add(p.lift, Relaxed);
+        }
     }
 
     pub fn plugin_counter(&self, name: &str, delta: u64) {
@@ -106,6 +172,10 @@ impl StageMetrics {
             dead_lettered: self.dead_lettered.load(Relaxed),
             latency_us: self.latency.0.buckets_us().into_iter().filter(|(_, n)| *n > 0).collect(),
             latency_sum_us: self.latency.0.sum_us(),
+            prepare_ns: self.prepare_ns.load(Relaxed),
+            lower_ns: self.lower_ns.load(Relaxed),
+            guest_ns: self.guest_ns.load(Relaxed),
+            lift_ns: self.lift_ns.load(Relaxed),
             plugin: self.plugin.lock().map(|m| m.clone()).unwrap_or_default(),
         }
     }
@@ -123,5 +193,20 @@ mod tests {
         m.observe_latency(Duration::from_secs(5));
         let s = m.snapshot();
         assert_eq!(s.latency_us, vec![(50, 1), (1_000, 1), (u64::MAX, 1)]);
+    }
+
+    #[test]
+    fn cost_per_post_is_the_batch_over_its_posts() {
+        let m = StageMetrics::default();
+        m.observe_call(Duration::from_micros(100), 256, None);
+        m.observe_call(Duration::from_micros(3), 1, None);
+        m.observe_call(Duration::from_micros(9), 0, None);
+        let (b, sum) = m.per_post.buckets_seconds();
+        // 100 µs / 256 = 390 ns → the 500 ns bucket, 256 posts; 3 µs → 4 µs.
+        assert_eq!(b[1], (500e-9, 256));
+        assert_eq!(b[4], (4e-6, 1));
+        assert_eq!(b.iter().map(|(_, n)| n).sum::<u64>(), 257);
+        assert!((sum - 103e-6).abs() < 1e-12, "{sum}");
+        assert_eq!(m.latency.0.count(), 3);
     }
 }

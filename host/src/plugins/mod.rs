@@ -18,8 +18,10 @@
 //! * What the guest writes to stdout/stderr is kept in a small buffer and
 //!   logged when the instance traps (a Rust panic message, a Python traceback).
 
+mod answers;
 pub mod cache;
 mod convert;
+mod lower;
 mod metrics;
 pub mod oci;
 pub mod scaffold;
@@ -36,12 +38,12 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use convert::to_wit_post;
+pub use answers::{Action, Answer, Answers, Description, StageKind, StagePost, field_names};
 pub use metrics::{StageMetrics, StageSnapshot};
 pub use stage::{CallFailure, Stage, StageInstance, StageSpec};
 pub use stages::{OnError, StageConfig, StageLoadError};
 
-/// Generated from `wit/plugin.wit`.
+/// Generated from `wit/plugin.wit`: the current ABI.
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -50,7 +52,19 @@ pub mod bindings {
     });
 }
 
+/// Generated from `wit/v0.1/plugin.wit`: ABI 0.1, frozen. Components built
+/// for it keep running (each post's strings lowered one by one, every
+/// outcome returned).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod bindings_v01 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1",
+        world: "plugin",
+    });
+}
+
 pub use bindings::traptor::plugin::types as wit;
+pub use bindings_v01::traptor::plugin::types as wit_v01;
 
 /// The ABI (WIT package) version, as written in `wit/plugin.wit` (read by
 /// the SDK at build time: the one place it is written).
@@ -59,31 +73,59 @@ pub const ABI_VERSION: &str = traptor_sdk::ABI_VERSION;
 /// interface, at any version compatible with [`ABI_VERSION`].
 pub const STAGE_INTERFACE: &str = "traptor:plugin/stage";
 
-/// Whether a component built for ABI `found` runs on this host: the
+/// The ABI versions this host runs, newest first: the current one and the
+/// earlier one it still supports (frozen in `wit/v0.1/`).
+pub const SUPPORTED_ABIS: [&str; 2] = [ABI_VERSION, "0.1.0"];
+
+/// An ABI a component was built for, among those this host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// `traptor:plugin@0.1.x`: every string of every post lowered on its own,
+    /// one outcome per post returned.
+    V0_1,
+    /// `traptor:plugin@0.2.x`: one buffer per batch, only the fields the stage
+    /// reads, kept posts not returned.
+    V0_2,
+}
+
+/// Which supported ABI a component built for `found` runs on, if any: the
 /// component model's semver rule for WIT packages, which wasmtime applies
 /// when it looks the exports up — the same major version, and below 1.0 the
 /// same minor (below 0.1 the same patch). A pre-release or build suffix
 /// matches only itself.
-pub fn abi_compatible(found: &str) -> bool {
+pub fn abi_of(found: &str) -> Option<Abi> {
     fn parts(v: &str) -> Option<[u64; 3]> {
         let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
         let r = [it.next()??, it.next()??, it.next()??];
         it.next().is_none().then_some(r)
     }
-    match (parts(found), parts(ABI_VERSION)) {
+    let compatible = |with: &str| match (parts(found), parts(with)) {
         (Some([a, b, c]), Some([x, y, z])) => a == x && (a > 0 || (b == y && (b > 0 || c == z))),
-        _ => found == ABI_VERSION,
+        _ => found == with,
+    };
+    if compatible(ABI_VERSION) {
+        Some(Abi::V0_2)
+    } else if compatible(SUPPORTED_ABIS[1]) {
+        Some(Abi::V0_1)
+    } else {
+        None
     }
 }
 
-/// The versions this host accepts, for messages: `0.1.x`.
+/// Whether a component built for ABI `found` runs on this host.
+pub fn abi_compatible(found: &str) -> bool {
+    abi_of(found).is_some()
+}
+
+/// The versions this host accepts, for messages: `0.2.x or 0.1.x`.
 pub fn abi_range() -> String {
-    match ABI_VERSION.split('.').collect::<Vec<_>>()[..] {
-        ["0", "0", _] => ABI_VERSION.to_owned(),
+    let range = |v: &str| match v.split('.').collect::<Vec<_>>()[..] {
+        ["0", "0", _] => v.to_owned(),
         ["0", minor, _] => format!("0.{minor}.x"),
         [major, _, _] => format!("{major}.x"),
-        _ => ABI_VERSION.to_owned(),
-    }
+        _ => v.to_owned(),
+    };
+    SUPPORTED_ABIS.iter().map(|v| range(v)).collect::<Vec<_>>().join(" or ")
 }
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -145,6 +187,16 @@ pub struct StageState {
     stage: Arc<str>,
     metrics: Arc<StageMetrics>,
     output: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    calls: CallTimes,
+}
+
+/// Top-level calls into the guest during one `process` call (see
+/// `stage::time_calls`): start and end of each, nested depth.
+#[derive(Debug, Default)]
+struct CallTimes {
+    depth: u32,
+    open: Option<std::time::Instant>,
+    spans: Vec<(std::time::Instant, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for StageState {
@@ -159,8 +211,34 @@ impl WasiView for StageState {
     }
 }
 
-/// The `types` interface has no functions; its trait is empty.
+// The `types` interfaces have no functions; their traits are empty.
 impl bindings::traptor::plugin::types::Host for StageState {}
+impl bindings_v01::traptor::plugin::types::Host for StageState {}
+
+/// ABI 0.1's `host` interface is the same as the current one.
+impl bindings_v01::traptor::plugin::host::Host for StageState {
+    fn log(
+        &mut self,
+        level: bindings_v01::traptor::plugin::host::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
+        use bindings::traptor::plugin::host::{Host, Level};
+        use bindings_v01::traptor::plugin::host::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        Host::log(self, level, message, fields);
+    }
+
+    fn counter(&mut self, name: String, delta: u64) {
+        self.metrics.plugin_counter(&name, delta);
+    }
+}
 
 impl bindings::traptor::plugin::host::Host for StageState {
     fn log(&mut self, level: bindings::traptor::plugin::host::Level, message: String, fields: Vec<(String, String)>) {
@@ -256,6 +334,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         bindings::Plugin::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        bindings_v01::Plugin::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -301,17 +381,18 @@ impl Runtime {
             let found = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
             return Err(PluginError::NotAPlugin { path: path.to_owned(), found });
         };
-        if !abi_compatible(&abi) {
+        let Some(version) = abi_of(&abi) else {
             return Err(PluginError::WrongAbi { path: path.to_owned(), found: abi });
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link { path: path.to_owned(), message: format!("{e:#}") })?;
-        let pre = bindings::PluginPre::new(pre)
-            .map_err(|e| PluginError::Link { path: path.to_owned(), message: format!("{e:#}") })?;
+        };
+        let link = |e: wasmtime::Error| PluginError::Link { path: path.to_owned(), message: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = match version {
+            Abi::V0_2 => AbiPre::V0_2(bindings::PluginPre::new(pre).map_err(link)?),
+            Abi::V0_1 => AbiPre::V0_1(bindings_v01::PluginPre::new(pre).map_err(link)?),
+        };
         Ok(LoadedComponent {
             pre,
+            version,
             path: path.to_owned(),
             size: bytes.len() as u64,
             sha256: cache::hex_sha256(&bytes),
@@ -323,9 +404,17 @@ impl Runtime {
     }
 }
 
+/// A component linked against the world of its ABI.
+pub(crate) enum AbiPre {
+    V0_1(bindings_v01::PluginPre<StageState>),
+    V0_2(bindings::PluginPre<StageState>),
+}
+
 /// A compiled, linked component.
 pub struct LoadedComponent {
-    pub(crate) pre: bindings::PluginPre<StageState>,
+    pub(crate) pre: AbiPre,
+    /// The world it runs in.
+    pub version: Abi,
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,

@@ -39,6 +39,9 @@ pub enum ScaffoldError {
 }
 
 const WIT: &str = include_str!("../../../wit/plugin.wit");
+/// The ABI helpers Python and JavaScript stages import (one file each).
+const PY_HELPER: &str = include_str!("../../../sdk/python/traptor_stage.py");
+const JS_HELPER: &str = include_str!("../../../sdk/js/traptor_stage.js");
 
 /// Where the SDK is for a new Rust project: the source tree this binary
 /// was built from when it is still there, else the project's repository.
@@ -100,6 +103,7 @@ pub fn new_project(
             ("app.py".into(), fill(include_str!("../../templates/python/app.py"))),
             (format!("{module}_core.py"), fill(include_str!("../../templates/python/core.py"))),
             (format!("test_{module}.py"), fill(include_str!("../../templates/python/test_core.py"))),
+            ("traptor_stage.py".into(), PY_HELPER.to_owned()),
             ("wit/plugin.wit".into(), WIT.to_owned()),
         ],
         Lang::Js => vec![
@@ -107,6 +111,7 @@ pub fn new_project(
             ("core.js".into(), fill(include_str!("../../templates/js/core.js"))),
             ("core.test.js".into(), fill(include_str!("../../templates/js/core.test.js"))),
             ("package.json".into(), fill(include_str!("../../templates/js/package.json"))),
+            ("traptor_stage.js".into(), JS_HELPER.to_owned()),
             ("wit/plugin.wit".into(), WIT.to_owned()),
         ],
     };
@@ -150,16 +155,14 @@ fn snippet(lang: Lang, kind: Kind, part: Part) -> &'static str {
             "        assert_eq!(out[0], Outcome::Keep);\n        assert_eq!(out[1], Outcome::Drop(\"fewer than 3 words\".into()));"
         }
         (Lang::Python, Kind::Enricher, Part::Process) => {
-            "                short = words < _CONFIG[\"min_words\"]\n                out.append(\n                    types.Outcome_Enrich(\n                        [types.Field(\"words\", json.dumps(words)), types.Field(\"short\", json.dumps(short))]\n                    )\n                )"
+            "    return Enrich({\"words\": words, \"short\": words < _CONFIG[\"min_words\"]})"
         }
         (Lang::Python, Kind::Filter, Part::Process) => {
-            "                if words >= _CONFIG[\"min_words\"]:\n                    out.append(types.Outcome_Keep())\n                else:\n                    out.append(types.Outcome_Drop(f\"fewer than {_CONFIG['min_words']} words\"))"
+            "    if words >= _CONFIG[\"min_words\"]:\n        return None\n    return Drop(f\"fewer than {_CONFIG['min_words']} words\")"
         }
-        (Lang::Js, Kind::Enricher, Part::Process) => {
-            "        return {\n          tag: \"enrich\",\n          val: [\n            { name: \"words\", value: JSON.stringify(words) },\n            { name: \"short\", value: JSON.stringify(words < config.minWords) },\n          ],\n        };"
-        }
+        (Lang::Js, Kind::Enricher, Part::Process) => "  return enrich({ words, short: words < config.minWords });",
         (Lang::Js, Kind::Filter, Part::Process) => {
-            "        if (words >= config.minWords) return { tag: \"keep\" };\n        return { tag: \"drop\", val: `fewer than ${config.minWords} words` };"
+            "  if (words >= config.minWords) return undefined;\n  return drop(`fewer than ${config.minWords} words`);"
         }
         (_, _, Part::Test) => "",
     }

@@ -6,16 +6,20 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::component::{ResourceTable, TypedFunc};
+use wasmtime::{CallHook, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::answers::{Answers, Description, StagePost, all_but_raw};
+use super::convert::{answers_from_v01, to_v01_post};
+use super::lower::Encoder;
 use super::stages::OnError;
 use super::{
-    EPOCH_TICK, FrozenClock, LoadedComponent, MemoryLimiter, PluginError, Runtime, StageMetrics, StageState, bindings,
-    wit,
+    AbiPre, CallTimes, EPOCH_TICK, FrozenClock, LoadedComponent, MemoryLimiter, PluginError, Runtime, STAGE_INTERFACE,
+    StageMetrics, StageState, bindings, bindings_v01, wit,
 };
+use crate::rules::Rule;
 
 /// Everything needed to run one `[[stages]]` entry.
 #[derive(Debug, Clone)]
@@ -69,7 +73,10 @@ struct Breaker {
 pub struct Stage {
     pub spec: StageSpec,
     pub name: Arc<str>,
-    pub description: wit::Description,
+    pub description: Description,
+    /// The fields this configuration reads (what `init` answered; for a 0.1
+    /// component everything it was always sent).
+    pub reads: wit::Fields,
     pub metrics: Arc<StageMetrics>,
     component: LoadedComponent,
     runtime: Arc<Runtime>,
@@ -93,21 +100,24 @@ impl Stage {
         let description = probe
             .describe()
             .map_err(|e| PluginError::Describe { path: spec.plugin.clone(), message: e.to_string() })?;
-        match probe.init(&spec.config_json, spec.init_timeout) {
-            Ok(Ok(())) => {}
+        let reads = match probe.init(&spec.config_json, spec.init_timeout) {
+            Ok(Ok(reads)) => reads.unwrap_or(description.reads),
             Ok(Err(message)) => return Err(PluginError::Config { stage: spec.name.clone(), message }),
             Err(e) => {
                 return Err(PluginError::Config { stage: spec.name.clone(), message: format!("init failed: {e}") });
             }
-        }
-        Ok(Stage { spec, name, description, metrics, component, runtime: runtime.clone(), breaker: Mutex::default() })
+        };
+        // What the configuration reads is at most what the plugin said it may read.
+        let reads = reads & description.reads;
+        let runtime = runtime.clone();
+        Ok(Stage { spec, name, description, reads, metrics, component, runtime, breaker: Mutex::default() })
     }
 
     /// Load and describe a plugin without configuring it (`plugin inspect`).
     pub fn describe_only(
         runtime: &Arc<Runtime>,
         spec: &StageSpec,
-    ) -> Result<(LoadedComponent, wit::Description), PluginError> {
+    ) -> Result<(LoadedComponent, Description), PluginError> {
         let component = runtime.load(&spec.plugin)?;
         let name: Arc<str> = spec.name.as_str().into();
         let metrics = Arc::new(StageMetrics::default());
@@ -127,24 +137,22 @@ impl Stage {
         let mut inst = StageInstance::new(&self.runtime, &self.component, &self.spec, &self.name, &self.metrics)
             .map_err(|e| CallFailure::Instantiate(e.to_string()))?;
         match inst.init(&self.spec.config_json, self.spec.init_timeout) {
-            Ok(Ok(())) => Ok(inst),
+            Ok(Ok(_)) => Ok(inst),
             Ok(Err(m)) => Err(CallFailure::Instantiate(format!("init refused the configuration: {m}"))),
             Err(e) => Err(e),
         }
     }
 
-    pub fn wants_raw(&self) -> bool {
-        self.description.wants_raw
-    }
-
     /// Run one batch through this stage with the worker's instance in `slot`
-    /// (built if empty, dropped after a failure). Returns one outcome per post,
-    /// or why the whole batch failed.
+    /// (built if empty, dropped after a failure). Returns the changes (posts
+    /// not named are kept), or why the whole batch failed. `rules` are the
+    /// matcher's, which the posts' `matched` indices point into.
     pub fn process(
         &self,
         slot: &mut Option<StageInstance>,
-        batch: &[wit::Post],
-    ) -> Result<Vec<wit::Outcome>, CallFailure> {
+        batch: &[StagePost<'_>],
+        rules: &[Rule],
+    ) -> Result<Answers, CallFailure> {
         if !self.circuit_allows() {
             return Err(CallFailure::CircuitOpen);
         }
@@ -162,8 +170,8 @@ impl Stage {
             },
         };
         let start = Instant::now();
-        let result = inst.process(batch, self.spec.timeout);
-        m.observe_latency(start.elapsed());
+        let result = inst.process(batch, rules, self.reads, self.spec.timeout);
+        m.observe_call(start.elapsed(), batch.len(), inst.parts.take());
         match result {
             Ok(outcomes) => {
                 self.record_success();
@@ -243,7 +251,33 @@ impl Stage {
 /// One store + instance of a stage, owned by one worker.
 pub struct StageInstance {
     store: Store<StageState>,
-    plugin: bindings::Plugin,
+    abi: AbiInstance,
+    /// How the last `process` call's time split, when it was measured.
+    pub(crate) parts: Option<Parts>,
+}
+
+/// The exports of an instance, in the world of its ABI.
+enum AbiInstance {
+    V0_1(bindings_v01::Plugin),
+    V0_2 {
+        plugin: bindings::Plugin,
+        /// `process`, typed by hand so its call can be timed part by part.
+        process: TypedFunc<(&'static wit::Batch,), (wit::Results,)>,
+        encoder: Box<Encoder>,
+    },
+}
+
+/// Where a `process` call's time went, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// The host building the batch (its own records, before the call).
+    pub prepare: u64,
+    /// Copying the batch into the guest (the calls to its allocator).
+    pub lower: u64,
+    /// The guest's own `process`.
+    pub guest: u64,
+    /// Reading the answers back and the guest freeing what it returned.
+    pub lift: u64,
 }
 
 impl std::fmt::Debug for StageInstance {
@@ -256,6 +290,31 @@ fn ticks(d: Duration) -> u64 {
     (d.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
 }
 
+/// Records when top-level calls into the guest start and end (its allocator
+/// while the host lowers, then `process`, then its post-return), so a call's
+/// time can be split without timers inside the guest.
+fn time_calls(mut store: wasmtime::StoreContextMut<'_, StageState>, hook: CallHook) -> wasmtime::Result<()> {
+    let t: &mut CallTimes = &mut store.data_mut().calls;
+    match hook {
+        CallHook::CallingWasm => {
+            t.depth += 1;
+            if t.depth == 1 {
+                t.open = Some(Instant::now());
+            }
+        }
+        CallHook::ReturningFromWasm => {
+            if t.depth == 1
+                && let Some(start) = t.open.take()
+            {
+                t.spans.push((start, Instant::now()));
+            }
+            t.depth = t.depth.saturating_sub(1);
+        }
+        CallHook::CallingHost | CallHook::ReturningFromHost => {}
+    }
+    Ok(())
+}
+
 impl StageInstance {
     fn new(
         runtime: &Runtime,
@@ -264,37 +323,11 @@ impl StageInstance {
         name: &Arc<str>,
         metrics: &Arc<StageMetrics>,
     ) -> Result<StageInstance, PluginError> {
-        let output = MemoryOutputPipe::new(16 * 1024);
-        let mut b = WasiCtxBuilder::new();
-        b.stdout(output.clone()).stderr(output.clone());
-        if !spec.grant_clock {
-            b.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
-        }
-        for k in &spec.grant_env {
-            if let Ok(v) = std::env::var(k) {
-                b.env(k, v);
-            }
-        }
-        for d in &spec.grant_dirs {
-            let guest = d.to_string_lossy().into_owned();
-            b.preopened_dir(d, guest, FsPerms::ReadOnly).map_err(|e| PluginError::Grant {
-                stage: spec.name.clone(),
-                message: format!("cannot open granted directory {}: {e:#}", d.display()),
-            })?;
-        }
-        let state = StageState {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: spec.memory_limit_bytes, refused: false },
-            stage: name.clone(),
-            metrics: metrics.clone(),
-            output,
-        };
-        let mut store = Store::new(runtime.engine(), state);
+        let mut store = Store::new(runtime.engine(), stage_state(spec, name, metrics)?);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(spec.init_timeout));
         metrics.instantiations.fetch_add(1, Relaxed);
-        let plugin = component.pre.instantiate(&mut store).map_err(|e| {
+        let failed = |store: &Store<StageState>, e: wasmtime::Error| {
             let refused = store.data().limiter.refused;
             PluginError::Instantiate {
                 path: spec.plugin.clone(),
@@ -307,8 +340,23 @@ impl StageInstance {
                     format!("{e:#}")
                 },
             }
-        })?;
-        Ok(StageInstance { store, plugin })
+        };
+        let abi = match &component.pre {
+            AbiPre::V0_1(pre) => AbiInstance::V0_1(pre.instantiate(&mut store).map_err(|e| failed(&store, e))?),
+            AbiPre::V0_2(pre) => {
+                let instance = pre.instance_pre().instantiate(&mut store).map_err(|e| failed(&store, e))?;
+                let plugin = bindings::Plugin::new(&mut store, &instance).map_err(|e| failed(&store, e))?;
+                let iface = format!("{STAGE_INTERFACE}@{}", component.abi);
+                let process = instance
+                    .get_export_index(&mut store, None, &iface)
+                    .and_then(|i| instance.get_export_index(&mut store, Some(&i), "process"))
+                    .ok_or_else(|| failed(&store, wasmtime::format_err!("no `process` in `{iface}`")))?;
+                let process = instance.get_typed_func(&mut store, &process).map_err(|e| failed(&store, e))?;
+                AbiInstance::V0_2 { plugin, process, encoder: Box::default() }
+            }
+        };
+        store.call_hook(time_calls);
+        Ok(StageInstance { store, abi, parts: None })
     }
 
     fn classify(&self, e: wasmtime::Error, timeout: Duration) -> CallFailure {
@@ -334,31 +382,93 @@ impl StageInstance {
         CallFailure::Trap(msg)
     }
 
-    pub fn describe(&mut self) -> Result<wit::Description, CallFailure> {
-        self.store.set_epoch_deadline(ticks(Duration::from_secs(10)));
-        let r = self.plugin.traptor_plugin_stage().call_describe(&mut self.store);
-        r.map_err(|e| self.classify(e, Duration::from_secs(10)))
+    pub fn describe(&mut self) -> Result<Description, CallFailure> {
+        let limit = Duration::from_secs(10);
+        self.store.set_epoch_deadline(ticks(limit));
+        let r = match &self.abi {
+            AbiInstance::V0_2 { plugin, .. } => {
+                plugin.traptor_plugin_stage().call_describe(&mut self.store).map(Into::into)
+            }
+            AbiInstance::V0_1(plugin) => plugin.traptor_plugin_stage().call_describe(&mut self.store).map(from_v01),
+        };
+        r.map_err(|e| self.classify(e, limit))
     }
 
     /// Outer error: the call failed; inner: the plugin refused the config.
-    pub fn init(&mut self, config_json: &str, timeout: Duration) -> Result<Result<(), String>, CallFailure> {
+    /// `Some(fields)`: what this configuration reads (0.2); `None` for 0.1.
+    pub fn init(
+        &mut self,
+        config_json: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<wit::Fields>, String>, CallFailure> {
         self.store.set_epoch_deadline(ticks(timeout));
-        let r = self.plugin.traptor_plugin_stage().call_init(&mut self.store, config_json);
+        let r = match &self.abi {
+            AbiInstance::V0_2 { plugin, .. } => {
+                plugin.traptor_plugin_stage().call_init(&mut self.store, config_json).map(|r| r.map(Some))
+            }
+            AbiInstance::V0_1(plugin) => {
+                plugin.traptor_plugin_stage().call_init(&mut self.store, config_json).map(|r| r.map(|()| None))
+            }
+        };
         r.map_err(|e| self.classify(e, timeout))
     }
 
-    pub fn process(&mut self, batch: &[wit::Post], timeout: Duration) -> Result<Vec<wit::Outcome>, CallFailure> {
-        self.store.set_epoch_deadline(ticks(timeout));
-        let r = self.plugin.traptor_plugin_stage().call_process(&mut self.store, batch);
-        let outcomes = r.map_err(|e| self.classify(e, timeout))?;
-        if outcomes.len() != batch.len() {
-            return Err(CallFailure::Protocol(format!(
-                "returned {} outcomes for {} posts",
-                outcomes.len(),
-                batch.len()
-            )));
-        }
-        Ok(outcomes)
+    /// One batch through the plugin; its changes, checked against the batch.
+    pub fn process(
+        &mut self,
+        batch: &[StagePost<'_>],
+        rules: &[Rule],
+        reads: wit::Fields,
+        timeout: Duration,
+    ) -> Result<Answers, CallFailure> {
+        let start = Instant::now();
+        let calls = &mut self.store.data_mut().calls;
+        calls.spans.clear();
+        calls.depth = 0;
+        let (answers, prepared, lowered_at) = match &mut self.abi {
+            AbiInstance::V0_2 { process, encoder, .. } => {
+                let encoded = encoder.encode(batch, rules, reads).map_err(|e| CallFailure::Protocol(e.to_string()))?;
+                let prepared = Instant::now();
+                self.store.set_epoch_deadline(ticks(timeout));
+                // Typed with a `'static` batch; wasmtime makes it covariant in
+                // its parameters, as a call only borrows them.
+                let process: &TypedFunc<(&wit::Batch,), (wit::Results,)> = process;
+                let r = process.call(&mut self.store, (encoded,));
+                let (results,) = r.map_err(|e| self.classify(e, timeout))?;
+                let answers = Answers::from_results(results, batch.len()).map_err(CallFailure::Protocol)?;
+                // The guest's allocator is called once per list of the batch
+                // (five) before `process` itself.
+                (answers, prepared, 5)
+            }
+            AbiInstance::V0_1(plugin) => {
+                let posts: Vec<_> = batch
+                    .iter()
+                    .map(|p| {
+                        to_v01_post(
+                            p.view,
+                            p.raw,
+                            p.matched.iter().filter_map(|&r| rules.get(r as usize)),
+                            reads.contains(wit::Fields::RAW),
+                        )
+                    })
+                    .collect();
+                let prepared = Instant::now();
+                self.store.set_epoch_deadline(ticks(timeout));
+                let r = plugin.traptor_plugin_stage().call_process(&mut self.store, &posts);
+                let outcomes = r.map_err(|e| self.classify(e, timeout))?;
+                if outcomes.len() != batch.len() {
+                    return Err(CallFailure::Protocol(format!(
+                        "returned {} outcomes for {} posts",
+                        outcomes.len(),
+                        batch.len()
+                    )));
+                }
+                (answers_from_v01(outcomes), prepared, usize::MAX)
+            }
+        };
+        let end = Instant::now();
+        self.parts = Some(split(start, prepared, end, &self.store.data().calls.spans, lowered_at));
+        Ok(answers)
     }
 
     /// The last few KiB the guest wrote to stdout/stderr.
@@ -367,6 +477,72 @@ impl StageInstance {
         let tail = &bytes[bytes.len().saturating_sub(2048)..];
         String::from_utf8_lossy(tail).trim().to_owned()
     }
+}
+
+/// Split a call's time: `main` is the index of the guest's `process` among
+/// the top-level calls into it (`usize::MAX`: the longest one — for 0.1,
+/// whose allocator calls vary with the batch).
+fn split(start: Instant, prepared: Instant, end: Instant, spans: &[(Instant, Instant)], main: usize) -> Parts {
+    let ns = |a: Instant, b: Instant| b.saturating_duration_since(a).as_nanos() as u64;
+    let main = if main == usize::MAX {
+        spans.iter().enumerate().max_by_key(|(_, (a, b))| ns(*a, *b)).map(|(i, _)| i)
+    } else {
+        Some(main).filter(|&m| m < spans.len())
+    };
+    let prepare = ns(start, prepared);
+    match main.map(|m| spans[m]) {
+        Some((enter, exit)) => {
+            Parts { prepare, lower: ns(prepared, enter), guest: ns(enter, exit), lift: ns(exit, end) }
+        }
+        None => Parts { prepare, lower: 0, guest: ns(prepared, end), lift: 0 },
+    }
+}
+
+/// A 0.1 description: it was sent every field, and `raw` when it asked.
+fn from_v01(d: super::wit_v01::Description) -> Description {
+    use super::answers::StageKind;
+    Description {
+        name: d.name,
+        version: d.version,
+        kind: match d.kind {
+            super::wit_v01::StageKind::Enricher => StageKind::Enricher,
+            super::wit_v01::StageKind::Filter => StageKind::Filter,
+        },
+        summary: d.summary,
+        config_schema: d.config_schema,
+        reads: if d.wants_raw { all_but_raw() | wit::Fields::RAW } else { all_but_raw() },
+    }
+}
+
+/// The store's data: WASI granting only what the stage's spec grants.
+fn stage_state(spec: &StageSpec, name: &Arc<str>, metrics: &Arc<StageMetrics>) -> Result<StageState, PluginError> {
+    let output = MemoryOutputPipe::new(16 * 1024);
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(output.clone()).stderr(output.clone());
+    if !spec.grant_clock {
+        b.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+    }
+    for k in &spec.grant_env {
+        if let Ok(v) = std::env::var(k) {
+            b.env(k, v);
+        }
+    }
+    for d in &spec.grant_dirs {
+        let guest = d.to_string_lossy().into_owned();
+        b.preopened_dir(d, guest, FsPerms::ReadOnly).map_err(|e| PluginError::Grant {
+            stage: spec.name.clone(),
+            message: format!("cannot open granted directory {}: {e:#}", d.display()),
+        })?;
+    }
+    Ok(StageState {
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter { max_bytes: spec.memory_limit_bytes, refused: false },
+        stage: name.clone(),
+        metrics: metrics.clone(),
+        output,
+        calls: CallTimes::default(),
+    })
 }
 
 fn first_line(s: &str) -> String {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::stages::OnError;
-use super::{ABI_VERSION, PluginError, Runtime, STAGE_INTERFACE, Stage, StageSpec, abi_range, to_wit_post, wit};
+use super::{
+    Action, Answer, Answers, PluginError, Runtime, STAGE_INTERFACE, Stage, StagePost, StageSpec, abi_range, field_names,
+};
 use crate::matcher::{Matcher, Scratch};
 use crate::post::{Message, v1};
 use crate::rules::RuleType;
@@ -41,23 +43,26 @@ pub fn inspect(plugin: &Path, config_json: Option<&str>, out: &mut dyn Write) ->
     let schema = serde_json::from_str::<serde_json::Value>(&d.config_schema)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| d.config_schema.clone());
-    let kind = match d.kind {
-        wit::StageKind::Enricher => "enricher",
-        wit::StageKind::Filter => "filter",
-    };
+    let kind = d.kind.as_str();
     let _ = writeln!(out, "plugin:      {} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256);
     let _ = writeln!(out, "name:        {} {} ({kind})", d.name, d.version);
     let _ = writeln!(out, "summary:     {}", d.summary);
     let _ = writeln!(
         out,
-        "abi:         {STAGE_INTERFACE}@{} (this host runs ABI {} — {ABI_VERSION}: compatible)",
+        "abi:         {STAGE_INTERFACE}@{} (this host runs ABI {}: compatible{})",
         c.abi,
-        abi_range()
+        abi_range(),
+        match c.version {
+            super::Abi::V0_2 => "",
+            super::Abi::V0_1 => "; 0.1 lowers every field of every post: rebuild on 0.2 for a cheaper boundary",
+        }
     );
+    let reads = field_names(d.reads);
     let _ = writeln!(
         out,
-        "wants raw:   {}",
-        if d.wants_raw { "yes (each post's original JSON is copied in)" } else { "no" }
+        "reads:       {}{}",
+        if reads.is_empty() { "nothing (the host sends no field)".to_owned() } else { reads.join(", ") },
+        if d.reads.contains(super::wit::Fields::RAW) { " (raw: each post's original JSON is copied in)" } else { "" }
     );
     let _ = writeln!(out, "imports:     {}", c.imports.join(", "));
     let _ = writeln!(out, "exports:     {}", c.exports.join(", "));
@@ -158,19 +163,31 @@ pub fn run(
     let mut summary = RunSummary::default();
     let mut slot = None;
     let mut scratch = Scratch::default();
-    let mut matched = Vec::new();
-    let wants_raw = stage.wants_raw();
     let batch_size = batch_size.max(1);
-    let mut pending: Vec<(String, wit::Post)> = Vec::new();
-    let mut flush = |pending: &mut Vec<(String, wit::Post)>, summary: &mut RunSummary| -> Result<(), RunError> {
-        if pending.is_empty() {
-            return Ok(());
+    // Decode every post first (views borrow the lines), then call per batch.
+    let mut posts = Vec::new();
+    for line in &lines {
+        if line.trim().is_empty() {
+            continue;
         }
-        let posts: Vec<wit::Post> = pending.iter().map(|(_, p)| p.clone()).collect();
-        let result = stage.process(&mut slot, &posts);
-        for (i, (id, _)) in pending.iter().enumerate() {
+        match v1::decode(line.as_bytes()) {
+            Ok(Message::Post(view)) => {
+                let mut matched = Vec::new();
+                matcher.match_post(&view, &mut scratch, &mut matched);
+                posts.push((line.as_bytes(), view, matched));
+            }
+            _ => summary.skipped_lines += 1,
+        }
+    }
+    for chunk in posts.chunks(batch_size) {
+        let batch: Vec<StagePost<'_>> =
+            chunk.iter().map(|(raw, view, matched)| StagePost { view, raw, matched }).collect();
+        let result = stage.process(&mut slot, &batch, matcher.rules());
+        let per_post = result.as_ref().map(|a| a.per_post(batch.len())).unwrap_or_default();
+        for (i, (_, view, _)) in chunk.iter().enumerate() {
+            summary.posts += 1;
             let mut line = match &result {
-                Ok(outcomes) => outcome_json(&outcomes[i]),
+                Ok(answers) => outcome_json(answers, per_post.get(i).copied().flatten()),
                 Err(e) => serde_json::json!({"outcome": "failed", "error": e.to_string()}),
             };
             match line["outcome"].as_str() {
@@ -181,33 +198,13 @@ pub fn run(
                 _ => summary.failed += 1,
             }
             if let serde_json::Value::Object(o) = &mut line {
-                let mut with_id = serde_json::Map::from_iter([("id".to_owned(), id.as_str().into())]);
+                let mut with_id = serde_json::Map::from_iter([("id".to_owned(), view.id.to_string().into())]);
                 with_id.append(o);
                 *o = with_id;
             }
             writeln!(out, "{line}").map_err(RunError::Write)?;
         }
-        pending.clear();
-        Ok(())
-    };
-    for line in &lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match v1::decode(line.as_bytes()) {
-            Ok(Message::Post(view)) => {
-                matcher.match_post(&view, &mut scratch, &mut matched);
-                let post = to_wit_post(&view, line.as_bytes(), matched.iter().map(|&i| matcher.rule(i)), wants_raw);
-                summary.posts += 1;
-                pending.push((view.id.to_string(), post));
-                if pending.len() >= batch_size {
-                    flush(&mut pending, &mut summary)?;
-                }
-            }
-            _ => summary.skipped_lines += 1,
-        }
     }
-    flush(&mut pending, &mut summary)?;
     Ok(summary)
 }
 
@@ -235,10 +232,7 @@ pub fn push(file: &Path, reference: &str, insecure: bool, out: &mut dyn Write) -
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let (c, d) = Stage::describe_only(&runtime, &adhoc_spec(file, "{}".into()))?;
     let bytes = std::fs::read(file).map_err(|source| PluginError::Read { path: file.to_owned(), source })?;
-    let kind = match d.kind {
-        wit::StageKind::Enricher => "enricher",
-        wit::StageKind::Filter => "filter",
-    };
+    let kind = d.kind.as_str();
     let mut a = serde_json::Map::new();
     for (k, v) in [
         ("org.opencontainers.image.title", d.name.as_str()),
@@ -275,25 +269,22 @@ pub fn pull(reference: &str, insecure: bool, out: &mut dyn Write) -> Result<supe
     Ok(pulled)
 }
 
-/// One outcome as JSON: `{"outcome": "keep"}`, `{"outcome": "enrich",
-/// "fields": {…}}` (values parsed), `{"outcome": "drop", "reason": …}`,
+/// One post's outcome as JSON: `{"outcome": "keep"}`, `{"outcome":
+/// "enrich", "fields": {…}}` (parsed), `{"outcome": "drop", "reason": …}`,
 /// `{"outcome": "error", "error": …}`.
-fn outcome_json(o: &wit::Outcome) -> serde_json::Value {
-    match o {
-        wit::Outcome::Keep => serde_json::json!({"outcome": "keep"}),
-        wit::Outcome::Enrich(fields) => {
-            let obj: serde_json::Map<String, serde_json::Value> = fields
-                .iter()
-                .map(|f| {
-                    let v =
-                        serde_json::from_str(&f.value).unwrap_or_else(|_| serde_json::json!({"invalid_json": f.value}));
-                    (f.name.clone(), v)
-                })
-                .collect();
-            serde_json::json!({"outcome": "enrich", "fields": obj})
+fn outcome_json(answers: &Answers, a: Option<&Answer>) -> serde_json::Value {
+    let Some(a) = a else { return serde_json::json!({"outcome": "keep"}) };
+    let text = answers.text(a);
+    match a.action {
+        Action::Enrich => {
+            let fields = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({"invalid_json": text}));
+            serde_json::json!({"outcome": "enrich", "fields": fields})
         }
-        wit::Outcome::Drop(reason) => serde_json::json!({"outcome": "drop", "reason": reason}),
-        wit::Outcome::Error(e) => serde_json::json!({"outcome": "error", "error": e}),
+        Action::Drop => serde_json::json!({"outcome": "drop", "reason": text}),
+        Action::Error => serde_json::json!({"outcome": "error", "error": text}),
     }
 }
 
@@ -341,7 +332,6 @@ pub fn test_cases(
     let text = std::fs::read_to_string(cases).map_err(|source| RunError::Read { path: cases.to_owned(), source })?;
     let runtime: Arc<Runtime> = Runtime::new(Runtime::default_cache_dir())?;
     let stage = Stage::load(&runtime, adhoc_spec(plugin, config_json))?;
-    let wants_raw = stage.wants_raw();
     let (mut slot, mut scratch, mut matched) = (None, Scratch::default(), Vec::new());
     let mut summary = TestSummary::default();
     let bad = |line: usize, message: String| RunError::Case { path: cases.to_owned(), line, message };
@@ -367,9 +357,9 @@ pub fn test_cases(
             Err(e) => return Err(bad(n, format!("post: {e}"))),
         };
         matcher.match_post(&view, &mut scratch, &mut matched);
-        let post = to_wit_post(&view, raw.as_bytes(), matched.iter().map(|&i| matcher.rule(i)), wants_raw);
-        let got = match stage.process(&mut slot, std::slice::from_ref(&post)) {
-            Ok(o) => outcome_json(&o[0]),
+        let post = StagePost { view: &view, raw: raw.as_bytes(), matched: &matched };
+        let got = match stage.process(&mut slot, std::slice::from_ref(&post), matcher.rules()) {
+            Ok(answers) => outcome_json(&answers, answers.changes.first()),
             Err(e) => serde_json::json!({"outcome": "failed", "error": e.to_string()}),
         };
         let name = case.name.clone().unwrap_or_else(|| format!("post {}", view.id));

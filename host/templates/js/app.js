@@ -1,11 +1,21 @@
 // `{{name}}`: a traptor stage ({{kind}}) in JavaScript, made by `traptor-host plugin new`.
 //
 // {{summary}} The logic is in core.js (tested with `node --test`); this file
-// adapts it to the plugin ABI (WIT in wit/).
+// adapts it to the plugin ABI (WIT in wit/, read through traptor_stage.js).
 import { log } from "traptor:plugin/host@{{abi}}";
 import { SCHEMA, parseConfig, countWords } from "./core.js";
+import { drop, enrich, fields, processBatch } from "./traptor_stage.js";
 
 let config = { minWords: 3 };
+
+// The host sends only the fields a stage reads; reading another one throws.
+const READS = fields({ text: true });
+
+// The outcome of one post: undefined keeps it; enrich({...}), drop(reason).
+function one(post) {
+  const words = countWords(post.text);
+{{process_js}}
+}
 
 export const stage = {
   describe() {
@@ -15,7 +25,7 @@ export const stage = {
       kind: "{{kind}}",
       summary: "{{summary}}",
       configSchema: JSON.stringify(SCHEMA),
-      wantsRaw: false,
+      reads: READS,
     };
   },
 
@@ -23,16 +33,10 @@ export const stage = {
     // Throwing refuses the configuration with this message.
     config = parseConfig(json.trim() ? JSON.parse(json) : {});
     log("debug", "configured", [["min_words", String(config.minWords)]]);
+    return READS;
   },
 
   process(batch) {
-    return batch.map((post) => {
-      try {
-        const words = countWords(post.text);
-{{process_js}}
-      } catch (e) {
-        return { tag: "error", val: String(e) };
-      }
-    });
+    return processBatch(batch, READS, one);
   },
 };

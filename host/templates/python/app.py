@@ -1,7 +1,8 @@
 """`{{name}}`: a traptor stage ({{kind}}) in Python, made by `traptor-host plugin new`.
 
 {{summary}} The logic is in `{{module}}_core.py` (tested with
-`python3 -m unittest`); this file adapts it to the plugin ABI (WIT in `wit/`).
+`python3 -m unittest`); this file adapts it to the plugin ABI (WIT in `wit/`,
+read through `traptor_stage.py`).
 """
 
 import json
@@ -11,10 +12,20 @@ from wit_world import exports
 from wit_world.imports import types
 
 import {{module}}_core as core
+from traptor_stage import Drop, Enrich, process
 
 # componentize-py may build the export class more than once: configuration
 # lives at module level.
 _CONFIG = {"min_words": 3}
+
+# The host sends only the fields a stage reads; reading another one raises.
+READS = types.Fields.TEXT
+
+
+def one(post):
+    """The outcome of one post: None keeps it; Enrich({...}), Drop(reason)."""
+    words = core.count_words(post.text)
+{{process_python}}
 
 
 class Stage(exports.Stage):
@@ -25,21 +36,15 @@ class Stage(exports.Stage):
             kind=types.StageKind.{{kind_upper}},
             summary="{{summary}}",
             config_schema=json.dumps(core.SCHEMA),
-            wants_raw=False,
+            reads=READS,
         )
 
-    def init(self, config: str) -> None:
+    def init(self, config: str) -> types.Fields:
         try:
             _CONFIG.update(core.parse_config(json.loads(config) if config.strip() else {}))
         except ValueError as e:
             raise Err(str(e))
+        return READS
 
-    def process(self, batch):
-        out = []
-        for post in batch:
-            try:
-                words = core.count_words(post.text)
-{{process_python}}
-            except Exception as e:  # one bad post must not fail the batch
-                out.append(types.Outcome_Error(f"{type(e).__name__}: {e}"))
-        return out
+    def process(self, batch: types.Batch) -> types.Results:
+        return process(batch, one, READS)

@@ -12,6 +12,9 @@
 //!
 //! Every other post gets `{"length": <chars of text>}`.
 //!
+//! `echo` mode reads every field and adds it back as an enrichment: the
+//! end-to-end check that what the host sends is what the post holds.
+//!
 //! `spin` (either mode) runs that many rounds of a small hash on each post:
 //! a slow stage, for the tests and benchmarks of the buffer between sources
 //! and workers (≈ 1 ns a round here: 50,000 ≈ 50 µs). A count, not a time:
@@ -19,10 +22,10 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use traptor_sdk::{Description, Enrichment, Level, Outcome, Post, Stage, StageKind, export_stage, log};
+use traptor_sdk::{Description, Enrichment, Fields, Level, Outcome, Post, Stage, StageKind, export_stage, log};
 
 pub struct Chaos {
-    chaos: bool,
+    mode: Mode,
     spin: u32,
 }
 
@@ -30,7 +33,8 @@ pub struct Chaos {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChaosConfig {
-    /// `noop` keeps every post; `chaos` misbehaves on demand.
+    /// `noop` keeps every post; `chaos` misbehaves on demand; `echo` adds
+    /// every field it was sent.
     #[serde(default)]
     mode: Mode,
     /// Rounds of busy work on each post (≈ 1 ns each); 0: none.
@@ -44,6 +48,7 @@ pub enum Mode {
     #[default]
     Noop,
     Chaos,
+    Echo,
 }
 
 impl Stage for Chaos {
@@ -52,29 +57,43 @@ impl Stage for Chaos {
     fn describe() -> Description {
         Description::new("chaos", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Test stage: loops, panics or allocates on demand; no-op by default")
+            .reads(Fields::all())
+    }
+
+    /// A no-op reads nothing (the host then sends no field); `spin` reads the
+    /// id; `chaos` mode the text too; `echo` everything.
+    fn reads(&self) -> Fields {
+        match (&self.mode, self.spin > 0) {
+            (Mode::Echo, _) => Fields::all(),
+            (Mode::Chaos, _) => Fields::ID | Fields::TEXT,
+            (Mode::Noop, true) => Fields::ID,
+            (Mode::Noop, false) => Fields::empty(),
+        }
     }
 
     fn init(config: ChaosConfig) -> Result<Self, String> {
-        Ok(Chaos { chaos: config.mode == Mode::Chaos, spin: config.spin })
+        Ok(Chaos { mode: config.mode, spin: config.spin })
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
         if self.spin > 0 {
-            std::hint::black_box(spin(post.id.len() as u64, self.spin));
+            std::hint::black_box(spin(post.id().len() as u64, self.spin));
         }
-        if !self.chaos {
-            return Outcome::Keep;
+        match self.mode {
+            Mode::Noop => return Outcome::Keep,
+            Mode::Echo => return echo(post),
+            Mode::Chaos => {}
         }
-        let t = post.text.as_str();
+        let t = post.text();
         if t.contains("#loop") {
-            log(Level::Warn, "looping forever", &[("post", &post.id)]);
+            log(Level::Warn, "looping forever", &[("post", post.id())]);
             let mut n: u64 = 0;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
         if t.contains("#panic") {
-            panic!("asked to panic by post {}", post.id);
+            panic!("asked to panic by post {}", post.id());
         }
         if t.contains("#oom") {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -84,13 +103,35 @@ impl Stage for Chaos {
             }
         }
         if t.contains("#error") {
-            return Outcome::Error(format!("cannot process post {}", post.id));
+            return Outcome::Error(format!("cannot process post {}", post.id()));
         }
         if t.contains("#drop") {
             return Outcome::Drop("asked to drop".into());
         }
         Enrichment::new().field("length", t.chars().count()).into()
     }
+}
+
+/// Every field of the post, as the stage received it.
+fn echo(post: &Post) -> Outcome {
+    let rules: Vec<[Option<&str>; 4]> =
+        post.matched_rules().map(|r| [Some(r.id), r.tag, Some(r.value), Some(r.rule_type)]).collect();
+    Enrichment::new()
+        .field("raw_bytes", post.raw().len())
+        .field("id", post.id())
+        .field("source", post.source())
+        .field("text", post.text())
+        .field("author", [post.author_id(), post.author_handle()])
+        .field("lang", post.lang())
+        .field("created_at", post.created_at())
+        .field("hashtags", post.hashtags().collect::<Vec<_>>())
+        .field("mentions", post.mentions().collect::<Vec<_>>())
+        .field("urls", post.urls().collect::<Vec<_>>())
+        .field("cashtags", post.cashtags().collect::<Vec<_>>())
+        .field("coordinates", post.coordinates().map(|p| [p.lng, p.lat]))
+        .field("kinds", [post.is_retweet(), post.is_reply(), post.is_quote()])
+        .field("matched_rules", rules)
+        .into()
 }
 
 /// `rounds` of xorshift from `seed`: work that takes time and cannot be skipped.
@@ -110,7 +151,7 @@ export_stage!(Chaos);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use traptor_sdk::testing::{PostBuilder, run};
+    use traptor_sdk::testing::{PostBuilder, TestPost, run};
 
     #[test]
     fn noop_keeps_everything() {
@@ -120,7 +161,7 @@ mod tests {
 
     #[test]
     fn spinning_posts_take_their_time() {
-        let posts: Vec<Post> = (0..20).map(|i| PostBuilder::new(&i.to_string(), "x").build()).collect();
+        let posts: Vec<TestPost> = (0..20).map(|i| PostBuilder::new(&i.to_string(), "x").build()).collect();
         let start = std::time::Instant::now();
         let out = run::<Chaos>(r#"{"spin":500000}"#, &posts).expect("init");
         assert!(start.elapsed() >= std::time::Duration::from_millis(2), "{:?}", start.elapsed());
@@ -139,5 +180,34 @@ mod tests {
         assert_eq!(out[0], Enrichment::new().field("length", 5).into());
         assert!(matches!(out[1], Outcome::Error(_)));
         assert!(matches!(out[2], Outcome::Drop(_)));
+    }
+
+    #[test]
+    fn echo_mode_reads_every_field_back() {
+        let post = PostBuilder::new("7", "héllo #a @b")
+            .raw("{}")
+            .source("x-v2")
+            .author("42", "someone")
+            .lang("fr")
+            .created_at("2016-02-22T01:34:53+00:00")
+            .hashtags(&["a"])
+            .mentions(&["b"])
+            .urls(&["https://example.com/"])
+            .cashtags(&["C"])
+            .coordinates(2.35, 48.85)
+            .reply()
+            .tagged_rule("r1", "t", "héllo", "track")
+            .build();
+        let out = run::<Chaos>(r#"{"mode":"echo"}"#, &[post]).expect("init");
+        let Outcome::Enrich(fields) = &out[0] else { panic!("{out:?}") };
+        let get = |k: &str| fields.iter().find(|f| f.name == k).map(|f| f.value.as_str()).unwrap_or("?");
+        assert_eq!(get("raw_bytes"), "2");
+        assert_eq!(get("text"), "\"héllo #a @b\"");
+        assert_eq!(get("author"), r#"["42","someone"]"#);
+        assert_eq!(get("created_at"), "\"2016-02-22T01:34:53+00:00\"");
+        assert_eq!(get("urls"), r#"["https://example.com/"]"#);
+        assert_eq!(get("coordinates"), "[2.35,48.85]");
+        assert_eq!(get("kinds"), "[false,true,false]");
+        assert_eq!(get("matched_rules"), r#"[["r1","t","héllo","track"]]"#);
     }
 }

@@ -14,7 +14,7 @@ pub mod extract;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+use traptor_sdk::{Description, Enrichment, Fields, Outcome, Post, Stage, StageKind, export_stage};
 
 pub struct Entities {
     only_if_missing: bool,
@@ -43,6 +43,7 @@ impl Stage for Entities {
     fn describe() -> Description {
         Description::new("entities", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Extracts hashtags, mentions, URLs and cashtags from text (twitter-text rules)")
+            .reads(Fields::TEXT | Fields::HASHTAGS | Fields::MENTIONS | Fields::URLS | Fields::CASHTAGS)
     }
 
     fn init(config: EntitiesConfig) -> Result<Self, String> {
@@ -50,12 +51,11 @@ impl Stage for Entities {
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
-        let has_any =
-            !(post.hashtags.is_empty() && post.mentions.is_empty() && post.urls.is_empty() && post.cashtags.is_empty());
+        let has_any = post.hashtags().len() + post.mentions().len() + post.urls().len() + post.cashtags().len() > 0;
         if self.only_if_missing && has_any {
             return Outcome::Keep;
         }
-        let e = extract::extract(&post.text);
+        let e = extract::extract(post.text());
         let mentions: Vec<&extract::Mention> = e.mentions.iter().filter(|m| m.list_slug.is_empty()).collect();
         if self.with_indices {
             let spans = |v: &[extract::Entity], key: &str| -> Vec<traptor_sdk::serde_json::Value> {

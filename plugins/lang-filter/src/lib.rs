@@ -8,7 +8,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use traptor_sdk::{Description, Outcome, Post, Stage, StageKind, counter, export_stage};
+use traptor_sdk::{Description, Fields, Outcome, Post, Stage, StageKind, counter, export_stage};
 
 pub struct LangFilter {
     languages: Vec<String>,
@@ -39,6 +39,7 @@ impl Stage for LangFilter {
     fn describe() -> Description {
         Description::new("lang-filter", env!("CARGO_PKG_VERSION"), StageKind::Filter)
             .summary("Keeps posts in the configured languages; drops the others")
+            .reads(Fields::LANG)
     }
 
     fn init(config: LangFilterConfig) -> Result<Self, String> {
@@ -52,7 +53,7 @@ impl Stage for LangFilter {
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
-        let lang = post.lang.as_deref().map(primary).filter(|l| !l.is_empty() && l != "und");
+        let lang = post.lang().map(primary).filter(|l| !l.is_empty() && l != "und");
         match lang {
             None if self.keep_untagged => Outcome::Keep,
             None => {
@@ -73,9 +74,9 @@ export_stage!(LangFilter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use traptor_sdk::testing::{PostBuilder, counters, run};
+    use traptor_sdk::testing::{PostBuilder, TestPost, counters, run};
 
-    fn post(lang: Option<&str>) -> Post {
+    fn post(lang: Option<&str>) -> TestPost {
         let b = PostBuilder::new("1", "hola");
         match lang {
             Some(l) => b.lang(l).build(),

@@ -11,10 +11,14 @@ from wit_world import exports
 from wit_world.imports import host, types
 
 import keywords_core
+from traptor_stage import Enrich, process
 
 # One instance per component instance; componentize-py may build the export
 # class more than once, so the configuration lives at module level.
 _CONFIG = {"top": 5, "min_length": 3, "stopwords": keywords_core.DEFAULT_STOPWORDS}
+
+# The host sends only the fields a stage reads.
+READS = types.Fields.TEXT
 
 SCHEMA = {
     "type": "object",
@@ -27,18 +31,24 @@ SCHEMA = {
 }
 
 
+def one(post):
+    text = post.text
+    words = keywords_core.keywords(text, _CONFIG["top"], _CONFIG["min_length"], _CONFIG["stopwords"])
+    return Enrich({"keywords": words, "word_count": len(text.split())})
+
+
 class Stage(exports.Stage):
     def describe(self) -> types.Description:
         return types.Description(
             name="keywords",
-            version="0.1.0",
+            version="0.2.0",
             kind=types.StageKind.ENRICHER,
             summary="Adds the most frequent meaningful words of each post (Python)",
             config_schema=json.dumps(SCHEMA),
-            wants_raw=False,
+            reads=READS,
         )
 
-    def init(self, config: str) -> None:
+    def init(self, config: str) -> types.Fields:
         try:
             parsed = json.loads(config) if config.strip() else {}
             if not isinstance(parsed, dict):
@@ -48,22 +58,7 @@ class Stage(exports.Stage):
             raise Err(str(e))
         _CONFIG.update(top=top, min_length=min_length, stopwords=stopwords)
         host.log(host.Level.DEBUG, "configured", [("top", str(top))])
+        return READS
 
-    def process(self, batch):
-        out = []
-        for post in batch:
-            try:
-                words = keywords_core.keywords(
-                    post.text, _CONFIG["top"], _CONFIG["min_length"], _CONFIG["stopwords"]
-                )
-                out.append(
-                    types.Outcome_Enrich(
-                        [
-                            types.Field("keywords", json.dumps(words, ensure_ascii=False)),
-                            types.Field("word_count", str(len(post.text.split()))),
-                        ]
-                    )
-                )
-            except Exception as e:  # one bad post must not fail the batch
-                out.append(types.Outcome_Error(f"{type(e).__name__}: {e}"))
-        return out
+    def process(self, batch: types.Batch) -> types.Results:
+        return process(batch, one, READS)

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use traptor_sdk::{Description, Enrichment, Outcome, Post, Stage, StageKind, export_stage};
+use traptor_sdk::{Description, Enrichment, Fields, Outcome, Post, Stage, StageKind, export_stage};
 
 const LEXICON: &str = include_str!("../data/vader_lexicon.tsv");
 
@@ -230,6 +230,7 @@ impl Stage for Sentiment {
     fn describe() -> Description {
         Description::new("sentiment", env!("CARGO_PKG_VERSION"), StageKind::Enricher)
             .summary("Lexicon-based sentiment (VADER lexicon): compound score and label")
+            .reads(Fields::TEXT)
     }
 
     fn init(config: SentimentConfig) -> Result<Self, String> {
@@ -242,7 +243,7 @@ impl Stage for Sentiment {
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
-        let s = score(&post.text);
+        let s = score(post.text());
         let label = if s.compound >= self.threshold {
             "positive"
         } else if s.compound <= -self.threshold {

@@ -4,7 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use traptor_sdk::{Description, {{enrichment_import}}Outcome, Post, Stage, StageKind, export_stage};
+use traptor_sdk::{Description, {{enrichment_import}}Fields, Outcome, Post, Stage, StageKind, export_stage};
 
 pub struct Plugin {
     min_words: usize,
@@ -29,7 +29,11 @@ impl Stage for Plugin {
     type Config = Config;
 
     fn describe() -> Description {
-        Description::new("{{name}}", env!("CARGO_PKG_VERSION"), StageKind::{{kind_variant}}).summary("{{summary}}")
+        Description::new("{{name}}", env!("CARGO_PKG_VERSION"), StageKind::{{kind_variant}})
+            .summary("{{summary}}")
+            // The host sends only the fields a stage reads; reading another
+            // one panics (first in `cargo test`), naming it.
+            .reads(Fields::TEXT)
     }
 
     fn init(config: Config) -> Result<Self, String> {
@@ -37,7 +41,7 @@ impl Stage for Plugin {
     }
 
     fn process(&mut self, post: &Post) -> Outcome {
-        let words = post.text.split_whitespace().count();
+        let words = post.text().split_whitespace().count();
 {{process_rust}}
     }
 }

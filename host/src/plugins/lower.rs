@@ -1,0 +1,162 @@
+//! ABI 0.2: a batch of posts as one buffer of strings and records of
+//! offsets, holding only the fields the stage reads. The buffers are kept by
+//! the worker's instance and reused batch after batch, so building a batch
+//! allocates nothing once they have grown.
+
+use std::collections::HashMap;
+
+use super::answers::StagePost;
+use super::wit::{self, Fields};
+use crate::envelope::created_at_iso;
+use crate::rules::Rule;
+
+/// Builds [`wit::Batch`]es; one per stage instance.
+#[derive(Debug)]
+pub struct Encoder {
+    batch: wit::Batch,
+    /// Matcher rule index → index in `batch.rules`.
+    rule_slot: HashMap<u32, u32>,
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder {
+            batch: wit::Batch {
+                count: 0,
+                data: Vec::new(),
+                posts: Vec::new(),
+                strings: Vec::new(),
+                rule_refs: Vec::new(),
+                rules: Vec::new(),
+            },
+            rule_slot: HashMap::new(),
+        }
+    }
+}
+
+const EMPTY: wit::Span = wit::Span { start: 0, len: 0 };
+const NONE: wit::Range = wit::Range { first: 0, count: 0 };
+
+/// Strings of one batch beyond 4 GiB cannot be addressed by the ABI.
+#[derive(Debug, thiserror::Error)]
+#[error("the batch's strings exceed the 4 GiB the ABI can address; lower batch_size")]
+pub struct TooLarge;
+
+impl Encoder {
+    /// The batch for `posts`, with the fields in `reads` filled in.
+    pub fn encode(&mut self, posts: &[StagePost<'_>], rules: &[Rule], reads: Fields) -> Result<&wit::Batch, TooLarge> {
+        let b = &mut self.batch;
+        b.data.clear();
+        b.posts.clear();
+        b.strings.clear();
+        b.rule_refs.clear();
+        b.rules.clear();
+        self.rule_slot.clear();
+        b.count = posts.len() as u32;
+        if reads != Fields::empty() {
+            for p in posts {
+                let post = encode_post(b, &mut self.rule_slot, p, rules, reads);
+                b.posts.push(post);
+            }
+        }
+        if b.data.len() > u32::MAX as usize || posts.len() > u32::MAX as usize {
+            return Err(TooLarge);
+        }
+        Ok(&self.batch)
+    }
+}
+
+fn span(data: &mut Vec<u8>, s: &str) -> wit::Span {
+    let start = data.len() as u32;
+    data.extend_from_slice(s.as_bytes());
+    wit::Span { start, len: s.len() as u32 }
+}
+
+fn list<'s>(b: &mut wit::Batch, items: impl Iterator<Item = &'s str>) -> wit::Range {
+    let first = b.strings.len() as u32;
+    for s in items {
+        let sp = span(&mut b.data, s);
+        b.strings.push(sp);
+    }
+    wit::Range { first, count: b.strings.len() as u32 - first }
+}
+
+fn encode_post(
+    b: &mut wit::Batch,
+    rule_slot: &mut HashMap<u32, u32>,
+    p: &StagePost<'_>,
+    rules: &[Rule],
+    reads: Fields,
+) -> wit::Post {
+    let v = p.view;
+    let t = &v.text;
+    let has = |f: Fields| reads.contains(f);
+    let opt =
+        |b: &mut wit::Batch, f: Fields, s: Option<&str>| if has(f) { s.map(|s| span(&mut b.data, s)) } else { None };
+    let raw = if has(Fields::RAW) { span(&mut b.data, &String::from_utf8_lossy(p.raw)) } else { EMPTY };
+    let id = if has(Fields::ID) { span(&mut b.data, &v.id.to_string()) } else { EMPTY };
+    let source = if has(Fields::SOURCE) { span(&mut b.data, v.source) } else { EMPTY };
+    let text = if has(Fields::TEXT) { span(&mut b.data, &t.text) } else { EMPTY };
+    let author_id = opt(b, Fields::AUTHOR, v.author.id.as_deref());
+    let author_handle = opt(b, Fields::AUTHOR, v.author.handle.as_deref());
+    let lang = opt(b, Fields::LANG, v.lang.as_deref());
+    let created = if has(Fields::CREATED_AT) { v.created_at.as_deref().and_then(created_at_iso) } else { None };
+    let created_at = created.map(|c| span(&mut b.data, &c));
+    let hashtags = if has(Fields::HASHTAGS) { list(b, t.hashtags.iter().map(|h| &**h)) } else { NONE };
+    let mentions = if has(Fields::MENTIONS) { list(b, t.mentions.iter().map(|m| &*m.handle)) } else { NONE };
+    let urls = if has(Fields::URLS) {
+        list(b, t.links.iter().filter_map(|l| l.expanded_url.as_deref().or(l.url.as_deref())))
+    } else {
+        NONE
+    };
+    let cashtags = if has(Fields::CASHTAGS) { list(b, t.cashtags.iter().map(|c| &**c)) } else { NONE };
+    let kinds = has(Fields::KINDS);
+    let matched_rules = if has(Fields::MATCHED_RULES) {
+        let first = b.rule_refs.len() as u32;
+        for &r in p.matched {
+            let Some(rule) = rules.get(r as usize) else { continue };
+            let slot = match rule_slot.get(&r) {
+                Some(&s) => s,
+                None => {
+                    let s = b.rules.len() as u32;
+                    let m = wit::MatchedRule {
+                        id: span(&mut b.data, rule.rule_id()),
+                        tag: rule.tag().map(|t| span(&mut b.data, t)),
+                        value: span(&mut b.data, rule.value()),
+                        rule_type: span(&mut b.data, rule.rule_type().as_str()),
+                    };
+                    b.rules.push(m);
+                    rule_slot.insert(r, s);
+                    s
+                }
+            };
+            b.rule_refs.push(slot);
+        }
+        wit::Range { first, count: b.rule_refs.len() as u32 - first }
+    } else {
+        NONE
+    };
+    wit::Post {
+        raw,
+        id,
+        source,
+        text,
+        author_id,
+        author_handle,
+        lang,
+        created_at,
+        hashtags,
+        mentions,
+        urls,
+        cashtags,
+        coordinates: if has(Fields::COORDINATES) {
+            v.coordinates.map(|c| wit::Point { lng: c.lng, lat: c.lat })
+        } else {
+            None
+        },
+        is_retweet: kinds && v.is_retweet(),
+        is_reply: kinds && v.is_reply(),
+        is_quote: kinds && v.is_quote(),
+        matched_rules,
+    }
+}
