@@ -160,3 +160,65 @@ fn encode_post(
         matched_rules,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::post::{Message, v1};
+    use crate::rules::RuleType;
+
+    fn text_of(b: &wit::Batch, s: wit::Span) -> &str {
+        std::str::from_utf8(&b.data[s.start as usize..(s.start + s.len) as usize]).expect("utf8")
+    }
+
+    #[test]
+    fn a_batch_holds_only_what_the_stage_reads_in_one_buffer() {
+        let lines = [
+            r#"{"id_str":"1","text":"caf\u00e9 #One &amp; #two","lang":"fr","entities":{"hashtags":[{"text":"One"},{"text":"two"}]}}"#,
+            r#"{"id_str":"2","text":"plain","user":{"id_str":"9","screen_name":"nine"}}"#,
+        ];
+        let views: Vec<_> = lines
+            .iter()
+            .map(|l| match v1::decode(l.as_bytes()) {
+                Ok(Message::Post(v)) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let rules = vec![
+            Rule::from_json_text(r#"{"rule_id":"a","value":"x"}"#, RuleType::Track).expect("rule"),
+            Rule::from_json_text(r#"{"rule_id":"b","tag":"t","value":"café"}"#, RuleType::Track).expect("rule"),
+        ];
+        let matched = [vec![1u32, 0], vec![1u32]];
+        let posts: Vec<StagePost<'_>> = views
+            .iter()
+            .zip(&matched)
+            .zip(lines)
+            .map(|((view, m), raw)| StagePost { view, raw: raw.as_bytes(), matched: m })
+            .collect();
+        let mut enc = Encoder::default();
+        let reads = Fields::TEXT | Fields::HASHTAGS | Fields::MATCHED_RULES | Fields::AUTHOR;
+        let b = enc.encode(&posts, &rules, reads).expect("encode");
+        assert_eq!(b.count, 2);
+        assert_eq!(text_of(b, b.posts[0].text), "café #One & #two");
+        assert_eq!(b.posts[0].id.len, 0, "id not read, not sent");
+        assert!(b.posts[0].lang.is_none(), "lang not read, not sent");
+        let tags = b.posts[0].hashtags;
+        let got: Vec<&str> =
+            b.strings[tags.first as usize..(tags.first + tags.count) as usize].iter().map(|s| text_of(b, *s)).collect();
+        assert_eq!(got, ["One", "two"]);
+        assert_eq!(b.posts[1].author_handle.map(|s| text_of(b, s)), Some("nine"));
+        // Each distinct rule once per batch; posts refer to it by index.
+        assert_eq!(b.rules.len(), 2);
+        assert_eq!(b.rule_refs, [0, 1, 0]);
+        assert_eq!(text_of(b, b.rules[0].value), "café");
+        assert_eq!(b.rules[0].tag.map(|t| text_of(b, t)), Some("t"));
+        assert_eq!(text_of(b, b.rules[1].rule_type), "track");
+        let r = b.posts[1].matched_rules;
+        assert_eq!((r.first, r.count), (2, 1));
+        // The next batch reuses the buffers; nothing read, no records at all.
+        let b = enc.encode(&posts, &rules, Fields::empty()).expect("encode");
+        assert_eq!((b.count, b.posts.len(), b.data.len(), b.rules.len()), (2, 0, 0, 0));
+        let b = enc.encode(&posts[..1], &rules, Fields::RAW).expect("encode");
+        assert_eq!(text_of(b, b.posts[0].raw), lines[0]);
+    }
+}
