@@ -201,12 +201,12 @@ mod tests {
         assert_eq!(per[0].map(|a| (a.action, ok.text(a).into_owned())), Some((Action::Drop, "spam".into())));
         assert!(per[1].is_none());
         assert_eq!(ok.bytes(per[2].expect("enriched")), br#"{"a":1}"#);
-        let past = Answers::from_results(results("x", &[(0, wit::Action::Error, 0, 2)]), 1).unwrap_err();
+        let past = Answers::from_results(results("x", &[(0, wit::Action::Error, 0, 2)]), 1).expect_err("refused");
         assert!(past.contains("past the end"), "{past}");
         let twice =
             Answers::from_results(results("", &[(0, wit::Action::Drop, 0, 0), (0, wit::Action::Drop, 0, 0)]), 1);
-        assert!(twice.unwrap_err().contains("twice"));
-        let outside = Answers::from_results(results("", &[(5, wit::Action::Drop, 0, 0)]), 2).unwrap_err();
+        assert!(twice.expect_err("refused").contains("twice"));
+        let outside = Answers::from_results(results("", &[(5, wit::Action::Drop, 0, 0)]), 2).expect_err("refused");
         assert_eq!(outside, "names post 5 of a batch of 2");
     }
 

@@ -94,7 +94,7 @@ fn encode_post(
     let opt =
         |b: &mut wit::Batch, f: Fields, s: Option<&str>| if has(f) { s.map(|s| span(&mut b.data, s)) } else { None };
     let raw = if has(Fields::RAW) { span(&mut b.data, &String::from_utf8_lossy(p.raw)) } else { EMPTY };
-    let id = if has(Fields::ID) { span(&mut b.data, &v.id.to_string()) } else { EMPTY };
+    let id = if has(Fields::ID) { span(&mut b.data, v.id.as_ref()) } else { EMPTY };
     let source = if has(Fields::SOURCE) { span(&mut b.data, v.source) } else { EMPTY };
     let text = if has(Fields::TEXT) { span(&mut b.data, &t.text) } else { EMPTY };
     let author_id = opt(b, Fields::AUTHOR, v.author.id.as_deref());

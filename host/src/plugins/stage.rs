@@ -351,7 +351,7 @@ impl StageInstance {
                     .get_export_index(&mut store, None, &iface)
                     .and_then(|i| instance.get_export_index(&mut store, Some(&i), "process"))
                     .ok_or_else(|| failed(&store, wasmtime::format_err!("no `process` in `{iface}`")))?;
-                let process = instance.get_typed_func(&mut store, &process).map_err(|e| failed(&store, e))?;
+                let process = instance.get_typed_func(&mut store, process).map_err(|e| failed(&store, e))?;
                 AbiInstance::V0_2 { plugin, process, encoder: Box::default() }
             }
         };
