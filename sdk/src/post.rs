@@ -115,6 +115,8 @@ fn undeclared(name: &str, flag: &str) -> ! {
 
 macro_rules! need {
     ($self:ident, $flag:ident, $name:literal) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::note_read(Fields::$flag);
         if !$self.b.reads.contains(Fields::$flag) {
             undeclared($name, stringify!($flag));
         }

@@ -747,6 +747,9 @@ fn the_dashboard_shows_live_counts_in_a_real_browser() {
     let rules = dir.path().join("rules.jsonl");
     write(&rules, "{\"rule_id\":\"coffee-fans\",\"value\":\"coffee\"}\n{\"rule_id\":\"happy\",\"value\":\"happy\"}\n");
     let p = pipeline(dir.path(), "type = \"synthetic\"\nrate = 400", &rules, "type = \"file\"\npath = \"out.jsonl\"");
+    // A stage, so the stage table shows what it costs per post (issue 29).
+    let stage = format!("\n[[stages]]\nname = \"sentiment\"\nplugin = {:?}\n", traptor_tests::plugin_wasm("sentiment"));
+    std::fs::write(&p, std::fs::read_to_string(&p).expect("pipeline") + &stage).expect("write");
     let port = free_port();
     let host = traptor_tests::Host::spawn(
         &["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")],
@@ -788,6 +791,18 @@ fn the_dashboard_shows_live_counts_in_a_real_browser() {
         .unwrap_or_else(|| panic!("no post count in the DOM: {dom}"));
     assert!(shown > 0, "the script filled in the live count: {shown}");
     assert!(dom.contains(">coffee-fans<"), "the top rules table: {dom}");
+    let (status, body) = http_get(port, "/api/stats", "application/json");
+    assert_eq!(status, 200);
+    let st: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let stage = &st["stages"][0];
+    assert_eq!(stage["name"], "sentiment", "{body}");
+    assert_eq!(stage["reads"], serde_json::json!(["text"]), "{body}");
+    assert_eq!(stage["abi"], traptor_sdk::ABI_VERSION, "{body}");
+    let per_post = stage["us_per_post"].as_f64().expect("us_per_post");
+    let parts = &stage["parts_us_per_post"];
+    assert!(per_post > 0.0 && parts["guest"].as_f64().expect("guest") > 0.0, "{body}");
+    let row = dom.split("id=\"stages\"").nth(1).unwrap_or_default();
+    assert!(row.contains(">sentiment<"), "the stage table: {row:.400}");
     let shots = repo_root().join("target/test-artifacts");
     std::fs::create_dir_all(&shots).expect("mkdir");
     let png = shots.join("dashboard.png");

@@ -196,6 +196,10 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
                 "name": &*st.name, "posts": x.posts_in, "dropped": x.dropped, "errors": x.post_errors,
                 "failures": x.traps + x.timeouts + x.out_of_memory + x.protocol_errors,
                 "mean_batch_us": x.latency_sum_us.checked_div(x.batches).unwrap_or(0), "circuit_open": st.circuit_open(),
+                "abi": &st.component().abi, "reads": crate::plugins::field_names(st.reads),
+                "us_per_post": per_post_us(x.prepare_ns + x.lower_ns + x.guest_ns + x.lift_ns, x.posts_in),
+                "parts_us_per_post": {"prepare": per_post_us(x.prepare_ns, x.posts_in), "lower": per_post_us(x.lower_ns, x.posts_in),
+                                      "guest": per_post_us(x.guest_ns, x.posts_in), "lift": per_post_us(x.lift_ns, x.posts_in)},
             })
         })
         .collect();
@@ -311,4 +315,9 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({"status": if all { "ready" } else { "not ready" }, "checks": checks});
     (status, axum::Json(body)).into_response()
+}
+
+/// Nanoseconds over posts, as µs per post (3 decimals; 0 before any post).
+fn per_post_us(ns: u64, posts: u64) -> f64 {
+    if posts == 0 { 0.0 } else { (ns as f64 / posts as f64).round() / 1e3 }
 }

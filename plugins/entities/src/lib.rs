@@ -107,6 +107,8 @@ mod tests {
         assert_eq!(get("mentions"), r#"["jack"]"#);
         assert_eq!(get("urls"), r#"["https://example.com/x"]"#);
         assert_eq!(get("cashtags"), r#"["RUST"]"#);
+        // It reads what it declares, no more, no less.
+        assert_eq!(traptor_sdk::testing::fields_read(), Entities::describe().reads);
         assert_eq!(out[1], Outcome::Keep);
     }
 

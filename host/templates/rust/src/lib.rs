@@ -58,6 +58,8 @@ mod tests {
         let posts = [PostBuilder::new("1", "one two three four").build(), PostBuilder::new("2", "hi").build()];
         let out = run::<Plugin>(r#"{"min_words": 3}"#, &posts).expect("init");
 {{test_rust}}
+        // What the code read is what it declares: nothing is sent for nothing.
+        assert_eq!(traptor_sdk::testing::fields_read(), Fields::TEXT);
     }
 
     #[test]
