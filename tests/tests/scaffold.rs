@@ -113,3 +113,14 @@ fn a_new_javascript_plugin_builds_tests_and_passes_its_cases() {
         "~ short: expected true, got false",
     );
 }
+
+/// Issue 29: the one-file ABI helpers every Python and JavaScript stage
+/// imports pass their own tests, in each language's own runner.
+#[test]
+fn the_python_and_javascript_abi_helpers_pass_their_own_tests() {
+    let sdk = repo_root().join("sdk");
+    let py = sh(&sdk.join("python"), "python3", &["-m", "unittest", "-v"], &[]);
+    assert!(text(&py).contains("Ran 3 tests") && text(&py).contains("OK"), "{}", text(&py));
+    let js = sh(&sdk.join("js"), "node", &["--test"], &[]);
+    assert!(text(&js).contains("# pass 3") && text(&js).contains("# fail 0"), "{}", text(&js));
+}
