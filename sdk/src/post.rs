@@ -113,10 +113,24 @@ fn undeclared(name: &str, flag: &str) -> ! {
     )
 }
 
+thread_local! {
+    /// The fields read on this thread (native builds: `testing::fields_read`).
+    static READ: std::cell::Cell<Fields> = const { std::cell::Cell::new(Fields::empty()) };
+}
+
+/// What was read since [`forget_reads`] (native builds).
+pub(crate) fn fields_read() -> Fields {
+    READ.with(|r| r.get())
+}
+
+pub(crate) fn forget_reads() {
+    READ.with(|r| r.set(Fields::empty()));
+}
+
 macro_rules! need {
     ($self:ident, $flag:ident, $name:literal) => {
         #[cfg(not(target_arch = "wasm32"))]
-        crate::testing::note_read(Fields::$flag);
+        READ.with(|r| r.set(r.get() | Fields::$flag));
         if !$self.b.reads.contains(Fields::$flag) {
             undeclared($name, stringify!($flag));
         }

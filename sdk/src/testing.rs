@@ -12,22 +12,12 @@ use crate::{Field, Fields, Outcome, Point, Stage};
 
 pub use crate::host::{LogRecord, counters, logs};
 
-thread_local! {
-    static READ: std::cell::Cell<Fields> = const { std::cell::Cell::new(Fields::empty()) };
-}
-
-/// Record that the stage read a field (native builds only).
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) fn note_read(f: Fields) {
-    READ.with(|r| r.set(r.get() | f));
-}
-
 /// The fields the stage's code read during the last [`run`] on this thread:
 /// what it touches, to compare with what it declares (a declared field never
 /// read is sent to it for nothing):
 /// `assert_eq!(fields_read(), MyStage::describe().reads)`.
 pub fn fields_read() -> Fields {
-    READ.with(|r| r.get())
+    crate::post::fields_read()
 }
 
 /// A post for a test, every field owned; build it with [`PostBuilder`].
@@ -57,7 +47,7 @@ pub struct TestPost {
 /// one outcome per post (`Keep` for each post the stage did not name).
 pub fn run<T: Stage>(config_json: &str, batch: &[TestPost]) -> Result<Vec<Outcome>, String> {
     crate::runtime::reset();
-    READ.with(|r| r.set(Fields::empty()));
+    crate::post::forget_reads();
     let reads = crate::runtime::init::<T>(config_json)?;
     let results = crate::runtime::process::<T>(encode(batch, reads));
     decode(&results, batch.len())
