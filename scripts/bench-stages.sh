@@ -16,6 +16,8 @@
 #   scripts/bench-stages.sh [POSTS (default 100000)]
 #   RUNS=3 (default)      runs of each variant
 #   ONLY="noop entities"  a subset of the variants (names below)
+#   CORPUS=FILE FORMAT=x_v2  another corpus (any replay format), e.g. real X v2
+#                         messages; POSTS is then only its label
 #
 # Variants: none (no stage); noop (Rust chaos, mode noop: reads nothing);
 # noop-x3 (three of them in a row); noop-abi-0.1 (the same plugin built for
@@ -34,12 +36,18 @@ dir=$(pwd)/target/bench
 mkdir -p "$dir"
 base="$dir/corpus-$posts.jsonl"
 corpus="$dir/corpus-$posts-python.jsonl"
-[ -s "$base" ] || "$bin" generate --count "$posts" --seed 1 --output "$base"
-[ -s "$corpus" ] || python3 scripts/shape.py python "$base" "$corpus"
+if [ -n "${CORPUS:-}" ]; then
+  corpus=$(realpath "$CORPUS")
+  posts=$(wc -l < "$corpus")
+else
+  [ -s "$base" ] || "$bin" generate --count "$posts" --seed 1 --output "$base"
+  [ -s "$corpus" ] || python3 scripts/shape.py python "$base" "$corpus"
+fi
+format=${FORMAT:-twitter_v1}
 # The same pipelines over 100 posts: what starting costs (loading and
 # compiling or reading back the components, instantiating, init), which a
 # short run would otherwise spread over its posts.
-small="$dir/corpus-100-python.jsonl"
+small="$dir/corpus-100-$(basename "$corpus")"
 head -n 100 "$corpus" > "$small"
 export TRAPTOR_CACHE_DIR="$dir/plugin-cache"
 rust=$(pwd)/plugins/target/wasm32-wasip2/release
@@ -89,6 +97,7 @@ stats_interval_secs = 0
 [source]
 type = "replay"
 path = "$input"
+format = "$format"
 [rules]
 type = "file"
 path = "$(pwd)/examples/rules.jsonl"
@@ -101,7 +110,7 @@ TOML
   "$bin" --pipeline "$dir/stages-$name.toml" --log-format json >/dev/null 2>"$dir/stages-$name.log"
 done
 
-echo "$posts posts ($(du -m "$corpus" | cut -f1) MB, python layout), $(nproc) cores, stdout to /dev/null, median of $runs, variants alternating" >&2
+echo "$posts posts ($(du -m "$corpus" | cut -f1) MB, $(basename "$corpus"), $format), $(nproc) cores, stdout to /dev/null, median of $runs, variants alternating" >&2
 rm -f "$dir"/stages-*.times
 for _ in $(seq "$runs"); do
   for name in "${names[@]}"; do

@@ -532,7 +532,7 @@ fn run_stage(
                     if !p.enrichments.is_empty() {
                         p.enrichments.push(',');
                     }
-                    p.enrichments.push_str(&serde_json::Value::from(&*stage.name).to_string());
+                    p.enrichments.push_str(&stage.key_json);
                     p.enrichments.push(':');
                     p.enrichments.push_str(obj);
                 }

@@ -73,6 +73,8 @@ struct Breaker {
 pub struct Stage {
     pub spec: StageSpec,
     pub name: Arc<str>,
+    /// The name as a JSON string, the key of its enrichments (written once).
+    pub key_json: String,
     pub description: Description,
     /// The fields this configuration reads (what `init` answered; for a 0.1
     /// component everything it was always sent).
@@ -110,7 +112,8 @@ impl Stage {
         // What the configuration reads is at most what the plugin said it may read.
         let reads = reads & description.reads;
         let runtime = runtime.clone();
-        Ok(Stage { spec, name, description, reads, metrics, component, runtime, breaker: Mutex::default() })
+        let key_json = serde_json::Value::from(&*name).to_string();
+        Ok(Stage { spec, name, key_json, description, reads, metrics, component, runtime, breaker: Mutex::default() })
     }
 
     /// Load and describe a plugin without configuring it (`plugin inspect`).
@@ -425,7 +428,7 @@ impl StageInstance {
         let calls = &mut self.store.data_mut().calls;
         calls.spans.clear();
         calls.depth = 0;
-        let (answers, prepared, lowered_at) = match &mut self.abi {
+        let (answers, prepared, main_call) = match &mut self.abi {
             AbiInstance::V0_2 { process, encoder, .. } => {
                 let encoded = encoder.encode(batch, rules, reads).map_err(|e| CallFailure::Protocol(e.to_string()))?;
                 let prepared = Instant::now();
@@ -438,7 +441,7 @@ impl StageInstance {
                 let answers = Answers::from_results(results, batch.len()).map_err(CallFailure::Protocol)?;
                 // The guest's allocator is called once per list of the batch
                 // (five) before `process` itself.
-                (answers, prepared, 5)
+                (answers, prepared, Some(5))
             }
             AbiInstance::V0_1(plugin) => {
                 let posts: Vec<_> = batch
@@ -463,11 +466,11 @@ impl StageInstance {
                         batch.len()
                     )));
                 }
-                (answers_from_v01(outcomes), prepared, usize::MAX)
+                (answers_from_v01(outcomes), prepared, None)
             }
         };
         let end = Instant::now();
-        self.parts = Some(split(start, prepared, end, &self.store.data().calls.spans, lowered_at));
+        self.parts = Some(split(start, prepared, end, &self.store.data().calls.spans, main_call));
         Ok(answers)
     }
 
@@ -480,14 +483,13 @@ impl StageInstance {
 }
 
 /// Split a call's time: `main` is the index of the guest's `process` among
-/// the top-level calls into it (`usize::MAX`: the longest one — for 0.1,
-/// whose allocator calls vary with the batch).
-fn split(start: Instant, prepared: Instant, end: Instant, spans: &[(Instant, Instant)], main: usize) -> Parts {
+/// the top-level calls into it (`None`: the longest one — for 0.1, whose
+/// allocator calls vary with the batch).
+fn split(start: Instant, prepared: Instant, end: Instant, spans: &[(Instant, Instant)], main: Option<usize>) -> Parts {
     let ns = |a: Instant, b: Instant| b.saturating_duration_since(a).as_nanos() as u64;
-    let main = if main == usize::MAX {
-        spans.iter().enumerate().max_by_key(|(_, (a, b))| ns(*a, *b)).map(|(i, _)| i)
-    } else {
-        Some(main).filter(|&m| m < spans.len())
+    let main = match main {
+        Some(m) => Some(m).filter(|&m| m < spans.len()),
+        None => spans.iter().enumerate().max_by_key(|(_, (a, b))| ns(*a, *b)).map(|(i, _)| i),
     };
     let prepare = ns(start, prepared);
     match main.map(|m| spans[m]) {
