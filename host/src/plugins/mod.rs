@@ -24,10 +24,12 @@ mod convert;
 mod lower;
 mod metrics;
 pub mod oci;
+pub mod build;
 pub mod scaffold;
 mod stage;
 pub mod stages;
 pub mod tool;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -280,7 +282,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// A clock that never moves: what a plugin sees unless granted the clock.
+/// The wall clock a plugin sees unless granted the clock: always the epoch.
 struct FrozenClock;
 
 impl wasmtime_wasi::HostWallClock for FrozenClock {
@@ -292,12 +294,19 @@ impl wasmtime_wasi::HostWallClock for FrozenClock {
     }
 }
 
-impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+/// The monotonic clock a plugin sees unless granted the clock: it tells
+/// nothing of real time — it starts at 1 s and moves 1 µs per reading. Some
+/// runtimes refuse a clock that reads zero or never moves (Go's aborts at
+/// start-up with "nanotime returning zero").
+#[derive(Default)]
+struct SteppingClock(std::sync::atomic::AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for SteppingClock {
     fn resolution(&self) -> u64 {
-        1_000_000_000
+        1_000
     }
     fn now(&self) -> u64 {
-        0
+        1_000_000_000 + self.0.fetch_add(1_000, Ordering::Relaxed)
     }
 }
 

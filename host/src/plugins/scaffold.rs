@@ -1,8 +1,11 @@
 //! `traptor-host plugin new`: a plugin project that builds with one
-//! documented command, has a passing unit test and golden cases for
-//! `plugin test`, in Rust (the SDK), Python (componentize-py) or JavaScript
-//! (componentize-js). The templates live in `host/templates/`; the WIT the
-//! Python and JavaScript tool chains need is written beside them.
+//! command (`traptor-host plugin build`, or the language's own), has a
+//! passing unit test in the language's own runner and golden cases for
+//! `plugin test`, in Rust (the SDK), Python (componentize-py), JavaScript
+//! and TypeScript (componentize-js), Go (`sdk/go/traptor`, written into the
+//! project) or C/C++ (`sdk/c`, written into the project). The templates
+//! live in `host/templates/`; the WIT the Python and JavaScript tool chains
+//! need is written beside them.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +15,25 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    Typescript,
+    Go,
+    /// C, with C++ files allowed beside.
+    C,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 6] = [Lang::Rust, Lang::Python, Lang::Js, Lang::Typescript, Lang::Go, Lang::C];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+            Lang::Typescript => "typescript",
+            Lang::Go => "go",
+            Lang::C => "c",
+        }
+    }
 }
 
 /// What the new stage does.
@@ -42,6 +64,19 @@ const WIT: &str = include_str!("../../../wit/plugin.wit");
 /// The ABI helpers Python and JavaScript stages import (one file each).
 const PY_HELPER: &str = include_str!("../../../sdk/python/traptor_stage.py");
 const JS_HELPER: &str = include_str!("../../../sdk/js/traptor_stage.js");
+const JS_HELPER_TYPES: &str = include_str!("../../../sdk/js/traptor_stage.d.ts");
+/// The Go SDK package, written into a Go project as `traptor/`.
+const GO_SDK: [(&str, &str); 6] = [
+    ("traptor.go", include_str!("../../../sdk/go/traptor/traptor.go")),
+    ("outcome.go", include_str!("../../../sdk/go/traptor/outcome.go")),
+    ("host.go", include_str!("../../../sdk/go/traptor/host.go")),
+    ("host_native.go", include_str!("../../../sdk/go/traptor/host_native.go")),
+    ("abi_wasip1.go", include_str!("../../../sdk/go/traptor/abi_wasip1.go")),
+    ("testing.go", include_str!("../../../sdk/go/traptor/testing.go")),
+];
+/// The C SDK, written into a C project.
+const C_SDK: [(&str, &str); 2] =
+    [("traptor.h", include_str!("../../../sdk/c/traptor.h")), ("traptor.c", include_str!("../../../sdk/c/traptor.c"))];
 
 /// Where the SDK is for a new Rust project: the source tree this binary
 /// was built from when it is still there, else the project's repository.
@@ -92,6 +127,10 @@ pub fn new_project(
         ("test_rust", snippet(lang, kind, Part::Test).to_owned()),
         ("process_python", snippet(lang, kind, Part::Process).to_owned()),
         ("process_js", snippet(lang, kind, Part::Process).to_owned()),
+        ("process_go", snippet(lang, kind, Part::Process).to_owned()),
+        ("test_go", snippet(lang, kind, Part::Test).to_owned()),
+        ("process_c", snippet(lang, kind, Part::Process).to_owned()),
+        ("test_c", snippet(lang, kind, Part::Test).to_owned()),
     ];
     let fill = |t: &str| vars.iter().fold(t.to_owned(), |s, (k, v)| s.replace(&format!("{{{{{k}}}}}"), v));
     let mut files: Vec<(String, String)> = match lang {
@@ -114,6 +153,34 @@ pub fn new_project(
             ("traptor_stage.js".into(), JS_HELPER.to_owned()),
             ("wit/plugin.wit".into(), WIT.to_owned()),
         ],
+        Lang::Typescript => vec![
+            ("app.ts".into(), fill(include_str!("../../templates/typescript/app.ts"))),
+            ("core.ts".into(), fill(include_str!("../../templates/typescript/core.ts"))),
+            ("core.test.ts".into(), fill(include_str!("../../templates/typescript/core.test.ts"))),
+            ("env.d.ts".into(), fill(include_str!("../../templates/typescript/env.d.ts"))),
+            ("tsconfig.json".into(), fill(include_str!("../../templates/typescript/tsconfig.json"))),
+            ("package.json".into(), fill(include_str!("../../templates/typescript/package.json"))),
+            ("traptor_stage.js".into(), JS_HELPER.to_owned()),
+            ("traptor_stage.d.ts".into(), JS_HELPER_TYPES.to_owned()),
+            ("wit/plugin.wit".into(), WIT.to_owned()),
+        ],
+        Lang::Go => {
+            let mut f = vec![
+                ("go.mod".into(), fill(include_str!("../../templates/go/go.mod"))),
+                ("main.go".into(), fill(include_str!("../../templates/go/main.go"))),
+                ("main_test.go".into(), fill(include_str!("../../templates/go/main_test.go"))),
+            ];
+            f.extend(GO_SDK.iter().map(|(n, t)| (format!("traptor/{n}"), (*t).to_owned())));
+            f
+        }
+        Lang::C => {
+            let mut f = vec![
+                ("stage.c".into(), fill(include_str!("../../templates/c/stage.c"))),
+                ("test_stage.c".into(), fill(include_str!("../../templates/c/test_stage.c"))),
+            ];
+            f.extend(C_SDK.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())));
+            f
+        }
     };
     files.push(("cases.jsonl".into(), cases(kind).to_owned()));
     files.push(("README.md".into(), readme(name, &module, lang, kind_word)));
@@ -160,9 +227,35 @@ fn snippet(lang: Lang, kind: Kind, part: Part) -> &'static str {
         (Lang::Python, Kind::Filter, Part::Process) => {
             "    if words >= _CONFIG[\"min_words\"]:\n        return None\n    return Drop(f\"fewer than {_CONFIG['min_words']} words\")"
         }
-        (Lang::Js, Kind::Enricher, Part::Process) => "  return enrich({ words, short: words < config.minWords });",
-        (Lang::Js, Kind::Filter, Part::Process) => {
+        (Lang::Js | Lang::Typescript, Kind::Enricher, Part::Process) => {
+            "  return enrich({ words, short: words < config.minWords });"
+        }
+        (Lang::Js | Lang::Typescript, Kind::Filter, Part::Process) => {
             "  if (words >= config.minWords) return undefined;\n  return drop(`fewer than ${config.minWords} words`);"
+        }
+        (Lang::Go, Kind::Enricher, Part::Process) => {
+            "\treturn traptor.Enrich(traptor.NewEnrichment().Int(\"words\", int64(words)).Bool(\"short\", words < s.minWords))"
+        }
+        (Lang::Go, Kind::Filter, Part::Process) => {
+            "\tif words >= s.minWords {\n\t\treturn traptor.Keep()\n\t}\n\treturn traptor.Drop(fmt.Sprintf(\"fewer than %d words\", s.minWords))"
+        }
+        (Lang::Go, Kind::Enricher, Part::Test) => {
+            "\tif got := out[0].Enrichment(); got != `{\"words\":4,\"short\":false}` {\n\t\tt.Errorf(\"post 1: %s\", got)\n\t}\n\tif got := out[1].Enrichment(); got != `{\"words\":1,\"short\":true}` {\n\t\tt.Errorf(\"post 2: %s\", got)\n\t}"
+        }
+        (Lang::Go, Kind::Filter, Part::Test) => {
+            "\tif !out[0].IsKeep() {\n\t\tt.Errorf(\"post 1: %v\", out[0])\n\t}\n\tif !out[1].IsDrop() || out[1].Reason() != \"fewer than 3 words\" {\n\t\tt.Errorf(\"post 2: %v\", out[1])\n\t}"
+        }
+        (Lang::C, Kind::Enricher, Part::Process) => {
+            "  traptor_enrichment *e = traptor_enrichment_new();\n  traptor_enrich_int(e, \"words\", words);\n  traptor_enrich_bool(e, \"short\", words < min_words);\n  return traptor_enrich(e);"
+        }
+        (Lang::C, Kind::Filter, Part::Process) => {
+            "  static char reason[64];\n  if (words >= min_words) return traptor_keep();\n  snprintf(reason, sizeof reason, \"fewer than %lld words\", min_words);\n  return traptor_drop(reason);"
+        }
+        (Lang::C, Kind::Enricher, Part::Test) => {
+            "  CHECK(out[0].action == TRAPTOR_ENRICH && !strcmp(out[0].text, \"{\\\"words\\\":4,\\\"short\\\":false}\"));\n  CHECK(out[1].action == TRAPTOR_ENRICH && !strcmp(out[1].text, \"{\\\"words\\\":1,\\\"short\\\":true}\"));"
+        }
+        (Lang::C, Kind::Filter, Part::Test) => {
+            "  CHECK(out[0].action == TRAPTOR_KEEP);\n  CHECK(out[1].action == TRAPTOR_DROP && !strcmp(out[1].text, \"fewer than 3 words\"));"
         }
         (_, _, Part::Test) => "",
     }
@@ -187,6 +280,7 @@ fn cases(kind: Kind) -> &'static str {
 }
 
 fn readme(name: &str, module: &str, lang: Lang, kind: &str) -> String {
+    let built = format!("target/{name}.wasm");
     let (build, wasm, unit) = match lang {
         Lang::Rust => (
             "cargo build --release --target wasm32-wasip2   # rustup target add wasm32-wasip2, once".to_owned(),
@@ -205,13 +299,34 @@ fn readme(name: &str, module: &str, lang: Lang, kind: &str) -> String {
             format!("{name}.wasm"),
             "node --test".to_owned(),
         ),
+        Lang::Typescript => (
+            "traptor-host plugin build   # tsc (TypeScript 5.9), then componentize-js; both installed on first use".to_owned(),
+            built.clone(),
+            "traptor-host plugin build && node --test target/js   # the unit tests, compiled with the stage".to_owned(),
+        ),
+        Lang::Go => (
+            "traptor-host plugin build   # GOOS=wasip1 go build -buildmode=c-shared, then a component; Go installed on first use".to_owned(),
+            built.clone(),
+            "go test ./...   # any Go >= 1.24 (plugin build installs one under ~/.cache/traptor/tools/go-*)".to_owned(),
+        ),
+        Lang::C => (
+            "traptor-host plugin build   # zig cc for wasm32-wasi (Zig installed on first use), then a component".to_owned(),
+            built.clone(),
+            "cc -o target/test_stage stage.c traptor.c test_stage.c && target/test_stage   # natively, any C compiler".to_owned(),
+        ),
+    };
+    let also = match lang {
+        Lang::Rust | Lang::Python | Lang::Js => {
+            format!("\n`traptor-host plugin build` does the same (tool chain installed on first use) into `{built}`.\n")
+        }
+        _ => String::new(),
     };
     format!(
         "# {name}\n\nA traptor stage ({kind}), made by `traptor-host plugin new`.\n\n\
          ```sh\n{unit}                                   # unit tests\n{build}\n\
          traptor-host plugin test {wasm} --cases cases.jsonl   # golden cases: a diff per mismatch\n\
          traptor-host plugin inspect {wasm}                    # name, kind, ABI, config schema\n\
-         traptor-host plugin push {wasm} oci://REGISTRY/team/{name}:0.1.0\n```\n\n\
+         traptor-host plugin push {wasm} oci://REGISTRY/team/{name}:0.1.0\n```\n{also}\n\
          Then name it in a pipeline (`plugin = \"oci://REGISTRY/team/{name}:0.1.0\"`), pin it with\n\
          `traptor-host plugin lock --pipeline pipeline.toml`, and run. See traptor's `docs/plugins.md`.\n"
     )
@@ -224,7 +339,7 @@ mod tests {
     #[test]
     fn every_template_is_filled_and_names_are_checked() {
         let dir = tempfile::tempdir().expect("tmp");
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in Lang::ALL {
             for kind in [Kind::Enricher, Kind::Filter] {
                 let name = format!("p-{}-{}", lang as u8, kind as u8);
                 let (root, files) = new_project(dir.path(), &name, lang, kind, "{ path = \"/sdk\" }").expect("new");

@@ -16,7 +16,7 @@ use super::convert::{answers_from_v01, to_v01_post};
 use super::lower::Encoder;
 use super::stages::OnError;
 use super::{
-    AbiPre, CallTimes, EPOCH_TICK, FrozenClock, LoadedComponent, MemoryLimiter, PluginError, Runtime, STAGE_INTERFACE,
+    AbiPre, CallTimes, EPOCH_TICK, FrozenClock, LoadedComponent, SteppingClock, MemoryLimiter, PluginError, Runtime, STAGE_INTERFACE,
     StageMetrics, StageState, bindings, bindings_v01, wit,
 };
 use crate::rules::Rule;
@@ -522,7 +522,7 @@ fn stage_state(spec: &StageSpec, name: &Arc<str>, metrics: &Arc<StageMetrics>) -
     let mut b = WasiCtxBuilder::new();
     b.stdout(output.clone()).stderr(output.clone());
     if !spec.grant_clock {
-        b.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        b.wall_clock(FrozenClock).monotonic_clock(SteppingClock::default());
     }
     for k in &spec.grant_env {
         if let Ok(v) = std::env::var(k) {

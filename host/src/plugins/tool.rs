@@ -202,6 +202,7 @@ pub fn run(
                 with_id.append(o);
                 *o = with_id;
             }
+            let line = verbatim_fields(line, &result, per_post.get(i).copied().flatten());
             writeln!(out, "{line}").map_err(RunError::Write)?;
         }
     }
@@ -272,6 +273,26 @@ pub fn pull(reference: &str, insecure: bool, out: &mut dyn Write) -> Result<supe
 /// One post's outcome as JSON: `{"outcome": "keep"}`, `{"outcome":
 /// "enrich", "fields": {…}}` (parsed), `{"outcome": "drop", "reason": …}`,
 /// `{"outcome": "error", "error": …}`.
+/// An enrichment printed as the plugin wrote it, byte for byte (re-written
+/// only when it spans lines, which would break the JSON lines).
+fn verbatim_fields<E>(
+    line: serde_json::Value,
+    result: &Result<Answers, E>,
+    a: Option<&Answer>,
+) -> String {
+    let (Ok(answers), Some(a)) = (result, a) else { return line.to_string() };
+    let text = answers.text(a);
+    if a.action != Action::Enrich || text.contains('\n') || !line["fields"].is_object() {
+        return line.to_string();
+    }
+    let mut head = line;
+    if let serde_json::Value::Object(o) = &mut head {
+        o.remove("fields");
+    }
+    let head = head.to_string();
+    format!("{},\"fields\":{text}}}", &head[..head.len() - 1])
+}
+
 fn outcome_json(answers: &Answers, a: Option<&Answer>) -> serde_json::Value {
     let Some(a) = a else { return serde_json::json!({"outcome": "keep"}) };
     let text = answers.text(a);

@@ -15,6 +15,10 @@ export function parseConfig(c) {
   return { minWords: n };
 }
 
+// Unicode White_Space (what every traptor SDK splits words on; JavaScript's
+// \s differs: it has U+FEFF and lacks U+0085).
+const SPACE = /[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
+
 export function countWords(text) {
-  return text.split(/\s+/).filter((w) => w.length > 0).length;
+  return text.split(SPACE).filter((w) => w.length > 0).length;
 }

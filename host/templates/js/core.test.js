@@ -5,6 +5,8 @@ import { countWords, parseConfig } from "./core.js";
 
 test("counts words", () => {
   assert.equal(countWords(" one two  three "), 3);
+  // Unicode White_Space: U+0085 splits, U+FEFF does not.
+  assert.equal(countWords("a\u0085b\ufeffc"), 2);
 });
 
 test("config is checked", () => {

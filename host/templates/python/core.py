@@ -1,5 +1,7 @@
 """The logic of `{{name}}`, without the ABI: plain Python, unit-tested."""
 
+import re
+
 SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -20,5 +22,10 @@ def parse_config(config):
     return {"min_words": n}
 
 
+# Unicode White_Space, what every traptor SDK splits words on (Python's
+# str.split() also splits on U+001C..U+001F).
+_SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
 def count_words(text):
-    return len(text.split())
+    return sum(1 for w in _SPACE.split(text) if w)

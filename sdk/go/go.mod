@@ -1,0 +1,3 @@
+module traptor.dev/sdk
+
+go 1.24

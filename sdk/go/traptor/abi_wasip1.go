@@ -1,0 +1,179 @@
+//go:build wasip1
+
+package traptor
+
+// The canonical ABI of traptor:plugin@0.2.0, by hand: the exports a
+// component of this module has, the memory the host writes a batch into,
+// and the results read back. Nothing here is for plugin authors.
+
+import "unsafe"
+
+// Memory the host asked for (cabi_realloc) stays reachable here until the
+// call that uses it returns: Go's collector does not move objects, so a
+// pointer into one is stable.
+var pinned [][]uint64
+
+var empty [1]uint64
+
+// Before the Go runtime is up (during _initialize) the WASI adapter asks for
+// its state through cabi_realloc too, when nothing may be allocated: it gets
+// memory from this static block instead.
+var (
+	early     [256 << 10]byte
+	earlyUsed uintptr
+	ready     bool
+)
+
+func init() { ready = true } // package initialisers run once the runtime is up
+
+//go:nosplit
+func earlyAlloc(size, align uint32) unsafe.Pointer {
+	base := uintptr(unsafe.Pointer(&early[0]))
+	off := (base+earlyUsed+uintptr(align)-1)&^(uintptr(align)-1) - base
+	if off+uintptr(size) > uintptr(len(early)) {
+		return nil
+	}
+	earlyUsed = off + uintptr(size)
+	return unsafe.Pointer(&early[off])
+}
+
+//go:wasmexport cabi_realloc
+func cabiRealloc(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Pointer {
+	if newSize == 0 {
+		return unsafe.Pointer(&empty[0])
+	}
+	if !ready {
+		return earlyAlloc(newSize, align)
+	}
+	block := make([]uint64, (newSize+7)/8) // 8-byte aligned: every WIT type's alignment divides it
+	if old != nil && oldSize > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&block[0])), newSize), unsafe.Slice((*byte)(old), min(oldSize, newSize)))
+	}
+	pinned = append(pinned, block)
+	return unsafe.Pointer(&block[0])
+}
+
+func unpin() {
+	clear(pinned)
+	pinned = pinned[:0]
+}
+
+func bytesAt(p unsafe.Pointer, n uint32) []byte {
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(p), n)
+}
+
+func ptr(s string) uint32 { return uint32(uintptr(unsafe.Pointer(unsafe.StringData(s)))) }
+
+var described Description // kept alive while the host reads it
+var describeRet [10]uint32
+
+//go:wasmexport traptor:plugin/stage@0.2.0#describe
+func abiDescribe() unsafe.Pointer {
+	d := registered.Describe()
+	described = d
+	r := &describeRet
+	r[0], r[1] = ptr(d.Name), uint32(len(d.Name))
+	r[2], r[3] = ptr(d.Version), uint32(len(d.Version))
+	r[4] = uint32(d.Kind)
+	r[5], r[6] = ptr(d.Summary), uint32(len(d.Summary))
+	r[7], r[8] = ptr(d.ConfigSchema), uint32(len(d.ConfigSchema))
+	r[9] = uint32(d.Reads)
+	return unsafe.Pointer(r)
+}
+
+var initErr string
+var initRet [3]uint32
+
+//go:wasmexport traptor:plugin/stage@0.2.0#init
+func abiInit(config unsafe.Pointer, n uint32) unsafe.Pointer {
+	text := bytesAt(config, n)
+	if len(text) == 0 {
+		text = []byte("{}")
+	}
+	fields, err := registered.Init(text)
+	unpin()
+	r := &initRet
+	if err != nil {
+		initErr = err.Error()
+		r[0], r[1], r[2] = 1, ptr(initErr), uint32(len(initErr))
+	} else {
+		r[0], r[1] = 0, uint32(fields)
+		reads = fields
+	}
+	return unsafe.Pointer(r)
+}
+
+var reads Fields
+
+type changeRec struct {
+	post   uint32
+	action uint8
+	_      [3]uint8
+	text   span
+}
+
+var (
+	resData    []byte
+	resChanges []changeRec
+	processRet [4]uint32
+	current    batch
+)
+
+//go:wasmexport traptor:plugin/stage@0.2.0#process
+func abiProcess(count uint32, data unsafe.Pointer, dataLen uint32, posts unsafe.Pointer, postsLen uint32,
+	strs unsafe.Pointer, strsLen uint32, refs unsafe.Pointer, refsLen uint32, rules unsafe.Pointer, rulesLen uint32) unsafe.Pointer {
+	b := &current
+	b.count, b.reads = count, reads
+	b.data = bytesAt(data, dataLen)
+	b.posts = unsafe.Slice((*postRec)(posts), postsLen)
+	b.strings = unsafe.Slice((*span)(strs), strsLen)
+	b.refs = unsafe.Slice((*uint32)(refs), refsLen)
+	b.rules = unsafe.Slice((*ruleRec)(rules), rulesLen)
+	resData, resChanges = resData[:0], resChanges[:0]
+	for i := 0; i < int(count); i++ {
+		o := registered.Process(Post{b, i})
+		if o.action == keep {
+			continue
+		}
+		start := uint32(len(resData))
+		resData = append(resData, o.text...)
+		resChanges = append(resChanges, changeRec{post: uint32(i), action: uint8(o.action) - 1, text: span{start, uint32(len(o.text))}})
+	}
+	*b = batch{}
+	unpin()
+	r := &processRet
+	r[0], r[1] = 0, uint32(len(resData))
+	if len(resData) > 0 {
+		r[0] = uint32(uintptr(unsafe.Pointer(&resData[0])))
+	}
+	r[2], r[3] = 0, uint32(len(resChanges))
+	if len(resChanges) > 0 {
+		r[2] = uint32(uintptr(unsafe.Pointer(&resChanges[0])))
+	}
+	return unsafe.Pointer(r)
+}
+
+//go:wasmimport traptor:plugin/host@0.2.0 log
+func hostLog(level uint32, msg unsafe.Pointer, msgLen uint32, fields unsafe.Pointer, fieldsLen uint32)
+
+//go:wasmimport traptor:plugin/host@0.2.0 counter
+func hostCounter(name unsafe.Pointer, nameLen uint32, delta uint64)
+
+func logRecord(level Level, message string, kv []string) {
+	pairs := make([]uint32, 0, len(kv)/2*4)
+	for i := 0; i+1 < len(kv); i += 2 {
+		pairs = append(pairs, ptr(kv[i]), uint32(len(kv[i])), ptr(kv[i+1]), uint32(len(kv[i+1])))
+	}
+	var fp unsafe.Pointer
+	if len(pairs) > 0 {
+		fp = unsafe.Pointer(&pairs[0])
+	}
+	hostLog(uint32(level), unsafe.Pointer(unsafe.StringData(message)), uint32(len(message)), fp, uint32(len(pairs)/4))
+}
+
+func addCounter(name string, delta uint64) {
+	hostCounter(unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)), delta)
+}
