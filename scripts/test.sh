@@ -54,13 +54,21 @@ cargo build --workspace --all-targets --locked
 step "the SDK packages alone (what a plugin project outside this repository depends on)"
 cargo package -p traptor-sdk --locked --allow-dirty -q
 
-step "example plugins: Rust, Python (componentize-py), JavaScript (componentize-js)"
+step "example plugins: Rust, Python (componentize-py), JavaScript (componentize-js), Go and C (traptor-host plugin build: Go and Zig from PyPI, cached outside the clone)"
 bash scripts/build-plugins.sh
 
 step "plugins' own unit tests (natively, as a plugin author runs them)"
 (cd plugins && cargo test-native --locked -q)
 for d in plugins/python/*/; do (cd "$d" && python3 -m unittest -q); done
 for d in plugins/js/*/; do (cd "$d" && node --test >/dev/null); done
+go=$(ls "${TRAPTOR_TOOLS_DIR:-$HOME/.cache/traptor/tools}"/go-1.27.3/lib/python3*/site-packages/go/bin/go)
+(cd sdk/go && GOTOOLCHAIN=local GOPROXY=off "$go" test ./... >/dev/null)
+for d in plugins/go/*/; do (cd "$d" && GOTOOLCHAIN=local GOPROXY=off "$go" test . >/dev/null); done
+for d in plugins/c/*/; do
+  if [ -f "$d/test_stage.c" ]; then
+    (cd "$d" && mkdir -p target && cc -std=c11 -Wall -Werror -o target/test_stage stage.c traptor.c test_stage.c && target/test_stage >/dev/null)
+  fi
+done
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -435,7 +435,7 @@ void host_counter(const char *name, size_t name_len, uint64_t delta);
 void traptor_log(int level, const char *msg) { host_log(level, msg, strlen(msg), NULL, 0); }
 void traptor_counter(const char *name, uint64_t delta) { host_counter(name, strlen(name), delta); }
 
-static char empty_block[8];
+static _Alignas(16) char empty_block[16]; /* aligned for every WIT type */
 
 EXPORT("cabi_realloc")
 void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {

@@ -92,6 +92,14 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     })
 }
 
+/// An example plugin of one language (`go`, `c`: plugins/<lang>/<name>, built
+/// by `scripts/build-plugins.sh` with `traptor-host plugin build`).
+pub fn plugin_wasm_of(lang: &str, name: &str) -> PathBuf {
+    let p = repo_root().join("plugins/target").join(lang).join(format!("{name}.wasm"));
+    assert!(p.is_file(), "no {}: run `bash scripts/build-plugins.sh` first (scripts/test.sh does)", p.display());
+    p
+}
+
 /// Run `traptor-host` with `args`, killing it after `limit`.
 pub fn run_host(args: &[&str], limit: Duration) -> Output {
     run_host_with(args, &[], limit)

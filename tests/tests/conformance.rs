@@ -75,7 +75,11 @@ fn unit_tests(lang: &str, p: &Path) {
             assert!(text(&out).contains("ok "), "{}", text(&out));
         }
         "c" => {
-            sh(p, "cc", &["-std=c11", "-Wall", "-Werror", "-o", "target/test_stage", "stage.c", "traptor.c", "test_stage.c"]);
+            sh(
+                p,
+                "cc",
+                &["-std=c11", "-Wall", "-Werror", "-o", "target/test_stage", "stage.c", "traptor.c", "test_stage.c"],
+            );
             let out = sh(p, p.join("target/test_stage"), &[]);
             assert!(text(&out).contains("ok: 2 tests"), "{}", text(&out));
         }
@@ -183,8 +187,9 @@ fn the_corpus_has_the_characters_languages_disagree_on() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("post")["text"].as_str().expect("text").to_owned())
         .collect();
     assert_eq!(texts.len(), 1000);
-    for c in ['\u{85}', '\u{a0}', '\u{3000}', '\u{2028}', '\u{feff}', '\u{200b}', '\u{1c}', '\u{180e}', '\u{301}', '\u{200d}']
-    {
+    for c in [
+        '\u{85}', '\u{a0}', '\u{3000}', '\u{2028}', '\u{feff}', '\u{200b}', '\u{1c}', '\u{180e}', '\u{301}', '\u{200d}',
+    ] {
         assert!(texts.iter().any(|t| t.contains(c)), "no post has U+{:04X}", c as u32);
     }
     let scripts = ['東', 'ا', 'ש', '한', '👍'];

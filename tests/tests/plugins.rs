@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use traptor_tests::{PipelineFile, json_lines, plugin_wasm, run_host};
+use traptor_tests::{PipelineFile, fixture, json_lines, plugin_wasm, plugin_wasm_of, run_host};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -493,6 +493,78 @@ fn rust_example_plugins_enrich_in_the_real_host() {
         compared += 1;
     }
     assert!(compared > 300, "{compared}");
+}
+
+/// Issue 27: the Go and C examples, built by `plugin build`, on real posts:
+/// the Bluesky Jetstream recording (posts in English, Japanese, Korean,
+/// Russian …, links in facets) and the X v2 `#brexit` recording.
+#[test]
+fn go_and_c_example_plugins_enrich_real_posts() {
+    let jetstream = std::fs::read_to_string(fixture("jetstream/expected_v1.jsonl")).expect("jetstream");
+    let page: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("x-v2/brexit.jsonl")).expect("brexit")).expect("json");
+    let x_v2: String = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({"data": t, "includes": page["includes"]})))
+        .collect();
+    let stages = [
+        ("domains", plugin_wasm_of("go", "url-domains")),
+        ("script", plugin_wasm_of("c", "script-detect")),
+        ("noop-go", plugin_wasm_of("go", "noop")),
+        ("noop-c", plugin_wasm_of("c", "noop")),
+    ];
+    let mut scripts = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut with_domains = 0;
+    for (format, records, posts) in [("jetstream", jetstream, 32), ("x_v2", x_v2, 100)] {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("in.jsonl"), records).expect("write");
+        std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
+        let mut p = PipelineFile::new(&format!("type = \"replay\"\npath = \"in.jsonl\"\nformat = \"{format}\""));
+        for (name, wasm) in &stages {
+            p = p.stage(&format!("name = \"{name}\"\nplugin = {:?}\ntimeout_ms = 5000", wasm.display()));
+        }
+        let (out, stderr) = run(&p.write(dir.path()));
+        assert!(out.status.success(), "{stderr}");
+        // Jetstream's other events (likes, follows …) pass through too; its
+        // posts are posts and reposts.
+        let posts_out: Vec<serde_json::Value> = json_lines(&std::fs::read(dir.path().join("out.jsonl")).expect("out"))
+            .into_iter()
+            .filter(|p| {
+                let c = p["commit"]["record"]["$type"].as_str();
+                format != "jetstream" || matches!(c, Some("app.bsky.feed.post" | "app.bsky.feed.repost"))
+            })
+            .collect();
+        assert_eq!(posts_out.len(), posts, "{format}: every post comes out: {stderr}");
+        for post in &posts_out {
+            let raw = post.to_string().to_lowercase();
+            let e = &post["traptor"]["enrichments"];
+            for d in e["domains"]["domains"].as_array().into_iter().flatten() {
+                let d = d.as_str().expect("domain");
+                assert!(!d.starts_with("www.") && d == d.to_lowercase() && raw.contains(d), "{d} in {raw}");
+                with_domains += 1;
+            }
+            if let Some(s) = e["script"]["script"].as_str() {
+                let lang = post["commit"]["record"]["langs"][0].as_str().or(post["data"]["lang"].as_str());
+                scripts.entry(lang.unwrap_or("?").to_owned()).or_default().push(s.to_owned());
+                assert!((1..=100).contains(&e["script"]["percent"].as_u64().expect("percent")), "{post}");
+            }
+        }
+        for (name, _) in &stages {
+            assert_eq!(field(stage_line(&stderr, name), "traps"), 0, "{name}: {stderr}");
+        }
+    }
+    assert!(with_domains >= 20, "links found: {with_domains}");
+    let all = |lang: &str, ok: &[&str]| {
+        let got = scripts.get(lang).unwrap_or_else(|| panic!("no {lang} post enriched: {scripts:?}"));
+        assert!(got.iter().all(|s| ok.contains(&s.as_str())), "{lang}: {got:?}");
+    };
+    all("ko", &["Hangul"]);
+    all("ru", &["Cyrillic"]);
+    all("ja", &["Han", "Hiragana", "Katakana"]);
+    let en = &scripts["en"];
+    assert!(en.iter().filter(|s| *s == "Latin").count() * 10 >= en.len() * 9, "English is Latin: {en:?}");
 }
 
 #[test]

@@ -88,11 +88,19 @@ pub fn detect(dir: &Path) -> Result<Lang, BuildError> {
 /// Steps and installs are reported on `progress`.
 pub fn build(dir: &Path, output: Option<&Path>, tools: &Tools, progress: &mut dyn Write) -> Result<Built, BuildError> {
     let started = Instant::now();
-    let dir = dir.canonicalize().map_err(|source| BuildError::Io { what: "open the project", path: dir.to_owned(), source })?;
+    let dir = dir.canonicalize().map_err(|source| BuildError::Io {
+        what: "open the project",
+        path: dir.to_owned(),
+        source,
+    })?;
     let lang = detect(&dir)?;
     let name = dir.file_name().map_or_else(|| "plugin".to_owned(), |n| n.to_string_lossy().into_owned());
     let target = dir.join("target");
-    std::fs::create_dir_all(&target).map_err(|source| BuildError::Io { what: "create", path: target.clone(), source })?;
+    std::fs::create_dir_all(&target).map_err(|source| BuildError::Io {
+        what: "create",
+        path: target.clone(),
+        source,
+    })?;
     let component = target.join(format!("{name}.wasm"));
     let path = match lang {
         Lang::Rust => build_rust(&dir, progress)?,
@@ -139,7 +147,11 @@ pub fn build(dir: &Path, output: Option<&Path>, tools: &Tools, progress: &mut dy
     };
     let built = check(&dir, lang, &path, started)?;
     if let Some(out) = output {
-        std::fs::copy(&path, out).map_err(|source| BuildError::Io { what: "copy the component to", path: out.to_owned(), source })?;
+        std::fs::copy(&path, out).map_err(|source| BuildError::Io {
+            what: "copy the component to",
+            path: out.to_owned(),
+            source,
+        })?;
         return Ok(Built { path: out.to_owned(), ..built });
     }
     Ok(built)
@@ -235,7 +247,12 @@ fn build_go(dir: &Path, target: &Path, go: PathBuf, progress: &mut dyn Write) ->
     // the project (the SDK is written into it), and the pinned Go is used.
     c.env("GOOS", "wasip1").env("GOARCH", "wasm").env("CGO_ENABLED", "0");
     c.env("GOTOOLCHAIN", "local").env("GOPROXY", "off").env("GOFLAGS", "-mod=mod");
-    step(dir, &format!("go build ({} {}, GOOS=wasip1 GOARCH=wasm)", toolchain::GO.name(), toolchain::GO.version()), c, progress)?;
+    step(
+        dir,
+        &format!("go build ({} {}, GOOS=wasip1 GOARCH=wasm)", toolchain::GO.name(), toolchain::GO.version()),
+        c,
+        progress,
+    )?;
     Ok(core)
 }
 
@@ -255,7 +272,11 @@ fn build_c(dir: &Path, target: &Path, zig: &Path, progress: &mut dyn Write) -> R
     sources.sort();
     let cpp = sources.iter().any(|p| p.extension().is_some_and(|e| e != "c"));
     let objects = target.join("obj");
-    std::fs::create_dir_all(&objects).map_err(|source| BuildError::Io { what: "create", path: objects.clone(), source })?;
+    std::fs::create_dir_all(&objects).map_err(|source| BuildError::Io {
+        what: "create",
+        path: objects.clone(),
+        source,
+    })?;
     let mut linked = Vec::new();
     for src in &sources {
         let is_c = src.extension().is_some_and(|e| e == "c");
@@ -274,14 +295,20 @@ fn build_c(dir: &Path, target: &Path, zig: &Path, progress: &mut dyn Write) -> R
     let mut c = Command::new(zig);
     c.arg(if cpp { "c++" } else { "cc" }).args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-o"]);
     c.arg(&core).args(&linked);
-    step(dir, &format!("zig link ({} {}, wasm32-wasi reactor)", toolchain::ZIG.name(), toolchain::ZIG.version()), c, progress)?;
+    step(
+        dir,
+        &format!("zig link ({} {}, wasm32-wasi reactor)", toolchain::ZIG.name(), toolchain::ZIG.version()),
+        c,
+        progress,
+    )?;
     Ok(core)
 }
 
 /// A WASI preview-1 core module → a component of the plugin world.
 pub fn make_component(core: &Path, out: &Path) -> Result<(), BuildError> {
     let fail = |message: String| BuildError::Componentize { path: core.to_owned(), message };
-    let mut module = std::fs::read(core).map_err(|source| BuildError::Io { what: "read", path: core.to_owned(), source })?;
+    let mut module =
+        std::fs::read(core).map_err(|source| BuildError::Io { what: "read", path: core.to_owned(), source })?;
     let mut resolve = wit_parser::Resolve::default();
     let pkg = resolve.push_str("plugin.wit", WIT).map_err(|e| fail(format!("{e:#}")))?;
     let world = resolve.select_world(&[pkg], Some("plugin")).map_err(|e| fail(format!("{e:#}")))?;

@@ -19,12 +19,12 @@
 //!   logged when the instance traps (a Rust panic message, a Python traceback).
 
 mod answers;
+pub mod build;
 pub mod cache;
 mod convert;
 mod lower;
 mod metrics;
 pub mod oci;
-pub mod build;
 pub mod scaffold;
 mod stage;
 pub mod stages;

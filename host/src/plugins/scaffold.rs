@@ -345,7 +345,13 @@ mod tests {
                 let (root, files) = new_project(dir.path(), &name, lang, kind, "{ path = \"/sdk\" }").expect("new");
                 for f in &files {
                     let text = std::fs::read_to_string(f).expect("read");
-                    assert!(!text.contains("{{"), "{}: an unfilled placeholder", f.display());
+                    // `{{word}}` is a placeholder; Go's `{{ID: …}}` literals are not.
+                    let unfilled = text.split("{{").skip(1).any(|rest| {
+                        rest.split_once("}}").is_some_and(|(k, _)| {
+                            !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        })
+                    });
+                    assert!(!unfilled, "{}: an unfilled placeholder", f.display());
                 }
                 assert!(root.join("cases.jsonl").exists() && root.join("README.md").exists());
                 assert!(matches!(new_project(dir.path(), &name, lang, kind, "x"), Err(ScaffoldError::Exists(_))));

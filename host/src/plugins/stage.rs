@@ -16,8 +16,8 @@ use super::convert::{answers_from_v01, to_v01_post};
 use super::lower::Encoder;
 use super::stages::OnError;
 use super::{
-    AbiPre, CallTimes, EPOCH_TICK, FrozenClock, LoadedComponent, SteppingClock, MemoryLimiter, PluginError, Runtime, STAGE_INTERFACE,
-    StageMetrics, StageState, bindings, bindings_v01, wit,
+    AbiPre, CallTimes, EPOCH_TICK, FrozenClock, LoadedComponent, MemoryLimiter, PluginError, Runtime, STAGE_INTERFACE,
+    StageMetrics, StageState, SteppingClock, bindings, bindings_v01, wit,
 };
 use crate::rules::Rule;
 

@@ -275,11 +275,7 @@ pub fn pull(reference: &str, insecure: bool, out: &mut dyn Write) -> Result<supe
 /// `{"outcome": "error", "error": …}`.
 /// An enrichment printed as the plugin wrote it, byte for byte (re-written
 /// only when it spans lines, which would break the JSON lines).
-fn verbatim_fields<E>(
-    line: serde_json::Value,
-    result: &Result<Answers, E>,
-    a: Option<&Answer>,
-) -> String {
+fn verbatim_fields<E>(line: serde_json::Value, result: &Result<Answers, E>, a: Option<&Answer>) -> String {
     let (Ok(answers), Some(a)) = (result, a) else { return line.to_string() };
     let text = answers.text(a);
     if a.action != Action::Enrich || text.contains('\n') || !line["fields"].is_object() {

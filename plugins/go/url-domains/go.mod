@@ -1,0 +1,3 @@
+module url-domains
+
+go 1.24
