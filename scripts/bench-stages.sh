@@ -23,8 +23,10 @@
 # noop-x3 (three of them in a row); noop-abi-0.1 (the same plugin built for
 # ABI 0.1, tests/fixtures/plugins); noop-python, noop-js (a function called per
 # post through sdk/python|js, reading nothing); call-python, call-js (the same
-# components answering the whole batch at once: the call alone); then the
-# example plugins.
+# components answering the whole batch at once: the call alone); noop-go,
+# noop-c (plugins/go|c/noop, reading nothing); then the example plugins; and
+# words-<lang>, the enricher `plugin new` writes, when scripts/bench-plugins.sh
+# has built it (target/bench/words/<lang>.wasm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 posts=${1:-100000}
@@ -54,6 +56,9 @@ rust=$(pwd)/plugins/target/wasm32-wasip2/release
 py=$(pwd)/plugins/target/python
 js=$(pwd)/plugins/target/js
 old=$(pwd)/tests/fixtures/plugins
+gop=$(pwd)/plugins/target/go
+cp=$(pwd)/plugins/target/c
+words=$dir/words
 
 stage() { # name plugin config
   [ -f "$2" ] || { echo "missing $2" >&2; return 1; }
@@ -72,13 +77,20 @@ $(stage c "$rust/chaos.wasm" '{}')"
   [noop-js]="$(stage noop "$js/noop.wasm" '{}' 2>/dev/null || true)"
   [call-python]="$(stage noop "$py/noop.wasm" '{ walk = false }' 2>/dev/null || true)"
   [call-js]="$(stage noop "$js/noop.wasm" '{ walk = false }' 2>/dev/null || true)"
+  [noop-go]="$(stage noop "$gop/noop.wasm" '{}' 2>/dev/null || true)"
+  [noop-c]="$(stage noop "$cp/noop.wasm" '{}' 2>/dev/null || true)"
+  [url-domains-go]="$(stage domains "$gop/url-domains.wasm" '{}' 2>/dev/null || true)"
+  [script-detect-c]="$(stage script "$cp/script-detect.wasm" '{}' 2>/dev/null || true)"
   [entities]="$(stage entities "$rust/entities.wasm" '{}')"
   [lang-filter]="$(stage langs "$rust/lang_filter.wasm" '{ languages = ["en", "ja"] }')"
   [sentiment]="$(stage sentiment "$rust/sentiment.wasm" '{}')"
   [keywords-python]="$(stage keywords "$py/keywords.wasm" '{ top = 3 }')"
   [emoji-js]="$(stage emoji "$js/emoji.wasm" '{ top = 2 }')"
 )
-order="none noop noop-x3 noop-abi-0.1 noop-python noop-js call-python call-js entities lang-filter sentiment keywords-python emoji-js"
+for lang in rust python js typescript go c; do
+  variants[words-$lang]="$(stage words "$words/$lang.wasm" '{}' 2>/dev/null || true)"
+done
+order="none noop noop-x3 noop-abi-0.1 noop-python noop-js call-python call-js noop-go noop-c entities lang-filter sentiment keywords-python emoji-js url-domains-go script-detect-c"
 read -r -a names <<< "${ONLY:-$order}"
 [[ " ${names[*]} " == *" none "* ]] || names=(none "${names[@]}")
 

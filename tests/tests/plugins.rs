@@ -567,6 +567,33 @@ fn go_and_c_example_plugins_enrich_real_posts() {
     assert!(en.iter().filter(|s| *s == "Latin").count() * 10 >= en.len() * 9, "English is Latin: {en:?}");
 }
 
+/// A Go stage's allocator must never call an import while the host lowers a
+/// batch into it (the component model traps: "cannot leave component
+/// instance"); Go's heap reads the clock when it grows, which only long runs
+/// with large batches reach.
+#[test]
+fn go_stages_survive_a_long_run_with_large_batches() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("rules.jsonl"), "").expect("write");
+    let mut p = PipelineFile::new("type = \"synthetic\"\ncount = 40000\nseed = 27").tuning("batch_size = 2000");
+    for (name, lang, plugin) in
+        [("domains", "go", "url-domains"), ("noop-go", "go", "noop"), ("script", "c", "script-detect")]
+    {
+        p = p.stage(&format!(
+            "name = \"{name}\"\nplugin = {:?}\ntimeout_ms = 5000",
+            plugin_wasm_of(lang, plugin).display()
+        ));
+    }
+    let (out, stderr) = run(&p.write(dir.path()));
+    assert!(out.status.success(), "{stderr}");
+    for name in ["domains", "noop-go", "script"] {
+        let line = stage_line(&stderr, name);
+        assert_eq!(field(line, "traps"), 0, "{line}");
+        assert_eq!(field(line, "posts"), 40000, "{line}");
+    }
+    assert!(field(stage_line(&stderr, "domains"), "enriched") > 1000, "{stderr}");
+}
+
 #[test]
 fn every_example_pipeline_validates() {
     // Builds the plugins the examples name.

@@ -131,6 +131,29 @@ impl Stage {
         Ok((component, d))
     }
 
+    /// The median time to instantiate a loaded component `n` times (a store,
+    /// its WASI context, the instance, its start-up code such as Go's
+    /// runtime or C's constructors): what a new worker, or a restart after a
+    /// trap, costs. Measured in-process (`plugin inspect`).
+    pub fn instantiate_median(
+        runtime: &Arc<Runtime>,
+        component: &LoadedComponent,
+        spec: &StageSpec,
+        n: usize,
+    ) -> Result<std::time::Duration, PluginError> {
+        let name: Arc<str> = spec.name.as_str().into();
+        let metrics = Arc::new(StageMetrics::default());
+        let mut times = Vec::with_capacity(n.max(1));
+        for _ in 0..n.max(1) {
+            let started = std::time::Instant::now();
+            let instance = StageInstance::new(runtime, component, spec, &name, &metrics)?;
+            times.push(started.elapsed());
+            drop(instance);
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+
     pub fn component(&self) -> &LoadedComponent {
         &self.component
     }
@@ -369,12 +392,21 @@ impl StageInstance {
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return CallFailure::Timeout(timeout.as_millis() as u64);
         }
-        let mut msg = first_line(&format!("{e:#}"));
+        tracing::debug!(error = format!("{e:?}"), "trap with its wasm backtrace");
+        // wasmtime's message starts with "error while executing at wasm
+        // backtrace:"; what happened is the root cause ("wasm trap: …").
+        let mut msg = first_line(&e.root_cause().to_string());
         // Rust guests print `thread '…' panicked at src/lib.rs:50:13:` and the
-        // message on the next line; keep both for the report.
+        // message on the next line; Go prints `panic: …` or `fatal error: …`,
+        // the C SDK `traptor: …`: keep them for the report.
         let out = self.guest_output();
         let mut lines = out.lines();
-        if let Some(panic) = lines.find(|l| l.contains("panicked")) {
+        if let Some(l) =
+            out.lines().find(|l| ["panic: ", "fatal error: ", "traptor: "].iter().any(|p| l.starts_with(p)))
+        {
+            msg.push_str(" — ");
+            msg.push_str(l.trim());
+        } else if let Some(panic) = lines.find(|l| l.contains("panicked")) {
             msg.push_str(" — ");
             msg.push_str(panic.trim());
             if let Some(next) = lines.next().filter(|l| !l.starts_with("stack backtrace") && !l.starts_with("note:")) {

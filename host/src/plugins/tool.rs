@@ -37,7 +37,10 @@ pub fn adhoc_spec(plugin: &Path, config_json: String) -> StageSpec {
 pub fn inspect(plugin: &Path, config_json: Option<&str>, out: &mut dyn Write) -> Result<(), PluginError> {
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let spec = adhoc_spec(plugin, config_json.unwrap_or("{}").to_owned());
+    let started = std::time::Instant::now();
     let (c, d) = Stage::describe_only(&runtime, &spec)?;
+    let loaded = started.elapsed();
+    let instantiate = Stage::instantiate_median(&runtime, &c, &spec, 25)?;
     let c = &c;
     let d = &d;
     let schema = serde_json::from_str::<serde_json::Value>(&d.config_schema)
@@ -63,6 +66,13 @@ pub fn inspect(plugin: &Path, config_json: Option<&str>, out: &mut dyn Write) ->
         "reads:       {}{}",
         if reads.is_empty() { "nothing (the host sends no field)".to_owned() } else { reads.join(", ") },
         if d.reads.contains(super::wit::Fields::RAW) { " (raw: each post's original JSON is copied in)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "start-up:    {} and described in {:.1} ms; instantiate {:.0} µs (median of 25, in-process)",
+        if c.from_cache { "read from the compile cache" } else { "compiled" },
+        loaded.as_secs_f64() * 1e3,
+        instantiate.as_secs_f64() * 1e6
     );
     let _ = writeln!(out, "imports:     {}", c.imports.join(", "));
     let _ = writeln!(out, "exports:     {}", c.exports.join(", "));

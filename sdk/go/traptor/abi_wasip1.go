@@ -8,16 +8,57 @@ package traptor
 
 import "unsafe"
 
-// Memory the host asked for (cabi_realloc) stays reachable here until the
-// call that uses it returns: Go's collector does not move objects, so a
-// pointer into one is stable.
-var pinned [][]uint64
+// Memory the host asks for (cabi_realloc: a batch's lists, a config string)
+// is not Go's heap: an import may not be called from cabi_realloc (the
+// component model traps: "cannot leave component instance"), and Go's
+// allocator reads the clock, an import, when the heap grows. So it comes
+// from chunks of linear memory taken from the runtime's sbrk (the runtime
+// never hands them out again, the collector never looks at them), handed out
+// by a bump pointer and reused call after call: they grow to the largest
+// call seen. Building needs -ldflags=-checklinkname=0 (plugin build passes it).
+type chunk struct {
+	base uintptr
+	size int
+}
 
-var empty [1]uint64
+var (
+	chunks  [32]chunk // static: cabi_realloc allocates nothing on Go's heap
+	nchunks int
+	cur     int // the chunk being handed out
+	used    int // bytes handed out of chunks[cur]
+	empty   [1]uint64
+)
+
+//go:linkname sbrk runtime.sbrk
+func sbrk(n uintptr) unsafe.Pointer
+
+func bump(size, align uint32) unsafe.Pointer {
+	for ; cur < nchunks; cur, used = cur+1, 0 {
+		c := chunks[cur]
+		off := int((c.base+uintptr(used)+uintptr(align)-1)&^(uintptr(align)-1) - c.base)
+		if off+int(size) <= c.size {
+			used = off + int(size)
+			return unsafe.Pointer(c.base + uintptr(off))
+		}
+	}
+	if nchunks == len(chunks) {
+		return nil // 32 chunks, each twice the last: out of memory long before
+	}
+	// Each new chunk at least doubles what there is: few chunks, little waste.
+	n := (max(int(size), 1<<(20+nchunks)) + 0xFFFF) &^ 0xFFFF
+	p := sbrk(uintptr(n))
+	if p == nil {
+		return nil // out of memory: the host reports the trap
+	}
+	chunks[nchunks] = chunk{uintptr(p), n}
+	nchunks++
+	cur, used = nchunks-1, int(size)
+	return p
+}
 
 // Before the Go runtime is up (during _initialize) the WASI adapter asks for
-// its state through cabi_realloc too, when nothing may be allocated: it gets
-// memory from this static block instead.
+// its state through cabi_realloc too, when not even sbrk may be used: it
+// gets memory from this static block instead.
 var (
 	early     [256 << 10]byte
 	earlyUsed uintptr
@@ -45,18 +86,15 @@ func cabiRealloc(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Poin
 	if !ready {
 		return earlyAlloc(newSize, align)
 	}
-	block := make([]uint64, (newSize+7)/8) // 8-byte aligned: every WIT type's alignment divides it
-	if old != nil && oldSize > 0 {
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(&block[0])), newSize), unsafe.Slice((*byte)(old), min(oldSize, newSize)))
+	p := bump(newSize, max(align, 1))
+	if p != nil && old != nil && oldSize > 0 {
+		copy(unsafe.Slice((*byte)(p), newSize), unsafe.Slice((*byte)(old), min(oldSize, newSize)))
 	}
-	pinned = append(pinned, block)
-	return unsafe.Pointer(&block[0])
+	return p
 }
 
-func unpin() {
-	clear(pinned)
-	pinned = pinned[:0]
-}
+// After a call: every chunk is free again.
+func unpin() { cur, used = 0, 0 }
 
 func bytesAt(p unsafe.Pointer, n uint32) []byte {
 	if n == 0 {
