@@ -172,7 +172,7 @@ func abiProcess(count uint32, data unsafe.Pointer, dataLen uint32, posts unsafe.
 	b.rules = unsafe.Slice((*ruleRec)(rules), rulesLen)
 	resData, resChanges = resData[:0], resChanges[:0]
 	for i := 0; i < int(count); i++ {
-		o := registered.Process(Post{b, i})
+		o := processOne(Post{b, i})
 		if o.action == keep {
 			continue
 		}

@@ -81,6 +81,7 @@ type Stage interface {
 	// is wrong (the pipeline is refused with it).
 	Init(config []byte) (Fields, error)
 	// Process answers for one post: Keep(), Enrich(...), Drop(...), Fail(...).
+	// A panic becomes an error for this post only (Run in tests panics).
 	Process(p Post) Outcome
 }
 
@@ -254,4 +255,15 @@ func (p Post) MatchedRules() []MatchedRule {
 		out[k] = MatchedRule{ID: p.b.str(rule.id), Tag: tag, HasTag: has, Value: p.b.str(rule.value), RuleType: p.b.str(rule.ruleType)}
 	}
 	return out
+}
+
+// processOne turns a panic for one post (a bug, a field read without being
+// declared) into an error for that post alone: the stage's on_error decides.
+func processOne(p Post) (o Outcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			o = Fail(fmt.Sprint("panic: ", r))
+		}
+	}()
+	return registered.Process(p)
 }

@@ -57,3 +57,11 @@ func TestFieldsPrintByTheirWitNames(t *testing.T) {
 		t.Fatal(s)
 	}
 }
+
+func TestAPanicForOnePostBecomesAnErrorForThatPost(t *testing.T) {
+	registered = &echo{reads: Text}
+	b := encode([]TestPost{{Text: "x"}}, Text)
+	if o := processOne(Post{b, 0}); !o.IsError() || !strings.Contains(o.Reason(), "`hashtags`") {
+		t.Fatalf("%v", o)
+	}
+}
