@@ -133,7 +133,28 @@ pub fn new_project(
         ("test_c", snippet(lang, kind, Part::Test).to_owned()),
     ];
     let fill = |t: &str| vars.iter().fold(t.to_owned(), |s, (k, v)| s.replace(&format!("{{{{{k}}}}}"), v));
-    let mut files: Vec<(String, String)> = match lang {
+    let mut files = template_files(lang, &module, &fill);
+    files.push(("cases.jsonl".into(), cases(kind).to_owned()));
+    files.push(("README.md".into(), readme(name, &module, lang, kind_word)));
+    files.push((".gitignore".into(), "/target\n*.wasm\n__pycache__/\n".into()));
+    let mut written = Vec::new();
+    for (rel, text) in files {
+        let path = root.join(&rel);
+        let write = |p: &Path| -> std::io::Result<()> {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(p, &text)
+        };
+        write(&path).map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
+        written.push(path);
+    }
+    Ok((root, written))
+}
+
+/// The files of a project in `lang`, its templates filled in.
+fn template_files(lang: Lang, module: &str, fill: &dyn Fn(&str) -> String) -> Vec<(String, String)> {
+    match lang {
         Lang::Rust => vec![
             ("Cargo.toml".into(), fill(include_str!("../../templates/rust/Cargo.toml"))),
             ("src/lib.rs".into(), fill(include_str!("../../templates/rust/src/lib.rs"))),
@@ -181,23 +202,7 @@ pub fn new_project(
             f.extend(C_SDK.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())));
             f
         }
-    };
-    files.push(("cases.jsonl".into(), cases(kind).to_owned()));
-    files.push(("README.md".into(), readme(name, &module, lang, kind_word)));
-    files.push((".gitignore".into(), "/target\n*.wasm\n__pycache__/\n".into()));
-    let mut written = Vec::new();
-    for (rel, text) in files {
-        let path = root.join(&rel);
-        let write = |p: &Path| -> std::io::Result<()> {
-            if let Some(d) = p.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            std::fs::write(p, &text)
-        };
-        write(&path).map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
-        written.push(path);
     }
-    Ok((root, written))
 }
 
 #[derive(Clone, Copy)]
