@@ -124,3 +124,54 @@ fn the_python_and_javascript_abi_helpers_pass_their_own_tests() {
     let js = sh(&sdk.join("js"), "node", &["--test"], &[]);
     assert!(text(&js).contains("# pass 3") && text(&js).contains("# fail 0"), "{}", text(&js));
 }
+
+/// Issue 27: C++ files may sit beside the C ones of a `--lang c` project;
+/// `plugin build` compiles them with `zig c++` and links with libc++. Here
+/// the stage's word count moves into C++ (the standard library included) and
+/// the golden cases still pass.
+#[test]
+fn a_c_plugin_may_call_cpp_beside_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = new_project(dir.path(), "mixed", "c", "filter");
+    std::fs::write(
+        p.join("words.cpp"),
+        r#"#include <algorithm>
+#include <string_view>
+
+#include "traptor.h"
+
+extern "C" long long count_words_cpp(traptor_str text) {
+  std::string_view s(text.ptr, text.len);
+  const char *p = s.data(), *end = s.data() + s.size();
+  long long words = 0;
+  bool in_word = false;
+  while (p < end) {
+    bool space = traptor_is_whitespace(traptor_utf8_next(&p, end));
+    if (!space && !in_word) words++;
+    in_word = !space;
+  }
+  return std::max(words, 0LL);
+}
+"#,
+    )
+    .expect("write");
+    let stage = std::fs::read_to_string(p.join("stage.c")).expect("stage.c");
+    let call = "count_words(traptor_post_text(post))";
+    assert!(stage.contains(call), "{stage}");
+    let stage = stage.replacen(call, "count_words_cpp(traptor_post_text(post))", 1).replacen(
+        "#include \"traptor.h\"\n",
+        "#include \"traptor.h\"\n\nlong long count_words_cpp(traptor_str text); /* words.cpp */\n",
+        1,
+    );
+    std::fs::write(p.join("stage.c"), stage).expect("write");
+    let out = run_host(&["plugin", "build", p.to_str().expect("utf8")], LIMIT);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("zig c++ words.cpp"), "{}", text(&out));
+    let wasm = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    golden_cases(
+        &p,
+        Path::new(&wasm),
+        (r#""outcome": "keep""#, r#""outcome": "drop""#),
+        "outcome: expected drop, got keep",
+    );
+}
