@@ -33,12 +33,20 @@ log "rust plugins (cargo, wasm32-wasip2)"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 (cd plugins && cargo build --release --locked -q)
 
+# Installs take the lock file per tool that `traptor-host plugin build` takes,
+# and count only once the marker is written (after a complete install).
 py="$tools/componentize-py-$PY_VERSION"
-if [ ! -x "$py/bin/componentize-py" ]; then
-  log "installing componentize-py $PY_VERSION (PyPI) into $py"
-  rm -rf "$py"
-  python3 -m venv "$py"
-  "$py/bin/pip" install -q "componentize-py==$PY_VERSION"
+if [ ! -f "$py/.traptor-installed" ]; then
+  (
+    flock 8
+    if [ ! -f "$py/.traptor-installed" ]; then
+      log "installing componentize-py $PY_VERSION (PyPI) into $py"
+      rm -rf "$py"
+      python3 -m venv "$py"
+      "$py/bin/pip" install -q "componentize-py==$PY_VERSION" || { rm -rf "$py"; exit 1; }
+      echo "PyPI componentize-py==$PY_VERSION" > "$py/.traptor-installed"
+    fi
+  ) 8>"$tools/.install-componentize-py.lock"
 fi
 for dir in plugins/python/*/; do
   name=$(basename "$dir")
@@ -52,11 +60,17 @@ for dir in plugins/python/*/; do
 done
 
 js="$tools/componentize-js-$JS_VERSION"
-if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
-  log "installing componentize-js $JS_VERSION (npm) into $js"
-  rm -rf "$js"
-  mkdir -p "$js"
-  npm install --prefix "$js" --no-audit --no-fund --silent "@bytecodealliance/componentize-js@$JS_VERSION"
+if [ ! -f "$js/.traptor-installed" ]; then
+  (
+    flock 8
+    if [ ! -f "$js/.traptor-installed" ]; then
+      log "installing componentize-js $JS_VERSION (npm) into $js"
+      rm -rf "$js"
+      mkdir -p "$js"
+      npm install --prefix "$js" --no-audit --no-fund --silent "@bytecodealliance/componentize-js@$JS_VERSION" || { rm -rf "$js"; exit 1; }
+      echo "npm @bytecodealliance/componentize-js@$JS_VERSION" > "$js/.traptor-installed"
+    fi
+  ) 8>"$tools/.install-componentize-js.lock"
 fi
 for dir in plugins/js/*/; do
   name=$(basename "$dir")

@@ -64,6 +64,7 @@ for d in plugins/js/*/; do (cd "$d" && node --test >/dev/null); done
 go=$(ls "${TRAPTOR_TOOLS_DIR:-$HOME/.cache/traptor/tools}"/go-1.27.3/lib/python3*/site-packages/go/bin/go)
 (cd sdk/go && GOTOOLCHAIN=local GOPROXY=off "$go" test ./... >/dev/null)
 for d in plugins/go/*/; do (cd "$d" && GOTOOLCHAIN=local GOPROXY=off "$go" test . >/dev/null); done
+(cd sdk/c && mkdir -p ../../target && cc -std=c11 -Wall -Werror -o ../../target/test_traptor_c traptor.c test_traptor.c && ../../target/test_traptor_c >/dev/null)
 for d in plugins/c/*/; do
   if [ -f "$d/test_stage.c" ]; then
     (cd "$d" && mkdir -p target && cc -std=c11 -Wall -Werror -o target/test_stage stage.c traptor.c test_stage.c && target/test_stage >/dev/null)

@@ -216,8 +216,15 @@ void traptor_enrich_double(traptor_enrichment *e, const char *k, double v) {
   key(e, k);
   if (v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308)
     put(e, "null", 4);
-  else
-    put(e, n, (size_t)snprintf(n, sizeof n, "%.17g", v));
+  else {
+    /* The shortest text that reads back as v (as Go, Rust and JavaScript print it). */
+    int len = 0;
+    for (int prec = 1; prec <= 17; prec++) {
+      len = snprintf(n, sizeof n, "%.*g", prec, v);
+      if (strtod(n, NULL) == v) break;
+    }
+    put(e, n, (size_t)len);
+  }
 }
 void traptor_enrich_bool(traptor_enrichment *e, const char *k, bool v) {
   key(e, k);
@@ -241,13 +248,26 @@ traptor_outcome traptor_enrich(traptor_enrichment *e) {
 /* ---- Text ------------------------------------------------------------ */
 uint32_t traptor_utf8_next(const char **s, const char *end) {
   const unsigned char *p = (const unsigned char *)*s;
-  uint32_t c = p[0];
-  size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
-  if (n == 0 || (size_t)(end - *s) < n) {
+  if (*s >= end) return 0xFFFD;
+  uint32_t c = p[0], min;
+  size_t n;
+  if (c < 0x80) {
+    *s += 1;
+    return c;
+  } else if (c >= 0xC2 && c <= 0xDF) {
+    n = 2, min = 0x80, c &= 0x1F;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3, min = 0x800, c &= 0x0F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4, min = 0x10000, c &= 0x07;
+  } else {
     *s += 1;
     return 0xFFFD;
   }
-  if (n > 1) c &= 0x7F >> n;
+  if ((size_t)(end - *s) < n) {
+    *s += 1;
+    return 0xFFFD;
+  }
   for (size_t i = 1; i < n; i++) {
     if ((p[i] & 0xC0) != 0x80) {
       *s += 1;
@@ -255,8 +275,46 @@ uint32_t traptor_utf8_next(const char **s, const char *end) {
     }
     c = (c << 6) | (p[i] & 0x3F);
   }
+  if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { /* overlong, too large, surrogate */
+    *s += 1;
+    return 0xFFFD;
+  }
   *s += n;
   return c;
+}
+
+/* True when [q, p) decoded to U+FFFD without being one: an invalid byte. */
+static bool invalid_at(const char *q, const char *p, uint32_t c) {
+  const unsigned char *u = (const unsigned char *)q;
+  return c == 0xFFFD && !(p - q == 3 && u[0] == 0xEF && u[1] == 0xBF && u[2] == 0xBD);
+}
+
+/* s as valid UTF-8 (each invalid byte becomes U+FFFD), in *buf when it must
+ * change: a WIT string must be UTF-8 or the host traps the call. */
+static traptor_str valid_utf8(const char *s, size_t n, char **buf) {
+  traptor_str same = {s, n};
+  const char *p = s, *end = s + n;
+  while (p < end) {
+    const char *q = p;
+    if (invalid_at(q, p, traptor_utf8_next(&p, end))) break;
+  }
+  if (p >= end) return same;
+  char *out = realloc(*buf, n * 3 + 1);
+  if (!out) abort();
+  *buf = out;
+  size_t len = 0;
+  for (p = s; p < end;) {
+    const char *q = p;
+    uint32_t c = traptor_utf8_next(&p, end);
+    if (invalid_at(q, p, c)) {
+      memcpy(out + len, "\xEF\xBF\xBD", 3), len += 3;
+    } else {
+      memcpy(out + len, q, (size_t)(p - q)), len += (size_t)(p - q);
+    }
+  }
+  out[len] = 0;
+  traptor_str fixed = {out, len};
+  return fixed;
 }
 
 bool traptor_is_whitespace(uint32_t c) {
@@ -283,12 +341,27 @@ static bool json_string(cursor *c, char *buf, size_t cap) {
     if (ch == '\\') {
       if (c->p >= c->end) return false;
       ch = *c->p++;
-      if (ch == 'u') { /* kept as '?': keys that matter are ASCII */
+      if (ch == 'u') { /* an ASCII code point as itself, any other as '?' (keys that matter are ASCII) */
         if (c->end - c->p < 4) return false;
+        char hex[5] = {c->p[0], c->p[1], c->p[2], c->p[3], 0};
+        char *rest;
+        long cp = strtol(hex, &rest, 16);
+        if (*rest) return false;
         c->p += 4;
-        ch = '?';
-      } else if (ch == 'n') ch = '\n';
-      else if (ch == 't') ch = '\t';
+        ch = cp > 0 && cp < 0x80 ? (char)cp : '?';
+      } else if (ch == 'n') {
+        ch = '\n';
+      } else if (ch == 't') {
+        ch = '\t';
+      } else if (ch == 'r') {
+        ch = '\r';
+      } else if (ch == 'b') {
+        ch = '\b';
+      } else if (ch == 'f') {
+        ch = '\f';
+      } else if (ch != '"' && ch != '\\' && ch != '/') {
+        return false;
+      }
     }
     if (n + 1 < cap) buf[n++] = ch;
   }
@@ -432,8 +505,16 @@ void host_log(int32_t level, const char *msg, size_t msg_len, const void *fields
 IMPORT("traptor:plugin/host@0.2.0", "counter")
 void host_counter(const char *name, size_t name_len, uint64_t delta);
 
-void traptor_log(int level, const char *msg) { host_log(level, msg, strlen(msg), NULL, 0); }
-void traptor_counter(const char *name, uint64_t delta) { host_counter(name, strlen(name), delta); }
+static char *log_buf, *counter_buf;
+
+void traptor_log(int level, const char *msg) {
+  traptor_str m = valid_utf8(msg, strlen(msg), &log_buf);
+  host_log(level < 0 ? 0 : level > 4 ? 4 : level, m.ptr, m.len, NULL, 0);
+}
+void traptor_counter(const char *name, uint64_t delta) {
+  traptor_str n = valid_utf8(name, strlen(name), &counter_buf);
+  host_counter(n.ptr, n.len, delta);
+}
 
 static _Alignas(16) char empty_block[16]; /* aligned for every WIT type */
 
@@ -442,7 +523,7 @@ void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
   (void)old_size;
   (void)align; /* malloc's alignment (16) is at least every WIT type's */
   if (!new_size) return empty_block;
-  void *p = realloc(old, new_size);
+  void *p = realloc(old == (void *)empty_block ? NULL : old, new_size);
   if (!p) abort();
   return p;
 }
@@ -452,15 +533,15 @@ static uint32_t describe_ret[10];
 
 EXPORT("traptor:plugin/stage@0.2.0#describe")
 uint32_t *traptor_abi_describe(void) {
+  static char *bufs[4];
   described = traptor_stage_describe();
   const char *s[4] = {described.name, described.version, described.summary, described.config_schema};
-  for (int i = 0; i < 4; i++)
-    if (!s[i]) s[i] = "";
-  describe_ret[0] = (uint32_t)(uintptr_t)s[0], describe_ret[1] = strlen(s[0]);
-  describe_ret[2] = (uint32_t)(uintptr_t)s[1], describe_ret[3] = strlen(s[1]);
+  const int at[4] = {0, 2, 5, 7}; /* name, version, (kind), summary, config-schema */
+  for (int i = 0; i < 4; i++) {
+    traptor_str v = valid_utf8(s[i] ? s[i] : "", s[i] ? strlen(s[i]) : 0, &bufs[i]);
+    describe_ret[at[i]] = (uint32_t)(uintptr_t)v.ptr, describe_ret[at[i] + 1] = v.len;
+  }
   describe_ret[4] = described.kind;
-  describe_ret[5] = (uint32_t)(uintptr_t)s[2], describe_ret[6] = strlen(s[2]);
-  describe_ret[7] = (uint32_t)(uintptr_t)s[3], describe_ret[8] = strlen(s[3]);
   describe_ret[9] = described.reads;
   return describe_ret;
 }
@@ -474,7 +555,9 @@ uint32_t *traptor_abi_init(char *config, size_t len) {
   const char *err = traptor_stage_init(text, &f);
   if (len) free(config);
   if (err) {
-    init_ret[0] = 1, init_ret[1] = (uint32_t)(uintptr_t)err, init_ret[2] = strlen(err);
+    static char *err_buf;
+    traptor_str e = valid_utf8(err, strlen(err), &err_buf);
+    init_ret[0] = 1, init_ret[1] = (uint32_t)(uintptr_t)e.ptr, init_ret[2] = e.len;
   } else {
     init_ret[0] = 0, init_ret[1] = f;
     reads = f;
@@ -527,14 +610,16 @@ uint32_t *traptor_abi_process(uint32_t count, char *data, size_t data_len, post_
 
 /* ---- Unit tests (native) -------------------------------------------- */
 #else
-static char *logged;
+int traptor_test_failures;
+static char *logged, *log_buf;
 void traptor_log(int level, const char *msg) {
   (void)level;
-  size_t n = strlen(msg) + 1;
+  traptor_str m = valid_utf8(msg, strlen(msg), &log_buf); /* what the host would be sent */
   free(logged);
-  logged = malloc(n);
-  if (logged) memcpy(logged, msg, n);
+  logged = malloc(m.len + 1);
+  if (logged) memcpy(logged, m.ptr, m.len), logged[m.len] = 0;
 }
+const char *traptor_test_last_log(void) { return logged ? logged : ""; }
 void traptor_counter(const char *name, uint64_t delta) { (void)name, (void)delta; }
 
 typedef struct {

@@ -126,7 +126,8 @@ void traptor_counter(const char *name, uint64_t delta);
 const char *traptor_config_check_keys(traptor_str config, const char *const *known); /* NULL-terminated */
 const char *traptor_config_int(traptor_str config, const char *key, long long *out); /* left alone when absent */
 
-/* Text helpers: the next code point of [*s, end) (U+FFFD for a bad byte),
+/* Text helpers: the next code point of [*s, end) (U+FFFD for a bad byte:
+ * overlong forms, surrogates and bytes past U+10FFFF included),
  * and the Unicode White_Space property (what every traptor SDK splits words on). */
 uint32_t traptor_utf8_next(const char **s, const char *end);
 bool traptor_is_whitespace(uint32_t c);
@@ -134,12 +135,25 @@ bool traptor_is_whitespace(uint32_t c);
 /* ---- What the author writes ---------------------------------------- */
 traptor_description traptor_stage_describe(void);
 /* Configure; return NULL and set *reads to the fields this configuration
- * reads, or return a message saying what is wrong. */
+ * reads, or return a message saying what is wrong. `config` is valid during
+ * this call only: copy what you keep. */
 const char *traptor_stage_init(traptor_str config, traptor_fields *reads);
 traptor_outcome traptor_stage_process(const traptor_post *post);
 
 /* ---- Unit tests (native builds only) -------------------------------- */
 #ifndef __wasm__
+#include <stdio.h>
+/* A check for unit tests: prints the condition that failed and counts it;
+ * main returns traptor_test_failures != 0. */
+extern int traptor_test_failures;
+#define TRAPTOR_CHECK(cond)                                                   \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);      \
+      traptor_test_failures++;                                                \
+    }                                                                         \
+  } while (0)
+
 typedef struct {
   const char *raw, *id, *source, *text;
   const char *author_id, *author_handle, *lang, *created_at; /* NULL: none */
@@ -153,6 +167,8 @@ typedef struct {
  * as the host does (only the fields init returned are readable). Returns
  * init's error or NULL; out[i] gets each outcome (texts copied, malloc). */
 const char *traptor_test_run(const char *config, const traptor_test_post *posts, size_t n, traptor_outcome *out);
+/* The last message traptor_log sent, as the host would receive it. */
+const char *traptor_test_last_log(void);
 #endif
 
 #ifdef __cplusplus

@@ -54,7 +54,7 @@ fn sh(dir: &Path, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output
     for (k, v) in rust_env() {
         c.env(k, v);
     }
-    c.env("GOTOOLCHAIN", "local").env("GOPROXY", "off").env("GOFLAGS", "-mod=mod");
+    c.env("GOTOOLCHAIN", "local").env("GOPROXY", "off");
     let out = c.output().expect("spawn");
     assert!(out.status.success(), "{:?} {args:?} in {}: {}", c.get_program(), dir.display(), text(&out));
     out

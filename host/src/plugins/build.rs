@@ -146,15 +146,31 @@ pub fn build(dir: &Path, output: Option<&Path>, tools: &Tools, progress: &mut dy
         }
     };
     let built = check(&dir, lang, &path, started)?;
-    if let Some(out) = output {
-        std::fs::copy(&path, out).map_err(|source| BuildError::Io {
-            what: "copy the component to",
-            path: out.to_owned(),
-            source,
-        })?;
-        return Ok(Built { path: out.to_owned(), ..built });
+    match output {
+        // Onto itself, a copy would empty the file.
+        Some(out) if !same_file(out, &path) => {
+            let bytes =
+                std::fs::read(&path).map_err(|source| BuildError::Io { what: "read", path: path.clone(), source })?;
+            write_atomic(out, &bytes)?;
+            Ok(Built { path: out.to_owned(), ..built })
+        }
+        _ => Ok(built),
     }
-    Ok(built)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Write through a temporary file beside `path`, then rename: a reader never
+/// sees half a component.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        BuildError::Io { what: "write", path: path.to_owned(), source }
+    })
 }
 
 /// Load the component as a stage would be: its ABI and description.
@@ -246,9 +262,13 @@ fn build_go(dir: &Path, target: &Path, go: PathBuf, progress: &mut dyn Write) ->
     // (see sdk/go/traptor/abi_wasip1.go: Go's heap may not be used there).
     c.args(["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w -checklinkname=0", "-o"]).arg(&core).arg(".");
     // The Go module proxy may be out of reach: a plugin's packages are all in
-    // the project (the SDK is written into it), and the pinned Go is used.
+    // the project (the SDK is written into it), and the pinned Go is used;
+    // a GOPROXY of the caller's own is kept.
     c.env("GOOS", "wasip1").env("GOARCH", "wasm").env("CGO_ENABLED", "0");
-    c.env("GOTOOLCHAIN", "local").env("GOPROXY", "off").env("GOFLAGS", "-mod=mod");
+    c.env("GOTOOLCHAIN", "local");
+    if std::env::var_os("GOPROXY").is_none() {
+        c.env("GOPROXY", "off"); // "module not found" at once, not after a network timeout
+    }
     step(
         dir,
         &format!("go build ({} {}, GOOS=wasip1 GOARCH=wasm)", toolchain::GO.name(), toolchain::GO.version()),
@@ -327,7 +347,7 @@ pub fn make_component(core: &Path, out: &Path) -> Result<(), BuildError> {
         })
         .and_then(|e| e.encode())
         .map_err(|e| fail(format!("{e:#}")))?;
-    std::fs::write(out, bytes).map_err(|source| BuildError::Io { what: "write", path: out.to_owned(), source })
+    write_atomic(out, &bytes)
 }
 
 /// The tool chain a language uses, for `--help`, docs and messages.
@@ -366,6 +386,18 @@ mod tests {
             std::fs::write(p.join(file), "").expect("write");
             assert_eq!(detect(p).expect(file), lang, "{file}");
         }
+    }
+
+    #[test]
+    fn an_output_onto_the_built_file_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = dir.path().join("a.wasm");
+        std::fs::write(&a, b"component").expect("write");
+        assert!(same_file(&a, &dir.path().join(".").join("a.wasm")));
+        assert!(!same_file(&a, &dir.path().join("b.wasm")));
+        write_atomic(&dir.path().join("b.wasm"), b"copy").expect("write");
+        assert_eq!(std::fs::read(dir.path().join("b.wasm")).expect("read"), b"copy");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 2, "no temporary file left");
     }
 
     #[test]

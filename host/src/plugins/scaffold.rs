@@ -257,10 +257,10 @@ fn snippet(lang: Lang, kind: Kind, part: Part) -> &'static str {
             "  static char reason[64];\n  if (words >= min_words) return traptor_keep();\n  snprintf(reason, sizeof reason, \"fewer than %lld words\", min_words);\n  return traptor_drop(reason);"
         }
         (Lang::C, Kind::Enricher, Part::Test) => {
-            "  CHECK(out[0].action == TRAPTOR_ENRICH && !strcmp(out[0].text, \"{\\\"words\\\":4,\\\"short\\\":false}\"));\n  CHECK(out[1].action == TRAPTOR_ENRICH && !strcmp(out[1].text, \"{\\\"words\\\":1,\\\"short\\\":true}\"));"
+            "  TRAPTOR_CHECK(out[0].action == TRAPTOR_ENRICH && !strcmp(out[0].text, \"{\\\"words\\\":4,\\\"short\\\":false}\"));\n  TRAPTOR_CHECK(out[1].action == TRAPTOR_ENRICH && !strcmp(out[1].text, \"{\\\"words\\\":1,\\\"short\\\":true}\"));"
         }
         (Lang::C, Kind::Filter, Part::Test) => {
-            "  CHECK(out[0].action == TRAPTOR_KEEP);\n  CHECK(out[1].action == TRAPTOR_DROP && !strcmp(out[1].text, \"fewer than 3 words\"));"
+            "  TRAPTOR_CHECK(out[0].action == TRAPTOR_KEEP);\n  TRAPTOR_CHECK(out[1].action == TRAPTOR_DROP && !strcmp(out[1].text, \"fewer than 3 words\"));"
         }
         (_, _, Part::Test) => "",
     }

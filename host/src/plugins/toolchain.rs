@@ -129,39 +129,28 @@ impl Tools {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
-        match tool {
-            Tool::Pip { package, version, .. } => {
-                let python =
-                    which("python3").ok_or_else(|| missing(tool, "python3", "apt-get install python3 python3-venv"))?;
-                let mut venv = Command::new(python);
-                venv.arg("-m").arg("venv").arg(&dir);
-                run_install(tool, &dir, venv, started, progress)?;
-                let mut pip = Command::new(dir.join("bin/pip"));
-                pip.args(["install", "--disable-pip-version-check", "-q", &format!("{package}=={version}")]);
-                run_install(tool, &dir, pip, started, progress)?;
-            }
-            Tool::Npm { package, version, .. } => {
-                let npm =
-                    which("npm").ok_or_else(|| missing(tool, "npm", "apt-get install npm (Node.js 18 or newer)"))?;
-                std::fs::create_dir_all(&dir).map_err(cache)?;
-                let mut c = Command::new(npm);
-                c.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"]).arg(&dir);
-                c.arg(format!("{package}@{version}"));
-                run_install(tool, &dir, c, started, progress)?;
-            }
+        if let Err(e) = install(tool, &dir, started, progress) {
+            // Nothing half-installed is left to be taken for a tool chain.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
         }
-        let found = self.installed(tool).ok_or_else(|| ToolError::Install {
+        let found = self.installed_program(tool).ok_or_else(|| ToolError::Install {
             tool: tool.name().into(),
             origin: tool.origin(),
             dir: dir.clone(),
             detail: "the install finished but its program is not there".into(),
         })?;
+        std::fs::write(dir.join(MARKER), tool.origin()).map_err(cache)?;
         let _ = writeln!(progress, "installed {} {} in {:.0?}", tool.name(), tool.version(), started.elapsed());
         Ok(found)
     }
 
-    /// The program of an installed tool.
+    /// The program of an installed tool (its install complete: marker written).
     pub fn installed(&self, tool: Tool) -> Option<PathBuf> {
+        self.dir(tool).join(MARKER).is_file().then(|| self.installed_program(tool)).flatten()
+    }
+
+    fn installed_program(&self, tool: Tool) -> Option<PathBuf> {
         let dir = self.dir(tool);
         match tool {
             Tool::Pip { binary, .. } if binary.starts_with("bin/") => Some(dir.join(binary)).filter(|p| p.is_file()),
@@ -171,6 +160,34 @@ impl Tools {
                 lib.flatten().map(|e| e.path().join("site-packages").join(binary)).find(|p| p.is_file())
             }
             Tool::Npm { binary, .. } => Some(dir.join("node_modules/.bin").join(binary)).filter(|p| p.is_file()),
+        }
+    }
+}
+
+/// Written into a tool's directory once its install is complete.
+pub const MARKER: &str = ".traptor-installed";
+
+/// Install `tool` into `dir` (a virtual environment or an npm prefix).
+fn install(tool: Tool, dir: &Path, started: Instant, progress: &mut dyn Write) -> Result<(), ToolError> {
+    match tool {
+        Tool::Pip { package, version, .. } => {
+            let python =
+                which("python3").ok_or_else(|| missing(tool, "python3", "apt-get install python3 python3-venv"))?;
+            let mut venv = Command::new(python);
+            venv.arg("-m").arg("venv").arg(dir);
+            let hint = "is python3-venv installed? (apt-get install python3-venv)";
+            run_install(tool, dir, venv, hint, started, progress)?;
+            let mut pip = Command::new(dir.join("bin/pip"));
+            pip.args(["install", "--disable-pip-version-check", "-q", &format!("{package}=={version}")]);
+            run_install(tool, dir, pip, "is PyPI reachable?", started, progress)
+        }
+        Tool::Npm { package, version, .. } => {
+            let npm = which("npm").ok_or_else(|| missing(tool, "npm", "apt-get install npm (Node.js 18 or newer)"))?;
+            std::fs::create_dir_all(dir).map_err(|source| ToolError::Cache { dir: dir.to_owned(), source })?;
+            let mut c = Command::new(npm);
+            c.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"]).arg(dir);
+            c.arg(format!("{package}@{version}"));
+            run_install(tool, dir, c, "is the npm registry reachable?", started, progress)
         }
     }
 }
@@ -190,6 +207,7 @@ fn run_install(
     tool: Tool,
     dir: &Path,
     mut cmd: Command,
+    hint: &str,
     started: Instant,
     progress: &mut dyn Write,
 ) -> Result<(), ToolError> {
@@ -227,11 +245,7 @@ fn run_install(
     }
     let tail: Vec<&str> = output.lines().rev().take(15).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(fail(format!(
-        "{:?} exited with {status} (is the package registry reachable?):\n{}",
-        cmd.get_program(),
-        tail.join("\n")
-    )))
+    Err(fail(format!("{:?} exited with {status} ({hint}):\n{}", cmd.get_program(), tail.join("\n"))))
 }
 
 /// A log file beside the tool's directory (the directory may not exist yet).
@@ -254,10 +268,13 @@ mod tests {
         let go = tools.dir(GO).join("lib/python3.11/site-packages/go/bin/go");
         std::fs::create_dir_all(go.parent().expect("parent")).expect("mkdir");
         std::fs::write(&go, "").expect("write");
+        assert_eq!(tools.installed(GO), None, "no marker: a partial install");
+        std::fs::write(tools.dir(GO).join(MARKER), "").expect("write");
         assert_eq!(tools.installed(GO), Some(go));
         let tsc = tools.dir(TYPESCRIPT).join("node_modules/.bin/tsc");
         std::fs::create_dir_all(tsc.parent().expect("parent")).expect("mkdir");
         std::fs::write(&tsc, "").expect("write");
+        std::fs::write(tools.dir(TYPESCRIPT).join(MARKER), "").expect("write");
         let mut progress = Vec::new();
         assert_eq!(tools.get(TYPESCRIPT, &mut progress).expect("present"), tsc);
         assert!(progress.is_empty(), "nothing to install, nothing said");
@@ -279,5 +296,6 @@ mod tests {
         let err = tools.get(bogus, &mut progress).expect_err("cannot install").to_string();
         assert!(err.contains("nothing") && err.contains("npm /nonexistent/traptor-no-such-package@0.0.0"), "{err}");
         assert!(String::from_utf8_lossy(&progress).contains("installing nothing 0.0.0"));
+        assert!(!tools.dir(bogus).exists(), "a failed install leaves nothing behind");
     }
 }

@@ -6,7 +6,11 @@ package traptor
 // component of this module has, the memory the host writes a batch into,
 // and the results read back. Nothing here is for plugin authors.
 
-import "unsafe"
+import (
+	"bytes"
+	"strings"
+	"unsafe"
+)
 
 // Memory the host asks for (cabi_realloc: a batch's lists, a config string)
 // is not Go's heap: an import may not be called from cabi_realloc (the
@@ -22,7 +26,7 @@ type chunk struct {
 }
 
 var (
-	chunks  [32]chunk // static: cabi_realloc allocates nothing on Go's heap
+	chunks  [64]chunk // static: cabi_realloc allocates nothing on Go's heap
 	nchunks int
 	cur     int // the chunk being handed out
 	used    int // bytes handed out of chunks[cur]
@@ -42,13 +46,16 @@ func bump(size, align uint32) unsafe.Pointer {
 		}
 	}
 	if nchunks == len(chunks) {
-		return nil // 32 chunks, each twice the last: out of memory long before
+		panic("traptor: out of memory (64 allocation chunks in use)")
 	}
-	// Each new chunk at least doubles what there is: few chunks, little waste.
-	n := (max(int(size), 1<<(20+nchunks)) + 0xFFFF) &^ 0xFFFF
+	// Chunks grow 1, 2, 4, 8, then 16 MiB (or the size asked): few chunks,
+	// and never a large request the memory limit refuses for nothing.
+	n := (max(int(size), 1<<(20+min(nchunks, 4))) + 0xFFFF) &^ 0xFFFF
 	p := sbrk(uintptr(n))
 	if p == nil {
-		return nil // out of memory: the host reports the trap
+		// Never hand the host address 0 to write a batch at: trap (the
+		// host reports the stage out of memory).
+		panic("traptor: out of memory")
 	}
 	chunks[nchunks] = chunk{uintptr(p), n}
 	nchunks++
@@ -72,7 +79,7 @@ func earlyAlloc(size, align uint32) unsafe.Pointer {
 	base := uintptr(unsafe.Pointer(&early[0]))
 	off := (base+earlyUsed+uintptr(align)-1)&^(uintptr(align)-1) - base
 	if off+uintptr(size) > uintptr(len(early)) {
-		return nil
+		panic("traptor: out of start-up memory")
 	}
 	earlyUsed = off + uintptr(size)
 	return unsafe.Pointer(&early[off])
@@ -87,7 +94,7 @@ func cabiRealloc(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Poin
 		return earlyAlloc(newSize, align)
 	}
 	p := bump(newSize, max(align, 1))
-	if p != nil && old != nil && oldSize > 0 {
+	if old != nil && oldSize > 0 {
 		copy(unsafe.Slice((*byte)(p), newSize), unsafe.Slice((*byte)(old), min(oldSize, newSize)))
 	}
 	return p
@@ -110,7 +117,12 @@ var describeRet [10]uint32
 
 //go:wasmexport traptor:plugin/stage@0.2.0#describe
 func abiDescribe() unsafe.Pointer {
+	if registered == nil {
+		panic("traptor: no stage registered: call traptor.Register(…) from an init function")
+	}
 	d := registered.Describe()
+	d.Name, d.Version = valid(d.Name), valid(d.Version)
+	d.Summary, d.ConfigSchema = valid(d.Summary), valid(d.ConfigSchema)
 	described = d
 	r := &describeRet
 	r[0], r[1] = ptr(d.Name), uint32(len(d.Name))
@@ -131,11 +143,12 @@ func abiInit(config unsafe.Pointer, n uint32) unsafe.Pointer {
 	if len(text) == 0 {
 		text = []byte("{}")
 	}
-	fields, err := registered.Init(text)
+	// The config's memory is reused by the next call: the stage gets a copy.
+	fields, err := registered.Init(bytes.Clone(text))
 	unpin()
 	r := &initRet
 	if err != nil {
-		initErr = err.Error()
+		initErr = valid(err.Error())
 		r[0], r[1], r[2] = 1, ptr(initErr), uint32(len(initErr))
 	} else {
 		r[0], r[1] = 0, uint32(fields)
@@ -201,10 +214,14 @@ func hostLog(level uint32, msg unsafe.Pointer, msgLen uint32, fields unsafe.Poin
 func hostCounter(name unsafe.Pointer, nameLen uint32, delta uint64)
 
 func logRecord(level Level, message string, kv []string) {
+	message = valid(message)
+	kv = append([]string(nil), kv...)
 	pairs := make([]uint32, 0, len(kv)/2*4)
 	for i := 0; i+1 < len(kv); i += 2 {
+		kv[i], kv[i+1] = valid(kv[i]), valid(kv[i+1])
 		pairs = append(pairs, ptr(kv[i]), uint32(len(kv[i])), ptr(kv[i+1]), uint32(len(kv[i+1])))
 	}
+	level = min(level, Error)
 	var fp unsafe.Pointer
 	if len(pairs) > 0 {
 		fp = unsafe.Pointer(&pairs[0])
@@ -213,5 +230,10 @@ func logRecord(level Level, message string, kv []string) {
 }
 
 func addCounter(name string, delta uint64) {
+	name = valid(name)
 	hostCounter(unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)), delta)
 }
+
+// valid is s with any invalid UTF-8 replaced (a WIT string must be UTF-8,
+// or the host traps the call: a log line cut at a byte count would do it).
+func valid(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
