@@ -126,7 +126,9 @@ fn conformance(lang: &str) {
         let d = dir.path().to_str().expect("utf8");
         host(&["plugin", "new", &name, "--lang", lang, "--kind", kind, "--dir", d, "--sdk", &sdk]);
         let p = dir.path().join(&name);
-        let built = host(&["plugin", "build", p.to_str().expect("utf8")]);
+        // --test: the unit tests through plugin build too (its tool chain).
+        let built = host(&["plugin", "build", "--test", p.to_str().expect("utf8")]);
+        assert!(text(&built).contains("(unit tests)"), "{}", text(&built));
         let wasm = String::from_utf8_lossy(&built.stdout).trim().to_owned();
         assert!(text(&built).contains("ABI 0.2.0"), "{}", text(&built));
         unit_tests(lang, &p);

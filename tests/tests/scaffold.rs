@@ -175,3 +175,22 @@ extern "C" long long count_words_cpp(traptor_str text) {
         "outcome: expected drop, got keep",
     );
 }
+
+/// `plugin build --test` runs the project's unit tests with the build's tool
+/// chain (here C's, built natively with zig cc); a failing one exits 1 with
+/// the test's own output, and no component is reported.
+#[test]
+fn plugin_build_test_runs_the_unit_tests_and_fails_with_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = new_project(dir.path(), "tested", "c", "enricher");
+    let args = ["plugin", "build", "--test", p.to_str().expect("utf8")];
+    let out = run_host(&args, LIMIT);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("test_stage (unit tests)"), "{}", text(&out));
+    let test = std::fs::read_to_string(p.join("test_stage.c")).expect("test");
+    std::fs::write(p.join("test_stage.c"), test.replacen(r#"\"words\":4"#, r#"\"words\":5"#, 1)).expect("write");
+    let out = run_host(&args, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the unit tests failed") && text(&out).contains("test_stage.c:"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "no component path on stdout");
+}

@@ -72,7 +72,7 @@ pub(super) enum PluginCommand {
     /// Zig 0.17.1 (PyPI ziglang, for C/C++), componentize-py 0.25.1,
     /// componentize-js 0.23.0 and TypeScript 5.9.3 (npm). Rust uses cargo.
     #[command(
-        after_help = "Example:\n  traptor-host plugin new lang-detect --lang c --kind filter\n  traptor-host plugin build lang-detect -o lang-detect.wasm"
+        after_help = "Example:\n  traptor-host plugin new lang-detect --lang c --kind filter\n  traptor-host plugin build lang-detect --test -o lang-detect.wasm"
     )]
     Build {
         /// The project folder.
@@ -81,6 +81,11 @@ pub(super) enum PluginCommand {
         /// Also copy the component to FILE.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Also run the project's unit tests, in its language's own runner and
+        /// with the tool chain the build uses (cargo test, python3 -m unittest,
+        /// node --test, go test, the C tests built natively with zig cc).
+        #[arg(long)]
+        test: bool,
     },
     /// Run golden cases through a plugin: each line of the cases file is
     /// {"name", "post", "rules", "outcome", "fields", "reason", "error"}
@@ -150,7 +155,7 @@ pub(super) fn plugin(cmd: PluginCommand) -> Exit {
             Err(e) => fail(&e, e.kind().exit()),
         },
         PluginCommand::Lock { pipeline } => lock(&pipeline),
-        PluginCommand::Build { dir, output } => build(&dir, output.as_deref()),
+        PluginCommand::Build { dir, output, test } => build(&dir, output.as_deref(), test),
         PluginCommand::New { name, lang, kind, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk);
             match scaffold::new_project(&dir, &name, lang, kind, &sdk) {
@@ -193,7 +198,7 @@ fn inspect(plugin: &Path, config: &[String]) -> Exit {
 }
 
 /// `plugin build [DIR] [-o FILE]`: steps on stderr, the result on stdout.
-fn build(dir: &Path, output: Option<&Path>) -> Exit {
+fn build(dir: &Path, output: Option<&Path>, test: bool) -> Exit {
     use crate::plugins::build;
     let tools = crate::plugins::toolchain::Tools::new();
     let lang = match build::detect(dir) {
@@ -201,7 +206,7 @@ fn build(dir: &Path, output: Option<&Path>) -> Exit {
         Err(e) => return fail(e, Exit::Config),
     };
     eprintln!("building {} ({}, {})", dir.display(), lang.as_str(), build::toolchain_of(lang));
-    match build::build(dir, output, &tools, &mut std::io::stderr()) {
+    match build::build(dir, output, test, &tools, &mut std::io::stderr()) {
         Ok(b) => {
             println!("{}", b.path.display());
             eprintln!(
@@ -215,6 +220,7 @@ fn build(dir: &Path, output: Option<&Path>) -> Exit {
             );
             Exit::Success
         }
+        Err(e @ build::BuildError::Tests { .. }) => fail(e, Exit::Failures),
         Err(e) => fail(e, Exit::Config),
     }
 }

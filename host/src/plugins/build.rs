@@ -33,6 +33,8 @@ pub enum BuildError {
     Missing { needed: &'static str, lang: &'static str, how: &'static str },
     #[error("{step} failed in {dir} ({status}):\n{output}")]
     Step { step: String, dir: PathBuf, status: String, output: String },
+    #[error("the unit tests failed ({step}, in {dir}):\n{output}")]
+    Tests { step: String, dir: PathBuf, output: String },
     #[error("cannot {what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -84,9 +86,16 @@ pub fn detect(dir: &Path) -> Result<Lang, BuildError> {
     })
 }
 
-/// Build the project in `dir`; copy the component to `output` when given.
-/// Steps and installs are reported on `progress`.
-pub fn build(dir: &Path, output: Option<&Path>, tools: &Tools, progress: &mut dyn Write) -> Result<Built, BuildError> {
+/// Build the project in `dir`; with `test`, run its unit tests too; copy the
+/// component to `output` when given. Steps and installs are reported on
+/// `progress`.
+pub fn build(
+    dir: &Path,
+    output: Option<&Path>,
+    test: bool,
+    tools: &Tools,
+    progress: &mut dyn Write,
+) -> Result<Built, BuildError> {
     let started = Instant::now();
     let dir = dir.canonicalize().map_err(|source| BuildError::Io {
         what: "open the project",
@@ -145,6 +154,14 @@ pub fn build(dir: &Path, output: Option<&Path>, tools: &Tools, progress: &mut dy
             component
         }
     };
+    if test {
+        unit_tests(&dir, lang, tools, progress).map_err(|e| match e {
+            BuildError::Step { step, dir, output, .. } if step.ends_with("(unit tests)") => {
+                BuildError::Tests { step, dir, output }
+            }
+            other => other,
+        })?;
+    }
     let built = check(&dir, lang, &path, started)?;
     match output {
         // Onto itself, a copy would empty the file.
@@ -281,6 +298,14 @@ fn build_go(dir: &Path, target: &Path, go: PathBuf, progress: &mut dyn Write) ->
 /// Every C and C++ source but the tests (`test_*`), with `zig cc`/`zig c++`
 /// for wasm32-wasi as a reactor.
 fn build_c(dir: &Path, target: &Path, zig: &Path, progress: &mut dyn Write) -> Result<PathBuf, BuildError> {
+    let sources = c_sources(dir, false)?;
+    let core = target.join("core.wasm");
+    compile_c(dir, &target.join("obj"), zig, Some("wasm32-wasi"), &sources, &core, progress)?;
+    Ok(core)
+}
+
+/// The C and C++ sources of `dir`: the tests (`test_*`) or every other one.
+fn c_sources(dir: &Path, tests: bool) -> Result<Vec<PathBuf>, BuildError> {
     let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| BuildError::Io { what: "list", path: dir.to_owned(), source })?
         .flatten()
@@ -288,24 +313,38 @@ fn build_c(dir: &Path, target: &Path, zig: &Path, progress: &mut dyn Write) -> R
         .filter(|p| {
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
             let test = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("test_"));
-            matches!(ext, "c" | "cc" | "cpp" | "cxx") && !test
+            matches!(ext, "c" | "cc" | "cpp" | "cxx") && test == tests
         })
         .collect();
     sources.sort();
-    let cpp = sources.iter().any(|p| p.extension().is_some_and(|e| e != "c"));
-    let objects = target.join("obj");
-    std::fs::create_dir_all(&objects).map_err(|source| BuildError::Io {
+    Ok(sources)
+}
+
+/// Compile each source (`zig cc` or `zig c++`) into `objects/`, link into
+/// `out`: a wasm32-wasi reactor for `target` Some, a native program for None.
+fn compile_c(
+    dir: &Path,
+    objects: &Path,
+    zig: &Path,
+    target: Option<&str>,
+    sources: &[PathBuf],
+    out: &Path,
+    progress: &mut dyn Write,
+) -> Result<(), BuildError> {
+    std::fs::create_dir_all(objects).map_err(|source| BuildError::Io {
         what: "create",
-        path: objects.clone(),
+        path: objects.to_owned(),
         source,
     })?;
+    let cpp = sources.iter().any(|p| p.extension().is_some_and(|e| e != "c"));
+    let target_arg = target.map(|t| format!("--target={t}"));
     let mut linked = Vec::new();
-    for src in &sources {
+    for src in sources {
         let is_c = src.extension().is_some_and(|e| e == "c");
         let obj = objects.join(format!("{}.o", src.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let mut c = Command::new(zig);
-        c.arg(if is_c { "cc" } else { "c++" }).args(["--target=wasm32-wasi", "-O2", "-Wall", "-c"]);
-        if !is_c {
+        c.arg(if is_c { "cc" } else { "c++" }).args(target_arg.iter()).args(["-O2", "-Wall", "-c"]);
+        if !is_c && target.is_some() {
             c.arg("-fno-exceptions");
         }
         c.arg(src).arg("-o").arg(&obj);
@@ -313,17 +352,70 @@ fn build_c(dir: &Path, target: &Path, zig: &Path, progress: &mut dyn Write) -> R
         step(dir, &format!("zig {} {name}", if is_c { "cc" } else { "c++" }), c, progress)?;
         linked.push(obj);
     }
-    let core = target.join("core.wasm");
     let mut c = Command::new(zig);
-    c.arg(if cpp { "c++" } else { "cc" }).args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-o"]);
-    c.arg(&core).args(&linked);
-    step(
-        dir,
-        &format!("zig link ({} {}, wasm32-wasi reactor)", toolchain::ZIG.name(), toolchain::ZIG.version()),
-        c,
-        progress,
-    )?;
-    Ok(core)
+    c.arg(if cpp { "c++" } else { "cc" }).args(target_arg.iter());
+    if target.is_some() {
+        c.args(["-mexec-model=reactor", "-s"]);
+    }
+    c.args(["-O2", "-o"]).arg(out).args(&linked);
+    let what = match target {
+        Some(t) => format!("zig link ({} {}, {t} reactor)", toolchain::ZIG.name(), toolchain::ZIG.version()),
+        None => format!("zig link (native: {})", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+    };
+    step(dir, &what, c, progress)
+}
+
+/// `plugin build --test`: the project's unit tests, in its language's own
+/// runner, with the tool chain the build uses (so Go or a C compiler need
+/// not be on PATH). After the build: TypeScript's run on the compiled code.
+fn unit_tests(dir: &Path, lang: Lang, tools: &Tools, progress: &mut dyn Write) -> Result<(), BuildError> {
+    let tool = |program: PathBuf, args: &[&str]| {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    };
+    let which = |p: &'static str, how: &'static str| {
+        toolchain::which(p).ok_or(BuildError::Missing { needed: p, lang: "the unit tests of these", how })
+    };
+    match lang {
+        Lang::Rust => {
+            let cargo =
+                std::env::var_os("CARGO").map(PathBuf::from).map_or_else(|| which("cargo", "install Rust"), Ok)?;
+            step(dir, "cargo test (unit tests)", tool(cargo, &["test", "-q"]), progress)
+        }
+        Lang::Python => {
+            let py = which("python3", "apt-get install python3")?;
+            step(dir, "python3 -m unittest (unit tests)", tool(py, &["-m", "unittest", "-q"]), progress)
+        }
+        Lang::Js => {
+            step(dir, "node --test (unit tests)", tool(which("node", "apt-get install nodejs")?, &["--test"]), progress)
+        }
+        Lang::Typescript => {
+            let node = which("node", "apt-get install nodejs")?;
+            step(dir, "node --test target/js (unit tests)", tool(node, &["--test", "target/js"]), progress)
+        }
+        Lang::Go => {
+            let mut c = tool(tools.get(toolchain::GO, progress)?, &["test", "./..."]);
+            c.env("GOTOOLCHAIN", "local");
+            if std::env::var_os("GOPROXY").is_none() {
+                c.env("GOPROXY", "off");
+            }
+            step(dir, "go test ./... (unit tests)", c, progress)
+        }
+        Lang::C => {
+            let zig = tools.get(toolchain::ZIG, progress)?;
+            let sources = c_sources(dir, false)?;
+            for test in c_sources(dir, true)? {
+                let name = test.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let program = dir.join("target").join(&name);
+                let mut all = sources.clone();
+                all.push(test);
+                compile_c(dir, &dir.join("target/native"), &zig, None, &all, &program, progress)?;
+                step(dir, &format!("{name} (unit tests)"), Command::new(&program), progress)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A WASI preview-1 core module → a component of the plugin world.

@@ -307,17 +307,17 @@ fn readme(name: &str, module: &str, lang: Lang, kind: &str) -> String {
         Lang::Typescript => (
             "traptor-host plugin build   # tsc (TypeScript 5.9), then componentize-js; both installed on first use".to_owned(),
             built.clone(),
-            "traptor-host plugin build && node --test target/js   # the unit tests, compiled with the stage".to_owned(),
+            "traptor-host plugin build --test   # node --test target/js: the unit tests, compiled with the stage".to_owned(),
         ),
         Lang::Go => (
             "traptor-host plugin build   # GOOS=wasip1 go build -buildmode=c-shared, then a component; Go installed on first use".to_owned(),
             built.clone(),
-            "go test ./...   # any Go >= 1.24 (plugin build installs one under ~/.cache/traptor/tools/go-*)".to_owned(),
+            "traptor-host plugin build --test   # go test ./... with the Go it installs (or any Go >= 1.24)".to_owned(),
         ),
         Lang::C => (
             "traptor-host plugin build   # zig cc for wasm32-wasi (Zig installed on first use), then a component".to_owned(),
             built.clone(),
-            "cc -o target/test_stage stage.c traptor.c test_stage.c && target/test_stage   # natively, any C compiler".to_owned(),
+            "traptor-host plugin build --test   # test_*.c built natively with zig cc (or: cc -o target/test_stage stage.c traptor.c test_stage.c)".to_owned(),
         ),
     };
     let also = match lang {
