@@ -26,12 +26,17 @@ for line in (fx / "twitter-text/extract.yml").read_text(encoding="utf-8").splitl
             texts.append(json.loads('"' + m.group(1) + '"'))
         except ValueError:
             pass
-for p in sorted((fx / "upstream-traptor").rglob("*.json")):
-    for l in p.read_text(encoding="utf-8").splitlines():
+def records(path):
+    """The JSON values of a file's lines, leaving out lines that are not JSON."""
+    for l in path.read_text(encoding="utf-8").splitlines():
         try:
-            o = json.loads(l)
+            yield json.loads(l)
         except ValueError:
-            continue
+            pass
+
+
+for p in sorted((fx / "upstream-traptor").rglob("*.json")):
+    for o in records(p):
         if isinstance(o, dict) and isinstance(o.get("text"), str):
             texts.append(o["text"])
 for l in (fx / "jetstream/expected_v1.jsonl").read_text(encoding="utf-8").splitlines():
@@ -39,11 +44,7 @@ for l in (fx / "jetstream/expected_v1.jsonl").read_text(encoding="utf-8").splitl
     if isinstance(rec.get("text"), str) and rec["text"]:
         texts.append(rec["text"])
 for p in sorted((fx / "x-v2").glob("*.jsonl")):
-    for l in p.read_text(encoding="utf-8").splitlines():
-        try:
-            o = json.loads(l)
-        except ValueError:
-            continue
+    for o in records(p):
         for d in o.get("data", []) if isinstance(o.get("data"), list) else [o.get("data") or {}]:
             if isinstance(d, dict) and isinstance(d.get("text"), str):
                 texts.append(d["text"])

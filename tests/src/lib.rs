@@ -100,6 +100,26 @@ pub fn plugin_wasm_of(lang: &str, name: &str) -> PathBuf {
     p
 }
 
+/// The tools cache `plugin build` and scripts/build-plugins.sh install into.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("TRAPTOR_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/traptor/tools"))
+}
+
+/// The environment Rust plugin projects build in: one target directory for
+/// every test (a cold build is ~40 s), and this repository's toolchain, which
+/// has the wasm32-wasip2 target (outside the repository rustup would pick its
+/// default toolchain).
+pub fn rust_plugin_env() -> Vec<(&'static str, String)> {
+    let toolchain = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).expect("rust-toolchain.toml");
+    let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).expect("channel").trim_matches('"');
+    vec![
+        ("CARGO_TARGET_DIR", repo_root().join("target/scaffold").display().to_string()),
+        ("RUSTUP_TOOLCHAIN", channel.to_owned()),
+    ]
+}
+
 /// Run `traptor-host` with `args`, killing it after `limit`.
 pub fn run_host(args: &[&str], limit: Duration) -> Output {
     run_host_with(args, &[], limit)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use traptor_tests::{fixture, repo_root, run_host_with};
+use traptor_tests::{fixture, repo_root, run_host_with, rust_plugin_env, tools_dir};
 
 const LIMIT: Duration = Duration::from_secs(900);
 
@@ -22,26 +22,8 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// The tools cache `plugin build` installs into (and scripts/build-plugins.sh).
-fn tools() -> PathBuf {
-    std::env::var_os("TRAPTOR_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/traptor/tools"))
-}
-
-/// Rust plugins build in one target directory for every test, with this
-/// repository's toolchain (it has the wasm32-wasip2 target).
-fn rust_env() -> Vec<(&'static str, String)> {
-    let toolchain = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).expect("rust-toolchain.toml");
-    let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).expect("channel").trim_matches('"');
-    vec![
-        ("CARGO_TARGET_DIR", repo_root().join("target/scaffold").display().to_string()),
-        ("RUSTUP_TOOLCHAIN", channel.to_owned()),
-    ]
-}
-
 fn host(args: &[&str]) -> Output {
-    let env = rust_env();
+    let env = rust_plugin_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = run_host_with(args, &env, LIMIT);
     assert!(out.status.success(), "traptor-host {args:?}: {}", text(&out));
@@ -51,7 +33,7 @@ fn host(args: &[&str]) -> Output {
 fn sh(dir: &Path, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
     let mut c = Command::new(program);
     c.args(args).current_dir(dir);
-    for (k, v) in rust_env() {
+    for (k, v) in rust_plugin_env() {
         c.env(k, v);
     }
     c.env("GOTOOLCHAIN", "local").env("GOPROXY", "off");
@@ -70,7 +52,7 @@ fn unit_tests(lang: &str, p: &Path) {
         "js" => drop(sh(p, "node", &["--test"])),
         "typescript" => drop(sh(p, "node", &["--test", "target/js"])),
         "go" => {
-            let go = glob_one(&tools().join("go-1.27.3/lib"), "site-packages/go/bin/go");
+            let go = glob_one(&tools_dir().join("go-1.27.3/lib"), "site-packages/go/bin/go");
             let out = sh(p, go, &["test", "./..."]);
             assert!(text(&out).contains("ok "), "{}", text(&out));
         }

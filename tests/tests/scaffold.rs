@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use traptor_tests::{repo_root, run_host};
+use traptor_tests::{repo_root, run_host, rust_plugin_env, tools_dir};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -24,13 +24,6 @@ fn sh(dir: &Path, program: impl AsRef<std::ffi::OsStr>, args: &[&str], envs: &[(
     let out = c.output().expect("spawn");
     assert!(out.status.success(), "{:?} {args:?} in {}: {}", c.get_program(), dir.display(), text(&out));
     out
-}
-
-/// Where scripts/build-plugins.sh installed componentize-py and -js.
-fn tools() -> PathBuf {
-    std::env::var_os("TRAPTOR_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/traptor/tools"))
 }
 
 /// `plugin new`, then the README's build command must appear in the README.
@@ -66,14 +59,9 @@ fn a_new_rust_plugin_builds_tests_and_passes_its_cases() {
     let p = new_project(dir.path(), "word-count", "rust", "enricher");
     let readme = std::fs::read_to_string(p.join("README.md")).expect("readme");
     assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");
-    // One target directory for every run of this test (a cold build is ~40 s),
-    // and this repository's toolchain, which has the wasm32-wasip2 target
-    // (outside the repository rustup would pick its default toolchain).
-    let target = repo_root().join("target/scaffold");
-    let toolchain = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).expect("rust-toolchain.toml");
-    let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).expect("channel").trim_matches('"');
-    let channel = PathBuf::from(channel);
-    let envs = [("CARGO_TARGET_DIR", target.as_path()), ("RUSTUP_TOOLCHAIN", channel.as_path())];
+    let env = rust_plugin_env();
+    let (target, channel) = (PathBuf::from(&env[0].1), PathBuf::from(&env[1].1));
+    let envs = [(env[0].0, target.as_path()), (env[1].0, channel.as_path())];
     sh(&p, "cargo", &["test", "-q"], &envs);
     sh(&p, "cargo", &["build", "--release", "--target", "wasm32-wasip2", "-q"], &envs);
     let wasm = target.join("wasm32-wasip2/release/word_count.wasm");
@@ -87,7 +75,7 @@ fn a_new_python_plugin_builds_tests_and_passes_its_cases() {
     let readme = std::fs::read_to_string(p.join("README.md")).expect("readme");
     assert!(readme.contains("componentize-py -d wit -w plugin componentize app -o short-filter.wasm"), "{readme}");
     sh(&p, "python3", &["-m", "unittest", "-q"], &[]);
-    let py = tools().join("componentize-py-0.25.1/bin/componentize-py");
+    let py = tools_dir().join("componentize-py-0.25.1/bin/componentize-py");
     assert!(py.exists(), "{} missing: run scripts/build-plugins.sh", py.display());
     sh(&p, &py, &["-d", "wit", "-w", "plugin", "componentize", "app", "-o", "short-filter.wasm"], &[]);
     golden_cases(
@@ -103,7 +91,7 @@ fn a_new_javascript_plugin_builds_tests_and_passes_its_cases() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = new_project(dir.path(), "word-js", "js", "enricher");
     sh(&p, "node", &["--test"], &[]);
-    let js = tools().join("componentize-js-0.23.0/node_modules/.bin/componentize-js");
+    let js = tools_dir().join("componentize-js-0.23.0/node_modules/.bin/componentize-js");
     assert!(js.exists(), "{} missing: run scripts/build-plugins.sh", js.display());
     sh(&p, &js, &["app.js", "--wit", "wit", "-n", "plugin", "-d", "http", "fetch-event", "-o", "word-js.wasm"], &[]);
     golden_cases(

@@ -274,18 +274,11 @@ fn build_rust(dir: &Path, progress: &mut dyn Write) -> Result<PathBuf, BuildErro
 /// `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared`: a reactor module.
 fn build_go(dir: &Path, target: &Path, go: PathBuf, progress: &mut dyn Write) -> Result<PathBuf, BuildError> {
     let core = target.join("core.wasm");
-    let mut c = Command::new(go);
+    let mut c = go_command(go);
     // -checklinkname=0: the SDK's allocator takes memory from runtime.sbrk
     // (see sdk/go/traptor/abi_wasip1.go: Go's heap may not be used there).
     c.args(["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w -checklinkname=0", "-o"]).arg(&core).arg(".");
-    // The Go module proxy may be out of reach: a plugin's packages are all in
-    // the project (the SDK is written into it), and the pinned Go is used;
-    // a GOPROXY of the caller's own is kept.
     c.env("GOOS", "wasip1").env("GOARCH", "wasm").env("CGO_ENABLED", "0");
-    c.env("GOTOOLCHAIN", "local");
-    if std::env::var_os("GOPROXY").is_none() {
-        c.env("GOPROXY", "off"); // "module not found" at once, not after a network timeout
-    }
     step(
         dir,
         &format!("go build ({} {}, GOOS=wasip1 GOARCH=wasm)", toolchain::GO.name(), toolchain::GO.version()),
@@ -293,6 +286,19 @@ fn build_go(dir: &Path, target: &Path, go: PathBuf, progress: &mut dyn Write) ->
         progress,
     )?;
     Ok(core)
+}
+
+/// The pinned Go, never another (GOTOOLCHAIN=local). The Go module proxy
+/// may be out of reach: a plugin's packages are all in the project (the SDK
+/// is written into it), so unless the caller set a GOPROXY of their own, a
+/// missing module is said at once, not after a network timeout.
+fn go_command(go: PathBuf) -> Command {
+    let mut c = Command::new(go);
+    c.env("GOTOOLCHAIN", "local");
+    if std::env::var_os("GOPROXY").is_none() {
+        c.env("GOPROXY", "off");
+    }
+    c
 }
 
 /// Every C and C++ source but the tests (`test_*`), with `zig cc`/`zig c++`
@@ -395,11 +401,8 @@ fn unit_tests(dir: &Path, lang: Lang, tools: &Tools, progress: &mut dyn Write) -
             step(dir, "node --test target/js (unit tests)", tool(node, &["--test", "target/js"]), progress)
         }
         Lang::Go => {
-            let mut c = tool(tools.get(toolchain::GO, progress)?, &["test", "./..."]);
-            c.env("GOTOOLCHAIN", "local");
-            if std::env::var_os("GOPROXY").is_none() {
-                c.env("GOPROXY", "off");
-            }
+            let mut c = go_command(tools.get(toolchain::GO, progress)?);
+            c.args(["test", "./..."]);
             step(dir, "go test ./... (unit tests)", c, progress)
         }
         Lang::C => {

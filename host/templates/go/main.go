@@ -5,9 +5,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"unicode"
 	"unicode/utf8"
@@ -37,15 +34,13 @@ func (s *stage) Init(config []byte) (traptor.Fields, error) {
 	var c struct {
 		MinWords *int `json:"min_words"`
 	}
-	d := json.NewDecoder(bytes.NewReader(config))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&c); err != nil {
-		return 0, fmt.Errorf("config: %v", err)
+	if err := traptor.DecodeConfig(config, &c); err != nil {
+		return 0, err
 	}
 	s.minWords = 3
 	if c.MinWords != nil {
 		if *c.MinWords < 0 {
-			return 0, errors.New("config key `min_words` must be a whole number >= 0")
+			return 0, fmt.Errorf("config key `min_words` must be a whole number >= 0, not %d", *c.MinWords)
 		}
 		s.minWords = *c.MinWords
 	}

@@ -7,9 +7,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
 	"net/url"
 	"strings"
 
@@ -34,10 +31,8 @@ func (s *stage) Init(config []byte) (traptor.Fields, error) {
 	var c struct {
 		StripWWW *bool `json:"strip_www"`
 	}
-	d := json.NewDecoder(bytes.NewReader(config))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&c); err != nil {
-		return 0, fmt.Errorf("config: %v", err)
+	if err := traptor.DecodeConfig(config, &c); err != nil {
+		return 0, err
 	}
 	s.stripWWW = c.StripWWW == nil || *c.StripWWW
 	return traptor.URLs, nil

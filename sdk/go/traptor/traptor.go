@@ -12,6 +12,8 @@
 package traptor
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"unsafe"
 )
@@ -89,6 +91,18 @@ var registered Stage
 
 // Register makes s the stage this component exports; call it from init().
 func Register(s Stage) { registered = s }
+
+// DecodeConfig reads the stage's config (JSON, as Init gets it) into v, a
+// pointer to a struct with json tags: an unknown key or a wrong type is
+// refused with a message naming it (`config: json: unknown field "x"`).
+func DecodeConfig(config []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(config))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("config: %v", err)
+	}
+	return nil
+}
 
 // Point is an exact location, longitude first (GeoJSON order).
 type Point struct{ Lng, Lat float64 }
