@@ -27,6 +27,29 @@ pub struct Extra<'a> {
     pub dead_letter: Option<(&'a str, &'a str)>,
     /// The name of the source the post came from (`[[sources]]`).
     pub source: Option<&'a str>,
+    /// `traptor.provenance`, when on (`[traptor] provenance`).
+    pub provenance: Option<Provenance<'a>>,
+}
+
+/// `traptor.provenance` of one post: the parts every post of a batch shares,
+/// serialised once per batch, around the post's own cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// `{"collector":…,"rules":…,"stages":…,"source":{"name":…,"format":…`
+    pub head: &'a str,
+    /// The source's resume position at this post, when it has one.
+    pub cursor: Option<Cursor<'a>>,
+    /// `},"key":…}`
+    pub tail: &'a str,
+}
+
+/// A source's resume position, as written in `provenance.source.cursor`.
+#[derive(Debug, Clone, Copy)]
+pub enum Cursor<'a> {
+    /// Jetstream's `time_us`.
+    Number(u64),
+    /// A post id (Mastodon's `since_id`).
+    Text(&'a str),
 }
 
 /// Why a post could not be wrapped. The record is reported and skipped.
@@ -187,6 +210,20 @@ pub fn write_post(
             serde_json::Value::from(stage),
             serde_json::Value::from(error)
         );
+    }
+    if let Some(p) = extra.provenance {
+        t.push_str(",\"provenance\":");
+        t.push_str(p.head);
+        match p.cursor {
+            Some(Cursor::Number(n)) => {
+                let _ = write!(t, ",\"cursor\":{n}");
+            }
+            Some(Cursor::Text(s)) => {
+                let _ = write!(t, ",\"cursor\":{}", serde_json::Value::from(s));
+            }
+            None => {}
+        }
+        t.push_str(p.tail);
     }
     t.push('}');
     splice(raw, "traptor", &t, out)
@@ -399,6 +436,11 @@ mod tests {
             enrichments: Some(r#"{"s":{"k":1}}"#),
             dead_letter: Some(("s", "boom \"x\"")),
             source: Some("x-\"0\""),
+            provenance: Some(Provenance {
+                head: r#"{"collector":{"type":"track","id":0,"host":"h"},"rules":{"count":1,"sha256":"ab"},"stages":[],"source":{"name":"s","format":"mastodon""#,
+                cursor: Some(Cursor::Text("1\"2")),
+                tail: r#"},"key":"k"}"#,
+            }),
         };
         write_post(raw, &p, id(), &[0], &rj, extra, &mut out).expect("wrap");
         let s = String::from_utf8(out).expect("utf8");
@@ -411,6 +453,8 @@ mod tests {
         assert_eq!(r["rule_value"], "happy");
         assert_eq!(r["appid"], "a");
         assert_eq!(v["traptor"]["enrichments"]["s"]["k"], 1);
+        assert_eq!(v["traptor"]["provenance"]["source"]["cursor"], "1\"2", "{s}");
+        assert_eq!(v["traptor"]["provenance"]["key"], "k");
         assert_eq!(v["traptor"]["dead_letter"]["error"], "boom \"x\"");
         assert_eq!(v["traptor"]["source"], "x-\"0\"");
     }

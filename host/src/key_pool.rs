@@ -94,6 +94,20 @@ impl SecretCell {
     }
 }
 
+/// The name of the pool key a source connects with now (never the secret):
+/// the source sets it, the workers write it in `provenance.key`.
+#[derive(Debug, Default)]
+pub struct KeyInUse(RwLock<Option<Arc<str>>>);
+
+impl KeyInUse {
+    pub fn set(&self, name: &str) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(name.into());
+    }
+    pub fn get(&self) -> Option<Arc<str>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

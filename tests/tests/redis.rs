@@ -295,6 +295,9 @@ fn pooled_api_keys_reach_the_source_and_a_refused_key_is_marked_bad() {
     let first = Host::spawn(&["--pipeline", p1.to_str().expect("utf8")], &[]);
     let out = wait_for("20 posts", LIMIT, || Some(out_lines(d1.path())).filter(|v| v.len() >= 20));
     assert!(out.iter().all(|v| rule_ids(v) == ["brexit"]), "{out:?}");
+    // Provenance names the key that streamed them, never its secret.
+    assert!(out.iter().all(|v| v["traptor"]["provenance"]["key"] == "key-b"), "{out:?}");
+    assert!(out.iter().all(|v| !v.to_string().contains("token-b")), "{out:?}");
     // key-a was tried and refused, key-b streams.
     let auths: Vec<String> = fake.with(|s| s.requests.iter().filter_map(|r| r.authorization.clone()).collect());
     assert_eq!(auths.first().map(String::as_str), Some("Bearer token-a-1111"), "{auths:?}");

@@ -217,6 +217,10 @@ fn push_pull_lock_and_run_through_a_real_registry() {
     assert_eq!(now.len(), 2);
     let mood = &now[0]["traptor"]["enrichments"]["mood"];
     assert!(mood.is_object() && mood.get("label").is_none(), "the entities plugin (now under the tag) ran: {mood}");
+    // Provenance names the registry reference and the manifest digest it ran.
+    let stage = &now[0]["traptor"]["provenance"]["stages"][0];
+    assert_eq!(stage["plugin"], oci.as_str(), "{stage}");
+    assert_eq!(stage["digest"], repushed.as_str(), "{stage}");
     assert!(text(&out.stderr).contains("registry unreachable; using the cached component"));
     // …and a cold cache cannot, saying why.
     let out = host(&["--pipeline", p_str], &dir.join("cold"), &[]);

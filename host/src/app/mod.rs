@@ -222,6 +222,7 @@ async fn steps(
         max_record_bytes: c.pipeline.max_record_bytes,
         remote_rule_ids: Arc::default(),
         key_pool,
+        key_in_use: Arc::default(),
         connection_stats: Arc::default(),
         demand: Arc::default(),
     };

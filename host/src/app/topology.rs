@@ -53,6 +53,8 @@ struct RunSettings {
     tuning: PipelineTuning,
     forward_control: bool,
     stats_interval: Duration,
+    /// `[traptor] provenance`.
+    provenance: bool,
     /// What the source learnt of server-side rule ids (the same as the source
     /// context's).
     remote_rule_ids: Arc<RemoteRuleIds>,
@@ -69,9 +71,13 @@ pub struct PartSource {
     pub section: String,
     /// `traptor.source` (`[[sources]]` only).
     pub tag: Option<String>,
+    /// Its name (`[[sources]]` name, else its type): provenance.
+    pub label: String,
     pub source: Result<Source, SourceError>,
     /// The checkpoint the buffer confirms to it once the sink has written.
     confirmed: Arc<AtomicU64>,
+    /// The pool key it connects with (provenance).
+    key_in_use: Arc<crate::key_pool::KeyInUse>,
 }
 
 impl TopologyParts {
@@ -91,13 +97,20 @@ impl TopologyParts {
                 let cx = if i == 0 {
                     cx.clone()
                 } else {
-                    SourceContext { confirmed: Arc::default(), connection_stats: Arc::default(), ..cx.clone() }
+                    SourceContext {
+                        confirmed: Arc::default(),
+                        connection_stats: Arc::default(),
+                        key_in_use: Arc::default(),
+                        ..cx.clone()
+                    }
                 };
                 PartSource {
                     section: if s.listed { format!("sources[{i}]") } else { "source".into() },
                     tag: s.listed.then(|| s.label().to_owned()),
+                    label: s.label().to_owned(),
                     source: Source::build(&s.source, &cx).and_then(|s| s.check().map(|()| s)),
                     confirmed: cx.confirmed.clone(),
+                    key_in_use: cx.key_in_use.clone(),
                 }
             })
             .collect();
@@ -127,6 +140,7 @@ impl TopologyParts {
                 tuning: c.pipeline.clone(),
                 forward_control: c.traptor.forward_control,
                 stats_interval: Duration::from_secs(c.traptor.stats_interval_secs),
+                provenance: c.traptor.provenance,
                 remote_rule_ids: cx.remote_rule_ids.clone(),
                 demand: cx.demand.clone(),
                 source_live: c.any_live_source(),
@@ -140,7 +154,13 @@ impl TopologyParts {
         let mut sources = Vec::new();
         for s in self.sources {
             match s.source {
-                Ok(source) => sources.push((source, s.tag, s.confirmed)),
+                Ok(source) => sources.push(Running {
+                    source,
+                    tag: s.tag,
+                    label: s.label,
+                    confirmed: s.confirmed,
+                    key_in_use: s.key_in_use,
+                }),
                 Err(e) => errors.push(e.into()),
             }
         }
@@ -188,7 +208,7 @@ pub struct Topology {
     pub identity: Collector,
     /// Each source, its `traptor.source` name, and the checkpoint the
     /// buffer confirms to it.
-    sources: Vec<(Source, Option<String>, Arc<AtomicU64>)>,
+    sources: Vec<Running>,
     /// The buffer's disk queue, when it is on.
     queue: Option<DiskQueue>,
     sink: Sink,
@@ -243,7 +263,7 @@ impl Topology {
 
     /// The sources' names, for logs and the admin endpoint.
     fn source_names(&self) -> String {
-        self.sources.iter().map(|(s, tag, _)| tag.clone().unwrap_or_else(|| s.name())).collect::<Vec<_>>().join(", ")
+        self.sources.iter().map(|r| r.tag.clone().unwrap_or_else(|| r.source.name())).collect::<Vec<_>>().join(", ")
     }
 
     /// The stage set, for SIGHUP to replace.
@@ -273,10 +293,12 @@ impl Topology {
         let infos: Arc<[SourceInfo]> = self
             .sources
             .iter()
-            .map(|(s, tag, _)| SourceInfo {
-                name: s.name().into(),
-                format: s.format(),
-                tag: tag.as_deref().map(Arc::from),
+            .map(|r| SourceInfo {
+                name: r.source.name().into(),
+                label: r.label.as_str().into(),
+                format: r.source.format(),
+                tag: r.tag.as_deref().map(Arc::from),
+                key_in_use: r.key_in_use.clone(),
             })
             .collect();
         let first = infos.first().cloned();
@@ -294,6 +316,10 @@ impl Topology {
             dedup: self.dedup.clone(),
             source_tag: first.and_then(|f| f.tag),
             sources: infos,
+            provenance: self
+                .settings
+                .provenance
+                .then(|| crate::pipeline::provenance::collector_json(self.identity).into()),
         };
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
         let snapshots = self.dedup.clone().map(|d| tokio::spawn(save_every(d, DEDUP_SAVE_EVERY)));
@@ -311,7 +337,7 @@ impl Topology {
             output: raw_tx,
             queue: self.queue,
             written,
-            checkpoints: self.sources.iter().map(|(_, _, c)| c.clone()).collect(),
+            checkpoints: self.sources.iter().map(|r| r.confirmed.clone()).collect(),
             metrics: metrics.clone(),
             batch_size: self.settings.tuning.batch_size,
             dedup: self.dedup.clone(),
@@ -339,16 +365,30 @@ impl Topology {
     }
 }
 
+/// A source ready to run, with what the rest of the pipeline shares with it.
+#[derive(Debug)]
+struct Running {
+    source: Source,
+    /// `traptor.source` (`[[sources]]` only).
+    tag: Option<String>,
+    /// Its name (`[[sources]]` name, else its type): provenance.
+    label: String,
+    /// The checkpoint the buffer confirms once the sink has written.
+    confirmed: Arc<AtomicU64>,
+    /// The pool key it connects with (provenance).
+    key_in_use: Arc<crate::key_pool::KeyInUse>,
+}
+
 /// Run every source into `merged` (one source directly; several each
 /// through a channel of its own that stamps its index on its batches).
 /// Returns their summed counts, or the first error.
 async fn run_sources(
-    sources: Vec<(Source, Option<String>, Arc<AtomicU64>)>,
+    sources: Vec<Running>,
     merged: async_channel::Sender<crate::batch::RawBatch>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<SourceSummary, SourceError> {
     if sources.len() == 1 {
-        let Some((source, _, _)) = sources.into_iter().next() else { return Ok(SourceSummary::default()) };
+        let Some(Running { source, .. }) = sources.into_iter().next() else { return Ok(SourceSummary::default()) };
         // On the runtime's workers, beside the connection task it reads
         // from (a wake-up between two tasks of one worker costs no thread
         // switch); run here, on the thread that blocks on the app, every
@@ -359,7 +399,7 @@ async fn run_sources(
             .unwrap_or_else(|e| Err(SourceError::Task(e.to_string())));
     }
     let mut tasks = Vec::new();
-    for (i, (source, _, _)) in sources.into_iter().enumerate() {
+    for (i, Running { source, .. }) in sources.into_iter().enumerate() {
         let (tx, rx) = async_channel::bounded::<crate::batch::RawBatch>(2);
         let merged = merged.clone();
         let index = i as u16;

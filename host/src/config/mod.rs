@@ -119,6 +119,10 @@ pub struct TraptorConfig {
     /// Period of the throughput line in the log; 0 turns it off.
     #[serde(default = "default_stats_secs")]
     pub stats_interval_secs: u64,
+    /// Write `traptor.provenance` (collector, rule-set hash, stages with
+    /// digests, source position, API key name) into every post.
+    #[serde(default = "yes")]
+    pub provenance: bool,
 }
 
 impl TraptorConfig {

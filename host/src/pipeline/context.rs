@@ -18,12 +18,20 @@ pub struct Compiled {
     pub matcher: Matcher,
     /// Per-rule rate limits and sampling (`None`: no rule has any).
     pub limits: Option<super::limits::Limiters>,
+    /// `provenance.rules` of this set, made on first use (a hash of every
+    /// rule: not paid by a pipeline with provenance off).
+    provenance: std::sync::OnceLock<String>,
 }
 
 impl Compiled {
     pub fn new(snapshot: &RuleSnapshot, tags: &super::limits::LimitsConfig) -> Compiled {
         let limits = super::limits::Limiters::build(&snapshot.rules, tags);
-        Compiled { matcher: Matcher::new(snapshot.rules.clone()), limits }
+        Compiled { matcher: Matcher::new(snapshot.rules.clone()), limits, provenance: std::sync::OnceLock::new() }
+    }
+
+    /// `{"count":N,"sha256":"…"}` of the rule set (see [`super::provenance`]).
+    pub fn rules_provenance(&self) -> &str {
+        self.provenance.get_or_init(|| super::provenance::rules_json(self.matcher.rules()))
     }
 }
 
@@ -84,14 +92,22 @@ pub struct WorkerContext {
     /// fields above (`source_name`, `format`, `source_tag`) are taken from
     /// here for each batch when there are several.
     pub sources: Arc<[SourceInfo]>,
+    /// `provenance.collector` (`{"type","id","host"}`), or `None` when
+    /// `[traptor] provenance = false`.
+    pub provenance: Option<Arc<str>>,
 }
 
 /// What the workers know of one source.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
+    /// For logs (`x_filtered_stream https://api.x.com`).
     pub name: Arc<str>,
+    /// As the pipeline names it (`[[sources]]` name, else its type).
+    pub label: Arc<str>,
     pub format: Format,
     pub tag: Option<Arc<str>>,
+    /// The pool key the source connects with now.
+    pub key_in_use: Arc<crate::key_pool::KeyInUse>,
 }
 
 impl WorkerContext {
@@ -110,15 +126,25 @@ impl WorkerContext {
 }
 
 /// The stages of the pipeline, as one swappable set.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StageSet {
     /// Bumped on every swap: workers drop their instances of the old set.
     pub generation: u64,
     pub stages: Arc<[Arc<Stage>]>,
+    /// `provenance.stages` of this set.
+    pub provenance: String,
+}
+
+impl Default for StageSet {
+    fn default() -> StageSet {
+        StageSet::new(0, Vec::new())
+    }
 }
 
 impl StageSet {
     pub fn new(generation: u64, stages: impl Into<Arc<[Arc<Stage>]>>) -> StageSet {
-        StageSet { generation, stages: stages.into() }
+        let stages = stages.into();
+        let provenance = super::provenance::stages_json(&stages);
+        StageSet { generation, stages, provenance }
     }
 }

@@ -276,7 +276,14 @@ fn context(format: Format) -> WorkerContext {
         demand: Arc::default(),
         dedup: None,
         source_tag: None,
-        sources: Arc::new([SourceInfo { name: "drift".into(), format, tag: None }]),
+        sources: Arc::new([SourceInfo {
+            name: "drift".into(),
+            label: "drift".into(),
+            format,
+            tag: None,
+            key_in_use: Arc::default(),
+        }]),
+        provenance: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod disk_queue;
 #[cfg(test)]
 mod drift;
 pub mod limits;
+pub mod provenance;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ use crate::rules::RemoteRuleIds;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
 use super::context::{Compiled, WorkerContext};
+use super::provenance::BatchProvenance;
 use crate::batch::{OutBatch, RawBatch};
 
 /// Per-worker reusable buffers and the worker's stage instances (kept warm).
@@ -77,6 +78,11 @@ pub fn process_batch(
     Metrics::add(&m.bytes_in, batch.bytes() as u64);
     let set = ctx.stages.load_full();
     let staged = !set.stages.is_empty();
+    let prov = ctx.provenance.as_deref().map(|collector| {
+        let source = ctx.sources.get(usize::from(batch.source)).map(|s| (&*s.label, s.format, s.key_in_use.get()));
+        BatchProvenance::new(collector, compiled.rules_provenance(), &set.provenance, source)
+    });
+    let prov = prov.as_ref();
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut tally = Tally::default();
     // Shared dedup settles the whole batch in one Redis round trip first:
@@ -126,7 +132,7 @@ pub fn process_batch(
                     let matched = &scratch.matched;
                     let ids = matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
                     out.push_written(
-                        |buf| wrap(ctx, compiled, raw, &post, matched, Extra::default(), buf, origin),
+                        |buf| wrap(ctx, compiled, raw, &post, matched, Extra::default(), prov, buf, origin),
                         &post.id,
                         ids,
                     );
@@ -158,7 +164,7 @@ pub fn process_batch(
     for (s, stage) in set.stages.iter().enumerate() {
         run_stage(stage, &mut scratch.instances[s], compiled, &mut items)?;
     }
-    wrap_items(ctx, compiled, &items, scratch, &mut out);
+    wrap_items(ctx, compiled, &items, prov, scratch, &mut out);
     Ok(out)
 }
 
@@ -375,6 +381,7 @@ fn wrap_items(
     ctx: &WorkerContext,
     compiled: &Compiled,
     items: &[Item<'_>],
+    prov: Option<&BatchProvenance>,
     scratch: &mut WorkerScratch,
     out: &mut OutBatch,
 ) {
@@ -399,12 +406,16 @@ fn wrap_items(
             Fate::Alive => {
                 let extra = Extra { enrichments, ..Extra::default() };
                 let ids = p.matched.iter().map(|&i| compiled.matcher.rule(i).rule_id());
-                out.push_written(|buf| wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, buf, 0), &p.view.id, ids);
+                out.push_written(
+                    |buf| wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, prov, buf, 0),
+                    &p.view.id,
+                    ids,
+                );
             }
             Fate::DeadLetter { stage, error } => {
                 let extra = Extra { enrichments, dead_letter: Some((stage, error)), ..Extra::default() };
                 scratch.out.clear();
-                if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, &mut scratch.out, 0) {
+                if wrap(ctx, compiled, p.raw, &p.view, &p.matched, extra, prov, &mut scratch.out, 0) {
                     out.push_dead(&scratch.out);
                 }
             }
@@ -601,10 +612,11 @@ fn wrap(
     post: &PostView<'_>,
     matched: &[u32],
     extra: Extra<'_>,
+    prov: Option<&BatchProvenance>,
     out: &mut Vec<u8>,
     origin: u64,
 ) -> bool {
-    let extra = Extra { source: ctx.source_tag.as_deref(), ..extra };
+    let extra = Extra { source: ctx.source_tag.as_deref(), provenance: prov.map(|p| p.of(post)), ..extra };
     match envelope::write_post(raw, post, ctx.identity, matched, compiled.matcher.rules(), extra, out) {
         Ok(()) => true,
         Err(e) => {

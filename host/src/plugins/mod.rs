@@ -42,7 +42,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use answers::{Action, Answer, Answers, Description, StageKind, StagePost, field_names};
 pub use metrics::{StageMetrics, StageSnapshot};
-pub use stage::{CallFailure, Stage, StageInstance, StageSpec};
+pub use stage::{CallFailure, Stage, StageInstance, StageOrigin, StageSpec};
 pub use stages::{OnError, StageConfig, StageLoadError};
 
 /// Generated from `wit/plugin.wit`: the current ABI.

@@ -80,9 +80,19 @@ pub struct Stage {
     /// component everything it was always sent).
     pub reads: wit::Fields,
     pub metrics: Arc<StageMetrics>,
+    /// Where the component came from, as `provenance.stages` names it.
+    pub origin: StageOrigin,
     component: LoadedComponent,
     runtime: Arc<Runtime>,
     breaker: Mutex<Breaker>,
+}
+
+/// A stage's component as the pipeline named it, and its digest: the
+/// file's `sha256:` for a path, the manifest's for a registry component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageOrigin {
+    pub plugin: String,
+    pub digest: String,
 }
 
 impl std::fmt::Debug for Stage {
@@ -113,7 +123,20 @@ impl Stage {
         let reads = reads & description.reads;
         let runtime = runtime.clone();
         let key_json = serde_json::Value::from(&*name).to_string();
-        Ok(Stage { spec, name, key_json, description, reads, metrics, component, runtime, breaker: Mutex::default() })
+        let origin =
+            StageOrigin { plugin: spec.plugin.display().to_string(), digest: format!("sha256:{}", component.sha256) };
+        Ok(Stage {
+            spec,
+            name,
+            key_json,
+            description,
+            reads,
+            metrics,
+            origin,
+            component,
+            runtime,
+            breaker: Mutex::default(),
+        })
     }
 
     /// Load and describe a plugin without configuring it (`plugin inspect`).

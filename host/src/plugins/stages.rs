@@ -199,7 +199,14 @@ pub fn load_all(
     let mut failed = Vec::new();
     for (index, s) in stages.iter().enumerate() {
         let started = Instant::now();
-        let stage = locate(s, cache_dir.as_deref(), lock.as_ref()).and_then(|path| Stage::load(&runtime, s.spec(path)));
+        let stage = locate(s, cache_dir.as_deref(), lock.as_ref()).and_then(|(path, manifest)| {
+            let mut stage = Stage::load(&runtime, s.spec(path))?;
+            stage.origin.plugin = s.plugin.to_string();
+            if let Some(digest) = manifest {
+                stage.origin.digest = digest;
+            }
+            Ok(stage)
+        });
         match stage {
             Ok(stage) => {
                 tracing::info!(
@@ -220,8 +227,13 @@ pub fn load_all(
 }
 
 /// The file of a stage's component, checked against the lock if there is
-/// one: a path as it is, a registry reference fetched into the cache.
-fn locate(s: &StageConfig, cache_dir: Option<&Path>, lock: Option<&(Lock, PathBuf)>) -> Result<PathBuf, PluginError> {
+/// one: a path as it is, a registry reference fetched into the cache (with
+/// its manifest digest).
+fn locate(
+    s: &StageConfig,
+    cache_dir: Option<&Path>,
+    lock: Option<&(Lock, PathBuf)>,
+) -> Result<(PathBuf, Option<String>), PluginError> {
     let written = s.plugin.to_string();
     let pinned = match lock {
         None => None,
@@ -258,7 +270,7 @@ fn locate(s: &StageConfig, cache_dir: Option<&Path>, lock: Option<&(Lock, PathBu
                     .into());
                 }
             }
-            Ok(p.clone())
+            Ok((p.clone(), None))
         }
         PluginSource::Oci(r) => {
             let dir = cache_dir.ok_or_else(|| {
@@ -268,7 +280,7 @@ fn locate(s: &StageConfig, cache_dir: Option<&Path>, lock: Option<&(Lock, PathBu
             })?;
             let cache = OciCache::new(dir);
             let pulled = oci::block_on(oci::fetch(r, &s.registry, &cache, pinned))?;
-            Ok(pulled.path)
+            Ok((pulled.path, Some(pulled.digest)))
         }
     }
 }

@@ -23,6 +23,7 @@ pub const SOURCE: &str = "bluesky";
 tolerant! {
     struct Event<'a> in "event" {
         did: Cow<'a, str>,
+        time_us: u64,
         kind: Cow<'a, str>,
         commit: Commit<'a>,
     }
@@ -182,6 +183,7 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
             created_at: record.created_at,
             author,
             retweeted: Some(Box::new(retweeted)),
+            position: ev.time_us,
             surprises: surprises.into_vec(),
             ..PostView::default()
         })));
@@ -217,6 +219,7 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         place_bbox: None,
         source_rules: None,
         edited_at: None,
+        position: ev.time_us,
         surprises: surprises.into_vec(),
     })))
 }

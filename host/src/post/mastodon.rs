@@ -130,6 +130,7 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         place_bbox: None,
         source_rules: None,
         edited_at: status.edited_at,
+        position: None,
         surprises: surprises.into_vec(),
     })))
 }

@@ -143,6 +143,9 @@ pub struct PostView<'a> {
     /// Set when this is a new version of a post published earlier (an edit):
     /// when it was edited. The envelope marks it (`"edit": true`).
     pub edited_at: Option<Cow<'a, str>>,
+    /// The source's resume position at this post, when its format has one
+    /// in the message (Jetstream's `time_us`): `provenance.source.cursor`.
+    pub position: Option<u64>,
     /// Fields the decoder met in an unexpected JSON type (converted or
     /// treated as absent; see [`tolerant`]). Counted per format and field.
     pub surprises: Vec<Surprise>,
@@ -275,6 +278,18 @@ pub enum Format {
     Jetstream,
     /// Mastodon Status entities.
     Mastodon,
+}
+
+impl Format {
+    /// The name a pipeline file gives it (`format = "x_v2"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::TwitterV1 => "twitter_v1",
+            Format::XV2 => "x_v2",
+            Format::Jetstream => "jetstream",
+            Format::Mastodon => "mastodon",
+        }
+    }
 }
 
 /// Decode one message of `format`. Every message of every format is a JSON

@@ -234,6 +234,7 @@ impl<'a> V1Status<'a> {
                 .and_then(|rings| BBox::around(rings.into_iter().flatten().map(|[lng, lat]| Point { lng, lat }))),
             source_rules: None,
             edited_at: None,
+            position: None,
             surprises: Vec::new(),
         }
     }

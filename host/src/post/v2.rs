@@ -222,6 +222,7 @@ pub fn decode_text(text: &str) -> Result<Message<'_>, DecodeError> {
         place_bbox,
         source_rules,
         edited_at: None,
+        position: None,
         surprises: surprises.into_vec(),
     };
     Ok(Message::Post(Box::new(view)))

@@ -211,6 +211,8 @@ pub struct Live<C> {
     /// one refused.
     key: Option<(String, u64)>,
     refused: Option<u64>,
+    /// Where the key's name is published (provenance).
+    key_in_use: Arc<crate::key_pool::KeyInUse>,
 }
 
 /// What the driver carries from one connection to the next.
@@ -236,6 +238,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
             key_pool: if C::KEYED { cx.key_pool.clone() } else { None },
             key: None,
             refused: None,
+            key_in_use: cx.key_in_use.clone(),
         }
     }
 
@@ -300,6 +303,7 @@ impl<C: Connector + std::fmt::Debug> Live<C> {
                 Ok(()) => {
                     tracing::info!(source = name, api_key = %key.name, "using an API key from the pool");
                     self.key = Some((key.name.clone(), key.serial));
+                    self.key_in_use.set(&key.name);
                     return true;
                 }
                 Err(reason) => {

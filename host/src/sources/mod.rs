@@ -150,6 +150,8 @@ pub struct SourceContext {
     /// The API-key pool, when `[coordination.api_keys]` hands out the
     /// credentials (pipeline credentials are then the fallback).
     pub key_pool: Option<crate::key_pool::KeyPoolHandle>,
+    /// The pool key this source connects with (set by the source).
+    pub key_in_use: Arc<crate::key_pool::KeyInUse>,
     /// Connection counters of a live source (the admin endpoint reads them).
     pub connection_stats: Arc<crate::telemetry::ConnectionStats>,
     /// Whether a worker waits for a batch (live sources hand over at once
@@ -171,6 +173,7 @@ impl SourceContext {
             max_record_bytes: crate::batch::DEFAULT_MAX_RECORD_BYTES,
             remote_rule_ids: Arc::default(),
             key_pool: None,
+            key_in_use: Arc::default(),
             connection_stats: Arc::default(),
             demand: Arc::default(),
         }
