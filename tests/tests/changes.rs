@@ -115,3 +115,90 @@ fn every_post_says_which_collector_rules_stages_and_position_made_it() {
     assert!(posts.len() >= 30);
     assert!(posts.iter().all(|p| p["traptor"].get("provenance").is_none() && p["traptor"]["enrichments"].is_object()));
 }
+
+fn host(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run_host(args, LIMIT);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A pipeline with `[verify] keys` refuses, at validate and at start with
+/// exit 78 naming the stage, the digest and the keys tried, a component
+/// that is unsigned, signed by another key, or changed since it was
+/// signed; it runs once a listed key signed it. A stage's own
+/// `[stages.verify]` replaces the top-level list.
+#[test]
+fn a_pipeline_with_verify_keys_runs_only_components_its_keys_signed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let s = |p: &Path| p.to_str().expect("utf8").to_owned();
+    for name in ["team", "other"] {
+        let (code, out, err) = host(&["plugin", "keygen", "--out", &s(&d.join(name))]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains(&format!("{name}.key")) && out.contains(&format!("{name}.pub")), "{out}");
+        assert!(!err.contains(&std::fs::read_to_string(d.join(format!("{name}.key"))).expect("key")[23..]), "{err}");
+    }
+    let (code, _, err) = host(&["plugin", "keygen", "--out", &s(&d.join("team"))]);
+    assert_eq!(code, Some(78), "never overwrites: {err}");
+    let wasm = d.join("mood.wasm");
+    std::fs::copy(plugin_wasm("sentiment"), &wasm).expect("copy");
+    let digest = format!("sha256:{}", hex(&std::fs::read(&wasm).expect("wasm")));
+    std::fs::write(d.join("in.jsonl"), "{\"id_str\":\"1\",\"text\":\"a wonderful day\"}\n").expect("in");
+    std::fs::write(d.join("rules.jsonl"), "").expect("rules");
+    let pipeline = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"")
+        .stage("name = \"mood\"\nplugin = \"mood.wasm\"")
+        .table("[verify]\nkeys = [\"team.pub\"]")
+        .write(d);
+    let p = s(&pipeline);
+    let refused = |why: &str, key_named: &str| {
+        for cmd in [&["validate", "--pipeline", &p][..], &["--pipeline", &p]] {
+            let (code, out, err) = host(cmd);
+            let all = format!("{out}{err}");
+            assert_eq!(code, Some(78), "{why}: {cmd:?}: {all}");
+            assert!(all.contains("\"mood\"") && all.contains("team.pub") && all.contains(key_named), "{why}: {all}");
+        }
+    };
+    refused("unsigned", &digest);
+    let (code, out, _) = host(&["plugin", "verify", &s(&wasm), "--key", &s(&d.join("team.pub"))]);
+    assert_eq!(code, Some(1), "{out}");
+
+    // Signed by a key the pipeline does not list.
+    let (code, out, err) = host(&["plugin", "sign", &s(&wasm), "--key", &s(&d.join("other.key"))]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("{}.sig", wasm.display()));
+    refused("another key", &digest);
+
+    // Signed by the team's key: it runs, and `plugin verify` says by whom.
+    let (code, _, err) = host(&["plugin", "sign", &s(&wasm), "--key", &s(&d.join("team.key"))]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = host(&["validate", "--pipeline", &p]);
+    assert_eq!(code, Some(0), "{err}");
+    run(&pipeline);
+    let out = json_lines(&std::fs::read(d.join("out.jsonl")).expect("out"));
+    assert_eq!(out[0]["traptor"]["enrichments"]["mood"]["label"], "positive", "{}", out[0]);
+    let (code, out, _) =
+        host(&["plugin", "verify", &s(&wasm), "--key", &s(&d.join("other.pub")), "--key", &s(&d.join("team.pub"))]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&digest) && out.contains("signed by"), "{out}");
+
+    // The component changes after signing (another build): refused again.
+    std::fs::copy(plugin_wasm("entities"), &wasm).expect("copy");
+    let changed = format!("sha256:{}", hex(&std::fs::read(&wasm).expect("wasm")));
+    refused("changed since signed", &changed);
+
+    // A stage's own list replaces the top-level one.
+    let per_stage = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"")
+        .stage("name = \"mood\"\nplugin = \"mood.wasm\"\n[stages.verify]\nkeys = [\"other.pub\"]")
+        .table("[verify]\nkeys = [\"team.pub\"]")
+        .write(d);
+    std::fs::copy(plugin_wasm("sentiment"), &wasm).expect("copy");
+    let (code, _, err) = host(&["validate", "--pipeline", &s(&per_stage)]);
+    assert_eq!(code, Some(0), "other.pub signed it too: {err}");
+    std::fs::remove_file(format!("{}.sig", wasm.display())).expect("rm");
+    let (code, out, err) = host(&["validate", "--pipeline", &s(&per_stage)]);
+    assert_eq!(code, Some(78), "{out}{err}");
+    assert!(format!("{out}{err}").contains("other.pub"), "{out}{err}");
+}

@@ -288,3 +288,80 @@ fn a_registry_with_basic_auth_takes_credentials_from_the_environment_the_pipelin
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("wrong-pw-123"));
 }
+
+/// Issue 26: a signature travels with the image. `plugin sign oci://…`
+/// attaches it to the manifest as a referrer (distribution 2.8 has no
+/// referrers API: the referrers tag schema's index lists it); a pipeline
+/// with `[verify] keys` pulls and checks it, refuses an unsigned tag with
+/// exit 78 naming stage, digest and keys, and a warm cache checks the
+/// signatures seen before when the registry is gone.
+#[test]
+fn signatures_travel_with_the_image_as_referrers() {
+    let mut reg = Registry::start(None);
+    let work = tempfile::tempdir().expect("tmp");
+    let (dir, cache) = (work.path(), work.path().join("cache"));
+    let reg_host = reg.host();
+    let s = |p: &Path| p.to_str().expect("utf8").to_owned();
+    let out = host(&["plugin", "keygen", "--out", &s(&dir.join("team"))], &cache, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let signed = format!("oci://{reg_host}/team/sentiment:1.0");
+    let unsigned = format!("oci://{reg_host}/team/sentiment:2.0");
+    let sentiment = plugin_wasm("sentiment");
+    for r in [&signed, &unsigned] {
+        let out = host(&["plugin", "push", &s(&sentiment), r], &cache, &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // 2.0 holds other bytes (another component), so its digest differs.
+    let out = host(&["plugin", "push", &s(&plugin_wasm("entities")), &unsigned], &cache, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = digest_in(&text(&host(&["plugin", "pull", &signed], &cache, &[]).stdout));
+    let out = host(&["plugin", "sign", &signed, "--key", &s(&dir.join("team.key"))], &cache, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sig_manifest = digest_in(&text(&out.stdout));
+    // In the registry: the referrers tag schema's index names the signature.
+    let tag = manifest.replacen(':', "-", 1);
+    let (status, body) = registry_get(&reg_host, &format!("/v2/team/sentiment/manifests/{tag}"));
+    assert_eq!(status, 200, "{body}");
+    let index: serde_json::Value = serde_json::from_str(&body).expect("index");
+    assert_eq!(index["manifests"][0]["digest"], sig_manifest.as_str(), "{index}");
+    assert_eq!(index["manifests"][0]["artifactType"], "application/vnd.traptor.plugin.signature.v1+json");
+    let (_, body) = registry_get(&reg_host, &format!("/v2/team/sentiment/manifests/{sig_manifest}"));
+    let sig: serde_json::Value = serde_json::from_str(&body).expect("manifest");
+    assert_eq!(sig["subject"]["digest"], manifest.as_str(), "{sig}");
+
+    // A fresh cache: `plugin verify` and the pipeline fetch it from the registry.
+    let fresh = dir.join("fresh-cache");
+    let out = host(&["plugin", "verify", &signed, "--key", &s(&dir.join("team.pub"))], &fresh, &[]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    posts(dir);
+    let verify = "[stages.verify]\nkeys = [\"team.pub\"]";
+    let p = pipeline(dir, &signed, verify);
+    let out = host(&["--pipeline", &s(&p)], &fresh, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("signature verified"), "{}", text(&out.stderr));
+    let p2 = pipeline(dir, &unsigned, verify);
+    for cmd in [&["validate", "--pipeline", &s(&p2)][..], &["--pipeline", &s(&p2)]] {
+        let out = host(cmd, &fresh, &[]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(78), "{all}");
+        assert!(all.contains("\"mood\"") && all.contains("team.pub") && all.contains("no signature"), "{all}");
+    }
+    // The registry gone, the warm cache checks the signatures seen before.
+    let p = pipeline(dir, &signed, verify);
+    reg.stop();
+    let out = host(&["--pipeline", &s(&p)], &fresh, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("signature verified"), "{}", text(&out.stderr));
+}
+
+/// A plain GET against the registry: (status, body).
+fn registry_get(host: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: {accept}\r\n\r\n").expect("write");
+    let mut r = String::new();
+    s.read_to_string(&mut r).expect("read");
+    let status = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}

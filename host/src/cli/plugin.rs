@@ -129,6 +129,46 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         insecure: bool,
     },
+    /// Make an Ed25519 key pair for signing plugins: NAME.key (secret, mode
+    /// 0600) and NAME.pub (for pipelines' `[verify] keys`). Never overwrites.
+    #[command(after_help = "Example:\n  traptor-host plugin keygen --out keys/team")]
+    Keygen {
+        /// Path and name of the pair, without suffix.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Sign a component's digest with a secret key: a file gets FILE.wasm.sig
+    /// beside it; a registry component gets the signature attached to its
+    /// manifest as an OCI referrer (it travels with the image, as cosign's do).
+    #[command(
+        after_help = "Examples:\n  traptor-host plugin sign sentiment.wasm --key keys/team.key\n  traptor-host plugin sign oci://registry.example.com/team/sentiment:1.2.0 --key keys/team.key"
+    )]
+    Sign {
+        /// The component: FILE.wasm or oci://REGISTRY/REPOSITORY:TAG[@sha256:DIGEST].
+        target: String,
+        /// The secret key (NAME.key from `plugin keygen`).
+        #[arg(long, value_name = "NAME.key")]
+        key: PathBuf,
+        /// Plain HTTP to a registry that is not on this machine.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Check that one of the given public keys signed a component, as a
+    /// pipeline with `[verify] keys` does at start. Exit 0 when one did, 1
+    /// when none did, 78 on an unreadable key or component.
+    #[command(
+        after_help = "Example:\n  traptor-host plugin verify sentiment.wasm --key keys/team.pub --key keys/ops.pub"
+    )]
+    Verify {
+        /// The component: FILE.wasm or oci://REGISTRY/REPOSITORY:TAG[@sha256:DIGEST].
+        target: String,
+        /// A public key (NAME.pub); give several to accept any of them.
+        #[arg(long = "key", value_name = "NAME.pub", required = true)]
+        keys: Vec<PathBuf>,
+        /// Plain HTTP to a registry that is not on this machine.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Pin every stage of a pipeline: write FILE.lock with each stage's
     /// plugin and the digest it resolves to now (registry components are
     /// pulled on the way). `run` and `validate` then refuse a stage whose
@@ -155,6 +195,19 @@ pub(super) fn plugin(cmd: PluginCommand) -> Exit {
             Err(e) => fail(&e, e.kind().exit()),
         },
         PluginCommand::Lock { pipeline } => lock(&pipeline),
+        PluginCommand::Keygen { out } => match tool::keygen(&out, &mut stdout) {
+            Ok(()) => Exit::Success,
+            Err(e) => fail(&e, e.kind().exit()),
+        },
+        PluginCommand::Sign { target, key, insecure } => match tool::sign(&target, &key, insecure, &mut stdout) {
+            Ok(()) => Exit::Success,
+            Err(e) => fail(&e, e.kind().exit()),
+        },
+        PluginCommand::Verify { target, keys, insecure } => match tool::verify(&target, &keys, insecure, &mut stdout) {
+            Ok(true) => Exit::Success,
+            Ok(false) => Exit::Failures,
+            Err(e) => fail(&e, e.kind().exit()),
+        },
         PluginCommand::Build { dir, output, test } => build(&dir, output.as_deref(), test),
         PluginCommand::New { name, lang, kind, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk);

@@ -80,6 +80,10 @@ pub struct PipelineConfig {
     /// Per-tag rate limits and sampling of rules: `[limits.<tag>]`.
     #[serde(default)]
     pub limits: crate::pipeline::limits::LimitsConfig,
+    /// Every stage's component must be signed by one of these keys (a
+    /// stage's own `[stages.verify]` replaces it for that stage).
+    #[serde(default)]
+    pub verify: Option<crate::plugins::stages::VerifyConfig>,
 }
 
 /// One source of a pipeline.
@@ -280,6 +284,9 @@ impl LoadedConfig {
             sink.component_mut().resolve_paths(&base);
         }
         for s in &mut c.stages {
+            if s.verify.is_none() {
+                s.verify.clone_from(&c.verify);
+            }
             s.resolve_paths(&base);
         }
         if let Some(co) = &mut c.coordination {

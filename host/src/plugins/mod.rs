@@ -26,6 +26,7 @@ mod lower;
 mod metrics;
 pub mod oci;
 pub mod scaffold;
+pub mod signing;
 mod stage;
 pub mod stages;
 pub mod tool;
@@ -166,6 +167,8 @@ pub enum PluginError {
     Engine(String),
     #[error(transparent)]
     Oci(#[from] oci::OciError),
+    #[error(transparent)]
+    Signing(#[from] signing::SigningError),
 }
 
 impl PluginError {

@@ -362,6 +362,148 @@ impl Registry {
     }
 }
 
+/// The OCI index media type (the referrers tag schema's index).
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The empty config of an artifact manifest: `{}`.
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+impl Registry {
+    /// Attach a signature record to the manifest `manifest_digest` of `r`
+    /// as an OCI referrer (an artifact manifest whose `subject` is the
+    /// plugin's), listed by the registry's referrers API or, where it has
+    /// none (distribution 2.x), in the referrers tag schema's index
+    /// (`sha256-<hex>`), as cosign's signatures travel. Returns the
+    /// signature manifest's digest.
+    pub async fn push_signature(
+        &self,
+        r: &OciRef,
+        manifest_digest: &str,
+        record: &[u8],
+        key_id: &str,
+    ) -> Result<String, OciError> {
+        use super::signing::SIGNATURE_MEDIA_TYPE;
+        let subject = r.at_digest(manifest_digest);
+        self.client
+            .auth(&subject, &self.auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| Self::err(r, e))?;
+        let subject_size = self.manifest(r, manifest_digest).await?.len();
+        let empty = b"{}";
+        let (empty_digest, record_digest) = (digest_of(empty), digest_of(record));
+        let push_blob = |bytes: &[u8], digest: String| {
+            let bytes = bytes.to_vec();
+            let subject = subject.clone();
+            async move { self.client.push_blob(&subject, bytes, &digest).await.map_err(|e| Self::err(r, e)) }
+        };
+        push_blob(empty, empty_digest.clone()).await?;
+        push_blob(record, record_digest.clone()).await?;
+        let annotations = serde_json::json!({ "dev.traptor.signature.key_id": key_id });
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": SIGNATURE_MEDIA_TYPE,
+            "config": { "mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": empty.len() },
+            "layers": [{ "mediaType": SIGNATURE_MEDIA_TYPE, "digest": record_digest, "size": record.len() }],
+            "subject": { "mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": subject_size },
+            "annotations": annotations,
+        });
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| Self::err(r, e))?;
+        let digest = digest_of(&bytes);
+        let ct = reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
+        self.client.push_manifest_raw(&r.at_digest(&digest), bytes.clone(), ct).await.map_err(|e| Self::err(r, e))?;
+        let listed = self.referrers(r, manifest_digest).await?;
+        if !listed.iter().any(|(d, _)| *d == digest) {
+            let entry = serde_json::json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": digest,
+                "size": bytes.len(),
+                "artifactType": SIGNATURE_MEDIA_TYPE,
+                "annotations": annotations,
+            });
+            self.add_to_referrers_tag(r, manifest_digest, entry).await?;
+        }
+        Ok(digest)
+    }
+
+    /// Signature manifests referring to `manifest_digest`: (digest, size).
+    async fn referrers(&self, r: &OciRef, manifest_digest: &str) -> Result<Vec<(String, i64)>, OciError> {
+        use super::signing::SIGNATURE_MEDIA_TYPE;
+        let subject = r.at_digest(manifest_digest);
+        self.client
+            .auth(&subject, &self.auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| Self::err(r, e))?;
+        let index =
+            self.client.pull_referrers(&subject, Some(SIGNATURE_MEDIA_TYPE)).await.map_err(|e| Self::err(r, e))?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .filter(|m| m.artifact_type.as_deref().is_none_or(|t| t == SIGNATURE_MEDIA_TYPE))
+            .map(|m| (m.digest, m.size))
+            .collect())
+    }
+
+    /// The referrers tag schema: add `entry` to the index tagged
+    /// `sha256-<hex>` of the subject (made if it is missing).
+    async fn add_to_referrers_tag(
+        &self,
+        r: &OciRef,
+        manifest_digest: &str,
+        entry: serde_json::Value,
+    ) -> Result<(), OciError> {
+        let tag = manifest_digest.replacen(':', "-", 1);
+        let at_tag = Reference::with_tag(r.registry.clone(), r.repository.clone(), tag);
+        let mut index = match self.client.pull_manifest_raw(&at_tag, &self.auth, &[INDEX_MEDIA_TYPE]).await {
+            Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if !index.get("manifests").is_some_and(serde_json::Value::is_array) {
+            index = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [] });
+        }
+        if let Some(list) = index.get_mut("manifests").and_then(serde_json::Value::as_array_mut) {
+            list.retain(|m| m.get("digest") != entry.get("digest"));
+            list.push(entry);
+        }
+        let bytes = serde_json::to_vec(&index).map_err(|e| Self::err(r, e))?;
+        let ct = reqwest::header::HeaderValue::from_static(INDEX_MEDIA_TYPE);
+        self.client.push_manifest_raw(&at_tag, bytes, ct).await.map_err(|e| Self::err(r, e))?;
+        Ok(())
+    }
+
+    /// Every signature record attached to `manifest_digest` (records that
+    /// cannot be read are skipped, logged).
+    pub async fn signatures(
+        &self,
+        r: &OciRef,
+        manifest_digest: &str,
+    ) -> Result<Vec<super::signing::SignatureRecord>, OciError> {
+        use super::signing::SIGNATURE_MEDIA_TYPE;
+        let mut out = Vec::new();
+        for (digest, _) in self.referrers(r, manifest_digest).await? {
+            let manifest: serde_json::Value = serde_json::from_slice(&self.manifest(r, &digest).await?)
+                .map_err(|e| Self::err(r, format!("signature manifest {digest}: {e}")))?;
+            let layers = manifest.get("layers").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            for layer in layers {
+                let (Some(t), Some(d)) = (layer["mediaType"].as_str(), layer["digest"].as_str()) else { continue };
+                if t != SIGNATURE_MEDIA_TYPE || !is_digest(d) {
+                    continue;
+                }
+                let bytes = self.blob(r, d).await?;
+                match (digest_of(&bytes) == d).then(|| serde_json::from_slice(&bytes)) {
+                    Some(Ok(record)) => out.push(record),
+                    Some(Err(e)) => {
+                        tracing::warn!(reference = %r, signature = %digest, error = %e, "unreadable signature record skipped")
+                    }
+                    None => {
+                        tracing::warn!(reference = %r, signature = %digest, "signature blob does not match its digest; skipped")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The content-addressed store of pulled artifacts.
 #[derive(Debug, Clone)]
 pub struct OciCache {

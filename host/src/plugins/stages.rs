@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::oci::{self, Lock, OciCache, PluginSource, RegistryConfig};
+use super::signing;
 use super::{PluginError, Runtime, Stage, StageSpec};
 use crate::component::{BaseDir, Problems};
 
@@ -64,6 +65,19 @@ pub struct StageConfig {
     /// What the plugin may use beyond the host's imports (nothing by default).
     #[serde(default)]
     pub grants: GrantsConfig,
+    /// `[stages.verify]`: the component must be signed by one of these keys
+    /// (default: the pipeline's top-level `[verify]`).
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `[verify]` (every stage) or `[stages.verify]` (one stage): public keys
+/// (`plugin keygen`'s `NAME.pub`), one of which must have signed the
+/// component (`plugin sign`). Checked at `validate`, at start and on SIGHUP.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    pub keys: Vec<PathBuf>,
 }
 
 /// `[stages.grants]`: capabilities a plugin gets only when listed.
@@ -111,6 +125,9 @@ impl StageConfig {
         p.range("init_timeout_ms", self.init_timeout_ms, 1, 600_000);
         p.range("circuit_breaker_failures", u64::from(self.circuit_breaker_failures), 0, 1_000_000);
         p.range("circuit_breaker_cooldown_secs", self.circuit_breaker_cooldown_secs, 0, 86_400);
+        if self.verify.as_ref().is_some_and(|v| v.keys.is_empty()) {
+            p.add("verify.keys", "list at least one public key (a [verify] section with no keys checks nothing)");
+        }
         if self.on_error == OnError::DeadLetter && !dead_letters {
             p.add(
                 "on_error",
@@ -125,6 +142,9 @@ impl StageConfig {
         }
         for d in &mut self.grants.dirs {
             base.fix(d);
+        }
+        for k in self.verify.iter_mut().flat_map(|v| v.keys.iter_mut()) {
+            base.fix(k);
         }
     }
 
@@ -270,6 +290,9 @@ fn locate(
                     .into());
                 }
             }
+            if let Some(v) = &s.verify {
+                verify_component(p, &signing::sig_path(p), v, None)?;
+            }
             Ok((p.clone(), None))
         }
         PluginSource::Oci(r) => {
@@ -280,9 +303,41 @@ fn locate(
             })?;
             let cache = OciCache::new(dir);
             let pulled = oci::block_on(oci::fetch(r, &s.registry, &cache, pinned))?;
+            if let Some(v) = &s.verify {
+                let sigs = signing::sig_path(&pulled.path);
+                verify_component(&pulled.path, &sigs, v, Some((r, &s.registry, pulled.digest.as_str())))?;
+            }
             Ok((pulled.path, Some(pulled.digest)))
         }
     }
+}
+
+/// Refuse a component that no key of `v` signed. Its signatures are in
+/// `sigs`; for a registry component they are first fetched from the
+/// registry (the referrers of its manifest) into `sigs` beside the cached
+/// file, so a run without the registry checks the ones seen before.
+fn verify_component(
+    component: &Path,
+    sigs: &Path,
+    v: &VerifyConfig,
+    registry: Option<(&oci::OciRef, &RegistryConfig, &str)>,
+) -> Result<(), PluginError> {
+    let keys = v.keys.iter().map(|k| signing::read_public(k)).collect::<Result<Vec<_>, _>>()?;
+    let bytes = std::fs::read(component).map_err(|source| PluginError::Read { path: component.to_owned(), source })?;
+    let digest = oci::digest_of(&bytes);
+    if let Some((r, cfg, manifest)) = registry {
+        let fetched = oci::Registry::new(r, cfg).and_then(|reg| oci::block_on(reg.signatures(r, manifest)));
+        match fetched {
+            Ok(records) => signing::add_to_sig_file(sigs, &records)?,
+            Err(e) => {
+                tracing::warn!(reference = %r, error = %e, "cannot fetch the plugin's signatures; checking those seen before")
+            }
+        }
+    }
+    let records = signing::read_sig_file(sigs)?;
+    let key = signing::verify(&records, &digest, &keys)?;
+    tracing::info!(component = %component.display(), %digest, key = %key.path.display(), key_id = %key.id, "signature verified");
+    Ok(())
 }
 
 /// What `plugin lock` writes: each stage's reference and the digest it

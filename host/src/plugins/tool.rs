@@ -443,3 +443,92 @@ fn case_diffs(case: &Case, got: &serde_json::Value) -> Vec<String> {
     }
     diffs
 }
+
+/// What `plugin sign` / `plugin verify` act on: a component file, or a
+/// registry component (fetched into the cache; its manifest digest).
+fn signing_target(target: &str, insecure: bool) -> Result<SigningTarget, PluginError> {
+    use super::oci::{OciCache, OciRef};
+    if !target.starts_with("oci://") {
+        let path = PathBuf::from(target);
+        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.clone(), source })?;
+        return Ok(SigningTarget {
+            digest: super::oci::digest_of(&bytes),
+            sigs: super::signing::sig_path(&path),
+            oci: None,
+        });
+    }
+    let r: OciRef = target.parse()?;
+    let dir = Runtime::default_cache_dir()
+        .ok_or_else(|| super::oci::OciError::Runtime("no cache directory (set HOME or TRAPTOR_CACHE_DIR)".into()))?;
+    let cfg = cli_registry(insecure);
+    let pulled = super::oci::block_on(super::oci::fetch(&r, &cfg, &OciCache::new(&dir), None))?;
+    let bytes =
+        std::fs::read(&pulled.path).map_err(|source| PluginError::Read { path: pulled.path.clone(), source })?;
+    Ok(SigningTarget {
+        digest: super::oci::digest_of(&bytes),
+        sigs: super::signing::sig_path(&pulled.path),
+        oci: Some((r, cfg, pulled.digest)),
+    })
+}
+
+struct SigningTarget {
+    /// The component's digest (what is signed).
+    digest: String,
+    /// Its signature file (beside it; for a registry component, beside the cached copy).
+    sigs: PathBuf,
+    /// A registry component: its reference, registry settings and manifest digest.
+    oci: Option<(super::oci::OciRef, super::oci::RegistryConfig, String)>,
+}
+
+/// `plugin keygen --out NAME`.
+pub fn keygen(name: &Path, out: &mut dyn Write) -> Result<(), PluginError> {
+    let (secret, public, id) = super::signing::keygen(name)?;
+    let _ = writeln!(out, "{}\n{}", secret.display(), public.display());
+    tracing::info!(key_id = %id, secret = %secret.display(), public = %public.display(), "key pair written; keep the .key file secret, hand out the .pub");
+    Ok(())
+}
+
+/// `plugin sign FILE|oci://… --key NAME.key`: prints the signature's place.
+pub fn sign(target: &str, key: &Path, insecure: bool, out: &mut dyn Write) -> Result<(), PluginError> {
+    let secret = super::signing::read_secret(key)?;
+    let t = signing_target(target, insecure)?;
+    let record = super::signing::sign(&secret, &t.digest);
+    super::signing::add_to_sig_file(&t.sigs, std::slice::from_ref(&record))?;
+    match &t.oci {
+        None => {
+            let _ = writeln!(out, "{}", t.sigs.display());
+        }
+        Some((r, cfg, manifest)) => {
+            let line = super::signing::record_line(&record);
+            let registry = super::oci::Registry::new(r, cfg)?;
+            let sig = super::oci::block_on(registry.push_signature(r, manifest, line.as_bytes(), &record.key_id))?;
+            let _ = writeln!(out, "{sig}");
+            tracing::info!(reference = %r, manifest = %manifest, signature = %sig, "signature attached to the manifest as a referrer");
+        }
+    }
+    tracing::info!(digest = %t.digest, key_id = %record.key_id, "component signed");
+    Ok(())
+}
+
+/// `plugin verify FILE|oci://… --key NAME.pub…`: Ok(false) when no key signed it.
+pub fn verify(target: &str, keys: &[PathBuf], insecure: bool, out: &mut dyn Write) -> Result<bool, PluginError> {
+    let keys = keys.iter().map(|k| super::signing::read_public(k)).collect::<Result<Vec<_>, _>>()?;
+    let t = signing_target(target, insecure)?;
+    let records = match &t.oci {
+        None => super::signing::read_sig_file(&t.sigs)?,
+        Some((r, cfg, manifest)) => {
+            let registry = super::oci::Registry::new(r, cfg)?;
+            super::oci::block_on(registry.signatures(r, manifest))?
+        }
+    };
+    match super::signing::verify(&records, &t.digest, &keys) {
+        Ok(k) => {
+            let _ = writeln!(out, "{} signed by {} ({})", t.digest, k.path.display(), k.id);
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            Ok(false)
+        }
+    }
+}
