@@ -33,6 +33,7 @@ pub mod matcher;
 pub mod pipeline;
 pub mod plugins;
 pub mod post;
+pub mod preview;
 pub mod redis_conn;
 pub mod rules;
 pub mod secret;

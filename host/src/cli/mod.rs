@@ -6,6 +6,7 @@ mod docs;
 mod generate;
 mod keys;
 mod plugin;
+mod preview;
 mod rules;
 mod run;
 

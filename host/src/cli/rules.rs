@@ -80,6 +80,15 @@ enum RulesCommand {
         #[arg(long)]
         apply: bool,
     },
+    /// Preview a rule change before applying it: how many posts the
+    /// proposed rules would match, gain and lose against the current ones,
+    /// per rule, and how they split over connections with projected posts/s
+    /// — over a replay file or a running collector's recent posts. Exit 78
+    /// on a bad rules file (naming file and line).
+    #[command(
+        after_help = "Examples:\n  traptor-host rules preview --proposed new.jsonl --current rules.jsonl --corpus last-week.jsonl\n  traptor-host rules preview --proposed new.jsonl --pipeline pipeline.toml --admin http://127.0.0.1:9090 --format markdown"
+    )]
+    Preview(super::preview::PreviewArgs),
     /// Tell collector TYPE:ID to reload its rules.
     Notify {
         /// e.g. track:0
@@ -88,6 +97,9 @@ enum RulesCommand {
 }
 
 pub(super) fn rules(args: RulesArgs) -> Exit {
+    if let RulesCommand::Preview(a) = args.command {
+        return super::preview::preview(a);
+    }
     if let RulesCommand::Import { geojson: Some(path), property: Some(property), tag, max_boxes, print: true, .. } =
         &args.command
     {
@@ -176,6 +188,9 @@ async fn execute(
                 total += admin::plan_type(conn, t, apply, channel, &mut out, problems).await?.minimum_connections;
             }
             let _ = writeln!(out, "total: {total} connection(s) needed");
+        }
+        RulesCommand::Preview(_) => {
+            return Err(CoordinationError::Invalid("rules preview is run without Redis".into()));
         }
         RulesCommand::Notify { collector } => {
             let n = admin::notify(conn, channel, collector).await?;
