@@ -361,6 +361,8 @@ mod tests {
             rule_hits: None,
             started: std::time::Instant::now(),
             history: std::sync::Mutex::default(),
+            recent: Arc::new(crate::pipeline::recent::RecentPosts::new(0)),
+            settings: crate::admin::AdminSettings::from_config(None).expect("defaults"),
         }
     }
 

@@ -12,7 +12,10 @@
 //! * `/api/rules?limit=N` — the running rules with their match counts
 //!   (total, last minute, last 15 minutes), most matched recently first.
 
+mod access;
 pub mod metrics;
+
+pub use access::AdminSettings;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -39,6 +42,38 @@ pub struct AdminConfig {
     /// Address and port to listen on, e.g. `127.0.0.1:9464` (`0.0.0.0:9464`
     /// to be scraped from other machines).
     pub listen: String,
+    /// Posts kept for `GET /api/recent` (what `rules preview --admin` and
+    /// the dashboard's preview match against); 0 keeps none.
+    #[serde(default = "default_recent_posts")]
+    pub recent_posts: usize,
+    /// Bearer token for endpoints that upload or change state (every POST);
+    /// without it they are off. `{ env = "NAME" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub token: Option<crate::secret::SecretRef>,
+    /// Read-only views need the token too (`/health` and `/ready` stay open).
+    #[serde(default)]
+    pub read_token: bool,
+    /// Largest request body (a rules file uploaded for a preview).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// HTTPS: a PEM certificate chain and its key (rustls). Needed for a
+    /// listener that is not on loopback (`validate` warns otherwise).
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<std::path::PathBuf>,
+}
+
+/// Default of `[admin] recent_posts`.
+pub const DEFAULT_RECENT_POSTS: usize = 10_000;
+/// Default of `[admin] max_body_bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+
+fn default_recent_posts() -> usize {
+    DEFAULT_RECENT_POSTS
+}
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 impl AdminConfig {
@@ -47,6 +82,31 @@ impl AdminConfig {
         if self.listen.parse::<SocketAddr>().is_err() {
             p.add("listen", format!("{:?} is not an address and port like 127.0.0.1:9464", self.listen));
         }
+        p.range("recent_posts", self.recent_posts as u64, 0, 1_000_000);
+        p.range("max_body_bytes", self.max_body_bytes as u64, 1024, 256 << 20);
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            p.add("tls_cert_file", "give tls_cert_file and tls_key_file together");
+        }
+        if self.read_token && self.token.is_none() {
+            p.add("read_token", "read_token = true needs a token");
+        }
+    }
+
+    /// What `validate` should say about this listener (not errors).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !access::is_loopback(&self.listen) && self.tls_cert_file.is_none() {
+            w.push(format!(
+                "admin.listen {} is reachable from other machines without TLS: set tls_cert_file and tls_key_file{}",
+                self.listen,
+                if self.token.is_some() { " (the token would cross the network in clear)" } else { "" }
+            ));
+        }
+        w
+    }
+
+    pub fn resolve_paths(&mut self, base: &crate::component::BaseDir) {
+        access::fix_paths(self, base);
     }
 }
 
@@ -59,6 +119,19 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    #[error("admin.token: {0}")]
+    Token(String),
+    #[error("admin TLS: {0}")]
+    Tls(String),
+}
+
+impl AdminError {
+    pub fn kind(&self) -> crate::exit::ErrorKind {
+        match self {
+            AdminError::Bind { .. } => crate::exit::ErrorKind::Runtime,
+            AdminError::Token(_) | AdminError::Tls(_) => crate::exit::ErrorKind::Config,
+        }
+    }
 }
 
 /// What the endpoints read: shared with the running pipeline.
@@ -81,6 +154,10 @@ pub struct AdminState {
     pub started: Instant,
     /// Once a second: (unix seconds, posts in, records out), 10 minutes.
     pub history: std::sync::Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
+    /// The last posts decoded (`GET /api/recent`, previews).
+    pub recent: Arc<crate::pipeline::recent::RecentPosts>,
+    /// Token, TLS, limits.
+    pub settings: AdminSettings,
 }
 
 /// Seconds of history the dashboard shows.
@@ -118,13 +195,30 @@ pub async fn start(
         .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_owned());
     let app = router(state.clone());
-    tracing::info!(listen = %local, "admin endpoint: / (dashboard) /metrics /health /ready /api/rules /api/stats");
+    let tls = state.settings.tls.clone();
+    tracing::info!(listen = %local, tls = tls.is_some(), "admin endpoint: / (dashboard) /preview /metrics /health /ready /api/rules /api/stats /api/recent, POST /api/rules/preview");
+    if tls.is_none() && !access::is_loopback(&local) {
+        tracing::warn!(listen = %local, "the admin endpoint is reachable from other machines without TLS ([admin] tls_cert_file, tls_key_file)");
+    }
+    let listener = match tls {
+        Some(config) => Either::Tls(
+            access::TlsListener::new(listener, config)
+                .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?,
+        ),
+        None => Either::Plain(listener),
+    };
     Ok(tokio::spawn(async move {
         let sampler = tokio::spawn(sample(state, shutdown.clone()));
         // Not a graceful shutdown: an idle or hostile client must not hold
         // the collector's exit (its connection dies with the process).
+        let served = async move {
+            match listener {
+                Either::Plain(l) => axum::serve(l, app).into_future().await,
+                Either::Tls(l) => axum::serve(l, app).into_future().await,
+            }
+        };
         tokio::select! {
-            served = axum::serve(listener, app).into_future() => {
+            served = served => {
                 if let Err(e) = served {
                     tracing::warn!(error = %e, "admin endpoint stopped");
                 }
@@ -150,9 +244,76 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/health", axum::routing::get(health))
         .route("/api/rules", axum::routing::get(api_rules))
         .route("/ready", axum::routing::get(ready))
-        .with_state(state)
+        .route("/api/recent", axum::routing::get(api_recent))
+        .route("/preview", axum::routing::get(preview_page))
+        .route("/api/rules/preview", axum::routing::post(api_preview))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state.clone())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(5)))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(state.settings.max_body_bytes))
+}
+
+/// The listener, plain or TLS.
+enum Either {
+    Plain(tokio::net::TcpListener),
+    Tls(access::TlsListener),
+}
+
+/// Every request passes here first: tokens (see [`access`]).
+async fn guard(
+    State(s): State<Arc<AdminState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.settings.refuse(req.method(), req.uri().path(), req.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
+}
+
+/// The recent posts as JSON lines `{"format": "x_v2", "post": "<raw JSON>"}`.
+async fn api_recent(State(s): State<Arc<AdminState>>) -> Response {
+    let mut body = String::new();
+    for (format, raw) in s.recent.snapshot() {
+        let line = serde_json::json!({"format": format.as_str(), "post": String::from_utf8_lossy(&raw)});
+        body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// The dashboard's preview page: paste or upload a rules file.
+async fn preview_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("preview.html")).into_response()
+}
+
+/// `POST /api/rules/preview`: the body is a proposed rules file; the answer
+/// is `rules preview`'s JSON against the running rules over the recent posts.
+async fn api_preview(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    let proposed = crate::rules::file::parse_bytes(
+        &body,
+        "uploaded rules",
+        s.collector.rule_type,
+        crate::rules::file::DEFAULT_MAX_RULE_BYTES,
+    );
+    let proposed = match crate::preview::strict(proposed) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+    };
+    let current = s.compiled.load().matcher.rules().to_vec();
+    let recent = s.recent.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut corpus = crate::preview::Corpus::default();
+        for (i, (format, raw)) in recent.snapshot().into_iter().enumerate() {
+            corpus.push(format, raw.into_vec(), i + 1);
+        }
+        crate::preview::preview(&current, &proposed, &corpus)
+    })
+    .await;
+    match report {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}\n")).into_response(),
+    }
 }
 
 fn scrape(registry: &prometheus_client::registry::Registry, headers: &HeaderMap) -> Response {

@@ -111,7 +111,8 @@ impl AppError {
             AppError::Sink(e) if e.is_user_error() => ErrorKind::Config,
             AppError::Buffer(e) if e.is_user_error() => ErrorKind::Config,
             AppError::Buffer(crate::pipeline::buffer::BufferError::Task(_)) => ErrorKind::Internal,
-            AppError::Source(_) | AppError::Sink(_) | AppError::Admin(_) | AppError::Buffer(_) => ErrorKind::Runtime,
+            AppError::Admin(e) => e.kind(),
+            AppError::Source(_) | AppError::Sink(_) | AppError::Buffer(_) => ErrorKind::Runtime,
         }
     }
 
@@ -226,7 +227,7 @@ async fn steps(
         connection_stats: Arc::default(),
         demand: Arc::default(),
     };
-    let topology = {
+    let mut topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());
         let test_mode = opts.test_mode;
         tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, test_mode).into_topology())
@@ -251,7 +252,8 @@ async fn steps(
     let admin = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str()));
     let rule_hits = services::rule_hits(cfg, admin.is_some());
     if let Some(addr) = admin {
-        let state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone());
+        let settings = crate::admin::AdminSettings::from_config(c.admin.as_ref())?;
+        let state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone(), settings);
         let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
         background.keep("admin endpoint", task);
     }

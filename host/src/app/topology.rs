@@ -196,6 +196,7 @@ impl TopologyParts {
                 stages: Arc::new(ArcSwap::from_pointee(StageSet::new(0, stages))),
                 dedup,
                 settings: self.settings,
+                recent: None,
             }),
             _ => Err(errors),
         }
@@ -217,6 +218,8 @@ pub struct Topology {
     stages: Arc<ArcSwap<StageSet>>,
     dedup: Option<Arc<Dedup>>,
     settings: RunSettings,
+    /// The last posts decoded, when the admin listener is on.
+    recent: Option<Arc<crate::pipeline::recent::RecentPosts>>,
 }
 
 /// How the parts of a run ended.
@@ -237,14 +240,19 @@ pub struct Outcome {
 impl Topology {
     /// What the admin endpoints read of this pipeline.
     pub(super) fn admin_state(
-        &self,
+        &mut self,
         who: crate::rules::Collector,
         metrics: &Arc<Metrics>,
         rules: &RulesService,
         cx: &SourceContext,
         rule_hits: Option<Arc<RuleHits>>,
+        settings: crate::admin::AdminSettings,
     ) -> crate::admin::AdminState {
+        let recent = Arc::new(crate::pipeline::recent::RecentPosts::new(settings.recent_posts));
+        self.recent = Some(recent.clone());
         crate::admin::AdminState {
+            recent,
+            settings,
             collector: who,
             metrics: metrics.clone(),
             stages: self.stages.clone(),
@@ -320,6 +328,7 @@ impl Topology {
                 .settings
                 .provenance
                 .then(|| crate::pipeline::provenance::collector_json(self.identity).into()),
+            recent: self.recent.clone(),
         };
         let handles = spawn_workers(workers, &raw_rx, &out_tx, &ctx, &rules.compiled);
         let snapshots = self.dedup.clone().map(|d| tokio::spawn(save_every(d, DEDUP_SAVE_EVERY)));

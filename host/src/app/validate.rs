@@ -118,6 +118,12 @@ async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
 
 /// A note for each part that was built, an error naming each that was not.
 fn report_parts(cfg: &LoadedConfig, parts: TopologyParts, v: &mut Validation) {
+    if let Some(a) = &cfg.config.admin {
+        v.warnings.extend(a.warnings());
+        if let Err(e) = crate::admin::AdminSettings::from_config(Some(a)) {
+            v.errors.push(e.to_string());
+        }
+    }
     for p in &parts.sources {
         let named = p.tag.as_ref().map(|t| format!(" (traptor.source {t:?})")).unwrap_or_default();
         match &p.source {

@@ -299,6 +299,9 @@ impl LoadedConfig {
         if let Some(b) = &mut c.buffer {
             b.resolve_paths(&base);
         }
+        if let Some(a) = &mut c.admin {
+            a.resolve_paths(&base);
+        }
         self.coordination = Coordination::derive(&self.config);
         self
     }

@@ -95,6 +95,8 @@ pub struct WorkerContext {
     /// `provenance.collector` (`{"type","id","host"}`), or `None` when
     /// `[traptor] provenance = false`.
     pub provenance: Option<Arc<str>>,
+    /// The last posts decoded, for the admin listener (when it is on).
+    pub recent: Option<Arc<super::recent::RecentPosts>>,
 }
 
 /// What the workers know of one source.

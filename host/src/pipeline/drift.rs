@@ -284,6 +284,7 @@ fn context(format: Format) -> WorkerContext {
             key_in_use: Arc::default(),
         }]),
         provenance: None,
+        recent: None,
     }
 }
 

@@ -24,6 +24,7 @@ mod disk_queue;
 mod drift;
 pub mod limits;
 pub mod provenance;
+pub mod recent;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -96,10 +96,15 @@ pub fn process_batch(
         shared_dups = shared_duplicates(ctx, d, &all);
         decoded = Some(all);
     }
+    // With the admin listener: the batch's posts, for its recent ring.
+    let mut recent: Vec<&[u8]> = Vec::new();
     for (i, (raw, origin)) in batch.iter().enumerate() {
         let message = decoded.as_mut().and_then(|all| all.get_mut(i)).and_then(Option::take);
         match message.unwrap_or_else(|| post::decode(ctx.format, raw)) {
             Ok(Message::Post(post)) => {
+                if ctx.recent.is_some() {
+                    recent.push(raw);
+                }
                 if let Some(d) = &ctx.dedup {
                     // The key is made once: checked here (locally), kept below
                     // until the batch is written (with the buffer).
@@ -150,6 +155,9 @@ pub fn process_batch(
         }
     }
     tally.publish(ctx, compiled, scratch);
+    if let Some(r) = &ctx.recent {
+        r.extend(ctx.format, &recent);
+    }
     if let Some(d) = &ctx.dedup {
         d.stage(batch.seq, staged_keys);
     }
