@@ -12,7 +12,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser), chromium (dashboard test), docker-registry + apache2-utils (OCI plugin tests)"
+step "system packages: redis-server (tests start their own servers), libssl-dev (Kafka TLS/SASL), openssl (test certificates for Redis TLS), python3-prometheus-client (/metrics parser), chromium (dashboard test), docker-registry + apache2-utils (OCI plugin tests), curl (the admin listener over TLS)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
@@ -25,6 +25,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The CNCF distribution registry and htpasswd (bcrypt) for the plugin registry tests.
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+# An independent HTTPS client for the admin listener's TLS test.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -303,3 +303,182 @@ fn rules_preview_agrees_with_what_the_collector_collects() {
     assert_eq!(code, Some(78), "{out}{err}");
     assert!(err.contains("bad.jsonl:2"), "{err}");
 }
+
+/// `curl` against the admin listener: (status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A collector following the Bluesky recording (it stays up), with `admin`
+/// lines in its `[admin]` table.
+fn admin_collector(d: &Path, port: u16, admin: &str, envs: &[(&str, &str)]) -> traptor_tests::Host {
+    std::fs::write(d.join("in.jsonl"), std::fs::read(fixture("jetstream/expected_v1.jsonl")).expect("fixture"))
+        .expect("write");
+    std::fs::write(d.join("rules.jsonl"), "{\"rule_id\":\"1\",\"value\":\"the\",\"rule_type\":\"track\"}\n")
+        .expect("rules");
+    let p = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"\nformat = \"jetstream\"\nfollow = true")
+        .table(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n{admin}"))
+        .write(d);
+    let host = traptor_tests::Host::spawn(&["--pipeline", p.to_str().expect("utf8")], envs);
+    host.wait_log("admin endpoint", LIMIT);
+    let out = d.join("out.jsonl");
+    traptor_tests::wait_for("the recording written", LIMIT, || {
+        (std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) >= 60).then_some(())
+    });
+    host
+}
+
+/// The admin listener keeps the last `recent_posts` posts; `rules preview
+/// --admin` and `POST /api/rules/preview` match against them. Anything that
+/// changes state needs the bearer token (401 without or wrong; 403 naming
+/// the key when none is configured); a body over the cap gets 413; a slow
+/// client gets 408 and does not hold the listener; `read_token` closes the
+/// read-only views but not the probes.
+#[test]
+fn the_admin_listener_previews_rules_behind_a_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let port = traptor_tests::free_port();
+    let token = "s3cret-admin-token";
+    let host = admin_collector(
+        d,
+        port,
+        "recent_posts = 20\nmax_body_bytes = 4096\ntoken = { env = \"ADMIN_TOKEN\" }",
+        &[("ADMIN_TOKEN", token)],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, page) = curl(&[&format!("{base}/preview")]);
+    assert!(status == 200 && page.contains("Preview a rule change"), "{page}");
+    let (status, recent) = curl(&[&format!("{base}/api/recent")]);
+    assert_eq!(status, 200, "{recent}");
+    let lines: Vec<serde_json::Value> = recent.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.len(), 20, "the last 20 posts");
+    assert!(lines.iter().all(|l| l["format"] == "jetstream"), "{recent}");
+    // The last one is the recording's last post.
+    let last_post = std::fs::read_to_string(d.join("in.jsonl"))
+        .expect("in")
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let c = &v["commit"];
+            c["operation"] == "create"
+                && (c["collection"] == "app.bsky.feed.post" || c["collection"] == "app.bsky.feed.repost")
+        })
+        .last()
+        .expect("a post")
+        .to_owned();
+    assert_eq!(lines[19]["post"].as_str().map(str::trim), Some(last_post.trim()));
+
+    let proposed = d.join("proposed.jsonl");
+    std::fs::write(&proposed, "{\"rule_id\":\"1\",\"value\":\"the\"}\n{\"rule_id\":\"2\",\"value\":\"a\"}\n")
+        .expect("w");
+    let (code, out, err) = host_cli(&[
+        "rules",
+        "preview",
+        "--proposed",
+        proposed.to_str().expect("utf8"),
+        "--admin",
+        &base,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let cli: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(cli["posts"]["total"], 20, "{cli}");
+
+    let url = format!("{base}/api/rules/preview");
+    let body = format!("@{}", proposed.display());
+    let (status, text) = curl(&["-X", "POST", "--data-binary", &body, &url]);
+    assert_eq!(status, 401, "no token: {text}");
+    let (status, _) = curl(&["-X", "POST", "-H", "Authorization: Bearer wrong", "--data-binary", &body, &url]);
+    assert_eq!(status, 401, "wrong token");
+    let auth = format!("Authorization: Bearer {token}");
+    let (status, text) = curl(&["-X", "POST", "-H", &auth, "--data-binary", &body, &url]);
+    assert_eq!(status, 200, "{text}");
+    let api: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(api["posts"], cli["posts"], "the API and the CLI agree: {api}");
+    assert_eq!(api["rules"], cli["rules"]);
+    let (status, text) = curl(&["-X", "POST", "-H", &auth, "--data-binary", "{\"rule_id\": 3", &url]);
+    assert_eq!((status, text.contains("line 1")), (422, true), "{text}");
+    let big = "x".repeat(5000);
+    let (status, _) = curl(&["-X", "POST", "-H", &auth, "--data-binary", &big, &url]);
+    assert_eq!(status, 413, "over max_body_bytes");
+
+    // A slow client: headers, then nothing. It gets 408; others are served meanwhile.
+    use std::io::{Read, Write};
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(slow, "POST /api/rules/preview HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 100\r\n\r\n{{").expect("w");
+    let started = std::time::Instant::now();
+    let (status, _) = curl(&[&format!("{base}/api/stats")]);
+    assert_eq!(status, 200, "served while a client is slow");
+    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let log = host.kill();
+    assert!(!log.contains(token), "the token is never logged");
+
+    // No token configured: POST is off and says which key to set; read_token needs one.
+    let port = traptor_tests::free_port();
+    let host = admin_collector(d, port, "", &[]);
+    let (status, text) =
+        curl(&["-X", "POST", "--data-binary", &body, &format!("http://127.0.0.1:{port}/api/rules/preview")]);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("[admin] token"), "{text}");
+    host.kill();
+    let port = traptor_tests::free_port();
+    let host =
+        admin_collector(d, port, "read_token = true\ntoken = { env = \"ADMIN_TOKEN\" }", &[("ADMIN_TOKEN", token)]);
+    let at = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(curl(&[&at("/api/stats")]).0, 401);
+    assert_eq!(curl(&[&at("/metrics")]).0, 401);
+    assert_eq!(curl(&["-H", &auth, &at("/api/stats")]).0, 200);
+    assert_eq!(curl(&[&at("/health")]).0, 200, "probes stay open");
+    assert_eq!(curl(&[&at("/ready")]).0, 200, "probes stay open");
+    host.kill();
+}
+
+fn host_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    host(args)
+}
+
+/// `[admin] tls_cert_file`/`tls_key_file`: HTTPS that an independent client
+/// (curl) trusts through the CA; plain HTTP is refused; `validate` warns
+/// about a listener off loopback without TLS.
+#[test]
+fn the_admin_listener_serves_https() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (ca, cert, key) = traptor_tests::tls_certificates(d);
+    let port = traptor_tests::free_port();
+    let host = admin_collector(
+        d,
+        port,
+        &format!("tls_cert_file = {:?}\ntls_key_file = {:?}", cert.display().to_string(), key.display().to_string()),
+        &[],
+    );
+    let (status, text) =
+        curl(&["--cacert", ca.to_str().expect("utf8"), &format!("https://127.0.0.1:{port}/api/stats")]);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"collector\""), "{text}");
+    let (status, _) = curl(&[&format!("http://127.0.0.1:{port}/api/stats")]);
+    assert_ne!(status, 200, "plain HTTP is not served on a TLS listener");
+    // A client that opens a connection and never handshakes does not hold it.
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (status, _) = curl(&["--cacert", ca.to_str().expect("utf8"), &format!("https://127.0.0.1:{port}/health")]);
+    assert_eq!(status, 200);
+    host.kill();
+
+    let p =
+        PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"").table("[admin]\nlisten = \"0.0.0.0:9\"").write(d);
+    let (_, out, err) = host_cli(&["validate", "--pipeline", p.to_str().expect("utf8")]);
+    assert!(format!("{out}{err}").contains("without TLS"), "{out}{err}");
+}

@@ -245,6 +245,7 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/api/rules", axum::routing::get(api_rules))
         .route("/ready", axum::routing::get(ready))
         .route("/api/recent", axum::routing::get(api_recent))
+        .route("/api/rules.jsonl", axum::routing::get(api_rules_jsonl))
         .route("/preview", axum::routing::get(preview_page))
         .route("/api/rules/preview", axum::routing::post(api_preview))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -277,6 +278,18 @@ async fn api_recent(State(s): State<Arc<AdminState>>) -> Response {
     for (format, raw) in s.recent.snapshot() {
         let line = serde_json::json!({"format": format.as_str(), "post": String::from_utf8_lossy(&raw)});
         body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// The running rules with all their fields, as a rules file (what a
+/// preview against this collector compares with).
+async fn api_rules_jsonl(State(s): State<Arc<AdminState>>) -> Response {
+    let compiled = s.compiled.load();
+    let mut body = String::new();
+    for r in compiled.matcher.rules() {
+        body.push_str(r.fields_json());
         body.push('\n');
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()

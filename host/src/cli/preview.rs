@@ -19,7 +19,8 @@ pub(super) struct PreviewArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "pipeline")]
     current: Option<PathBuf>,
     /// The current rules from this pipeline's rule store (its file, or its
-    /// collector's rules in Redis).
+    /// collector's rules in Redis). With --admin alone: the running
+    /// collector's rules.
     #[arg(long, value_name = "FILE")]
     pipeline: Option<PathBuf>,
     /// Posts to match: a replay file (any source format).
@@ -92,11 +93,20 @@ fn current_rules(a: &PreviewArgs) -> Result<Vec<Rule>, (String, Exit)> {
     if let Some(f) = &a.current {
         return preview::rules_file(f, a.rule_type).map_err(|e| (e.to_string(), Exit::Config));
     }
-    let Some(p) = &a.pipeline else {
-        tracing::info!("no --current or --pipeline: every proposed rule is new");
-        return Ok(Vec::new());
-    };
-    from_pipeline(p)
+    match (&a.pipeline, &a.admin) {
+        (Some(p), _) => from_pipeline(p),
+        // The running collector's own rules.
+        (None, Some(url)) => {
+            let url = format!("{}/api/rules.jsonl", url.trim_end_matches('/'));
+            let body = http_get(&url, a.admin_token.as_deref()).map_err(|e| (e, Exit::Unavailable))?;
+            let snap = crate::rules::file::parse_bytes(&body, &url, a.rule_type, usize::MAX);
+            preview::strict(snap).map_err(|e| (e.to_string(), Exit::Unavailable))
+        }
+        (None, None) => {
+            tracing::info!("no --current, --pipeline or --admin: every proposed rule is new");
+            Ok(Vec::new())
+        }
+    }
 }
 
 fn from_pipeline(path: &Path) -> Result<Vec<Rule>, (String, Exit)> {
@@ -120,27 +130,10 @@ fn from_pipeline(path: &Path) -> Result<Vec<Rule>, (String, Exit)> {
 }
 
 /// The admin listener's recent posts (`GET /api/recent`: JSON lines of
-/// `{"format": …, "post": {…}}`).
+/// `{"format": …, "post": "<raw JSON>"}`).
 fn recent_posts(url: &str, token: Option<&str>) -> Result<Corpus, String> {
-    let Some(rt) = runtime(false) else { return Err("cannot start the runtime".into()) };
     let url = format!("{}/api/recent", url.trim_end_matches('/'));
-    let body = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut req = client.get(&url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim()));
-        }
-        Ok(body)
-    })?;
+    let body = http_get(&url, token)?;
     let mut corpus = Corpus::default();
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -153,4 +146,26 @@ fn recent_posts(url: &str, token: Option<&str>) -> Result<Corpus, String> {
         corpus.push(format, post, i + 1);
     }
     Ok(corpus)
+}
+
+/// GET `url` (with the admin token, if any): the body of a 2xx answer.
+fn http_get(url: &str, token: Option<&str>) -> Result<bytes::Bytes, String> {
+    let Some(rt) = runtime(false) else { return Err("cannot start the runtime".into()) };
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut req = client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim()));
+        }
+        Ok(body)
+    })
 }
