@@ -482,3 +482,97 @@ fn the_admin_listener_serves_https() {
     let (_, out, err) = host_cli(&["validate", "--pipeline", p.to_str().expect("utf8")]);
     assert!(format!("{out}{err}").contains("without TLS"), "{out}{err}");
 }
+
+/// A shadow candidate (the same plugin, another threshold) runs on every
+/// post after the live version and never reaches the output; the counts and
+/// the kept differences at `/api/stages/<name>/shadow` are what the live
+/// output implies; `plugin promote` makes it the live plugin in the file
+/// and the lock, and SIGHUP swaps it in without a restart.
+#[test]
+fn a_shadow_stage_is_compared_then_promoted_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let corpus = d.join("in.jsonl");
+    let made =
+        run_host(&["generate", "--count", "2000", "--seed", "3", "--output", corpus.to_str().expect("utf8")], LIMIT);
+    assert!(made.status.success());
+    std::fs::write(d.join("rules.jsonl"), "").expect("rules");
+    let port = traptor_tests::free_port();
+    let wasm = plugin_wasm("sentiment");
+    let p = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"\nfollow = true")
+        .stage(&format!(
+            "# the stage's own comment\nname = \"sentiment\"\nplugin = {:?}\nconfig = {{ threshold = 1.0 }}\nshadow = {{ plugin = {:?}, config = {{ threshold = 0.5 }}, sample = 1.0 }}",
+            wasm.display(),
+            wasm.display()
+        ))
+        .table(&format!("[admin]\nlisten = \"127.0.0.1:{port}\""))
+        .write(d);
+    let ps = p.to_str().expect("utf8");
+    let (code, _, err) = host(&["plugin", "lock", "--pipeline", ps]);
+    assert_eq!(code, Some(0), "{err}");
+    let collector = traptor_tests::Host::spawn(&["--pipeline", ps], &[]);
+    collector.wait_log("shadow candidate loaded", LIMIT);
+    let out = d.join("out.jsonl");
+    let lines = || std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+    traptor_tests::wait_for("2000 posts", LIMIT, || (lines() >= 2000).then_some(()));
+    let posts = json_lines(&std::fs::read(&out).expect("out"));
+    let mood = |p: &serde_json::Value| p["traptor"]["enrichments"]["sentiment"].clone();
+    assert!(posts.iter().all(|p| mood(p)["label"] == "neutral"), "only the live version's answers are written");
+    let strong = posts.iter().filter(|p| mood(p)["compound"].as_f64().expect("compound").abs() >= 0.5).count() as u64;
+    assert!(strong > 50, "{strong}");
+
+    let (status, text) = curl(&[&format!("http://127.0.0.1:{port}/api/stages/sentiment/shadow")]);
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["compared"], 2000, "{v}");
+    assert_eq!(v["different"], strong, "posts the candidate labels otherwise");
+    assert_eq!(v["same"], 2000 - strong);
+    let diffs = v["differences"].as_array().expect("differences");
+    assert_eq!(diffs.len() as u64, strong.min(100));
+    for x in diffs {
+        assert_eq!(x["fields"], serde_json::json!(["label"]), "{x}");
+        assert_eq!(
+            (x["live"]["outcome"].as_str(), x["live"]["fields"]["label"].as_str()),
+            (Some("enriched"), Some("neutral"))
+        );
+        assert_ne!(x["candidate"]["fields"]["label"], "neutral", "{x}");
+        assert!(posts.iter().any(|p| p["id_str"] == x["post_id"]), "{x}");
+    }
+    let (_, metrics) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    let line = format!("traptor_shadow_posts_total{{stage=\"sentiment\",result=\"different\"}} {strong}");
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+
+    // Promote: the file (comment kept) and the lock; SIGHUP swaps it in.
+    let (code, out_text, err) = host(&["plugin", "promote", "sentiment", "--pipeline", ps]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out_text.starts_with("sentiment  "), "{out_text}");
+    let text = std::fs::read_to_string(&p).expect("pipeline");
+    assert!(
+        !text.contains("shadow =") && text.contains("threshold = 0.5") && text.contains("# the stage's own comment"),
+        "{text}"
+    );
+    let (code, _, err) = host(&["validate", "--pipeline", ps]);
+    assert_eq!(code, Some(0), "the lock still agrees: {err}");
+    let ok = std::process::Command::new("kill").args(["-HUP", &collector.pid().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    collector.wait_log("stages rebuilt", LIMIT);
+    let more = d.join("more.jsonl");
+    let made =
+        run_host(&["generate", "--count", "500", "--seed", "4", "--output", more.to_str().expect("utf8")], LIMIT);
+    assert!(made.status.success());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&corpus).expect("append");
+    std::io::Write::write_all(&mut f, &std::fs::read(&more).expect("more")).expect("append");
+    drop(f);
+    traptor_tests::wait_for("2500 posts", LIMIT, || (lines() >= 2500).then_some(()));
+    let posts = json_lines(&std::fs::read(&out).expect("out"));
+    let after = &posts[2000..];
+    assert!(after.iter().any(|p| mood(p)["label"] != "neutral"), "the promoted version labels");
+    for p in after {
+        let m = mood(p);
+        let neutral = m["compound"].as_f64().expect("compound").abs() < 0.5;
+        assert_eq!(m["label"] == "neutral", neutral, "{m}");
+    }
+    let (status, _) = curl(&[&format!("http://127.0.0.1:{port}/api/stages/sentiment/shadow")]);
+    assert_eq!(status, 404, "no shadow after the promotion");
+    collector.kill();
+}

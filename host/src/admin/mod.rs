@@ -246,6 +246,7 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/ready", axum::routing::get(ready))
         .route("/api/recent", axum::routing::get(api_recent))
         .route("/api/rules.jsonl", axum::routing::get(api_rules_jsonl))
+        .route("/api/stages/{name}/shadow", axum::routing::get(api_shadow))
         .route("/preview", axum::routing::get(preview_page))
         .route("/api/rules/preview", axum::routing::post(api_preview))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -293,6 +294,29 @@ async fn api_rules_jsonl(State(s): State<Arc<AdminState>>) -> Response {
         body.push('\n');
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// A shadow stage's comparison: `{"compared","same","different",
+/// "failures","fields","differences":[…]}` (the last 100 differences).
+async fn api_shadow(
+    State(s): State<Arc<AdminState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let set = s.stages.load();
+    let Some(stage) = set.stages.iter().find(|st| *st.name == *name) else {
+        return (StatusCode::NOT_FOUND, format!("no stage {name:?}\n")).into_response();
+    };
+    match &stage.shadow {
+        Some(sh) => {
+            let mut report = sh.stats.report();
+            report["candidate"] = serde_json::json!({
+                "plugin": sh.stage.origin.plugin, "digest": sh.stage.origin.digest,
+                "version": sh.stage.description.version, "sample": sh.sample,
+            });
+            axum::Json(report).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("stage {name:?} has no shadow candidate\n")).into_response(),
+    }
 }
 
 /// The dashboard's preview page: paste or upload a rules file.
@@ -371,6 +395,9 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
                 "failures": x.traps + x.timeouts + x.out_of_memory + x.protocol_errors,
                 "mean_batch_us": x.latency_sum_us.checked_div(x.batches).unwrap_or(0), "circuit_open": st.circuit_open(),
                 "abi": &st.component().abi, "reads": crate::plugins::field_names(st.reads),
+                "shadow": st.shadow.as_ref().map(|sh| serde_json::json!({
+                    "version": sh.stage.description.version, "compared": sh.stats.compared.load(Relaxed),
+                    "same": sh.stats.same.load(Relaxed), "different": sh.stats.different.load(Relaxed)})),
                 "us_per_post": per_post_us(x.prepare_ns + x.lower_ns + x.guest_ns + x.lift_ns, x.posts_in),
                 "parts_us_per_post": {"prepare": per_post_us(x.prepare_ns, x.posts_in), "lower": per_post_us(x.lower_ns, x.posts_in),
                                       "guest": per_post_us(x.guest_ns, x.posts_in), "lift": per_post_us(x.lift_ns, x.posts_in)},

@@ -169,6 +169,20 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         insecure: bool,
     },
+    /// Make a stage's shadow candidate its live plugin: in the pipeline file
+    /// (comments kept) the candidate's plugin and config replace the
+    /// stage's, the shadow goes, and FILE.lock (if there is one) is written
+    /// again. Send the collector SIGHUP to swap it in without a restart.
+    #[command(
+        after_help = "Example:\n  traptor-host plugin promote sentiment --pipeline pipeline.toml && kill -HUP $(pidof traptor-host)"
+    )]
+    Promote {
+        /// The stage's name.
+        stage: String,
+        /// The pipeline file.
+        #[arg(long, value_name = "FILE")]
+        pipeline: PathBuf,
+    },
     /// Pin every stage of a pipeline: write FILE.lock with each stage's
     /// plugin and the digest it resolves to now (registry components are
     /// pulled on the way). `run` and `validate` then refuse a stage whose
@@ -195,6 +209,7 @@ pub(super) fn plugin(cmd: PluginCommand) -> Exit {
             Err(e) => fail(&e, e.kind().exit()),
         },
         PluginCommand::Lock { pipeline } => lock(&pipeline),
+        PluginCommand::Promote { stage, pipeline } => promote(&stage, &pipeline),
         PluginCommand::Keygen { out } => match tool::keygen(&out, &mut stdout) {
             Ok(()) => Exit::Success,
             Err(e) => fail(&e, e.kind().exit()),
@@ -306,6 +321,24 @@ fn run(plugin: &Path, config: &[String], input: &Path, rules: Option<&Path>, bat
 }
 
 /// `plugin lock --pipeline FILE`.
+/// `plugin promote STAGE --pipeline FILE`.
+fn promote(stage: &str, path: &Path) -> Exit {
+    // Checked first: a file that does not load is not edited.
+    if let Err(e) = LoadedConfig::load(path) {
+        return fail(e, Exit::Config);
+    }
+    let plugin = match crate::plugins::shadow::promote(path, stage) {
+        Ok(p) => p,
+        Err(e) => return fail(e, Exit::Config),
+    };
+    println!("{stage}  {plugin}");
+    tracing::info!(stage, plugin = %plugin, pipeline = %path.display(), "promoted; send the collector SIGHUP to swap it in");
+    if Lock::path_for(path).exists() {
+        return lock(path);
+    }
+    Exit::Success
+}
+
 fn lock(path: &Path) -> Exit {
     let cfg = match LoadedConfig::load(path) {
         Ok(c) => c,

@@ -30,7 +30,7 @@ impl RecentPosts {
 
     /// Add a batch's posts (one lock per batch); only the last `max` of a
     /// large batch are copied.
-    pub fn extend<'a>(&self, format: Format, posts: &[&'a [u8]]) {
+    pub fn extend(&self, format: Format, posts: &[&[u8]]) {
         if self.max == 0 || posts.is_empty() {
             return;
         }

@@ -30,10 +30,44 @@ pub struct WorkerScratch {
     matched: Vec<u32>,
     out: Vec<u8>,
     instances: Vec<Option<StageInstance>>,
+    /// Instances of the stages' shadow candidates, by stage.
+    shadows: Vec<Option<StageInstance>>,
     /// The [`StageSet::generation`] the instances belong to.
     generation: u64,
     /// Matches per rule index in the current batch (stats).
     hits: Vec<u64>,
+}
+
+/// Run a stage's candidate on the sampled posts of `batch` (the live
+/// stage's input) and compare its answers with the live ones; nothing it
+/// answers reaches a post.
+fn run_shadow(
+    sh: &crate::plugins::Shadow,
+    slot: &mut Option<StageInstance>,
+    batch: &[StagePost<'_>],
+    live: &crate::plugins::Answers,
+    compiled: &Compiled,
+) {
+    use crate::plugins::shadow::{Outcome, sampled};
+    let picked: Vec<usize> = (0..batch.len()).filter(|&i| sampled(&batch[i].view.id, sh.sample)).collect();
+    if picked.is_empty() {
+        return;
+    }
+    let sub: Vec<StagePost<'_>> = picked.iter().map(|&i| batch[i]).collect();
+    match sh.stage.process(slot, &sub, compiled.matcher.rules()) {
+        Ok(candidate) => {
+            for (k, &i) in picked.iter().enumerate() {
+                sh.stats.record(&batch[i].view.id, &Outcome::of(live, i), &Outcome::of(&candidate, k));
+            }
+        }
+        Err(failure) => {
+            sh.stats.failures.fetch_add(1, Relaxed);
+            let error = Outcome::Error { error: failure.to_string() };
+            for &i in &picked {
+                sh.stats.record(&batch[i].view.id, &Outcome::of(live, i), &error);
+            }
+        }
+    }
 }
 
 /// A stage with `on_error = "fail"` failed; the pipeline must stop.
@@ -166,11 +200,14 @@ pub fn process_batch(
     }
     if scratch.generation != set.generation {
         scratch.instances.clear();
+        scratch.shadows.clear();
         scratch.generation = set.generation;
     }
     scratch.instances.resize_with(set.stages.len(), || None);
+    scratch.shadows.resize_with(set.stages.len(), || None);
     for (s, stage) in set.stages.iter().enumerate() {
-        run_stage(stage, &mut scratch.instances[s], compiled, &mut items)?;
+        let slots = (&mut scratch.instances[s], &mut scratch.shadows[s]);
+        run_stage(stage, slots, compiled, &mut items)?;
     }
     wrap_items(ctx, compiled, &items, prov, scratch, &mut out);
     Ok(out)
@@ -506,7 +543,7 @@ fn worker_loop(
 /// it does not name is kept).
 fn run_stage(
     stage: &Stage,
-    slot: &mut Option<StageInstance>,
+    (slot, shadow_slot): (&mut Option<StageInstance>, &mut Option<StageInstance>),
     compiled: &Compiled,
     items: &mut [Item<'_>],
 ) -> Result<(), FatalStageError> {
@@ -528,6 +565,9 @@ fn run_stage(
         .collect();
     let m = &stage.metrics;
     let result = stage.process(slot, &batch, compiled.matcher.rules());
+    if let (Some(sh), Ok(answers)) = (&stage.shadow, &result) {
+        run_shadow(sh, shadow_slot, &batch, answers, compiled);
+    }
     drop(batch);
     let answers = match result {
         Ok(answers) => answers,

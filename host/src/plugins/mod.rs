@@ -26,6 +26,7 @@ mod lower;
 mod metrics;
 pub mod oci;
 pub mod scaffold;
+pub mod shadow;
 pub mod signing;
 mod stage;
 pub mod stages;
@@ -43,7 +44,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use answers::{Action, Answer, Answers, Description, StageKind, StagePost, field_names};
 pub use metrics::{StageMetrics, StageSnapshot};
-pub use stage::{CallFailure, Stage, StageInstance, StageOrigin, StageSpec};
+pub use stage::{CallFailure, Shadow, Stage, StageInstance, StageOrigin, StageSpec};
 pub use stages::{OnError, StageConfig, StageLoadError};
 
 /// Generated from `wit/plugin.wit`: the current ABI.
@@ -169,6 +170,8 @@ pub enum PluginError {
     Oci(#[from] oci::OciError),
     #[error(transparent)]
     Signing(#[from] signing::SigningError),
+    #[error("{path}: {message}")]
+    Pipeline { path: PathBuf, message: String },
 }
 
 impl PluginError {

@@ -82,9 +82,19 @@ pub struct Stage {
     pub metrics: Arc<StageMetrics>,
     /// Where the component came from, as `provenance.stages` names it.
     pub origin: StageOrigin,
+    /// A candidate version run beside it on a sample (`shadow = {…}`).
+    pub shadow: Option<Box<Shadow>>,
     component: LoadedComponent,
     runtime: Arc<Runtime>,
     breaker: Mutex<Breaker>,
+}
+
+/// A shadow stage's candidate and what it has seen.
+#[derive(Debug)]
+pub struct Shadow {
+    pub stage: Stage,
+    pub sample: f64,
+    pub stats: Arc<super::shadow::ShadowStats>,
 }
 
 /// A stage's component as the pipeline named it, and its digest: the
@@ -133,6 +143,7 @@ impl Stage {
             reads,
             metrics,
             origin,
+            shadow: None,
             component,
             runtime,
             breaker: Mutex::default(),

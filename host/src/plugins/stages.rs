@@ -69,6 +69,10 @@ pub struct StageConfig {
     /// (default: the pipeline's top-level `[verify]`).
     #[serde(default)]
     pub verify: Option<VerifyConfig>,
+    /// A candidate version run on a sample of the posts, compared, never
+    /// written (`shadow = { plugin = "…", config = {…}, sample = 0.1 }`).
+    #[serde(default)]
+    pub shadow: Option<super::shadow::ShadowConfig>,
 }
 
 /// `[verify]` (every stage) or `[stages.verify]` (one stage): public keys
@@ -125,6 +129,17 @@ impl StageConfig {
         p.range("init_timeout_ms", self.init_timeout_ms, 1, 600_000);
         p.range("circuit_breaker_failures", u64::from(self.circuit_breaker_failures), 0, 1_000_000);
         p.range("circuit_breaker_cooldown_secs", self.circuit_breaker_cooldown_secs, 0, 86_400);
+        if let Some(sh) = &self.shadow {
+            if !(sh.sample > 0.0 && sh.sample <= 1.0) {
+                p.add("shadow.sample", format!("{} must be above 0 and at most 1", sh.sample));
+            }
+            if let Some(t) = sh.timeout_ms {
+                p.range("shadow.timeout_ms", t, 1, 600_000);
+            }
+            if let Some(m) = sh.memory_limit_mib {
+                p.range("shadow.memory_limit_mib", m, 1, 16_384);
+            }
+        }
         if self.verify.as_ref().is_some_and(|v| v.keys.is_empty()) {
             p.add("verify.keys", "list at least one public key (a [verify] section with no keys checks nothing)");
         }
@@ -145,6 +160,9 @@ impl StageConfig {
         }
         for k in self.verify.iter_mut().flat_map(|v| v.keys.iter_mut()) {
             base.fix(k);
+        }
+        if let Some(PluginSource::Path(p)) = self.shadow.as_mut().map(|s| &mut s.plugin) {
+            base.fix(p);
         }
     }
 
@@ -225,6 +243,9 @@ pub fn load_all(
             if let Some(digest) = manifest {
                 stage.origin.digest = digest;
             }
+            if let Some(sh) = &s.shadow {
+                stage.shadow = Some(Box::new(load_shadow(s, sh, &runtime, cache_dir.as_deref())?));
+            }
             Ok(stage)
         });
         match stage {
@@ -244,6 +265,32 @@ pub fn load_all(
         }
     }
     if failed.is_empty() { Ok(loaded) } else { Err(failed) }
+}
+
+/// A stage's candidate: the live stage's settings with the candidate's
+/// component, configuration and limits, named `<stage>.shadow` in logs.
+fn load_shadow(
+    s: &StageConfig,
+    sh: &super::shadow::ShadowConfig,
+    runtime: &Arc<Runtime>,
+    cache_dir: Option<&Path>,
+) -> Result<super::Shadow, PluginError> {
+    let mut c = s.clone();
+    c.name = format!("{}.shadow", s.name);
+    c.plugin = sh.plugin.clone();
+    c.config = sh.config.clone();
+    c.timeout_ms = sh.timeout_ms.unwrap_or(s.timeout_ms);
+    c.memory_limit_mib = sh.memory_limit_mib.unwrap_or(s.memory_limit_mib);
+    c.shadow = None;
+    // A candidate is not in the lock (it is what may replace the locked one).
+    let (path, manifest) = locate(&c, cache_dir, None)?;
+    let mut stage = Stage::load(runtime, c.spec(path))?;
+    stage.origin.plugin = c.plugin.to_string();
+    if let Some(digest) = manifest {
+        stage.origin.digest = digest;
+    }
+    tracing::info!(stage = %s.name, candidate = %c.plugin, version = %stage.description.version, sample = sh.sample, "shadow candidate loaded");
+    Ok(super::Shadow { stage, sample: sh.sample, stats: Arc::default() })
 }
 
 /// The file of a stage's component, checked against the lock if there is
