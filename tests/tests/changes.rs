@@ -365,13 +365,12 @@ fn the_admin_listener_previews_rules_behind_a_token() {
     let last_post = std::fs::read_to_string(d.join("in.jsonl"))
         .expect("in")
         .lines()
-        .filter(|l| {
+        .rfind(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("json");
             let c = &v["commit"];
             c["operation"] == "create"
                 && (c["collection"] == "app.bsky.feed.post" || c["collection"] == "app.bsky.feed.repost")
         })
-        .last()
         .expect("a post")
         .to_owned();
     assert_eq!(lines[19]["post"].as_str().map(str::trim), Some(last_post.trim()));
