@@ -14,6 +14,7 @@
 #                               figure and makes it vary run to run); file
 #                               measures it (the file sink, fsync at the end)
 #   DEDUP=local|redis           with [dedup] (ids kept here / in a redis-server started here)
+#   PROVENANCE=on (default)|off traptor.provenance in every envelope (issue 26), or not
 #
 # Shapes (scripts/shape.py rewrites the generator's corpus; the same posts):
 #   compact  the generator's layout        spaced   ", " and ": " separators
@@ -26,6 +27,7 @@ posts=${1:-100000}
 workers=${2:-$(nproc)}
 runs=${RUNS:-5}
 out_mode=${OUT:-null}
+case "${PROVENANCE:-on}" in on) provenance=true ;; off) provenance=false ;; *) echo "PROVENANCE must be on or off" >&2; exit 64 ;; esac
 read -r -a shapes <<< "${SHAPES:-compact spaced escaped shuffled python v2}"
 cargo build --release -q -p traptor-host --bin traptor-host --example floor
 bin=target/release/traptor-host
@@ -54,6 +56,7 @@ pipeline() { # shape → the pipeline file
 type = "track"
 id = 0
 stats_interval_secs = 0
+provenance = ${provenance}
 
 [source]
 type = "replay"

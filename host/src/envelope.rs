@@ -166,7 +166,8 @@ pub fn write_post(
     extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    let mut t = String::with_capacity(128 + 256 * matched.len());
+    let provenance = extra.provenance.map_or(0, |p| p.head.len() + p.tail.len() + 48);
+    let mut t = String::with_capacity(128 + 256 * matched.len() + provenance);
     let _ = write!(t, "{{\"id_str\":{},\"type\":\"{}\"", id.id, id.rule_type);
     if let Some(created_at) = post.created_at.as_deref() {
         with_created_at_iso(created_at, |iso| {
