@@ -189,6 +189,28 @@ fn a_pipeline_with_verify_keys_runs_only_components_its_keys_signed() {
     let changed = format!("sha256:{}", hex(&std::fs::read(&wasm).expect("wasm")));
     refused("changed since signed", &changed);
 
+    // At SIGHUP: a stage edited to name an unsigned component is refused;
+    // the running (signed) one stays.
+    std::fs::copy(plugin_wasm("sentiment"), &wasm).expect("copy");
+    let (code, _, err) = host(&["plugin", "sign", &s(&wasm), "--key", &s(&d.join("team.key"))]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::copy(plugin_wasm("entities"), d.join("unsigned.wasm")).expect("copy");
+    let following = |plugin: &str| {
+        PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"\nfollow = true")
+            .stage(&format!("name = \"mood\"\nplugin = \"{plugin}\""))
+            .table("[verify]\nkeys = [\"team.pub\"]")
+            .write_as(d, "following.toml")
+    };
+    let f = following("mood.wasm");
+    let collector = traptor_tests::Host::spawn(&["--pipeline", &s(&f)], &[]);
+    collector.wait_log("signature verified", LIMIT);
+    following("unsigned.wasm");
+    let ok = std::process::Command::new("kill").args(["-HUP", &collector.pid().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    collector.wait_log("no valid signature", LIMIT);
+    let log = collector.kill();
+    assert!(!log.contains("stages rebuilt"), "{log}");
+
     // A stage's own list replaces the top-level one.
     let per_stage = PipelineFile::new("type = \"replay\"\npath = \"in.jsonl\"")
         .stage("name = \"mood\"\nplugin = \"mood.wasm\"\n[stages.verify]\nkeys = [\"other.pub\"]")
@@ -424,8 +446,18 @@ fn the_admin_listener_previews_rules_behind_a_token() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let log = host.kill();
     assert!(!log.contains(token), "the token is never logged");
+}
 
-    // No token configured: POST is off and says which key to set; read_token needs one.
+/// Without `[admin] token` every POST is off (403 naming the key);
+/// `read_token = true` closes the read-only views, not the probes.
+#[test]
+fn the_admin_listener_without_a_token_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let token = "s3cret-admin-token";
+    let auth = format!("Authorization: Bearer {token}");
+    std::fs::write(d.join("proposed.jsonl"), "{\"rule_id\":\"1\",\"value\":\"the\"}\n").expect("w");
+    let body = format!("@{}", d.join("proposed.jsonl").display());
     let port = traptor_tests::free_port();
     let host = admin_collector(d, port, "", &[]);
     let (status, text) =
@@ -486,7 +518,8 @@ fn the_admin_listener_serves_https() {
 /// post after the live version and never reaches the output; the counts and
 /// the kept differences at `/api/stages/<name>/shadow` are what the live
 /// output implies; `plugin promote` makes it the live plugin in the file
-/// and the lock, and SIGHUP swaps it in without a restart.
+/// and the lock; the admin listener's promote (token) does the same to the
+/// running file and swaps it in without a restart.
 #[test]
 fn a_shadow_stage_is_compared_then_promoted_without_a_restart() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -504,12 +537,12 @@ fn a_shadow_stage_is_compared_then_promoted_without_a_restart() {
             wasm.display(),
             wasm.display()
         ))
-        .table(&format!("[admin]\nlisten = \"127.0.0.1:{port}\""))
+        .table(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"ADMIN_TOKEN\" }}"))
         .write(d);
     let ps = p.to_str().expect("utf8");
     let (code, _, err) = host(&["plugin", "lock", "--pipeline", ps]);
     assert_eq!(code, Some(0), "{err}");
-    let collector = traptor_tests::Host::spawn(&["--pipeline", ps], &[]);
+    let collector = traptor_tests::Host::spawn(&["--pipeline", ps], &[("ADMIN_TOKEN", "t0ken")]);
     collector.wait_log("shadow candidate loaded", LIMIT);
     let out = d.join("out.jsonl");
     let lines = || std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
@@ -541,20 +574,18 @@ fn a_shadow_stage_is_compared_then_promoted_without_a_restart() {
     let line = format!("traptor_shadow_posts_total{{stage=\"sentiment\",result=\"different\"}} {strong}");
     assert!(metrics.contains(&line), "{line} in\n{metrics}");
 
-    // Promote: the file (comment kept) and the lock; SIGHUP swaps it in.
-    let (code, out_text, err) = host(&["plugin", "promote", "sentiment", "--pipeline", ps]);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(out_text.starts_with("sentiment  "), "{out_text}");
-    let text = std::fs::read_to_string(&p).expect("pipeline");
-    assert!(
-        !text.contains("shadow =") && text.contains("threshold = 0.5") && text.contains("# the stage's own comment"),
-        "{text}"
-    );
-    let (code, _, err) = host(&["validate", "--pipeline", ps]);
-    assert_eq!(code, Some(0), "the lock still agrees: {err}");
-    let ok = std::process::Command::new("kill").args(["-HUP", &collector.pid().to_string()]).status().expect("kill");
-    assert!(ok.success());
+    promote_a_copy(d, &p);
+
+    // Through the admin listener (token): the running file, then a reload as on SIGHUP.
+    let promote = format!("http://127.0.0.1:{port}/api/stages/sentiment/promote");
+    let (status, _) = curl(&["-X", "POST", &promote]);
+    assert_eq!(status, 401);
+    let (status, text) = curl(&["-X", "POST", "-H", "Authorization: Bearer t0ken", &promote]);
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["swapped"], true, "{v}");
     collector.wait_log("stages rebuilt", LIMIT);
+    assert!(!std::fs::read_to_string(&p).expect("pipeline").contains("shadow ="));
     let more = d.join("more.jsonl");
     let made =
         run_host(&["generate", "--count", "500", "--seed", "4", "--output", more.to_str().expect("utf8")], LIMIT);
@@ -574,4 +605,26 @@ fn a_shadow_stage_is_compared_then_promoted_without_a_restart() {
     let (status, _) = curl(&[&format!("http://127.0.0.1:{port}/api/stages/sentiment/shadow")]);
     assert_eq!(status, 404, "no shadow after the promotion");
     collector.kill();
+}
+
+/// `plugin promote` on a copy of `p` (and its lock): the file keeps its
+/// comments and validates with the lock; a second promote has nothing to do.
+fn promote_a_copy(d: &Path, p: &Path) {
+    let copy = d.join("copy.toml");
+    std::fs::copy(p, &copy).expect("copy");
+    std::fs::copy(d.join("pipeline.toml.lock"), d.join("copy.toml.lock")).expect("copy lock");
+    let cs = copy.to_str().expect("utf8");
+    let (code, out_text, err) = host(&["plugin", "promote", "sentiment", "--pipeline", cs]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out_text.starts_with("sentiment  "), "{out_text}");
+    let text = std::fs::read_to_string(&copy).expect("pipeline");
+    assert!(
+        !text.contains("shadow =") && text.contains("threshold = 0.5") && text.contains("# the stage's own comment"),
+        "{text}"
+    );
+    let checked = traptor_tests::run_host_with(&["validate", "--pipeline", cs], &[("ADMIN_TOKEN", "t0ken")], LIMIT);
+    assert_eq!(checked.status.code(), Some(0), "the lock still agrees: {}", String::from_utf8_lossy(&checked.stderr));
+    let (code, _, err) = host(&["plugin", "promote", "sentiment", "--pipeline", cs]);
+    assert_eq!(code, Some(78), "nothing left to promote: {err}");
+    assert!(err.contains("no shadow"), "{err}");
 }

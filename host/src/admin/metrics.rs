@@ -35,6 +35,44 @@ struct TraptorCollector(std::sync::Arc<AdminState>);
 
 type Labels<'a> = Vec<(&'a str, &'a str)>;
 
+/// `traptor_shadow_*` of the stages with a shadow candidate.
+fn encode_shadows(
+    e: &mut DescriptorEncoder<'_>,
+    stages: &[(String, crate::plugins::StageSnapshot, &std::sync::Arc<crate::plugins::Stage>)],
+) -> Result<(), std::fmt::Error> {
+    let (mut compared, mut shadow_fields) = (Vec::new(), Vec::new());
+    for (name, _, st) in stages {
+        let Some(sh) = &st.shadow else { continue };
+        for (result, n) in [
+            ("same", sh.stats.same.load(std::sync::atomic::Ordering::Relaxed)),
+            ("different", sh.stats.different.load(std::sync::atomic::Ordering::Relaxed)),
+        ] {
+            compared.push((vec![("stage", name.clone()), ("result", result.to_owned())], n));
+        }
+        for (field, n) in sh.stats.field_counts() {
+            shadow_fields.push((vec![("stage", name.clone()), ("field", field)], n));
+        }
+    }
+    fn as_str<'a>(v: &'a [(Vec<(&'a str, String)>, u64)]) -> Vec<(Vec<(&'a str, &'a str)>, u64)> {
+        v.iter().map(|(l, n)| (l.iter().map(|(k, v)| (*k, v.as_str())).collect(), *n)).collect()
+    }
+    family(
+        e,
+        "traptor_shadow_posts",
+        "Posts a shadow stage's candidate saw, by whether its answer was the live one's",
+        MetricType::Counter,
+        &as_str(&compared),
+    )?;
+    family(
+        e,
+        "traptor_shadow_field_differences",
+        "Enrichment fields in which a shadow candidate differed from the live stage",
+        MetricType::Counter,
+        &as_str(&shadow_fields),
+    )?;
+    Ok(())
+}
+
 /// One metric family: a name, help, type and its labelled values.
 fn family(
     e: &mut DescriptorEncoder<'_>,
@@ -234,36 +272,7 @@ impl TraptorCollector {
                 plugin.push((vec![("stage", name.as_str()), ("name", counter.as_str())], *n));
             }
         }
-        let (mut compared, mut shadow_fields) = (Vec::new(), Vec::new());
-        for (name, _, st) in &stages {
-            let Some(sh) = &st.shadow else { continue };
-            for (result, n) in [
-                ("same", sh.stats.same.load(std::sync::atomic::Ordering::Relaxed)),
-                ("different", sh.stats.different.load(std::sync::atomic::Ordering::Relaxed)),
-            ] {
-                compared.push((vec![("stage", name.clone()), ("result", result.to_owned())], n));
-            }
-            for (field, n) in sh.stats.field_counts() {
-                shadow_fields.push((vec![("stage", name.clone()), ("field", field)], n));
-            }
-        }
-        fn as_str<'a>(v: &'a [(Vec<(&'a str, String)>, u64)]) -> Vec<(Vec<(&'a str, &'a str)>, u64)> {
-            v.iter().map(|(l, n)| (l.iter().map(|(k, v)| (*k, v.as_str())).collect(), *n)).collect()
-        }
-        family(
-            e,
-            "traptor_shadow_posts",
-            "Posts a shadow stage's candidate saw, by whether its answer was the live one's",
-            MetricType::Counter,
-            &as_str(&compared),
-        )?;
-        family(
-            e,
-            "traptor_shadow_field_differences",
-            "Enrichment fields in which a shadow candidate differed from the live stage",
-            MetricType::Counter,
-            &as_str(&shadow_fields),
-        )?;
+        encode_shadows(e, &stages)?;
         family(e, "traptor_stage_posts", "Posts through each stage, by outcome", MetricType::Counter, &posts)?;
         family(e, "traptor_stage_failures", "Failed stage batches, by kind", MetricType::Counter, &failures)?;
         family(
@@ -393,6 +402,7 @@ mod tests {
             history: std::sync::Mutex::default(),
             recent: Arc::new(crate::pipeline::recent::RecentPosts::new(0)),
             settings: crate::admin::AdminSettings::from_config(None).expect("defaults"),
+            promote: None,
         }
     }
 

@@ -135,7 +135,6 @@ impl AdminError {
 }
 
 /// What the endpoints read: shared with the running pipeline.
-#[derive(Debug)]
 pub struct AdminState {
     pub collector: crate::rules::Collector,
     pub metrics: Arc<Metrics>,
@@ -158,7 +157,24 @@ pub struct AdminState {
     pub recent: Arc<crate::pipeline::recent::RecentPosts>,
     /// Token, TLS, limits.
     pub settings: AdminSettings,
+    /// Promote a stage's shadow candidate in the pipeline file and reload
+    /// (`POST /api/stages/<name>/promote`); `None` where there is no file.
+    pub promote: Option<Promoter>,
 }
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("collector", &self.collector)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// See [`AdminState::promote`]: the stage's name in, the promoted plugin out.
+pub type Promoter = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// Seconds of history the dashboard shows.
 const HISTORY_SECS: usize = 600;
@@ -247,6 +263,7 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/api/recent", axum::routing::get(api_recent))
         .route("/api/rules.jsonl", axum::routing::get(api_rules_jsonl))
         .route("/api/stages/{name}/shadow", axum::routing::get(api_shadow))
+        .route("/api/stages/{name}/promote", axum::routing::post(api_promote))
         .route("/preview", axum::routing::get(preview_page))
         .route("/api/rules/preview", axum::routing::post(api_preview))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -317,6 +334,32 @@ async fn api_shadow(
         }
         None => (StatusCode::NOT_FOUND, format!("stage {name:?} has no shadow candidate\n")).into_response(),
     }
+}
+
+/// `POST /api/stages/<name>/promote` (token): `plugin promote` on the
+/// running pipeline's file, then a reload as on SIGHUP; answers once the
+/// new stage set runs, or says it has not yet after 4 s (requests have 5).
+async fn api_promote(
+    State(s): State<Arc<AdminState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let Some(promote) = s.promote.clone() else {
+        return (StatusCode::NOT_FOUND, "this collector has no pipeline file to edit\n").into_response();
+    };
+    let before = s.stages.load().generation;
+    let stage = name.clone();
+    let done = tokio::task::spawn_blocking(move || promote(&stage)).await;
+    let plugin = match done {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("promote failed: {e}\n")).into_response(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while s.stages.load().generation == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let swapped = s.stages.load().generation != before;
+    axum::Json(serde_json::json!({"stage": name, "plugin": plugin, "swapped": swapped})).into_response()
 }
 
 /// The dashboard's preview page: paste or upload a rules file.

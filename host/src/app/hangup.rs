@@ -17,6 +17,26 @@ use crate::pipeline::StageSet;
 use crate::plugins::stages;
 use crate::telemetry::Metrics;
 
+/// `plugin promote` and the admin listener's promote: the stage's shadow
+/// candidate becomes its plugin in the pipeline file, and the lock is
+/// written again when there is one. Returns the promoted plugin.
+pub fn promote_stage(path: &std::path::Path, stage: &str) -> Result<String, String> {
+    // A file that does not load is not edited.
+    LoadedConfig::load(path).map_err(|e| e.to_string())?;
+    let plugin = crate::plugins::shadow::promote(path, stage).map_err(|e| e.to_string())?;
+    let lock_path = crate::plugins::oci::Lock::path_for(path);
+    if lock_path.exists() {
+        let cfg = LoadedConfig::load(path).map_err(|e| e.to_string())?;
+        let c = &cfg.config;
+        let lock = stages::lock_stages(&c.stages, c.pipeline.plugin_cache_dir.clone())
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        lock.write(&lock_path).map_err(|e| e.to_string())?;
+        tracing::info!(file = %lock_path.display(), "lock written again");
+    }
+    tracing::info!(stage, plugin = %plugin, pipeline = %path.display(), "promoted");
+    Ok(plugin)
+}
+
 /// What a SIGHUP acts on.
 #[derive(Debug)]
 pub(super) struct Hangup {
@@ -27,6 +47,8 @@ pub(super) struct Hangup {
     pub text: String,
     pub stages: Arc<ArcSwap<StageSet>>,
     pub metrics: Arc<Metrics>,
+    /// Rings as a SIGHUP does (the admin listener's promote).
+    pub trigger: Arc<Notify>,
 }
 
 /// What changed between two versions of the pipeline file.
@@ -90,6 +112,7 @@ pub(super) async fn on_hangup(listener: Listener, mut h: Hangup, stop: Cancellat
             tokio::select! {
                 () = stop.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
+                () = h.trigger.notified() => tracing::info!("the admin listener asked for a reload (as SIGHUP)"),
             }
             tracing::info!("SIGHUP: reloading the rules");
             h.reload.notify_one();

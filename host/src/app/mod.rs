@@ -18,7 +18,7 @@
 //! Errors say who is at fault ([`ErrorKind`]): the configuration (exit 78),
 //! the outside world at run time (exit 2), or a bug here (exit 70).
 
-mod hangup;
+pub mod hangup;
 mod services;
 mod topology;
 mod validate;
@@ -245,7 +245,9 @@ async fn steps(
         text: cfg.text.clone(),
         stages: topology.stages(),
         metrics: metrics.clone(),
+        trigger: Arc::new(tokio::sync::Notify::new()),
     };
+    let trigger = hangup.trigger.clone();
     background.spawn("SIGHUP", hangup::on_hangup(hup, hangup, background.token()));
 
     // The admin listener, when asked for: bound now, so a taken port stops here.
@@ -253,7 +255,13 @@ async fn steps(
     let rule_hits = services::rule_hits(cfg, admin.is_some());
     if let Some(addr) = admin {
         let settings = crate::admin::AdminSettings::from_config(c.admin.as_ref())?;
-        let state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone(), settings);
+        let mut state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone(), settings);
+        let path = cfg.path.clone();
+        state.promote = Some(Arc::new(move |stage: &str| {
+            let plugin = hangup::promote_stage(&path, stage)?;
+            trigger.notify_one();
+            Ok(plugin)
+        }));
         let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
         background.keep("admin endpoint", task);
     }

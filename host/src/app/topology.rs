@@ -253,6 +253,7 @@ impl Topology {
         crate::admin::AdminState {
             recent,
             settings,
+            promote: None,
             collector: who,
             metrics: metrics.clone(),
             stages: self.stages.clone(),

@@ -323,20 +323,14 @@ fn run(plugin: &Path, config: &[String], input: &Path, rules: Option<&Path>, bat
 /// `plugin lock --pipeline FILE`.
 /// `plugin promote STAGE --pipeline FILE`.
 fn promote(stage: &str, path: &Path) -> Exit {
-    // Checked first: a file that does not load is not edited.
-    if let Err(e) = LoadedConfig::load(path) {
-        return fail(e, Exit::Config);
+    match crate::app::hangup::promote_stage(path, stage) {
+        Ok(plugin) => {
+            println!("{stage}  {plugin}");
+            tracing::info!("send the collector SIGHUP to swap it in");
+            Exit::Success
+        }
+        Err(e) => fail(e, Exit::Config),
     }
-    let plugin = match crate::plugins::shadow::promote(path, stage) {
-        Ok(p) => p,
-        Err(e) => return fail(e, Exit::Config),
-    };
-    println!("{stage}  {plugin}");
-    tracing::info!(stage, plugin = %plugin, pipeline = %path.display(), "promoted; send the collector SIGHUP to swap it in");
-    if Lock::path_for(path).exists() {
-        return lock(path);
-    }
-    Exit::Success
 }
 
 fn lock(path: &Path) -> Exit {

@@ -19,7 +19,7 @@ use crate::post::{self, Message, PostView};
 use crate::rules::RemoteRuleIds;
 use crate::telemetry::{BAD_RECORDS_LOGGED, Metrics};
 
-use super::context::{Compiled, WorkerContext};
+use super::context::{Compiled, StageSet, WorkerContext};
 use super::provenance::BatchProvenance;
 use crate::batch::{OutBatch, RawBatch};
 
@@ -105,17 +105,10 @@ pub fn process_batch(
 ) -> Result<OutBatch, FatalStageError> {
     let ctx = &*ctx.for_source(batch.source);
     let m = &ctx.metrics;
-    // Room for the records and their envelopes (a few hundred bytes each).
-    let mut out = OutBatch::with_room(batch.seq, batch.bytes() + batch.len() * 512);
-    out.read_at = batch.read_at;
-    Metrics::add(&m.records_in, batch.len() as u64);
-    Metrics::add(&m.bytes_in, batch.bytes() as u64);
+    let mut out = out_batch(ctx, batch);
     let set = ctx.stages.load_full();
     let staged = !set.stages.is_empty();
-    let prov = ctx.provenance.as_deref().map(|collector| {
-        let source = ctx.sources.get(usize::from(batch.source)).map(|s| (&*s.label, s.format, s.key_in_use.get()));
-        BatchProvenance::new(collector, compiled.rules_provenance(), &set.provenance, source)
-    });
+    let prov = batch_provenance(ctx, compiled, &set, batch.source);
     let prov = prov.as_ref();
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut tally = Tally::default();
@@ -198,6 +191,37 @@ pub fn process_batch(
     if !staged {
         return Ok(out);
     }
+    run_stages(&set, compiled, scratch, &mut items)?;
+    wrap_items(ctx, compiled, &items, prov, scratch, &mut out);
+    Ok(out)
+}
+
+/// The output batch of `batch`, with room for its records and their
+/// envelopes (a few hundred bytes each); the batch counted in.
+fn out_batch(ctx: &WorkerContext, batch: &RawBatch) -> OutBatch {
+    let mut out = OutBatch::with_room(batch.seq, batch.bytes() + batch.len() * 512);
+    out.read_at = batch.read_at;
+    Metrics::add(&ctx.metrics.records_in, batch.len() as u64);
+    Metrics::add(&ctx.metrics.bytes_in, batch.bytes() as u64);
+    out
+}
+
+/// `traptor.provenance`'s shared part for a batch of source `source`
+/// (`None` when provenance is off).
+fn batch_provenance(ctx: &WorkerContext, compiled: &Compiled, set: &StageSet, source: u16) -> Option<BatchProvenance> {
+    let collector = ctx.provenance.as_deref()?;
+    let source = ctx.sources.get(usize::from(source)).map(|s| (&*s.label, s.format, s.key_in_use.get()));
+    Some(BatchProvenance::new(collector, compiled.rules_provenance(), &set.provenance, source))
+}
+
+/// Every stage of `set` in order over the batch's posts (instances kept in
+/// `scratch` per stage-set generation).
+fn run_stages(
+    set: &StageSet,
+    compiled: &Compiled,
+    scratch: &mut WorkerScratch,
+    items: &mut [Item<'_>],
+) -> Result<(), FatalStageError> {
     if scratch.generation != set.generation {
         scratch.instances.clear();
         scratch.shadows.clear();
@@ -207,10 +231,9 @@ pub fn process_batch(
     scratch.shadows.resize_with(set.stages.len(), || None);
     for (s, stage) in set.stages.iter().enumerate() {
         let slots = (&mut scratch.instances[s], &mut scratch.shadows[s]);
-        run_stage(stage, slots, compiled, &mut items)?;
+        run_stage(stage, slots, compiled, items)?;
     }
-    wrap_items(ctx, compiled, &items, prov, scratch, &mut out);
-    Ok(out)
+    Ok(())
 }
 
 /// A record as the decoders read it.
