@@ -22,6 +22,8 @@ use super::{AdminConfig, AdminError};
 
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 128;
 
 /// `[admin]` as the listener uses it: secrets read, TLS loaded.
 #[derive(Clone)]
@@ -95,7 +97,7 @@ impl AdminSettings {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
             .map(|t| digest(t.trim().as_bytes()));
         match given {
             Some(g) if same(&g, expected) => None,
@@ -151,7 +153,8 @@ fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, AdminE
 pub struct TlsListener {
     rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, std::net::SocketAddr)>,
     local: std::net::SocketAddr,
-    _acceptor: tokio::task::JoinHandle<()>,
+    /// The accept loop (stopped with the listener).
+    acceptor_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
@@ -159,6 +162,7 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -169,8 +173,12 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // At most MAX_HANDSHAKES at once: more connections wait in
+                // the kernel's backlog, not as tasks here.
+                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
@@ -181,7 +189,13 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { rx, local, _acceptor: task })
+        Ok(TlsListener { rx, local, acceptor_task: task })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor_task.abort();
     }
 }
 

@@ -403,6 +403,7 @@ mod tests {
             recent: Arc::new(crate::pipeline::recent::RecentPosts::new(0)),
             settings: crate::admin::AdminSettings::from_config(None).expect("defaults"),
             promote: None,
+            heavy: tokio::sync::Semaphore::new(1),
         }
     }
 

@@ -157,6 +157,9 @@ pub struct AdminState {
     pub recent: Arc<crate::pipeline::recent::RecentPosts>,
     /// Token, TLS, limits.
     pub settings: AdminSettings,
+    /// Requests that copy the recent ring (`/api/recent`, previews): one
+    /// at a time, others get 429.
+    pub heavy: tokio::sync::Semaphore,
     /// Promote a stage's shadow candidate in the pipeline file and reload
     /// (`POST /api/stages/<name>/promote`); `None` where there is no file.
     pub promote: Option<Promoter>,
@@ -270,6 +273,8 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .with_state(state.clone())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(5)))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(state.settings.max_body_bytes))
+        // axum's own 2 MiB limit on extracted bodies would undercut `max_body_bytes`.
+        .layer(axum::extract::DefaultBodyLimit::max(state.settings.max_body_bytes))
 }
 
 /// The listener, plain or TLS.
@@ -290,15 +295,29 @@ async fn guard(
     }
 }
 
-/// The recent posts as JSON lines `{"format": "x_v2", "post": "<raw JSON>"}`.
+/// The recent posts as JSON lines `{"format": "x_v2", "post": "<raw JSON>"}`,
+/// built off the runtime; one such request (or preview) at a time.
 async fn api_recent(State(s): State<Arc<AdminState>>) -> Response {
-    let mut body = String::new();
-    for (format, raw) in s.recent.snapshot() {
-        let line = serde_json::json!({"format": format.as_str(), "post": String::from_utf8_lossy(&raw)});
-        body.push_str(&line.to_string());
-        body.push('\n');
-    }
+    let Ok(_permit) = s.heavy.try_acquire() else { return busy() };
+    let recent = s.recent.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut body = String::new();
+        for (format, raw) in recent.snapshot() {
+            let line = serde_json::json!({"format": format.as_str(), "post": String::from_utf8_lossy(&raw)});
+            body.push_str(&line.to_string());
+            body.push('\n');
+        }
+        body
+    })
+    .await
+    .unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// A request that copies the recent ring while another does.
+fn busy() -> Response {
+    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "busy with another request of this kind; retry\n")
+        .into_response()
 }
 
 /// The running rules with all their fields, as a rules file (what a
@@ -380,12 +399,13 @@ async fn api_preview(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) 
         Ok(r) => r,
         Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
     };
+    let Ok(_permit) = s.heavy.try_acquire() else { return busy() };
     let current = s.compiled.load().matcher.rules().to_vec();
     let recent = s.recent.clone();
     let report = tokio::task::spawn_blocking(move || {
         let mut corpus = crate::preview::Corpus::default();
         for (i, (format, raw)) in recent.snapshot().into_iter().enumerate() {
-            corpus.push(format, raw.into_vec(), i + 1);
+            corpus.push(format, raw.to_vec(), i + 1);
         }
         crate::preview::preview(&current, &proposed, &corpus)
     })

@@ -18,23 +18,70 @@ use crate::plugins::stages;
 use crate::telemetry::Metrics;
 
 /// `plugin promote` and the admin listener's promote: the stage's shadow
-/// candidate becomes its plugin in the pipeline file, and the lock is
-/// written again when there is one. Returns the promoted plugin.
+/// candidate becomes its plugin in the pipeline file (see
+/// [`crate::plugins::shadow::promoted_text`]). The new file is written
+/// beside the old one and checked, the lock (when there is one) is worked
+/// out for the promoted stage only (the others keep their pins), and only
+/// then is the file replaced — its permissions kept, through a symbolic
+/// link to the file it names — and the lock written. One promotion at a
+/// time. Returns the promoted plugin.
 pub fn promote_stage(path: &std::path::Path, stage: &str) -> Result<String, String> {
-    // A file that does not load is not edited.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let shown = path.display();
     LoadedConfig::load(path).map_err(|e| e.to_string())?;
-    let plugin = crate::plugins::shadow::promote(path, stage).map_err(|e| e.to_string())?;
-    let lock_path = crate::plugins::oci::Lock::path_for(path);
-    if lock_path.exists() {
-        let cfg = LoadedConfig::load(path).map_err(|e| e.to_string())?;
-        let c = &cfg.config;
-        let lock = stages::lock_stages(&c.stages, c.pipeline.plugin_cache_dir.clone())
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
-        lock.write(&lock_path).map_err(|e| e.to_string())?;
-        tracing::info!(file = %lock_path.display(), "lock written again");
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
+    let text = std::fs::read_to_string(&real).map_err(|e| format!("{shown}: {e}"))?;
+    let (new_text, plugin) =
+        crate::plugins::shadow::promoted_text(&text, stage).map_err(|e| format!("{shown}: {e}"))?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let file_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = real.with_file_name(format!(".{file_name}.promote-{}-{nanos}", std::process::id()));
+    let result = write_promoted(path, &real, &tmp, &new_text, stage);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    tracing::info!(stage, plugin = %plugin, pipeline = %path.display(), "promoted");
+    result?;
+    tracing::info!(stage, plugin = %plugin, pipeline = %shown, "promoted");
     Ok(plugin)
+}
+
+/// [`promote_stage`]'s writing: `tmp` checked, the lock worked out, then both in place.
+fn write_promoted(
+    path: &std::path::Path,
+    real: &std::path::Path,
+    tmp: &std::path::Path,
+    text: &str,
+    stage: &str,
+) -> Result<(), String> {
+    use crate::plugins::oci::Lock;
+    std::fs::write(tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    if let Ok(m) = std::fs::metadata(real) {
+        let _ = std::fs::set_permissions(tmp, m.permissions());
+    }
+    let cfg = LoadedConfig::load(tmp).map_err(|e| format!("the promoted file would not load: {e}"))?;
+    let lock = match Lock::read_for(path).map_err(|e| e.to_string())? {
+        Some((mut lock, lock_path)) => {
+            let c = &cfg.config;
+            let promoted: Vec<_> = c.stages.iter().filter(|s| s.name == stage).cloned().collect();
+            let fresh = stages::lock_stages(&promoted, c.pipeline.plugin_cache_dir.clone())
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+            for new in fresh.stages {
+                match lock.stages.iter_mut().find(|s| s.name == new.name) {
+                    Some(old) => *old = new,
+                    None => lock.stages.push(new),
+                }
+            }
+            Some((lock, lock_path))
+        }
+        None => None,
+    };
+    std::fs::rename(tmp, real).map_err(|e| format!("cannot replace {}: {e}", real.display()))?;
+    if let Some((lock, lock_path)) = lock {
+        lock.write(&lock_path).map_err(|e| e.to_string())?;
+        tracing::info!(file = %lock_path.display(), "lock written again (the promoted stage's pin)");
+    }
+    Ok(())
 }
 
 /// What a SIGHUP acts on.

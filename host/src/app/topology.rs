@@ -254,6 +254,7 @@ impl Topology {
             recent,
             settings,
             promote: None,
+            heavy: tokio::sync::Semaphore::new(1),
             collector: who,
             metrics: metrics.clone(),
             stages: self.stages.clone(),

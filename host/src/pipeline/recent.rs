@@ -4,7 +4,7 @@
 //! large posts cannot grow it; kept only when the admin listener is on.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::post::Format;
 
@@ -19,7 +19,7 @@ pub struct RecentPosts {
 
 #[derive(Debug, Default)]
 struct Ring {
-    posts: VecDeque<(Format, Box<[u8]>)>,
+    posts: VecDeque<(Format, Arc<[u8]>)>,
     bytes: usize,
 }
 
@@ -38,7 +38,7 @@ impl RecentPosts {
         let Ok(mut r) = self.ring.lock() else { return };
         for p in &posts[skip..] {
             r.bytes += p.len();
-            r.posts.push_back((format, Box::from(*p)));
+            r.posts.push_back((format, Arc::from(*p)));
         }
         while r.posts.len() > self.max || (r.bytes > MAX_RECENT_BYTES && r.posts.len() > 1) {
             if let Some((_, old)) = r.posts.pop_front() {
@@ -47,8 +47,8 @@ impl RecentPosts {
         }
     }
 
-    /// Every kept post, oldest first.
-    pub fn snapshot(&self) -> Vec<(Format, Box<[u8]>)> {
+    /// Every kept post, oldest first (pointers copied under the lock, not bytes).
+    pub fn snapshot(&self) -> Vec<(Format, Arc<[u8]>)> {
         self.ring.lock().map(|r| r.posts.iter().cloned().collect()).unwrap_or_default()
     }
 

@@ -54,17 +54,21 @@ fn run_shadow(
         return;
     }
     let sub: Vec<StagePost<'_>> = picked.iter().map(|&i| batch[i]).collect();
+    let live = Outcome::all(live, batch.len());
     match sh.stage.process(slot, &sub, compiled.matcher.rules()) {
         Ok(candidate) => {
+            let candidate = Outcome::all(&candidate, sub.len());
             for (k, &i) in picked.iter().enumerate() {
-                sh.stats.record(&batch[i].view.id, &Outcome::of(live, i), &Outcome::of(&candidate, k));
+                sh.stats.record(&batch[i].view.id, &live[i], &candidate[k]);
             }
         }
+        // A candidate bypassed by its breaker is not compared.
+        Err(crate::plugins::CallFailure::CircuitOpen) => {}
         Err(failure) => {
             sh.stats.failures.fetch_add(1, Relaxed);
             let error = Outcome::Error { error: failure.to_string() };
             for &i in &picked {
-                sh.stats.record(&batch[i].view.id, &Outcome::of(live, i), &error);
+                sh.stats.record(&batch[i].view.id, &live[i], &error);
             }
         }
     }

@@ -362,6 +362,23 @@ impl Registry {
     }
 }
 
+/// Signature referrers read per manifest, and the largest record read.
+pub const MAX_REFERRERS: usize = 64;
+pub const MAX_RECORD_BYTES: u64 = 16 << 10;
+
+/// Whether a registry answer means "no such manifest" (404, MANIFEST_UNKNOWN).
+fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::ServerError { code, .. } => *code == 404,
+        E::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|x| matches!(x.code, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound))
+        }
+        _ => false,
+    }
+}
+
 /// The OCI index media type (the referrers tag schema's index).
 const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 /// The empty config of an artifact manifest: `{}`.
@@ -453,13 +470,20 @@ impl Registry {
     ) -> Result<(), OciError> {
         let tag = manifest_digest.replacen(':', "-", 1);
         let at_tag = Reference::with_tag(r.registry.clone(), r.repository.clone(), tag);
+        // Only a missing index starts a new one: any other failure, or an
+        // index that does not parse, would lose the referrers it lists.
         let mut index = match self.client.pull_manifest_raw(&at_tag, &self.auth, &[INDEX_MEDIA_TYPE]).await {
-            Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
+            Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .filter(|v| v.get("manifests").is_some_and(serde_json::Value::is_array))
+                .ok_or_else(|| {
+                    Self::err(r, format!("the referrers index {at_tag} is not an OCI index; left as it is"))
+                })?,
+            Err(e) if not_found(&e) => {
+                serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [] })
+            }
+            Err(e) => return Err(Self::err(r, e)),
         };
-        if !index.get("manifests").is_some_and(serde_json::Value::is_array) {
-            index = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [] });
-        }
         if let Some(list) = index.get_mut("manifests").and_then(serde_json::Value::as_array_mut) {
             list.retain(|m| m.get("digest") != entry.get("digest"));
             list.push(entry);
@@ -471,7 +495,8 @@ impl Registry {
     }
 
     /// Every signature record attached to `manifest_digest` (records that
-    /// cannot be read are skipped, logged).
+    /// cannot be read are skipped, logged; at most [`MAX_REFERRERS`]
+    /// referrers, each record at most [`MAX_RECORD_BYTES`]).
     pub async fn signatures(
         &self,
         r: &OciRef,
@@ -479,13 +504,14 @@ impl Registry {
     ) -> Result<Vec<super::signing::SignatureRecord>, OciError> {
         use super::signing::SIGNATURE_MEDIA_TYPE;
         let mut out = Vec::new();
-        for (digest, _) in self.referrers(r, manifest_digest).await? {
+        for (digest, _) in self.referrers(r, manifest_digest).await?.into_iter().take(MAX_REFERRERS) {
             let manifest: serde_json::Value = serde_json::from_slice(&self.manifest(r, &digest).await?)
                 .map_err(|e| Self::err(r, format!("signature manifest {digest}: {e}")))?;
             let layers = manifest.get("layers").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
             for layer in layers {
                 let (Some(t), Some(d)) = (layer["mediaType"].as_str(), layer["digest"].as_str()) else { continue };
-                if t != SIGNATURE_MEDIA_TYPE || !is_digest(d) {
+                let size = layer["size"].as_u64().unwrap_or(u64::MAX);
+                if t != SIGNATURE_MEDIA_TYPE || !is_digest(d) || size > MAX_RECORD_BYTES {
                     continue;
                 }
                 let bytes = self.blob(r, d).await?;

@@ -54,9 +54,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Post `i`'s answer in `answers` (kept when not named).
-    pub fn of(answers: &Answers, i: usize) -> Outcome {
-        let Some(a) = answers.changes.iter().find(|a| a.post == i) else { return Outcome::Kept };
+    /// Every post's answer in `answers`, for a batch of `n` posts (kept when not named).
+    pub fn all(answers: &Answers, n: usize) -> Vec<Outcome> {
+        let mut out = vec![Outcome::Kept; n];
+        for a in &answers.changes {
+            if let Some(o) = out.get_mut(a.post) {
+                *o = Outcome::of(answers, a);
+            }
+        }
+        out
+    }
+
+    fn of(answers: &Answers, a: &super::answers::Answer) -> Outcome {
         let text = answers.text(a).into_owned();
         match a.action {
             Action::Enrich => match serde_json::from_str(&text) {
@@ -119,7 +128,12 @@ impl ShadowStats {
         self.different.fetch_add(1, Relaxed);
         if let Ok(mut f) = self.fields.lock() {
             for name in &fields {
-                let key = if f.contains_key(name) || f.len() < MAX_FIELDS { name.clone() } else { "other".to_owned() };
+                // A metrics label: plain names only (a candidate's keys are
+                // arbitrary text), and a bounded number of them.
+                let plain = name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+                let known = f.contains_key(name) || f.len() < MAX_FIELDS;
+                let key = if plain && known { name.clone() } else { "other".to_owned() };
                 *f.entry(key).or_default() += 1;
             }
         }
@@ -162,25 +176,20 @@ pub fn sampled(id: &str, share: f64) -> bool {
     (h as f64 / u64::MAX as f64) < share
 }
 
-/// `plugin promote STAGE --pipeline FILE`: the stage's shadow candidate
-/// becomes its plugin (and configuration) in the file, comments and layout
-/// kept; the shadow entry goes. Returns the promoted plugin. A running
-/// collector swaps it in on SIGHUP (a change to `[[stages]]` only).
-pub fn promote(pipeline: &std::path::Path, stage: &str) -> Result<String, super::PluginError> {
-    let err = |message: String| super::PluginError::Pipeline { path: pipeline.to_owned(), message };
-    let text = std::fs::read_to_string(pipeline).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| err(format!("not TOML: {e}")))?;
-    let stages = doc
-        .get_mut("stages")
-        .and_then(toml_edit::Item::as_array_of_tables_mut)
-        .ok_or_else(|| err("has no [[stages]]".into()))?;
+/// `plugin promote`: the pipeline file's text with stage `stage`'s shadow
+/// candidate made its plugin — its `plugin`, `config` and own limits
+/// replace the stage's, the `shadow` entry goes, comments and layout stay.
+/// Returns the new text and the promoted plugin.
+pub fn promoted_text(text: &str, stage: &str) -> Result<(String, String), String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let stages = doc.get_mut("stages").and_then(toml_edit::Item::as_array_of_tables_mut).ok_or("has no [[stages]]")?;
     let names: Vec<String> =
         stages.iter().filter_map(|t| t.get("name").and_then(|n| n.as_str()).map(str::to_owned)).collect();
     let table = stages
         .iter_mut()
         .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(stage))
-        .ok_or_else(|| err(format!("no stage {stage:?} (stages: {})", names.join(", "))))?;
-    let shadow = table.remove("shadow").ok_or_else(|| err(format!("stage {stage:?} has no shadow to promote")))?;
+        .ok_or_else(|| format!("no stage {stage:?} (stages: {})", names.join(", ")))?;
+    let shadow = table.remove("shadow").ok_or_else(|| format!("stage {stage:?} has no shadow to promote"))?;
     let field = |k: &str| -> Option<toml_edit::Item> {
         match &shadow {
             toml_edit::Item::Table(t) => t.get(k).cloned(),
@@ -190,7 +199,7 @@ pub fn promote(pipeline: &std::path::Path, stage: &str) -> Result<String, super:
     };
     let plugin = field("plugin")
         .and_then(|p| p.as_str().map(str::to_owned))
-        .ok_or_else(|| err(format!("stage {stage:?}: its shadow names no plugin")))?;
+        .ok_or_else(|| format!("stage {stage:?}: its shadow names no plugin"))?;
     table.insert("plugin", toml_edit::value(plugin.clone()));
     table.remove("config");
     if let Some(config) = field("config") {
@@ -200,10 +209,12 @@ pub fn promote(pipeline: &std::path::Path, stage: &str) -> Result<String, super:
         };
         table.insert("config", config);
     }
-    let tmp = pipeline.with_extension(format!("promote-{}", std::process::id()));
-    std::fs::write(&tmp, doc.to_string()).map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, pipeline).map_err(|e| err(format!("cannot replace it: {e}")))?;
-    Ok(plugin)
+    for limit in ["timeout_ms", "memory_limit_mib"] {
+        if let Some(v) = field(limit) {
+            table.insert(limit, v);
+        }
+    }
+    Ok((doc.to_string(), plugin))
 }
 
 #[cfg(test)]
@@ -223,6 +234,10 @@ mod tests {
         assert_eq!(r["differences"][0]["fields"], serde_json::json!(["a", "c"]));
         assert_eq!(r["differences"][1]["candidate"]["outcome"], "dropped");
         assert_eq!(r["fields"]["a"], 1);
+        // A candidate's odd keys never become metric labels.
+        s.record("5", &e(serde_json::json!({})), &e(serde_json::json!({"a\"b\nc": 1})));
+        assert_eq!(s.field_counts().iter().find(|(k, _)| k == "other").map(|x| x.1), Some(1));
+        assert!(s.field_counts().iter().all(|(k, _)| !k.contains('"')));
         let n = (0..10_000).filter(|i| sampled(&i.to_string(), 0.1)).count();
         assert!((800..1200).contains(&n), "{n}");
         assert!(sampled("x", 1.0));

@@ -47,6 +47,8 @@ pub enum SigningError {
     BadSignatureFile { path: PathBuf, line: usize, reason: String },
     #[error("cannot make a key: no system randomness: {0}")]
     Random(String),
+    #[error("{path} changed while it was loaded: {verified} was verified, {loaded} was read; try again")]
+    ChangedWhileLoading { path: PathBuf, verified: String, loaded: String },
     #[error(
         "component {digest} has no valid signature by any of the keys {tried} ({found}); sign it with `traptor-host plugin sign`"
     )]

@@ -237,12 +237,8 @@ pub fn load_all(
     let mut failed = Vec::new();
     for (index, s) in stages.iter().enumerate() {
         let started = Instant::now();
-        let stage = locate(s, cache_dir.as_deref(), lock.as_ref()).and_then(|(path, manifest)| {
-            let mut stage = Stage::load(&runtime, s.spec(path))?;
-            stage.origin.plugin = s.plugin.to_string();
-            if let Some(digest) = manifest {
-                stage.origin.digest = digest;
-            }
+        let stage = locate(s, cache_dir.as_deref(), lock.as_ref()).and_then(|at| {
+            let mut stage = load_located(&runtime, s, at)?;
             if let Some(sh) = &s.shadow {
                 stage.shadow = Some(Box::new(load_shadow(s, sh, &runtime, cache_dir.as_deref())?));
             }
@@ -283,12 +279,7 @@ fn load_shadow(
     c.memory_limit_mib = sh.memory_limit_mib.unwrap_or(s.memory_limit_mib);
     c.shadow = None;
     // A candidate is not in the lock (it is what may replace the locked one).
-    let (path, manifest) = locate(&c, cache_dir, None)?;
-    let mut stage = Stage::load(runtime, c.spec(path))?;
-    stage.origin.plugin = c.plugin.to_string();
-    if let Some(digest) = manifest {
-        stage.origin.digest = digest;
-    }
+    let stage = load_located(runtime, &c, locate(&c, cache_dir, None)?)?;
     tracing::info!(stage = %s.name, candidate = %c.plugin, version = %stage.description.version, sample = sh.sample, "shadow candidate loaded");
     Ok(super::Shadow { stage, sample: sh.sample, stats: Arc::default() })
 }
@@ -296,11 +287,7 @@ fn load_shadow(
 /// The file of a stage's component, checked against the lock if there is
 /// one: a path as it is, a registry reference fetched into the cache (with
 /// its manifest digest).
-fn locate(
-    s: &StageConfig,
-    cache_dir: Option<&Path>,
-    lock: Option<&(Lock, PathBuf)>,
-) -> Result<(PathBuf, Option<String>), PluginError> {
+fn locate(s: &StageConfig, cache_dir: Option<&Path>, lock: Option<&(Lock, PathBuf)>) -> Result<Located, PluginError> {
     let written = s.plugin.to_string();
     let pinned = match lock {
         None => None,
@@ -337,10 +324,11 @@ fn locate(
                     .into());
                 }
             }
-            if let Some(v) = &s.verify {
-                verify_component(p, &signing::sig_path(p), v, None)?;
-            }
-            Ok((p.clone(), None))
+            let verified = match &s.verify {
+                Some(v) => Some(verify_component(p, &signing::sig_path(p), v, None)?),
+                None => None,
+            };
+            Ok(Located { path: p.clone(), manifest: None, verified })
         }
         PluginSource::Oci(r) => {
             let dir = cache_dir.ok_or_else(|| {
@@ -350,11 +338,14 @@ fn locate(
             })?;
             let cache = OciCache::new(dir);
             let pulled = oci::block_on(oci::fetch(r, &s.registry, &cache, pinned))?;
-            if let Some(v) = &s.verify {
-                let sigs = signing::sig_path(&pulled.path);
-                verify_component(&pulled.path, &sigs, v, Some((r, &s.registry, pulled.digest.as_str())))?;
-            }
-            Ok((pulled.path, Some(pulled.digest)))
+            let verified = match &s.verify {
+                Some(v) => {
+                    let sigs = signing::sig_path(&pulled.path);
+                    Some(verify_component(&pulled.path, &sigs, v, Some((r, &s.registry, pulled.digest.as_str())))?)
+                }
+                None => None,
+            };
+            Ok(Located { path: pulled.path, manifest: Some(pulled.digest), verified })
         }
     }
 }
@@ -368,14 +359,20 @@ fn verify_component(
     sigs: &Path,
     v: &VerifyConfig,
     registry: Option<(&oci::OciRef, &RegistryConfig, &str)>,
-) -> Result<(), PluginError> {
+) -> Result<String, PluginError> {
     let keys = v.keys.iter().map(|k| signing::read_public(k)).collect::<Result<Vec<_>, _>>()?;
     let bytes = std::fs::read(component).map_err(|source| PluginError::Read { path: component.to_owned(), source })?;
     let digest = oci::digest_of(&bytes);
     if let Some((r, cfg, manifest)) = registry {
         let fetched = oci::Registry::new(r, cfg).and_then(|reg| oci::block_on(reg.signatures(r, manifest)));
         match fetched {
-            Ok(records) => signing::add_to_sig_file(sigs, &records)?,
+            // Only records that hold for these keys are kept: a registry
+            // cannot replace a good cached record with a bad one.
+            Ok(records) => {
+                let good: Vec<_> =
+                    records.into_iter().filter(|rec| keys.iter().any(|k| signing::holds(rec, &digest, k))).collect();
+                signing::add_to_sig_file(sigs, &good)?;
+            }
             Err(e) => {
                 tracing::warn!(reference = %r, error = %e, "cannot fetch the plugin's signatures; checking those seen before")
             }
@@ -384,7 +381,34 @@ fn verify_component(
     let records = signing::read_sig_file(sigs)?;
     let key = signing::verify(&records, &digest, &keys)?;
     tracing::info!(component = %component.display(), %digest, key = %key.path.display(), key_id = %key.id, "signature verified");
-    Ok(())
+    Ok(digest)
+}
+
+/// A component file, where it came from, and the digest its signature was
+/// checked for.
+struct Located {
+    path: PathBuf,
+    /// The manifest digest of a registry component.
+    manifest: Option<String>,
+    /// With `verify`: the digest that was verified (the loaded bytes must have it).
+    verified: Option<String>,
+}
+
+/// Load the stage at `at` and check that the bytes loaded are the bytes verified
+/// (the file could change between the two reads).
+fn load_located(runtime: &Arc<Runtime>, c: &StageConfig, at: Located) -> Result<Stage, PluginError> {
+    let mut stage = Stage::load(runtime, c.spec(at.path.clone()))?;
+    let loaded = format!("sha256:{}", stage.component().sha256);
+    if let Some(verified) = at.verified
+        && verified != loaded
+    {
+        return Err(signing::SigningError::ChangedWhileLoading { path: at.path, verified, loaded }.into());
+    }
+    stage.origin.plugin = c.plugin.to_string();
+    if let Some(digest) = at.manifest {
+        stage.origin.digest = digest;
+    }
+    Ok(stage)
 }
 
 /// What `plugin lock` writes: each stage's reference and the digest it
