@@ -407,6 +407,21 @@ fn redis_over_tls_with_a_password_from_a_file_and_servers_without_resp3() {
     let (code, text) = validate(&tls_url, "password = { file = \"redis-password\" }");
     assert_eq!(code, Some(78), "an unknown CA is refused: {text}");
 
+    // The command line's rules and keys commands: --tls-ca-file (issue 25's loose end).
+    let with_password = format!("rediss://:{password}@127.0.0.1:{tls_port}");
+    for cmd in [&["rules", "list"][..], &["keys", "list"]] {
+        let ca_arg = ca.to_str().expect("utf8");
+        let out = run_host(&[cmd, &["--redis", &with_password, "--tls-ca-file", ca_arg]].concat(), LIMIT);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}: {text}");
+        assert!(!text.contains(password), "the password showed: {text}");
+        if cmd[0] == "rules" {
+            assert!(text.contains("coffee"), "{text}");
+        }
+        let out = run_host(&[cmd, &["--redis", &with_password]].concat(), LIMIT);
+        assert_ne!(out.status.code(), Some(0), "{cmd:?} without the CA: an unknown certificate is refused");
+    }
+
     // RESP2 only: HELLO renamed away.
     let old = RedisServer::with_options(&["--rename-command".into(), "HELLO".into(), String::new()], None);
     let mut c = old.conn();
