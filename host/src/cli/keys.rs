@@ -7,19 +7,13 @@ use clap::Subcommand;
 use redis::aio::ConnectionManager;
 
 use super::{fail, runtime};
-use crate::coordination::{CoordinationError, keys, rules_admin};
+use crate::coordination::{CoordinationError, keys};
 use crate::exit::Exit;
-use crate::redis_conn::{DEFAULT_REDIS_URL, RedisUrl};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct KeysArgs {
-    /// Redis server.
-    #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
-    redis: String,
-    /// PEM file of the CA that signed a `rediss://` server's certificate
-    /// (as `tls_ca_file` in a pipeline's `[rules]`/`[coordination]`).
-    #[arg(long, value_name = "FILE", global = true)]
-    tls_ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    server: super::RedisArgs,
     /// The pool's Redis hash (field = key name, value = JSON credentials).
     #[arg(long, default_value = "traptor-apikeys", global = true)]
     hash: String,
@@ -58,16 +52,10 @@ pub(super) fn keys(args: KeysArgs) -> Exit {
     };
     let Some(rt) = runtime(false) else { return Exit::Unavailable };
     rt.block_on(async {
-        let mut conn =
-            match rules_admin::connect_cli(&RedisUrl::new(&args.redis).with_access(crate::redis_conn::RedisAccess {
-                tls_ca_file: args.tls_ca_file.clone(),
-                ..crate::redis_conn::RedisAccess::default()
-            }))
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e, Exit::Unavailable),
-            };
+        let mut conn = match args.server.connect().await {
+            Ok(c) => c,
+            Err(e) => return fail(e, Exit::Unavailable),
+        };
         match execute(&mut conn, &args.hash, args.command, &json).await {
             Ok(text) => {
                 let _ = writeln!(std::io::stdout().lock(), "{text}");

@@ -160,6 +160,29 @@ fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
 }
 
 /// Log `e` and exit `exit`.
+/// The Redis server of the `rules` and `keys` commands.
+#[derive(Debug, clap::Args)]
+pub(super) struct RedisArgs {
+    /// Redis server.
+    #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = crate::redis_conn::DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
+    redis: String,
+    /// PEM file of the CA that signed a `rediss://` server's certificate
+    /// (as `tls_ca_file` in a pipeline's `[rules]`/`[coordination]`).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca_file: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// Connect as the command line asked.
+    async fn connect(&self) -> Result<redis::aio::ConnectionManager, crate::coordination::CoordinationError> {
+        let access = crate::redis_conn::RedisAccess { tls_ca_file: self.tls_ca_file.clone(), ..Default::default() };
+        crate::coordination::rules_admin::connect_cli(
+            &crate::redis_conn::RedisUrl::new(&self.redis).with_access(access),
+        )
+        .await
+    }
+}
+
 fn fail(e: impl std::fmt::Display, exit: Exit) -> Exit {
     tracing::error!("{e}");
     exit

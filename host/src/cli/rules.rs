@@ -11,18 +11,12 @@ use super::{fail, runtime};
 use crate::coordination::CoordinationError;
 use crate::coordination::rules_admin as admin;
 use crate::exit::Exit;
-use crate::redis_conn::{DEFAULT_REDIS_URL, RedisUrl};
 use crate::rules::{Collector, Rule, RuleType};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RulesArgs {
-    /// Redis server.
-    #[arg(long, env = "TRAPTOR_REDIS_URL", default_value = DEFAULT_REDIS_URL, global = true, hide_env_values = true)]
-    redis: String,
-    /// PEM file of the CA that signed a `rediss://` server's certificate
-    /// (as `tls_ca_file` in a pipeline's `[rules]`/`[coordination]`).
-    #[arg(long, value_name = "FILE", global = true)]
-    tls_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: super::RedisArgs,
     /// Pub/sub channel for reload notices.
     #[arg(long, default_value = "traptor-notify", global = true)]
     channel: String,
@@ -121,16 +115,10 @@ pub(super) fn rules(args: RulesArgs) -> Exit {
     }
     let Some(rt) = runtime(false) else { return Exit::Unavailable };
     rt.block_on(async {
-        let mut conn =
-            match admin::connect_cli(&RedisUrl::new(&args.redis).with_access(crate::redis_conn::RedisAccess {
-                tls_ca_file: args.tls_ca_file.clone(),
-                ..crate::redis_conn::RedisAccess::default()
-            }))
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e, Exit::Unavailable),
-            };
+        let mut conn = match args.server.connect().await {
+            Ok(c) => c,
+            Err(e) => return fail(e, Exit::Unavailable),
+        };
         let mut problems = Vec::new();
         let result = execute(&mut conn, &args.channel, args.command, &mut problems).await;
         for p in &problems {
