@@ -97,6 +97,49 @@ pub struct FakeState {
     pub accept_bearer: Option<String>,
     /// When each session had handed its last line to the connection.
     pub sessions_written: Vec<Instant>,
+    /// A continuous stream (once the scripted sessions are used up).
+    pub firehose: Option<Firehose>,
+}
+
+/// A stand-in for X's continuous filtered stream: post `k` is sent at
+/// `start + k / per_sec` whether or not a collector is connected (as the
+/// real one is); every open connection gets the posts of its time, and one
+/// that asks `backfill_minutes=N` first gets those of the last N minutes
+/// (each with `created_at` = its send time).
+#[derive(Debug, Clone)]
+pub struct Firehose {
+    pub start: Instant,
+    start_wall: std::time::SystemTime,
+    pub per_sec: f64,
+    /// Stopped: no post after this many.
+    pub stop_after: Option<u64>,
+}
+
+impl Firehose {
+    /// When post `k` is sent.
+    pub fn at(&self, k: u64) -> Instant {
+        self.start + Duration::from_secs_f64(k as f64 / self.per_sec)
+    }
+
+    /// How many posts were sent by `now`.
+    pub fn sent_by(&self, now: Instant) -> u64 {
+        let n = (now.saturating_duration_since(self.start).as_secs_f64() * self.per_sec).floor() as u64 + 1;
+        self.stop_after.map_or(n, |s| n.min(s))
+    }
+
+    /// The id of post `k`.
+    pub fn id(k: u64) -> String {
+        format!("{}", 5_000_000 + k)
+    }
+
+    fn line(&self, k: u64, rule: &Option<(String, Option<String>)>) -> String {
+        let sent = self.start_wall + Duration::from_secs_f64(k as f64 / self.per_sec);
+        let created = chrono::DateTime::<chrono::Utc>::from(sent).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let rules = rule.iter().map(|(id, tag)| serde_json::json!({"id": id, "tag": tag})).collect::<Vec<_>>();
+        serde_json::json!({"data": {"id": Firehose::id(k), "text": format!("fleet post {k}"), "created_at": created,
+                                    "author_id": "12"}, "matching_rules": rules})
+        .to_string()
+    }
 }
 
 impl FakeState {
@@ -136,6 +179,22 @@ impl FakeX {
     pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
         let mut s = self.state.lock().expect("state");
         f(&mut s)
+    }
+
+    /// Start the continuous stream at `per_sec` posts a second.
+    pub fn start_firehose(&self, per_sec: f64) {
+        let f = Firehose { start: Instant::now(), start_wall: std::time::SystemTime::now(), per_sec, stop_after: None };
+        self.with(|st| st.firehose = Some(f));
+    }
+
+    /// Stop it; returns how many posts it sent.
+    pub fn stop_firehose(&self) -> u64 {
+        self.with(|st| {
+            let f = st.firehose.as_mut().expect("a firehose");
+            let n = f.sent_by(Instant::now());
+            f.stop_after = Some(n);
+            n
+        })
     }
 
     pub fn push_session(&self, s: Session) {
@@ -241,7 +300,16 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
     if record(&state, method, &uri, &headers, &body) {
         return unauthorized();
     }
-    let session = state.lock().expect("state").sessions.pop_front().unwrap_or_else(|| Session::ok(Vec::new()));
+    let (session, firehose) = {
+        let mut s = state.lock().expect("state");
+        let session = s.sessions.pop_front();
+        (session, s.firehose.clone())
+    };
+    let session = match (session, firehose) {
+        (Some(s), _) => s,
+        (None, Some(f)) => return firehose_stream(state, f, &uri),
+        (None, None) => Session::ok(Vec::new()),
+    };
     if session.status != 200 {
         let code = StatusCode::from_u16(session.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (code, session.error_body).into_response();
@@ -301,6 +369,56 @@ async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap, b
                     return;
                 }
             },
+        }
+    });
+    response
+}
+
+/// A connection to the [`Firehose`]: the backfill asked for, then live.
+fn firehose_stream(state: Shared, f: Firehose, uri: &Uri) -> Response {
+    let minutes: u64 = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("backfill_minutes="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let now = Instant::now();
+    let mut k = f.sent_by(now);
+    if minutes > 0 {
+        let back = now.checked_sub(Duration::from_secs(minutes * 60)).unwrap_or(f.start);
+        k = (back.saturating_duration_since(f.start).as_secs_f64() * f.per_sec).ceil() as u64;
+    }
+    let (tx, response) = streamed("application/json");
+    tokio::spawn(async move {
+        loop {
+            let (stopped, rule) = {
+                let s = state.lock().expect("state");
+                let stop = s.firehose.as_ref().and_then(|f| f.stop_after);
+                (stop, s.rules.first().map(|r| (r.id.clone(), r.tag.clone())))
+            };
+            if stopped.is_some_and(|n| k >= n) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if tx.send(Ok(bytes::Bytes::from_static(b"\r\n"))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let due = f.at(k);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            // Everything due by now in one chunk.
+            let upto = f.sent_by(Instant::now()).min(stopped.unwrap_or(u64::MAX)).max(k + 1);
+            let mut chunk = String::new();
+            for j in k..upto {
+                chunk.push_str(&f.line(j, &rule));
+                chunk.push_str("\r\n");
+            }
+            k = upto;
+            if tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                return;
+            }
         }
     });
     response

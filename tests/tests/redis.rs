@@ -646,3 +646,123 @@ fn two_collectors_sharing_redis_dedup_write_each_post_once() {
     assert_eq!(ids(2).len(), 3_000, "every post, once");
     assert!(err.contains("deduplicating locally only") && !err.contains("dedup_redis_errors=0"), "{err}");
 }
+
+/// Issue 25, points 1–3: `id = "auto"` with a standby, a continuous X v2
+/// stand-in that honours `backfill_minutes`, file sinks and shared dedup.
+/// The holder is killed -9: the standby takes the id within 2 × lease_secs
+/// and backfills; a restarted collector stands by; SIGTERM moves the id in
+/// under 2 s. The union of the sinks holds every post the stand-in sent
+/// (those before the first collector connected too); the only duplicates
+/// are posts in flight at the kill, none across the SIGTERM.
+#[test]
+fn a_standby_takes_a_dead_collectors_id_and_fills_the_gap() {
+    use std::time::Instant;
+    use traptor_tests::fake_x::{FakeX, Firehose};
+    const LEASE_SECS: u64 = 2;
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "fleet"), ("value", "fleet")]).expect("hset");
+    let fake = FakeX::start();
+    fake.start_firehose(200.0);
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("token"), "fleet-token\n").expect("write");
+    let collector = |n: u32| {
+        let mut text = pipeline(
+            &redis,
+            &format!(
+                "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = \"token\" }}\n\
+                 backoff_scale = 0.01\nbackfill_minutes = 1",
+                fake.base
+            ),
+        )
+        .traptor("id = \"auto\"")
+        .coordination(&format!("heartbeat_interval_secs = 5\nstats_flush_ms = 100\nlease_secs = {LEASE_SECS}"))
+        .sink(&format!("type = \"file\"\npath = \"out-{n}.jsonl\""))
+        .text()
+        .replace("id = 0\n", "");
+        text.push_str(&format!(
+            "\n[dedup]\nredis = {:?}\nkey_prefix = \"fleet\"\nclaim_secs = 1\nsnapshot = \"dedup-{n}.bin\"\n",
+            redis.url()
+        ));
+        let p = dir.path().join(format!("p{n}.toml"));
+        std::fs::write(&p, text).expect("write");
+        Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[])
+    };
+    // Posts go out before any collector listens: the first claim backfills them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = collector(0);
+    a.wait_log("id claimed", LIMIT);
+    let b = collector(1);
+    b.wait_log("standby: every id with rules is held", LIMIT);
+    wait_for("posts from the first holder", LIMIT, || {
+        Some(json_lines(&std::fs::read(dir.path().join("out-0.jsonl")).unwrap_or_default()).len()).filter(|&n| n > 400)
+    });
+    assert!(a.log().contains("track:0"), "{}", a.log());
+    // The holder keeps its last written position under its lease.
+    wait_for("the holder's position", LIMIT, || {
+        c.get::<_, Option<u64>>("traptor-position:track:0:x_filtered_stream").ok().flatten()
+    });
+
+    // kill -9 the holder: the standby takes the id and asks for the gap.
+    let killed = Instant::now();
+    let log_a = a.kill();
+    b.wait_log("id claimed", LIMIT);
+    let takeover = killed.elapsed();
+    eprintln!("takeover after kill -9: {:.2} s (lease_secs = {LEASE_SECS})", takeover.as_secs_f64());
+    assert!(takeover <= Duration::from_secs(2 * LEASE_SECS) + Duration::from_millis(500), "{takeover:?}");
+    b.wait_log("asking for the gap", LIMIT);
+    let gap_line = b.log().lines().find(|l| l.contains("asking for the gap")).unwrap_or_default().to_owned();
+    eprintln!("gap: {gap_line}");
+    let connects = fake.with(|s| s.stream_connects().iter().map(|r| r.query.clone()).collect::<Vec<_>>());
+    assert!(connects.iter().all(|q| q.contains("backfill_minutes=1")), "{connects:?}");
+
+    // A restarted collector stands by; SIGTERM to the holder moves the id.
+    let mut b = b;
+    let c2 = collector(2);
+    c2.wait_log("standby: every id with rules is held", LIMIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    let termed = Instant::now();
+    let _ = std::process::Command::new("kill").args(["-TERM", &b.pid().to_string()]).status();
+    c2.wait_log("id claimed", LIMIT);
+    let handover = termed.elapsed();
+    eprintln!("takeover after SIGTERM: {:.2} s", handover.as_secs_f64());
+    assert!(handover < Duration::from_secs(2), "{handover:?}");
+    assert!(b.wait(LIMIT).success(), "{}", b.log());
+    let log_b = b.log();
+    assert!(log_b.contains("id released"), "{log_b}");
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = fake.stop_firehose();
+    let ids_of = |n: u32| -> Vec<String> {
+        let text = std::fs::read(dir.path().join(format!("out-{n}.jsonl"))).unwrap_or_default();
+        let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        json_lines(&text[..end]).iter().filter_map(|l| l["data"]["id"].as_str().map(str::to_owned)).collect()
+    };
+    let all = wait_for("every post sent", LIMIT, || {
+        let all: Vec<Vec<String>> = (0..3).map(ids_of).collect();
+        let union: std::collections::HashSet<&String> = all.iter().flatten().collect();
+        (union.len() as u64 >= sent).then(|| all.clone())
+    });
+    let (status, log_c) = c2.stop();
+    assert!(status.success(), "{log_c}");
+    let union: std::collections::HashSet<&String> = all.iter().flatten().collect();
+    for k in 0..sent {
+        assert!(union.contains(&Firehose::id(k)), "post {k} of {sent} lost");
+    }
+    let total: usize = all.iter().map(Vec::len).sum();
+    let duplicates = total - union.len();
+    let across_term: usize = {
+        let b: std::collections::HashSet<&String> = all[1].iter().collect();
+        all[2].iter().filter(|id| b.contains(id)).count()
+    };
+    eprintln!(
+        "sent {sent}, written {} + {} + {}, duplicates {duplicates} (across the SIGTERM: {across_term})",
+        all[0].len(),
+        all[1].len(),
+        all[2].len()
+    );
+    assert!(duplicates as u64 * 100 <= sent, "at most 1 % duplicates: {duplicates} of {sent}");
+    assert_eq!(across_term, 0, "a SIGTERM hand-over writes nothing twice");
+    let log = format!("{log_a}{log_b}{log_c}");
+    assert!(!log.contains("fleet-token"), "the token never shows");
+}

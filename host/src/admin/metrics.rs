@@ -388,6 +388,7 @@ mod tests {
         );
         AdminState {
             collector: crate::rules::Collector::new(crate::rules::RuleType::Track, 7),
+            lease_fence: None,
             metrics,
             stages: Arc::new(arc_swap::ArcSwap::from_pointee(crate::pipeline::StageSet::default())),
             compiled: Arc::new(arc_swap::ArcSwap::from_pointee(compiled)),

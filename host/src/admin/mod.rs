@@ -137,6 +137,8 @@ impl AdminError {
 /// What the endpoints read: shared with the running pipeline.
 pub struct AdminState {
     pub collector: crate::rules::Collector,
+    /// `id = "auto"`: the fencing number of the lease that holds the id.
+    pub lease_fence: Option<u64>,
     pub metrics: Arc<Metrics>,
     pub stages: Arc<ArcSwap<StageSet>>,
     pub compiled: Arc<ArcSwap<Compiled>>,
@@ -470,6 +472,7 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
     let c = &s.connection;
     let body = serde_json::json!({
         "collector": {"type": s.collector.rule_type, "id": s.collector.id, "version": env!("CARGO_PKG_VERSION"),
+                      "lease": s.lease_fence.map(|fence| serde_json::json!({"fence": fence})),
                       "uptime_secs": s.started.elapsed().as_secs()},
         "posts": m.posts, "matched": m.posts_matched, "unmatched": m.posts_unmatched, "written": m.records_out,
         "malformed": m.malformed, "duplicates": m.duplicates_dropped, "spool_backlog": m.spool_backlog,

@@ -92,6 +92,10 @@ pub enum AppError {
     /// The buffer between sources and workers cannot be opened or written.
     #[error(transparent)]
     Buffer(#[from] crate::pipeline::buffer::BufferError),
+    /// `id = "auto"`: the id's lease could not be kept; the run stopped so
+    /// that no two collectors stream one id (the caller stands by again).
+    #[error("the lease on {0} was lost; stopped collecting it")]
+    LeaseLost(crate::rules::Collector),
 }
 
 impl AppError {
@@ -112,7 +116,9 @@ impl AppError {
             AppError::Buffer(e) if e.is_user_error() => ErrorKind::Config,
             AppError::Buffer(crate::pipeline::buffer::BufferError::Task(_)) => ErrorKind::Internal,
             AppError::Admin(e) => e.kind(),
-            AppError::Source(_) | AppError::Sink(_) | AppError::Buffer(_) => ErrorKind::Runtime,
+            AppError::Source(_) | AppError::Sink(_) | AppError::Buffer(_) | AppError::LeaseLost(_) => {
+                ErrorKind::Runtime
+            }
         }
     }
 
@@ -171,8 +177,13 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     let mut coordination = services::CoordinationTasks::default();
     let outcome = steps(&cfg, opts, shutdown, &metrics, &mut background, &mut coordination).await;
     // 6. Drain, also after a failed step: background tasks stopped and
-    //    awaited (the API-key pool gives its key back as it stops).
+    //    awaited (the API-key pool gives its key back as it stops), then the
+    //    id's lease given back (the sink has written: a standby's backfill
+    //    starts where this run ended).
     background.stop().await;
+    if let Some(lease) = coordination.lease.take() {
+        lease.release().await;
+    }
     let (report, error) = match outcome? {
         Some(outcome) => outcome.finish(&metrics),
         None => (RunReport::empty(metrics.snapshot(), started), None),
@@ -194,8 +205,6 @@ async fn steps(
     background: &mut Background,
     coordination: &mut services::CoordinationTasks,
 ) -> Result<Option<topology::Outcome>, AppError> {
-    let c = &cfg.config;
-    let who = c.traptor.collector();
     // From here on SIGHUP no longer ends the process.
     let hup = hangup::Listener::new();
 
@@ -205,6 +214,23 @@ async fn steps(
         services::Connected::Yes(redis) => redis,
         services::Connected::ShutDown => return Ok(None),
     };
+    // `id = "auto"`: stand by until an id with rules is free, then run as it.
+    let claimed;
+    let (cfg, lease) = match services::claim_id(cfg, redis.as_ref(), &shutdown).await? {
+        services::Claimed::Fixed => (cfg, None),
+        services::Claimed::Id(with_id, lease) => {
+            claimed = with_id;
+            (&claimed, Some(lease))
+        }
+        services::Claimed::ShutDown => return Ok(None),
+    };
+    let c = &cfg.config;
+    let who = c.traptor.collector();
+    // A lost lease stops this run (not the process): the caller stands by again.
+    let run_token = shutdown.child_token();
+    if let Some(lease) = &lease {
+        background.spawn("id lease", lease.clone().keep(run_token.clone(), background.token()));
+    }
 
     // 2. Rules: load once (a store that cannot load at all is a configuration
     //    error), then keep watching and recompiling.
@@ -226,6 +252,8 @@ async fn steps(
         key_in_use: Arc::default(),
         connection_stats: Arc::default(),
         demand: Arc::default(),
+        lease: lease.clone(),
+        position: crate::sources::position::CursorStore::None,
     };
     let mut topology = {
         let (cfg, cx) = (cfg.clone(), cx.clone());
@@ -256,6 +284,7 @@ async fn steps(
     if let Some(addr) = admin {
         let settings = crate::admin::AdminSettings::from_config(c.admin.as_ref())?;
         let mut state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone(), settings);
+        state.lease_fence = lease.as_ref().map(|l| l.fence);
         let path = cfg.path.clone();
         state.promote = Some(Arc::new(move |stage: &str| {
             let plugin = hangup::promote_stage(&path, stage)?;
@@ -269,11 +298,20 @@ async fn steps(
     // 4. Heartbeat, API-key lease, rule stats.
     *coordination =
         services::CoordinationTasks::start(cfg, who, redis.as_ref(), health, pool_end, rule_hits, background).await?;
+    coordination.lease = lease;
     // With rules in Redis and none assigned yet, idle until some appear.
-    rules.wait_for_any(&c.rules, who, &shutdown).await;
+    rules.wait_for_any(&c.rules, who, &run_token).await;
 
     // 5. Run.
-    let outcome = topology.run(&rules, coordination.rule_hits.clone(), metrics, shutdown).await;
+    let outcome = topology.run(&rules, coordination.rule_hits.clone(), metrics, run_token.clone()).await;
+    if run_token.is_cancelled() && !shutdown.is_cancelled() {
+        let (report, error) = outcome.finish(metrics);
+        report.log();
+        if let Some(e) = error {
+            tracing::error!(error = %e, "the run also failed");
+        }
+        return Err(AppError::LeaseLost(who));
+    }
     // Per-rule limits of the rule set in use at the end.
     let compiled = rules.compiled.load();
     if let Some(l) = &compiled.limits {

@@ -16,6 +16,7 @@ use super::AppError;
 use crate::config::Coordination;
 use crate::config::LoadedConfig;
 use crate::coordination::keys::{self, KeySource, PoolSettings};
+use crate::coordination::lease::{self, Lease};
 use crate::coordination::stats::{self, StatsKeys};
 use crate::coordination::{ApiKeysConfig, CoordinationError, heartbeat};
 use crate::key_pool::{KeyPoolEnd, KeyPoolHandle};
@@ -96,6 +97,41 @@ pub(super) async fn connect_coordination(
         }
         None => Ok(Connected::ShutDown),
     }
+}
+
+/// What `id = "auto"` came to.
+pub(super) enum Claimed {
+    /// The id is a number: nothing to claim.
+    Fixed,
+    /// The configuration with the claimed id, and its lease.
+    Id(LoadedConfig, Lease),
+    /// Shut down while standing by.
+    ShutDown,
+}
+
+/// Step 1b: with `id = "auto"`, stand by until an id with rules is free and
+/// claim it by lease.
+pub(super) async fn claim_id(
+    cfg: &LoadedConfig,
+    redis: Option<&ConnectionManager>,
+    shutdown: &CancellationToken,
+) -> Result<Claimed, AppError> {
+    if !cfg.config.traptor.id.is_auto() {
+        return Ok(Claimed::Fixed);
+    }
+    let (Some(conn), Some(co)) = (redis, &cfg.coordination) else {
+        // The pure checks refuse `auto` without rules in Redis.
+        return Err(AppError::Internal("id = \"auto\" without a Redis connection".into()));
+    };
+    let ttl = Duration::from_secs(co.settings.lease_secs);
+    let t = cfg.config.traptor.traptor_type;
+    let Some(lease) = lease::claim(conn, t, &lease::owner(), ttl, shutdown).await? else {
+        return Ok(Claimed::ShutDown);
+    };
+    let mut with_id = cfg.clone();
+    with_id.config.traptor.id = crate::config::IdSetting::Fixed(lease.who.id);
+    crate::telemetry::tag_logs(lease.who);
+    Ok(Claimed::Id(with_id, lease))
 }
 
 /// Step 2: the current rules, compiled and swapped atomically on change.
@@ -209,6 +245,8 @@ impl RulesService {
 #[derive(Debug, Default)]
 pub(super) struct CoordinationTasks {
     pub rule_hits: Option<Arc<RuleHits>>,
+    /// The id's lease (`id = "auto"`), given back after the drain.
+    pub lease: Option<Lease>,
 }
 
 /// Per-rule match counts: written to Redis (coordination stats), kept in
@@ -241,7 +279,7 @@ impl CoordinationTasks {
         background: &mut Background,
     ) -> Result<CoordinationTasks, AppError> {
         let (Some(Coordination { settings: co, .. }), Some(conn)) = (&cfg.coordination, redis) else {
-            return Ok(CoordinationTasks { rule_hits });
+            return Ok(CoordinationTasks { rule_hits, lease: None });
         };
         let interval = Duration::from_secs(co.heartbeat_interval_secs);
         if let (Some(k), Some(end)) = (&co.api_keys, key_pool) {
@@ -264,7 +302,7 @@ impl CoordinationTasks {
             );
             background.spawn("rule stats", flush);
         }
-        Ok(CoordinationTasks { rule_hits })
+        Ok(CoordinationTasks { rule_hits, lease: None })
     }
 }
 

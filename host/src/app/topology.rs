@@ -19,6 +19,7 @@ use crate::rules::Collector;
 use crate::rules::RemoteRuleIds;
 use crate::sinks::{Sink, SinkError, SinkSummary, stdout::StdoutConfig};
 use crate::sinks::{SinkComponent, SinkConfig};
+use crate::sources::position::CursorStore;
 use crate::sources::{Batching, Source, SourceContext, SourceError, SourceSummary};
 use crate::telemetry::RuleHits;
 use crate::telemetry::{self, Metrics};
@@ -94,13 +95,15 @@ impl TopologyParts {
                 // The first source keeps the run's context (the admin
                 // endpoint reads its connection); the others get their own
                 // checkpoint and connection counters.
+                let position = CursorStore::for_collector(cx.lease.as_ref(), cx.redis.as_ref(), identity, s.label());
                 let cx = if i == 0 {
-                    cx.clone()
+                    SourceContext { position, ..cx.clone() }
                 } else {
                     SourceContext {
                         confirmed: Arc::default(),
                         connection_stats: Arc::default(),
                         key_in_use: Arc::default(),
+                        position,
                         ..cx.clone()
                     }
                 };
@@ -256,6 +259,7 @@ impl Topology {
             promote: None,
             heavy: tokio::sync::Semaphore::new(1),
             collector: who,
+            lease_fence: None,
             metrics: metrics.clone(),
             stages: self.stages.clone(),
             compiled: rules.compiled.clone(),
@@ -369,6 +373,7 @@ impl Topology {
             t.abort();
         }
         if let Some(d) = self.dedup.clone() {
+            d.confirmations_written().await;
             save_dedup(d).await;
         }
         let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();

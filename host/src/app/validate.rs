@@ -45,7 +45,11 @@ pub async fn validate(path: &Path, identity: IdentityOverride) -> Validation {
     };
     let c = &cfg.config;
     v.resolved = Some(printable(&cfg));
-    v.notes.push(format!("pipeline {}: traptor {}", path.display(), c.traptor.collector()));
+    let identity = match c.traptor.id {
+        crate::config::IdSetting::Auto => format!("{}:auto (an id claimed by lease at start)", c.traptor.traptor_type),
+        crate::config::IdSetting::Fixed(_) => c.traptor.collector().to_string(),
+    };
+    v.notes.push(format!("pipeline {}: traptor {identity}", path.display()));
     check_rules(&cfg, &mut v).await;
     let parts = {
         let cfg = cfg.clone();
@@ -77,6 +81,29 @@ fn polygon_notes(rules: &[crate::rules::Rule], v: &mut Validation) {
     }
 }
 
+/// `id = "auto"`: which ids have rules and which of them are held now.
+async fn auto_id_note(t: crate::rules::RuleType, conn: &mut redis::aio::ConnectionManager, v: &mut Validation) {
+    use crate::coordination::lease;
+    let ids = match lease::ids_with_rules(conn, t).await {
+        Ok(ids) => ids,
+        Err(e) => return v.errors.push(format!("rules: cannot list the ids with rules: {e}")),
+    };
+    if ids.is_empty() {
+        v.warnings.push(format!("id = \"auto\": no {t} id has rules yet; the collector will stand by until one has"));
+        return;
+    }
+    let mut parts = Vec::new();
+    for id in ids {
+        let key = lease::lease_key(crate::rules::Collector::new(t, id));
+        let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await.ok().flatten();
+        parts.push(match holder {
+            Some(h) => format!("{id} (held by {h})"),
+            None => format!("{id} (free)"),
+        });
+    }
+    v.notes.push(format!("id = \"auto\": {t} ids with rules: {}", parts.join(", ")));
+}
+
 /// The rules: reachable, each valid, within the per-connection limits.
 async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
     let c = &cfg.config;
@@ -95,6 +122,10 @@ async fn check_rules(cfg: &LoadedConfig, v: &mut Validation) {
                 }
             }
         }
+    }
+    if let (true, Some(conn)) = (c.traptor.id.is_auto(), conn.as_mut()) {
+        auto_id_note(c.traptor.traptor_type, conn, v).await;
+        return;
     }
     let store = c.rules.component();
     match store.load(who, conn.as_mut()).await {
@@ -184,7 +215,11 @@ pub fn printable(cfg: &LoadedConfig) -> String {
     if let Some(toml::Value::Table(t)) = doc.get_mut("traptor") {
         let c = &cfg.config.traptor;
         t.insert("type".into(), toml::Value::String(c.traptor_type.as_str().into()));
-        t.insert("id".into(), toml::Value::Integer(i64::from(c.id)));
+        let id = match c.id {
+            crate::config::IdSetting::Fixed(n) => toml::Value::Integer(i64::from(n)),
+            crate::config::IdSetting::Auto => toml::Value::String("auto".into()),
+        };
+        t.insert("id".into(), id);
     }
     mask_table(&mut doc);
     toml::to_string(&doc).unwrap_or_default()

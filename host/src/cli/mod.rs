@@ -65,9 +65,11 @@ struct IdentityArgs {
     /// Collector type (track, follow, locations); overrides TRAPTOR_TYPE and [traptor] type.
     #[arg(long = "type", value_name = "TYPE")]
     traptor_type: Option<RuleType>,
-    /// Collector id; overrides TRAPTOR_ID (and TRAPTOR_ID_FROM_HOSTNAME) and [traptor] id.
-    #[arg(long, value_name = "N")]
-    id: Option<u32>,
+    /// Collector id, or `auto` (claim a free id with rules by a Redis lease;
+    /// a standby until one is free); overrides TRAPTOR_ID (and
+    /// TRAPTOR_ID_FROM_HOSTNAME) and [traptor] id.
+    #[arg(long, value_name = "N|auto")]
+    id: Option<crate::config::IdSetting>,
 }
 
 impl IdentityArgs {

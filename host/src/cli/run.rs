@@ -15,15 +15,23 @@ pub(super) fn run(pipeline: PathBuf, flags: RunFlags) -> Exit {
         Ok(c) => c,
         Err(e) => return fail(e, Exit::Config),
     };
-    crate::telemetry::tag_logs(cfg.config.traptor.collector());
+    if !cfg.config.traptor.id.is_auto() {
+        crate::telemetry::tag_logs(cfg.config.traptor.collector());
+    }
     let Some(rt) = runtime(true) else { return Exit::Unavailable };
     let opts = RunOptions { test_mode: flags.test, admin: flags.admin };
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         app::install_signal_handlers(shutdown.clone());
-        match app::run(cfg, opts, shutdown).await {
-            Ok(_) => Exit::Success,
-            Err(e) => fail(&e, e.exit()),
+        loop {
+            match app::run(cfg.clone(), opts.clone(), shutdown.clone()).await {
+                Ok(_) => return Exit::Success,
+                // `id = "auto"`: the lease went while Redis was away; stand by again.
+                Err(e @ app::AppError::LeaseLost(_)) if !shutdown.is_cancelled() => {
+                    tracing::warn!(error = %e, "standing by for an id again");
+                }
+                Err(e) => return fail(&e, e.exit()),
+            }
         }
     })
 }

@@ -100,7 +100,7 @@ fn split_comment(line: &str) -> (&str, &str) {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IdentityOverride {
     pub traptor_type: Option<RuleType>,
-    pub id: Option<u32>,
+    pub id: Option<super::IdSetting>,
 }
 
 impl IdentityOverride {
@@ -117,14 +117,12 @@ impl IdentityOverride {
         let from_hostname = get("TRAPTOR_ID_FROM_HOSTNAME").is_some_and(|v| v == "true" || v == "1");
         let id = match (self.id, get("TRAPTOR_ID").filter(|t| !t.is_empty())) {
             (Some(id), _) => Some(id),
-            (None, Some(id)) => Some(
-                id.parse().map_err(|_| EnvError::Identity(format!("TRAPTOR_ID={id:?}: expected a whole number")))?,
-            ),
+            (None, Some(id)) => Some(id.parse().map_err(|e| EnvError::Identity(format!("TRAPTOR_ID={e}")))?),
             (None, None) if from_hostname => {
                 let host = get("HOSTNAME")
                     .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
                     .unwrap_or_default();
-                Some(ordinal(host.trim()).ok_or_else(|| {
+                Some(ordinal(host.trim()).map(super::IdSetting::Fixed).ok_or_else(|| {
                     EnvError::Identity(format!(
                         "TRAPTOR_ID_FROM_HOSTNAME: the host name {:?} does not end in -N",
                         host.trim()
@@ -146,6 +144,7 @@ fn ordinal(host: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::IdSetting;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
@@ -178,11 +177,13 @@ mod tests {
     fn identity_from_command_line_then_environment_then_host_name() {
         let cli = IdentityOverride { traptor_type: Some(RuleType::Follow), id: None };
         let got = cli.or_from_env(env(&[("TRAPTOR_TYPE", "locations"), ("TRAPTOR_ID", "3")])).expect("ok");
-        assert_eq!(got, IdentityOverride { traptor_type: Some(RuleType::Follow), id: Some(3) });
+        assert_eq!(got, IdentityOverride { traptor_type: Some(RuleType::Follow), id: Some(IdSetting::Fixed(3)) });
+        let auto = IdentityOverride::default().or_from_env(env(&[("TRAPTOR_ID", "auto")])).expect("ok");
+        assert_eq!(auto.id, Some(IdSetting::Auto));
         let got = IdentityOverride::default()
             .or_from_env(env(&[("TRAPTOR_ID_FROM_HOSTNAME", "true"), ("HOSTNAME", "collector-12")]))
             .expect("ok");
-        assert_eq!(got.id, Some(12));
+        assert_eq!(got.id, Some(IdSetting::Fixed(12)));
         assert!(IdentityOverride::default().or_from_env(env(&[("TRAPTOR_ID", "x")])).is_err());
         assert!(IdentityOverride::default().or_from_env(env(&[("TRAPTOR_TYPE", "tracks")])).is_err());
         assert!(

@@ -114,9 +114,12 @@ pub struct TraptorConfig {
     /// `track`, `follow` or `locations`.
     #[serde(rename = "type")]
     pub traptor_type: RuleType,
-    /// Collector number; with the type it names the Redis keys (`traptor-<type>:<id>`).
+    /// Collector number; with the type it names the Redis keys
+    /// (`traptor-<type>:<id>`). `"auto"`: claim, by lease, the lowest id of
+    /// the type with rules in Redis and no live collector (a standby until one
+    /// is free).
     #[serde(default)]
-    pub id: u32,
+    pub id: IdSetting,
     /// Forward non-post stream messages (limit, delete, …) to the sink unchanged.
     #[serde(default = "yes")]
     pub forward_control: bool,
@@ -130,9 +133,70 @@ pub struct TraptorConfig {
 }
 
 impl TraptorConfig {
-    /// Who this collector is.
+    /// Who this collector is (id 0 while `id = "auto"` has not claimed one:
+    /// the run replaces it by the id its lease holds).
     pub fn collector(&self) -> crate::rules::Collector {
-        crate::rules::Collector::new(self.traptor_type, self.id)
+        crate::rules::Collector::new(self.traptor_type, self.id.fixed().unwrap_or(0))
+    }
+}
+
+/// `[traptor] id`: a number, or `"auto"` (claimed by lease at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSetting {
+    Fixed(u32),
+    Auto,
+}
+
+impl Default for IdSetting {
+    fn default() -> Self {
+        IdSetting::Fixed(0)
+    }
+}
+
+impl IdSetting {
+    pub fn fixed(self) -> Option<u32> {
+        match self {
+            IdSetting::Fixed(n) => Some(n),
+            IdSetting::Auto => None,
+        }
+    }
+
+    pub fn is_auto(self) -> bool {
+        self == IdSetting::Auto
+    }
+}
+
+impl std::fmt::Display for IdSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdSetting::Fixed(n) => write!(f, "{n}"),
+            IdSetting::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl std::str::FromStr for IdSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(IdSetting::Auto),
+            n => n.parse().map(IdSetting::Fixed).map_err(|_| format!("{s:?}: expected a whole number or \"auto\"")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a whole number or \"auto\""))? {
+            Raw::N(n) => Ok(IdSetting::Fixed(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -390,6 +454,26 @@ impl PipelineConfig {
             }
             names.push((s.label(), section.clone()));
         }
+        if self.traptor.id.is_auto() && !matches!(self.rules, crate::rules::RulesConfig::Redis(_)) {
+            Problems::new("traptor", &mut out).add(
+                "id",
+                "\"auto\" claims an id that has rules in Redis; it needs [rules] type = \"redis\" (or give a number)",
+            );
+        }
+        if let (true, Some(d)) = (self.traptor.id.is_auto(), &self.dedup)
+            && d.redis.is_some()
+        {
+            let lease = self.coordination.as_ref().map_or(CoordinationConfig::default().lease_secs, |c| c.lease_secs);
+            if d.claim_secs * 3 > lease * 2 {
+                Problems::new("dedup", &mut out).add(
+                    "claim_secs",
+                    format!(
+                        "must be at most two thirds of [coordination] lease_secs ({lease}): a dead collector's \
+                         claims must expire before a standby takes its id, or the standby drops the posts it never wrote"
+                    ),
+                );
+            }
+        }
         if self.sources.len() > usize::from(u16::MAX) {
             Problems::new("sources", &mut out).add("", "at most 65535 sources");
         }
@@ -462,7 +546,7 @@ path = "dead.jsonl"
     #[test]
     fn good_file_parses() {
         let c = PipelineConfig::parse(GOOD).expect("parses");
-        assert_eq!(c.traptor.id, 3);
+        assert_eq!(c.traptor.id, IdSetting::Fixed(3));
         assert_eq!(c.stages[0].on_error, OnError::DeadLetter);
         assert!(c.check().is_empty());
     }

@@ -9,6 +9,9 @@
 //! | `stats:<type>:<id>:<rule_id>` | ZSET of match times, rolling window | [`stats`] |
 //! | `limit:<type>:<id>` | ZSET member = time, score = Twitter's undelivered count | [`stats`] |
 //! | `traptor-apikey-lease:<name>` | which collector holds API key `<name>` | [`keys`] |
+//! | `traptor-lease:<type>:<id>` | `<owner> <fence>`: who holds id `<id>` (`id = "auto"`) | [`lease`] |
+//! | `traptor-lease-fence:<type>:<id>` | the last fencing number handed out for the id | [`lease`] |
+//! | `traptor-position:<type>:<id>:<source>` | the source's last confirmed position, written under the lease | [`lease`] |
 //!
 //! Redis is never on the hot path: workers count in memory, a flusher writes
 //! in pipelines, and when Redis is away the counts are kept as numbers and
@@ -16,6 +19,7 @@
 
 pub mod heartbeat;
 pub mod keys;
+pub mod lease;
 pub mod plan;
 pub mod rules_admin;
 pub mod stats;
@@ -59,6 +63,11 @@ pub struct CoordinationConfig {
     /// Claim one API key from a pool for this collector.
     #[serde(default)]
     pub api_keys: Option<ApiKeysConfig>,
+    /// `[traptor] id = "auto"`: how long a collector's claim on its id lives
+    /// without renewal (renewed every third of it). A standby takes a dead
+    /// collector's id within twice this.
+    #[serde(default = "default_id_lease_secs")]
+    pub lease_secs: u64,
 }
 
 impl Default for CoordinationConfig {
@@ -73,6 +82,7 @@ impl Default for CoordinationConfig {
             stats_window_secs: default_stats_window_secs(),
             stats_flush_ms: default_stats_flush_ms(),
             api_keys: None,
+            lease_secs: default_id_lease_secs(),
         }
     }
 }
@@ -104,6 +114,9 @@ fn default_stats_flush_ms() -> u64 {
 fn default_lease_secs() -> u64 {
     30
 }
+fn default_id_lease_secs() -> u64 {
+    10
+}
 
 impl CoordinationConfig {
     /// Pure checks; keys relative to `[coordination]`.
@@ -111,6 +124,7 @@ impl CoordinationConfig {
         p.range("heartbeat_interval_secs", self.heartbeat_interval_secs, heartbeat::MIN_INTERVAL_SECS, 3600);
         p.range("stats_window_secs", self.stats_window_secs, 1, 604_800);
         p.range("stats_flush_ms", self.stats_flush_ms, 10, 3_600_000);
+        p.range("lease_secs", self.lease_secs, 1, 3600);
         if let Some(k) = &self.api_keys {
             if k.hash.is_some() == k.file.is_some() {
                 p.add("api_keys", "give exactly one of `hash` and `file`");

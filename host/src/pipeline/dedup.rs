@@ -29,7 +29,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -56,6 +56,16 @@ pub struct DedupConfig {
     /// Key prefix of the shared ids.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// With `redis`: how long a claim holds before the sink has written its
+    /// post. It becomes `ttl_secs` long once the sink confirms the post; a
+    /// collector that dies in between loses its claim after this, and a
+    /// standby's backfill writes the post.
+    #[serde(default = "default_claim_secs")]
+    pub claim_secs: u64,
+}
+
+fn default_claim_secs() -> u64 {
+    5
 }
 
 fn default_prefix() -> String {
@@ -73,6 +83,7 @@ impl DedupConfig {
     pub fn check(&self, p: &mut Problems<'_>) {
         p.range("ttl_secs", self.ttl_secs, 1, 30 * 86_400);
         p.range("max_ids", self.max_ids as u64, 1, 200_000_000);
+        p.range("claim_secs", self.claim_secs, 1, self.ttl_secs.max(1));
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             p.add("key_prefix", format!("{:?} must be non-empty, without spaces", self.key_prefix));
         }
@@ -146,7 +157,7 @@ pub struct Dedup {
     ttl: u32,
     max_per_shard: usize,
     snapshot: Option<PathBuf>,
-    shared: Option<Shared>,
+    shared: Option<Arc<Shared>>,
     /// With the buffer: ids wait for their batch to be written.
     journal: Option<Mutex<Journal>>,
 }
@@ -174,6 +185,12 @@ struct Shared {
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
     /// No new connection attempt before this.
     retry_at: Mutex<std::time::Instant>,
+    /// Seconds a claim holds until the sink confirms its post.
+    claim_secs: u64,
+    /// Keys claimed per batch, made durable (`ttl_secs`) once it is written.
+    claimed: Mutex<std::collections::BTreeMap<u64, Vec<String>>>,
+    /// The tasks writing confirmations (awaited at the end of the run).
+    confirming: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -214,11 +231,16 @@ impl Dedup {
     pub fn open_with(cfg: &DedupConfig, snapshot: Option<PathBuf>, journal: bool) -> Result<Dedup, DedupError> {
         let ttl = u32::try_from(cfg.ttl_secs).unwrap_or(u32::MAX);
         let max_per_shard = cfg.max_ids.div_ceil(SHARDS).max(1);
-        let shared = cfg.redis.as_ref().map(|u| Shared {
-            url: crate::redis_conn::RedisUrl::new(u.clone()),
-            prefix: cfg.key_prefix.clone(),
-            conn: tokio::sync::Mutex::new(None),
-            retry_at: Mutex::new(std::time::Instant::now()),
+        let shared = cfg.redis.as_ref().map(|u| {
+            Arc::new(Shared {
+                url: crate::redis_conn::RedisUrl::new(u.clone()),
+                prefix: cfg.key_prefix.clone(),
+                conn: tokio::sync::Mutex::new(None),
+                retry_at: Mutex::new(std::time::Instant::now()),
+                claim_secs: cfg.claim_secs,
+                claimed: Mutex::default(),
+                confirming: Mutex::default(),
+            })
         });
         let mut d = Dedup {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -288,8 +310,12 @@ impl Dedup {
         }
     }
 
-    /// Batches below `upto` are written: their ids go to the journal.
+    /// Batches below `upto` are written: their shared claims are made
+    /// durable, their ids go to the journal.
     pub fn commit(&self, upto: u64) -> Result<(), DedupError> {
+        if let Some(s) = &self.shared {
+            self.confirm_claims(s, upto);
+        }
         let Some(j) = &self.journal else { return Ok(()) };
         let Ok(mut j) = j.lock() else { return Ok(()) };
         let now = now_secs();
@@ -356,15 +382,56 @@ impl Dedup {
         true
     }
 
+    /// Give the claims of batches below `upto` the full TTL, in the
+    /// background (a claim whose post is written stays for `ttl_secs`).
+    fn confirm_claims(&self, s: &Arc<Shared>, upto: u64) {
+        let keys: Vec<String> = {
+            let Ok(mut claimed) = s.claimed.lock() else { return };
+            let rest = claimed.split_off(&upto);
+            std::mem::replace(&mut *claimed, rest).into_values().flatten().collect()
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        if keys.is_empty() {
+            return;
+        }
+        let (shared, ttl) = (s.clone(), self.ttl);
+        let task = handle.spawn(async move {
+            let mut guard = shared.conn.lock().await;
+            let Some(conn) = guard.as_mut() else { return };
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("SET").arg(k).arg(1).arg("EX").arg(ttl).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(conn).await {
+                tracing::warn!(error = %e, ids = keys.len(), "dedup: cannot confirm written ids in Redis; their claims expire");
+            }
+        });
+        if let Ok(mut tasks) = s.confirming.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Wait for the confirmations under way (end of the run).
+    pub async fn confirmations_written(&self) {
+        let Some(s) = &self.shared else { return };
+        let tasks = s.confirming.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// Whether ids are shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
     }
 
-    /// Claim `ids` (network, id) for this collector in Redis, one round
-    /// trip: true where this collector is the first, false where another
-    /// one claimed it within the ttl. Call from a blocking thread.
-    pub fn claim(&self, ids: &[(&str, &str)]) -> Result<Vec<bool>, SharedError> {
+    /// Claim `ids` (network, id) of batch `seq` for this collector in
+    /// Redis, one round trip: true where this collector is the first, false
+    /// where another one claimed it. A claim holds `claim_secs` until the
+    /// batch is written ([`Dedup::commit`]), then `ttl_secs`. Call from a
+    /// blocking thread.
+    pub fn claim(&self, seq: u64, ids: &[(&str, &str)]) -> Result<Vec<bool>, SharedError> {
         let Some(s) = &self.shared else { return Ok(vec![true; ids.len()]) };
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -384,12 +451,20 @@ impl Dedup {
                 *guard = Some(crate::redis_conn::connect(&s.url, None).await.map_err(|e| err(e.to_string()))?);
             }
             let Some(conn) = guard.as_mut() else { return Err(err("not connected".into())) };
+            let keys: Vec<String> = ids.iter().map(|(network, id)| format!("{}:{network}:{id}", s.prefix)).collect();
             let mut pipe = redis::pipe();
-            for (network, id) in ids {
-                pipe.cmd("SET").arg(format!("{}:{network}:{id}", s.prefix)).arg(1).arg("NX").arg("EX").arg(self.ttl);
+            for k in &keys {
+                pipe.cmd("SET").arg(k).arg(1).arg("NX").arg("EX").arg(s.claim_secs);
             }
             let replies: Vec<Option<String>> = pipe.query_async(conn).await.map_err(|e| err(e.to_string()))?;
-            Ok(replies.iter().map(Option::is_some).collect())
+            let first: Vec<bool> = replies.iter().map(Option::is_some).collect();
+            let mine: Vec<String> = keys.into_iter().zip(&first).filter(|(_, f)| **f).map(|(k, _)| k).collect();
+            if !mine.is_empty()
+                && let Ok(mut claimed) = s.claimed.lock()
+            {
+                claimed.entry(seq).or_default().extend(mine);
+            }
+            Ok(first)
         })
     }
 
@@ -445,7 +520,14 @@ mod tests {
     use super::*;
 
     fn cfg(ttl: u64, max: usize) -> DedupConfig {
-        DedupConfig { ttl_secs: ttl, max_ids: max, snapshot: None, redis: None, key_prefix: default_prefix() }
+        DedupConfig {
+            ttl_secs: ttl,
+            max_ids: max,
+            snapshot: None,
+            redis: None,
+            key_prefix: default_prefix(),
+            claim_secs: 5,
+        }
     }
 
     #[test]

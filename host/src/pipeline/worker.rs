@@ -124,7 +124,7 @@ pub fn process_batch(
     let mut staged_keys = Vec::new();
     if let Some(d) = ctx.dedup.as_ref().filter(|d| d.is_shared()) {
         let all: Vec<Option<Decoded<'_>>> = batch.iter().map(|(raw, _)| Some(post::decode(ctx.format, raw))).collect();
-        shared_dups = shared_duplicates(ctx, d, &all);
+        shared_dups = shared_duplicates(ctx, d, batch.seq, &all);
         decoded = Some(all);
     }
     // With the admin listener: the batch's posts, for its recent ring.
@@ -246,7 +246,12 @@ type Decoded<'a> = Result<Message<'a>, post::DecodeError>;
 /// Which records of a batch are duplicates: seen here before, or claimed
 /// by another collector in Redis. When Redis fails, the local answer stands
 /// (counted; logged the first times).
-fn shared_duplicates(ctx: &WorkerContext, d: &super::dedup::Dedup, records: &[Option<Decoded<'_>>]) -> Vec<bool> {
+fn shared_duplicates(
+    ctx: &WorkerContext,
+    d: &super::dedup::Dedup,
+    seq: u64,
+    records: &[Option<Decoded<'_>>],
+) -> Vec<bool> {
     let mut dup = vec![false; records.len()];
     let mut new: Vec<(usize, &str, &str)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -259,7 +264,7 @@ fn shared_duplicates(ctx: &WorkerContext, d: &super::dedup::Dedup, records: &[Op
         }
     }
     let ids: Vec<(&str, &str)> = new.iter().map(|&(_, n, id)| (n, id)).collect();
-    match d.claim(&ids) {
+    match d.claim(seq, &ids) {
         Ok(first) => {
             for ((i, ..), first) in new.iter().zip(first) {
                 dup[*i] = !first;

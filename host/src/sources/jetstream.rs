@@ -22,10 +22,10 @@ use futures_util::StreamExt;
 
 use crate::post::tolerant::{self, Surprises, tolerant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_util::sync::CancellationToken;
 
 use super::backoff::Failure;
 use super::live::{Connection, Connector, Frame, Live, LiveContext, live_source_config};
+use super::position::Persister;
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems};
 use crate::post::Format;
@@ -35,42 +35,7 @@ use crate::rules::RuleSnapshot;
 /// Jetstream's zstd dictionary for `compress=true`.
 pub const DICTIONARY: &[u8] = include_bytes!("../../data/jetstream-legacy-subscribe.zdict");
 
-/// Where the cursor is kept.
-#[derive(Debug, Clone)]
-pub enum CursorStore {
-    None,
-    File(PathBuf),
-    Redis { conn: redis::aio::ConnectionManager, key: String },
-}
-
-impl CursorStore {
-    pub async fn load(&self) -> Option<u64> {
-        match self {
-            CursorStore::None => None,
-            CursorStore::File(p) => std::fs::read_to_string(p).ok()?.trim().parse().ok(),
-            CursorStore::Redis { conn, key } => {
-                let mut c = conn.clone();
-                redis::cmd("GET").arg(key).query_async::<Option<u64>>(&mut c).await.ok().flatten()
-            }
-        }
-    }
-
-    pub async fn save(&self, cursor: u64) -> Result<(), String> {
-        match self {
-            CursorStore::None => Ok(()),
-            CursorStore::File(p) => {
-                let tmp = p.with_extension("tmp");
-                std::fs::write(&tmp, format!("{cursor}\n"))
-                    .and_then(|()| std::fs::rename(&tmp, p))
-                    .map_err(|e| format!("cannot write cursor file {}: {e}", p.display()))
-            }
-            CursorStore::Redis { conn, key } => {
-                let mut c = conn.clone();
-                redis::cmd("SET").arg(key).arg(cursor).query_async::<()>(&mut c).await.map_err(|e| e.to_string())
-            }
-        }
-    }
-}
+pub use super::position::CursorStore;
 
 live_source_config! {
     /// `[source]` with `type = "jetstream"`.
@@ -153,7 +118,7 @@ impl SourceComponent for JetstreamConfig {
                     "source.cursor_redis_key needs a Redis server ([coordination] or redis rules)".into(),
                 ));
             }
-            (None, None, _) => CursorStore::None,
+            (None, None, _) => cx.position.clone(),
         };
         if self.compress {
             decompressor().map_err(|e| SourceError::Task(format!("zstd dictionary: {e}")))?;
@@ -189,8 +154,8 @@ pub struct JetstreamConnector {
     cursor: CursorStore,
     /// Highest `time_us` the sink has written.
     confirmed: Arc<AtomicU64>,
-    /// The cursor persister and its stop signal.
-    persister: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Writes the confirmed cursor while the source runs.
+    persister: Option<Persister>,
 }
 
 /// The subscribe URL for a cursor.
@@ -244,33 +209,14 @@ impl Connector for JetstreamConnector {
     /// Load the saved cursor; persist the confirmed one every second (and
     /// once more in `finish`).
     async fn start(&mut self, _cx: &LiveContext) -> Result<(), Failure> {
-        if let Some(c) = self.cursor.load().await {
-            self.confirmed.fetch_max(c, Ordering::AcqRel);
+        if let Some(p) = self.persister.take() {
+            p.finish().await;
+        }
+        let (persister, stored) = Persister::start(&self.cursor, &self.confirmed, "Jetstream").await;
+        if let Some(c) = stored {
             tracing::info!(cursor = c, "resuming Jetstream from the saved cursor");
         }
-        let (store, confirmed) = (self.cursor.clone(), self.confirmed.clone());
-        let done = CancellationToken::new();
-        let stop = done.clone();
-        let task = tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                let end = tokio::select! {
-                    () = stop.cancelled() => true,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => false,
-                };
-                let c = confirmed.load(Ordering::Acquire);
-                if c > last {
-                    match store.save(c).await {
-                        Ok(()) => last = c,
-                        Err(e) => tracing::warn!(error = %e, "cannot save the Jetstream cursor"),
-                    }
-                }
-                if end {
-                    return;
-                }
-            }
-        });
-        self.persister = Some((done, task));
+        self.persister = Some(persister);
         Ok(())
     }
 
@@ -294,9 +240,8 @@ impl Connector for JetstreamConnector {
 
     /// The sink has confirmed what it wrote by now: save it one last time.
     async fn finish(&mut self) {
-        if let Some((stop, task)) = self.persister.take() {
-            stop.cancel();
-            let _ = task.await;
+        if let Some(p) = self.persister.take() {
+            p.finish().await;
         }
     }
 }

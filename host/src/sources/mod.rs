@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod live;
 mod live_config;
 pub mod mastodon;
+pub mod position;
 pub mod replay;
 pub mod synthetic;
 pub mod v1_filter;
@@ -157,6 +158,11 @@ pub struct SourceContext {
     /// Whether a worker waits for a batch (live sources hand over at once
     /// then, and let a batch grow a moment otherwise).
     pub demand: Arc<crate::batch::Demand>,
+    /// `id = "auto"`: the lease holding the collector's id.
+    pub lease: Option<crate::coordination::lease::Lease>,
+    /// Where this source keeps its confirmed position when its own settings
+    /// name no place (set per source by the topology).
+    pub position: position::CursorStore,
 }
 
 impl SourceContext {
@@ -176,6 +182,8 @@ impl SourceContext {
             key_in_use: Arc::default(),
             connection_stats: Arc::default(),
             demand: Arc::default(),
+            lease: None,
+            position: position::CursorStore::None,
         }
     }
 }

@@ -21,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,12 +33,14 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Failure;
 use super::http::{ByteStream, Lines, Piece, http_client, problem_detail, without_url};
 use super::live::{Connection, Connector, Frame, Live, LiveContext, credential, live_source_config};
+use super::position::{CursorStore, Persister, now_ms};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems, yes};
 use crate::key_pool::{PooledKey, SecretCell};
 use crate::post::Format;
 use crate::rules::{Criterion, RemoteRuleIds, Rule, RuleSnapshot};
 use crate::secret::SecretRef;
+use crate::telemetry::Metrics;
 
 /// Expansions and fields requested on the stream: what the post view needs.
 pub const STREAM_PARAMS: &str = "expansions=author_id,referenced_tweets.id,referenced_tweets.id.author_id,in_reply_to_user_id,geo.place_id,entities.mentions.username\
@@ -422,6 +425,14 @@ live_source_config! {
         /// The tier's rule length (characters).
         #[serde(default = "default_max_rule_length")]
         pub max_rule_length: usize,
+        /// After an interruption (a reconnect, a restart, a standby taking
+        /// over), ask X for the posts of up to this many minutes back
+        /// (`backfill_minutes`, 1–5; billed as posts). The request covers
+        /// the gap since the last post the sink wrote, rounded up to a
+        /// minute; a first start with no recorded position asks for all of
+        /// it. 0: off.
+        #[serde(default)]
+        pub backfill_minutes: u64,
     }
     stall_timeout_secs: "No data and no keep-alive for this long: reconnect (X sends a keep-alive every 20 s).", 20 s;
 }
@@ -441,6 +452,7 @@ impl SourceComponent for XStreamConfig {
         p.url("base_url", &self.base_url, &["http", "https"]);
         p.range("max_rules", self.max_rules as u64, 1, 100_000);
         p.range("max_rule_length", self.max_rule_length as u64, 1, 65_536);
+        p.range("backfill_minutes", self.backfill_minutes, 0, 5);
         self.check_live(p);
     }
 
@@ -473,6 +485,11 @@ impl SourceComponent for XStreamConfig {
             max_record_bytes: cx.max_record_bytes,
             remote_ids: cx.remote_rule_ids.clone(),
             syncer: None,
+            backfill_minutes: self.backfill_minutes,
+            position: cx.position.clone(),
+            confirmed: cx.confirmed.clone(),
+            persister: None,
+            metrics: cx.metrics.clone(),
         };
         let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("x_filtered_stream {base_url}")), self.format()))
@@ -495,6 +512,28 @@ pub struct XConnector {
     remote_ids: Arc<RemoteRuleIds>,
     /// The rule-sync task and its stop signal.
     syncer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// `backfill_minutes` (0: off).
+    backfill_minutes: u64,
+    /// Where the last written post's read time is kept.
+    position: CursorStore,
+    /// Read time (Unix ms) of the last post the sink has written.
+    confirmed: Arc<AtomicU64>,
+    persister: Option<Persister>,
+    metrics: Arc<Metrics>,
+}
+
+/// The `backfill_minutes` to ask for: the gap since `confirmed_ms` rounded up
+/// to whole minutes, within 1..=`max`; all of `max` when no position is known
+/// (`confirmed_ms` = 0). `None` when off.
+pub fn backfill_for(max: u64, confirmed_ms: u64, now_ms: u64) -> Option<u64> {
+    if max == 0 {
+        return None;
+    }
+    if confirmed_ms == 0 {
+        return Some(max);
+    }
+    let gap_ms = now_ms.saturating_sub(confirmed_ms);
+    Some(gap_ms.div_ceil(60_000).clamp(1, max))
 }
 
 impl XConnector {
@@ -524,6 +563,13 @@ impl Connector for XConnector {
     async fn start(&mut self, cx: &LiveContext) -> Result<(), Failure> {
         // Started again after a pool key was refused: one sync task only.
         self.finish().await;
+        if !self.position.is_none() {
+            let (persister, stored) = Persister::start(&self.position, &self.confirmed, "X stream").await;
+            if let Some(ms) = stored {
+                tracing::info!(last_written_ms = ms, "X stream: last written position read back");
+            }
+            self.persister = Some(persister);
+        }
         if !self.sync_rules {
             // Rules are managed elsewhere: learn their ids once, so posts
             // whose `matching_rules` carry no tag are still attributed.
@@ -570,9 +616,30 @@ impl Connector for XConnector {
     }
 
     async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<XConnection, Failure> {
+        let now = now_ms();
+        let confirmed = self.confirmed.load(Ordering::Acquire);
+        let backfill = backfill_for(self.backfill_minutes, confirmed, now);
+        let url = match backfill {
+            Some(m) => format!("{}&backfill_minutes={m}", self.stream_url),
+            None => self.stream_url.clone(),
+        };
+        if confirmed > 0 {
+            let gap_secs = now.saturating_sub(confirmed) / 1000;
+            self.metrics.gap_seconds.store(gap_secs, Ordering::Relaxed);
+            match backfill {
+                Some(m) => tracing::info!(gap_secs, backfill_minutes = m, "X stream: asking for the gap"),
+                None if gap_secs > 0 => tracing::info!(
+                    gap_secs,
+                    "X stream: posts of the gap since the last written one are not asked for (backfill_minutes = 0)"
+                ),
+                None => {}
+            }
+        } else if let Some(m) = backfill {
+            tracing::info!(backfill_minutes = m, "X stream: no position recorded; asking for the last minutes");
+        }
         let resp = self
             .client
-            .get(&self.stream_url)
+            .get(&url)
             .bearer_auth(self.token.get().expose())
             .send()
             .await
@@ -586,6 +653,7 @@ impl Connector for XConnector {
             stream: Box::pin(resp.bytes_stream()),
             lines: Lines::new(self.max_record_bytes),
             arrived: None,
+            backfilling: backfill.map(|_| (now, self.metrics.clone())),
         })
     }
 
@@ -601,6 +669,9 @@ impl Connector for XConnector {
             stop.cancel();
             let _ = task.await;
         }
+        if let Some(p) = self.persister.take() {
+            p.finish().await;
+        }
     }
 }
 
@@ -610,6 +681,27 @@ pub struct XConnection {
     lines: Lines,
     /// When the last chunk came off the wire.
     arrived: Option<std::time::Instant>,
+    /// Asked for a backfill at (Unix ms): posts created before it are
+    /// counted as filled until the first one created after it.
+    backfilling: Option<(u64, Arc<Metrics>)>,
+}
+
+/// Whether a filtered-stream post was created before `before_ms` (`None`: no
+/// readable `data.created_at`).
+fn created_before(line: &[u8], before_ms: u64) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        created_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        data: Option<Data<'a>>,
+    }
+    let m: Msg<'_> = serde_json::from_slice(line).ok()?;
+    let at = chrono::DateTime::parse_from_rfc3339(&m.data?.created_at?).ok()?;
+    Some((at.timestamp_millis().max(0) as u64) < before_ms)
 }
 
 impl std::fmt::Debug for XConnection {
@@ -638,6 +730,8 @@ impl Connection for XConnection {
             Some(Ok(c)) => c,
         };
         self.arrived = Some(std::time::Instant::now());
+        let read_ms = now_ms();
+        let backfilling = &mut self.backfilling;
         self.lines.feed(&chunk, |piece| {
             frames.push(match piece {
                 Piece::Oversized => Frame::Oversized,
@@ -645,7 +739,16 @@ impl Connection for XConnection {
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     match classify(line) {
                         Line::KeepAlive => Frame::KeepAlive,
-                        Line::Post(id) => Frame::Record { bytes: line.to_vec(), dedup: Some(id), checkpoint: None },
+                        Line::Post(id) => {
+                            if let Some((since, metrics)) = backfilling.as_ref() {
+                                match created_before(line, *since) {
+                                    Some(true) => Metrics::add(&metrics.gap_filled_posts, 1),
+                                    Some(false) => *backfilling = None,
+                                    None => {}
+                                }
+                            }
+                            Frame::Record { bytes: line.to_vec(), dedup: Some(id), checkpoint: Some(read_ms) }
+                        }
                         Line::Errors { disconnect: Some(reason) } => Frame::End {
                             record: Some(line.to_vec()),
                             failure: Failure::Http(503, format!("operational disconnect: {reason}")),

@@ -383,6 +383,15 @@ metrics! {
     duplicates_dropped: AtomicU64 => Counter("traptor_duplicates_dropped", SOURCE,
         "Redeliveries a live source dropped"),
         summary(duplicates);
+    /// The last interruption a live source asked to be filled: seconds from
+    /// its last confirmed position to the reconnect.
+    gap_seconds: AtomicU64 => Gauge("traptor_gap_seconds", SOURCE,
+        "Length of the last interruption a live source asked to fill (last confirmed position to reconnect)"),
+        summary(gap_secs);
+    /// Posts received from before a reconnect (X v2 backfill, a Jetstream cursor rewound).
+    gap_filled_posts: AtomicU64 => Counter("traptor_gap_filled_posts", SOURCE,
+        "Posts a live source received from before its reconnect (backfill, cursor rewound)"),
+        summary(gap_filled);
     /// Attributions by the source (X v2 `matching_rules`) naming no local rule.
     source_rules_unresolved: AtomicU64 => Counter("traptor_source_rules_unresolved", SOURCE,
         "Rule attributions by the source (X v2 matching_rules) naming no local rule"),

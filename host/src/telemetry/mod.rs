@@ -73,12 +73,14 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 /// `"traptor_type":…,"traptor_id":…,` once the pipeline file is read.
-static LOG_IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static LOG_IDENTITY: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
 
 /// Tag every JSON log line from now on with the collector's identity (as the
 /// original tagged its ELK records); every line carries `version` anyway.
 pub fn tag_logs(who: crate::rules::Collector) {
-    let _ = LOG_IDENTITY.set(format!("\"traptor_type\":\"{}\",\"traptor_id\":{},", who.rule_type, who.id));
+    if let Ok(mut id) = LOG_IDENTITY.write() {
+        *id = format!("\"traptor_type\":\"{}\",\"traptor_id\":{},", who.rule_type, who.id);
+    }
 }
 
 /// The JSON event format with the identity and version spliced in first.
@@ -98,7 +100,7 @@ where
     ) -> std::fmt::Result {
         let mut line = String::new();
         self.0.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
-        let identity = LOG_IDENTITY.get().map_or("", String::as_str);
+        let identity = LOG_IDENTITY.read().map(|s| s.clone()).unwrap_or_default();
         match line.strip_prefix('{') {
             Some(rest) => {
                 write!(writer, "{{{identity}\"version\":\"{}\",{rest}", env!("CARGO_PKG_VERSION"))
