@@ -48,6 +48,9 @@ pub struct SseRequest {
 pub struct SseState {
     pub sessions: VecDeque<SseSession>,
     pub requests: Vec<SseRequest>,
+    /// Statuses the REST timelines serve (JSON), and the requests for them.
+    pub timeline: Vec<String>,
+    pub timeline_requests: Vec<SseRequest>,
 }
 
 type Shared = Arc<Mutex<SseState>>;
@@ -68,6 +71,8 @@ impl FakeMastodon {
             .route("/api/v1/streaming/public/local", get(stream))
             .route("/api/v1/streaming/hashtag", get(stream))
             .route("/api/v1/streaming/health", get(|| async { "OK" }))
+            .route("/api/v1/timelines/public", get(timeline))
+            .route("/api/v1/timelines/tag/{tag}", get(timeline))
             .with_state(state.clone());
         let server = serve(app);
         FakeMastodon { base: server.base.clone(), state, _server: server }
@@ -81,6 +86,32 @@ impl FakeMastodon {
     pub fn push_session(&self, s: SseSession) {
         self.with(|st| st.sessions.push_back(s));
     }
+}
+
+/// A REST timeline: the statuses after `min_id`, `limit` of them (the
+/// oldest such), newest first as Mastodon lists them.
+async fn timeline(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let q = uri.query().unwrap_or("");
+    let param = |name: &str| -> Option<u64> {
+        q.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).and_then(|v| v.parse().ok())
+    };
+    let (min_id, limit) = (param("min_id").unwrap_or(0), param("limit").unwrap_or(20) as usize);
+    let mut s = state.lock().expect("state");
+    s.timeline_requests.push(SseRequest {
+        path_and_query: uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    });
+    let mut after: Vec<(u64, serde_json::Value)> = s
+        .timeline
+        .iter()
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .filter_map(|v| Some((v["id"].as_str()?.parse::<u64>().ok()?, v)))
+        .filter(|(id, _)| *id > min_id)
+        .collect();
+    after.sort_by_key(|(id, _)| *id);
+    after.truncate(limit);
+    after.reverse();
+    axum::Json(after.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response()
 }
 
 async fn stream(AxState(state): AxState<Shared>, uri: Uri, headers: HeaderMap) -> Response {

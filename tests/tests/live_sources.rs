@@ -1065,3 +1065,36 @@ fn two_sources_merge_into_one_stream_each_post_once() {
     }
     assert_eq!(last_logged(&log, "pipeline finished", "duplicates"), Some(3_000), "{log}");
 }
+
+/// Issue 25, point 2: a dropped Mastodon connection is filled from the REST
+/// timeline (`min_id` = the last status read) before the stream resumes;
+/// what both carry passes once.
+#[test]
+fn mastodon_fills_a_dropped_connection_from_the_timeline() {
+    let statuses = mastodon_statuses();
+    let update = |s: &serde_json::Value| ("update".to_owned(), s.to_string());
+    let fake = FakeMastodon::start();
+    let mut first = SseSession::ok(statuses[..8].iter().map(update).collect());
+    first.heartbeat = false;
+    fake.push_session(first);
+    fake.push_session(SseSession::ok(statuses[15..].iter().map(update).collect()));
+    fake.with(|s| s.timeline = statuses.iter().map(ToString::to_string).collect());
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = mastodon_pipeline(dir.path(), &fake.base);
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    wait_for("20 statuses", LIMIT, || (out_lines(dir.path()).len() >= 20).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let ids: Vec<String> = out_lines(dir.path()).iter().filter_map(|v| v["id"].as_str().map(str::to_owned)).collect();
+    let want: Vec<String> = (101..=120).map(|i| i.to_string()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, want, "every status once, the gap's among them");
+    let fills = fake.with(|s| s.timeline_requests.clone());
+    assert_eq!(fills.len(), 1, "{fills:?}");
+    assert_eq!(fills[0].path_and_query, "/api/v1/timelines/tag/coffee?min_id=108&limit=40");
+    assert_eq!(fills[0].authorization.as_deref(), Some("Bearer mastodon-token-1"));
+    assert!(log.contains("gap_filled=12"), "109–120 from the timeline: {log}");
+    assert!(log.contains("duplicates=5"), "116–120 also came on the stream: {log}");
+}

@@ -17,6 +17,16 @@
 //!   - anything else (`notification`, `filters_changed` …) is proof of life only.
 //! * An event cut by a dropped connection is discarded; the driver
 //!   reconnects by the shared policy and drops redeliveries.
+//! * **Gap-fill.** Each status carries its id as the source position; the
+//!   last one the sink wrote is kept (in memory, and in Redis under the
+//!   collector's key when coordination is on). Before a stream resumes
+//!   (a reconnect, a restart, a standby's takeover) the statuses after it are
+//!   fetched from the REST timeline (`/api/v1/timelines/public`, `…?local=true`
+//!   or `/api/v1/timelines/tag/NAME`) with `min_id`, 40 a page, up to
+//!   `backfill_pages` pages, oldest first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -25,13 +35,15 @@ use crate::post::tolerant::{self, Id, Surprises, tolerant};
 
 use super::backoff::Failure;
 use super::http::{ByteStream, http_client, problem_detail, without_url};
-use super::live::{Connection, Connector, Frame, Live, live_source_config};
+use super::live::{Connection, Connector, Frame, Live, LiveContext, live_source_config};
+use super::position::{CursorStore, Persister};
 use super::{Source, SourceComponent, SourceContext, SourceError};
 use crate::component::{BaseDir, Problems};
 use crate::key_pool::PooledKey;
 use crate::post::Format;
 use crate::rules::RuleSnapshot;
 use crate::secret::{Secret, SecretRef};
+use crate::telemetry::Metrics;
 
 /// Which public stream to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -62,12 +74,34 @@ live_source_config! {
         /// `{ env = "MASTODON_TOKEN" }` or `{ file = "…" }`; optional.
         #[serde(default)]
         pub access_token: Option<SecretRef>,
+        /// After an interruption, fetch the statuses posted since the last
+        /// written one from the REST timeline: at most this many pages of
+        /// 40 (0: off).
+        #[serde(default = "default_backfill_pages")]
+        pub backfill_pages: u64,
     }
     stall_timeout_secs: "No event and no heartbeat for this long: reconnect (servers send a heartbeat comment every few seconds).", 60 s;
     dedup_window: "Status versions remembered to drop redeliveries after a reconnect.", "super::live::default_dedup_window";
 }
 
+fn default_backfill_pages() -> u64 {
+    10
+}
+
 impl MastodonConfig {
+    /// The REST timeline matching the stream (gap-fill).
+    fn timeline_url(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match self.stream {
+            Stream::Public => format!("{base}/api/v1/timelines/public"),
+            Stream::PublicLocal => format!("{base}/api/v1/timelines/public?local=true"),
+            Stream::Hashtag => {
+                let tag = self.tag.as_deref().unwrap_or_default().trim_start_matches('#');
+                format!("{base}/api/v1/timelines/tag/{}", urlencode(tag))
+            }
+        }
+    }
+
     /// The stream's URL below the server.
     fn stream_url(&self) -> String {
         let base = self.base_url.trim_end_matches('/');
@@ -93,6 +127,7 @@ impl SourceComponent for MastodonConfig {
             }
             _ => {}
         }
+        p.range("backfill_pages", self.backfill_pages, 0, 1000);
         self.check_live(p);
     }
 
@@ -122,6 +157,13 @@ impl SourceComponent for MastodonConfig {
             url: url.clone(),
             token,
             max_record_bytes: cx.max_record_bytes,
+            timeline_url: self.timeline_url(),
+            backfill_pages: self.backfill_pages,
+            position: cx.position.clone(),
+            confirmed: cx.confirmed.clone(),
+            read: Arc::default(),
+            persister: None,
+            metrics: cx.metrics.clone(),
         };
         let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("mastodon {url}")), self.format()))
@@ -144,6 +186,65 @@ pub struct MastodonConnector {
     url: String,
     token: Option<Secret>,
     max_record_bytes: usize,
+    /// The REST timeline of the same statuses (gap-fill).
+    timeline_url: String,
+    backfill_pages: u64,
+    /// Where the last written status id is kept.
+    position: CursorStore,
+    /// Id of the last status the sink has written.
+    confirmed: Arc<AtomicU64>,
+    /// Highest status id read in this run (what is read is in the pipeline:
+    /// a reconnect within the run fills from here).
+    read: Arc<AtomicU64>,
+    persister: Option<Persister>,
+    metrics: Arc<Metrics>,
+}
+
+/// Statuses in a page of the timeline.
+const PAGE: usize = 40;
+
+impl MastodonConnector {
+    /// The statuses after `since` from the REST timeline, oldest first, as
+    /// records (a failure ends the fill early: the stream goes on).
+    async fn backfill(&self, since: u64) -> Vec<Frame> {
+        let mut found: Vec<(u64, Frame)> = Vec::new();
+        let mut min_id = since;
+        for _ in 0..self.backfill_pages {
+            let sep = if self.timeline_url.contains('?') { '&' } else { '?' };
+            let mut req = self.client.get(format!("{}{sep}min_id={min_id}&limit={PAGE}", self.timeline_url));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t.expose());
+            }
+            let page = match req.send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| without_url(&e)),
+                Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+                Err(e) => Err(without_url(&e)),
+            };
+            let statuses: Vec<Box<serde_json::value::RawValue>> = match page
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not a list of statuses: {e}")))
+            {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mastodon: the timeline cannot fill the gap; the stream resumes");
+                    break;
+                }
+            };
+            let n = statuses.len();
+            for raw in statuses {
+                let bytes = raw.get().as_bytes().to_vec();
+                if let Some((key, Some(id))) = version_key(&bytes) {
+                    min_id = min_id.max(id);
+                    found.push((id, Frame::Record { bytes, dedup: Some(key), checkpoint: Some(id) }));
+                }
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        found.sort_by_key(|(id, _)| *id);
+        Metrics::add(&self.metrics.gap_filled_posts, found.len() as u64);
+        found.into_iter().map(|(_, f)| f).collect()
+    }
 }
 
 impl Connector for MastodonConnector {
@@ -160,6 +261,26 @@ impl Connector for MastodonConnector {
         Ok(())
     }
 
+    async fn start(&mut self, _cx: &LiveContext) -> Result<(), Failure> {
+        if let Some(p) = self.persister.take() {
+            p.finish().await;
+        }
+        if !self.position.is_none() {
+            let (persister, stored) = Persister::start(&self.position, &self.confirmed, "Mastodon").await;
+            if let Some(id) = stored {
+                tracing::info!(status_id = id, "mastodon: last written status read back");
+            }
+            self.persister = Some(persister);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) {
+        if let Some(p) = self.persister.take() {
+            p.finish().await;
+        }
+    }
+
     async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<MastodonConnection, Failure> {
         let mut req = self.client.get(&self.url).header(reqwest::header::ACCEPT, "text/event-stream");
         if let Some(t) = &self.token {
@@ -171,10 +292,28 @@ impl Connector for MastodonConnector {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, problem_detail(&body)));
         }
+        // The stream is open (what is posted from now on comes on it): fill
+        // the gap before it; statuses in both are dropped as redeliveries.
+        let since = self.confirmed.load(Ordering::Acquire).max(self.read.load(Ordering::Acquire));
+        let filled = if since > 0 && self.backfill_pages > 0 {
+            // Mastodon's ids carry their creation time (ms) above 16 bits.
+            let created_ms = since >> 16;
+            if created_ms > 1_400_000_000_000 {
+                let gap_secs = super::position::now_ms().saturating_sub(created_ms) / 1000;
+                self.metrics.gap_seconds.store(gap_secs, Ordering::Relaxed);
+            }
+            let filled = self.backfill(since).await;
+            tracing::info!(since_status = since, statuses = filled.len(), "mastodon: gap filled from the timeline");
+            filled
+        } else {
+            Vec::new()
+        };
         Ok(MastodonConnection {
             stream: Box::pin(resp.bytes_stream()),
             events: EventParser::new(self.max_record_bytes),
             arrived: None,
+            filled,
+            read: self.read.clone(),
         })
     }
 }
@@ -185,6 +324,10 @@ pub struct MastodonConnection {
     events: EventParser,
     /// When the last chunk came off the wire.
     arrived: Option<std::time::Instant>,
+    /// Statuses of the gap, handed over before the stream's.
+    filled: Vec<Frame>,
+    /// The connector's highest status id read.
+    read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MastodonConnection {
@@ -199,6 +342,14 @@ impl Connection for MastodonConnection {
     }
 
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
+        if !self.filled.is_empty() {
+            self.arrived = Some(std::time::Instant::now());
+            if let Some(Frame::Record { checkpoint: Some(id), .. }) = self.filled.last() {
+                self.read.fetch_max(*id, Ordering::Release);
+            }
+            frames.append(&mut self.filled);
+            return Ok(());
+        }
         let chunk = match self.stream.next().await {
             None => {
                 if self.events.partial() {
@@ -210,7 +361,18 @@ impl Connection for MastodonConnection {
             Some(Ok(c)) => c,
         };
         self.arrived = Some(std::time::Instant::now());
+        let from = frames.len();
         self.events.feed(&chunk, frames);
+        let top = frames[from..]
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Record { checkpoint, .. } => *checkpoint,
+                _ => None,
+            })
+            .max();
+        if let Some(id) = top {
+            self.read.fetch_max(id, Ordering::Release);
+        }
         Ok(())
     }
 }
@@ -320,7 +482,7 @@ impl EventParser {
         }
         frames.push(match event.as_str() {
             "update" | "status.update" => match version_key(&data) {
-                Some(dedup) => Frame::Record { bytes: data, dedup: Some(dedup), checkpoint: None },
+                Some((dedup, id)) => Frame::Record { bytes: data, dedup: Some(dedup), checkpoint: id },
                 // Not a Status: the workers count it as malformed, with a preview.
                 None => Frame::Record { bytes: data, dedup: None, checkpoint: None },
             },
@@ -342,8 +504,8 @@ impl EventParser {
 }
 
 /// `id` for a first version, `id@edited_at` for an edit: each version of a
-/// status passes once.
-fn version_key(status: &[u8]) -> Option<String> {
+/// status passes once; and the id as a number (the source position).
+fn version_key(status: &[u8]) -> Option<(String, Option<u64>)> {
     tolerant! {
         struct Version<'a> in "status" {
             id: Id<'a>,
@@ -353,10 +515,12 @@ fn version_key(status: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(status).ok()?;
     let v = tolerant::read_record::<Version<'_>>(text, "status", &Surprises::default()).ok()??;
     let id = v.id?;
-    Some(match v.edited_at {
+    let number = id.as_str().parse().ok();
+    let key = match v.edited_at {
         Some(at) => format!("{}@{at}", id.as_str()),
         None => id.into_cow().into_owned(),
-    })
+    };
+    Some((key, number))
 }
 
 #[cfg(test)]
@@ -424,6 +588,7 @@ mod tests {
             stream,
             tag: tag.map(str::to_owned),
             access_token: None,
+            backfill_pages: 10,
             stall_timeout_secs: 60,
             dedup_window: 10,
             backoff_scale: 1.0,
