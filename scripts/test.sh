@@ -27,6 +27,8 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 # An independent HTTPS client for the admin listener's TLS test.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# promtool (the Prometheus project's metrics linter) for the Grafana dashboard test.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

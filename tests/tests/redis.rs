@@ -766,3 +766,85 @@ fn a_standby_takes_a_dead_collectors_id_and_fills_the_gap() {
     let log = format!("{log_a}{log_b}{log_c}");
     assert!(!log.contains("fleet-token"), "the token never shows");
 }
+
+/// Issue 25, point 6: every query of `docs/grafana/traptor-fleet.json` reads
+/// only metrics that a collector with every feature the panels show (id by
+/// lease, a pool key, a stage, a live source, backfill) exposes on
+/// `/metrics`; and that exposition passes `promtool check metrics`.
+#[test]
+fn the_fleet_dashboard_queries_only_metrics_a_collector_exposes() {
+    use traptor_tests::fake_x::FakeX;
+    use traptor_tests::{free_port, http_get, plugin_wasm};
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "fleet"), ("value", "fleet")]).expect("hset");
+    let _: () = c.hset("traptor-apikeys", "pool-key-1", r#"{"bearer_token":"tok-pool-1"}"#).expect("hset");
+    let fake = FakeX::start();
+    fake.with(|s| s.accept_bearer = Some("tok-pool-1".into()));
+    fake.start_firehose(100.0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let wasm = plugin_wasm("sentiment");
+    let p = pipeline(
+        &redis,
+        &format!(
+            "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01\nbackfill_minutes = 1",
+            fake.base
+        ),
+    )
+    .traptor("id = \"auto\"")
+    .stage(&format!("name = \"sentiment\"\nplugin = {:?}", wasm.to_str().expect("utf8")))
+    .coordination("heartbeat_interval_secs = 5\nlease_secs = 3\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"")
+    .write(dir.path());
+    let text = std::fs::read_to_string(&p).expect("read").replace("id = 0\n", "");
+    std::fs::write(&p, text).expect("write");
+    let port = free_port();
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    wait_for("posts written", LIMIT, || (out_lines(dir.path()).len() > 50).then_some(()));
+    let exposition = wait_for("a full exposition", LIMIT, || {
+        let (status, body) = http_get(port, "/metrics", "text/plain");
+        (status == 200 && body.contains("traptor_fleet_ids{state=\"held\"} 1")).then_some(body)
+    });
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    // promtool, the Prometheus project's own linter.
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &exposition).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exposed: std::collections::HashSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/grafana/traptor-fleet.json")).expect("dashboard"),
+    )
+    .expect("json");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("traptor_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                assert!(exposed.contains(n), "panel {:?}: {n} is not on /metrics", panel["title"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+    assert!(exposed.contains("traptor_api_key_in_use") && !exposition.contains("tok-pool-1"), "the key's name only");
+}

@@ -227,7 +227,17 @@ impl TraptorCollector {
         ];
         let reconnects: Vec<(Labels<'_>, u64)> =
             reasons.iter().map(|(r, n)| (vec![("source", s.source.as_str()), ("reason", *r)], *n)).collect();
-        family(e, "traptor_source_reconnects", "Connections that ended, by reason", MetricType::Counter, &reconnects)
+        family(e, "traptor_source_reconnects", "Connections that ended, by reason", MetricType::Counter, &reconnects)?;
+        if let Some(key) = s.key_in_use.get() {
+            family(
+                e,
+                "traptor_api_key_in_use",
+                "1 for the API key of the pool the live source connects with ([coordination.api_keys])",
+                MetricType::Gauge,
+                &[(vec![("source", s.source.as_str()), ("key", &*key)], 1)],
+            )?;
+        }
+        Ok(())
     }
 
     /// The running rule set, by type.
@@ -389,6 +399,7 @@ mod tests {
         AdminState {
             collector: crate::rules::Collector::new(crate::rules::RuleType::Track, 7),
             lease_fence: None,
+            key_in_use: Arc::default(),
             metrics,
             stages: Arc::new(arc_swap::ArcSwap::from_pointee(crate::pipeline::StageSet::default())),
             compiled: Arc::new(arc_swap::ArcSwap::from_pointee(compiled)),

@@ -139,6 +139,8 @@ pub struct AdminState {
     pub collector: crate::rules::Collector,
     /// `id = "auto"`: the fencing number of the lease that holds the id.
     pub lease_fence: Option<u64>,
+    /// The pool key the (first) source connects with.
+    pub key_in_use: Arc<crate::key_pool::KeyInUse>,
     pub metrics: Arc<Metrics>,
     pub stages: Arc<ArcSwap<StageSet>>,
     pub compiled: Arc<ArcSwap<Compiled>>,

@@ -229,7 +229,7 @@ async fn steps(
     // A lost lease stops this run (not the process): the caller stands by again.
     let run_token = shutdown.child_token();
     if let Some(lease) = &lease {
-        background.spawn("id lease", lease.clone().keep(run_token.clone(), background.token()));
+        background.spawn("id lease", lease.clone().keep(run_token.clone(), background.token(), metrics.clone()));
     }
 
     // 2. Rules: load once (a store that cannot load at all is a configuration

@@ -260,6 +260,7 @@ impl Topology {
             heavy: tokio::sync::Semaphore::new(1),
             collector: who,
             lease_fence: None,
+            key_in_use: cx.key_in_use.clone(),
             metrics: metrics.clone(),
             stages: self.stages.clone(),
             compiled: rules.compiled.clone(),

@@ -21,6 +21,8 @@
 //!   is written only while the lease still holds this collector's fence.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -28,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::CoordinationError;
 use crate::rules::{Collector, RuleType};
+use crate::telemetry::Metrics;
+
+/// How often a holder counts the ids held and free.
+const FLEET_COUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// How often a standby looks at the leases it waits for.
 const STANDBY_POLL: Duration = Duration::from_millis(250);
@@ -234,14 +240,34 @@ impl Lease {
         Ok(n == 1)
     }
 
+    /// Ids of the type with rules, held and free, into the fleet gauges.
+    async fn count_fleet(&self, metrics: &Metrics) {
+        let mut c = self.conn.clone();
+        let Ok(ids) = ids_with_rules(&mut c, self.who.rule_type).await else { return };
+        let keys: Vec<String> = ids.iter().map(|&id| lease_key(Collector::new(self.who.rule_type, id))).collect();
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(held) = redis::cmd("EXISTS").arg(&keys).query_async::<u64>(&mut c).await {
+            metrics.fleet_ids_held.store(held, Relaxed);
+            metrics.fleet_ids_free.store((keys.len() as u64).saturating_sub(held), Relaxed);
+        }
+    }
+
     /// Renew every third of the TTL until `stop`; cancel `lost` (and return)
     /// when the lease is someone else's, or when renewals have failed for two
     /// thirds of it: the run stops before the lease can expire.
-    pub async fn keep(self, lost: CancellationToken, stop: CancellationToken) {
+    pub async fn keep(self, lost: CancellationToken, stop: CancellationToken, metrics: Arc<Metrics>) {
         let every = self.ttl / 3;
         let mut last_ok = Instant::now();
         let mut failing = false;
+        metrics.lease_fence.store(self.fence, Relaxed);
+        let mut next_count = Instant::now();
         loop {
+            if Instant::now() >= next_count {
+                next_count = Instant::now() + FLEET_COUNT_EVERY;
+                self.count_fleet(&metrics).await;
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}

@@ -337,6 +337,8 @@ const POSTS_HELP: &str = "Posts that went through matching, by result (their sum
 const RULE_REMOVED_HELP: &str = "Rule attributions removed by a rule's rate_limit or sample, by reason";
 const BUFFER_MOVED_HELP: &str = "Records the buffer put on disk and took back";
 const BUFFER_DROPPED_HELP: &str = "Records a full buffer dropped, by overflow policy";
+const FLEET_IDS_HELP: &str =
+    "Ids of this collector's type with rules in Redis, held by a collector or free (id = \"auto\"; counted by holders)";
 
 const NONE: &[(&str, Label)] = &[];
 const SOURCE: &[(&str, Label)] = &[("source", Label::Source)];
@@ -383,6 +385,15 @@ metrics! {
     duplicates_dropped: AtomicU64 => Counter("traptor_duplicates_dropped", SOURCE,
         "Redeliveries a live source dropped"),
         summary(duplicates);
+    /// `id = "auto"`: ids of the type with rules, held or free (the holder
+    /// of an id counts them every 10 s), and the fencing number of its lease.
+    fleet_ids_held: AtomicU64 => Gauge("traptor_fleet_ids", &[("state", Label::Fixed("held"))], FLEET_IDS_HELP),
+        summary(fleet_ids_held);
+    fleet_ids_free: AtomicU64 => Gauge("traptor_fleet_ids", &[("state", Label::Fixed("free"))], FLEET_IDS_HELP),
+        summary(fleet_ids_free);
+    lease_fence: AtomicU64 => Gauge("traptor_lease_fence", NONE,
+        "Fencing number of the lease holding this collector's id (id = \"auto\"; grows with every claim)"),
+        summary(lease_fence);
     /// The last interruption a live source asked to be filled: seconds from
     /// its last confirmed position to the reconnect.
     gap_seconds: AtomicU64 => Gauge("traptor_gap_seconds", SOURCE,
