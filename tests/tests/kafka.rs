@@ -352,3 +352,56 @@ fn tls_sasl_settings_are_checked_and_the_password_never_shows() {
     assert!(log.contains("sasl_ssl://"), "the client really used SASL_SSL: {log}");
     assert!(!log.contains(PASSWORD), "the password leaked into the log");
 }
+
+/// Issue 25, point 4: `/health` lists every component with its state and
+/// reason; `/ready` turns false once the sink has been unable to write for
+/// `[admin] sink_grace_secs` (the broker away, records spooled), and true
+/// again when it writes.
+#[test]
+fn a_sink_unable_to_write_past_its_grace_makes_the_collector_unready() {
+    use traptor_tests::{free_port, http_get};
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &brokers, "type = \"synthetic\"\ncount = 10000000\nrate = 500\nseed = 9");
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&p).expect("read");
+    text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\nsink_grace_secs = 2\n"));
+    std::fs::write(&p, text).expect("write");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    let ready = |want: u16, what: &str| {
+        wait_for(what, LIMIT, || {
+            let (status, body) = http_get(port, "/ready", "*/*");
+            (status == want).then_some(body)
+        })
+    };
+    ready(200, "ready while writing");
+    let (status, health) = http_get(port, "/health", "*/*");
+    assert_eq!(status, 200);
+    let h: serde_json::Value = serde_json::from_str(&health).expect("json");
+    let kinds: Vec<&str> =
+        h["components"].as_array().expect("components").iter().filter_map(|c| c["component"].as_str()).collect();
+    for k in ["source", "rules", "sink", "buffer"] {
+        assert!(kinds.contains(&k), "{k} in {health}");
+    }
+    assert_eq!(h["status"], "ok", "{health}");
+    cluster.broker_down(1).expect("down");
+    let down_at = Instant::now();
+    let body = ready(503, "not ready once the sink is down past its grace");
+    assert!(down_at.elapsed() >= Duration::from_secs(2), "not before the grace: {body}");
+    assert!(body.contains("\"sink\"") && body.contains("unable to write"), "{body}");
+    let (status, health) = http_get(port, "/health", "*/*");
+    assert_eq!(status, 200, "alive, though degraded");
+    let h: serde_json::Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(h["status"], "degraded", "{health}");
+    let sink = h["components"].as_array().expect("components").iter().find(|c| c["component"] == "sink").cloned();
+    assert!(
+        sink.is_some_and(|s| s["state"] == "degraded" && s["reason"].as_str().unwrap_or("").contains("spooled")),
+        "{health}"
+    );
+    cluster.broker_up(1).expect("up");
+    ready(200, "ready again once the sink writes");
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+}

@@ -1098,3 +1098,58 @@ fn mastodon_fills_a_dropped_connection_from_the_timeline() {
     assert!(log.contains("gap_filled=12"), "109–120 from the timeline: {log}");
     assert!(log.contains("duplicates=5"), "116–120 also came on the stream: {log}");
 }
+
+/// Issue 25, point 4: with two `[[sources]]`, one streaming and one that
+/// cannot connect, `/health` names both (ok / down), `/ready` stays true
+/// while one collects, and the status API lists both.
+#[test]
+fn health_names_every_source_and_ready_holds_while_one_collects() {
+    use traptor_tests::{free_port, http_get};
+    let fake = FakeX::start();
+    let mut open = Session::ok(Vec::new());
+    open.after = After::KeepAlive;
+    fake.push_session(open);
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("token"), "tok\n").expect("token");
+    std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"b\",\"value\":\"brexit\"}\n").expect("rules");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let source = |name: &str, base: &str| {
+        format!(
+            "\n[[sources]]\nname = \"{name}\"\ntype = \"x_filtered_stream\"\nbase_url = \"{base}\"\n\
+             bearer_token = {{ file = \"token\" }}\nbackoff_scale = 0.01\n"
+        )
+    };
+    let text = format!(
+        "[traptor]\ntype = \"track\"\n{}{}\n[rules]\ntype = \"file\"\npath = \"rules.jsonl\"\n\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+        source("up", &fake.base),
+        source("away", &format!("http://127.0.0.1:{closed}"))
+    );
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, text).expect("write");
+    let port = free_port();
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &format!("127.0.0.1:{port}")], &[]);
+    host.wait_log("admin endpoint", LIMIT);
+    let health = wait_for("both sources in /health", LIMIT, || {
+        let (_, body) = http_get(port, "/health", "*/*");
+        let h: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let state = |n: &str| {
+            h["components"]
+                .as_array()?
+                .iter()
+                .find(|c| c["component"] == "source" && c["name"] == n)
+                .map(|c| c["state"].clone())
+        };
+        (state("up")? == "ok" && state("away")? == "down").then_some(h)
+    });
+    assert_eq!(health["status"], "degraded");
+    let (status, body) = http_get(port, "/ready", "*/*");
+    assert_eq!(status, 200, "one source collects: {body}");
+    assert!(body.contains("connected: up"), "{body}");
+    let (_, stats) = http_get(port, "/api/stats", "*/*");
+    let s: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    let names: Vec<&str> =
+        s["sources"].as_array().expect("sources").iter().filter_map(|x| x["name"].as_str()).collect();
+    assert_eq!(names, ["up", "away"], "{stats}");
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+}

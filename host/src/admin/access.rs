@@ -35,6 +35,8 @@ pub struct AdminSettings {
     read_token: bool,
     pub max_body_bytes: usize,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `/ready` is false once the sink has been unable to write this long.
+    pub sink_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -58,6 +60,7 @@ impl AdminSettings {
                 read_token: false,
                 max_body_bytes: super::DEFAULT_MAX_BODY_BYTES,
                 tls: None,
+                sink_grace: std::time::Duration::from_secs(super::default_sink_grace_secs()),
             });
         };
         let token = match &c.token {
@@ -80,6 +83,7 @@ impl AdminSettings {
             read_token: c.read_token,
             max_body_bytes: c.max_body_bytes,
             tls,
+            sink_grace: std::time::Duration::from_secs(c.sink_grace_secs),
         })
     }
 

@@ -400,6 +400,8 @@ mod tests {
             collector: crate::rules::Collector::new(crate::rules::RuleType::Track, 7),
             lease_fence: None,
             key_in_use: Arc::default(),
+            sources: Vec::new(),
+            sink_down_since: std::sync::Mutex::default(),
             metrics,
             stages: Arc::new(arc_swap::ArcSwap::from_pointee(crate::pipeline::StageSet::default())),
             compiled: Arc::new(arc_swap::ArcSwap::from_pointee(compiled)),

@@ -62,12 +62,20 @@ pub struct AdminConfig {
     pub tls_cert_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// `/ready` turns false once the sink has been unable to write (records
+    /// spooled, the broker away) for this long.
+    #[serde(default = "default_sink_grace_secs")]
+    pub sink_grace_secs: u64,
 }
 
 /// Default of `[admin] recent_posts`.
 pub const DEFAULT_RECENT_POSTS: usize = 10_000;
 /// Default of `[admin] max_body_bytes`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+
+pub(crate) fn default_sink_grace_secs() -> u64 {
+    30
+}
 
 fn default_recent_posts() -> usize {
     DEFAULT_RECENT_POSTS
@@ -84,6 +92,7 @@ impl AdminConfig {
         }
         p.range("recent_posts", self.recent_posts as u64, 0, 1_000_000);
         p.range("max_body_bytes", self.max_body_bytes as u64, 1024, 256 << 20);
+        p.range("sink_grace_secs", self.sink_grace_secs, 0, 86_400);
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             p.add("tls_cert_file", "give tls_cert_file and tls_key_file together");
         }
@@ -141,6 +150,11 @@ pub struct AdminState {
     pub lease_fence: Option<u64>,
     /// The pool key the (first) source connects with.
     pub key_in_use: Arc<crate::key_pool::KeyInUse>,
+    /// Every source of the pipeline (`[[sources]]`), for `/health`, `/ready`
+    /// and the status API.
+    pub sources: Vec<SourcePart>,
+    /// Since when the sink has been unable to write (records spooled).
+    pub sink_down_since: std::sync::Mutex<Option<Instant>>,
     pub metrics: Arc<Metrics>,
     pub stages: Arc<ArcSwap<StageSet>>,
     pub compiled: Arc<ArcSwap<Compiled>>,
@@ -183,6 +197,21 @@ impl std::fmt::Debug for AdminState {
 /// See [`AdminState::promote`]: the stage's name in, the promoted plugin out.
 pub type Promoter = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
+/// One source as the admin endpoints show it.
+#[derive(Debug, Clone)]
+pub struct SourcePart {
+    /// Its `[[sources]]` name, else its description.
+    pub name: String,
+    pub live: bool,
+    pub connection: Arc<ConnectionStats>,
+}
+
+impl SourcePart {
+    fn up(&self) -> bool {
+        !self.live || self.connection.connected.load(Relaxed) == 1
+    }
+}
+
 /// Seconds of history the dashboard shows.
 const HISTORY_SECS: usize = 600;
 
@@ -202,6 +231,14 @@ async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
                 h.pop_front();
             }
             h.push_back(point);
+        }
+        let spooled = m.spool_backlog.load(Relaxed) > 0;
+        if let Ok(mut down) = state.sink_down_since.lock() {
+            match (spooled, *down) {
+                (true, None) => *down = Some(Instant::now()),
+                (false, Some(_)) => *down = None,
+                _ => {}
+            }
         }
     }
 }
@@ -484,6 +521,9 @@ async fn api_stats(State(s): State<Arc<AdminState>>) -> Response {
                        "max": m.end_to_end.max_us as f64 / 1e3},
         "source": {"name": &s.source, "live": s.source_live, "connected": c.connected.load(Relaxed) == 1,
                    "connects": c.connects.load(Relaxed), "problem": s.health.problem()},
+        "sources": s.sources.iter().map(|p| serde_json::json!({"name": p.name, "live": p.live,
+                   "connected": p.connection.connected.load(Relaxed) == 1, "connects": p.connection.connects.load(Relaxed)}))
+                   .collect::<Vec<_>>(),
         "rules": {"count": s.compiled.load().matcher.rules().len(), "reloads": m.rule_reloads, "top": top_rules(&s, 10)},
         "stages": stages,
     });
@@ -531,12 +571,80 @@ fn top_rules(s: &AdminState, limit: usize) -> Vec<serde_json::Value> {
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Response {
+    let components = components(&s).await;
+    let degraded = components.iter().any(|c| c["state"] != "ok");
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "uptime_secs": s.started.elapsed().as_secs(),
         "checks": [{"name": "runtime", "ok": true}],
+        "components": components,
     });
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// A component's state for `/health`: `ok`, `degraded` or `down`, and why.
+fn component(kind: &str, name: &str, state: &str, reason: String) -> serde_json::Value {
+    serde_json::json!({"component": kind, "name": name, "state": state, "reason": reason})
+}
+
+/// Ping the Redis server (1 s at most): `Ok` or why not.
+async fn ping_redis(conn: &redis::aio::ConnectionManager) -> Result<(), String> {
+    let mut conn = conn.clone();
+    match tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("unreachable: {e}")),
+        Err(_) => Err("no answer within 1 s".to_owned()),
+    }
+}
+
+/// How long the sink has been unable to write (`None`: it writes).
+fn sink_down_for(s: &AdminState) -> Option<Duration> {
+    s.sink_down_since.lock().ok().and_then(|d| d.map(|t| t.elapsed()))
+}
+
+/// Every source (by name), the rule store, each stage, the sink, the
+/// buffer and the id's lease, with state and reason.
+async fn components(s: &AdminState) -> Vec<serde_json::Value> {
+    let m = &s.metrics;
+    let problem = s.health.problem();
+    let mut out = Vec::new();
+    for src in &s.sources {
+        let (state, reason) = match (&problem, src.live, src.up()) {
+            (Some(p), true, _) => ("down", p.clone()),
+            (None, true, true) => ("ok", format!("connected ({} connects)", src.connection.connects.load(Relaxed))),
+            (None, true, false) => ("down", "not connected".to_owned()),
+            (_, false, _) => ("ok", "reading".to_owned()),
+        };
+        out.push(component("source", &src.name, state, reason));
+    }
+    let rules = s.compiled.load().matcher.rules().len();
+    let (state, reason) = match &s.redis {
+        Some(conn) => match ping_redis(conn).await {
+            Ok(()) => ("ok", format!("{rules} rules; Redis reachable")),
+            Err(e) => ("degraded", format!("{rules} rules (the last good set); Redis {e}")),
+        },
+        None => ("ok", format!("{rules} rules")),
+    };
+    out.push(component("rules", "rules", state, reason));
+    for st in s.stages.load().stages.iter() {
+        let (state, reason) = match st.circuit_open() {
+            true => ("degraded", "circuit open: posts pass without it".to_owned()),
+            false => ("ok", "running".to_owned()),
+        };
+        out.push(component("stage", &st.name, state, reason));
+    }
+    let spooled = m.spool_backlog.load(Relaxed);
+    let (state, reason) = match sink_down_for(s) {
+        Some(d) => ("degraded", format!("unable to write for {} s; {spooled} records spooled", d.as_secs())),
+        None => ("ok", format!("{} records written", m.records_out.load(Relaxed))),
+    };
+    out.push(component("sink", &s.sink, state, reason));
+    let queued = m.buffer_records.load(Relaxed);
+    out.push(component("buffer", "buffer", "ok", format!("{queued} records on disk")));
+    if let Some(fence) = s.lease_fence {
+        out.push(component("lease", &s.collector.to_string(), "ok", format!("held (fence {fence})")));
+    }
+    out
 }
 
 /// One readiness check: its name, whether it passes, and what was seen.
@@ -549,23 +657,22 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     let rules = s.compiled.load().matcher.rules().len();
     checks.push(check("rules", true, format!("{rules} rules loaded")));
     let problem = s.health.problem();
-    let connected = !s.source_live || s.connection.connected.load(Relaxed) == 1;
-    let source_ok = problem.is_none() && connected;
-    let detail = match (&problem, connected) {
+    // Ready while any source collects (one of several down is a degraded
+    // /health, not an unready collector).
+    let up: Vec<&str> = s.sources.iter().filter(|p| p.up()).map(|p| p.name.as_str()).collect();
+    let source_ok = problem.is_none() && (!up.is_empty() || s.sources.is_empty());
+    let any_live = s.sources.iter().any(|p| p.live);
+    let detail = match (&problem, up.is_empty()) {
         (Some(p), _) => p.clone(),
-        (None, false) => "not connected".to_owned(),
-        (None, true) if s.source_live => "connected".to_owned(),
-        (None, true) => "reading".to_owned(),
+        (None, true) => "no source connected".to_owned(),
+        (None, false) if any_live => format!("connected: {}", up.join(", ")),
+        (None, false) => format!("reading: {}", up.join(", ")),
     };
-    checks.push(check("source", source_ok, format!("{}: {detail}", s.source)));
+    checks.push(check("source", source_ok, detail));
     if let Some(conn) = &s.redis {
-        let mut conn = conn.clone();
-        let ping =
-            tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await;
-        let (ok, detail) = match ping {
-            Ok(Ok(_)) => (true, "reachable".to_owned()),
-            Ok(Err(e)) => (false, format!("unreachable: {e}")),
-            Err(_) => (false, "no answer within 1 s".to_owned()),
+        let (ok, detail) = match ping_redis(conn).await {
+            Ok(()) => (true, "reachable".to_owned()),
+            Err(e) => (false, e),
         };
         checks.push(check("redis", ok, detail));
     }
@@ -580,6 +687,15 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
             format!("circuit open: {}", open.join(", "))
         },
     ));
+    let grace = s.settings.sink_grace;
+    let (ok, detail) = match sink_down_for(&s) {
+        Some(d) if d >= grace => {
+            (false, format!("unable to write for {} s (grace {} s)", d.as_secs(), grace.as_secs()))
+        }
+        Some(d) => (true, format!("unable to write for {} s (within the {} s grace)", d.as_secs(), grace.as_secs())),
+        None => (true, "writing".to_owned()),
+    };
+    checks.push(check("sink", ok, detail));
     let all = checks.iter().all(|c| c["ok"] == true);
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({"status": if all { "ready" } else { "not ready" }, "checks": checks});

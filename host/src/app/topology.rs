@@ -79,6 +79,9 @@ pub struct PartSource {
     confirmed: Arc<AtomicU64>,
     /// The pool key it connects with (provenance).
     key_in_use: Arc<crate::key_pool::KeyInUse>,
+    /// Holds a connection to a streaming API, and its counters.
+    live: bool,
+    connection: Arc<crate::telemetry::ConnectionStats>,
 }
 
 impl TopologyParts {
@@ -114,6 +117,8 @@ impl TopologyParts {
                     source: Source::build(&s.source, &cx).and_then(|s| s.check().map(|()| s)),
                     confirmed: cx.confirmed.clone(),
                     key_in_use: cx.key_in_use.clone(),
+                    live: s.source.component().live(),
+                    connection: cx.connection_stats.clone(),
                 }
             })
             .collect();
@@ -163,6 +168,8 @@ impl TopologyParts {
                     label: s.label,
                     confirmed: s.confirmed,
                     key_in_use: s.key_in_use,
+                    live: s.live,
+                    connection: s.connection,
                 }),
                 Err(e) => errors.push(e.into()),
             }
@@ -261,6 +268,16 @@ impl Topology {
             collector: who,
             lease_fence: None,
             key_in_use: cx.key_in_use.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|r| crate::admin::SourcePart {
+                    name: r.tag.clone().unwrap_or_else(|| r.source.name()),
+                    live: r.live,
+                    connection: r.connection.clone(),
+                })
+                .collect(),
+            sink_down_since: std::sync::Mutex::default(),
             metrics: metrics.clone(),
             stages: self.stages.clone(),
             compiled: rules.compiled.clone(),
@@ -394,6 +411,8 @@ struct Running {
     confirmed: Arc<AtomicU64>,
     /// The pool key it connects with (provenance).
     key_in_use: Arc<crate::key_pool::KeyInUse>,
+    live: bool,
+    connection: Arc<crate::telemetry::ConnectionStats>,
 }
 
 /// Run every source into `merged` (one source directly; several each
