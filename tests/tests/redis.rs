@@ -848,3 +848,51 @@ fn the_fleet_dashboard_queries_only_metrics_a_collector_exposes() {
     assert!(checked >= 20, "{checked}");
     assert!(exposed.contains("traptor_api_key_in_use") && !exposition.contains("tok-pool-1"), "the key's name only");
 }
+
+/// Issue 25, point 5: a 401 from the rules endpoint during a later rule sync
+/// (the key revoked while streaming) marks the pool key bad and the source
+/// takes the next key, as a refused stream does.
+#[test]
+fn a_key_refused_during_rule_sync_is_marked_bad_and_the_next_taken() {
+    use traptor_tests::fake_x::{After, FakeX, Session};
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "one"), ("value", "brexit")]).expect("hset");
+    let _: () = c.hset("traptor-apikeys", "key-a", r#"{"bearer_token":"tok-a-1111"}"#).expect("hset");
+    let _: () = c.hset("traptor-apikeys", "key-b", r#"{"bearer_token":"tok-b-2222"}"#).expect("hset");
+    let fake = FakeX::start();
+    fake.with(|s| s.accept_bearer = Some("tok-a-1111".into()));
+    for _ in 0..2 {
+        let mut open = Session::ok(Vec::new());
+        open.after = After::KeepAlive;
+        fake.push_session(open);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let p =
+        pipeline(&redis, &format!("type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbackoff_scale = 0.01", fake.base))
+            .coordination("heartbeat_interval_secs = 5\n\n[coordination.api_keys]\nhash = \"traptor-apikeys\"")
+            .write(dir.path());
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("stream connected", LIMIT);
+    // key-a is revoked; a rule change makes the collector sync with it.
+    fake.with(|s| s.accept_bearer = Some("tok-b-2222".into()));
+    let _: () = c.hset_multiple("traptor-track:0:1", &[("rule_id", "two"), ("value", "storm")]).expect("hset");
+    let _: () = c.publish("traptor-notify", "track:0").expect("publish");
+    host.wait_log("rule sync refused", LIMIT);
+    host.wait_log("API key refused; asking the pool for the next", LIMIT);
+    wait_for("key-b streams", LIMIT, || {
+        fake.with(|s| {
+            s.stream_connects().last().and_then(|r| r.authorization.clone()).filter(|a| a == "Bearer tok-b-2222")
+        })
+    });
+    let (code, list, _) = keys_cli(&redis, &["list"], "");
+    assert_eq!(code, 0);
+    let row = |name: &str| list.lines().find(|l| l.starts_with(&format!("{name}\t"))).unwrap_or("").to_owned();
+    assert!(row("key-a").contains("\tbad "), "{list}");
+    assert!(row("key-b").contains("\tleased track:0"), "{list}");
+    // With key-b the new rule reaches the API.
+    wait_for("the new rule synced", LIMIT, || fake.with(|s| s.rules.iter().any(|r| r.value == "storm").then_some(())));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("tok-a-1111") && !log.contains("tok-b-2222"), "never a secret");
+}

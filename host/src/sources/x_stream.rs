@@ -490,6 +490,7 @@ impl SourceComponent for XStreamConfig {
             confirmed: cx.confirmed.clone(),
             persister: None,
             metrics: cx.metrics.clone(),
+            refusal: Arc::default(),
         };
         let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("x_filtered_stream {base_url}")), self.format()))
@@ -520,6 +521,36 @@ pub struct XConnector {
     confirmed: Arc<AtomicU64>,
     persister: Option<Persister>,
     metrics: Arc<Metrics>,
+    /// Set by the rule-sync task when the API refuses the credentials: the
+    /// stream ends with the refusal, so a pool key is marked bad and the
+    /// next one taken (as when the stream itself refuses).
+    refusal: Arc<Refusal>,
+}
+
+/// A refusal of the credentials seen beside the stream (rule sync).
+#[derive(Debug, Default)]
+pub struct Refusal {
+    notify: tokio::sync::Notify,
+    why: std::sync::Mutex<Option<(u16, String)>>,
+}
+
+impl Refusal {
+    fn set(&self, status: u16, why: String) {
+        if let Ok(mut w) = self.why.lock() {
+            *w = Some((status, why));
+        }
+        self.notify.notify_one();
+    }
+
+    /// Wait for a refusal.
+    async fn refused(&self) -> Failure {
+        loop {
+            self.notify.notified().await;
+            if let Some((status, why)) = self.why.lock().ok().and_then(|mut w| w.take()) {
+                return Failure::Unauthorized(status, format!("rule sync: {why}"));
+            }
+        }
+    }
 }
 
 /// The `backfill_minutes` to ask for: the gap since `confirmed_ms` rounded up
@@ -589,6 +620,9 @@ impl Connector for XConnector {
         let (api, max_rules, max_len) = (self.rules_api.clone(), self.max_rules, self.max_rule_length);
         let remote_ids = self.remote_ids.clone();
         let (stop, health) = (cx.shutdown.child_token(), cx.health.clone());
+        // A fresh signal per start (a new key): an old refusal is not this key's.
+        self.refusal = Arc::default();
+        let refusal = self.refusal.clone();
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -602,9 +636,11 @@ impl Connector for XConnector {
                     let rules = rx.borrow_and_update().rules.clone();
                     match api.sync(&rules, max_rules, max_len).await {
                         Ok(r) => log_sync(&r, &remote_ids),
-                        Err(f @ Failure::Unauthorized(..)) => {
-                            health.set_unhealthy(format!("X API refused the credentials: {f}"));
-                            tracing::error!(error = %f, "rule sync refused");
+                        Err(Failure::Unauthorized(status, why)) => {
+                            health.set_unhealthy(format!("X API refused the credentials during rule sync: {why}"));
+                            tracing::error!(status, error = %why, "rule sync refused; ending the stream with the refusal");
+                            refusal.set(status, why);
+                            return;
                         }
                         Err(f) => tracing::warn!(error = %f, "rule sync failed; will retry on the next change"),
                     }
@@ -654,6 +690,7 @@ impl Connector for XConnector {
             lines: Lines::new(self.max_record_bytes),
             arrived: None,
             backfilling: backfill.map(|_| (now, self.metrics.clone())),
+            refusal: self.refusal.clone(),
         })
     }
 
@@ -684,6 +721,8 @@ pub struct XConnection {
     /// Asked for a backfill at (Unix ms): posts created before it are
     /// counted as filled until the first one created after it.
     backfilling: Option<(u64, Arc<Metrics>)>,
+    /// The rule sync's refusal of the credentials ends the connection.
+    refusal: Arc<Refusal>,
 }
 
 /// Whether a filtered-stream post was created before `before_ms` (`None`: no
@@ -716,7 +755,12 @@ impl Connection for XConnection {
     }
 
     async fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), Failure> {
-        let chunk = match self.stream.next().await {
+        let next = tokio::select! {
+            biased;
+            f = self.refusal.refused() => return Err(f),
+            next = self.stream.next() => next,
+        };
+        let chunk = match next {
             None => {
                 if self.lines.pending() > 0 {
                     tracing::warn!(
