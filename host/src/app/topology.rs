@@ -174,8 +174,9 @@ impl TopologyParts {
                 Err(e) => errors.push(e.into()),
             }
         }
+        let labels: Vec<String> = sources.iter().map(|r: &Running| r.label.clone()).collect();
         let queue = match self.buffer {
-            Ok(Some((dir, cfg))) => match DiskQueue::open(&dir, &cfg) {
+            Ok(Some((dir, cfg))) => match DiskQueue::open(&dir, &cfg).and_then(|q| q.with_sources(&labels)) {
                 Ok(q) => {
                     let (records, bytes) = q.queued();
                     tracing::info!(dir = %dir.display(), overflow = cfg.overflow.as_str(), max_bytes = cfg.max_bytes, queued = records, queued_bytes = bytes, "buffer open");

@@ -293,7 +293,16 @@ pub struct DiskQueue {
     oldest_us: Option<u64>,
     pub(super) max_bytes: u64,
     overflow: BufferOverflow,
+    /// This run's source index → the index records carry on disk (empty:
+    /// the same), and back (`None`: a source no longer in the pipeline).
+    to_disk: Vec<u16>,
+    from_disk: Vec<Option<u16>>,
+    /// Names of sources gone from the pipeline whose records were read back.
+    orphans_seen: std::collections::BTreeSet<u16>,
 }
+
+/// The file naming the sources behind the indices records carry on disk.
+const SOURCES_FILE: &str = "sources.json";
 
 impl DiskQueue {
     /// Open (or create) the queue in `dir`: what a previous run left is
@@ -314,9 +323,76 @@ impl DiskQueue {
             oldest_us: None,
             max_bytes: cfg.max_bytes,
             overflow: cfg.overflow,
+            to_disk: Vec::new(),
+            from_disk: Vec::new(),
+            orphans_seen: Default::default(),
         };
         q.refresh_oldest()?;
         Ok(q)
+    }
+
+    /// Key the records on disk by source *name* (`sources.json` in the
+    /// directory), so a reordered `[[sources]]` list reads its records back
+    /// as the sources that wrote them. A directory from before this file
+    /// took the order it was written in.
+    pub fn with_sources(mut self, labels: &[String]) -> Result<DiskQueue, BufferError> {
+        let path = self.dir.join(SOURCES_FILE);
+        let io = |source: std::io::Error| BufferError::Spool {
+            dir: self.dir.clone(),
+            source: SpoolError::Io { path: path.clone(), source },
+        };
+        let mut table: Vec<String> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a list of source names: {e}")))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        if table.is_empty() {
+            table = labels.to_vec();
+        }
+        for l in labels {
+            if !table.contains(l) {
+                table.push(l.clone());
+            }
+        }
+        if table.len() > usize::from(u16::MAX) {
+            table.retain(|t| labels.contains(t));
+        }
+        let text = serde_json::to_vec(&table).unwrap_or_default();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io)?;
+        self.to_disk = labels.iter().map(|l| table.iter().position(|t| t == l).unwrap_or(0) as u16).collect();
+        self.from_disk = table.iter().map(|t| labels.iter().position(|l| l == t).map(|i| i as u16)).collect();
+        for (j, name) in table.iter().enumerate() {
+            if self.from_disk[j].is_none() {
+                tracing::debug!(source = %name, disk_index = j, "buffer: a source no longer in the pipeline");
+            }
+        }
+        self.orphans_seen.clear();
+        Ok(self)
+    }
+
+    /// The index a source's records carry on disk.
+    fn disk_index(&self, source: u16) -> u16 {
+        self.to_disk.get(usize::from(source)).copied().unwrap_or(source)
+    }
+
+    /// This run's index of records carrying `disk` (`None`: their source is gone).
+    fn run_index(&mut self, disk: u16) -> Option<u16> {
+        if self.from_disk.is_empty() {
+            return Some(disk);
+        }
+        let found = self.from_disk.get(usize::from(disk)).copied().flatten();
+        if found.is_none() && self.orphans_seen.insert(disk) {
+            tracing::warn!(
+                buffer = %self.dir.display(),
+                disk_index = disk,
+                "buffered records of a source no longer in the pipeline: written as the first source's, \
+                 their cursor not confirmed"
+            );
+        }
+        found
     }
 
     fn err(&self, source: SpoolError) -> BufferError {
@@ -352,11 +428,12 @@ impl DiskQueue {
     pub fn push(&mut self, b: &RawBatch) -> Result<Pushed, BufferError> {
         let read_us = b.read_at.map_or_else(now_us, |t| now_us().saturating_sub(t.elapsed().as_micros() as u64));
         let n = b.len();
+        let disk_source = self.disk_index(b.source);
         let records: Vec<SpoolRecord> = b
             .iter()
             .enumerate()
             .map(|(i, (r, origin))| SpoolRecord {
-                key: frame_key(b.source, origin, read_us),
+                key: frame_key(disk_source, origin, read_us),
                 value: r.to_vec(),
                 headers: match b.checkpoint {
                     // Decimal: header values are NUL-terminated.
@@ -420,6 +497,7 @@ impl DiskQueue {
         let mut batch = RawBatch::default();
         let (mut end, mut records, mut bytes) = (self.read, 0u64, 0u64);
         let mut first_read = None;
+        let (mut disk_source, mut known) = (0u16, None);
         for (pos, r) in &recs {
             let Some((source, origin, read_us)) = parse_key(&r.key) else {
                 // A frame with a bad key passed its checksum: not ours; skip it.
@@ -429,15 +507,17 @@ impl DiskQueue {
                 bytes += spooled_size(r);
                 continue;
             };
-            if records > 0 && first_read.is_some() && source != batch.source {
+            if records > 0 && first_read.is_some() && source != disk_source {
                 break;
             }
             if first_read.is_none() {
-                batch.source = source;
+                disk_source = source;
+                known = self.run_index(source);
+                batch.source = known.unwrap_or(0);
                 first_read = Some(read_us);
             }
             batch.push(&r.value, origin);
-            if let Some(c) = checkpoint_of(r) {
+            if let Some(c) = checkpoint_of(r).filter(|_| known.is_some()) {
                 batch.checkpoint = Some(batch.checkpoint.map_or(c, |p| p.max(c)));
             }
             end = *pos;
