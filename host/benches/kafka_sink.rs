@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         spool: None,
         traptor_type: "track".into(),
         traptor_id: 0,
+        dead_letter_topic: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = Arc::new(KafkaStats::default());

@@ -405,3 +405,53 @@ fn a_sink_unable_to_write_past_its_grace_makes_the_collector_unready() {
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Issue 25, point 5: records the broker refuses for good (here: message too
+/// large, injected into the mock broker's produce answers) go to
+/// `[sink] dead_letter_topic` with a `traptor-refused` header, are counted,
+/// and hold nothing up; every post is in one topic or the other.
+#[test]
+fn records_the_broker_refuses_go_to_the_dead_letter_topic() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    const POSTS: usize = 3_000;
+    let cluster = mock();
+    cluster.create_topic("traptor-dead", 1, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(dir.path(), &brokers, &format!("type = \"synthetic\"\ncount = {POSTS}\nrate = 1000\nseed = 4"));
+    edit_file(&p, &[("topic = \"traptor\"\n", "topic = \"traptor\"\ndead_letter_topic = \"traptor-dead\"\n")]);
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("pipeline starting", LIMIT);
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2]);
+    let mut host = host;
+    assert!(host.wait(LIMIT).success(), "{}", host.log());
+    let log = host.log();
+    let main = consume(&brokers, 1);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("dead-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["traptor-dead"]).expect("subscribe");
+    let mut dead: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && main.len() + dead.len() < POSTS {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            let why = m
+                .headers()
+                .and_then(|h| h.iter().find(|x| x.key == "traptor-refused"))
+                .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                .unwrap_or_default();
+            dead.insert(key, why);
+        }
+    }
+    eprintln!("delivered {}, dead-lettered {}", main.len(), dead.len());
+    assert!(!dead.is_empty(), "the refused records are in the dead-letter topic: {log}");
+    assert!(dead.values().all(|w| w.to_lowercase().contains("too large")), "{dead:?}");
+    assert!(dead.keys().all(|k| !main.contains_key(k)), "a refused record is not also delivered");
+    assert_eq!(main.len() + dead.len(), POSTS, "every post in one topic or the other");
+    assert!(log.contains(&format!("sink_refused={}", dead.len())), "counted: {log}");
+}

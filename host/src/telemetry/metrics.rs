@@ -459,6 +459,10 @@ metrics! {
     dead_letters_out: AtomicU64 => Counter("traptor_sink_dead_letters", SINK,
         "Records the sink wrote to its dead-letter output"),
         summary(dead_letters);
+    /// Records the broker refused for good (too large, invalid).
+    sink_refused: AtomicU64 => Counter("traptor_sink_refused", SINK,
+        "Records the broker refused for good (too large, invalid): to the dead-letter topic, else the dead-letter file"),
+        summary(sink_refused);
     /// Gauge: records waiting in the Kafka sink's spool.
     spool_backlog: AtomicU64 => Gauge("traptor_spool_records", NONE, "Records waiting in the Kafka spool"),
         summary(spool_backlog);

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::mode::{self, IntakeChange, Mode, ReplayEvent};
 use super::producer::{
-    Failed, Producer, REPLAY_TOKEN, ReplayEntry, Reports, direct_headers, headers, producer, send_raw,
+    DEAD_TOKEN, DirectDelivery, Failed, Producer, REPLAY_TOKEN, ReplayEntry, Reports, direct_headers, headers,
+    owned_headers, producer, send_raw,
 };
 use super::{Delivery, KafkaOptions, KafkaStats};
 use crate::batch::OutBatch;
@@ -112,8 +113,60 @@ impl State<'_> {
         Ok(())
     }
 
+    /// The broker refused `rec` for good: to the dead-letter topic (its
+    /// report comes back under [`DEAD_TOKEN`]), else the dead-letter file.
+    pub(super) fn refused(&mut self, rec: SpoolRecord, e: &Failed) -> Result<(), SinkError> {
+        let n = self.metrics.sink_refused.fetch_add(1, Ordering::Relaxed);
+        if n == 0 || (n + 1).is_power_of_two() {
+            tracing::error!(error = %e, bytes = rec.value.len(), refused = n + 1, dead_letter_topic = ?self.o.dead_letter_topic,
+                "the broker refused a record for good; it goes to the dead letters");
+        }
+        if let Some(topic) = &self.o.dead_letter_topic {
+            let mut headers = owned_headers(&rec.headers);
+            headers =
+                headers.insert(rdkafka::message::Header { key: "traptor-refused", value: Some(e.message.as_bytes()) });
+            match send_raw(&self.producer, topic, &rec.key, &rec.value, headers, DEAD_TOKEN) {
+                Ok(()) => return Ok(()),
+                Err(again) => {
+                    tracing::warn!(error = %again, "the dead-letter topic refused it too; to the dead-letter file")
+                }
+            }
+        }
+        self.dead_file(&rec.value)
+    }
+
+    /// A refused record to `[dead_letter]`'s file (counted either way).
+    fn dead_file(&mut self, value: &[u8]) -> Result<(), SinkError> {
+        self.dead.write_line(value)?;
+        self.dead.idle()?;
+        Metrics::add(&self.metrics.dead_letters_out, 1);
+        Ok(())
+    }
+
+    /// A dead-letter topic's report.
+    pub(super) fn dead_reported(&mut self, outcome: DirectDelivery) -> Result<(), SinkError> {
+        match outcome {
+            Ok(()) => {
+                Metrics::add(&self.metrics.dead_letters_out, 1);
+                Ok(())
+            }
+            Err((e, rec)) => {
+                tracing::warn!(error = %e, "the dead-letter topic refused a record; to the dead-letter file");
+                match rec {
+                    Some(r) => self.dead_file(&r.value),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// A direct send failed: keep the record the producer handed back.
     fn direct_failed(&mut self, e: &Failed, rec: Option<SpoolRecord>) -> Result<(), SinkError> {
+        if e.refused
+            && let Some(rec) = rec
+        {
+            return self.refused(rec, e);
+        }
         if self.stats.failed_then_spooled.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(error = %e, "delivery failed; spooling to disk until the broker is back");
         }
@@ -257,6 +310,7 @@ impl State<'_> {
                     outstanding += 1;
                     self.direct.push_back(Some((seq, bytes, std::time::Instant::now())));
                 }
+                Err(e) if e.refused => self.refused(spool_record(), &e)?,
                 Err(e) => {
                     // Refused at once: spooled, and the rest of the batch
                     // follows it there (order).
@@ -361,10 +415,19 @@ impl<'o> State<'o> {
     /// Apply the delivery reports that have come in.
     pub(super) fn apply_reports(&mut self) -> Result<(), SinkError> {
         for (token, outcome) in self.reports.take() {
+            if token == DEAD_TOKEN {
+                self.dead_reported(outcome)?;
+                continue;
+            }
             if token & REPLAY_TOKEN != 0 {
                 let i = (token & !REPLAY_TOKEN).wrapping_sub(self.replay_base);
                 if let Some(e) = self.replay.get_mut(i) {
-                    e.result = Some(outcome.map_err(|(f, _)| f));
+                    e.result = Some(outcome.map_err(|(f, rec)| {
+                        if f.refused {
+                            e.refused = rec;
+                        }
+                        f
+                    }));
                 }
                 continue;
             }

@@ -91,6 +91,11 @@ pub struct KafkaSinkConfig {
     /// Where records wait when the broker is slow or down.
     #[serde(default)]
     pub spool: Option<SpoolConfig>,
+    /// Records the broker refuses for good (too large, invalid) go to this
+    /// topic, with a `traptor-refused` header saying why (else to
+    /// `[dead_letter]`'s file, else they are counted and logged).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// `[sink.spool]`.
@@ -154,6 +159,11 @@ impl SinkComponent for KafkaSinkConfig {
         p.range("delivery_timeout_ms", self.delivery_timeout_ms, 1, i32::MAX as u64);
         p.range("drain_timeout_secs", self.drain_timeout_secs, 0, 86_400);
         p.range("spill_after_ms", self.spill_after_ms, 1, 3_600_000);
+        if let Some(t) = &self.dead_letter_topic
+            && (t.is_empty() || *t == self.topic)
+        {
+            p.add("dead_letter_topic", "must name a topic other than `topic`");
+        }
         if let Some(s) = &self.spool {
             p.range("spool.segment_bytes", s.segment_bytes, 4 << 10, 4 << 30);
             p.range("spool.max_bytes", s.max_bytes, 4 << 10, 1 << 50);
@@ -201,6 +211,7 @@ impl SinkComponent for KafkaSinkConfig {
             }),
             traptor_type: identity.rule_type.as_str().to_owned(),
             traptor_id: identity.id,
+            dead_letter_topic: self.dead_letter_topic.clone(),
         }))
     }
 }
@@ -259,6 +270,8 @@ pub struct KafkaOptions {
     /// `traptor-type` / `traptor-id` headers.
     pub traptor_type: String,
     pub traptor_id: u32,
+    /// Where refused records go.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// `[sink.spool]`.

@@ -166,6 +166,8 @@ pub(super) fn owned_headers(h: &[(String, Vec<u8>)]) -> OwnedHeaders {
 pub(super) struct Failed {
     pub(super) message: String,
     pub(super) producer_spent: bool,
+    /// Refused for good (too large, invalid): sending it again cannot work.
+    pub(super) refused: bool,
 }
 
 impl std::fmt::Display for Failed {
@@ -187,7 +189,19 @@ fn failed(e: &rdkafka::error::KafkaError) -> Failed {
                 | C::Fatal
         )
     );
-    Failed { message: e.to_string(), producer_spent }
+    let refused = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::MessageBatchTooLarge
+                | C::InvalidRecord
+                | C::UnsupportedForMessageFormat
+                | C::BadMessage
+        )
+    );
+    Failed { message: e.to_string(), producer_spent, refused }
 }
 
 /// A direct send's report: the failure comes with the record handed back.
@@ -226,7 +240,11 @@ pub(super) struct ReplayEntry {
     pub(super) already: bool,
     /// Its report, once in.
     pub(super) result: Option<ReplayResult>,
+    /// Refused for good: the record, for the dead-letter topic or file.
+    pub(super) refused: Option<SpoolRecord>,
 }
 
 /// Tokens of replayed records carry this bit; direct sends do not.
 pub(super) const REPLAY_TOKEN: usize = 1 << (usize::BITS - 1);
+/// Tokens of records sent to the dead-letter topic carry this bit.
+pub(super) const DEAD_TOKEN: usize = 1 << (usize::BITS - 2);

@@ -49,7 +49,14 @@ impl State<'_> {
             let size = spooled_size(&rec);
             let bytes = rec.value.len() as u64;
             if self.delivered_ahead.remove(&pos) {
-                self.replay.push_back(ReplayEntry { pos, size, bytes, already: true, result: Some(Ok(())) });
+                self.replay.push_back(ReplayEntry {
+                    pos,
+                    size,
+                    bytes,
+                    already: true,
+                    result: Some(Ok(())),
+                    refused: None,
+                });
                 continue;
             }
             self.inflight_bytes += bytes;
@@ -57,8 +64,9 @@ impl State<'_> {
             let sent =
                 send_raw(&self.producer, &self.o.topic, &rec.key, &rec.value, owned_headers(&rec.headers), token);
             // Refused at once: it resolves now, as a failure (no report follows).
+            let refused = sent.as_ref().err().filter(|e| e.refused).map(|_| rec.clone());
             let result = sent.err().map(Err);
-            self.replay.push_back(ReplayEntry { pos, size, bytes, already: false, result });
+            self.replay.push_back(ReplayEntry { pos, size, bytes, already: false, result, refused });
         }
         Ok(count)
     }
@@ -75,11 +83,22 @@ impl State<'_> {
 
     /// One replayed record's report, in spool order.
     fn replay_done(&mut self, e: ReplayEntry) -> Result<(), SinkError> {
-        let ReplayEntry { pos, size, bytes, already, result } = e;
+        let ReplayEntry { pos, size, bytes, mut already, result, refused } = e;
         if !already {
             self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
         }
-        match result.unwrap_or(Ok(())) {
+        // Refused for good: to the dead letters, then acknowledged in the
+        // spool like a delivered record (sending it again cannot work, and it
+        // would hold the spool's head for ever).
+        let result = match (result, refused) {
+            (Some(Err(f)), Some(rec)) if f.refused => {
+                self.refused(rec, &f)?;
+                already = true;
+                Ok(())
+            }
+            (r, _) => r.unwrap_or(Ok(())),
+        };
+        match result {
             Ok(()) => {
                 let (replay, action) = self.mode.replay.on(ReplayEvent::Delivered);
                 self.mode.replay = replay;
