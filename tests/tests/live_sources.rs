@@ -519,8 +519,10 @@ fn jetstream_resumes_from_the_persisted_cursor_without_gap() {
         let seen = event_keys(&out_lines(dir.path()));
         (seen == all).then_some(())
     });
-    let (status, _) = host.stop();
+    let (status, log) = host.stop();
     assert!(status.success());
+    // The gap is measured and what came from before the reconnect counted.
+    assert!(log.contains("the gap is replayed") && !log.contains("gap_filled=0 "), "{log}");
 }
 
 // ---- Twitter v1.1 statuses/filter ---------------------------------------------------

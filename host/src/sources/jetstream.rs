@@ -132,6 +132,7 @@ impl SourceComponent for JetstreamConfig {
             cursor,
             confirmed: cx.confirmed.clone(),
             persister: None,
+            metrics: cx.metrics.clone(),
         };
         let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("jetstream {}", self.url)), self.format()))
@@ -156,6 +157,7 @@ pub struct JetstreamConnector {
     confirmed: Arc<AtomicU64>,
     /// Writes the confirmed cursor while the source runs.
     persister: Option<Persister>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// The subscribe URL for a cursor.
@@ -235,7 +237,14 @@ impl Connector for JetstreamConnector {
             false => None,
         };
         tracing::info!(source = "jetstream", cursor = ?cursor, "subscribed");
-        Ok(JetstreamConnection { ws: Box::new(ws), decompressor, arrived: None })
+        let now_us = super::position::now_ms() * 1000;
+        if confirmed > 0 {
+            let gap_secs = now_us.saturating_sub(confirmed) / 1_000_000;
+            self.metrics.gap_seconds.store(gap_secs, Ordering::Relaxed);
+            tracing::info!(source = "jetstream", gap_secs, "resuming from the last written event: the gap is replayed");
+        }
+        let filling = cursor.map(|_| (now_us, self.metrics.clone()));
+        Ok(JetstreamConnection { ws: Box::new(ws), decompressor, arrived: None, filling })
     }
 
     /// The sink has confirmed what it wrote by now: save it one last time.
@@ -254,6 +263,9 @@ pub struct JetstreamConnection {
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
     /// When the last message came off the wire.
     arrived: Option<std::time::Instant>,
+    /// Subscribed from a cursor at (µs): events before it are the gap's,
+    /// counted until the first one after it.
+    filling: Option<(u64, Arc<crate::telemetry::Metrics>)>,
 }
 
 impl std::fmt::Debug for JetstreamConnection {
@@ -295,6 +307,13 @@ impl Connection for JetstreamConnection {
             }
         };
         let checkpoint = time_us(&bytes);
+        if let (Some((since, metrics)), Some(t)) = (&self.filling, checkpoint) {
+            if t < *since {
+                crate::telemetry::Metrics::add(&metrics.gap_filled_posts, 1);
+            } else {
+                self.filling = None;
+            }
+        }
         frames.push(Frame::Record { dedup: event_key(&bytes), checkpoint, bytes });
         Ok(())
     }
@@ -319,6 +338,7 @@ mod tests {
             cursor: CursorStore::None,
             confirmed: Arc::default(),
             persister: None,
+            metrics: Arc::default(),
         };
         assert_eq!(
             subscribe_url(&opts, Some(42)),

@@ -15,6 +15,9 @@
 //! * A rule change reconnects with the new parameters, at most once per
 //!   `min_rule_reconnect_secs`: changes in between are coalesced.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures_util::StreamExt;
 
 use crate::post::tolerant::{self, Id, Surprises, tolerant};
@@ -180,6 +183,8 @@ impl SourceComponent for V1FilterConfig {
             delimited: self.delimited,
             max_record_bytes: cx.max_record_bytes,
             params: FilterParams::default(),
+            last_read: Arc::default(),
+            metrics: cx.metrics.clone(),
         };
         let mut settings = self.live_settings();
         settings.min_rule_reconnect = std::time::Duration::from_secs(self.min_rule_reconnect_secs);
@@ -350,6 +355,10 @@ pub struct V1Connector {
     max_record_bytes: usize,
     /// The parameters of the open connection.
     params: FilterParams,
+    /// When (Unix ms) the last post was read: v1.1 cannot ask for what was
+    /// sent while disconnected, so a reconnect logs the gap's length.
+    last_read: Arc<AtomicU64>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Connector for V1Connector {
@@ -372,6 +381,16 @@ impl Connector for V1Connector {
     }
 
     async fn connect(&mut self, rules: &RuleSnapshot) -> Result<V1Connection, Failure> {
+        let last = self.last_read.load(Ordering::Acquire);
+        if last > 0 {
+            let gap_secs = super::position::now_ms().saturating_sub(last) / 1000;
+            self.metrics.gap_seconds.store(gap_secs, Ordering::Relaxed);
+            tracing::warn!(
+                source = "twitter_v1_filter",
+                gap_secs,
+                "reconnecting: posts sent during the gap are not fetched (v1.1 has no backfill)"
+            );
+        }
         let (params, refused) = filter_params(&rules.rules);
         for (id, why) in &refused {
             tracing::warn!(rule = %id, reason = %why, "not sent to statuses/filter");
@@ -402,6 +421,7 @@ impl Connector for V1Connector {
             stream: Box::pin(resp.bytes_stream()),
             framer: Framer::new(self.delimited, self.max_record_bytes),
             arrived: None,
+            last_read: self.last_read.clone(),
         })
     }
 
@@ -417,6 +437,8 @@ pub struct V1Connection {
     framer: Framer,
     /// When the last chunk came off the wire.
     arrived: Option<std::time::Instant>,
+    /// The connector's time of the last post read.
+    last_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for V1Connection {
@@ -438,11 +460,15 @@ impl Connection for V1Connection {
         };
         self.arrived = Some(std::time::Instant::now());
         self.framer.push(&chunk);
+        let from = frames.len();
         while let Some(framed) = self.framer.next() {
             frames.push(match framed {
                 Framed::Message(msg) => classify(msg),
                 Framed::Oversized => Frame::Oversized,
             });
+        }
+        if frames[from..].iter().any(|f| matches!(f, Frame::Record { dedup: Some(_), .. })) {
+            self.last_read.store(super::position::now_ms(), Ordering::Release);
         }
         Ok(())
     }
