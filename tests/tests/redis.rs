@@ -896,3 +896,39 @@ fn a_key_refused_during_rule_sync_is_marked_bad_and_the_next_taken() {
     assert!(status.success(), "{log}");
     assert!(!log.contains("tok-a-1111") && !log.contains("tok-b-2222"), "never a secret");
 }
+
+/// Issue 25, point 1: a lease that is no longer ours (here: overwritten, as
+/// after an expiry while Redis was away and another collector's claim)
+/// stops the run at once — no two collectors stream one id — and the
+/// collector stands by until the id is free, then claims it with a higher
+/// fence. `validate` names the ids and their holders.
+#[test]
+fn a_collector_that_loses_its_lease_stops_and_stands_by() {
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:3:0", &[("rule_id", "r"), ("value", "coffee")]).expect("hset");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("in.jsonl"), "").expect("write");
+    let p = pipeline(&redis, "type = \"replay\"\npath = \"in.jsonl\"\nfollow = true")
+        .traptor("id = \"auto\"")
+        .coordination("heartbeat_interval_secs = 5\nlease_secs = 2")
+        .write(dir.path());
+    let text = std::fs::read_to_string(&p).expect("read").replace("id = 0\n", "");
+    std::fs::write(&p, text).expect("write");
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    host.wait_log("id claimed collector=track:3 fence=1", LIMIT);
+    wait_for("heartbeat of id 3", LIMIT, || c.exists::<_, bool>("track:3:heartbeat").ok().filter(|e| *e));
+    let v = run_host(&["validate", "--pipeline", p.to_str().expect("utf8")], LIMIT);
+    let said = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(said.contains("track:auto") && said.contains("ids with rules: 3 (held by "), "{said}");
+    let _: () = c.set("traptor-lease:track:3", "someone-else:1 99").expect("set");
+    host.wait_log("lease lost: another collector holds the id; stopping", LIMIT);
+    host.wait_log("standing by for an id again", LIMIT);
+    let _: () = c.del("traptor-lease:track:3").expect("del");
+    host.wait_log("id claimed collector=track:3 fence=2", LIMIT);
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("id released"), "{log}");
+    let held: bool = c.exists("traptor-lease:track:3").expect("exists");
+    assert!(!held, "released at SIGTERM");
+}
