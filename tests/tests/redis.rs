@@ -647,6 +647,30 @@ fn two_collectors_sharing_redis_dedup_write_each_post_once() {
     assert!(err.contains("deduplicating locally only") && !err.contains("dedup_redis_errors=0"), "{err}");
 }
 
+/// A collector of the fleet test: `id = "auto"`, the stand-in X v2 stream
+/// with `backfill_minutes = 1`, shared dedup, sink `out-<n>.jsonl`.
+fn fleet_collector(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_secs: u64) -> Host {
+    let mut text = pipeline(
+        redis,
+        &format!(
+            "type = \"x_filtered_stream\"\nbase_url = \"{base}\"\nbearer_token = {{ file = \"token\" }}\n\
+             backoff_scale = 0.01\nbackfill_minutes = 1"
+        ),
+    )
+    .traptor("id = \"auto\"")
+    .coordination(&format!("heartbeat_interval_secs = 5\nstats_flush_ms = 100\nlease_secs = {lease_secs}"))
+    .sink(&format!("type = \"file\"\npath = \"out-{n}.jsonl\""))
+    .text()
+    .replace("id = 0\n", "");
+    text.push_str(&format!(
+        "\n[dedup]\nredis = {:?}\nkey_prefix = \"fleet\"\nclaim_secs = 1\nsnapshot = \"dedup-{n}.bin\"\n",
+        redis.url()
+    ));
+    let p = dir.join(format!("p{n}.toml"));
+    std::fs::write(&p, text).expect("write");
+    Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[])
+}
+
 /// Issue 25, points 1–3: `id = "auto"` with a standby, a continuous X v2
 /// stand-in that honours `backfill_minutes`, file sinks and shared dedup.
 /// The holder is killed -9: the standby takes the id within 2 × lease_secs
@@ -666,28 +690,7 @@ fn a_standby_takes_a_dead_collectors_id_and_fills_the_gap() {
     fake.start_firehose(200.0);
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("token"), "fleet-token\n").expect("write");
-    let collector = |n: u32| {
-        let mut text = pipeline(
-            &redis,
-            &format!(
-                "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = \"token\" }}\n\
-                 backoff_scale = 0.01\nbackfill_minutes = 1",
-                fake.base
-            ),
-        )
-        .traptor("id = \"auto\"")
-        .coordination(&format!("heartbeat_interval_secs = 5\nstats_flush_ms = 100\nlease_secs = {LEASE_SECS}"))
-        .sink(&format!("type = \"file\"\npath = \"out-{n}.jsonl\""))
-        .text()
-        .replace("id = 0\n", "");
-        text.push_str(&format!(
-            "\n[dedup]\nredis = {:?}\nkey_prefix = \"fleet\"\nclaim_secs = 1\nsnapshot = \"dedup-{n}.bin\"\n",
-            redis.url()
-        ));
-        let p = dir.path().join(format!("p{n}.toml"));
-        std::fs::write(&p, text).expect("write");
-        Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[])
-    };
+    let collector = |n: u32| fleet_collector(&redis, &fake.base, dir.path(), n, LEASE_SECS);
     // Posts go out before any collector listens: the first claim backfills them.
     std::thread::sleep(Duration::from_millis(1500));
     let a = collector(0);

@@ -196,6 +196,57 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     }
 }
 
+/// Step 3½: the admin listener, when the command line or `[admin]` asks.
+struct Admin<'a> {
+    addr: Option<&'a str>,
+    cfg: &'a LoadedConfig,
+    who: crate::rules::Collector,
+    lease_fence: Option<u64>,
+    /// Reloads as SIGHUP does (after a promote).
+    trigger: Arc<tokio::sync::Notify>,
+}
+
+impl Admin<'_> {
+    /// Bind and serve (a taken port is an error now); returns the per-rule
+    /// counters the run keeps (for Redis stats, the listener, or both).
+    async fn start(
+        self,
+        topology: &mut Topology,
+        metrics: &Arc<Metrics>,
+        rules: &services::RulesService,
+        cx: &SourceContext,
+        background: &mut Background,
+    ) -> Result<Option<Arc<crate::telemetry::RuleHits>>, AppError> {
+        let c = &self.cfg.config;
+        let addr = self.addr.or(c.admin.as_ref().map(|a| a.listen.as_str()));
+        let rule_hits = services::rule_hits(self.cfg, addr.is_some());
+        let Some(addr) = addr else { return Ok(rule_hits) };
+        let settings = crate::admin::AdminSettings::from_config(c.admin.as_ref())?;
+        let mut state = topology.admin_state(self.who, metrics, rules, cx, rule_hits.clone(), settings);
+        state.lease_fence = self.lease_fence;
+        let (path, trigger) = (self.cfg.path.clone(), self.trigger);
+        state.promote = Some(Arc::new(move |stage: &str| {
+            let plugin = hangup::promote_stage(&path, stage)?;
+            trigger.notify_one();
+            Ok(plugin)
+        }));
+        let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
+        background.keep("admin endpoint", task);
+        Ok(rule_hits)
+    }
+}
+
+/// Step 3: the topology, as `validate` builds it (off the reactor).
+async fn build_topology(cfg: &LoadedConfig, cx: &SourceContext, test_mode: bool) -> Result<Topology, AppError> {
+    let (cfg, cx) = (cfg.clone(), cx.clone());
+    tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, test_mode).into_topology())
+        .await
+        .map_err(|e| AppError::Internal(format!("building the pipeline: {e}")))?
+        .map_err(|errors| {
+            errors.into_iter().next().unwrap_or_else(|| AppError::Internal("a part failed without an error".into()))
+        })
+}
+
 /// Steps 1 to 5. `None`: shut down before the pipeline started.
 async fn steps(
     cfg: &LoadedConfig,
@@ -220,7 +271,7 @@ async fn steps(
         services::Claimed::Fixed => (cfg, None),
         services::Claimed::Id(with_id, lease) => {
             claimed = with_id;
-            (&claimed, Some(lease))
+            (&*claimed, Some(lease))
         }
         services::Claimed::ShutDown => return Ok(None),
     };
@@ -255,16 +306,7 @@ async fn steps(
         lease: lease.clone(),
         position: crate::sources::position::CursorStore::None,
     };
-    let mut topology = {
-        let (cfg, cx) = (cfg.clone(), cx.clone());
-        let test_mode = opts.test_mode;
-        tokio::task::spawn_blocking(move || TopologyParts::build(&cfg, &cx, test_mode).into_topology())
-            .await
-            .map_err(|e| AppError::Internal(format!("building the pipeline: {e}")))?
-            .map_err(|errors| {
-                errors.into_iter().next().unwrap_or_else(|| AppError::Internal("a part failed without an error".into()))
-            })?
-    };
+    let mut topology = build_topology(cfg, &cx, opts.test_mode).await?;
 
     // SIGHUP: rules at once; stages rebuilt when only they changed.
     let hangup = hangup::Hangup {
@@ -279,21 +321,8 @@ async fn steps(
     background.spawn("SIGHUP", hangup::on_hangup(hup, hangup, background.token()));
 
     // The admin listener, when asked for: bound now, so a taken port stops here.
-    let admin = opts.admin.as_deref().or(c.admin.as_ref().map(|a| a.listen.as_str()));
-    let rule_hits = services::rule_hits(cfg, admin.is_some());
-    if let Some(addr) = admin {
-        let settings = crate::admin::AdminSettings::from_config(c.admin.as_ref())?;
-        let mut state = topology.admin_state(who, metrics, &rules, &cx, rule_hits.clone(), settings);
-        state.lease_fence = lease.as_ref().map(|l| l.fence);
-        let path = cfg.path.clone();
-        state.promote = Some(Arc::new(move |stage: &str| {
-            let plugin = hangup::promote_stage(&path, stage)?;
-            trigger.notify_one();
-            Ok(plugin)
-        }));
-        let task = crate::admin::start(addr, Arc::new(state), background.token()).await?;
-        background.keep("admin endpoint", task);
-    }
+    let admin = Admin { addr: opts.admin.as_deref(), cfg, who, lease_fence: lease.as_ref().map(|l| l.fence), trigger };
+    let rule_hits = admin.start(&mut topology, metrics, &rules, &cx, background).await?;
 
     // 4. Heartbeat, API-key lease, rule stats.
     *coordination =
@@ -305,12 +334,7 @@ async fn steps(
     // 5. Run.
     let outcome = topology.run(&rules, coordination.rule_hits.clone(), metrics, run_token.clone()).await;
     if run_token.is_cancelled() && !shutdown.is_cancelled() {
-        let (report, error) = outcome.finish(metrics);
-        report.log();
-        if let Some(e) = error {
-            tracing::error!(error = %e, "the run also failed");
-        }
-        return Err(AppError::LeaseLost(who));
+        return Err(lease_lost(outcome, metrics, who));
     }
     // Per-rule limits of the rule set in use at the end.
     let compiled = rules.compiled.load();
@@ -320,6 +344,16 @@ async fn steps(
         }
     }
     Ok(Some(outcome))
+}
+
+/// The run stopped because the id's lease went: its report, then the error.
+fn lease_lost(outcome: topology::Outcome, metrics: &Metrics, who: crate::rules::Collector) -> AppError {
+    let (report, error) = outcome.finish(metrics);
+    report.log();
+    if let Some(e) = error {
+        tracing::error!(error = %e, "the run also failed");
+    }
+    AppError::LeaseLost(who)
 }
 
 impl RunReport {

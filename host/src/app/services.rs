@@ -104,7 +104,7 @@ pub(super) enum Claimed {
     /// The id is a number: nothing to claim.
     Fixed,
     /// The configuration with the claimed id, and its lease.
-    Id(LoadedConfig, Lease),
+    Id(Box<LoadedConfig>, Lease),
     /// Shut down while standing by.
     ShutDown,
 }
@@ -131,7 +131,7 @@ pub(super) async fn claim_id(
     let mut with_id = cfg.clone();
     with_id.config.traptor.id = crate::config::IdSetting::Fixed(lease.who.id);
     crate::telemetry::tag_logs(lease.who);
-    Ok(Claimed::Id(with_id, lease))
+    Ok(Claimed::Id(Box::new(with_id), lease))
 }
 
 /// Step 2: the current rules, compiled and swapped atomically on change.
