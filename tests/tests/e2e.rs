@@ -719,7 +719,7 @@ fn metrics_health_and_ready_tell_what_went_through() {
     let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
     let names: Vec<&str> =
         ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["rules", "source", "stages"], "{ready}");
+    assert_eq!(names, ["rules", "source", "stages", "sink"], "{ready}");
     // The port is taken now: a second collector stops at once, naming the key.
     let again = run_host(&["--pipeline", p.to_str().expect("utf8"), "--admin", &addr], LIMIT);
     let stderr = String::from_utf8_lossy(&again.stderr);

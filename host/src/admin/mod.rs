@@ -218,6 +218,7 @@ const HISTORY_SECS: usize = 600;
 /// Record the counters once a second for the dashboard's sparkline.
 async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_out = 0;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -232,9 +233,13 @@ async fn sample(state: Arc<AdminState>, shutdown: CancellationToken) {
             }
             h.push_back(point);
         }
-        let spooled = m.spool_backlog.load(Relaxed) > 0;
+        // Unable to write: records wait in the spool and none went out in
+        // the last second (a spool being replayed is progress, not an outage).
+        let out = m.records_out.load(Relaxed);
+        let stuck = m.spool_backlog.load(Relaxed) > 0 && out == last_out;
+        last_out = out;
         if let Ok(mut down) = state.sink_down_since.lock() {
-            match (spooled, *down) {
+            match (stuck, *down) {
                 (true, None) => *down = Some(Instant::now()),
                 (false, Some(_)) => *down = None,
                 _ => {}

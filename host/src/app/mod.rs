@@ -196,6 +196,25 @@ pub async fn run(cfg: LoadedConfig, opts: RunOptions, shutdown: CancellationToke
     }
 }
 
+/// Step 1b's tasks: keep the lease (and count the fleet). Returns the run's
+/// token (cancelled by a shutdown or a lost lease) and the one a lost lease
+/// alone cancels.
+fn keep_lease(
+    lease: Option<&crate::coordination::lease::Lease>,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+    background: &mut Background,
+) -> (CancellationToken, CancellationToken) {
+    let (run, lost) = (shutdown.child_token(), CancellationToken::new());
+    if let Some(lease) = lease {
+        let tokens = services::LeaseTokens { run: run.clone(), lost: lost.clone() };
+        background.spawn("id lease", lease.clone().keep(tokens, background.token()));
+        background.spawn("fleet count", lease.clone().count_fleet_every(metrics.clone(), background.token()));
+        metrics.lease_fence.store(lease.fence, std::sync::atomic::Ordering::Relaxed);
+    }
+    (run, lost)
+}
+
 /// Step 3½: the admin listener, when the command line or `[admin]` asks.
 struct Admin<'a> {
     addr: Option<&'a str>,
@@ -278,10 +297,7 @@ async fn steps(
     let c = &cfg.config;
     let who = c.traptor.collector();
     // A lost lease stops this run (not the process): the caller stands by again.
-    let run_token = shutdown.child_token();
-    if let Some(lease) = &lease {
-        background.spawn("id lease", lease.clone().keep(run_token.clone(), background.token(), metrics.clone()));
-    }
+    let (run_token, lost) = keep_lease(lease.as_ref(), &shutdown, metrics, background);
 
     // 2. Rules: load once (a store that cannot load at all is a configuration
     //    error), then keep watching and recompiling.
@@ -333,7 +349,7 @@ async fn steps(
 
     // 5. Run.
     let outcome = topology.run(&rules, coordination.rule_hits.clone(), metrics, run_token.clone()).await;
-    if run_token.is_cancelled() && !shutdown.is_cancelled() {
+    if lost.is_cancelled() && !shutdown.is_cancelled() {
         return Err(lease_lost(outcome, metrics, who));
     }
     // Per-rule limits of the rule set in use at the end.

@@ -99,6 +99,8 @@ pub(super) async fn connect_coordination(
     }
 }
 
+pub(super) use crate::coordination::lease::LeaseTokens;
+
 /// What `id = "auto"` came to.
 pub(super) enum Claimed {
     /// The id is a number: nothing to claim.
@@ -130,6 +132,7 @@ pub(super) async fn claim_id(
     };
     let mut with_id = cfg.clone();
     with_id.config.traptor.id = crate::config::IdSetting::Fixed(lease.who.id);
+    with_id.config.traptor.claimed = true;
     crate::telemetry::tag_logs(lease.who);
     Ok(Claimed::Id(Box::new(with_id), lease))
 }

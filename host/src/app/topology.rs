@@ -131,11 +131,21 @@ impl TopologyParts {
             .dedup
             .as_ref()
             .map(|d| {
-                let snapshot = d.snapshot_path(identity);
+                let claimed = c.traptor.claimed && d.snapshot.is_some();
+                let snapshot = d.snapshot_path(identity).map(|p| if claimed { per_id_file(p, identity) } else { p });
                 Dedup::open_with(d, snapshot, c.buffer().is_some()).map(Arc::new)
             })
             .transpose();
-        let buffer = c.buffer().map(|b| b.dir_for(identity).map(|d| (d, b)).ok_or(BufferError::NoDir)).transpose();
+        let buffer = c
+            .buffer()
+            .map(|b| {
+                let claimed = c.traptor.claimed && b.dir.is_some();
+                let dir = b
+                    .dir_for(identity)
+                    .map(|d| if claimed { d.join(format!("{}-{}", identity.rule_type, identity.id)) } else { d });
+                dir.map(|d| (d, b)).ok_or(BufferError::NoDir)
+            })
+            .transpose();
         TopologyParts {
             identity,
             sources,
@@ -159,6 +169,8 @@ impl TopologyParts {
     /// A topology if every part was built, else every error.
     pub fn into_topology(self) -> Result<Topology, Vec<AppError>> {
         let mut errors = Vec::new();
+        // Every configured source's name (built or not): the buffer's table.
+        let labels: Vec<String> = self.sources.iter().map(|s| s.label.clone()).collect();
         let mut sources = Vec::new();
         for s in self.sources {
             match s.source {
@@ -174,7 +186,6 @@ impl TopologyParts {
                 Err(e) => errors.push(e.into()),
             }
         }
-        let labels: Vec<String> = sources.iter().map(|r: &Running| r.label.clone()).collect();
         let queue = match self.buffer {
             Ok(Some((dir, cfg))) => match DiskQueue::open(&dir, &cfg).and_then(|q| q.with_sources(&labels)) {
                 Ok(q) => {
@@ -398,6 +409,16 @@ impl Topology {
         let stages = self.stages.load().stages.iter().map(|s| (s.name.to_string(), s.metrics.snapshot())).collect();
         Outcome { source, buffer, sink, internal, fatal: fatal.error(), stages, started }
     }
+}
+
+/// A file the collector id owns, named per id when the id was claimed by
+/// lease (`dedup.bin` → `dedup.bin.track-3`; a buffer directory gets a
+/// `track-3` directory inside): what one id kept is never read back as
+/// another's.
+fn per_id_file(path: std::path::PathBuf, who: crate::rules::Collector) -> std::path::PathBuf {
+    let mut p = path.into_os_string();
+    p.push(format!(".{}-{}", who.rule_type, who.id));
+    std::path::PathBuf::from(p)
 }
 
 /// A source ready to run, with what the rest of the pipeline shares with it.

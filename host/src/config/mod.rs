@@ -130,6 +130,11 @@ pub struct TraptorConfig {
     /// digests, source position, API key name) into every post.
     #[serde(default = "yes")]
     pub provenance: bool,
+    /// The id was claimed by lease (`id = "auto"`): files the id owns (the
+    /// buffer, the dedup snapshot) go under a per-id name even where the
+    /// file names one place, since the next run may hold another id.
+    #[serde(skip)]
+    pub claimed: bool,
 }
 
 impl TraptorConfig {

@@ -240,7 +240,18 @@ impl Lease {
         Ok(n == 1)
     }
 
-    /// Ids of the type with rules, held and free, into the fleet gauges.
+    /// Count the ids of the type with rules, held and free, into the fleet
+    /// gauges every 10 s until `stop` (each count bounded by 10 s).
+    pub async fn count_fleet_every(self, metrics: Arc<Metrics>, stop: CancellationToken) {
+        loop {
+            let _ = tokio::time::timeout(FLEET_COUNT_EVERY, self.count_fleet(&metrics)).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(FLEET_COUNT_EVERY) => {}
+            }
+        }
+    }
+
     async fn count_fleet(&self, metrics: &Metrics) {
         let mut c = self.conn.clone();
         let Ok(ids) = ids_with_rules(&mut c, self.who.rule_type).await else { return };
@@ -254,26 +265,33 @@ impl Lease {
         }
     }
 
-    /// Renew every third of the TTL until `stop`; cancel `lost` (and return)
-    /// when the lease is someone else's, or when renewals have failed for two
-    /// thirds of it: the run stops before the lease can expire.
-    pub async fn keep(self, lost: CancellationToken, stop: CancellationToken, metrics: Arc<Metrics>) {
+    /// Renew every third of the TTL until `stop`. When the lease is someone
+    /// else's, or two thirds of it have passed since the last renewal, cancel
+    /// `lost` and `run` (and return): the run stops before the lease can
+    /// expire. Every attempt is bounded by the time left to that deadline.
+    pub async fn keep(self, tokens: LeaseTokens, stop: CancellationToken) {
         let every = self.ttl / 3;
+        let give_up_after = self.ttl * 2 / 3;
         let mut last_ok = Instant::now();
         let mut failing = false;
-        metrics.lease_fence.store(self.fence, Relaxed);
-        let mut next_count = Instant::now();
+        let lose = |why: &str| {
+            tracing::error!(collector = %self.who, fence = self.fence, "{why}; stopping");
+            tokens.lost.cancel();
+            tokens.run.cancel();
+        };
         loop {
-            if Instant::now() >= next_count {
-                next_count = Instant::now() + FLEET_COUNT_EVERY;
-                self.count_fleet(&metrics).await;
-            }
+            let deadline = last_ok + give_up_after;
+            let next = (Instant::now() + every).min(deadline);
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep_until(next.into()) => {}
             }
-            let renewed = tokio::time::timeout(every, self.renew()).await;
-            match renewed.unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let renewed = match tokio::time::timeout(left, self.renew()).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            };
+            match renewed {
                 Ok(true) => {
                     if failing {
                         tracing::info!(collector = %self.who, "lease renewed again");
@@ -281,23 +299,25 @@ impl Lease {
                     failing = false;
                     last_ok = Instant::now();
                 }
-                Ok(false) => {
-                    tracing::error!(collector = %self.who, fence = self.fence, "lease lost: another collector holds the id; stopping");
-                    lost.cancel();
-                    return;
-                }
+                Ok(false) => return lose("lease lost: another collector holds the id"),
                 Err(e) => {
                     if !failing {
                         tracing::warn!(collector = %self.who, error = %e, "cannot renew the lease; retrying");
                     }
                     failing = true;
-                    if last_ok.elapsed() >= self.ttl * 2 / 3 {
-                        tracing::error!(collector = %self.who, "lease not renewed for two thirds of its life; stopping before it expires");
-                        lost.cancel();
-                        return;
+                    if last_ok.elapsed() >= give_up_after {
+                        return lose("lease not renewed for two thirds of its life");
                     }
                 }
             }
         }
     }
+}
+
+/// What [`Lease::keep`] cancels when the lease goes: the run's token, and
+/// one that says why it stopped.
+#[derive(Debug, Clone)]
+pub struct LeaseTokens {
+    pub run: CancellationToken,
+    pub lost: CancellationToken,
 }

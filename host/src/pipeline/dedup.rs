@@ -397,7 +397,10 @@ impl Dedup {
         let (shared, ttl) = (s.clone(), self.ttl);
         let task = handle.spawn(async move {
             let mut guard = shared.conn.lock().await;
-            let Some(conn) = guard.as_mut() else { return };
+            let Some(conn) = guard.as_mut() else {
+                tracing::warn!(ids = keys.len(), "dedup: not connected to Redis; written ids not confirmed (their claims expire)");
+                return;
+            };
             let mut pipe = redis::pipe();
             for k in &keys {
                 pipe.cmd("SET").arg(k).arg(1).arg("EX").arg(ttl).ignore();

@@ -357,7 +357,11 @@ impl DiskQueue {
             }
         }
         if table.len() > usize::from(u16::MAX) {
-            table.retain(|t| labels.contains(t));
+            // Renumbering would give records on disk to the wrong sources.
+            return Err(io(std::io::Error::other(format!(
+                "{} source names over time, more than 65535; empty the buffer and remove the file",
+                table.len()
+            ))));
         }
         let text = serde_json::to_vec(&table).unwrap_or_default();
         let tmp = path.with_extension("tmp");

@@ -133,6 +133,7 @@ impl SourceComponent for JetstreamConfig {
             confirmed: cx.confirmed.clone(),
             persister: None,
             metrics: cx.metrics.clone(),
+            read: Arc::default(),
         };
         let settings = self.live_settings();
         Ok(Source::new(Live::new(connector, settings, cx, format!("jetstream {}", self.url)), self.format()))
@@ -158,6 +159,8 @@ pub struct JetstreamConnector {
     /// Writes the confirmed cursor while the source runs.
     persister: Option<Persister>,
     metrics: Arc<crate::telemetry::Metrics>,
+    /// The highest `time_us` read in this run.
+    read: Arc<AtomicU64>,
 }
 
 /// The subscribe URL for a cursor.
@@ -212,7 +215,7 @@ impl Connector for JetstreamConnector {
     /// once more in `finish`).
     async fn start(&mut self, _cx: &LiveContext) -> Result<(), Failure> {
         if let Some(p) = self.persister.take() {
-            p.finish().await;
+            p.finish(self.read.load(Ordering::Acquire)).await;
         }
         let (persister, stored) = Persister::start(&self.cursor, &self.confirmed, "Jetstream").await;
         if let Some(c) = stored {
@@ -244,13 +247,13 @@ impl Connector for JetstreamConnector {
             tracing::info!(source = "jetstream", gap_secs, "resuming from the last written event: the gap is replayed");
         }
         let filling = cursor.map(|_| (now_us, self.metrics.clone()));
-        Ok(JetstreamConnection { ws: Box::new(ws), decompressor, arrived: None, filling })
+        Ok(JetstreamConnection { ws: Box::new(ws), decompressor, arrived: None, filling, read: self.read.clone() })
     }
 
     /// The sink has confirmed what it wrote by now: save it one last time.
     async fn finish(&mut self) {
         if let Some(p) = self.persister.take() {
-            p.finish().await;
+            p.finish(self.read.load(Ordering::Acquire)).await;
         }
     }
 }
@@ -266,6 +269,8 @@ pub struct JetstreamConnection {
     /// Subscribed from a cursor at (µs): events before it are the gap's,
     /// counted until the first one after it.
     filling: Option<(u64, Arc<crate::telemetry::Metrics>)>,
+    /// The connector's highest `time_us` read.
+    read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for JetstreamConnection {
@@ -314,6 +319,9 @@ impl Connection for JetstreamConnection {
                 self.filling = None;
             }
         }
+        if let Some(t) = checkpoint {
+            self.read.fetch_max(t, Ordering::Release);
+        }
         frames.push(Frame::Record { dedup: event_key(&bytes), checkpoint, bytes });
         Ok(())
     }
@@ -339,6 +347,7 @@ mod tests {
             confirmed: Arc::default(),
             persister: None,
             metrics: Arc::default(),
+            read: Arc::default(),
         };
         assert_eq!(
             subscribe_url(&opts, Some(42)),

@@ -202,6 +202,8 @@ pub struct MastodonConnector {
 
 /// Statuses in a page of the timeline.
 const PAGE: usize = 40;
+/// How long one timeline page may take (the stream waits for the fill).
+const TIMELINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl MastodonConnector {
     /// The statuses after `since` from the REST timeline, oldest first, as
@@ -209,9 +211,13 @@ impl MastodonConnector {
     async fn backfill(&self, since: u64) -> Vec<Frame> {
         let mut found: Vec<(u64, Frame)> = Vec::new();
         let mut min_id = since;
+        let mut complete = false;
         for _ in 0..self.backfill_pages {
             let sep = if self.timeline_url.contains('?') { '&' } else { '?' };
-            let mut req = self.client.get(format!("{}{sep}min_id={min_id}&limit={PAGE}", self.timeline_url));
+            let mut req = self
+                .client
+                .get(format!("{}{sep}min_id={min_id}&limit={PAGE}", self.timeline_url))
+                .timeout(TIMELINE_TIMEOUT);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t.expose());
             }
@@ -238,8 +244,16 @@ impl MastodonConnector {
                 }
             }
             if n < PAGE {
+                complete = true;
                 break;
             }
+        }
+        if !complete && self.backfill_pages > 0 {
+            tracing::warn!(
+                pages = self.backfill_pages,
+                statuses = found.len(),
+                "mastodon: the gap is longer than backfill_pages × 40 statuses; the rest of it is not fetched"
+            );
         }
         found.sort_by_key(|(id, _)| *id);
         Metrics::add(&self.metrics.gap_filled_posts, found.len() as u64);
@@ -263,7 +277,7 @@ impl Connector for MastodonConnector {
 
     async fn start(&mut self, _cx: &LiveContext) -> Result<(), Failure> {
         if let Some(p) = self.persister.take() {
-            p.finish().await;
+            p.finish(self.read.load(Ordering::Acquire)).await;
         }
         if !self.position.is_none() {
             let (persister, stored) = Persister::start(&self.position, &self.confirmed, "Mastodon").await;
@@ -277,7 +291,7 @@ impl Connector for MastodonConnector {
 
     async fn finish(&mut self) {
         if let Some(p) = self.persister.take() {
-            p.finish().await;
+            p.finish(self.read.load(Ordering::Acquire)).await;
         }
     }
 
@@ -536,8 +550,10 @@ mod tests {
         frames
     }
 
+    /// A record as framed: its id (before any `@edited_at`) is its position.
     fn record(bytes: &str, dedup: Option<&str>) -> Frame {
-        Frame::Record { bytes: bytes.as_bytes().to_vec(), dedup: dedup.map(str::to_owned), checkpoint: None }
+        let checkpoint = dedup.and_then(|d| d.split('@').next()?.parse().ok());
+        Frame::Record { bytes: bytes.as_bytes().to_vec(), dedup: dedup.map(str::to_owned), checkpoint }
     }
 
     #[test]

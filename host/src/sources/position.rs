@@ -97,7 +97,11 @@ impl CursorStore {
 pub struct Persister {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    confirmed: Arc<AtomicU64>,
 }
+
+/// How long the last save waits for the sink to confirm what was read.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
 
 impl Persister {
     /// Load the stored position into `confirmed` (the higher wins), then
@@ -111,6 +115,7 @@ impl Persister {
         if let Some(c) = stored {
             confirmed.fetch_max(c, Ordering::AcqRel);
         }
+        let kept = confirmed.clone();
         let (store, confirmed) = (store.clone(), confirmed.clone());
         let stop = CancellationToken::new();
         let done = stop.clone();
@@ -133,11 +138,18 @@ impl Persister {
                 }
             }
         });
-        (Persister { stop, task }, stored)
+        (Persister { stop, task, confirmed: kept }, stored)
     }
 
-    /// Write the last confirmed position and stop.
-    pub async fn finish(self) {
+    /// Write the last confirmed position and stop: first wait (up to 5 s)
+    /// until the sink has confirmed `read` (the highest position the source
+    /// read), so that a run's last position is where its sink stopped — a
+    /// successor asks for the gap from there, not from a second earlier.
+    pub async fn finish(self, read: u64) {
+        let until = tokio::time::Instant::now() + FINISH_WAIT;
+        while self.confirmed.load(Ordering::Acquire) < read && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.stop.cancel();
         let _ = self.task.await;
     }

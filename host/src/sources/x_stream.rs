@@ -488,6 +488,7 @@ impl SourceComponent for XStreamConfig {
             backfill_minutes: self.backfill_minutes,
             position: cx.position.clone(),
             confirmed: cx.confirmed.clone(),
+            read: Arc::default(),
             persister: None,
             metrics: cx.metrics.clone(),
             refusal: Arc::default(),
@@ -519,6 +520,9 @@ pub struct XConnector {
     position: CursorStore,
     /// Read time (Unix ms) of the last post the sink has written.
     confirmed: Arc<AtomicU64>,
+    /// Read time of the last post read in this run (what is read is in the
+    /// pipeline: a reconnect within the run asks from here).
+    read: Arc<AtomicU64>,
     persister: Option<Persister>,
     metrics: Arc<Metrics>,
     /// Set by the rule-sync task when the API refuses the credentials: the
@@ -553,17 +557,22 @@ impl Refusal {
     }
 }
 
-/// The `backfill_minutes` to ask for: the gap since `confirmed_ms` rounded up
-/// to whole minutes, within 1..=`max`; all of `max` when no position is known
-/// (`confirmed_ms` = 0). `None` when off.
-pub fn backfill_for(max: u64, confirmed_ms: u64, now_ms: u64) -> Option<u64> {
+/// Added to the gap before it is rounded to minutes: the position is when a
+/// post was *read*, X backfills by when posts were *created*; a post created
+/// a little before the last written one may have been read after it.
+pub const BACKFILL_MARGIN_MS: u64 = 30_000;
+
+/// The `backfill_minutes` to ask for: the gap since `since_ms` plus
+/// [`BACKFILL_MARGIN_MS`], rounded up to whole minutes, within 1..=`max`;
+/// all of `max` when no position is known (`since_ms` = 0). `None` when off.
+pub fn backfill_for(max: u64, since_ms: u64, now_ms: u64) -> Option<u64> {
     if max == 0 {
         return None;
     }
-    if confirmed_ms == 0 {
+    if since_ms == 0 {
         return Some(max);
     }
-    let gap_ms = now_ms.saturating_sub(confirmed_ms);
+    let gap_ms = now_ms.saturating_sub(since_ms) + BACKFILL_MARGIN_MS;
     Some(gap_ms.div_ceil(60_000).clamp(1, max))
 }
 
@@ -653,7 +662,7 @@ impl Connector for XConnector {
 
     async fn connect(&mut self, _rules: &RuleSnapshot) -> Result<XConnection, Failure> {
         let now = now_ms();
-        let confirmed = self.confirmed.load(Ordering::Acquire);
+        let confirmed = self.confirmed.load(Ordering::Acquire).max(self.read.load(Ordering::Acquire));
         let backfill = backfill_for(self.backfill_minutes, confirmed, now);
         let url = match backfill {
             Some(m) => format!("{}&backfill_minutes={m}", self.stream_url),
@@ -691,6 +700,7 @@ impl Connector for XConnector {
             arrived: None,
             backfilling: backfill.map(|_| (now, self.metrics.clone())),
             refusal: self.refusal.clone(),
+            read: self.read.clone(),
         })
     }
 
@@ -707,7 +717,7 @@ impl Connector for XConnector {
             let _ = task.await;
         }
         if let Some(p) = self.persister.take() {
-            p.finish().await;
+            p.finish(self.read.load(Ordering::Acquire)).await;
         }
     }
 }
@@ -723,6 +733,8 @@ pub struct XConnection {
     backfilling: Option<(u64, Arc<Metrics>)>,
     /// The rule sync's refusal of the credentials ends the connection.
     refusal: Arc<Refusal>,
+    /// The connector's read time of the last post read.
+    read: Arc<AtomicU64>,
 }
 
 /// Whether a filtered-stream post was created before `before_ms` (`None`: no
@@ -775,6 +787,7 @@ impl Connection for XConnection {
         };
         self.arrived = Some(std::time::Instant::now());
         let read_ms = now_ms();
+        let from = frames.len();
         let backfilling = &mut self.backfilling;
         self.lines.feed(&chunk, |piece| {
             frames.push(match piece {
@@ -804,6 +817,9 @@ impl Connection for XConnection {
                 }
             });
         });
+        if frames[from..].iter().any(|f| matches!(f, Frame::Record { checkpoint: Some(_), .. })) {
+            self.read.fetch_max(read_ms, Ordering::Release);
+        }
         Ok(())
     }
 }

@@ -72,8 +72,8 @@ fn lines_are_classified() {
 fn backfill_covers_the_gap_in_whole_minutes_within_the_limit() {
     assert_eq!(backfill_for(0, 1_000, 500_000), None, "off");
     assert_eq!(backfill_for(3, 0, 500_000), Some(3), "no position: all of it");
-    assert_eq!(backfill_for(5, 100_000, 101_000), Some(1), "a second's gap asks for a minute");
-    assert_eq!(backfill_for(5, 100_000, 100_000 + 61_000), Some(2), "61 s: two minutes");
+    assert_eq!(backfill_for(5, 100_000, 101_000), Some(1), "a second's gap (+30 s margin) asks for a minute");
+    assert_eq!(backfill_for(5, 100_000, 100_000 + 31_000), Some(2), "31 s + the margin: two minutes");
     assert_eq!(backfill_for(5, 100_000, 100_000 + 3_600_000), Some(5), "an hour: the limit");
     assert_eq!(backfill_for(5, 200_000, 100_000), Some(1), "a clock step back still asks");
 }

@@ -42,6 +42,9 @@ pub(super) struct State<'a> {
     pub(super) direct_base: usize,
     /// Replayed records in flight, in spool order, by token − `replay_base`.
     pub(super) replay: VecDeque<ReplayEntry>,
+    /// Records sent to the dead-letter topic whose reports are not in yet
+    /// (the drain waits for them too).
+    pub(super) dead_outstanding: usize,
     pub(super) replay_base: usize,
     pub(super) inflight_bytes: u64,
     /// Per batch: records not yet delivered or safely spooled,
@@ -126,7 +129,10 @@ impl State<'_> {
             headers =
                 headers.insert(rdkafka::message::Header { key: "traptor-refused", value: Some(e.message.as_bytes()) });
             match send_raw(&self.producer, topic, &rec.key, &rec.value, headers, DEAD_TOKEN) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.dead_outstanding += 1;
+                    return Ok(());
+                }
                 Err(again) => {
                     tracing::warn!(error = %again, "the dead-letter topic refused it too; to the dead-letter file")
                 }
@@ -145,6 +151,7 @@ impl State<'_> {
 
     /// A dead-letter topic's report.
     pub(super) fn dead_reported(&mut self, outcome: DirectDelivery) -> Result<(), SinkError> {
+        self.dead_outstanding = self.dead_outstanding.saturating_sub(1);
         match outcome {
             Ok(()) => {
                 Metrics::add(&self.metrics.dead_letters_out, 1);
@@ -359,6 +366,7 @@ impl<'o> State<'o> {
             direct: VecDeque::new(),
             direct_base: 0,
             replay: VecDeque::new(),
+            dead_outstanding: 0,
             replay_base: 0,
             inflight_bytes: 0,
             open: BTreeMap::new(),

@@ -332,7 +332,7 @@ pub async fn deliver(o: KafkaOptions, input: BatchRx, d: Delivery) -> Result<Sin
         let now = tokio::time::Instant::now();
         // When the input has ended with records still spooled, keep trying the
         // broker for a while before leaving them for the next start.
-        let in_flight = !(st.direct.is_empty() && st.replay.is_empty());
+        let in_flight = !(st.direct.is_empty() && st.replay.is_empty()) || st.dead_outstanding > 0;
         let event = PhaseEvent::Step { now, drain_timeout: o.drain_timeout, in_flight, spooling: st.spooling() };
         let (phase, step) = st.mode.phase.on(event);
         st.mode.phase = phase;

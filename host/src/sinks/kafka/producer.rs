@@ -193,7 +193,6 @@ fn failed(e: &rdkafka::error::KafkaError) -> Failed {
         e.rdkafka_error_code(),
         Some(
             C::MessageSizeTooLarge
-                | C::InvalidMessage
                 | C::InvalidMessageSize
                 | C::MessageBatchTooLarge
                 | C::InvalidRecord
