@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 cargo build -q --workspace --all-targets
 for i in $(seq 1 "$runs"); do
-  out=$(cargo nextest run -q -p traptor-tests --test redis -E 'test(fills_the_gap)' --no-capture 2>&1) || {
+  out=$(cargo nextest run --cargo-quiet -p traptor-tests --test redis -E 'test(fills_the_gap)' --no-capture 2>&1) || {
     echo "run $i failed:"; echo "$out" | tail -40; exit 1; }
   echo "run $i: $(echo "$out" | grep -E '^takeover after kill' | sed 's/^takeover after //') |" \
     "$(echo "$out" | grep -E '^takeover after SIGTERM' | sed 's/^takeover after //') |" \
