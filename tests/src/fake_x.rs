@@ -113,6 +113,8 @@ pub struct Firehose {
     pub per_sec: f64,
     /// Stopped: no post after this many.
     pub stop_after: Option<u64>,
+    /// Bumped by [`FakeX::drop_connections`]: open connections close.
+    pub generation: u64,
 }
 
 impl Firehose {
@@ -183,8 +185,23 @@ impl FakeX {
 
     /// Start the continuous stream at `per_sec` posts a second.
     pub fn start_firehose(&self, per_sec: f64) {
-        let f = Firehose { start: Instant::now(), start_wall: std::time::SystemTime::now(), per_sec, stop_after: None };
+        let f = Firehose {
+            start: Instant::now(),
+            start_wall: std::time::SystemTime::now(),
+            per_sec,
+            stop_after: None,
+            generation: 0,
+        };
         self.with(|st| st.firehose = Some(f));
+    }
+
+    /// Close every open firehose connection (the posts keep being sent).
+    pub fn drop_connections(&self) {
+        self.with(|st| {
+            if let Some(f) = st.firehose.as_mut() {
+                f.generation += 1;
+            }
+        });
     }
 
     /// Stop it; returns how many posts it sent.
@@ -392,11 +409,15 @@ fn firehose_stream(state: Shared, f: Firehose, uri: &Uri) -> Response {
     let (tx, response) = streamed("application/json");
     tokio::spawn(async move {
         loop {
-            let (stopped, rule) = {
+            let (stopped, rule, generation) = {
                 let s = state.lock().expect("state");
                 let stop = s.firehose.as_ref().and_then(|f| f.stop_after);
-                (stop, s.rules.first().map(|r| (r.id.clone(), r.tag.clone())))
+                let generation = s.firehose.as_ref().map_or(0, |f| f.generation);
+                (stop, s.rules.first().map(|r| (r.id.clone(), r.tag.clone())), generation)
             };
+            if generation != f.generation {
+                return; // dropping tx closes the connection
+            }
             if stopped.is_some_and(|n| k >= n) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if tx.send(Ok(bytes::Bytes::from_static(b"\r\n"))).await.is_err() {

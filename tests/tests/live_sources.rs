@@ -1155,3 +1155,54 @@ fn health_names_every_source_and_ready_holds_while_one_collects() {
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Issue 25, point 2: a single X v2 collector whose connection drops while
+/// the stream goes on (and the API answers 503 for a while) asks for the gap
+/// with `backfill_minutes` on reconnect: every post sent is written, once.
+#[test]
+fn a_dropped_x_connection_is_filled_by_backfill() {
+    use traptor_tests::fake_x::Firehose;
+    let fake = FakeX::start();
+    fake.start_firehose(200.0);
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("rules.jsonl"), "{\"rule_id\":\"fleet\",\"value\":\"fleet\"}\n").expect("rules");
+    let token = write_token(dir.path());
+    // TRAPTOR_TEST_BACKFILL_MINUTES=0 shows what is lost without the backfill.
+    let backfill = std::env::var("TRAPTOR_TEST_BACKFILL_MINUTES").unwrap_or_else(|_| "1".into());
+    let p = PipelineFile::new(&format!(
+        "type = \"x_filtered_stream\"\nbase_url = \"{}\"\nbearer_token = {{ file = {:?} }}\nbackoff_scale = 0.05\n\
+         backfill_minutes = {backfill}",
+        fake.base,
+        token.display()
+    ))
+    .write(dir.path());
+    let host = Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[]);
+    let ids = |dir: &Path| -> Vec<String> {
+        out_lines(dir).iter().filter_map(|v| v["data"]["id"].as_str().map(str::to_owned)).collect()
+    };
+    wait_for("posts", LIMIT, || (ids(dir.path()).len() > 200).then_some(()));
+    // The API refuses for a while, then takes connections again.
+    for _ in 0..3 {
+        fake.push_session(Session::status(503, "Service Unavailable"));
+    }
+    fake.drop_connections();
+    wait_for("a reconnect", LIMIT, || fake.with(|s| (s.stream_connects().len() >= 5).then_some(())));
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = fake.stop_firehose();
+    let got = wait_for("every post sent", Duration::from_secs(20), || {
+        let got = ids(dir.path());
+        let unique: std::collections::HashSet<&String> = got.iter().collect();
+        (unique.len() as u64 >= sent).then(|| got.clone())
+    });
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+    let unique: std::collections::HashSet<&String> = got.iter().collect();
+    for k in 0..sent {
+        assert!(unique.contains(&Firehose::id(k)), "post {k} of {sent} lost");
+    }
+    assert_eq!(got.len(), unique.len(), "the backfill's overlap is dropped");
+    assert!(log.contains("asking for the gap"), "{log}");
+    let connects = fake.with(|s| s.stream_connects().iter().map(|r| r.query.clone()).collect::<Vec<_>>());
+    assert!(connects.last().is_some_and(|q| q.contains("backfill_minutes=1")), "{connects:?}");
+    assert!(!log.contains("gap_filled=0 "), "the filled posts are counted: {log}");
+}
