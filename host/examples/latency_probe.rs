@@ -17,6 +17,12 @@
 //! to the rate by sleeping (never spinning: the probe must not take a core
 //! from the collector), in chunked HTTP as X sends them; each is stamped as
 //! it is written. The first second's posts are a warm-up, not counted.
+//!
+//! `--bin relay` runs the same measurement through a control instead of the
+//! collector: this probe in relay mode, which reads the stream and copies
+//! each post to its stdout, flushing whenever nothing more is ready. It does
+//! no work, so its figures are the floor of the machine (three processes on
+//! the same cores, scheduling, pipes); the collector's are read beside them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,12 +40,15 @@ struct Args {
     sink: String,
     buffer: bool,
     dir: std::path::PathBuf,
+    /// TOML appended to the pipeline file (e.g. a `[pipeline]` table).
+    extra: String,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: latency_probe --bin TRAPTOR_HOST [--rate POSTS_PER_S (10000)] [--seconds S (5)] \
-         [--size POST_BYTES (400)] [--sink stdout|file] [--buffer on|off (on)] [--dir DIR (target/bench)]"
+        "usage: latency_probe --bin TRAPTOR_HOST|relay [--rate POSTS_PER_S (10000)] [--seconds S (5)] \
+         [--size POST_BYTES (400)] [--sink stdout|file] [--buffer on|off (on)] [--dir DIR (target/bench)] \
+         [--extra TOML (appended to the pipeline file; \\n for a newline)]"
     );
     std::process::exit(2)
 }
@@ -53,6 +62,7 @@ fn args() -> Args {
         sink: "stdout".into(),
         buffer: true,
         dir: "target/bench".into(),
+        extra: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -65,6 +75,7 @@ fn args() -> Args {
             "--sink" if v == "stdout" || v == "file" => a.sink = v,
             "--buffer" if v == "on" || v == "off" => a.buffer = v == "on",
             "--dir" => a.dir = v.into(),
+            "--extra" => a.extra = v.replace("\\n", "\n"),
             _ => usage(),
         }
     }
@@ -97,8 +108,8 @@ fn write_pipeline(a: &Args, dir: &Path, port: u16, out_file: &Path) -> std::io::
              [source]\ntype = \"x_filtered_stream\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
              bearer_token = {{ env = \"PROBE_TOKEN\" }}\nsync_rules = false\n\n\
              [rules]\ntype = \"file\"\npath = \"latency-probe-rules.jsonl\"\n\n\
-             [buffer]\nenabled = {}\ndir = \"latency-probe-buffer\"\n\n[sink]\n{sink}\n",
-            a.buffer
+             [buffer]\nenabled = {}\ndir = \"latency-probe-buffer\"\n\n[sink]\n{sink}\n\n{}\n",
+            a.buffer, a.extra
         ),
     )?;
     Ok(pipeline)
@@ -124,6 +135,11 @@ fn serve_collector(listener: &TcpListener, a: &Args, epoch: Instant, total: u64)
 }
 
 fn main() -> std::io::Result<()> {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("--relay-from") {
+        let port = argv.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage());
+        return relay(port);
+    }
     let a = args();
     std::fs::create_dir_all(&a.dir)?;
     let dir = std::fs::canonicalize(&a.dir)?;
@@ -135,17 +151,26 @@ fn main() -> std::io::Result<()> {
     let pipeline = write_pipeline(&a, &dir, port, &out_file)?;
     let epoch = Instant::now();
     let total = a.rate * (a.seconds + 1);
-    let mut child = Command::new(&a.bin)
-        .args([
+    let control = a.bin == "relay";
+    let mut cmd = if control {
+        let mut c = Command::new(std::env::current_exe()?);
+        c.args(["--relay-from", &port.to_string()]);
+        c
+    } else {
+        let mut c = Command::new(&a.bin);
+        c.args([
             "--pipeline",
             &pipeline.to_string_lossy(),
             "--admin",
             &format!("127.0.0.1:{admin}"),
             "--log-level",
             "warn",
-        ])
+        ]);
+        c
+    };
+    let mut child = cmd
         .env("PROBE_TOKEN", "probe")
-        .stdout(if a.sink == "stdout" { Stdio::piped() } else { Stdio::null() })
+        .stdout(if a.sink == "stdout" || control { Stdio::piped() } else { Stdio::null() })
         .spawn()?;
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -165,11 +190,12 @@ fn main() -> std::io::Result<()> {
     while !reader.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let inside = scrape_ms(admin);
+    let inside = if control { None } else { scrape_ms(admin) };
+    let cpu = cpu_secs(child.id());
     done.store(true, Ordering::Relaxed);
     stop(&mut child);
     let got = reader.join().unwrap_or_default();
-    report(&a, sent, &got, inside)?;
+    report(&a, sent, &got, inside, cpu)?;
     if (got.len() as u64) < total {
         eprintln!("latency_probe: {} of {total} posts came out", got.len());
         std::process::exit(1);
@@ -180,7 +206,13 @@ fn main() -> std::io::Result<()> {
 /// The figures line (posts of the first second are warm-up, left out), and
 /// with `PROBE_DUMP` one line per post: its number and latency in µs (to
 /// look at when the slow ones happened).
-fn report(a: &Args, sent: u64, got: &[(u64, u64)], inside: Option<(f64, f64)>) -> std::io::Result<()> {
+fn report(
+    a: &Args,
+    sent: u64,
+    got: &[(u64, u64)],
+    inside: Option<(f64, f64)>,
+    cpu: Option<f64>,
+) -> std::io::Result<()> {
     if let Ok(path) = std::env::var("PROBE_DUMP") {
         let text: String = got.iter().map(|(i, l)| format!("{i} {}\n", l / 1000)).collect();
         std::fs::write(path, text)?;
@@ -192,7 +224,7 @@ fn report(a: &Args, sent: u64, got: &[(u64, u64)], inside: Option<(f64, f64)>) -
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |v| *v as f64 / 1e6)
     };
     println!(
-        "rate {:>6}/s  sent {:>7}  read {:>7}  outside p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>8.3} ms  /metrics p50 {} ms  (sink {}, buffer {})",
+        "rate {:>6}/s  sent {:>7}  read {:>7}  outside p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>8.3} ms  /metrics p50 {} ms  CPU {} µs/post  (sink {}, buffer {})",
         a.rate,
         sent,
         got.len(),
@@ -200,10 +232,56 @@ fn report(a: &Args, sent: u64, got: &[(u64, u64)], inside: Option<(f64, f64)>) -
         q(0.99),
         lat.last().map_or(f64::NAN, |v| *v as f64 / 1e6),
         inside.map_or("n/a".into(), |(p50, p99)| format!("{p50:.3}, p99 {p99:.3}")),
-        a.sink,
+        cpu.map_or("n/a".into(), |c| format!("{:.1}", c * 1e6 / sent.max(1) as f64)),
+        if a.bin == "relay" { "relay (control)" } else { a.sink.as_str() },
         if a.buffer { "on" } else { "off" },
     );
     Ok(())
+}
+
+/// The control: ask the stand-in for its stream, copy each chunk (one post)
+/// to stdout, flush when nothing more is buffered. No parsing, no work.
+fn relay(port: u16) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    s.write_all(b"GET /2/tweets/search/stream HTTP/1.1\r\nHost: probe\r\n\r\n")?;
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut line = Vec::new();
+    // The response head, up to its blank line.
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 || line == b"\r\n" {
+            break;
+        }
+    }
+    let mut chunk = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return out.flush();
+        }
+        let size = std::str::from_utf8(&line).ok().and_then(|l| usize::from_str_radix(l.trim(), 16).ok());
+        let Some(size) = size.filter(|n| *n > 0) else { return out.flush() };
+        chunk.resize(size + 2, 0);
+        r.read_exact(&mut chunk)?;
+        out.write_all(chunk[..size].trim_ascii_end())?;
+        out.write_all(b"\n")?;
+        if r.buffer().is_empty() {
+            out.flush()?;
+        }
+    }
+}
+
+/// User + system CPU seconds the child has used so far (Linux
+/// `/proc/PID/stat`, in clock ticks of 10 ms).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// An HTTP request's head (a GET has no body).
