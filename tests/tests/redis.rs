@@ -650,6 +650,11 @@ fn two_collectors_sharing_redis_dedup_write_each_post_once() {
 /// A collector of the fleet test: `id = "auto"`, the stand-in X v2 stream
 /// with `backfill_minutes = 1`, shared dedup, sink `out-<n>.jsonl`.
 fn fleet_collector(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_secs: u64) -> Host {
+    fleet_collector_with(redis, base, dir, n, lease_secs, &[])
+}
+
+/// [`fleet_collector`] with more command-line arguments.
+fn fleet_collector_with(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_secs: u64, args: &[&str]) -> Host {
     let mut text = pipeline(
         redis,
         &format!(
@@ -668,7 +673,66 @@ fn fleet_collector(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_se
     ));
     let p = dir.join(format!("p{n}.toml"));
     std::fs::write(&p, text).expect("write");
-    Host::spawn(&["--pipeline", p.to_str().expect("utf8")], &[])
+    let mut all = vec!["--pipeline", p.to_str().expect("utf8")];
+    all.extend_from_slice(args);
+    Host::spawn(&all, &[])
+}
+
+/// A standby (`id = "auto"`, every id held) answers on its admin address:
+/// `/health` 200 as a standby with the lease's reason (a liveness probe must
+/// not restart it), `/ready` 503, `/metrics` `traptor_standby`, other paths
+/// 503. Once it claims the id, the full listener takes the same address over.
+#[test]
+fn a_standby_answers_on_its_admin_address_until_it_holds_an_id() {
+    use traptor_tests::fake_x::FakeX;
+    use traptor_tests::{free_port, http_get};
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let _: () = c.hset_multiple("traptor-track:0:0", &[("rule_id", "r"), ("value", "fleet")]).expect("hset");
+    let fake = FakeX::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("token"), "fleet-token\n").expect("write");
+    let a = fleet_collector(&redis, &fake.base, dir.path(), 0, 2);
+    a.wait_log("id claimed", LIMIT);
+    let port = free_port();
+    let admin = format!("127.0.0.1:{port}");
+    let b = fleet_collector_with(&redis, &fake.base, dir.path(), 1, 2, &["--admin", &admin]);
+    b.wait_log("standby: every id with rules is held", LIMIT);
+    b.wait_log("admin endpoint (standby)", LIMIT);
+
+    let (status, body) = http_get(port, "/health", "application/json");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["status"], "standby", "{body}");
+    let lease = &health["components"][0];
+    assert_eq!((&lease["component"], &lease["state"]), (&"lease".into(), &"standby".into()), "{body}");
+    assert!(lease["reason"].as_str().is_some_and(|r| r.contains("every track id with rules is held")), "{body}");
+    let (status, body) = http_get(port, "/ready", "application/json");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"lease\"") && body.contains("standby"), "{body}");
+    let (status, body) = http_get(port, "/metrics", "text/plain");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("traptor_standby{type=\"track\"} 1"), "{body}");
+    let (status, body) = http_get(port, "/api/stats", "application/json");
+    assert_eq!(status, 503, "{body}");
+
+    // The holder stops: the standby claims the id and its full listener
+    // answers on the same address.
+    let (status, log_a) = a.stop();
+    assert!(status.success(), "{log_a}");
+    b.wait_log("id claimed", LIMIT);
+    let health = wait_for("the full listener", LIMIT, || {
+        let (status, body) = std::panic::catch_unwind(|| http_get(port, "/health", "application/json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && v["status"] != "standby").then_some(v)
+    });
+    let lease = health["components"].as_array().and_then(|c| c.iter().find(|c| c["component"] == "lease")).cloned();
+    assert!(lease.is_some_and(|l| l["name"] == "track:0" && l["state"] == "ok"), "{health}");
+    let (status, body) = http_get(port, "/metrics", "text/plain");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("traptor_lease_fence") && !body.contains("traptor_standby"), "{body}");
+    let (status, log_b) = b.stop();
+    assert!(status.success(), "{log_b}");
 }
 
 /// Issue 25, points 1–3: `id = "auto"` with a standby, a continuous X v2

@@ -11,11 +11,16 @@
 //!   body lists each check (`rules`, `source`, `redis`, `stages`).
 //! * `/api/rules?limit=N` — the running rules with their match counts
 //!   (total, last minute, last 15 minutes), most matched recently first.
+//!
+//! A standby (`id = "auto"`, every id held) answers on the same address with
+//! [`standby`]'s three endpoints until it holds an id.
 
 mod access;
 pub mod metrics;
+mod standby;
 
 pub use access::AdminSettings;
+pub use standby::{StandbyState, start_standby};
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -255,13 +260,30 @@ pub async fn start(
     state: Arc<AdminState>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    let app = router(state.clone());
+    let what = "admin endpoint: / (dashboard) /preview /metrics /health /ready /api/rules /api/stats /api/recent, POST /api/rules/preview";
+    let served = bind_and_serve(addr, app, state.settings.tls.clone(), shutdown.clone(), what).await?;
+    Ok(tokio::spawn(async move {
+        let sampler = tokio::spawn(sample(state, shutdown));
+        let _ = served.await;
+        let _ = sampler.await;
+    }))
+}
+
+/// Bind `addr` (plain or TLS), then serve `app` on a task until `shutdown`;
+/// the socket is closed when the task ends. `what` is logged once bound.
+async fn bind_and_serve(
+    addr: &str,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+    what: &str,
+) -> Result<tokio::task::JoinHandle<()>, AdminError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_owned());
-    let app = router(state.clone());
-    let tls = state.settings.tls.clone();
-    tracing::info!(listen = %local, tls = tls.is_some(), "admin endpoint: / (dashboard) /preview /metrics /health /ready /api/rules /api/stats /api/recent, POST /api/rules/preview");
+    tracing::info!(listen = %local, tls = tls.is_some(), "{what}");
     if tls.is_none() && !access::is_loopback(&local) {
         tracing::warn!(listen = %local, "the admin endpoint is reachable from other machines without TLS ([admin] tls_cert_file, tls_key_file)");
     }
@@ -272,8 +294,11 @@ pub async fn start(
         ),
         None => Either::Plain(listener),
     };
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(5),
+    ));
     Ok(tokio::spawn(async move {
-        let sampler = tokio::spawn(sample(state, shutdown.clone()));
         // Not a graceful shutdown: an idle or hostile client must not hold
         // the collector's exit (its connection dies with the process).
         let served = async move {
@@ -290,7 +315,6 @@ pub async fn start(
             }
             () = shutdown.cancelled() => {}
         }
-        let _ = sampler.await;
     }))
 }
 
@@ -317,7 +341,6 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/api/rules/preview", axum::routing::post(api_preview))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(5)))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(state.settings.max_body_bytes))
         // axum's own 2 MiB limit on extracted bodies would undercut `max_body_bytes`.
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.max_body_bytes))

@@ -215,6 +215,45 @@ fn keep_lease(
     (run, lost)
 }
 
+/// Step 1b: claim an id (`id = "auto"`); the admin address answers as a
+/// standby meanwhile, and is free again when this returns.
+async fn claim_standing_by(
+    cfg: &LoadedConfig,
+    redis: Option<&redis::aio::ConnectionManager>,
+    admin: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Result<services::Claimed, AppError> {
+    let standby = standby_listener(cfg, admin).await?;
+    let claim = services::claim_id(cfg, redis, shutdown).await;
+    if let Some((stop, task)) = standby {
+        stop.cancel();
+        let _ = task.await;
+    }
+    claim
+}
+
+/// Step 1b's listener: with `id = "auto"` and an admin address, a standby
+/// answers `/health`, `/ready` and `/metrics` there until it holds an id
+/// (stop it with the token and await the task: the address is free then).
+async fn standby_listener(
+    cfg: &LoadedConfig,
+    addr: Option<&str>,
+) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
+    let c = &cfg.config;
+    let Some(addr) = addr.or(c.admin.as_ref().map(|a| a.listen.as_str())) else { return Ok(None) };
+    if !c.traptor.id.is_auto() {
+        return Ok(None);
+    }
+    let state = crate::admin::StandbyState {
+        traptor_type: c.traptor.traptor_type,
+        settings: crate::admin::AdminSettings::from_config(c.admin.as_ref())?,
+        started: Instant::now(),
+    };
+    let stop = CancellationToken::new();
+    let task = crate::admin::start_standby(addr, Arc::new(state), stop.clone()).await?;
+    Ok(Some((stop, task)))
+}
+
 /// Step 3½: the admin listener, when the command line or `[admin]` asks.
 struct Admin<'a> {
     addr: Option<&'a str>,
@@ -286,7 +325,7 @@ async fn steps(
     };
     // `id = "auto"`: stand by until an id with rules is free, then run as it.
     let claimed;
-    let (cfg, lease) = match services::claim_id(cfg, redis.as_ref(), &shutdown).await? {
+    let (cfg, lease) = match claim_standing_by(cfg, redis.as_ref(), opts.admin.as_deref(), &shutdown).await? {
         services::Claimed::Fixed => (cfg, None),
         services::Claimed::Id(with_id, lease) => {
             claimed = with_id;
