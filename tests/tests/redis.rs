@@ -655,6 +655,15 @@ fn fleet_collector(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_se
 
 /// [`fleet_collector`] with more command-line arguments.
 fn fleet_collector_with(redis: &RedisServer, base: &str, dir: &Path, n: u32, lease_secs: u64, args: &[&str]) -> Host {
+    let p = dir.join(format!("p{n}.toml"));
+    std::fs::write(&p, fleet_pipeline(redis, base, n, lease_secs)).expect("write");
+    let mut all = vec!["--pipeline", p.to_str().expect("utf8")];
+    all.extend_from_slice(args);
+    Host::spawn(&all, &[])
+}
+
+/// The pipeline file of [`fleet_collector`].
+fn fleet_pipeline(redis: &RedisServer, base: &str, n: u32, lease_secs: u64) -> String {
     let mut text = pipeline(
         redis,
         &format!(
@@ -671,11 +680,7 @@ fn fleet_collector_with(redis: &RedisServer, base: &str, dir: &Path, n: u32, lea
         "\n[dedup]\nredis = {:?}\nkey_prefix = \"fleet\"\nclaim_secs = 1\nsnapshot = \"dedup-{n}.bin\"\n",
         redis.url()
     ));
-    let p = dir.join(format!("p{n}.toml"));
-    std::fs::write(&p, text).expect("write");
-    let mut all = vec!["--pipeline", p.to_str().expect("utf8")];
-    all.extend_from_slice(args);
-    Host::spawn(&all, &[])
+    text
 }
 
 /// A standby (`id = "auto"`, every id held) answers on its admin address:
@@ -692,6 +697,22 @@ fn a_standby_answers_on_its_admin_address_until_it_holds_an_id() {
     let fake = FakeX::start();
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("token"), "fleet-token\n").expect("write");
+
+    // While Redis does not answer, the standby says that it waits for it.
+    let away = format!("redis://127.0.0.1:{}", free_port());
+    let p = dir.path().join("away.toml");
+    std::fs::write(&p, fleet_pipeline(&redis, &fake.base, 9, 2).replace(&redis.url(), &away)).expect("write");
+    let port = free_port();
+    let admin = format!("127.0.0.1:{port}");
+    let waiting = Host::spawn(&["--pipeline", p.to_str().expect("utf8"), "--admin", &admin], &[]);
+    waiting.wait_log("admin endpoint (standby)", LIMIT);
+    let (status, body) = http_get(port, "/health", "application/json");
+    assert!(status == 200 && body.contains("waiting for Redis"), "{status} {body}");
+    let (status, body) = http_get(port, "/ready", "application/json");
+    assert!(status == 503 && body.contains("waiting for Redis"), "{status} {body}");
+    let (status, log) = waiting.stop();
+    assert!(status.success(), "{log}");
+
     let a = fleet_collector(&redis, &fake.base, dir.path(), 0, 2);
     a.wait_log("id claimed", LIMIT);
     let port = free_port();
@@ -706,7 +727,7 @@ fn a_standby_answers_on_its_admin_address_until_it_holds_an_id() {
     assert_eq!(health["status"], "standby", "{body}");
     let lease = &health["components"][0];
     assert_eq!((&lease["component"], &lease["state"]), (&"lease".into(), &"standby".into()), "{body}");
-    assert!(lease["reason"].as_str().is_some_and(|r| r.contains("every track id with rules is held")), "{body}");
+    assert!(lease["reason"].as_str().is_some_and(|r| r.contains("no track id with rules is free")), "{body}");
     let (status, body) = http_get(port, "/ready", "application/json");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"lease\"") && body.contains("standby"), "{body}");

@@ -158,11 +158,16 @@ pub struct TlsListener {
     rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, std::net::SocketAddr)>,
     local: std::net::SocketAddr,
     /// The accept loop (stopped with the listener).
-    acceptor_task: tokio::task::JoinHandle<()>,
+    acceptor: tokio::task::AbortHandle,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+    /// The listener, and the accept loop's task: it owns the socket, so the
+    /// address is free once that task has ended (await it after the drop).
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<(TlsListener, tokio::task::JoinHandle<()>)> {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -193,13 +198,13 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { rx, local, acceptor_task: task })
+        Ok((TlsListener { rx, local, acceptor: task.abort_handle() }, task))
     }
 }
 
 impl Drop for TlsListener {
     fn drop(&mut self) {
-        self.acceptor_task.abort();
+        self.acceptor.abort();
     }
 }
 

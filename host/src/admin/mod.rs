@@ -287,12 +287,13 @@ async fn bind_and_serve(
     if tls.is_none() && !access::is_loopback(&local) {
         tracing::warn!(listen = %local, "the admin endpoint is reachable from other machines without TLS ([admin] tls_cert_file, tls_key_file)");
     }
-    let listener = match tls {
-        Some(config) => Either::Tls(
-            access::TlsListener::new(listener, config)
-                .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?,
-        ),
-        None => Either::Plain(listener),
+    let (listener, acceptor) = match tls {
+        Some(config) => {
+            let (l, acceptor) = access::TlsListener::new(listener, config)
+                .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?;
+            (Either::Tls(l), Some(acceptor))
+        }
+        None => (Either::Plain(listener), None),
     };
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
@@ -314,6 +315,12 @@ async fn bind_and_serve(
                 }
             }
             () = shutdown.cancelled() => {}
+        }
+        // TLS: the accept loop holds the socket; the address is free (for
+        // the listener that follows a standby's) once it has ended.
+        if let Some(acceptor) = acceptor {
+            acceptor.abort();
+            let _ = acceptor.await;
         }
     }))
 }

@@ -11,6 +11,8 @@
 //! as the full listener, which takes the address over once an id is claimed.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -27,14 +29,21 @@ pub struct StandbyState {
     pub traptor_type: RuleType,
     pub settings: AdminSettings,
     pub started: Instant,
+    /// Whether Redis has answered (the leases are read there).
+    pub redis_connected: AtomicBool,
 }
 
 impl StandbyState {
     fn reason(&self) -> String {
-        format!(
-            "standby: every {} id with rules is held by another collector; this one claims the first that is free",
-            self.traptor_type
-        )
+        if self.redis_connected.load(Relaxed) {
+            format!(
+                "standby: no {} id with rules is free (each is held by another collector, or none has rules yet); \
+                 this one claims the first that is",
+                self.traptor_type
+            )
+        } else {
+            format!("standby: waiting for Redis, where the {} ids' leases are", self.traptor_type)
+        }
     }
 }
 

@@ -215,43 +215,54 @@ fn keep_lease(
     (run, lost)
 }
 
-/// Step 1b: claim an id (`id = "auto"`); the admin address answers as a
-/// standby meanwhile, and is free again when this returns.
-async fn claim_standing_by(
+/// Steps 1 and 1b: connect to Redis (when coordination is on), then claim
+/// an id (`id = "auto"`). With `id = "auto"` the admin address answers as a
+/// standby all along, and is free again when this returns.
+async fn connect_and_claim(
     cfg: &LoadedConfig,
-    redis: Option<&redis::aio::ConnectionManager>,
     admin: Option<&str>,
     shutdown: &CancellationToken,
-) -> Result<services::Claimed, AppError> {
+) -> Result<(Option<redis::aio::ConnectionManager>, services::Claimed), AppError> {
     let standby = standby_listener(cfg, admin).await?;
-    let claim = services::claim_id(cfg, redis, shutdown).await;
-    if let Some((stop, task)) = standby {
+    let claimed = async {
+        let redis = match services::connect_coordination(cfg, shutdown).await? {
+            services::Connected::Yes(redis) => redis,
+            services::Connected::ShutDown => return Ok((None, services::Claimed::ShutDown)),
+        };
+        if let Some((state, _, _)) = &standby {
+            state.redis_connected.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let claim = services::claim_id(cfg, redis.as_ref(), shutdown).await?;
+        Ok((redis, claim))
+    }
+    .await;
+    if let Some((_, stop, task)) = standby {
         stop.cancel();
         let _ = task.await;
     }
-    claim
+    claimed
 }
 
-/// Step 1b's listener: with `id = "auto"` and an admin address, a standby
+type Standby = (Arc<crate::admin::StandbyState>, CancellationToken, tokio::task::JoinHandle<()>);
+
+/// Step 1's listener: with `id = "auto"` and an admin address, a standby
 /// answers `/health`, `/ready` and `/metrics` there until it holds an id
 /// (stop it with the token and await the task: the address is free then).
-async fn standby_listener(
-    cfg: &LoadedConfig,
-    addr: Option<&str>,
-) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
+async fn standby_listener(cfg: &LoadedConfig, addr: Option<&str>) -> Result<Option<Standby>, AppError> {
     let c = &cfg.config;
     let Some(addr) = addr.or(c.admin.as_ref().map(|a| a.listen.as_str())) else { return Ok(None) };
     if !c.traptor.id.is_auto() {
         return Ok(None);
     }
-    let state = crate::admin::StandbyState {
+    let state = Arc::new(crate::admin::StandbyState {
         traptor_type: c.traptor.traptor_type,
         settings: crate::admin::AdminSettings::from_config(c.admin.as_ref())?,
         started: Instant::now(),
-    };
+        redis_connected: std::sync::atomic::AtomicBool::new(false),
+    });
     let stop = CancellationToken::new();
-    let task = crate::admin::start_standby(addr, Arc::new(state), stop.clone()).await?;
-    Ok(Some((stop, task)))
+    let task = crate::admin::start_standby(addr, state.clone(), stop.clone()).await?;
+    Ok(Some((state, stop, task)))
 }
 
 /// Step 3½: the admin listener, when the command line or `[admin]` asks.
@@ -318,14 +329,11 @@ async fn steps(
     let hup = hangup::Listener::new();
 
     // 1. Coordination start-up: one Redis connection (reconnecting in the
-    //    background), waited for with backoff.
-    let redis = match services::connect_coordination(cfg, &shutdown).await? {
-        services::Connected::Yes(redis) => redis,
-        services::Connected::ShutDown => return Ok(None),
-    };
-    // `id = "auto"`: stand by until an id with rules is free, then run as it.
+    //    background), waited for with backoff; with `id = "auto"`, stand by
+    //    until an id with rules is free, then run as it.
+    let (redis, claim) = connect_and_claim(cfg, opts.admin.as_deref(), &shutdown).await?;
     let claimed;
-    let (cfg, lease) = match claim_standing_by(cfg, redis.as_ref(), opts.admin.as_deref(), &shutdown).await? {
+    let (cfg, lease) = match claim {
         services::Claimed::Fixed => (cfg, None),
         services::Claimed::Id(with_id, lease) => {
             claimed = with_id;
