@@ -262,7 +262,7 @@ pub async fn start(
 ) -> Result<tokio::task::JoinHandle<()>, AdminError> {
     let app = router(state.clone());
     let what = "admin endpoint: / (dashboard) /preview /metrics /health /ready /api/rules /api/stats /api/recent, POST /api/rules/preview";
-    let served = bind_and_serve(addr, app, state.settings.tls.clone(), shutdown.clone(), what).await?;
+    let served = bind_and_serve(addr, app, &state.settings, shutdown.clone(), what).await?;
     Ok(tokio::spawn(async move {
         let sampler = tokio::spawn(sample(state, shutdown));
         let _ = served.await;
@@ -270,15 +270,17 @@ pub async fn start(
     }))
 }
 
-/// Bind `addr` (plain or TLS), then serve `app` on a task until `shutdown`;
-/// the socket is closed when the task ends. `what` is logged once bound.
+/// Bind `addr` (plain or TLS as `settings` say), then serve `app` on a task
+/// until `shutdown`, every request through the token [`guard`] and a time
+/// limit; the socket is closed when the task ends. `what` is logged once bound.
 async fn bind_and_serve(
     addr: &str,
     app: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    settings: &AdminSettings,
     shutdown: CancellationToken,
     what: &str,
 ) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    let tls = settings.tls.clone();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AdminError::Bind { addr: addr.to_owned(), source })?;
@@ -295,10 +297,9 @@ async fn bind_and_serve(
         }
         None => (Either::Plain(listener), None),
     };
-    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        Duration::from_secs(5),
-    ));
+    let app = app.layer(axum::middleware::from_fn_with_state(Arc::new(settings.clone()), guard)).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(5)),
+    );
     Ok(tokio::spawn(async move {
         // Not a graceful shutdown: an idle or hostile client must not hold
         // the collector's exit (its connection dies with the process).
@@ -346,7 +347,6 @@ fn router(state: Arc<AdminState>) -> axum::Router {
         .route("/api/stages/{name}/promote", axum::routing::post(api_promote))
         .route("/preview", axum::routing::get(preview_page))
         .route("/api/rules/preview", axum::routing::post(api_preview))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(state.settings.max_body_bytes))
         // axum's own 2 MiB limit on extracted bodies would undercut `max_body_bytes`.
@@ -359,13 +359,14 @@ enum Either {
     Tls(access::TlsListener),
 }
 
-/// Every request passes here first: tokens (see [`access`]).
+/// Every request passes here first, on both listeners (a standby's too):
+/// tokens (see [`access`]).
 async fn guard(
-    State(s): State<Arc<AdminState>>,
+    State(settings): State<Arc<AdminSettings>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match s.settings.refuse(req.method(), req.uri().path(), req.headers()) {
+    match settings.refuse(req.method(), req.uri().path(), req.headers()) {
         Some(refusal) => refusal,
         None => next.run(req).await,
     }

@@ -59,21 +59,9 @@ pub async fn start_standby(
         .route("/ready", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(elsewhere)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone());
     let what = "admin endpoint (standby): /health /ready /metrics";
-    super::bind_and_serve(addr, app, state.settings.tls.clone(), shutdown, what).await
-}
-
-async fn guard(
-    State(s): State<Arc<StandbyState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match s.settings.refuse(req.method(), req.uri().path(), req.headers()) {
-        Some(refusal) => refusal,
-        None => next.run(req).await,
-    }
+    super::bind_and_serve(addr, app, &state.settings, shutdown, what).await
 }
 
 async fn health(State(s): State<Arc<StandbyState>>) -> Response {
