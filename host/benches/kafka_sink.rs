@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = Arc::new(KafkaStats::default());
-    let (tx, rx) = async_channel::bounded(64);
+    let (tx, rx) = traptor_host::sinks::channel(64);
     let started = Instant::now();
     // The clock stops at the last delivery report (like the reference's
     // flush), not after the producer's teardown, which is timed apart.

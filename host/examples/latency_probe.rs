@@ -210,7 +210,7 @@ fn report(
     a: &Args,
     sent: u64,
     got: &[(u64, u64)],
-    inside: Option<(f64, f64)>,
+    inside: Option<(f64, f64, u64)>,
     cpu: Option<f64>,
 ) -> std::io::Result<()> {
     if let Ok(path) = std::env::var("PROBE_DUMP") {
@@ -231,7 +231,7 @@ fn report(
         q(0.5),
         q(0.99),
         lat.last().map_or(f64::NAN, |v| *v as f64 / 1e6),
-        inside.map_or("n/a".into(), |(p50, p99)| format!("{p50:.3}, p99 {p99:.3}")),
+        inside.map_or("n/a".into(), |(p50, p99, spilled)| format!("{p50:.3}, p99 {p99:.3} (to disk {spilled})")),
         cpu.map_or("n/a".into(), |c| format!("{:.1}", c * 1e6 / sent.max(1) as f64)),
         if a.bin == "relay" { "relay (control)" } else { a.sink.as_str() },
         if a.buffer { "on" } else { "off" },
@@ -407,8 +407,10 @@ impl BufRead for Tail {
 }
 
 /// The p50 and p99 of `traptor_end_to_end_latency_seconds` from
-/// `/metrics`, in ms, interpolated linearly inside their buckets.
-fn scrape_ms(port: u16) -> Option<(f64, f64)> {
+/// `/metrics`, in ms, interpolated linearly inside their buckets, and the
+/// records the buffer put on disk (it does when the workers' channel is
+/// full: a stall inside the collector).
+fn scrape_ms(port: u16) -> Option<(f64, f64, u64)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").ok()?;
     let mut body = String::new();
@@ -420,6 +422,11 @@ fn scrape_ms(port: u16) -> Option<(f64, f64)> {
         let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
         buckets.push((le, n));
     }
+    let spilled = body
+        .lines()
+        .find(|l| l.starts_with("traptor_buffer_moved_records_total{direction=\"to_disk\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
     let total = buckets.last()?.1;
     let quantile = |q: f64| -> Option<f64> {
         let want = total * q;
@@ -435,7 +442,7 @@ fn scrape_ms(port: u16) -> Option<(f64, f64)> {
         }
         None
     };
-    Some((quantile(0.5)?, quantile(0.99)?))
+    Some((quantile(0.5)?, quantile(0.99)?, spilled))
 }
 
 /// SIGTERM, then wait (a graceful stop drains and exits 0).

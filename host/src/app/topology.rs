@@ -333,7 +333,7 @@ impl Topology {
         let n = self.settings.tuning.channel_batches;
         let (merged_tx, merged_rx) = async_channel::bounded(n);
         let (raw_tx, raw_rx) = async_channel::bounded(n);
-        let (out_tx, out_rx) = async_channel::bounded(n);
+        let (out_tx, out_rx) = crate::sinks::channel(n);
         let infos: Arc<[SourceInfo]> = self
             .sources
             .iter()

@@ -12,7 +12,10 @@
 //! is full, batches go to an on-disk queue instead (the Kafka spool's
 //! segmented, checksummed format, [`Spool`]), and the workers take from
 //! memory, then from disk, in arrival order. While the queue holds anything,
-//! every new batch goes behind it, so order is kept.
+//! every new batch goes behind it, so order is kept. A full channel first
+//! gathers what comes into one batch in memory (up to `batch_size` records
+//! of one source): a stall of a millisecond fills it at 10,000 posts/s, and
+//! the disk is for longer ones.
 //!
 //! Every batch handed to the workers gets the next sequence number here (the
 //! sources' own numbers collide when there are several); the sink writes in
@@ -114,12 +117,21 @@ impl Merge {
         let mut inflight = VecDeque::new();
         let mut sending: Option<Sending> = None;
         let mut held: Option<RawBatch> = None;
+        // Batches that came while the workers' channel was full, joined
+        // (see `Merge::gather`).
+        let mut gathered: Option<RawBatch> = None;
         let mut input_open = true;
         let mut announced = false;
         loop {
             settle(&mut self.queue, &mut inflight, &self.written, &self.checkpoints, self.dedup.as_deref())?;
             if let Some(b) = held.take() {
                 held = self.spill(b, &mut inflight)?;
+            }
+            // What was gathered is older than anything on disk: it goes first.
+            if sending.is_none()
+                && let Some(g) = gathered.take()
+            {
+                sending = self.forward(g, None, &mut next_seq, &mut inflight);
             }
             // From disk while the workers take batches at once (a hand-off
             // that completes leaves `sending` empty: pop the next one now,
@@ -134,7 +146,7 @@ impl Merge {
             }
             self.gauges();
             let queued = self.queue.as_ref().map_or(0, |q| q.queued().0);
-            if !input_open && sending.is_none() && held.is_none() && queued == 0 {
+            if !input_open && sending.is_none() && held.is_none() && gathered.is_none() && queued == 0 {
                 break;
             }
             if shutdown.is_cancelled() && !announced && queued > 0 {
@@ -161,7 +173,7 @@ impl Merge {
                     Ok(b) => {
                         if sending.is_none() && queued == 0 {
                             sending = self.forward(b, None, &mut next_seq, &mut inflight);
-                        } else {
+                        } else if let Some(b) = self.gather(b, &mut gathered, queued) {
                             held = self.spill(b, &mut inflight)?;
                         }
                     }
@@ -176,6 +188,27 @@ impl Merge {
         self.gauges();
         let Merge { queue, written, checkpoints, metrics, dedup, .. } = self;
         Ok(Settle { queue, inflight, written, checkpoints, metrics, dedup })
+    }
+
+    /// The workers' channel is full: join `b` to the batch gathered in
+    /// memory while it has room (one source, up to `batch_size` records),
+    /// else give it back (for the disk). A stall of a millisecond fills
+    /// the channel at 10,000 posts/s (each post crosses alone); sending
+    /// each post that comes meanwhile to disk and back cost more than the
+    /// stall (every later batch goes behind the queue), and the collector
+    /// fell behind for tens of ms. Gathered, they cross in one batch as
+    /// soon as the workers take the next one. Only with the buffer (without
+    /// it, a full channel stops the source).
+    fn gather(&self, b: RawBatch, gathered: &mut Option<RawBatch>, queued: u64) -> Option<RawBatch> {
+        if self.queue.is_none() || queued > 0 {
+            return Some(b);
+        }
+        match gathered {
+            None => *gathered = Some(b),
+            Some(g) if g.source == b.source && g.len() + b.len() <= self.batch_size => g.append(&b),
+            Some(_) => return Some(b),
+        }
+        None
     }
 
     /// Number a batch and hand it to the workers: at once when they have

@@ -122,6 +122,58 @@ async fn the_merge_keeps_order_through_disk_and_removes_only_what_was_written() 
     assert_eq!(q.held(), (0, 0), "everything written was removed");
 }
 
+/// Issue 23: a short stall of the workers (the channel full for a moment)
+/// sends nothing to disk: what comes meanwhile is gathered into one batch
+/// that crosses as soon as the workers take the next; only past
+/// `batch_size` records does the disk take the rest, in order.
+#[tokio::test]
+async fn a_short_stall_gathers_in_memory_and_a_long_one_goes_to_disk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (in_tx, in_rx) = async_channel::bounded(64);
+    let (out_tx, out_rx) = async_channel::bounded(1);
+    let metrics = Arc::new(Metrics::default());
+    let written = Arc::new(AtomicU64::new(0));
+    let merge = Merge {
+        input: in_rx,
+        output: out_tx,
+        queue: Some(DiskQueue::open(dir.path(), &cfg(1 << 20, BufferOverflow::Block)).expect("open")),
+        written: written.clone(),
+        checkpoints: vec![Arc::new(AtomicU64::new(0))],
+        metrics: metrics.clone(),
+        batch_size: 6,
+        dedup: None,
+    };
+    let task = tokio::spawn(merge.run(CancellationToken::new()));
+    // Nobody reads: one batch in the channel, one waiting to enter, the
+    // next three (6 records) gathered.
+    for i in 0..5u32 {
+        in_tx.send(batch(0, i * 2..i * 2 + 2, None)).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(metrics.buffer_to_disk.load(Ordering::Relaxed), 0, "a short stall stays in memory");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let b = out_rx.recv().await.expect("batch");
+        written.store(b.seq + 1, Ordering::Release);
+        got.push(ids(&b));
+    }
+    assert_eq!(got, vec![vec![0, 1], vec![2, 3], (4..10).collect::<Vec<_>>()], "gathered into one batch, in order");
+    // A longer stall: past batch_size the disk takes the rest.
+    for i in 5..12u32 {
+        in_tx.send(batch(0, i * 2..i * 2 + 2, None)).await.expect("send");
+    }
+    drop(in_tx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(metrics.buffer_to_disk.load(Ordering::Relaxed) > 0, "a long stall spills");
+    let mut rest = Vec::new();
+    while let Ok(b) = out_rx.recv().await {
+        written.store(b.seq + 1, Ordering::Release);
+        rest.extend(ids(&b));
+    }
+    task.await.expect("task").expect("merge").finish().expect("finish");
+    assert_eq!(rest, (10..24).collect::<Vec<_>>(), "once each, in order");
+}
+
 #[test]
 fn overflow_policies_count_exactly() {
     let one = {

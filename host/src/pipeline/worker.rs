@@ -501,11 +501,12 @@ fn wrap_items(
 }
 
 /// Start `n` CPU workers on tokio's blocking pool: each takes a batch from
-/// `rx`, processes it with the rules current at that moment, and passes it on.
+/// `rx`, processes it with the rules current at that moment, and passes it on
+/// (writing it itself when the sink's writer is free: `sinks::handoff`).
 pub fn spawn_workers(
     n: usize,
     rx: &async_channel::Receiver<RawBatch>,
-    tx: &async_channel::Sender<OutBatch>,
+    tx: &crate::sinks::BatchTx,
     ctx: &WorkerContext,
     compiled: &Arc<ArcSwap<Compiled>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -522,7 +523,7 @@ pub fn spawn_workers(
 /// with fresh buffers.
 fn worker_loop(
     rx: &async_channel::Receiver<RawBatch>,
-    tx: &async_channel::Sender<OutBatch>,
+    tx: &crate::sinks::BatchTx,
     ctx: &WorkerContext,
     compiled: &ArcSwap<Compiled>,
 ) {

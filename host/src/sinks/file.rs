@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, blocking, write_all_batches,
+    BatchRx, LineSink, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, Written, blocking,
+    write_all_batches,
 };
 use crate::batch::OutBatch;
 use crate::component::{BaseDir, Problems};
@@ -217,11 +218,14 @@ impl RunSink for FileSink {
     fn run(mut self: Box<Self>, input: BatchRx, run: SinkRun) -> SinkFuture {
         blocking(move || {
             let SinkRun { metrics, mut dead_letters, confirmed, .. } = run;
-            let r = self
-                .open()
-                .and_then(|()| write_all_batches(&input, &metrics, &mut *self, &mut dead_letters, &confirmed));
-            let r = self.finish().and(r);
-            dead_letters.finish().and(r)
+            if let Err(e) = self.open() {
+                input.close();
+                return dead_letters.finish().and(Err(e));
+            }
+            let Written { result, mut out, mut dead } =
+                write_all_batches(&input, &metrics, self, dead_letters, &confirmed);
+            let r = out.finish().and(result);
+            dead.finish().and(r)
         })
     }
 

@@ -3,26 +3,31 @@
 //! A closed list (STYLE 4, 15): every built-in sink is one line of
 //! [`SinkConfig`]; its file holds its `XxxConfig` (keys, checks, path
 //! resolution) and builds the running [`Sink`]. A sink receives processed
-//! batches from the workers, restores source order ([`Reorder`]), writes, and
-//! flushes when its input closes. `stdout` and `file` are blocking writers on
-//! their own thread; `kafka` runs on the reactor.
+//! batches from the workers, restores source order ([`crate::batch::Reorder`]),
+//! writes, and flushes when its input closes. `stdout` and `file` are blocking
+//! writers that the workers drive themselves (see `handoff`); `kafka` runs on
+//! the reactor.
 //!
 //! Dead letters (`on_error = "dead_letter"`) travel inside the batches and are
 //! written by the sink, inline, to a [`LineSink`] made from the
 //! `[dead_letter]` section.
 
 pub mod file;
+mod handoff;
 pub mod kafka;
 pub mod stdout;
+
+pub use handoff::{BatchRx, BatchTx, SinkGone, channel};
+pub(crate) use handoff::{Written, write_all_batches};
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{OutBatch, Reorder};
+use crate::batch::OutBatch;
 use crate::component::{BaseDir, Problems, registry};
 use crate::rules::Collector;
 use crate::telemetry::Metrics;
@@ -54,9 +59,6 @@ pub trait SinkComponent: std::fmt::Debug + Send + Sync {
     /// Secrets are read here.
     fn build(&self, identity: Collector) -> Result<Sink, SinkError>;
 }
-
-/// Receiver side of the workers → sink channel.
-pub type BatchRx = async_channel::Receiver<OutBatch>;
 
 /// Why a sink stopped.
 #[derive(Debug, thiserror::Error)]
@@ -247,82 +249,4 @@ where
     F: FnOnce() -> Result<SinkSummary, SinkError> + Send + 'static,
 {
     Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(|e| SinkError::Task(e.to_string()))? })
-}
-
-/// How long written lines may wait in a sink's buffer while more batches
-/// are queued behind them: past it they are flushed even so (latency), below
-/// it more batches join the same write (throughput).
-const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// The shared receive → reorder → write loop of the blocking sinks.
-///
-/// Lines are flushed when no batch is waiting, or when the oldest unflushed
-/// one was written [`FLUSH_AFTER`] ago; the end-to-end latency of a batch is
-/// observed when it is flushed (when a reader can see it), not when it
-/// entered the buffer.
-pub(crate) fn write_all_batches(
-    input: &BatchRx,
-    metrics: &Metrics,
-    out: &mut dyn LineSink,
-    dead: &mut dyn LineSink,
-    confirmed: &AtomicU64,
-) -> Result<SinkSummary, SinkError> {
-    let mut reorder = Reorder::default();
-    let mut summary = SinkSummary::default();
-    // Batches below this sequence number are written; published once flushed.
-    let mut written: u64 = 0;
-    // (read at, records) of the batches written since the last flush.
-    let mut unflushed: Vec<(Option<std::time::Instant>, u64)> = Vec::new();
-    let mut unflushed_since: Option<std::time::Instant> = None;
-    let write = |out: &mut dyn LineSink,
-                 dead: &mut dyn LineSink,
-                 b: OutBatch,
-                 summary: &mut SinkSummary,
-                 unflushed: &mut Vec<(Option<std::time::Instant>, u64)>|
-     -> Result<(), SinkError> {
-        out.write_lines(&b)?;
-        for line in b.iter_dead() {
-            dead.write_line(line)?;
-        }
-        Metrics::add(&metrics.dead_letters_out, b.dead_len() as u64);
-        summary.records += b.len() as u64;
-        summary.bytes += b.bytes() as u64 + b.len() as u64;
-        Metrics::add(&metrics.records_out, b.len() as u64);
-        Metrics::add(&metrics.bytes_out, b.bytes() as u64 + b.len() as u64);
-        unflushed.push((b.read_at, b.len() as u64));
-        Ok(())
-    };
-    let flush = |out: &mut dyn LineSink,
-                 dead: &mut dyn LineSink,
-                 unflushed: &mut Vec<(Option<std::time::Instant>, u64)>,
-                 written: u64|
-     -> Result<(), SinkError> {
-        out.idle()?;
-        dead.idle()?;
-        let now = std::time::Instant::now();
-        for (read_at, n) in unflushed.drain(..) {
-            if let Some(t) = read_at {
-                metrics.end_to_end.observe_n(now.saturating_duration_since(t), n);
-            }
-        }
-        confirmed.fetch_max(written, Ordering::Release);
-        Ok(())
-    };
-    while let Ok(batch) = input.recv_blocking() {
-        for b in reorder.push(batch) {
-            written = written.max(b.seq + 1);
-            write(out, dead, b, &mut summary, &mut unflushed)?;
-            unflushed_since.get_or_insert_with(std::time::Instant::now);
-        }
-        if input.is_empty() || unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
-            flush(out, dead, &mut unflushed, written)?;
-            unflushed_since = None;
-        }
-    }
-    for b in reorder.drain() {
-        written = written.max(b.seq + 1);
-        write(out, dead, b, &mut summary, &mut unflushed)?;
-    }
-    flush(out, dead, &mut unflushed, written)?;
-    Ok(summary)
 }

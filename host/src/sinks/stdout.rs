@@ -8,7 +8,7 @@ use std::io::{BufWriter, Stdout};
 use serde::Deserialize;
 
 use super::{
-    BatchRx, LineSink, LineWriter, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, blocking,
+    BatchRx, LineSink, LineWriter, RunSink, Sink, SinkComponent, SinkError, SinkFuture, SinkRun, Written, blocking,
     write_all_batches,
 };
 use crate::component::Problems;
@@ -46,16 +46,13 @@ impl RunSink for StdoutSink {
 
     fn run(self: Box<Self>, input: BatchRx, run: SinkRun) -> SinkFuture {
         blocking(move || {
-            let SinkRun { metrics, mut dead_letters, confirmed, .. } = run;
-            let r = write_all_batches(&input, &metrics, &mut writer(), &mut dead_letters, &confirmed);
-            if let Err(SinkError::Write { source, .. }) = &r
-                && source.kind() == std::io::ErrorKind::BrokenPipe
-            {
-                // The reader went away (`| head`): stop the pipeline; the run
-                // ends with this error (exit 2), reported once.
-                input.close();
-            }
-            dead_letters.finish().and(r)
+            let SinkRun { metrics, dead_letters, confirmed, .. } = run;
+            // A failed write (the reader went away: `| head`) closes the
+            // input, which stops the pipeline; the run ends with this error
+            // (exit 2), reported once.
+            let Written { result, mut dead, .. } =
+                write_all_batches(&input, &metrics, Box::new(writer()), dead_letters, &confirmed);
+            dead.finish().and(result)
         })
     }
 
