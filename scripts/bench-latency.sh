@@ -20,6 +20,8 @@
 #   BUFFER=off scripts/bench-latency.sh      # without the disk buffer
 #   RUNS=3 scripts/bench-latency.sh          # each rate several times
 #   CONTROL=off scripts/bench-latency.sh     # without the relay's floor
+#   HOG=2 scripts/bench-latency.sh           # with 2 busy loops running beside
+#                                            # (a noisy machine, reproducibly)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -27,7 +29,14 @@ shift || true
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(1000 10000 30000)
 cargo build --release -q -p traptor-host --bin traptor-host --example latency_probe
-echo "stand-in X v2 stream -> target/release/traptor-host -> ${SINK:-stdout}; $secs s per rate after a 1 s warm-up; $(nproc) cores" >&2
+hogs=()
+stop_hogs() { [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null || true; }
+trap stop_hogs EXIT
+for _ in $(seq "${HOG:-0}"); do
+  sh -c 'while :; do :; done' &
+  hogs+=($!)
+done
+echo "stand-in X v2 stream -> target/release/traptor-host -> ${SINK:-stdout}; $secs s per rate after a 1 s warm-up; $(nproc) cores; ${HOG:-0} busy loops beside" >&2
 for rate in "${rates[@]}"; do
   for _ in $(seq "${RUNS:-1}"); do
     if [ "${CONTROL:-on}" != off ]; then
