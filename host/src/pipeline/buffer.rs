@@ -174,6 +174,14 @@ impl Merge {
                         if sending.is_none() && queued == 0 {
                             sending = self.forward(b, None, &mut next_seq, &mut inflight);
                         } else if let Some(b) = self.gather(b, &mut gathered, queued) {
+                            // A longer stall: the disk takes what was gathered
+                            // first (a crash keeps it, and no checkpoint of a
+                            // batch refused later passes it), then this one.
+                            // Full under `block`, it stays gathered: it still
+                            // goes before anything on disk.
+                            if let Some(g) = gathered.take() {
+                                gathered = self.spill(g, &mut inflight)?;
+                            }
                             held = self.spill(b, &mut inflight)?;
                         }
                     }

@@ -61,6 +61,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Writing failed: senders blocked on a full channel, and those to
+    /// come, stop; the sink's thread takes the writer back.
+    fn stop(&self) {
+        self.rx.close();
+        self.wake_sink();
+    }
+
     fn wake_sink(&self) {
         let (flag, cv) = &self.gone;
         *flag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
@@ -78,7 +85,12 @@ impl Shared {
                 Ok(g) => g,
                 // The holder looks at the channel again after letting go.
                 Err(TryLockError::WouldBlock) => return true,
-                Err(TryLockError::Poisoned(_)) => return false,
+                // A panic while writing (a bug): stop as on a failed write;
+                // the sink reports it when it takes the writer back.
+                Err(TryLockError::Poisoned(_)) => {
+                    self.stop();
+                    return false;
+                }
             };
             let Some(w) = guard.as_mut() else { return self.lent.load(Ordering::Acquire) };
             if w.failed.is_some() {
@@ -86,13 +98,14 @@ impl Shared {
             }
             if let Err(e) = w.drain(&self.rx) {
                 w.failed = Some(e);
-                // Senders blocked on a full channel, and those to come, stop.
-                self.rx.close();
                 drop(guard);
-                self.wake_sink();
+                self.stop();
                 return false;
             }
             drop(guard);
+            // The unlock before the look (a sender that lost the race for
+            // the lock sent before trying it).
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.rx.is_empty() {
                 return true;
             }
@@ -137,13 +150,15 @@ impl BatchTx {
     /// what is ready if the writer is free.
     pub fn send_blocking(&self, b: OutBatch) -> Result<(), SinkGone> {
         self.tx.send_blocking(b).map_err(|_| SinkGone)?;
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.shared.pump() { Ok(()) } else { Err(SinkGone) }
     }
 
-    /// Hand a batch over from the reactor (tools, benches).
+    /// Hand a batch over from the reactor, to a sink on the reactor
+    /// (Kafka; benches): it never writes itself, a blocking write has no
+    /// place on the reactor.
     pub async fn send(&self, b: OutBatch) -> Result<(), SinkGone> {
-        self.tx.send(b).await.map_err(|_| SinkGone)?;
-        if self.shared.pump() { Ok(()) } else { Err(SinkGone) }
+        self.tx.send(b).await.map_err(|_| SinkGone)
     }
 }
 
@@ -302,7 +317,10 @@ pub(crate) fn write_all_batches(
         }
     }
     sh.lent.store(false, Ordering::Release);
-    let taken = sh.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let (taken, panicked) = match sh.writer.lock() {
+        Ok(mut g) => (g.take(), false),
+        Err(poisoned) => (poisoned.into_inner().take(), true),
+    };
     let Some(mut w) = taken else {
         // Only this function takes the writer back.
         return Written {
@@ -313,6 +331,8 @@ pub(crate) fn write_all_batches(
     };
     let result = match w.failed.take() {
         Some(e) => Err(e),
+        // What it wrote half is not confirmed: nothing more is.
+        None if panicked => Err(SinkError::Task("a worker panicked while writing".into())),
         None => finish_writing(&mut w, &input.rx),
     };
     Written { result, out: w.out, dead: w.dead }
@@ -327,4 +347,131 @@ fn finish_writing(w: &mut Writer, rx: &async_channel::Receiver<OutBatch>) -> Res
     }
     w.flush()?;
     Ok(w.summary.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines into a shared buffer; fails from the `fail_at`-th write on.
+    struct Memory {
+        lines: Arc<Mutex<Vec<u8>>>,
+        writes: usize,
+        fail_at: usize,
+        panic_at: usize,
+    }
+
+    impl LineSink for Memory {
+        fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+            self.writes += 1;
+            assert!(self.writes != self.panic_at, "a bug while writing");
+            if self.writes >= self.fail_at {
+                let source = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+                return Err(SinkError::Write { target: "memory".into(), source });
+            }
+            let mut l = self.lines.lock().expect("lines");
+            l.extend_from_slice(line);
+            l.push(b'\n');
+            Ok(())
+        }
+        fn idle(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn memory(fail_at: usize, panic_at: usize) -> (Box<dyn LineSink + Send>, Arc<Mutex<Vec<u8>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        (Box::new(Memory { lines: lines.clone(), writes: 0, fail_at, panic_at }), lines)
+    }
+
+    fn batch(seq: u64) -> OutBatch {
+        let mut b = OutBatch::with_seq(seq);
+        b.push(format!("{{\"seq\":{seq}}}").as_bytes(), "k");
+        b
+    }
+
+    /// Four workers hand over batches out of order, racing for the writer,
+    /// with the sink's thread starting late: every batch comes out once, in
+    /// order, and the sink confirms all of them.
+    #[test]
+    fn racing_workers_write_every_batch_once_in_order() {
+        const WORKERS: u64 = 4;
+        const PER: u64 = 500;
+        let (tx, rx) = channel(2);
+        let (out, lines) = memory(usize::MAX, usize::MAX);
+        let metrics = Arc::new(Metrics::default());
+        let confirmed = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        if i % 97 == w {
+                            std::thread::sleep(std::time::Duration::from_micros(300));
+                        }
+                        tx.send_blocking(batch(i * WORKERS + w)).expect("sink takes it");
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let sink = {
+            let (metrics, confirmed) = (metrics.clone(), confirmed.clone());
+            std::thread::spawn(move || write_all_batches(&rx, &metrics, out, DeadLetters::none(), &confirmed).result)
+        };
+        for w in workers {
+            w.join().expect("worker");
+        }
+        let summary = sink.join().expect("sink").expect("written");
+        let n = WORKERS * PER;
+        assert_eq!(summary.records, n);
+        assert_eq!(confirmed.load(Ordering::Acquire), n);
+        let text = String::from_utf8(lines.lock().expect("lines").clone()).expect("utf-8");
+        let want: String = (0..n).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
+        assert!(text == want, "every batch once, in order ({} lines)", text.lines().count());
+    }
+
+    /// A failed write stops the workers (their next hand-off is refused)
+    /// and the sink ends with that error; a panic while writing does the
+    /// same instead of leaving the workers blocked.
+    #[test]
+    fn a_failed_or_panicking_write_stops_the_workers_and_the_sink_reports_it() {
+        for (fail_at, panic_at, want) in [(10, usize::MAX, "cannot write to memory"), (usize::MAX, 10, "panicked")] {
+            let (tx, rx) = channel(1);
+            let (out, _) = memory(fail_at, panic_at);
+            let metrics = Arc::new(Metrics::default());
+            let confirmed = Arc::new(AtomicU64::new(0));
+            let sink = {
+                let (metrics, confirmed) = (metrics.clone(), confirmed.clone());
+                std::thread::spawn(move || {
+                    write_all_batches(&rx, &metrics, out, DeadLetters::none(), &confirmed).result
+                })
+            };
+            let workers: Vec<_> = (0..3u64)
+                .map(|w| {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let mut seq = w;
+                        // A panic inside the writer unwinds this thread.
+                        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            while tx.send_blocking(batch(seq)).is_ok() {
+                                seq += 3;
+                                assert!(seq < 100_000, "the workers were never stopped");
+                            }
+                        }));
+                        drop(tx);
+                        sent.is_ok()
+                    })
+                })
+                .collect();
+            drop(tx);
+            for w in workers {
+                w.join().expect("worker thread");
+            }
+            let err = sink.join().expect("sink").expect_err("the sink reports the failure");
+            assert!(err.to_string().contains(want), "{err}");
+            assert!(confirmed.load(Ordering::Acquire) < 10, "nothing past the failure is confirmed");
+        }
+    }
 }
